@@ -1,0 +1,209 @@
+//! Blocks, headers, receipts and the genesis description.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use carechain_crypto::{Hash, Namespace, PublicKey, SecretKey, Signature, merkle, sha256};
+
+use crate::{
+    codec::encode,
+    tx::{Role, SignedTx},
+};
+
+/// A block header. Its hash identifies the block and is what the proposer signs.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Header {
+    /// Wire format version ([`crate::FORMAT_VERSION`]).
+    pub version: u16,
+    /// The chain.
+    pub chain_id: String,
+    /// Height: the first block after genesis is 1.
+    pub height: u64,
+    /// Hash of the previous header (the genesis hash for height 1).
+    pub parent: Hash,
+    /// Milliseconds since the Unix epoch, chosen by the proposer; never decreases.
+    pub timestamp_ms: u64,
+    /// The proposer's key.
+    pub proposer: PublicKey,
+    /// Number of transactions.
+    pub tx_count: u32,
+    /// RFC 6962 root over the leaf hashes of the transaction hashes.
+    pub tx_root: Hash,
+    /// RFC 6962 root over the leaf hashes of the encoded receipts.
+    pub receipts_root: Hash,
+    /// Commitment to the whole state after this block.
+    pub state_root: Hash,
+    /// Size of the verifiable log after this block.
+    pub log_size: u64,
+    /// Root of the verifiable log after this block.
+    pub log_root: Hash,
+}
+
+impl Header {
+    /// The block id.
+    pub fn hash(&self) -> Hash {
+        sha256(&encode(self))
+    }
+}
+
+/// A block: header, ordered transactions and the proposer's seal over the header hash.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Block {
+    /// The header.
+    pub header: Header,
+    /// The transactions, in execution order.
+    pub txs: Vec<SignedTx>,
+    /// The proposer's signature over [`Namespace::Block`] `||` header hash.
+    pub seal: Signature,
+}
+
+impl Block {
+    /// Seals a header with the proposer's key.
+    pub fn seal(header: Header, txs: Vec<SignedTx>, key: &SecretKey) -> Block {
+        let seal = key.sign(Namespace::Block, &header.hash().0);
+        Block { header, txs, seal }
+    }
+
+    /// Verifies the seal against the header's proposer key.
+    pub fn verify_seal(&self) -> Result<(), carechain_crypto::CryptoError> {
+        self.header.proposer.verify(Namespace::Block, &self.header.hash().0, &self.seal)
+    }
+
+    /// The root the header must carry for these transactions.
+    pub fn compute_tx_root(txs: &[SignedTx]) -> Hash {
+        let leaves: Vec<Hash> = txs.iter().map(|t| merkle::leaf_hash(&t.hash().0)).collect();
+        merkle::root_of_leaf_hashes(&leaves)
+    }
+}
+
+/// Why the state machine refused a transaction. Each has a stable machine-readable code.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum RejectReason {
+    /// The transaction names another chain.
+    WrongChain,
+    /// The signer is not a registered identity.
+    UnknownSigner,
+    /// The signer has been deactivated.
+    SignerDeactivated,
+    /// The signature does not verify under the signer's current key.
+    BadSignature,
+    /// The nonce is not the next one for the signer.
+    BadNonce {
+        /// The nonce the state machine expected.
+        expected: u64,
+        /// The nonce the transaction carried.
+        got: u64,
+    },
+    /// The signer's role does not allow this action.
+    Unauthorized,
+    /// The subject is already registered.
+    AlreadyRegistered,
+    /// The subject, parent or organization is not registered (or not active).
+    UnknownSubject,
+    /// A key in the payload is not a valid Ed25519 point.
+    InvalidKey,
+    /// The new key's proof of possession does not verify.
+    BadRotationProof,
+    /// The new key is already in use by an identity.
+    KeyInUse,
+    /// A field is out of bounds (too long, empty).
+    Malformed,
+}
+
+impl RejectReason {
+    /// Stable code for APIs and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RejectReason::WrongChain => "wrong_chain",
+            RejectReason::UnknownSigner => "unknown_signer",
+            RejectReason::SignerDeactivated => "signer_deactivated",
+            RejectReason::BadSignature => "bad_signature",
+            RejectReason::BadNonce { .. } => "bad_nonce",
+            RejectReason::Unauthorized => "unauthorized",
+            RejectReason::AlreadyRegistered => "already_registered",
+            RejectReason::UnknownSubject => "unknown_subject",
+            RejectReason::InvalidKey => "invalid_key",
+            RejectReason::BadRotationProof => "bad_rotation_proof",
+            RejectReason::KeyInUse => "key_in_use",
+            RejectReason::Malformed => "malformed",
+        }
+    }
+
+    /// Human-readable explanation (never contains payload data).
+    pub fn message(&self) -> String {
+        match self {
+            RejectReason::WrongChain => "transaction is for another chain".into(),
+            RejectReason::UnknownSigner => "signer is not a registered identity".into(),
+            RejectReason::SignerDeactivated => "signer identity is deactivated".into(),
+            RejectReason::BadSignature => {
+                "signature does not verify under the signer's current key".into()
+            }
+            RejectReason::BadNonce { expected, got } => {
+                format!("nonce {got} is not the next nonce (expected {expected})")
+            }
+            RejectReason::Unauthorized => "signer's role may not perform this action".into(),
+            RejectReason::AlreadyRegistered => "identity is already registered".into(),
+            RejectReason::UnknownSubject => "referenced identity is not registered or active".into(),
+            RejectReason::InvalidKey => "key is not a valid Ed25519 public key".into(),
+            RejectReason::BadRotationProof => "new key's proof of possession does not verify".into(),
+            RejectReason::KeyInUse => "new key already belongs to an identity".into(),
+            RejectReason::Malformed => "a field is empty or too long".into(),
+        }
+    }
+}
+
+/// What happened to a transaction.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum Outcome {
+    /// Applied; its hash is leaf `log_index` of the verifiable log.
+    Applied {
+        /// Index of the transaction hash in the verifiable log.
+        log_index: u64,
+    },
+    /// Refused; the state is unchanged apart from nothing (the nonce is not consumed).
+    Rejected(RejectReason),
+}
+
+/// The recorded result of one transaction in a block.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Receipt {
+    /// The transaction.
+    pub tx_hash: Hash,
+    /// Its outcome.
+    pub outcome: Outcome,
+}
+
+impl Receipt {
+    /// The root the header must carry for these receipts.
+    pub fn compute_root(receipts: &[Receipt]) -> Hash {
+        let leaves: Vec<Hash> = receipts.iter().map(|r| merkle::leaf_hash(&encode(r))).collect();
+        merkle::root_of_leaf_hashes(&leaves)
+    }
+}
+
+/// One identity present from the start.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct GenesisIdentity {
+    /// Its key (and permanent id).
+    pub key: PublicKey,
+    /// Its role.
+    pub role: Role,
+    /// Its organization, if any.
+    pub parent: Option<PublicKey>,
+}
+
+/// The description of a chain's initial state. Its hash is the parent of block 1.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Genesis {
+    /// The chain id every transaction must carry.
+    pub chain_id: String,
+    /// The genesis time (ms since the Unix epoch); block 1 may not be older.
+    pub timestamp_ms: u64,
+    /// Initial identities (operators, validators, organizations, ...).
+    pub identities: Vec<GenesisIdentity>,
+}
+
+impl Genesis {
+    /// The genesis hash.
+    pub fn hash(&self) -> Hash {
+        sha256(&encode(self))
+    }
+}

@@ -1,0 +1,156 @@
+//! Transactions: the signed envelope and the payloads of the identity registry and anchors.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use carechain_crypto::{Did, Hash, Namespace, PublicKey, Signature, sha256};
+
+use crate::codec::encode;
+
+/// The role an identity plays in the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, BorshSerialize, BorshDeserialize)]
+#[borsh(use_discriminant = true)]
+#[repr(u8)]
+pub enum Role {
+    /// A person whose records these are; owns their identity.
+    Patient = 0,
+    /// A clinician acting for an organization.
+    Practitioner = 1,
+    /// A hospital, clinic, lab, pharmacy, insurer or research body.
+    Organization = 2,
+    /// A device (wearable, scanner) registered by an organization.
+    Device = 3,
+    /// A node that proposes and validates blocks.
+    Validator = 4,
+    /// A network operator allowed to register organizations and validators.
+    Operator = 5,
+}
+
+impl Role {
+    /// Stable lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Patient => "patient",
+            Role::Practitioner => "practitioner",
+            Role::Organization => "organization",
+            Role::Device => "device",
+            Role::Validator => "validator",
+            Role::Operator => "operator",
+        }
+    }
+
+    /// Parses a stable name.
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s {
+            "patient" => Role::Patient,
+            "practitioner" => Role::Practitioner,
+            "organization" => Role::Organization,
+            "device" => Role::Device,
+            "validator" => Role::Validator,
+            "operator" => Role::Operator,
+            _ => return None,
+        })
+    }
+}
+
+/// What a transaction asks the state machine to do.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum Payload {
+    /// Register a new identity. The subject's key is its permanent id (`did:key`).
+    Register {
+        /// The new identity's key (and id).
+        subject: PublicKey,
+        /// Its role.
+        role: Role,
+        /// The organization it belongs to, if any.
+        parent: Option<PublicKey>,
+    },
+    /// Replace the signer's current key. Signed by the current (old) key; `proof` is the new
+    /// key's signature over [`rotation_proof_message`], showing its holder agrees.
+    RotateKey {
+        /// The key that will sign from now on.
+        new_key: PublicKey,
+        /// The new key's proof of possession.
+        proof: Signature,
+    },
+    /// Deactivate an identity: it can no longer sign.
+    Deactivate {
+        /// The identity to deactivate.
+        subject: PublicKey,
+    },
+    /// Record an opaque commitment (e.g. a salted hash of an encrypted record version).
+    Anchor {
+        /// A short label the layer above uses to tell its commitments apart.
+        kind: String,
+        /// The commitment itself.
+        commitment: Hash,
+    },
+}
+
+impl Payload {
+    /// Stable name of the payload type.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Payload::Register { .. } => "register",
+            Payload::RotateKey { .. } => "rotate_key",
+            Payload::Deactivate { .. } => "deactivate",
+            Payload::Anchor { .. } => "anchor",
+        }
+    }
+}
+
+/// The signed part of a transaction.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct TxBody {
+    /// The chain this transaction is meant for (replay protection across networks).
+    pub chain_id: String,
+    /// The identity that signs: the original key of a registered identity.
+    pub signer: PublicKey,
+    /// The signer's sequence number: exactly one more than its last applied transaction.
+    pub nonce: u64,
+    /// What to do.
+    pub payload: Payload,
+}
+
+/// A transaction with its signature over [`Namespace::Transaction`] `||` `encode(body)`.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct SignedTx {
+    /// The signed body.
+    pub body: TxBody,
+    /// The signature, by the signer's current key.
+    pub signature: Signature,
+}
+
+impl TxBody {
+    /// Signs the body with `key` (which must be the signer's current key).
+    pub fn sign(self, key: &carechain_crypto::SecretKey) -> SignedTx {
+        let signature = key.sign(Namespace::Transaction, &encode(&self));
+        SignedTx { body: self, signature }
+    }
+}
+
+impl SignedTx {
+    /// The transaction's id: SHA-256 of its canonical encoding.
+    pub fn hash(&self) -> Hash {
+        sha256(&encode(self))
+    }
+
+    /// Verifies the signature against `key` (the signer's current key).
+    pub fn verify_with(&self, key: &PublicKey) -> Result<(), carechain_crypto::CryptoError> {
+        key.verify(Namespace::Transaction, &encode(&self.body), &self.signature)
+    }
+
+    /// The signer as a `did:key`.
+    pub fn signer_did(&self) -> Did {
+        self.body.signer.did()
+    }
+}
+
+/// The message a new key signs (under [`Namespace::KeyRotation`]) to agree to a rotation:
+/// `chain_id || identity || new_key || nonce`, so a proof cannot be replayed elsewhere.
+pub fn rotation_proof_message(
+    chain_id: &str,
+    identity: &PublicKey,
+    new_key: &PublicKey,
+    nonce: u64,
+) -> Vec<u8> {
+    encode(&(chain_id, identity, new_key, nonce))
+}
