@@ -61,7 +61,9 @@ impl FromStr for Did {
         if rest.len() > 64 {
             return Err(DidError::Codec);
         }
-        let bytes = bs58::decode(rest).into_vec().map_err(|_| DidError::Base58)?;
+        let bytes = bs58::decode(rest)
+            .into_vec()
+            .map_err(|_| DidError::Base58)?;
         if bytes.len() != 34 || bytes[..2] != MULTICODEC_ED25519_PUB {
             return Err(DidError::Codec);
         }

@@ -102,7 +102,12 @@ impl PublicKey {
     }
 
     /// Verifies a domain-separated signature over `namespace || message`.
-    pub fn verify(&self, ns: Namespace, message: &[u8], sig: &Signature) -> Result<(), CryptoError> {
+    pub fn verify(
+        &self,
+        ns: Namespace,
+        message: &[u8],
+        sig: &Signature,
+    ) -> Result<(), CryptoError> {
         let mut buf = Vec::with_capacity(ns.as_bytes().len() + message.len());
         buf.extend_from_slice(ns.as_bytes());
         buf.extend_from_slice(message);
@@ -115,7 +120,8 @@ impl PublicKey {
     pub fn verify_raw(&self, message: &[u8], sig: &Signature) -> Result<(), CryptoError> {
         let vk = self.dalek()?;
         let s = ed25519_dalek::Signature::from_bytes(&sig.0);
-        vk.verify(message, &s).map_err(|_| CryptoError::BadSignature)
+        vk.verify(message, &s)
+            .map_err(|_| CryptoError::BadSignature)
     }
 }
 
@@ -194,7 +200,11 @@ pub fn verify_batch(items: &[BatchItem<'_>]) -> Result<(), CryptoError> {
     }
     let mut keys = Vec::with_capacity(items.len());
     for (index, it) in items.iter().enumerate() {
-        keys.push(it.key.dalek().map_err(|_| CryptoError::BadSignatureInBatch { index })?);
+        keys.push(
+            it.key
+                .dalek()
+                .map_err(|_| CryptoError::BadSignatureInBatch { index })?,
+        );
     }
     let buffers: Vec<Vec<u8>> = items
         .iter()
@@ -206,8 +216,10 @@ pub fn verify_batch(items: &[BatchItem<'_>]) -> Result<(), CryptoError> {
         })
         .collect();
     let messages: Vec<&[u8]> = buffers.iter().map(Vec::as_slice).collect();
-    let sigs: Vec<ed25519_dalek::Signature> =
-        items.iter().map(|it| ed25519_dalek::Signature::from_bytes(&it.sig.0)).collect();
+    let sigs: Vec<ed25519_dalek::Signature> = items
+        .iter()
+        .map(|it| ed25519_dalek::Signature::from_bytes(&it.sig.0))
+        .collect();
     if ed25519_dalek::verify_batch(&messages, &sigs, &keys).is_ok() {
         return Ok(());
     }
@@ -229,12 +241,20 @@ mod tests {
     fn signature_is_bound_to_its_namespace() {
         let k = SecretKey::from_seed(&[7u8; 32]);
         let sig = k.sign(Namespace::Transaction, b"hello");
-        assert!(k.public().verify(Namespace::Transaction, b"hello", &sig).is_ok());
+        assert!(
+            k.public()
+                .verify(Namespace::Transaction, b"hello", &sig)
+                .is_ok()
+        );
         assert_eq!(
             k.public().verify(Namespace::Block, b"hello", &sig),
             Err(CryptoError::BadSignature)
         );
-        assert!(k.public().verify(Namespace::Transaction, b"hellp", &sig).is_err());
+        assert!(
+            k.public()
+                .verify(Namespace::Transaction, b"hellp", &sig)
+                .is_err()
+        );
         assert!(k.public().verify_raw(b"hello", &sig).is_err());
     }
 
@@ -249,7 +269,10 @@ mod tests {
         for a in all {
             for b in all {
                 if a != b {
-                    assert!(!b.as_bytes().starts_with(a.as_bytes()), "{a:?} prefixes {b:?}");
+                    assert!(
+                        !b.as_bytes().starts_with(a.as_bytes()),
+                        "{a:?} prefixes {b:?}"
+                    );
                 }
             }
         }
@@ -260,8 +283,11 @@ mod tests {
         let keys: Vec<SecretKey> = (0..40u8).map(|i| SecretKey::from_seed(&[i; 32])).collect();
         let msgs: Vec<Vec<u8>> = (0..40u32).map(|i| i.to_be_bytes().to_vec()).collect();
         let pubs: Vec<PublicKey> = keys.iter().map(SecretKey::public).collect();
-        let mut sigs: Vec<Signature> =
-            keys.iter().zip(&msgs).map(|(k, m)| k.sign(Namespace::Transaction, m)).collect();
+        let mut sigs: Vec<Signature> = keys
+            .iter()
+            .zip(&msgs)
+            .map(|(k, m)| k.sign(Namespace::Transaction, m))
+            .collect();
         fn items<'a>(
             pubs: &'a [PublicKey],
             msgs: &'a [Vec<u8>],

@@ -14,6 +14,4 @@ pub mod merkle;
 
 pub use did::{Did, DidError};
 pub use hash::{Hash, HashParseError, sha256, sha256_parts};
-pub use keys::{
-    BatchItem, CryptoError, Namespace, PublicKey, SecretKey, Signature, verify_batch,
-};
+pub use keys::{BatchItem, CryptoError, Namespace, PublicKey, SecretKey, Signature, verify_batch};

@@ -67,7 +67,11 @@ mod tests {
     fn iterative_root_equals_rfc_recursive_definition() {
         for n in 0..70u32 {
             let leaves: Vec<Hash> = (0..n).map(|i| leaf_hash(&i.to_be_bytes())).collect();
-            assert_eq!(root_of_leaf_hashes(&leaves), recursive_mth(&leaves), "n={n}");
+            assert_eq!(
+                root_of_leaf_hashes(&leaves),
+                recursive_mth(&leaves),
+                "n={n}"
+            );
         }
     }
 

@@ -64,7 +64,9 @@ impl Block {
 
     /// Verifies the seal against the header's proposer key.
     pub fn verify_seal(&self) -> Result<(), carechain_crypto::CryptoError> {
-        self.header.proposer.verify(Namespace::Block, &self.header.hash().0, &self.seal)
+        self.header
+            .proposer
+            .verify(Namespace::Block, &self.header.hash().0, &self.seal)
     }
 
     /// The root the header must carry for these transactions.
@@ -141,9 +143,13 @@ impl RejectReason {
             }
             RejectReason::Unauthorized => "signer's role may not perform this action".into(),
             RejectReason::AlreadyRegistered => "identity is already registered".into(),
-            RejectReason::UnknownSubject => "referenced identity is not registered or active".into(),
+            RejectReason::UnknownSubject => {
+                "referenced identity is not registered or active".into()
+            }
             RejectReason::InvalidKey => "key is not a valid Ed25519 public key".into(),
-            RejectReason::BadRotationProof => "new key's proof of possession does not verify".into(),
+            RejectReason::BadRotationProof => {
+                "new key's proof of possession does not verify".into()
+            }
             RejectReason::KeyInUse => "new key already belongs to an identity".into(),
             RejectReason::Malformed => "a field is empty or too long".into(),
         }
@@ -174,7 +180,10 @@ pub struct Receipt {
 impl Receipt {
     /// The root the header must carry for these receipts.
     pub fn compute_root(receipts: &[Receipt]) -> Hash {
-        let leaves: Vec<Hash> = receipts.iter().map(|r| merkle::leaf_hash(&encode(r))).collect();
+        let leaves: Vec<Hash> = receipts
+            .iter()
+            .map(|r| merkle::leaf_hash(&encode(r)))
+            .collect();
         merkle::root_of_leaf_hashes(&leaves)
     }
 }

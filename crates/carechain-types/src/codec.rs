@@ -50,11 +50,18 @@ fn decode_bounded<T: BorshDeserialize>(
     bytes: &[u8],
 ) -> Result<T, DecodeError> {
     if bytes.len() > max {
-        return Err(DecodeError::TooLarge { what, len: bytes.len(), max });
+        return Err(DecodeError::TooLarge {
+            what,
+            len: bytes.len(),
+            max,
+        });
     }
     // `from_slice` rejects trailing bytes; Borsh pre-allocates cautiously, so a huge length
     // prefix in a short input fails at end of input instead of allocating.
-    borsh::from_slice(bytes).map_err(|e| DecodeError::Invalid { what, reason: e.to_string() })
+    borsh::from_slice(bytes).map_err(|e| DecodeError::Invalid {
+        what,
+        reason: e.to_string(),
+    })
 }
 
 /// Decodes one signed transaction (at most [`MAX_TX_BYTES`]).

@@ -123,7 +123,10 @@ impl TxBody {
     /// Signs the body with `key` (which must be the signer's current key).
     pub fn sign(self, key: &carechain_crypto::SecretKey) -> SignedTx {
         let signature = key.sign(Namespace::Transaction, &encode(&self));
-        SignedTx { body: self, signature }
+        SignedTx {
+            body: self,
+            signature,
+        }
     }
 }
 

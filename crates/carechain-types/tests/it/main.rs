@@ -44,15 +44,26 @@ fn fixture_block() -> Block {
 
 fn read_fixture(name: &str) -> String {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")).trim().to_string()
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .trim()
+        .to_string()
 }
 
 #[test]
 fn transaction_wire_format_is_pinned() {
     let tx = fixture_tx();
     let bytes = encode(&tx);
-    assert_eq!(hex::encode(&bytes), read_fixture("tx-v1.hex"), "tx encoding changed");
-    assert_eq!(tx.hash().to_hex(), read_fixture("tx-v1.hash"), "tx hash changed");
+    assert_eq!(
+        hex::encode(&bytes),
+        read_fixture("tx-v1.hex"),
+        "tx encoding changed"
+    );
+    assert_eq!(
+        tx.hash().to_hex(),
+        read_fixture("tx-v1.hash"),
+        "tx hash changed"
+    );
     assert_eq!(decode_tx(&bytes).unwrap(), tx);
     assert!(tx.verify_with(&tx.body.signer).is_ok());
 }
@@ -61,8 +72,16 @@ fn transaction_wire_format_is_pinned() {
 fn block_wire_format_is_pinned() {
     let block = fixture_block();
     let bytes = encode(&block);
-    assert_eq!(hex::encode(&bytes), read_fixture("block-v1.hex"), "block encoding changed");
-    assert_eq!(block.header.hash().to_hex(), read_fixture("block-v1.hash"), "header hash changed");
+    assert_eq!(
+        hex::encode(&bytes),
+        read_fixture("block-v1.hex"),
+        "block encoding changed"
+    );
+    assert_eq!(
+        block.header.hash().to_hex(),
+        read_fixture("block-v1.hash"),
+        "header hash changed"
+    );
     assert_eq!(decode_block(&bytes).unwrap(), block);
     assert!(block.verify_seal().is_ok());
 }
@@ -71,9 +90,15 @@ fn block_wire_format_is_pinned() {
 fn oversized_and_trailing_input_is_rejected() {
     let mut bytes = encode(&fixture_tx());
     bytes.push(0);
-    assert!(matches!(decode_tx(&bytes), Err(DecodeError::Invalid { .. })));
+    assert!(matches!(
+        decode_tx(&bytes),
+        Err(DecodeError::Invalid { .. })
+    ));
     let huge = vec![0u8; MAX_TX_BYTES + 1];
-    assert!(matches!(decode_tx(&huge), Err(DecodeError::TooLarge { .. })));
+    assert!(matches!(
+        decode_tx(&huge),
+        Err(DecodeError::TooLarge { .. })
+    ));
 }
 
 #[test]
@@ -105,31 +130,51 @@ fn arb_role() -> impl Strategy<Value = Role> {
 
 fn arb_payload() -> impl Strategy<Value = Payload> {
     prop_oneof![
-        (arb_key(), arb_role(), proptest::option::of(arb_key()))
-            .prop_map(|(subject, role, parent)| Payload::Register { subject, role, parent }),
+        (arb_key(), arb_role(), proptest::option::of(arb_key())).prop_map(
+            |(subject, role, parent)| Payload::Register {
+                subject,
+                role,
+                parent
+            }
+        ),
         (arb_key(), any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(|(new_key, a, b)| {
             let mut sig = [0u8; 64];
             sig[..32].copy_from_slice(&a);
             sig[32..].copy_from_slice(&b);
-            Payload::RotateKey { new_key, proof: carechain_crypto::Signature(sig) }
+            Payload::RotateKey {
+                new_key,
+                proof: carechain_crypto::Signature(sig),
+            }
         }),
         arb_key().prop_map(|subject| Payload::Deactivate { subject }),
-        ("[a-z/-]{0,40}", any::<[u8; 32]>())
-            .prop_map(|(kind, c)| Payload::Anchor { kind, commitment: Hash(c) }),
+        ("[a-z/-]{0,40}", any::<[u8; 32]>()).prop_map(|(kind, c)| Payload::Anchor {
+            kind,
+            commitment: Hash(c)
+        }),
     ]
 }
 
 fn arb_tx() -> impl Strategy<Value = SignedTx> {
-    ("[a-z0-9-]{1,30}", arb_key(), any::<u64>(), arb_payload(), any::<[u8; 32]>()).prop_map(
-        |(chain_id, signer, nonce, payload, s)| {
+    (
+        "[a-z0-9-]{1,30}",
+        arb_key(),
+        any::<u64>(),
+        arb_payload(),
+        any::<[u8; 32]>(),
+    )
+        .prop_map(|(chain_id, signer, nonce, payload, s)| {
             let mut sig = [0u8; 64];
             sig[..32].copy_from_slice(&s);
             SignedTx {
-                body: TxBody { chain_id, signer, nonce, payload },
+                body: TxBody {
+                    chain_id,
+                    signer,
+                    nonce,
+                    payload,
+                },
                 signature: carechain_crypto::Signature(sig),
             }
-        },
-    )
+        })
 }
 
 proptest! {
