@@ -1,1 +1,42 @@
-//! placeholder
+//! The deterministic state machine: identity registry (register, rotate key, deactivate),
+//! per-signer nonces, opaque anchors, and the state commitment (a Merkle tree over 65,536
+//! buckets of sorted key/value hashes) with proofs of single entries.
+//!
+//! Determinism: this crate reads no clock, no randomness, no environment and iterates only
+//! ordered maps. The same state and the same transactions give the same receipts and the same
+//! state root on every machine.
+
+mod commitment;
+mod exec;
+mod keys;
+mod memory;
+
+pub use commitment::{BUCKETS, StateCommitment, StateProof, bucket_hash, bucket_of, value_hash};
+pub use exec::{
+    AnchorRecord, BlockContext, BlockExecution, Identity, apply_block, genesis_changes,
+    prevalidate_signatures,
+};
+pub use keys::{anchor_key, identity_key, key_index_key};
+pub use memory::MemoryState;
+
+/// A failure to read state: fatal to the block being applied (never a transaction outcome).
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    /// The backing store failed.
+    #[error("state store failed: {0}")]
+    Store(String),
+    /// A stored value could not be decoded: the store is corrupt.
+    #[error("corrupt state value under key {0}")]
+    Corrupt(String),
+}
+
+/// Read access to committed state. Keys are raw state keys (without the bucket prefix).
+pub trait StateView {
+    /// The value under `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError>;
+    /// All entries of one bucket, sorted by key.
+    fn bucket_entries(&self, bucket: u16) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ViewError>;
+}
+
+/// Changes to state: `None` deletes. Ordered, so iteration is deterministic.
+pub type ChangeSet = std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>;

@@ -1,0 +1,432 @@
+//! Block execution: checks and applies each transaction, producing receipts, a change set and
+//! the new state root.
+
+use std::collections::BTreeMap;
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use carechain_crypto::{BatchItem, Hash, Namespace, PublicKey, verify_batch};
+use carechain_types::{
+    Genesis, MAX_CHAIN_ID, MAX_KIND, Outcome, Payload, Receipt, RejectReason, Role, SignedTx,
+    encode, rotation_proof_message,
+};
+
+use crate::{
+    ChangeSet, StateCommitment, StateView, ViewError, anchor_key, bucket_hash, bucket_of,
+    identity_key, key_index_key, value_hash,
+};
+
+/// A registered identity.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Identity {
+    /// Permanent id: the key it was registered with.
+    pub id: PublicKey,
+    /// The key that signs for it now.
+    pub current_key: PublicKey,
+    /// Its role.
+    pub role: Role,
+    /// Its organization.
+    pub parent: Option<PublicKey>,
+    /// False once deactivated.
+    pub active: bool,
+    /// The nonce its next transaction must carry.
+    pub next_nonce: u64,
+    /// Height of the block that registered it (0 = genesis).
+    pub registered_at: u64,
+    /// Who registered it (itself for self-registration and genesis).
+    pub registered_by: PublicKey,
+    /// Number of key rotations so far.
+    pub rotations: u32,
+}
+
+/// What the ledger knows about an anchored commitment.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct AnchorRecord {
+    /// Who anchored it.
+    pub signer: PublicKey,
+    /// The label.
+    pub kind: String,
+    /// The block height.
+    pub height: u64,
+}
+
+/// What the state machine knows about the block being applied (from its header).
+#[derive(Clone, Debug)]
+pub struct BlockContext<'a> {
+    /// The chain id transactions must carry.
+    pub chain_id: &'a str,
+    /// The height of the block.
+    pub height: u64,
+    /// Size of the verifiable log before this block (the first applied transaction's index).
+    pub log_size: u64,
+}
+
+/// The result of executing a block.
+#[derive(Clone, Debug)]
+pub struct BlockExecution {
+    /// One receipt per transaction, in order.
+    pub receipts: Vec<Receipt>,
+    /// Hashes of applied transactions, in order: the new log leaves.
+    pub applied: Vec<Hash>,
+    /// The state changes.
+    pub changes: ChangeSet,
+    /// New hashes of the buckets that changed.
+    pub bucket_updates: BTreeMap<u16, Hash>,
+    /// The state root after the block.
+    pub state_root: Hash,
+}
+
+/// The state changes that create the genesis identities.
+pub fn genesis_changes(genesis: &Genesis) -> ChangeSet {
+    let mut changes = ChangeSet::new();
+    for gi in &genesis.identities {
+        let ident = Identity {
+            id: gi.key,
+            current_key: gi.key,
+            role: gi.role,
+            parent: gi.parent,
+            active: true,
+            next_nonce: 0,
+            registered_at: 0,
+            registered_by: gi.key,
+            rotations: 0,
+        };
+        changes.insert(identity_key(&gi.key), Some(encode(&ident)));
+        changes.insert(key_index_key(&gi.key), Some(gi.key.0.to_vec()));
+    }
+    changes
+}
+
+fn read_identity(view: &dyn Lookup, id: &PublicKey) -> Result<Option<Identity>, ViewError> {
+    let key = identity_key(id);
+    match view.lookup(&key)? {
+        None => Ok(None),
+        Some(bytes) => Identity::try_from_slice(&bytes)
+            .map(Some)
+            .map_err(|_| ViewError::Corrupt(String::from_utf8_lossy(&key[..3]).into_owned())),
+    }
+}
+
+trait Lookup {
+    fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError>;
+}
+
+struct Overlay<'a, V: StateView + ?Sized> {
+    view: &'a V,
+    changes: ChangeSet,
+}
+
+impl<V: StateView + ?Sized> Lookup for Overlay<'_, V> {
+    fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError> {
+        match self.changes.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.view.get(key),
+        }
+    }
+}
+
+struct ViewLookup<'a, V: StateView + ?Sized>(&'a V);
+
+impl<V: StateView + ?Sized> Lookup for ViewLookup<'_, V> {
+    fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError> {
+        self.0.get(key)
+    }
+}
+
+/// Checks the signatures of `txs` in batches against the signers' keys in `view` (the key of
+/// an unregistered signer is the signer id itself, for self-registration). Returns, per
+/// transaction, the key that verified it, or `None` if it did not verify (then [`apply_block`]
+/// checks it again against the key current at its turn and rejects it if still bad).
+pub fn prevalidate_signatures<V: StateView + ?Sized>(
+    view: &V,
+    txs: &[SignedTx],
+) -> Result<Vec<Option<PublicKey>>, ViewError> {
+    let lookup = ViewLookup(view);
+    let mut keys = Vec::with_capacity(txs.len());
+    for tx in txs {
+        let key = match read_identity(&lookup, &tx.body.signer)? {
+            Some(ident) => ident.current_key,
+            None => tx.body.signer,
+        };
+        keys.push(key);
+    }
+    let bodies: Vec<Vec<u8>> = txs.iter().map(|t| encode(&t.body)).collect();
+    let mut out = vec![None; txs.len()];
+    const CHUNK: usize = 256;
+    for start in (0..txs.len()).step_by(CHUNK) {
+        let end = (start + CHUNK).min(txs.len());
+        let items: Vec<BatchItem<'_>> = (start..end)
+            .map(|i| BatchItem {
+                key: &keys[i],
+                ns: Namespace::Transaction,
+                message: &bodies[i],
+                sig: &txs[i].signature,
+            })
+            .collect();
+        if verify_batch(&items).is_ok() {
+            for (i, slot) in out.iter_mut().enumerate().take(end).skip(start) {
+                *slot = Some(keys[i]);
+            }
+        } else {
+            for i in start..end {
+                if keys[i]
+                    .verify(Namespace::Transaction, &bodies[i], &txs[i].signature)
+                    .is_ok()
+                {
+                    out[i] = Some(keys[i]);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Executes the transactions of a block on top of `view`.
+///
+/// `verified[i]` is the key that already verified transaction `i`'s signature (from the
+/// mempool or [`prevalidate_signatures`]); when it is not the signer's key at the
+/// transaction's turn, the signature is checked again. Errors are only storage failures:
+/// every bad transaction becomes a `Rejected` receipt.
+pub fn apply_block<V: StateView + ?Sized>(
+    view: &V,
+    commitment: &StateCommitment,
+    ctx: &BlockContext<'_>,
+    txs: &[SignedTx],
+    verified: &[Option<PublicKey>],
+) -> Result<BlockExecution, ViewError> {
+    let mut overlay = Overlay {
+        view,
+        changes: ChangeSet::new(),
+    };
+    let mut receipts = Vec::with_capacity(txs.len());
+    let mut applied = Vec::new();
+    for (i, tx) in txs.iter().enumerate() {
+        let tx_hash = tx.hash();
+        let pre = verified.get(i).copied().flatten();
+        let outcome = match apply_tx(&mut overlay, ctx, tx, pre)? {
+            Ok(()) => {
+                let log_index = ctx.log_size + applied.len() as u64;
+                applied.push(tx_hash);
+                Outcome::Applied { log_index }
+            }
+            Err(reason) => Outcome::Rejected(reason),
+        };
+        receipts.push(Receipt { tx_hash, outcome });
+    }
+    let changes = overlay.changes;
+    let mut by_bucket: BTreeMap<u16, Vec<(&Vec<u8>, &Option<Vec<u8>>)>> = BTreeMap::new();
+    for (k, v) in &changes {
+        by_bucket.entry(bucket_of(k)).or_default().push((k, v));
+    }
+    let mut bucket_updates = BTreeMap::new();
+    for (b, bucket_changes) in by_bucket {
+        let mut entries: BTreeMap<Vec<u8>, Vec<u8>> = view.bucket_entries(b)?.into_iter().collect();
+        for (k, v) in bucket_changes {
+            match v {
+                Some(v) => entries.insert(k.clone(), v.clone()),
+                None => entries.remove(k),
+            };
+        }
+        let h = bucket_hash(entries.iter().map(|(k, v)| (k.as_slice(), value_hash(v))));
+        bucket_updates.insert(b, h);
+    }
+    let state_root = commitment.root_with(&bucket_updates);
+    Ok(BlockExecution {
+        receipts,
+        applied,
+        changes,
+        bucket_updates,
+        state_root,
+    })
+}
+
+type TxResult = Result<Result<(), RejectReason>, ViewError>;
+
+fn put_identity<V: StateView + ?Sized>(o: &mut Overlay<'_, V>, ident: &Identity) {
+    o.changes
+        .insert(identity_key(&ident.id), Some(encode(ident)));
+}
+
+fn apply_tx<V: StateView + ?Sized>(
+    o: &mut Overlay<'_, V>,
+    ctx: &BlockContext<'_>,
+    tx: &SignedTx,
+    pre_verified: Option<PublicKey>,
+) -> TxResult {
+    let body = &tx.body;
+    if body.chain_id != ctx.chain_id {
+        return Ok(Err(RejectReason::WrongChain));
+    }
+    let signer = read_identity(o, &body.signer)?;
+    let self_registration = matches!(
+        &body.payload,
+        Payload::Register { subject, .. } if *subject == body.signer
+    );
+    let key = match &signer {
+        Some(s) if !s.active => return Ok(Err(RejectReason::SignerDeactivated)),
+        Some(s) => s.current_key,
+        None if self_registration => body.signer,
+        None => return Ok(Err(RejectReason::UnknownSigner)),
+    };
+    if pre_verified != Some(key) && tx.verify_with(&key).is_err() {
+        return Ok(Err(RejectReason::BadSignature));
+    }
+    let expected = signer.as_ref().map_or(0, |s| s.next_nonce);
+    if body.nonce != expected {
+        return Ok(Err(RejectReason::BadNonce {
+            expected,
+            got: body.nonce,
+        }));
+    }
+    let result = match &body.payload {
+        Payload::Register {
+            subject,
+            role,
+            parent,
+        } => register(
+            o,
+            ctx,
+            signer.as_ref(),
+            body.signer,
+            *subject,
+            *role,
+            *parent,
+        )?,
+        Payload::RotateKey { new_key, proof } => {
+            rotate(o, ctx, signer.as_ref(), *new_key, proof, body.nonce)?
+        }
+        Payload::Deactivate { subject } => deactivate(o, signer.as_ref(), *subject)?,
+        Payload::Anchor { kind, commitment } => {
+            if kind.is_empty() || kind.len() > MAX_KIND {
+                Err(RejectReason::Malformed)
+            } else if o.lookup(&anchor_key(commitment))?.is_some() {
+                Err(RejectReason::DuplicateAnchor)
+            } else {
+                let rec = AnchorRecord {
+                    signer: body.signer,
+                    kind: kind.clone(),
+                    height: ctx.height,
+                };
+                o.changes.insert(anchor_key(commitment), Some(encode(&rec)));
+                Ok(())
+            }
+        }
+    };
+    if result.is_ok() {
+        // Bump the signer's nonce (re-read: the payload may have changed the record).
+        if let Some(mut s) = read_identity(o, &body.signer)? {
+            s.next_nonce += 1;
+            put_identity(o, &s);
+        }
+    }
+    Ok(result)
+}
+
+fn register<V: StateView + ?Sized>(
+    o: &mut Overlay<'_, V>,
+    ctx: &BlockContext<'_>,
+    signer: Option<&Identity>,
+    signer_id: PublicKey,
+    subject: PublicKey,
+    role: Role,
+    parent: Option<PublicKey>,
+) -> TxResult {
+    if subject.validate().is_err() {
+        return Ok(Err(RejectReason::InvalidKey));
+    }
+    if o.lookup(&identity_key(&subject))?.is_some() || o.lookup(&key_index_key(&subject))?.is_some()
+    {
+        return Ok(Err(RejectReason::AlreadyRegistered));
+    }
+    if let Some(p) = parent {
+        match read_identity(o, &p)? {
+            Some(org) if org.active && org.role == Role::Organization => {}
+            _ => return Ok(Err(RejectReason::UnknownSubject)),
+        }
+    }
+    let allowed = match signer {
+        None => subject == signer_id && role == Role::Patient && parent.is_none(),
+        Some(s) => match s.role {
+            Role::Operator => true,
+            Role::Organization => match role {
+                Role::Practitioner | Role::Device => parent == Some(s.id),
+                Role::Patient => parent.is_none(),
+                _ => false,
+            },
+            _ => false,
+        },
+    };
+    if !allowed {
+        return Ok(Err(RejectReason::Unauthorized));
+    }
+    if ctx.chain_id.len() > MAX_CHAIN_ID {
+        return Ok(Err(RejectReason::Malformed));
+    }
+    let ident = Identity {
+        id: subject,
+        current_key: subject,
+        role,
+        parent,
+        active: true,
+        next_nonce: 0,
+        registered_at: ctx.height,
+        registered_by: signer_id,
+        rotations: 0,
+    };
+    put_identity(o, &ident);
+    o.changes
+        .insert(key_index_key(&subject), Some(subject.0.to_vec()));
+    Ok(Ok(()))
+}
+
+fn rotate<V: StateView + ?Sized>(
+    o: &mut Overlay<'_, V>,
+    ctx: &BlockContext<'_>,
+    signer: Option<&Identity>,
+    new_key: PublicKey,
+    proof: &carechain_crypto::Signature,
+    nonce: u64,
+) -> TxResult {
+    let Some(s) = signer else {
+        return Ok(Err(RejectReason::UnknownSigner));
+    };
+    if new_key.validate().is_err() {
+        return Ok(Err(RejectReason::InvalidKey));
+    }
+    if o.lookup(&key_index_key(&new_key))?.is_some() {
+        return Ok(Err(RejectReason::KeyInUse));
+    }
+    let msg = rotation_proof_message(ctx.chain_id, &s.id, &new_key, nonce);
+    if new_key.verify(Namespace::KeyRotation, &msg, proof).is_err() {
+        return Ok(Err(RejectReason::BadRotationProof));
+    }
+    let mut updated = s.clone();
+    updated.current_key = new_key;
+    updated.rotations += 1;
+    put_identity(o, &updated);
+    o.changes
+        .insert(key_index_key(&new_key), Some(s.id.0.to_vec()));
+    Ok(Ok(()))
+}
+
+fn deactivate<V: StateView + ?Sized>(
+    o: &mut Overlay<'_, V>,
+    signer: Option<&Identity>,
+    subject: PublicKey,
+) -> TxResult {
+    let Some(s) = signer else {
+        return Ok(Err(RejectReason::UnknownSigner));
+    };
+    let Some(mut target) = read_identity(o, &subject)? else {
+        return Ok(Err(RejectReason::UnknownSubject));
+    };
+    if !target.active {
+        return Ok(Err(RejectReason::UnknownSubject));
+    }
+    let allowed = s.id == subject || s.role == Role::Operator || target.parent == Some(s.id);
+    if !allowed {
+        return Ok(Err(RejectReason::Unauthorized));
+    }
+    target.active = false;
+    put_identity(o, &target);
+    Ok(Ok(()))
+}
