@@ -1,1 +1,587 @@
-//! placeholder
+//! Durable storage of a node in one redb database: blocks, receipts, the transaction index,
+//! state with its bucket hashes, the verifiable log's complete nodes and entries, and signed
+//! checkpoints.
+//!
+//! A block and everything it produces are written in ONE redb transaction committed with
+//! `Durability::Immediate` (fsync): after [`Store::commit_block`] returns, the block is durable;
+//! if the process dies before, none of it is visible on restart. Any failed write poisons the
+//! handle: every later write fails, so the node never carries on half-written.
+
+use std::{
+    path::Path,
+    sync::atomic::{AtomicBool, Ordering},
+};
+
+use carechain_crypto::Hash;
+use carechain_log::{CompactRange, LogError, NodeSource};
+use carechain_state::{ChangeSet, StateCommitment, StateView, ViewError, bucket_of};
+use carechain_types::{
+    Block, Genesis, Receipt, decode_block, decode_genesis, decode_receipts, encode,
+};
+use parking_lot::RwLock;
+use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable};
+
+/// Table definitions, public so that tests (tamper and crash tests) and tools can reach the
+/// raw data. Writers other than [`Store`] break the ledger's guarantees.
+pub mod tables {
+    use redb::TableDefinition;
+
+    /// Named metadata (`genesis`, `head`, `checkpoint`).
+    pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+    /// Height → encoded block.
+    pub const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
+    /// Header hash → height.
+    pub const BLOCK_HASHES: TableDefinition<&[u8; 32], u64> = TableDefinition::new("block_hashes");
+    /// Height → encoded receipts.
+    pub const RECEIPTS: TableDefinition<u64, &[u8]> = TableDefinition::new("receipts");
+    /// Transaction hash → (height, position in block).
+    pub const TX_INDEX: TableDefinition<&[u8; 32], (u64, u32)> = TableDefinition::new("tx_index");
+    /// `bucket (2 bytes, big-endian) || state key` → value.
+    pub const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
+    /// Bucket → bucket hash (non-empty buckets only).
+    pub const BUCKETS: TableDefinition<u16, &[u8; 32]> = TableDefinition::new("state_buckets");
+    /// (level, index) → complete log node hash.
+    pub const LOG_NODES: TableDefinition<(u8, u64), &[u8; 32]> = TableDefinition::new("log_nodes");
+    /// Log index → entry (the transaction hash).
+    pub const LOG_ENTRIES: TableDefinition<u64, &[u8; 32]> = TableDefinition::new("log_entries");
+    /// Log size → signed checkpoint note.
+    pub const CHECKPOINTS: TableDefinition<u64, &str> = TableDefinition::new("checkpoints");
+}
+
+use tables::*;
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The database failed (I/O, corruption, lock).
+    #[error("database error: {0}")]
+    Db(String),
+    /// A previous write failed; this handle accepts no more writes.
+    #[error("storage handle is poisoned by an earlier failed write; restart the node")]
+    Poisoned,
+    /// Stored bytes do not decode: the data directory is corrupt or was altered.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    /// The data directory has no chain (run `carechain init`), or already has one.
+    #[error("{0}")]
+    Setup(String),
+    /// The block does not extend the stored head.
+    #[error("block {got} does not extend head {head}")]
+    NotNext {
+        /// Current head height.
+        head: u64,
+        /// The block's height.
+        got: u64,
+    },
+}
+
+fn db<E: std::fmt::Display>(e: E) -> StorageError {
+    StorageError::Db(e.to_string())
+}
+
+/// Where a transaction is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxLocation {
+    /// Block height.
+    pub height: u64,
+    /// Position within the block.
+    pub position: u32,
+}
+
+/// Everything one block writes.
+pub struct BlockCommit<'a> {
+    /// The block.
+    pub block: &'a Block,
+    /// Its receipts.
+    pub receipts: &'a [Receipt],
+    /// State changes.
+    pub changes: &'a ChangeSet,
+    /// New bucket hashes.
+    pub bucket_updates: &'a std::collections::BTreeMap<u16, Hash>,
+    /// Complete log nodes created by the block's appends.
+    pub log_nodes: &'a [(u8, u64, Hash)],
+    /// Log entries appended (transaction hashes), starting at the previous log size.
+    pub log_entries: &'a [Hash],
+    /// The log after the block.
+    pub log_after: &'a CompactRange,
+    /// The signed checkpoint for the log after the block.
+    pub checkpoint: &'a str,
+}
+
+struct Cached {
+    head: u64,
+    head_hash: Hash,
+    head_timestamp: u64,
+    commitment: StateCommitment,
+    log: CompactRange,
+    checkpoint: Option<String>,
+}
+
+/// A node's database.
+pub struct Store {
+    db: Database,
+    genesis: Genesis,
+    cached: RwLock<Cached>,
+    poisoned: AtomicBool,
+}
+
+fn state_db_key(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 2);
+    k.extend_from_slice(&bucket_of(key).to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+impl Store {
+    /// Creates a new database at `path` holding `genesis` and its state.
+    pub fn create(path: &Path, genesis: &Genesis) -> Result<Store, StorageError> {
+        if path.exists() {
+            return Err(StorageError::Setup(format!(
+                "{} already exists",
+                path.display()
+            )));
+        }
+        let database = Database::create(path).map_err(db)?;
+        let changes = carechain_state::genesis_changes(genesis);
+        let mut mem = carechain_state::MemoryState::new();
+        mem.apply(&changes);
+        let mut buckets = std::collections::BTreeMap::new();
+        for k in changes.keys() {
+            let b = bucket_of(k);
+            let entries = mem
+                .bucket_entries(b)
+                .map_err(|e| StorageError::Db(e.to_string()))?;
+            buckets.insert(
+                b,
+                carechain_state::bucket_hash(
+                    entries
+                        .iter()
+                        .map(|(k, v)| (k.as_slice(), carechain_state::value_hash(v))),
+                ),
+            );
+        }
+        let mut txn = database.begin_write().map_err(db)?;
+        txn.set_durability(Durability::Immediate).map_err(db)?;
+        {
+            let mut meta = txn.open_table(META).map_err(db)?;
+            meta.insert("genesis", encode(genesis).as_slice())
+                .map_err(db)?;
+            meta.insert("head", 0u64.to_le_bytes().as_slice())
+                .map_err(db)?;
+            let mut state = txn.open_table(STATE).map_err(db)?;
+            for (k, v) in &changes {
+                if let Some(v) = v {
+                    state
+                        .insert(state_db_key(k).as_slice(), v.as_slice())
+                        .map_err(db)?;
+                }
+            }
+            let mut bt = txn.open_table(BUCKETS).map_err(db)?;
+            for (b, h) in &buckets {
+                bt.insert(*b, &h.0).map_err(db)?;
+            }
+            for t in [BLOCKS, RECEIPTS] {
+                txn.open_table(t).map_err(db)?;
+            }
+            txn.open_table(BLOCK_HASHES).map_err(db)?;
+            txn.open_table(TX_INDEX).map_err(db)?;
+            txn.open_table(LOG_NODES).map_err(db)?;
+            txn.open_table(LOG_ENTRIES).map_err(db)?;
+            txn.open_table(CHECKPOINTS).map_err(db)?;
+        }
+        txn.commit().map_err(db)?;
+        drop(database);
+        Store::open(path)
+    }
+
+    /// Opens an existing database and recovers the head, the state commitment and the log.
+    pub fn open(path: &Path) -> Result<Store, StorageError> {
+        if !path.exists() {
+            return Err(StorageError::Setup(format!(
+                "no database at {} (run `carechain init` first)",
+                path.display()
+            )));
+        }
+        let database = Database::open(path).map_err(db)?;
+        let rt = database.begin_read().map_err(db)?;
+        let meta = rt.open_table(META).map_err(db)?;
+        let genesis_bytes = meta
+            .get("genesis")
+            .map_err(db)?
+            .ok_or_else(|| StorageError::Corrupt("no genesis".into()))?;
+        let genesis = decode_genesis(genesis_bytes.value())
+            .map_err(|e| StorageError::Corrupt(format!("genesis: {e}")))?;
+        let head = meta
+            .get("head")
+            .map_err(db)?
+            .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+            .map(u64::from_le_bytes)
+            .ok_or_else(|| StorageError::Corrupt("no head".into()))?;
+        let checkpoint = meta
+            .get("checkpoint")
+            .map_err(db)?
+            .map(|v| String::from_utf8_lossy(v.value()).into_owned());
+        let buckets = rt.open_table(BUCKETS).map_err(db)?;
+        let mut hashes = Vec::new();
+        for item in buckets.iter().map_err(db)? {
+            let (k, v) = item.map_err(db)?;
+            hashes.push((k.value(), Hash(*v.value())));
+        }
+        let commitment = StateCommitment::from_buckets(hashes);
+        let (head_hash, head_timestamp, log_size) = if head == 0 {
+            (genesis.hash(), genesis.timestamp_ms, 0)
+        } else {
+            let blocks = rt.open_table(BLOCKS).map_err(db)?;
+            let bytes = blocks
+                .get(head)
+                .map_err(db)?
+                .ok_or_else(|| StorageError::Corrupt(format!("head block {head} missing")))?;
+            let b = decode_block(bytes.value())
+                .map_err(|e| StorageError::Corrupt(format!("block {head}: {e}")))?;
+            (b.header.hash(), b.header.timestamp_ms, b.header.log_size)
+        };
+        let nodes = LogNodes { txn: &rt };
+        let log = CompactRange::from_source(&nodes, log_size)
+            .map_err(|e| StorageError::Corrupt(format!("log: {e}")))?;
+        drop(meta);
+        drop(buckets);
+        drop(rt);
+        Ok(Store {
+            db: database,
+            genesis,
+            cached: RwLock::new(Cached {
+                head,
+                head_hash,
+                head_timestamp,
+                commitment,
+                log,
+                checkpoint,
+            }),
+            poisoned: AtomicBool::new(false),
+        })
+    }
+
+    /// The genesis description.
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+
+    /// Height of the last durable block (0 = only genesis).
+    pub fn head(&self) -> u64 {
+        self.cached.read().head
+    }
+
+    /// Hash of the last durable block's header (the genesis hash at height 0).
+    pub fn head_hash(&self) -> Hash {
+        self.cached.read().head_hash
+    }
+
+    /// Timestamp of the last durable block (the genesis time at height 0).
+    pub fn head_timestamp(&self) -> u64 {
+        self.cached.read().head_timestamp
+    }
+
+    /// The current state commitment (a copy).
+    pub fn commitment(&self) -> StateCommitment {
+        self.cached.read().commitment.clone()
+    }
+
+    /// Runs `f` with the current commitment without copying it.
+    pub fn with_commitment<R>(&self, f: impl FnOnce(&StateCommitment) -> R) -> R {
+        f(&self.cached.read().commitment)
+    }
+
+    /// The log's compact range (a copy).
+    pub fn log(&self) -> CompactRange {
+        self.cached.read().log.clone()
+    }
+
+    /// The latest signed checkpoint, if any block was committed.
+    pub fn latest_checkpoint(&self) -> Option<String> {
+        self.cached.read().checkpoint.clone()
+    }
+
+    /// A consistent read snapshot.
+    pub fn snapshot(&self) -> Result<Snapshot, StorageError> {
+        Ok(Snapshot {
+            txn: self.db.begin_read().map_err(db)?,
+        })
+    }
+
+    /// Writes a block and all it produces in one durable transaction.
+    pub fn commit_block(&self, c: &BlockCommit<'_>) -> Result<(), StorageError> {
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(StorageError::Poisoned);
+        }
+        let head = self.head();
+        let height = c.block.header.height;
+        if height != head + 1 {
+            return Err(StorageError::NotNext { head, got: height });
+        }
+        let result = self.write_block(c);
+        if let Err(e) = result {
+            self.poisoned.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
+        let mut cached = self.cached.write();
+        cached.head = height;
+        cached.head_hash = c.block.header.hash();
+        cached.head_timestamp = c.block.header.timestamp_ms;
+        cached.commitment.apply(c.bucket_updates);
+        cached.log = c.log_after.clone();
+        cached.checkpoint = Some(c.checkpoint.to_string());
+        Ok(())
+    }
+
+    fn write_block(&self, c: &BlockCommit<'_>) -> Result<(), StorageError> {
+        let height = c.block.header.height;
+        let mut txn = self.db.begin_write().map_err(db)?;
+        txn.set_durability(Durability::Immediate).map_err(db)?;
+        {
+            let mut blocks = txn.open_table(BLOCKS).map_err(db)?;
+            blocks
+                .insert(height, encode(c.block).as_slice())
+                .map_err(db)?;
+            let mut hashes = txn.open_table(BLOCK_HASHES).map_err(db)?;
+            hashes
+                .insert(&c.block.header.hash().0, height)
+                .map_err(db)?;
+            let mut receipts = txn.open_table(RECEIPTS).map_err(db)?;
+            receipts
+                .insert(height, encode(c.receipts).as_slice())
+                .map_err(db)?;
+            let mut index = txn.open_table(TX_INDEX).map_err(db)?;
+            for (pos, r) in c.receipts.iter().enumerate() {
+                // A transaction included twice keeps its first (applied or rejected) location.
+                if index.get(&r.tx_hash.0).map_err(db)?.is_none() {
+                    index
+                        .insert(&r.tx_hash.0, (height, pos as u32))
+                        .map_err(db)?;
+                }
+            }
+            let mut state = txn.open_table(STATE).map_err(db)?;
+            for (k, v) in c.changes {
+                let key = state_db_key(k);
+                match v {
+                    Some(v) => {
+                        state.insert(key.as_slice(), v.as_slice()).map_err(db)?;
+                    }
+                    None => {
+                        state.remove(key.as_slice()).map_err(db)?;
+                    }
+                }
+            }
+            let mut buckets = txn.open_table(BUCKETS).map_err(db)?;
+            for (b, h) in c.bucket_updates {
+                if *h == Hash::ZERO {
+                    buckets.remove(*b).map_err(db)?;
+                } else {
+                    buckets.insert(*b, &h.0).map_err(db)?;
+                }
+            }
+            let mut nodes = txn.open_table(LOG_NODES).map_err(db)?;
+            for (level, i, h) in c.log_nodes {
+                nodes.insert((*level, *i), &h.0).map_err(db)?;
+            }
+            let mut entries = txn.open_table(LOG_ENTRIES).map_err(db)?;
+            let first = c.block.header.log_size - c.log_entries.len() as u64;
+            for (i, h) in c.log_entries.iter().enumerate() {
+                entries.insert(first + i as u64, &h.0).map_err(db)?;
+            }
+            let mut cps = txn.open_table(CHECKPOINTS).map_err(db)?;
+            cps.insert(c.block.header.log_size, c.checkpoint)
+                .map_err(db)?;
+            let mut meta = txn.open_table(META).map_err(db)?;
+            meta.insert("head", height.to_le_bytes().as_slice())
+                .map_err(db)?;
+            meta.insert("checkpoint", c.checkpoint.as_bytes())
+                .map_err(db)?;
+        }
+        txn.commit().map_err(db)
+    }
+}
+
+/// A consistent read-only view of the database at one moment.
+pub struct Snapshot {
+    txn: ReadTransaction,
+}
+
+struct LogNodes<'a> {
+    txn: &'a ReadTransaction,
+}
+
+impl NodeSource for LogNodes<'_> {
+    fn node(&self, level: u8, index: u64) -> Result<Hash, LogError> {
+        let t = self
+            .txn
+            .open_table(LOG_NODES)
+            .map_err(|e| LogError::Source(e.to_string()))?;
+        t.get((level, index))
+            .map_err(|e| LogError::Source(e.to_string()))?
+            .map(|v| Hash(*v.value()))
+            .ok_or(LogError::MissingNode { level, index })
+    }
+}
+
+impl NodeSource for Snapshot {
+    fn node(&self, level: u8, index: u64) -> Result<Hash, LogError> {
+        LogNodes { txn: &self.txn }.node(level, index)
+    }
+}
+
+impl StateView for Snapshot {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError> {
+        let t = self
+            .txn
+            .open_table(STATE)
+            .map_err(|e| ViewError::Store(e.to_string()))?;
+        Ok(t.get(state_db_key(key).as_slice())
+            .map_err(|e| ViewError::Store(e.to_string()))?
+            .map(|v| v.value().to_vec()))
+    }
+
+    fn bucket_entries(&self, bucket: u16) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ViewError> {
+        let t = self
+            .txn
+            .open_table(STATE)
+            .map_err(|e| ViewError::Store(e.to_string()))?;
+        let lo = bucket.to_be_bytes();
+        let mut out = Vec::new();
+        for item in t
+            .range(lo.as_slice()..)
+            .map_err(|e| ViewError::Store(e.to_string()))?
+        {
+            let (k, v) = item.map_err(|e| ViewError::Store(e.to_string()))?;
+            let k = k.value();
+            if k[..2] != lo {
+                break;
+            }
+            out.push((k[2..].to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+impl Snapshot {
+    /// The block at `height`.
+    pub fn block(&self, height: u64) -> Result<Option<Block>, StorageError> {
+        match self.block_bytes(height)? {
+            None => Ok(None),
+            Some(b) => decode_block(&b)
+                .map(Some)
+                .map_err(|e| StorageError::Corrupt(format!("block {height}: {e}"))),
+        }
+    }
+
+    /// The stored encoding of the block at `height`.
+    pub fn block_bytes(&self, height: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        let t = self.txn.open_table(BLOCKS).map_err(db)?;
+        Ok(t.get(height).map_err(db)?.map(|v| v.value().to_vec()))
+    }
+
+    /// The height of the block with this header hash.
+    pub fn height_of(&self, hash: &Hash) -> Result<Option<u64>, StorageError> {
+        let t = self.txn.open_table(BLOCK_HASHES).map_err(db)?;
+        Ok(t.get(&hash.0).map_err(db)?.map(|v| v.value()))
+    }
+
+    /// The receipts of the block at `height`.
+    pub fn receipts(&self, height: u64) -> Result<Option<Vec<Receipt>>, StorageError> {
+        let t = self.txn.open_table(RECEIPTS).map_err(db)?;
+        match t.get(height).map_err(db)? {
+            None => Ok(None),
+            Some(v) => decode_receipts(v.value())
+                .map(Some)
+                .map_err(|e| StorageError::Corrupt(format!("receipts {height}: {e}"))),
+        }
+    }
+
+    /// Where a transaction is, if committed.
+    pub fn tx_location(&self, tx: &Hash) -> Result<Option<TxLocation>, StorageError> {
+        let t = self.txn.open_table(TX_INDEX).map_err(db)?;
+        Ok(t.get(&tx.0)
+            .map_err(db)?
+            .map(|v| v.value())
+            .map(|(height, position)| TxLocation { height, position }))
+    }
+
+    /// Log entries (transaction hashes) `from..to`.
+    pub fn log_entries(&self, from: u64, to: u64) -> Result<Vec<Hash>, StorageError> {
+        let t = self.txn.open_table(LOG_ENTRIES).map_err(db)?;
+        let mut out = Vec::new();
+        for item in t.range(from..to).map_err(db)? {
+            let (_, v) = item.map_err(db)?;
+            out.push(Hash(*v.value()));
+        }
+        Ok(out)
+    }
+
+    /// Complete log nodes at `level`, indices `from..to` (stops at the first missing one).
+    pub fn log_nodes(&self, level: u8, from: u64, to: u64) -> Result<Vec<Hash>, StorageError> {
+        let t = self.txn.open_table(LOG_NODES).map_err(db)?;
+        let mut out = Vec::new();
+        for item in t.range((level, from)..(level, to)).map_err(db)? {
+            let (_, v) = item.map_err(db)?;
+            out.push(Hash(*v.value()));
+        }
+        Ok(out)
+    }
+
+    /// All stored checkpoints, by log size.
+    pub fn checkpoints(&self) -> Result<Vec<(u64, String)>, StorageError> {
+        let t = self.txn.open_table(CHECKPOINTS).map_err(db)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db)? {
+            let (k, v) = item.map_err(db)?;
+            out.push((k.value(), v.value().to_string()));
+        }
+        Ok(out)
+    }
+
+    /// The stored checkpoint for log size `size`.
+    pub fn checkpoint(&self, size: u64) -> Result<Option<String>, StorageError> {
+        let t = self.txn.open_table(CHECKPOINTS).map_err(db)?;
+        Ok(t.get(size).map_err(db)?.map(|v| v.value().to_string()))
+    }
+
+    /// Height of the head recorded in this snapshot.
+    pub fn head(&self) -> Result<u64, StorageError> {
+        let t = self.txn.open_table(META).map_err(db)?;
+        t.get("head")
+            .map_err(db)?
+            .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+            .map(u64::from_le_bytes)
+            .ok_or_else(|| StorageError::Corrupt("no head".into()))
+    }
+}
+
+/// Opens a database file read-only (for the offline verifier on a copied data directory).
+pub fn open_read_only(path: &Path) -> Result<ReadOnly, StorageError> {
+    let database = redb::ReadOnlyDatabase::open(path).map_err(db)?;
+    Ok(ReadOnly { db: database })
+}
+
+/// A read-only database handle.
+pub struct ReadOnly {
+    db: redb::ReadOnlyDatabase,
+}
+
+impl ReadOnly {
+    /// A read snapshot.
+    pub fn snapshot(&self) -> Result<Snapshot, StorageError> {
+        Ok(Snapshot {
+            txn: self.db.begin_read().map_err(db)?,
+        })
+    }
+
+    /// The stored genesis.
+    pub fn genesis(&self) -> Result<Genesis, StorageError> {
+        let rt = self.db.begin_read().map_err(db)?;
+        let meta = rt.open_table(META).map_err(db)?;
+        let g = meta
+            .get("genesis")
+            .map_err(db)?
+            .ok_or_else(|| StorageError::Corrupt("no genesis".into()))?;
+        decode_genesis(g.value()).map_err(|e| StorageError::Corrupt(format!("genesis: {e}")))
+    }
+}

@@ -1,0 +1,198 @@
+//! Block execution and the validity rule of a block against its parent.
+
+use carechain_crypto::{Hash, PublicKey};
+use carechain_log::CompactRange;
+use carechain_state::{
+    BlockContext, BlockExecution, StateCommitment, StateView, ViewError, apply_block,
+    prevalidate_signatures,
+};
+use carechain_types::{Block, FORMAT_VERSION, Header, MAX_BLOCK_TXS, Receipt, SignedTx};
+
+/// The chain position a block must extend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainTip {
+    /// The chain id.
+    pub chain_id: String,
+    /// Height of the tip (0 = genesis).
+    pub height: u64,
+    /// Hash of the tip header (genesis hash at height 0).
+    pub hash: Hash,
+    /// Timestamp of the tip.
+    pub timestamp_ms: u64,
+}
+
+/// A block's transactions executed on top of a state and a log.
+#[derive(Clone, Debug)]
+pub struct Executed {
+    /// State machine results.
+    pub execution: BlockExecution,
+    /// The log after appending the applied transactions.
+    pub log_after: CompactRange,
+    /// Complete log nodes created by the appends.
+    pub log_nodes: Vec<(u8, u64, Hash)>,
+}
+
+/// Why a block is invalid. The first mismatch found is reported.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    /// Wrong format version or chain id.
+    #[error("block {height} has the wrong format version or chain id")]
+    WrongChain {
+        /// Height.
+        height: u64,
+    },
+    /// Height is not tip + 1.
+    #[error("block height {got} does not follow {tip}")]
+    WrongHeight {
+        /// Tip height.
+        tip: u64,
+        /// Block height.
+        got: u64,
+    },
+    /// Parent hash is not the tip's hash.
+    #[error("block {height} does not link to its parent (parent hash mismatch)")]
+    WrongParent {
+        /// Height.
+        height: u64,
+    },
+    /// Timestamp earlier than the parent's.
+    #[error("block {height} timestamp goes backwards")]
+    TimestampRegressed {
+        /// Height.
+        height: u64,
+    },
+    /// The proposer's seal does not verify.
+    #[error("block {height} seal (proposer signature) does not verify")]
+    BadSeal {
+        /// Height.
+        height: u64,
+    },
+    /// The proposer is not an allowed validator.
+    #[error("block {height} proposer is not a validator of this chain")]
+    UnknownProposer {
+        /// Height.
+        height: u64,
+    },
+    /// Too many transactions or count mismatch.
+    #[error("block {height} transaction count is wrong or over the limit")]
+    TxCount {
+        /// Height.
+        height: u64,
+    },
+    /// The transaction root does not match the transactions.
+    #[error("block {height} transaction root does not match its transactions")]
+    TxRoot {
+        /// Height.
+        height: u64,
+    },
+    /// Re-execution gives other receipts.
+    #[error("block {height} receipts root does not match re-execution")]
+    ReceiptsRoot {
+        /// Height.
+        height: u64,
+    },
+    /// Re-execution gives another state root.
+    #[error("block {height} state root does not match re-execution")]
+    StateRoot {
+        /// Height.
+        height: u64,
+    },
+    /// Re-execution gives another log size or root.
+    #[error("block {height} log size/root does not match re-execution")]
+    LogRoot {
+        /// Height.
+        height: u64,
+    },
+    /// Reading state failed.
+    #[error("state unavailable: {0}")]
+    View(#[from] ViewError),
+}
+
+/// Executes `txs` as block `height` on top of `view`/`commitment`/`log`.
+pub fn execute<V: StateView + ?Sized>(
+    view: &V,
+    commitment: &StateCommitment,
+    log: &CompactRange,
+    chain_id: &str,
+    height: u64,
+    txs: &[SignedTx],
+    verified: &[Option<PublicKey>],
+) -> Result<Executed, ViewError> {
+    let ctx = BlockContext {
+        chain_id,
+        height,
+        log_size: log.size(),
+    };
+    let execution = apply_block(view, commitment, &ctx, txs, verified)?;
+    let mut log_after = log.clone();
+    let mut log_nodes = Vec::with_capacity(execution.applied.len() * 2);
+    for h in &execution.applied {
+        log_nodes.extend(log_after.append(carechain_crypto::merkle::leaf_hash(&h.0)));
+    }
+    Ok(Executed {
+        execution,
+        log_after,
+        log_nodes,
+    })
+}
+
+/// Checks a block against its parent tip and re-executes it. `validators` lists the keys
+/// allowed to propose (empty = any key). Returns the execution to commit.
+pub fn check_block<V: StateView + ?Sized>(
+    tip: &ChainTip,
+    view: &V,
+    commitment: &StateCommitment,
+    log: &CompactRange,
+    validators: &[PublicKey],
+    block: &Block,
+) -> Result<Executed, BlockError> {
+    let h: &Header = &block.header;
+    let height = h.height;
+    if h.version != FORMAT_VERSION || h.chain_id != tip.chain_id {
+        return Err(BlockError::WrongChain { height });
+    }
+    if height != tip.height + 1 {
+        return Err(BlockError::WrongHeight {
+            tip: tip.height,
+            got: height,
+        });
+    }
+    if h.parent != tip.hash {
+        return Err(BlockError::WrongParent { height });
+    }
+    if h.timestamp_ms < tip.timestamp_ms {
+        return Err(BlockError::TimestampRegressed { height });
+    }
+    if !validators.is_empty() && !validators.contains(&h.proposer) {
+        return Err(BlockError::UnknownProposer { height });
+    }
+    if block.verify_seal().is_err() {
+        return Err(BlockError::BadSeal { height });
+    }
+    if block.txs.len() > MAX_BLOCK_TXS || h.tx_count as usize != block.txs.len() {
+        return Err(BlockError::TxCount { height });
+    }
+    if Block::compute_tx_root(&block.txs) != h.tx_root {
+        return Err(BlockError::TxRoot { height });
+    }
+    let verified = prevalidate_signatures(view, &block.txs)?;
+    let ex = execute(
+        view,
+        commitment,
+        log,
+        &tip.chain_id,
+        height,
+        &block.txs,
+        &verified,
+    )?;
+    if Receipt::compute_root(&ex.execution.receipts) != h.receipts_root {
+        return Err(BlockError::ReceiptsRoot { height });
+    }
+    if ex.execution.state_root != h.state_root {
+        return Err(BlockError::StateRoot { height });
+    }
+    if ex.log_after.size() != h.log_size || ex.log_after.root() != h.log_root {
+        return Err(BlockError::LogRoot { height });
+    }
+    Ok(ex)
+}

@@ -1,0 +1,270 @@
+//! The mempool: admission checks and the ordered queue of pending transactions.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use borsh::BorshDeserialize;
+use carechain_crypto::{BatchItem, Hash, Namespace, PublicKey, verify_batch};
+use carechain_state::{Identity, StateView, identity_key};
+use carechain_storage::Snapshot;
+use carechain_types::{DecodeError, Payload, Role, SignedTx, decode_tx, encode};
+
+/// Why a transaction was not admitted. Each has a stable code and an HTTP status.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The bytes are not a transaction (or too large).
+    #[error("malformed transaction: {0}")]
+    Malformed(String),
+    /// The bytes exceed the size limit.
+    #[error("transaction too large: {0}")]
+    TooLarge(String),
+    /// The chain id is not this chain's.
+    #[error("transaction is for chain {got:?}, this node serves {want:?}")]
+    WrongChain {
+        /// The node's chain.
+        want: String,
+        /// The transaction's chain.
+        got: String,
+    },
+    /// The signer is not registered (and this is not a patient self-registration).
+    #[error("signer is not a registered identity")]
+    UnknownSigner,
+    /// The signer is deactivated.
+    #[error("signer identity is deactivated")]
+    SignerDeactivated,
+    /// The signature does not verify under the signer's current key.
+    #[error("signature does not verify under the signer's current key")]
+    BadSignature,
+    /// The nonce was already used.
+    #[error("nonce {got} was already used (next is {expected})")]
+    NonceReplayed {
+        /// Next valid nonce.
+        expected: u64,
+        /// Nonce given.
+        got: u64,
+    },
+    /// The nonce skips ahead.
+    #[error("nonce {got} skips ahead (next is {expected})")]
+    NonceGap {
+        /// Next valid nonce.
+        expected: u64,
+        /// Nonce given.
+        got: u64,
+    },
+    /// Already pending or committed.
+    #[error("transaction {0} is already pending or committed")]
+    Duplicate(String),
+    /// The mempool is full: retry later.
+    #[error("node is busy: mempool is full, retry later")]
+    Busy,
+    /// The node stopped after a fatal error.
+    #[error("node has stopped after a fatal storage error")]
+    Stopped,
+    /// Internal storage read failure.
+    #[error("storage read failed")]
+    Storage,
+}
+
+impl SubmitError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SubmitError::Malformed(_) => "malformed_tx",
+            SubmitError::TooLarge(_) => "tx_too_large",
+            SubmitError::WrongChain { .. } => "wrong_chain",
+            SubmitError::UnknownSigner => "unknown_signer",
+            SubmitError::SignerDeactivated => "signer_deactivated",
+            SubmitError::BadSignature => "bad_signature",
+            SubmitError::NonceReplayed { .. } => "nonce_replayed",
+            SubmitError::NonceGap { .. } => "nonce_gap",
+            SubmitError::Duplicate(_) => "duplicate_tx",
+            SubmitError::Busy => "busy",
+            SubmitError::Stopped => "node_stopped",
+            SubmitError::Storage => "storage_error",
+        }
+    }
+}
+
+impl From<DecodeError> for SubmitError {
+    fn from(e: DecodeError) -> Self {
+        match e {
+            DecodeError::TooLarge { .. } => SubmitError::TooLarge(e.to_string()),
+            _ => SubmitError::Malformed(e.to_string()),
+        }
+    }
+}
+
+/// An admitted transaction.
+#[derive(Clone, Debug)]
+pub struct Admitted {
+    /// Its hash (id).
+    pub hash: Hash,
+}
+
+pub(crate) struct Pending {
+    pub tx: SignedTx,
+    pub hash: Hash,
+    pub verified_key: PublicKey,
+}
+
+#[derive(Default)]
+pub(crate) struct Queue {
+    pub queue: VecDeque<Pending>,
+    hashes: HashSet<Hash>,
+    /// signer → (next nonce after its pending txs, number of its txs pending or in flight)
+    nonces: HashMap<PublicKey, (u64, usize)>,
+}
+
+/// The signer's key and next nonce as the state sees them.
+fn signer_view(snap: &Snapshot, tx: &SignedTx) -> Result<(PublicKey, u64), SubmitError> {
+    let raw = snap
+        .get(&identity_key(&tx.body.signer))
+        .map_err(|_| SubmitError::Storage)?;
+    match raw {
+        Some(bytes) => {
+            let ident = Identity::try_from_slice(&bytes).map_err(|_| SubmitError::Storage)?;
+            if !ident.active {
+                return Err(SubmitError::SignerDeactivated);
+            }
+            Ok((ident.current_key, ident.next_nonce))
+        }
+        None => match &tx.body.payload {
+            Payload::Register {
+                subject,
+                role: Role::Patient,
+                parent: None,
+            } if *subject == tx.body.signer => Ok((tx.body.signer, 0)),
+            _ => Err(SubmitError::UnknownSigner),
+        },
+    }
+}
+
+/// Decodes and signature-checks a batch (no lock held). Returns per input the decoded tx
+/// with the key that verified it, or the error.
+pub(crate) fn precheck(
+    chain_id: &str,
+    snap: &Snapshot,
+    raw: &[Vec<u8>],
+) -> Vec<Result<(SignedTx, Hash, PublicKey), SubmitError>> {
+    let mut out: Vec<Result<(SignedTx, Hash, PublicKey), SubmitError>> = raw
+        .iter()
+        .map(|bytes| {
+            let tx = decode_tx(bytes)?;
+            if tx.body.chain_id != chain_id {
+                return Err(SubmitError::WrongChain {
+                    want: chain_id.into(),
+                    got: tx.body.chain_id.clone(),
+                });
+            }
+            let (key, _) = signer_view(snap, &tx)?;
+            let hash = carechain_crypto::sha256(bytes);
+            Ok((tx, hash, key))
+        })
+        .collect();
+    let bodies: Vec<Option<Vec<u8>>> = out
+        .iter()
+        .map(|r| r.as_ref().ok().map(|(tx, _, _)| encode(&tx.body)))
+        .collect();
+    let idx: Vec<usize> = (0..out.len()).filter(|&i| out[i].is_ok()).collect();
+    for chunk in idx.chunks(256) {
+        let items: Vec<BatchItem<'_>> = chunk
+            .iter()
+            .filter_map(|&i| {
+                let (tx, _, key) = out[i].as_ref().ok()?;
+                Some(BatchItem {
+                    key,
+                    ns: Namespace::Transaction,
+                    message: bodies[i].as_deref()?,
+                    sig: &tx.signature,
+                })
+            })
+            .collect();
+        if verify_batch(&items).is_ok() {
+            continue;
+        }
+        let bad: Vec<usize> = chunk
+            .iter()
+            .copied()
+            .filter(|&i| match (&out[i], &bodies[i]) {
+                (Ok((tx, _, key)), Some(body)) => key
+                    .verify(Namespace::Transaction, body, &tx.signature)
+                    .is_err(),
+                _ => false,
+            })
+            .collect();
+        for i in bad {
+            out[i] = Err(SubmitError::BadSignature);
+        }
+    }
+    out
+}
+
+impl Queue {
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn contains(&self, hash: &Hash) -> bool {
+        self.hashes.contains(hash)
+    }
+
+    /// Nonce and duplicate checks against fresh state, then enqueue.
+    pub fn admit(
+        &mut self,
+        snap: &Snapshot,
+        capacity: usize,
+        tx: SignedTx,
+        hash: Hash,
+        verified_key: PublicKey,
+    ) -> Result<Admitted, SubmitError> {
+        if self.hashes.contains(&hash)
+            || snap
+                .tx_location(&hash)
+                .map_err(|_| SubmitError::Storage)?
+                .is_some()
+        {
+            return Err(SubmitError::Duplicate(hash.to_hex()));
+        }
+        if self.queue.len() >= capacity {
+            return Err(SubmitError::Busy);
+        }
+        let (_, state_nonce) = signer_view(snap, &tx)?;
+        let signer = tx.body.signer;
+        let expected = self.nonces.get(&signer).map_or(state_nonce, |(n, _)| *n);
+        let got = tx.body.nonce;
+        if got < expected {
+            return Err(SubmitError::NonceReplayed { expected, got });
+        }
+        if got > expected {
+            return Err(SubmitError::NonceGap { expected, got });
+        }
+        let e = self.nonces.entry(signer).or_insert((expected, 0));
+        e.0 = expected + 1;
+        e.1 += 1;
+        self.hashes.insert(hash);
+        self.queue.push_back(Pending {
+            tx,
+            hash,
+            verified_key,
+        });
+        Ok(Admitted { hash })
+    }
+
+    /// Takes up to `max` transactions for the next block (they stay counted as in flight).
+    pub fn take(&mut self, max: usize) -> Vec<Pending> {
+        let n = max.min(self.queue.len());
+        self.queue.drain(..n).collect()
+    }
+
+    /// Forgets transactions once their block is durable.
+    pub fn committed<'a>(&mut self, txs: impl Iterator<Item = (&'a PublicKey, &'a Hash)>) {
+        for (signer, hash) in txs {
+            self.hashes.remove(hash);
+            if let Some(e) = self.nonces.get_mut(signer) {
+                e.1 = e.1.saturating_sub(1);
+                if e.1 == 0 {
+                    self.nonces.remove(signer);
+                }
+            }
+        }
+    }
+}

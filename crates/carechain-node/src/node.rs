@@ -1,0 +1,313 @@
+//! The node: mempool + block producer thread driving the ledger application.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use carechain_consensus::{Application, Ledger, LedgerError};
+use carechain_crypto::SecretKey;
+use carechain_storage::{Snapshot, StorageError, Store};
+use carechain_types::Outcome;
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::watch;
+
+use crate::{
+    Admitted, NodeMetrics, SubmitError,
+    mempool::{Queue, precheck},
+};
+
+/// Tunables of block production and admission.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Cut a block at least this often when transactions are pending.
+    pub block_interval: Duration,
+    /// Cut a block as soon as this many transactions are pending.
+    pub max_block_txs: usize,
+    /// Most pending transactions; beyond it, submissions get [`SubmitError::Busy`].
+    pub mempool_capacity: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            block_interval: Duration::from_millis(20),
+            max_block_txs: 8_192,
+            mempool_capacity: 200_000,
+        }
+    }
+}
+
+/// Node failures.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The ledger or its storage failed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The producer thread could not start.
+    #[error("could not start the block producer: {0}")]
+    Spawn(String),
+}
+
+/// Milliseconds since the Unix epoch (the proposer's clock).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+struct Shared {
+    ledger: Ledger,
+    config: NodeConfig,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    stop: AtomicBool,
+    failed: AtomicBool,
+    metrics: NodeMetrics,
+    committed: watch::Sender<u64>,
+    publish_latencies: Mutex<Vec<Duration>>,
+}
+
+/// A running single node.
+pub struct Node {
+    shared: Arc<Shared>,
+    producer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Node {
+    /// Starts a node over `store`, signing with `key`.
+    pub fn start(
+        store: Arc<Store>,
+        key: SecretKey,
+        config: NodeConfig,
+    ) -> Result<Arc<Node>, NodeError> {
+        let ledger = Ledger::new(store, key)?;
+        let head = ledger.store().head();
+        let (committed, _) = watch::channel(head);
+        let metrics = NodeMetrics::new();
+        metrics.head_height.set(head as i64);
+        metrics.log_size.set(ledger.store().log().size() as i64);
+        let shared = Arc::new(Shared {
+            ledger,
+            config,
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+            metrics,
+            committed,
+            publish_latencies: Mutex::new(Vec::new()),
+        });
+        let s = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("carechain-producer".into())
+            .spawn(move || produce(&s))
+            .map_err(|e| NodeError::Spawn(e.to_string()))?;
+        Ok(Arc::new(Node {
+            shared,
+            producer: Mutex::new(Some(handle)),
+        }))
+    }
+
+    /// The ledger (for reads).
+    pub fn ledger(&self) -> &Ledger {
+        &self.shared.ledger
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        self.shared.ledger.store()
+    }
+
+    /// A read snapshot.
+    pub fn snapshot(&self) -> Result<Snapshot, StorageError> {
+        self.store().snapshot()
+    }
+
+    /// Metrics.
+    pub fn metrics(&self) -> &NodeMetrics {
+        &self.shared.metrics
+    }
+
+    /// Whether the node stopped after a fatal error.
+    pub fn is_failed(&self) -> bool {
+        self.shared.failed.load(Ordering::SeqCst)
+    }
+
+    /// Pending transactions.
+    pub fn mempool_len(&self) -> usize {
+        self.shared.queue.lock().len()
+    }
+
+    /// Whether a transaction is admitted but not yet durable.
+    pub fn is_pending(&self, hash: &carechain_crypto::Hash) -> bool {
+        self.shared.queue.lock().contains(hash)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.shared.config
+    }
+
+    /// A receiver of the last durable height (changes after each commit).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.shared.committed.subscribe()
+    }
+
+    /// Checkpoint publication latencies recorded so far (cut → served), and clears them.
+    pub fn take_publish_latencies(&self) -> Vec<Duration> {
+        std::mem::take(&mut *self.shared.publish_latencies.lock())
+    }
+
+    /// Submits one encoded transaction.
+    pub fn submit(&self, raw: Vec<u8>) -> Result<Admitted, SubmitError> {
+        self.submit_batch(vec![raw])
+            .pop()
+            .unwrap_or(Err(SubmitError::Storage))
+    }
+
+    /// Submits many encoded transactions (signatures are batch-verified).
+    pub fn submit_batch(&self, raw: Vec<Vec<u8>>) -> Vec<Result<Admitted, SubmitError>> {
+        let s = &self.shared;
+        if s.failed.load(Ordering::SeqCst) || s.stop.load(Ordering::SeqCst) {
+            return raw.iter().map(|_| Err(SubmitError::Stopped)).collect();
+        }
+        let chain_id = &s.ledger.store().genesis().chain_id;
+        let checked = match s.ledger.store().snapshot() {
+            Ok(snap) => precheck(chain_id, &snap, &raw),
+            Err(_) => return raw.iter().map(|_| Err(SubmitError::Storage)).collect(),
+        };
+        let mut out = Vec::with_capacity(checked.len());
+        let mut q = s.queue.lock();
+        // The snapshot is taken under the queue lock, so it is ordered with respect to
+        // commits: the producer updates the queue's nonce book under the same lock.
+        let snap = match s.ledger.store().snapshot() {
+            Ok(snap) => snap,
+            Err(_) => return raw.iter().map(|_| Err(SubmitError::Storage)).collect(),
+        };
+        for c in checked {
+            let r = c.and_then(|(tx, hash, key)| {
+                q.admit(&snap, s.config.mempool_capacity, tx, hash, key)
+            });
+            match &r {
+                Ok(_) => {
+                    s.metrics.txs_admitted.inc();
+                }
+                Err(e) => {
+                    let labels = vec![("code".to_string(), e.code().to_string())];
+                    s.metrics.txs_refused.get_or_create(&labels).inc();
+                }
+            }
+            out.push(r);
+        }
+        s.metrics.mempool_size.set(q.len() as i64);
+        drop(q);
+        s.wake.notify_one();
+        out
+    }
+
+    /// Stops block production after the block in progress and waits for the producer.
+    pub fn shutdown(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_all();
+        if let Some(h) = self.producer.lock().take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn produce(s: &Shared) {
+    loop {
+        let batch = {
+            let mut q = s.queue.lock();
+            let deadline = Instant::now() + s.config.block_interval;
+            loop {
+                if s.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                if q.len() >= s.config.max_block_txs {
+                    break;
+                }
+                if q.len() == 0 {
+                    s.wake.wait(&mut q);
+                    continue;
+                }
+                if s.wake.wait_until(&mut q, deadline).timed_out() {
+                    break;
+                }
+            }
+            if s.stop.load(Ordering::SeqCst) && q.len() == 0 {
+                return;
+            }
+            let taken = q.take(s.config.max_block_txs);
+            s.metrics.mempool_size.set(q.len() as i64);
+            taken
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        let cut = Instant::now();
+        let (txs, verified): (Vec<_>, Vec<_>) = batch
+            .iter()
+            .map(|p| (p.tx.clone(), Some(p.verified_key)))
+            .unzip();
+        let result = s
+            .ledger
+            .propose(txs, verified, now_ms())
+            .and_then(|(block, executed)| {
+                let t = Instant::now();
+                let f = s.ledger.finalize(block, executed);
+                s.metrics.commit_seconds.observe(t.elapsed().as_secs_f64());
+                f
+            });
+        match result {
+            Ok(fin) => {
+                let publish = cut.elapsed();
+                s.metrics
+                    .checkpoint_publish_seconds
+                    .observe(publish.as_secs_f64());
+                {
+                    let mut l = s.publish_latencies.lock();
+                    if l.len() < 1_000_000 {
+                        l.push(publish);
+                    }
+                }
+                let mut q = s.queue.lock();
+                q.committed(batch.iter().map(|p| (&p.tx.body.signer, &p.hash)));
+                drop(q);
+                let applied = fin
+                    .receipts
+                    .iter()
+                    .filter(|r| matches!(r.outcome, Outcome::Applied { .. }))
+                    .count() as u64;
+                s.metrics.txs_applied.inc_by(applied);
+                s.metrics
+                    .txs_rejected
+                    .inc_by(fin.receipts.len() as u64 - applied);
+                s.metrics.blocks.inc();
+                s.metrics.head_height.set(fin.block.header.height as i64);
+                s.metrics.log_size.set(fin.block.header.log_size as i64);
+                let _ = s.committed.send(fin.block.header.height);
+            }
+            Err(e) => {
+                // A failed durable write is fatal: stop producing and refuse submissions.
+                tracing::error!(error = %e, "block commit failed; node stops producing");
+                s.failed.store(true, Ordering::SeqCst);
+                return;
+            }
+        }
+    }
+}
