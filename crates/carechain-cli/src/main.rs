@@ -1,2 +1,108 @@
-//! placeholder
-fn main() {}
+//! The `carechain` command: create a chain, run a node, manage keys and identities, submit
+//! transactions, inspect blocks, verify a chain offline, and benchmark the ledger.
+
+mod bench;
+mod chain;
+mod client;
+mod keyfile;
+mod txcmd;
+mod up;
+mod verify;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "carechain", version, about = "carechain: a patient-owned health-data ledger")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a data directory: node key, operator key, genesis and database.
+    Init(chain::InitArgs),
+    /// Run a node: HTTP API and explorer on embedded storage.
+    Up(up::UpArgs),
+    /// Key management.
+    Key {
+        #[command(subcommand)]
+        cmd: KeyCmd,
+    },
+    /// Register, rotate, deactivate and show identities.
+    Identity {
+        #[command(subcommand)]
+        cmd: txcmd::IdentityCmd,
+    },
+    /// Submit transactions.
+    Tx {
+        #[command(subcommand)]
+        cmd: txcmd::TxCmd,
+    },
+    /// Inspect blocks.
+    Block {
+        #[command(subcommand)]
+        cmd: txcmd::BlockCmd,
+    },
+    /// Verify a whole chain offline (a copied data directory) or through a node's API.
+    Verify(verify::VerifyArgs),
+    /// Benchmarks (print JSON).
+    Bench {
+        #[command(subcommand)]
+        cmd: bench::BenchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Generate a new Ed25519 key and write it to a key file (mode 0600).
+    New {
+        /// Where to write the key file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the did:key of a key file.
+    Show {
+        /// The key file.
+        key: PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Init(a) => chain::init(&a).map(|_| ()),
+        Command::Up(a) => up::run(a),
+        Command::Key { cmd: KeyCmd::New { out } } => {
+            let key = carechain_crypto::SecretKey::generate()?;
+            keyfile::write(&out, &key)?;
+            out_line(&key.public().did().to_string());
+            Ok(())
+        }
+        Command::Key { cmd: KeyCmd::Show { key } } => {
+            out_line(&keyfile::read(&key)?.public().did().to_string());
+            Ok(())
+        }
+        Command::Identity { cmd } => txcmd::identity(cmd),
+        Command::Tx { cmd } => txcmd::tx(cmd),
+        Command::Block { cmd } => txcmd::block(cmd),
+        Command::Verify(a) => verify::run(&a),
+        Command::Bench { cmd } => bench::run(cmd),
+    }
+}
+
+/// Prints one line of command output on stdout.
+#[allow(clippy::print_stdout)]
+pub fn out_line(s: &str) {
+    println!("{s}");
+}

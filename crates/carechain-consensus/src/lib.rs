@@ -8,8 +8,10 @@
 //! functions. [`check_block`] is the block validity rule shared by `verify`, the offline
 //! verifier and tests.
 
+pub mod audit;
 mod check;
 mod ledger;
 
+pub use audit::{AuditFailure, AuditReport, ChainSource, StoreSource, audit_chain};
 pub use check::{BlockError, ChainTip, Executed, check_block, execute};
 pub use ledger::{Application, FinalizedBlock, Ledger, LedgerError, checkpoint_origin};

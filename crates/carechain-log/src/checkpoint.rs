@@ -251,6 +251,18 @@ pub struct NoteVerifier {
 }
 
 impl NoteVerifier {
+    /// A verifier for an Ed25519 key under a key name.
+    pub fn new(name: &str, key: PublicKey) -> NoteVerifier {
+        NoteVerifier { name: name.to_string(), key_id: key_id(name, &key), key }
+    }
+
+    /// The verifier key string `name+hexid+base64(0x01||key)`.
+    pub fn to_vkey(&self) -> String {
+        let mut k = vec![ED25519_TYPE];
+        k.extend_from_slice(&self.key.0);
+        format!("{}+{}+{}", self.name, hex::encode(self.key_id), B64.encode(k))
+    }
+
     /// Parses a verifier key string `name+hexid+base64(0x01||key)` and checks its id.
     pub fn parse(vkey: &str) -> Result<NoteVerifier, NoteError> {
         let mut parts = vkey.splitn(3, '+');

@@ -36,6 +36,7 @@ pub fn routes(node: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .route("/v1/status", get(status))
+        .route("/v1/genesis", get(genesis))
         .route(
             "/v1/txs",
             post(submit).layer(DefaultBodyLimit::max(MAX_TX_BYTES * 2 + 1024)),
@@ -104,6 +105,11 @@ async fn status(State(node): State<AppState>) -> ApiResult<Json<Value>> {
         "node_key": node.ledger().validators().first().map(|k| k.did().to_string()),
         "mempool": node.mempool_len(),
     })))
+}
+
+async fn genesis(State(node): State<AppState>) -> Response {
+    let bytes = carechain_types::encode(node.store().genesis());
+    ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
 }
 
 #[derive(Deserialize)]

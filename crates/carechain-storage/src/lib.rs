@@ -544,6 +544,27 @@ impl Snapshot {
         Ok(t.get(size).map_err(db)?.map(|v| v.value().to_string()))
     }
 
+    /// A stored log node.
+    pub fn log_node(&self, level: u8, index: u64) -> Result<Option<Hash>, StorageError> {
+        let t = self.txn.open_table(LOG_NODES).map_err(db)?;
+        Ok(t.get((level, index)).map_err(db)?.map(|v| Hash(*v.value())))
+    }
+
+    /// Every state entry, sorted by (bucket, key).
+    pub fn state_entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        let t = self.txn.open_table(STATE).map_err(db)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db)? {
+            let (k, v) = item.map_err(db)?;
+            let k = k.value();
+            if k.len() < 2 {
+                return Err(StorageError::Corrupt("state key without bucket".into()));
+            }
+            out.push((k[2..].to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
     /// Height of the head recorded in this snapshot.
     pub fn head(&self) -> Result<u64, StorageError> {
         let t = self.txn.open_table(META).map_err(db)?;

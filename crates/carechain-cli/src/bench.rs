@@ -1,0 +1,239 @@
+//! `carechain bench ledger`: committed, durable signed transactions per second of one node,
+//! with the raw limits measured in the same run (ed25519 batch verification, durable redb
+//! appends) and the ratios to them.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use carechain_crypto::{BatchItem, Namespace, SecretKey, sha256, verify_batch};
+use carechain_node::{Node, NodeConfig, SubmitError};
+use carechain_storage::Store;
+use carechain_types::{Genesis, GenesisIdentity, Payload, Role, TxBody, decode_tx, encode};
+use clap::Subcommand;
+use serde_json::json;
+
+use crate::out_line;
+
+#[derive(Subcommand)]
+pub enum BenchCmd {
+    /// Single-node ledger throughput and checkpoint latency.
+    Ledger {
+        /// Transactions to commit.
+        #[arg(long, default_value_t = 300_000)]
+        txs: usize,
+        /// Distinct signers (registered in genesis).
+        #[arg(long, default_value_t = 2_000)]
+        signers: usize,
+        /// Transactions per block.
+        #[arg(long, default_value_t = 8192)]
+        block_txs: usize,
+        /// Threads submitting to the mempool.
+        #[arg(long, default_value_t = 2)]
+        submitters: usize,
+    },
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+/// Raw ed25519 batch verification rate using every core.
+fn raw_verify_rate(txs: &[Vec<u8>]) -> f64 {
+    let decoded: Vec<_> = txs.iter().take(60_000).filter_map(|b| decode_tx(b).ok()).collect();
+    let bodies: Vec<Vec<u8>> = decoded.iter().map(|t| encode(&t.body)).collect();
+    let n = threads();
+    let per = decoded.len().div_ceil(n);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for c in 0..n {
+            let (decoded, bodies) = (&decoded, &bodies);
+            s.spawn(move || {
+                let lo = c * per;
+                let hi = ((c + 1) * per).min(decoded.len());
+                for chunk_start in (lo..hi).step_by(256) {
+                    let end = (chunk_start + 256).min(hi);
+                    let items: Vec<BatchItem<'_>> = (chunk_start..end)
+                        .map(|i| BatchItem { key: &decoded[i].body.signer, ns: Namespace::Transaction, message: &bodies[i], sig: &decoded[i].signature })
+                        .collect();
+                    let _ = verify_batch(&items);
+                }
+            });
+        }
+    });
+    decoded.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Raw durable append rate of redb: commits of `batch` records of ~`size` bytes, fsync'd.
+fn raw_append_rate(dir: &std::path::Path, batch: usize, size: usize) -> Result<(f64, f64)> {
+    const T: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("raw");
+    let db = redb::Database::create(dir.join("raw.redb"))?;
+    let value = vec![7u8; size];
+    let start = Instant::now();
+    let mut key = 0u64;
+    while start.elapsed() < Duration::from_secs(3) {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)?;
+        {
+            let mut t = txn.open_table(T)?;
+            for _ in 0..batch {
+                t.insert(key, value.as_slice())?;
+                key += 1;
+            }
+        }
+        txn.commit()?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    // Bare fsync'd commits (one record each): the durable-commit latency limit.
+    let start = Instant::now();
+    let mut single = 0u64;
+    while start.elapsed() < Duration::from_secs(1) {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)?;
+        txn.open_table(T)?.insert(u64::MAX - single, value.as_slice())?;
+        txn.commit()?;
+        single += 1;
+    }
+    Ok((key as f64 / secs, single as f64 / start.elapsed().as_secs_f64()))
+}
+
+pub fn run(cmd: BenchCmd) -> Result<()> {
+    let BenchCmd::Ledger { txs: n, signers, block_txs, submitters } = cmd;
+    let dir = tempfile::tempdir()?;
+    let chain_id = "carechain-bench".to_string();
+    let node_key = SecretKey::generate()?;
+    let keys: Vec<SecretKey> = (0..signers.max(1)).map(|i| SecretKey::from_seed(&sha256(&(i as u64).to_le_bytes()).0)).collect();
+    let mut identities = vec![GenesisIdentity { key: node_key.public(), role: Role::Validator, parent: None }];
+    identities.extend(keys.iter().map(|k| GenesisIdentity { key: k.public(), role: Role::Organization, parent: None }));
+    let genesis = Genesis { chain_id: chain_id.clone(), timestamp_ms: carechain_node::now_ms(), identities };
+
+    // Pre-sign every transaction (not timed): anchors of distinct commitments, nonces in order.
+    let sign_start = Instant::now();
+    let per_thread = n.div_ceil(threads());
+    let mut raw: Vec<Vec<u8>> = Vec::with_capacity(n);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads())
+            .map(|t| {
+                let (keys, chain_id) = (&keys, &chain_id);
+                s.spawn(move || {
+                    let lo = t * per_thread;
+                    let hi = ((t + 1) * per_thread).min(n);
+                    (lo..hi)
+                        .map(|i| {
+                            let k = &keys[i % keys.len()];
+                            let nonce = (i / keys.len()) as u64;
+                            encode(&TxBody {
+                                chain_id: chain_id.clone(),
+                                signer: k.public(),
+                                nonce,
+                                payload: Payload::Anchor { kind: "bench".into(), commitment: sha256(&(i as u64).to_le_bytes()) },
+                            }
+                            .sign(k))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            raw.extend(h.join().unwrap_or_default());
+        }
+    });
+    let sign_secs = sign_start.elapsed().as_secs_f64();
+    let tx_bytes = raw.iter().map(Vec::len).sum::<usize>() / raw.len().max(1);
+
+    let verify_rate = raw_verify_rate(&raw);
+    let (append_rate, fsync_rate) = raw_append_rate(dir.path(), block_txs, tx_bytes + 64)?;
+
+    let store = Arc::new(Store::create(&dir.path().join("ledger.redb"), &genesis)?);
+    let config = NodeConfig { block_interval: Duration::from_millis(20), max_block_txs: block_txs, mempool_capacity: block_txs * 8 };
+    let node = Node::start(store, node_key, config)?;
+    let mut rx = node.subscribe();
+
+    // Submitters take transactions in order of their index within each signer's stream: one
+    // contiguous range per submitter would break nonce order across submitters, so each
+    // submitter owns a disjoint set of signers.
+    let start = Instant::now();
+    let mut busy = 0u64;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..submitters.max(1))
+            .map(|sub| {
+                let (raw, node) = (&raw, &node);
+                let nsigners = keys.len();
+                let subs = submitters.max(1);
+                s.spawn(move || {
+                    let mine: Vec<&Vec<u8>> = raw.iter().enumerate().filter(|(i, _)| (i % nsigners) % subs == sub).map(|(_, t)| t).collect();
+                    let mut busy = 0u64;
+                    for chunk in mine.chunks(1024) {
+                        let mut todo: Vec<Vec<u8>> = chunk.iter().map(|t| (*t).clone()).collect();
+                        while !todo.is_empty() {
+                            let results = node.submit_batch(todo.clone());
+                            let mut retry = Vec::new();
+                            for (t, r) in todo.into_iter().zip(results) {
+                                match r {
+                                    Ok(_) | Err(SubmitError::Duplicate(_)) => {}
+                                    // Busy: back-pressure. Gap: an earlier one of the same
+                                    // signer was refused as busy; both go again, in order.
+                                    Err(SubmitError::Busy | SubmitError::NonceGap { .. }) => retry.push(t),
+                                    Err(e) => panic!("bench transaction refused: {e}"),
+                                }
+                            }
+                            if !retry.is_empty() {
+                                busy += 1;
+                                std::thread::yield_now();
+                            }
+                            todo = retry;
+                        }
+                    }
+                    busy
+                })
+            })
+            .collect();
+        for h in handles {
+            busy += h.join().unwrap_or(0);
+        }
+    });
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+    while node.store().log().size() < n as u64 {
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), rx.changed()).await })??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let committed = node.store().log().size();
+    let blocks = node.store().head();
+    let mut lat = node.take_publish_latencies();
+    lat.sort();
+    node.shutdown();
+    let tps = committed as f64 / secs;
+    out_line(&serde_json::to_string_pretty(&json!({
+        "bench": "ledger",
+        "cores": threads(),
+        "transactions": committed,
+        "blocks": blocks,
+        "tx_bytes": tx_bytes,
+        "seconds": secs,
+        "committed_durable_tx_per_s": tps.round(),
+        "checkpoint_publish_ms": { "p50": percentile(&lat, 0.5), "p99": percentile(&lat, 0.99), "max": percentile(&lat, 1.0) },
+        "busy_retries": busy,
+        "presign_tx_per_s": (n as f64 / sign_secs).round(),
+        "raw": {
+            "ed25519_batch_verify_per_s_all_cores": verify_rate.round(),
+            "redb_durable_appends_per_s": append_rate.round(),
+            "redb_fsync_commits_per_s": fsync_rate.round(),
+        },
+        "ratios": {
+            "tx_per_s_over_batch_verify_per_s": tps / verify_rate,
+            "tx_per_s_over_durable_appends_per_s": tps / append_rate,
+        },
+        "target": { "tx_per_s": 30000, "checkpoint_p99_ms": 100 },
+    }))?);
+    Ok(())
+}

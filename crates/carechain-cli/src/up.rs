@@ -1,0 +1,148 @@
+//! `carechain up`: run a node (optionally creating a demo chain with demo identities).
+
+use std::{fs, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::{Context, Result};
+use carechain_crypto::{SecretKey, sha256};
+use carechain_node::{Node, NodeConfig};
+use carechain_storage::Store;
+use carechain_types::{Payload, Role, TxBody, encode};
+use clap::Args;
+
+use crate::{
+    chain::{DataDir, InitArgs, init},
+    keyfile, out_line,
+};
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// The data directory (created with demo data if --demo is given and it holds no chain).
+    #[arg(long, default_value = "./carechain-data")]
+    pub data: PathBuf,
+    /// Address to serve the API and explorer on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Create a demo chain with demo identities and records if the directory is empty.
+    #[arg(long)]
+    pub demo: bool,
+    /// Cut a block at least this often (milliseconds) when transactions are pending.
+    #[arg(long, default_value_t = 20)]
+    pub block_interval_ms: u64,
+    /// Cut a block as soon as this many transactions are pending.
+    #[arg(long, default_value_t = 8192)]
+    pub max_block_txs: usize,
+    /// Pending transactions beyond which submissions are refused as busy.
+    #[arg(long, default_value_t = 200_000)]
+    pub mempool_capacity: usize,
+}
+
+pub fn run(a: UpArgs) -> Result<()> {
+    let dir = DataDir::new(&a.data);
+    let mut fresh_demo = false;
+    if !dir.exists() {
+        if !a.demo {
+            anyhow::bail!("{} holds no chain: run `carechain init --data {}` first, or pass --demo", a.data.display(), a.data.display());
+        }
+        init(&InitArgs { data: a.data.clone(), chain_id: "carechain-demo".into(), identities: vec![] })?;
+        fresh_demo = true;
+    }
+    let store = Arc::new(Store::open(&dir.db())?);
+    let key = keyfile::read(&dir.node_key())?;
+    let config = NodeConfig {
+        block_interval: Duration::from_millis(a.block_interval_ms.max(1)),
+        max_block_txs: a.max_block_txs.clamp(1, carechain_types::MAX_BLOCK_TXS),
+        mempool_capacity: a.mempool_capacity.max(1),
+    };
+    let node = Node::start(store, key, config)?;
+    if fresh_demo {
+        load_demo(&node, &dir)?;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let result = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(a.listen).await.with_context(|| format!("cannot listen on {}", a.listen))?;
+        let addr = listener.local_addr()?;
+        out_line(&format!("carechain node for chain {} at height {}", node.store().genesis().chain_id, node.store().head()));
+        out_line(&format!("listening on http://{addr}"));
+        out_line(&format!("checkpoint key: {}", node.ledger().checkpoint_verifier_key()));
+        carechain_server::serve(node.clone(), listener, shutdown_signal()).await?;
+        anyhow::Ok(())
+    });
+    node.shutdown();
+    out_line("node stopped");
+    result
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Registers demo identities (keys written under `demo-keys/`) and anchors a few commitments.
+fn load_demo(node: &Node, dir: &DataDir) -> Result<()> {
+    let keys_dir = dir.root.join("demo-keys");
+    fs::create_dir_all(&keys_dir)?;
+    let operator = keyfile::read(&dir.operator_key())?;
+    let make = |name: &str| -> Result<SecretKey> {
+        let k = SecretKey::generate()?;
+        keyfile::write(&keys_dir.join(format!("{name}.key")), &k)?;
+        Ok(k)
+    };
+    let hospital = make("hospital")?;
+    let clinician = make("clinician")?;
+    let wearable = make("wearable")?;
+    let alice = make("patient-alice")?;
+    let bob = make("patient-bob")?;
+    let chain_id = node.store().genesis().chain_id.clone();
+    let tx = |k: &SecretKey, signer: &SecretKey, nonce: u64, payload: Payload| {
+        encode(&TxBody { chain_id: chain_id.clone(), signer: signer.public(), nonce, payload }.sign(k))
+    };
+    let reg = |s: &SecretKey, role: Role, parent: Option<&SecretKey>| Payload::Register {
+        subject: s.public(),
+        role,
+        parent: parent.map(SecretKey::public),
+    };
+    let waves: Vec<Vec<Vec<u8>>> = vec![
+        vec![
+            tx(&operator, &operator, 0, reg(&hospital, Role::Organization, None)),
+            tx(&alice, &alice, 0, reg(&alice, Role::Patient, None)),
+            tx(&bob, &bob, 0, reg(&bob, Role::Patient, None)),
+        ],
+        vec![
+            tx(&hospital, &hospital, 0, reg(&clinician, Role::Practitioner, Some(&hospital))),
+            tx(&hospital, &hospital, 1, reg(&wearable, Role::Device, Some(&hospital))),
+        ],
+        (0..5u64)
+            .map(|i| {
+                tx(&hospital, &hospital, 2 + i, Payload::Anchor {
+                    kind: "demo/record-version".into(),
+                    commitment: sha256(format!("demo commitment {i}").as_bytes()),
+                })
+            })
+            .collect(),
+    ];
+    for wave in waves {
+        let mut rx = node.subscribe();
+        let target = node.store().head() + 1;
+        for r in node.submit_batch(wave) {
+            r.map_err(|e| anyhow::anyhow!("demo transaction refused: {e}"))?;
+        }
+        // Wait for the block holding this wave before the next one (nonces and parents).
+        while *rx.borrow_and_update() < target {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+            rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), rx.changed()).await })
+                .context("demo block was not committed in time")??;
+        }
+    }
+    out_line(&format!("demo data loaded; demo keys in {}", keys_dir.display()));
+    Ok(())
+}
