@@ -50,7 +50,11 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 /// Raw ed25519 batch verification rate using every core.
 fn raw_verify_rate(txs: &[Vec<u8>]) -> f64 {
-    let decoded: Vec<_> = txs.iter().take(60_000).filter_map(|b| decode_tx(b).ok()).collect();
+    let decoded: Vec<_> = txs
+        .iter()
+        .take(60_000)
+        .filter_map(|b| decode_tx(b).ok())
+        .collect();
     let bodies: Vec<Vec<u8>> = decoded.iter().map(|t| encode(&t.body)).collect();
     let n = threads();
     let per = decoded.len().div_ceil(n);
@@ -64,7 +68,12 @@ fn raw_verify_rate(txs: &[Vec<u8>]) -> f64 {
                 for chunk_start in (lo..hi).step_by(256) {
                     let end = (chunk_start + 256).min(hi);
                     let items: Vec<BatchItem<'_>> = (chunk_start..end)
-                        .map(|i| BatchItem { key: &decoded[i].body.signer, ns: Namespace::Transaction, message: &bodies[i], sig: &decoded[i].signature })
+                        .map(|i| BatchItem {
+                            key: &decoded[i].body.signer,
+                            ns: Namespace::Transaction,
+                            message: &bodies[i],
+                            sig: &decoded[i].signature,
+                        })
                         .collect();
                     let _ = verify_batch(&items);
                 }
@@ -100,22 +109,45 @@ fn raw_append_rate(dir: &std::path::Path, batch: usize, size: usize) -> Result<(
     while start.elapsed() < Duration::from_secs(1) {
         let mut txn = db.begin_write()?;
         txn.set_durability(redb::Durability::Immediate)?;
-        txn.open_table(T)?.insert(u64::MAX - single, value.as_slice())?;
+        txn.open_table(T)?
+            .insert(u64::MAX - single, value.as_slice())?;
         txn.commit()?;
         single += 1;
     }
-    Ok((key as f64 / secs, single as f64 / start.elapsed().as_secs_f64()))
+    Ok((
+        key as f64 / secs,
+        single as f64 / start.elapsed().as_secs_f64(),
+    ))
 }
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
-    let BenchCmd::Ledger { txs: n, signers, block_txs, submitters } = cmd;
+    let BenchCmd::Ledger {
+        txs: n,
+        signers,
+        block_txs,
+        submitters,
+    } = cmd;
     let dir = tempfile::tempdir()?;
     let chain_id = "carechain-bench".to_string();
     let node_key = SecretKey::generate()?;
-    let keys: Vec<SecretKey> = (0..signers.max(1)).map(|i| SecretKey::from_seed(&sha256(&(i as u64).to_le_bytes()).0)).collect();
-    let mut identities = vec![GenesisIdentity { key: node_key.public(), role: Role::Validator, parent: None }];
-    identities.extend(keys.iter().map(|k| GenesisIdentity { key: k.public(), role: Role::Organization, parent: None }));
-    let genesis = Genesis { chain_id: chain_id.clone(), timestamp_ms: carechain_node::now_ms(), identities };
+    let keys: Vec<SecretKey> = (0..signers.max(1))
+        .map(|i| SecretKey::from_seed(&sha256(&(i as u64).to_le_bytes()).0))
+        .collect();
+    let mut identities = vec![GenesisIdentity {
+        key: node_key.public(),
+        role: Role::Validator,
+        parent: None,
+    }];
+    identities.extend(keys.iter().map(|k| GenesisIdentity {
+        key: k.public(),
+        role: Role::Organization,
+        parent: None,
+    }));
+    let genesis = Genesis {
+        chain_id: chain_id.clone(),
+        timestamp_ms: carechain_node::now_ms(),
+        identities,
+    };
 
     // Pre-sign every transaction (not timed): anchors of distinct commitments, nonces in order.
     let sign_start = Instant::now();
@@ -132,13 +164,18 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
                         .map(|i| {
                             let k = &keys[i % keys.len()];
                             let nonce = (i / keys.len()) as u64;
-                            encode(&TxBody {
-                                chain_id: chain_id.clone(),
-                                signer: k.public(),
-                                nonce,
-                                payload: Payload::Anchor { kind: "bench".into(), commitment: sha256(&(i as u64).to_le_bytes()) },
-                            }
-                            .sign(k))
+                            encode(
+                                &TxBody {
+                                    chain_id: chain_id.clone(),
+                                    signer: k.public(),
+                                    nonce,
+                                    payload: Payload::Anchor {
+                                        kind: "bench".into(),
+                                        commitment: sha256(&(i as u64).to_le_bytes()),
+                                    },
+                                }
+                                .sign(k),
+                            )
                         })
                         .collect::<Vec<_>>()
                 })
@@ -155,7 +192,11 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
     let (append_rate, fsync_rate) = raw_append_rate(dir.path(), block_txs, tx_bytes + 64)?;
 
     let store = Arc::new(Store::create(&dir.path().join("ledger.redb"), &genesis)?);
-    let config = NodeConfig { block_interval: Duration::from_millis(20), max_block_txs: block_txs, mempool_capacity: block_txs * 8 };
+    let config = NodeConfig {
+        block_interval: Duration::from_millis(20),
+        max_block_txs: block_txs,
+        mempool_capacity: block_txs * 8,
+    };
     let node = Node::start(store, node_key, config)?;
     let mut rx = node.subscribe();
 
@@ -171,7 +212,12 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
                 let nsigners = keys.len();
                 let subs = submitters.max(1);
                 s.spawn(move || {
-                    let mine: Vec<&Vec<u8>> = raw.iter().enumerate().filter(|(i, _)| (i % nsigners) % subs == sub).map(|(_, t)| t).collect();
+                    let mine: Vec<&Vec<u8>> = raw
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| (i % nsigners) % subs == sub)
+                        .map(|(_, t)| t)
+                        .collect();
                     let mut busy = 0u64;
                     for chunk in mine.chunks(1024) {
                         let mut todo: Vec<Vec<u8>> = chunk.iter().map(|t| (*t).clone()).collect();
@@ -183,7 +229,9 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
                                     Ok(_) | Err(SubmitError::Duplicate(_)) => {}
                                     // Busy: back-pressure. Gap: an earlier one of the same
                                     // signer was refused as busy; both go again, in order.
-                                    Err(SubmitError::Busy | SubmitError::NonceGap { .. }) => retry.push(t),
+                                    Err(SubmitError::Busy | SubmitError::NonceGap { .. }) => {
+                                        retry.push(t)
+                                    }
                                     Err(e) => panic!("bench transaction refused: {e}"),
                                 }
                             }
@@ -202,7 +250,9 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             busy += h.join().unwrap_or(0);
         }
     });
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
     while node.store().log().size() < n as u64 {
         rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), rx.changed()).await })??;
     }

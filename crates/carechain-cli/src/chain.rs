@@ -22,7 +22,9 @@ pub struct DataDir {
 
 impl DataDir {
     pub fn new(root: &Path) -> DataDir {
-        DataDir { root: root.to_path_buf() }
+        DataDir {
+            root: root.to_path_buf(),
+        }
     }
     pub fn db(&self) -> PathBuf {
         self.root.join("ledger.redb")
@@ -62,7 +64,10 @@ pub fn init(a: &InitArgs) -> Result<(SecretKey, SecretKey)> {
         bail!("{} already holds a chain", a.data.display());
     }
     if a.chain_id.is_empty() || a.chain_id.len() > carechain_types::MAX_CHAIN_ID {
-        bail!("chain id must be 1 to {} bytes", carechain_types::MAX_CHAIN_ID);
+        bail!(
+            "chain id must be 1 to {} bytes",
+            carechain_types::MAX_CHAIN_ID
+        );
     }
     fs::create_dir_all(&a.data).with_context(|| format!("cannot create {}", a.data.display()))?;
     let node_key = SecretKey::generate()?;
@@ -70,17 +75,35 @@ pub fn init(a: &InitArgs) -> Result<(SecretKey, SecretKey)> {
     keyfile::write(&dir.node_key(), &node_key)?;
     keyfile::write(&dir.operator_key(), &operator)?;
     let mut identities = vec![
-        GenesisIdentity { key: node_key.public(), role: Role::Validator, parent: None },
-        GenesisIdentity { key: operator.public(), role: Role::Operator, parent: None },
+        GenesisIdentity {
+            key: node_key.public(),
+            role: Role::Validator,
+            parent: None,
+        },
+        GenesisIdentity {
+            key: operator.public(),
+            role: Role::Operator,
+            parent: None,
+        },
     ];
     for spec in &a.identities {
         let (role, did) = spec.split_once('=').context("--identity takes ROLE=DID")?;
         let role = Role::parse(role).with_context(|| format!("unknown role {role}"))?;
         let did: Did = did.parse().with_context(|| format!("bad did {did}"))?;
-        did.public_key().validate().context("the did's key is not a valid Ed25519 key")?;
-        identities.push(GenesisIdentity { key: did.public_key(), role, parent: None });
+        did.public_key()
+            .validate()
+            .context("the did's key is not a valid Ed25519 key")?;
+        identities.push(GenesisIdentity {
+            key: did.public_key(),
+            role,
+            parent: None,
+        });
     }
-    let genesis = Genesis { chain_id: a.chain_id.clone(), timestamp_ms: carechain_node::now_ms(), identities };
+    let genesis = Genesis {
+        chain_id: a.chain_id.clone(),
+        timestamp_ms: carechain_node::now_ms(),
+        identities,
+    };
     let doc = json!({
         "chain_id": genesis.chain_id,
         "timestamp_ms": genesis.timestamp_ms,
@@ -89,8 +112,16 @@ pub fn init(a: &InitArgs) -> Result<(SecretKey, SecretKey)> {
     });
     fs::write(dir.genesis_json(), serde_json::to_string_pretty(&doc)?)?;
     Store::create(&dir.db(), &genesis)?;
-    out_line(&format!("created chain {} in {}", genesis.chain_id, a.data.display()));
+    out_line(&format!(
+        "created chain {} in {}",
+        genesis.chain_id,
+        a.data.display()
+    ));
     out_line(&format!("node (validator): {}", node_key.public().did()));
-    out_line(&format!("operator:         {}  (key: {})", operator.public().did(), dir.operator_key().display()));
+    out_line(&format!(
+        "operator:         {}  (key: {})",
+        operator.public().did(),
+        dir.operator_key().display()
+    ));
     Ok((node_key, operator))
 }

@@ -16,14 +16,23 @@ impl Client {
             .http_status_as_error(false)
             .timeout_global(Some(std::time::Duration::from_secs(60)))
             .build();
-        Client { base: base.trim_end_matches('/').to_string(), agent: ureq::Agent::new_with_config(config) }
+        Client {
+            base: base.trim_end_matches('/').to_string(),
+            agent: ureq::Agent::new_with_config(config),
+        }
     }
 
     fn check(status: u16, body: &[u8], what: &str) -> Result<()> {
         if status >= 400 {
             let msg = serde_json::from_slice::<Value>(body)
                 .ok()
-                .map(|v| format!("{} ({})", v["message"].as_str().unwrap_or(""), v["code"].as_str().unwrap_or("")))
+                .map(|v| {
+                    format!(
+                        "{} ({})",
+                        v["message"].as_str().unwrap_or(""),
+                        v["code"].as_str().unwrap_or("")
+                    )
+                })
                 .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
             bail!("{what}: HTTP {status}: {msg}");
         }
@@ -33,9 +42,17 @@ impl Client {
     /// GET returning bytes, or `None` on 404.
     pub fn get_bytes_opt(&self, path: &str) -> Result<Option<Vec<u8>>> {
         let url = format!("{}{}", self.base, path);
-        let mut resp = self.agent.get(&url).call().with_context(|| format!("GET {url}"))?;
+        let mut resp = self
+            .agent
+            .get(&url)
+            .call()
+            .with_context(|| format!("GET {url}"))?;
         let status = resp.status().as_u16();
-        let body = resp.body_mut().with_config().limit(256 * 1024 * 1024).read_to_vec()?;
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(256 * 1024 * 1024)
+            .read_to_vec()?;
         if status == 404 {
             return Ok(None);
         }
@@ -45,20 +62,24 @@ impl Client {
 
     /// GET returning bytes.
     pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
-        self.get_bytes_opt(path)?.with_context(|| format!("GET {path}: not found"))
+        self.get_bytes_opt(path)?
+            .with_context(|| format!("GET {path}: not found"))
     }
 
     /// GET returning JSON, or `None` on 404.
     pub fn get_json_opt(&self, path: &str) -> Result<Option<Value>> {
         match self.get_bytes_opt(path)? {
             None => Ok(None),
-            Some(b) => Ok(Some(serde_json::from_slice(&b).context("response is not JSON")?)),
+            Some(b) => Ok(Some(
+                serde_json::from_slice(&b).context("response is not JSON")?,
+            )),
         }
     }
 
     /// GET returning JSON.
     pub fn get_json(&self, path: &str) -> Result<Value> {
-        self.get_json_opt(path)?.with_context(|| format!("GET {path}: not found"))
+        self.get_json_opt(path)?
+            .with_context(|| format!("GET {path}: not found"))
     }
 
     /// POSTs a raw signed transaction and waits for its receipt.

@@ -15,7 +15,11 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "carechain", version, about = "carechain: a patient-owned health-data ledger")]
+#[command(
+    name = "carechain",
+    version,
+    about = "carechain: a patient-owned health-data ledger"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -83,13 +87,17 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Init(a) => chain::init(&a).map(|_| ()),
         Command::Up(a) => up::run(a),
-        Command::Key { cmd: KeyCmd::New { out } } => {
+        Command::Key {
+            cmd: KeyCmd::New { out },
+        } => {
             let key = carechain_crypto::SecretKey::generate()?;
             keyfile::write(&out, &key)?;
             out_line(&key.public().did().to_string());
             Ok(())
         }
-        Command::Key { cmd: KeyCmd::Show { key } } => {
+        Command::Key {
+            cmd: KeyCmd::Show { key },
+        } => {
             out_line(&keyfile::read(&key)?.public().did().to_string());
             Ok(())
         }

@@ -123,34 +123,60 @@ fn print_json(v: &Value) -> Result<()> {
 }
 
 fn parse_did(s: &str) -> Result<Did> {
-    s.parse::<Did>().with_context(|| format!("{s} is not a did:key"))
+    s.parse::<Did>()
+        .with_context(|| format!("{s} is not a did:key"))
 }
 
 /// Signs and submits `payload` from the identity `signer_id` with `key`; prints the receipt.
-fn send(client: &Client, key: &SecretKey, signer_id: Option<&str>, payload: impl FnOnce(&str, &Did, u64) -> Result<Payload>) -> Result<()> {
+fn send(
+    client: &Client,
+    key: &SecretKey,
+    signer_id: Option<&str>,
+    payload: impl FnOnce(&str, &Did, u64) -> Result<Payload>,
+) -> Result<()> {
     let status = client.get_json("/v1/status")?;
-    let chain_id = status["chain_id"].as_str().context("status has no chain_id")?.to_string();
+    let chain_id = status["chain_id"]
+        .as_str()
+        .context("status has no chain_id")?
+        .to_string();
     let signer = match signer_id {
         Some(s) => parse_did(s)?,
         None => key.public().did(),
     };
     let nonce = match client.get_json_opt(&format!("/v1/identities/{signer}"))? {
-        Some(v) => v["next_nonce"].as_u64().context("identity has no next_nonce")?,
+        Some(v) => v["next_nonce"]
+            .as_u64()
+            .context("identity has no next_nonce")?,
         None => 0,
     };
     let payload = payload(&chain_id, &signer, nonce)?;
-    let tx = TxBody { chain_id, signer: signer.public_key(), nonce, payload }.sign(key);
+    let tx = TxBody {
+        chain_id,
+        signer: signer.public_key(),
+        nonce,
+        payload,
+    }
+    .sign(key);
     let v = client.submit(&encode(&tx))?;
     print_json(&v)?;
     if v["receipt"]["outcome"] == "rejected" {
-        bail!("transaction rejected: {}", v["receipt"]["reason"]["message"].as_str().unwrap_or("?"));
+        bail!(
+            "transaction rejected: {}",
+            v["receipt"]["reason"]["message"].as_str().unwrap_or("?")
+        );
     }
     Ok(())
 }
 
 pub fn identity(cmd: IdentityCmd) -> Result<()> {
     match cmd {
-        IdentityCmd::Register { key, subject, role, parent, conn } => {
+        IdentityCmd::Register {
+            key,
+            subject,
+            role,
+            parent,
+            conn,
+        } => {
             let key = keyfile::read(&key)?;
             let role = Role::parse(&role).with_context(|| format!("unknown role {role}"))?;
             let subject = match subject {
@@ -159,23 +185,53 @@ pub fn identity(cmd: IdentityCmd) -> Result<()> {
             };
             let parent = parent.map(|p| parse_did(&p)).transpose()?;
             send(&Client::new(&conn.url), &key, None, |_, _, _| {
-                Ok(Payload::Register { subject: subject.public_key(), role, parent: parent.map(|p| p.public_key()) })
+                Ok(Payload::Register {
+                    subject: subject.public_key(),
+                    role,
+                    parent: parent.map(|p| p.public_key()),
+                })
             })
         }
-        IdentityCmd::Rotate { key, new_key, identity, conn } => {
+        IdentityCmd::Rotate {
+            key,
+            new_key,
+            identity,
+            conn,
+        } => {
             let key = keyfile::read(&key)?;
             let new_key = keyfile::read(&new_key)?;
-            send(&Client::new(&conn.url), &key, identity.as_deref(), |chain, id, nonce| {
-                let msg = rotation_proof_message(chain, &id.public_key(), &new_key.public(), nonce);
-                Ok(Payload::RotateKey { new_key: new_key.public(), proof: new_key.sign(Namespace::KeyRotation, &msg) })
-            })
+            send(
+                &Client::new(&conn.url),
+                &key,
+                identity.as_deref(),
+                |chain, id, nonce| {
+                    let msg =
+                        rotation_proof_message(chain, &id.public_key(), &new_key.public(), nonce);
+                    Ok(Payload::RotateKey {
+                        new_key: new_key.public(),
+                        proof: new_key.sign(Namespace::KeyRotation, &msg),
+                    })
+                },
+            )
         }
-        IdentityCmd::Deactivate { key, subject, identity, conn } => {
+        IdentityCmd::Deactivate {
+            key,
+            subject,
+            identity,
+            conn,
+        } => {
             let key = keyfile::read(&key)?;
             let subject = parse_did(&subject)?;
-            send(&Client::new(&conn.url), &key, identity.as_deref(), |_, _, _| {
-                Ok(Payload::Deactivate { subject: subject.public_key() })
-            })
+            send(
+                &Client::new(&conn.url),
+                &key,
+                identity.as_deref(),
+                |_, _, _| {
+                    Ok(Payload::Deactivate {
+                        subject: subject.public_key(),
+                    })
+                },
+            )
         }
         IdentityCmd::Show { did, conn } => {
             let did = parse_did(&did)?;
@@ -190,22 +246,39 @@ pub fn identity(cmd: IdentityCmd) -> Result<()> {
 pub fn tx(cmd: TxCmd) -> Result<()> {
     match cmd {
         TxCmd::Submit { file, conn } => {
-            let raw = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let bytes = match std::str::from_utf8(&raw).ok().map(str::trim).and_then(|t| hex::decode(t).ok()) {
+            let raw =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let bytes = match std::str::from_utf8(&raw)
+                .ok()
+                .map(str::trim)
+                .and_then(|t| hex::decode(t).ok())
+            {
                 Some(b) => b,
                 None => raw,
             };
             let v = Client::new(&conn.url).submit(&bytes)?;
             print_json(&v)
         }
-        TxCmd::Anchor { key, kind, commitment, data, identity, conn } => {
+        TxCmd::Anchor {
+            key,
+            kind,
+            commitment,
+            data,
+            identity,
+            conn,
+        } => {
             let key = keyfile::read(&key)?;
             let commitment = match (commitment, data) {
                 (Some(c), _) => Hash::from_hex(&c).context("commitment must be 64 hex digits")?,
                 (None, Some(d)) => carechain_crypto::sha256(d.as_bytes()),
                 (None, None) => bail!("give --commitment or --data"),
             };
-            send(&Client::new(&conn.url), &key, identity.as_deref(), |_, _, _| Ok(Payload::Anchor { kind, commitment }))
+            send(
+                &Client::new(&conn.url),
+                &key,
+                identity.as_deref(),
+                |_, _, _| Ok(Payload::Anchor { kind, commitment }),
+            )
         }
     }
 }

@@ -41,9 +41,17 @@ pub fn run(a: UpArgs) -> Result<()> {
     let mut fresh_demo = false;
     if !dir.exists() {
         if !a.demo {
-            anyhow::bail!("{} holds no chain: run `carechain init --data {}` first, or pass --demo", a.data.display(), a.data.display());
+            anyhow::bail!(
+                "{} holds no chain: run `carechain init --data {}` first, or pass --demo",
+                a.data.display(),
+                a.data.display()
+            );
         }
-        init(&InitArgs { data: a.data.clone(), chain_id: "carechain-demo".into(), identities: vec![] })?;
+        init(&InitArgs {
+            data: a.data.clone(),
+            chain_id: "carechain-demo".into(),
+            identities: vec![],
+        })?;
         fresh_demo = true;
     }
     let store = Arc::new(Store::open(&dir.db())?);
@@ -57,13 +65,25 @@ pub fn run(a: UpArgs) -> Result<()> {
     if fresh_demo {
         load_demo(&node, &dir)?;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let result = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(a.listen).await.with_context(|| format!("cannot listen on {}", a.listen))?;
+        let listener = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", a.listen))?;
         let addr = listener.local_addr()?;
-        out_line(&format!("carechain node for chain {} at height {}", node.store().genesis().chain_id, node.store().head()));
+        out_line(&format!(
+            "carechain node for chain {} at height {}",
+            node.store().genesis().chain_id,
+            node.store().head()
+        ));
         out_line(&format!("listening on http://{addr}"));
-        out_line(&format!("checkpoint key: {}", node.ledger().checkpoint_verifier_key()));
+        out_line(&format!(
+            "checkpoint key: {}",
+            node.ledger().checkpoint_verifier_key()
+        ));
         carechain_server::serve(node.clone(), listener, shutdown_signal()).await?;
         anyhow::Ok(())
     });
@@ -78,7 +98,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };
@@ -104,7 +125,15 @@ fn load_demo(node: &Node, dir: &DataDir) -> Result<()> {
     let bob = make("patient-bob")?;
     let chain_id = node.store().genesis().chain_id.clone();
     let tx = |k: &SecretKey, signer: &SecretKey, nonce: u64, payload: Payload| {
-        encode(&TxBody { chain_id: chain_id.clone(), signer: signer.public(), nonce, payload }.sign(k))
+        encode(
+            &TxBody {
+                chain_id: chain_id.clone(),
+                signer: signer.public(),
+                nonce,
+                payload,
+            }
+            .sign(k),
+        )
     };
     let reg = |s: &SecretKey, role: Role, parent: Option<&SecretKey>| Payload::Register {
         subject: s.public(),
@@ -113,20 +142,40 @@ fn load_demo(node: &Node, dir: &DataDir) -> Result<()> {
     };
     let waves: Vec<Vec<Vec<u8>>> = vec![
         vec![
-            tx(&operator, &operator, 0, reg(&hospital, Role::Organization, None)),
+            tx(
+                &operator,
+                &operator,
+                0,
+                reg(&hospital, Role::Organization, None),
+            ),
             tx(&alice, &alice, 0, reg(&alice, Role::Patient, None)),
             tx(&bob, &bob, 0, reg(&bob, Role::Patient, None)),
         ],
         vec![
-            tx(&hospital, &hospital, 0, reg(&clinician, Role::Practitioner, Some(&hospital))),
-            tx(&hospital, &hospital, 1, reg(&wearable, Role::Device, Some(&hospital))),
+            tx(
+                &hospital,
+                &hospital,
+                0,
+                reg(&clinician, Role::Practitioner, Some(&hospital)),
+            ),
+            tx(
+                &hospital,
+                &hospital,
+                1,
+                reg(&wearable, Role::Device, Some(&hospital)),
+            ),
         ],
         (0..5u64)
             .map(|i| {
-                tx(&hospital, &hospital, 2 + i, Payload::Anchor {
-                    kind: "demo/record-version".into(),
-                    commitment: sha256(format!("demo commitment {i}").as_bytes()),
-                })
+                tx(
+                    &hospital,
+                    &hospital,
+                    2 + i,
+                    Payload::Anchor {
+                        kind: "demo/record-version".into(),
+                        commitment: sha256(format!("demo commitment {i}").as_bytes()),
+                    },
+                )
             })
             .collect(),
     ];
@@ -138,11 +187,18 @@ fn load_demo(node: &Node, dir: &DataDir) -> Result<()> {
         }
         // Wait for the block holding this wave before the next one (nonces and parents).
         while *rx.borrow_and_update() < target {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
-            rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), rx.changed()).await })
-                .context("demo block was not committed in time")??;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()?;
+            rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), rx.changed()).await
+            })
+            .context("demo block was not committed in time")??;
         }
     }
-    out_line(&format!("demo data loaded; demo keys in {}", keys_dir.display()));
+    out_line(&format!(
+        "demo data loaded; demo keys in {}",
+        keys_dir.display()
+    ));
     Ok(())
 }

@@ -30,11 +30,31 @@ pub fn run(a: &VerifyArgs) -> Result<()> {
     let result = match (&a.data, &a.url) {
         (Some(dir), _) => {
             let db = dir.join("ledger.redb");
-            let src = StoreSource::open(if db.exists() { &db } else { dir }).map_err(anyhow::Error::msg)?;
-            audit_chain(&src)
+            let db = if db.exists() { db } else { dir.clone() };
+            match StoreSource::open(&db) {
+                Ok(src) => audit_chain(&src),
+                Err(first) => {
+                    // A database left by a crashed node needs redb's recovery, which a
+                    // read-only open cannot run: recover a private copy and audit that,
+                    // leaving the original untouched.
+                    let tmp = tempfile::tempdir()?;
+                    let copy = tmp.path().join("ledger.redb");
+                    std::fs::copy(&db, &copy)?;
+                    drop(
+                        redb::Database::open(&copy)
+                            .map_err(|e| anyhow::anyhow!("{first}; recovery failed: {e}"))?,
+                    );
+                    let src = StoreSource::open(&copy).map_err(anyhow::Error::msg)?;
+                    audit_chain(&src)
+                }
+            }
         }
         (None, Some(url)) => {
-            let src = HttpSource { client: Client::new(url), genesis: a.genesis.clone(), head: std::cell::Cell::new(None) };
+            let src = HttpSource {
+                client: Client::new(url),
+                genesis: a.genesis.clone(),
+                head: std::cell::Cell::new(None),
+            };
             let r = audit_chain(&src);
             if let Ok(report) = &r {
                 src.check_tiles(report)?;
@@ -84,7 +104,9 @@ impl HttpSource {
             return Ok(());
         }
         let src = TileNodeSource::new(report.log_size, |p: &str| {
-            self.client.get_bytes(&format!("/{p}")).map_err(|e| e.to_string())
+            self.client
+                .get_bytes(&format!("/{p}"))
+                .map_err(|e| e.to_string())
         });
         let r = root(&src as &dyn NodeSource, report.log_size)?;
         if r != report.log_root {
@@ -117,7 +139,9 @@ impl ChainSource for HttpSource {
         Ok(h)
     }
     fn block_bytes(&self, height: u64) -> Result<Vec<u8>, String> {
-        self.client.get_bytes(&format!("/v1/blocks/{height}?format=raw")).map_err(s)
+        self.client
+            .get_bytes(&format!("/v1/blocks/{height}?format=raw"))
+            .map_err(s)
     }
     fn receipts(&self, _height: u64) -> Result<Option<Vec<Receipt>>, String> {
         Ok(None)
@@ -136,7 +160,10 @@ impl ChainSource for HttpSource {
             if out.iter().any(|(s, _)| *s == size) {
                 continue;
             }
-            let note = self.client.get_bytes(&format!("/v1/checkpoints/{size}")).map_err(s)?;
+            let note = self
+                .client
+                .get_bytes(&format!("/v1/checkpoints/{size}"))
+                .map_err(s)?;
             out.push((size, String::from_utf8(note).map_err(s)?));
         }
         Ok(out)
@@ -151,8 +178,16 @@ impl ChainSource for HttpSource {
         Ok(None)
     }
     fn consistency_proof(&self, first: u64, second: u64) -> Result<Option<Vec<Hash>>, String> {
-        let v = self.client.get_json(&format!("/v1/proofs/consistency?first={first}&second={second}")).map_err(s)?;
+        let v = self
+            .client
+            .get_json(&format!(
+                "/v1/proofs/consistency?first={first}&second={second}"
+            ))
+            .map_err(s)?;
         let arr = v["proof"].as_array().ok_or("no proof")?;
-        arr.iter().map(|h| Hash::from_hex(h.as_str().unwrap_or("")).map_err(s)).collect::<Result<Vec<_>, _>>().map(Some)
+        arr.iter()
+            .map(|h| Hash::from_hex(h.as_str().unwrap_or("")).map_err(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 }

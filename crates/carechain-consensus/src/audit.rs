@@ -5,8 +5,8 @@
 
 use carechain_crypto::{Hash, PublicKey};
 use carechain_log::{
-    CompactRange, MemoryLog, NodeSource, NoteVerifier, consistency_proof, proof::verify_consistency,
-    range_hash,
+    CompactRange, MemoryLog, NodeSource, NoteVerifier, consistency_proof,
+    proof::verify_consistency, range_hash,
 };
 use carechain_state::{MemoryState, StateCommitment, StateView, genesis_changes};
 use carechain_types::{Genesis, Receipt, Role, decode_block};
@@ -72,10 +72,18 @@ pub struct AuditFailure {
 
 impl AuditFailure {
     fn block(h: u64, reason: impl Into<String>) -> AuditFailure {
-        AuditFailure { block: Some(h), leaf: None, reason: reason.into() }
+        AuditFailure {
+            block: Some(h),
+            leaf: None,
+            reason: reason.into(),
+        }
     }
     fn other(reason: impl Into<String>) -> AuditFailure {
-        AuditFailure { block: None, leaf: None, reason: reason.into() }
+        AuditFailure {
+            block: None,
+            leaf: None,
+            reason: reason.into(),
+        }
     }
     fn describe(&self) -> String {
         match (self.block, self.leaf) {
@@ -97,10 +105,17 @@ impl NodeSource for Nodes<'_> {
 /// Audits the whole chain of `source`.
 pub fn audit_chain(source: &dyn ChainSource) -> Result<AuditReport, AuditFailure> {
     let genesis = source.genesis().map_err(AuditFailure::other)?;
-    let validators: Vec<PublicKey> =
-        genesis.identities.iter().filter(|i| i.role == Role::Validator).map(|i| i.key).collect();
+    let validators: Vec<PublicKey> = genesis
+        .identities
+        .iter()
+        .filter(|i| i.role == Role::Validator)
+        .map(|i| i.key)
+        .collect();
     let origin = checkpoint_origin(&genesis.chain_id);
-    let verifiers: Vec<NoteVerifier> = validators.iter().map(|k| NoteVerifier::new(&origin, *k)).collect();
+    let verifiers: Vec<NoteVerifier> = validators
+        .iter()
+        .map(|k| NoteVerifier::new(&origin, *k))
+        .collect();
 
     let mut state = MemoryState::new();
     let mut commitment = StateCommitment::empty();
@@ -109,15 +124,26 @@ pub fn audit_chain(source: &dyn ChainSource) -> Result<AuditReport, AuditFailure
     let mut buckets = std::collections::BTreeMap::new();
     for k in changes.keys() {
         let b = carechain_state::bucket_of(k);
-        let entries = state.bucket_entries(b).map_err(|e| AuditFailure::other(e.to_string()))?;
+        let entries = state
+            .bucket_entries(b)
+            .map_err(|e| AuditFailure::other(e.to_string()))?;
         buckets.insert(
             b,
-            carechain_state::bucket_hash(entries.iter().map(|(k, v)| (k.as_slice(), carechain_state::value_hash(v)))),
+            carechain_state::bucket_hash(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.as_slice(), carechain_state::value_hash(v))),
+            ),
         );
     }
     commitment.apply(&buckets);
 
-    let mut tip = ChainTip { chain_id: genesis.chain_id.clone(), height: 0, hash: genesis.hash(), timestamp_ms: genesis.timestamp_ms };
+    let mut tip = ChainTip {
+        chain_id: genesis.chain_id.clone(),
+        height: 0,
+        hash: genesis.hash(),
+        timestamp_ms: genesis.timestamp_ms,
+    };
     let mut log = CompactRange::empty();
     let mut full_log = MemoryLog::new();
     let mut report = AuditReport {
@@ -133,14 +159,20 @@ pub fn audit_chain(source: &dyn ChainSource) -> Result<AuditReport, AuditFailure
     };
     let head = source.head().map_err(AuditFailure::other)?;
     for h in 1..=head {
-        let bytes = source.block_bytes(h).map_err(|e| AuditFailure::block(h, e))?;
-        let block = decode_block(&bytes).map_err(|e| AuditFailure::block(h, format!("does not decode: {e}")))?;
+        let bytes = source
+            .block_bytes(h)
+            .map_err(|e| AuditFailure::block(h, e))?;
+        let block = decode_block(&bytes)
+            .map_err(|e| AuditFailure::block(h, format!("does not decode: {e}")))?;
         let ex = check_block(&tip, &state, &commitment, &log, &validators, &block)
             .map_err(|e| AuditFailure::block(h, e.to_string()))?;
         if let Some(stored) = source.receipts(h).map_err(|e| AuditFailure::block(h, e))?
             && stored != ex.execution.receipts
         {
-            return Err(AuditFailure::block(h, "stored receipts differ from re-execution"));
+            return Err(AuditFailure::block(
+                h,
+                "stored receipts differ from re-execution",
+            ));
         }
         let first_leaf = log.size();
         if let Some(stored) = source
@@ -149,11 +181,19 @@ pub fn audit_chain(source: &dyn ChainSource) -> Result<AuditReport, AuditFailure
         {
             for (i, (s, a)) in stored.iter().zip(&ex.execution.applied).enumerate() {
                 if s != a {
-                    return Err(AuditFailure { block: None, leaf: Some(first_leaf + i as u64), reason: "stored log entry differs from the applied transaction".into() });
+                    return Err(AuditFailure {
+                        block: None,
+                        leaf: Some(first_leaf + i as u64),
+                        reason: "stored log entry differs from the applied transaction".into(),
+                    });
                 }
             }
             if stored.len() != ex.execution.applied.len() {
-                return Err(AuditFailure { block: None, leaf: Some(first_leaf + stored.len() as u64), reason: "log entry missing".into() });
+                return Err(AuditFailure {
+                    block: None,
+                    leaf: Some(first_leaf + stored.len() as u64),
+                    reason: "log entry missing".into(),
+                });
             }
         }
         for a in &ex.execution.applied {
@@ -165,7 +205,12 @@ pub fn audit_chain(source: &dyn ChainSource) -> Result<AuditReport, AuditFailure
         report.blocks += 1;
         report.transactions += block.txs.len() as u64;
         report.applied += ex.execution.applied.len() as u64;
-        tip = ChainTip { chain_id: tip.chain_id, height: h, hash: block.header.hash(), timestamp_ms: block.header.timestamp_ms };
+        tip = ChainTip {
+            chain_id: tip.chain_id,
+            height: h,
+            hash: block.header.hash(),
+            timestamp_ms: block.header.timestamp_ms,
+        };
     }
 
     // Stored log nodes must be the rebuilt ones (they are what tiles and proofs are served from).
@@ -175,12 +220,20 @@ pub fn audit_chain(source: &dyn ChainSource) -> Result<AuditReport, AuditFailure
             break;
         }
         for i in 0..count {
-            let want = full_log.node(level, i).map_err(|e| AuditFailure::other(e.to_string()))?;
+            let want = full_log
+                .node(level, i)
+                .map_err(|e| AuditFailure::other(e.to_string()))?;
             match source.log_node(level, i).map_err(AuditFailure::other)? {
                 None => break,
                 Some(got) if got == want => {}
                 Some(_) => {
-                    return Err(AuditFailure { block: None, leaf: Some(i << level), reason: format!("stored log node (level {level}, index {i}) differs from the rebuilt log") });
+                    return Err(AuditFailure {
+                        block: None,
+                        leaf: Some(i << level),
+                        reason: format!(
+                            "stored log node (level {level}, index {i}) differs from the rebuilt log"
+                        ),
+                    });
                 }
             }
         }
@@ -189,10 +242,16 @@ pub fn audit_chain(source: &dyn ChainSource) -> Result<AuditReport, AuditFailure
     if let Some(stored) = source.state_entries().map_err(AuditFailure::other)? {
         let mut rebuilt = Vec::new();
         for b in 0..=u16::MAX {
-            rebuilt.extend(state.bucket_entries(b).map_err(|e| AuditFailure::other(e.to_string()))?);
+            rebuilt.extend(
+                state
+                    .bucket_entries(b)
+                    .map_err(|e| AuditFailure::other(e.to_string()))?,
+            );
         }
         if stored != rebuilt {
-            return Err(AuditFailure::other("stored state differs from the state rebuilt by re-execution"));
+            return Err(AuditFailure::other(
+                "stored state differs from the state rebuilt by re-execution",
+            ));
         }
     }
 
@@ -204,34 +263,60 @@ pub fn audit_chain(source: &dyn ChainSource) -> Result<AuditReport, AuditFailure
         let cp = verifiers
             .iter()
             .find_map(|v| v.verify_checkpoint(note).ok())
-            .ok_or_else(|| AuditFailure::other(format!("checkpoint at size {size} is not signed by a validator of this chain")))?;
+            .ok_or_else(|| {
+                AuditFailure::other(format!(
+                    "checkpoint at size {size} is not signed by a validator of this chain"
+                ))
+            })?;
         if cp.origin != origin || cp.size != *size {
-            return Err(AuditFailure::other(format!("checkpoint at size {size} names another log or size")));
+            return Err(AuditFailure::other(format!(
+                "checkpoint at size {size} names another log or size"
+            )));
         }
         if cp.size > full_log.size() {
-            return Err(AuditFailure::other(format!("checkpoint at size {size} is beyond the rebuilt log ({})", full_log.size())));
+            return Err(AuditFailure::other(format!(
+                "checkpoint at size {size} is beyond the rebuilt log ({})",
+                full_log.size()
+            )));
         }
-        let root = range_hash(&Nodes(&full_log), 0, cp.size).map_err(|e| AuditFailure::other(e.to_string()))?;
+        let root = range_hash(&Nodes(&full_log), 0, cp.size)
+            .map_err(|e| AuditFailure::other(e.to_string()))?;
         if root != cp.root {
-            return Err(AuditFailure { block: None, leaf: Some(cp.size.saturating_sub(1)), reason: format!("checkpoint at size {size} has a root the rebuilt log does not have") });
+            return Err(AuditFailure {
+                block: None,
+                leaf: Some(cp.size.saturating_sub(1)),
+                reason: format!(
+                    "checkpoint at size {size} has a root the rebuilt log does not have"
+                ),
+            });
         }
         if let Some((s1, r1)) = previous
             && s1 > 0
             && s1 < cp.size
         {
-            let proof = match source.consistency_proof(s1, cp.size).map_err(AuditFailure::other)? {
+            let proof = match source
+                .consistency_proof(s1, cp.size)
+                .map_err(AuditFailure::other)?
+            {
                 Some(p) => p,
-                None => consistency_proof(&Nodes(&full_log), s1, cp.size).map_err(|e| AuditFailure::other(e.to_string()))?,
+                None => consistency_proof(&Nodes(&full_log), s1, cp.size)
+                    .map_err(|e| AuditFailure::other(e.to_string()))?,
             };
-            verify_consistency(s1, cp.size, &proof, &r1, &cp.root)
-                .map_err(|e| AuditFailure::other(format!("checkpoints {s1} -> {}: not consistent: {e}", cp.size)))?;
+            verify_consistency(s1, cp.size, &proof, &r1, &cp.root).map_err(|e| {
+                AuditFailure::other(format!(
+                    "checkpoints {s1} -> {}: not consistent: {e}",
+                    cp.size
+                ))
+            })?;
             report.consistency_proofs += 1;
         }
         previous = Some((cp.size, cp.root));
         report.checkpoints += 1;
     }
     if head > 0 && checkpoints.last().map(|(s, _)| *s) != Some(log.size()) {
-        return Err(AuditFailure::other("no signed checkpoint covers the final log"));
+        return Err(AuditFailure::other(
+            "no signed checkpoint covers the final log",
+        ));
     }
 
     report.state_root = commitment.root();
@@ -263,7 +348,10 @@ impl ChainSource for StoreSource {
         self.snap.head().map_err(|e| e.to_string())
     }
     fn block_bytes(&self, height: u64) -> Result<Vec<u8>, String> {
-        self.snap.block_bytes(height).map_err(|e| e.to_string())?.ok_or_else(|| "block is missing".to_string())
+        self.snap
+            .block_bytes(height)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "block is missing".to_string())
     }
     fn receipts(&self, height: u64) -> Result<Option<Vec<Receipt>>, String> {
         match self.snap.receipts(height) {
@@ -276,16 +364,28 @@ impl ChainSource for StoreSource {
         self.snap.checkpoints().map_err(|e| e.to_string())
     }
     fn log_entries(&self, from: u64, to: u64) -> Result<Option<Vec<Hash>>, String> {
-        self.snap.log_entries(from, to).map(Some).map_err(|e| e.to_string())
+        self.snap
+            .log_entries(from, to)
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
     fn log_node(&self, level: u8, index: u64) -> Result<Option<Hash>, String> {
-        match self.snap.log_node(level, index).map_err(|e| e.to_string())? {
+        match self
+            .snap
+            .log_node(level, index)
+            .map_err(|e| e.to_string())?
+        {
             Some(h) => Ok(Some(h)),
-            None => Err(format!("log node (level {level}, index {index}) is missing")),
+            None => Err(format!(
+                "log node (level {level}, index {index}) is missing"
+            )),
         }
     }
     fn state_entries(&self) -> Result<Option<Vec<(Vec<u8>, Vec<u8>)>>, String> {
-        self.snap.state_entries().map(Some).map_err(|e| e.to_string())
+        self.snap
+            .state_entries()
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
     fn consistency_proof(&self, _first: u64, _second: u64) -> Result<Option<Vec<Hash>>, String> {
         Ok(None)

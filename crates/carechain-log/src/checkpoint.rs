@@ -253,14 +253,23 @@ pub struct NoteVerifier {
 impl NoteVerifier {
     /// A verifier for an Ed25519 key under a key name.
     pub fn new(name: &str, key: PublicKey) -> NoteVerifier {
-        NoteVerifier { name: name.to_string(), key_id: key_id(name, &key), key }
+        NoteVerifier {
+            name: name.to_string(),
+            key_id: key_id(name, &key),
+            key,
+        }
     }
 
     /// The verifier key string `name+hexid+base64(0x01||key)`.
     pub fn to_vkey(&self) -> String {
         let mut k = vec![ED25519_TYPE];
         k.extend_from_slice(&self.key.0);
-        format!("{}+{}+{}", self.name, hex::encode(self.key_id), B64.encode(k))
+        format!(
+            "{}+{}+{}",
+            self.name,
+            hex::encode(self.key_id),
+            B64.encode(k)
+        )
     }
 
     /// Parses a verifier key string `name+hexid+base64(0x01||key)` and checks its id.

@@ -1,0 +1,169 @@
+//! Test helpers: run the real binary, talk HTTP to it.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use carechain_crypto::{Hash, SecretKey};
+use carechain_types::{Payload, SignedTx, TxBody, encode};
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_carechain");
+
+pub fn carechain(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run carechain")
+}
+
+pub fn carechain_ok(args: &[&str]) -> String {
+    let out = carechain(args);
+    assert!(
+        out.status.success(),
+        "carechain {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Creates a chain in `dir` with `orgs` extra organization keys registered in genesis.
+pub fn init_chain(dir: &Path, orgs: &[SecretKey]) {
+    let data = dir.to_str().unwrap();
+    let mut args = vec![
+        "init".to_string(),
+        "--data".into(),
+        data.into(),
+        "--chain-id".into(),
+        "test-chain".into(),
+    ];
+    for k in orgs {
+        args.push("--identity".into());
+        args.push(format!("organization={}", k.public().did()));
+    }
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    carechain_ok(&a);
+}
+
+pub struct NodeProc {
+    pub child: Child,
+    pub url: String,
+}
+
+impl NodeProc {
+    /// Starts `carechain up` on a free port and waits for its "listening on" line.
+    pub fn start(dir: &Path, extra: &[&str]) -> NodeProc {
+        let mut child = Command::new(BIN)
+            .args([
+                "up",
+                "--data",
+                dir.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn node");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(url.trim().to_string());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("node did not start listening");
+        NodeProc { child, url }
+    }
+
+    pub fn kill9(&mut self) {
+        // Child::kill sends SIGKILL on Unix.
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "node exited with {status}");
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build(),
+    )
+}
+
+pub fn get(url: &str) -> (u16, Value) {
+    let mut r = agent().get(url).call().expect("GET");
+    let status = r.status().as_u16();
+    let body = r.body_mut().read_to_vec().unwrap();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+pub fn get_text(url: &str) -> (u16, String) {
+    let mut r = agent().get(url).call().expect("GET");
+    (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+}
+
+pub fn post_raw(url: &str, body: &[u8]) -> (u16, Value) {
+    let mut r = agent()
+        .post(url)
+        .header("content-type", "application/octet-stream")
+        .send(body)
+        .expect("POST");
+    let status = r.status().as_u16();
+    let body = r.body_mut().read_to_vec().unwrap();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+pub fn anchor(key: &SecretKey, nonce: u64, n: u64) -> SignedTx {
+    TxBody {
+        chain_id: "test-chain".into(),
+        signer: key.public(),
+        nonce,
+        payload: Payload::Anchor {
+            kind: "test".into(),
+            commitment: carechain_crypto::sha256(&[&key.public().0[..], &n.to_le_bytes()].concat()),
+        },
+    }
+    .sign(key)
+}
+
+pub fn raw(tx: &SignedTx) -> Vec<u8> {
+    encode(tx)
+}
+
+pub fn hash_of(v: &Value) -> Hash {
+    Hash::from_hex(v["tx_hash"].as_str().unwrap()).unwrap()
+}
+
+pub fn key(i: u8) -> SecretKey {
+    SecretKey::from_seed(&[i; 32])
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests of the `carechain` binary: the HTTP submit → commit → proof → offline
+//! verify path, bad input, a SIGKILL crash under load, and tampering detected by `verify`.
+
+mod common;
+mod crash;
+mod http;
+mod tamper;
