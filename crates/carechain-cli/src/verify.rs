@@ -174,7 +174,7 @@ impl ChainSource for HttpSource {
     fn log_node(&self, _level: u8, _index: u64) -> Result<Option<Hash>, String> {
         Ok(None)
     }
-    fn state_entries(&self) -> Result<Option<Vec<(Vec<u8>, Vec<u8>)>>, String> {
+    fn state_entries(&self) -> Result<Option<carechain_state::Entries>, String> {
         Ok(None)
     }
     fn consistency_proof(&self, first: u64, second: u64) -> Result<Option<Vec<Hash>>, String> {

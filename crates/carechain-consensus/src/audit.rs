@@ -30,7 +30,7 @@ pub trait ChainSource {
     /// The stored log nodes, if the source has them (compared with the rebuilt log).
     fn log_node(&self, level: u8, index: u64) -> Result<Option<Hash>, String>;
     /// All stored state entries, sorted by `(bucket, key)`, if the source has them.
-    fn state_entries(&self) -> Result<Option<Vec<(Vec<u8>, Vec<u8>)>>, String>;
+    fn state_entries(&self) -> Result<Option<carechain_state::Entries>, String>;
     /// A consistency proof served by the source between two sizes, if it serves them.
     fn consistency_proof(&self, first: u64, second: u64) -> Result<Option<Vec<Hash>>, String>;
 }
@@ -381,7 +381,7 @@ impl ChainSource for StoreSource {
             )),
         }
     }
-    fn state_entries(&self) -> Result<Option<Vec<(Vec<u8>, Vec<u8>)>>, String> {
+    fn state_entries(&self) -> Result<Option<carechain_state::Entries>, String> {
         self.snap
             .state_entries()
             .map(Some)

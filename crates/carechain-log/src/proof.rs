@@ -171,7 +171,7 @@ pub fn is_valid_subtree(start: u64, end: u64) -> bool {
     let Some(width) = (end - start).checked_next_power_of_two() else {
         return false;
     };
-    start % width == 0
+    start.is_multiple_of(width)
 }
 
 /// Evaluates a subtree consistency proof: checks that `node_hash` is the hash of subtree

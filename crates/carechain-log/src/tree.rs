@@ -148,7 +148,7 @@ pub fn range_hash(source: &dyn NodeSource, lo: u64, hi: u64) -> Result<Hash, Log
     if n == 0 {
         return Ok(merkle::empty_root());
     }
-    if n.is_power_of_two() && lo % n == 0 {
+    if n.is_power_of_two() && lo.is_multiple_of(n) {
         let level = n.trailing_zeros() as u8;
         return source.node(level, lo >> level);
     }

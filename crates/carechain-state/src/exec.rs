@@ -213,7 +213,8 @@ pub fn apply_block<V: StateView + ?Sized>(
         receipts.push(Receipt { tx_hash, outcome });
     }
     let changes = overlay.changes;
-    let mut by_bucket: BTreeMap<u16, Vec<(&Vec<u8>, &Option<Vec<u8>>)>> = BTreeMap::new();
+    type Change<'c> = (&'c Vec<u8>, &'c Option<Vec<u8>>);
+    let mut by_bucket: BTreeMap<u16, Vec<Change<'_>>> = BTreeMap::new();
     for (k, v) in &changes {
         by_bucket.entry(bucket_of(k)).or_default().push((k, v));
     }

@@ -35,8 +35,11 @@ pub trait StateView {
     /// The value under `key`.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError>;
     /// All entries of one bucket, sorted by key.
-    fn bucket_entries(&self, bucket: u16) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ViewError>;
+    fn bucket_entries(&self, bucket: u16) -> Result<Entries, ViewError>;
 }
+
+/// Key/value pairs of state, sorted by key.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Changes to state: `None` deletes. Ordered, so iteration is deterministic.
 pub type ChangeSet = std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>;

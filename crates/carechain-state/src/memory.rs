@@ -47,7 +47,7 @@ impl StateView for MemoryState {
         Ok(self.entries.get(&(bucket_of(key), key.to_vec())).cloned())
     }
 
-    fn bucket_entries(&self, bucket: u16) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ViewError> {
+    fn bucket_entries(&self, bucket: u16) -> Result<crate::Entries, ViewError> {
         Ok(self
             .entries
             .range((bucket, Vec::new())..)

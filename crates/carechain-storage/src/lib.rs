@@ -440,7 +440,7 @@ impl StateView for Snapshot {
             .map(|v| v.value().to_vec()))
     }
 
-    fn bucket_entries(&self, bucket: u16) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ViewError> {
+    fn bucket_entries(&self, bucket: u16) -> Result<carechain_state::Entries, ViewError> {
         let t = self
             .txn
             .open_table(STATE)
@@ -551,7 +551,7 @@ impl Snapshot {
     }
 
     /// Every state entry, sorted by (bucket, key).
-    pub fn state_entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    pub fn state_entries(&self) -> Result<carechain_state::Entries, StorageError> {
         let t = self.txn.open_table(STATE).map_err(db)?;
         let mut out = Vec::new();
         for item in t.iter().map_err(db)? {

