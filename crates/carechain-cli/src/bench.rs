@@ -219,6 +219,10 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
                         .map(|(_, t)| t)
                         .collect();
                     let mut busy = 0u64;
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_time()
+                        .build()
+                        .expect("runtime");
                     for chunk in mine.chunks(1024) {
                         let mut todo: Vec<Vec<u8>> = chunk.iter().map(|t| (*t).clone()).collect();
                         while !todo.is_empty() {
@@ -236,8 +240,14 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
                                 }
                             }
                             if !retry.is_empty() {
+                                // Back-pressure: wait for the next durable block, as a
+                                // well-behaved client would, instead of spinning.
                                 busy += 1;
-                                std::thread::yield_now();
+                                let mut rx = node.subscribe();
+                                rx.borrow_and_update();
+                                let _ = rt.block_on(async {
+                                    tokio::time::timeout(Duration::from_secs(5), rx.changed()).await
+                                });
                             }
                             todo = retry;
                         }

@@ -92,8 +92,28 @@ impl PublicKey {
         Did::from(*self)
     }
 
+    /// The decompressed key. Point decompression costs about as much as a third of a
+    /// verification, and the same signers sign again and again, so decompressed keys are
+    /// cached per thread (bounded; a pure function's cache, so results never depend on it).
     fn dalek(&self) -> Result<ed25519_dalek::VerifyingKey, CryptoError> {
-        ed25519_dalek::VerifyingKey::from_bytes(&self.0).map_err(|_| CryptoError::InvalidPublicKey)
+        thread_local! {
+            static CACHE: std::cell::RefCell<std::collections::HashMap<[u8; 32], ed25519_dalek::VerifyingKey>> =
+                std::cell::RefCell::new(std::collections::HashMap::new());
+        }
+        const MAX_CACHED: usize = 65_536;
+        if let Some(k) = CACHE.with(|c| c.borrow().get(&self.0).copied()) {
+            return Ok(k);
+        }
+        let k = ed25519_dalek::VerifyingKey::from_bytes(&self.0)
+            .map_err(|_| CryptoError::InvalidPublicKey)?;
+        CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.len() >= MAX_CACHED {
+                c.clear();
+            }
+            c.insert(self.0, k);
+        });
+        Ok(k)
     }
 
     /// Checks that the bytes decode to a curve point.

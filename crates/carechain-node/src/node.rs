@@ -179,6 +179,15 @@ impl Node {
         if s.failed.load(Ordering::SeqCst) || s.stop.load(Ordering::SeqCst) {
             return raw.iter().map(|_| Err(SubmitError::Stopped)).collect();
         }
+        // Refuse early, before any decoding or signature work, when the mempool is full.
+        if s.queue.lock().len() + raw.len() > s.config.mempool_capacity {
+            let labels = vec![("code".to_string(), "busy".to_string())];
+            s.metrics
+                .txs_refused
+                .get_or_create(&labels)
+                .inc_by(raw.len() as u64);
+            return raw.iter().map(|_| Err(SubmitError::Busy)).collect();
+        }
         let chain_id = &s.ledger.store().genesis().chain_id;
         let checked = match s.ledger.store().snapshot() {
             Ok(snap) => precheck(chain_id, &snap, &raw),
@@ -215,7 +224,12 @@ impl Node {
 
     /// Stops block production after the block in progress and waits for the producer.
     pub fn shutdown(&self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
+        {
+            // Set under the queue lock: the producer checks the flag under it before waiting,
+            // so the wake-up cannot be lost.
+            let _q = self.shared.queue.lock();
+            self.shared.stop.store(true, Ordering::SeqCst);
+        }
         self.shared.wake.notify_all();
         if let Some(h) = self.producer.lock().take() {
             let _ = h.join();

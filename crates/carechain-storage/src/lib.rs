@@ -14,7 +14,9 @@ use std::{
 
 use carechain_crypto::Hash;
 use carechain_log::{CompactRange, LogError, NodeSource};
-use carechain_state::{ChangeSet, StateCommitment, StateView, ViewError, bucket_of};
+use carechain_state::{
+    ChangeSet, StateCommitment, StateView, ViewError, bucket_hash, bucket_of, value_hash,
+};
 use carechain_types::{
     Block, Genesis, Receipt, decode_block, decode_genesis, decode_receipts, encode,
 };
@@ -38,9 +40,8 @@ pub mod tables {
     pub const TX_INDEX: TableDefinition<&[u8; 32], (u64, u32)> = TableDefinition::new("tx_index");
     /// `bucket (2 bytes, big-endian) || state key` → value.
     pub const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
-    /// Bucket → bucket hash (non-empty buckets only).
-    pub const BUCKETS: TableDefinition<u16, &[u8; 32]> = TableDefinition::new("state_buckets");
-    /// (level, index) → complete log node hash.
+    /// (level, index) → complete log node hash, for levels ≥ 1 (level 0 is derived from
+    /// [`LOG_ENTRIES`]: leaf hash = SHA-256(0x00 || entry)).
     pub const LOG_NODES: TableDefinition<(u8, u64), &[u8; 32]> = TableDefinition::new("log_nodes");
     /// Log index → entry (the transaction hash).
     pub const LOG_ENTRIES: TableDefinition<u64, &[u8; 32]> = TableDefinition::new("log_entries");
@@ -143,23 +144,6 @@ impl Store {
         }
         let database = Database::create(path).map_err(db)?;
         let changes = carechain_state::genesis_changes(genesis);
-        let mut mem = carechain_state::MemoryState::new();
-        mem.apply(&changes);
-        let mut buckets = std::collections::BTreeMap::new();
-        for k in changes.keys() {
-            let b = bucket_of(k);
-            let entries = mem
-                .bucket_entries(b)
-                .map_err(|e| StorageError::Db(e.to_string()))?;
-            buckets.insert(
-                b,
-                carechain_state::bucket_hash(
-                    entries
-                        .iter()
-                        .map(|(k, v)| (k.as_slice(), carechain_state::value_hash(v))),
-                ),
-            );
-        }
         let mut txn = database.begin_write().map_err(db)?;
         txn.set_durability(Durability::Immediate).map_err(db)?;
         {
@@ -175,10 +159,6 @@ impl Store {
                         .insert(state_db_key(k).as_slice(), v.as_slice())
                         .map_err(db)?;
                 }
-            }
-            let mut bt = txn.open_table(BUCKETS).map_err(db)?;
-            for (b, h) in &buckets {
-                bt.insert(*b, &h.0).map_err(db)?;
             }
             for t in [BLOCKS, RECEIPTS] {
                 txn.open_table(t).map_err(db)?;
@@ -221,13 +201,38 @@ impl Store {
             .get("checkpoint")
             .map_err(db)?
             .map(|v| String::from_utf8_lossy(v.value()).into_owned());
-        let buckets = rt.open_table(BUCKETS).map_err(db)?;
-        let mut hashes = Vec::new();
-        for item in buckets.iter().map_err(db)? {
-            let (k, v) = item.map_err(db)?;
-            hashes.push((k.value(), Hash(*v.value())));
-        }
-        let commitment = StateCommitment::from_buckets(hashes);
+        // The state commitment is rebuilt from the state itself (one ordered scan), so that
+        // commits need not write bucket hashes.
+        let commitment = {
+            let state = rt.open_table(STATE).map_err(db)?;
+            let mut hashes: Vec<(u16, Hash)> = Vec::new();
+            let mut current: Option<u16> = None;
+            let mut entries: Vec<(Vec<u8>, Hash)> = Vec::new();
+            let mut flush = |b: Option<u16>, entries: &mut Vec<(Vec<u8>, Hash)>| {
+                if let Some(b) = b {
+                    hashes.push((
+                        b,
+                        bucket_hash(entries.iter().map(|(k, v)| (k.as_slice(), *v))),
+                    ));
+                }
+                entries.clear();
+            };
+            for item in state.iter().map_err(db)? {
+                let (k, v) = item.map_err(db)?;
+                let k = k.value();
+                if k.len() < 2 {
+                    return Err(StorageError::Corrupt("state key without bucket".into()));
+                }
+                let b = u16::from_be_bytes([k[0], k[1]]);
+                if current != Some(b) {
+                    flush(current, &mut entries);
+                    current = Some(b);
+                }
+                entries.push((k[2..].to_vec(), value_hash(v.value())));
+            }
+            flush(current, &mut entries);
+            StateCommitment::from_buckets(hashes)
+        };
         let (head_hash, head_timestamp, log_size) = if head == 0 {
             (genesis.hash(), genesis.timestamp_ms, 0)
         } else {
@@ -240,12 +245,10 @@ impl Store {
                 .map_err(|e| StorageError::Corrupt(format!("block {head}: {e}")))?;
             (b.header.hash(), b.header.timestamp_ms, b.header.log_size)
         };
-        let nodes = LogNodes { txn: &rt };
-        let log = CompactRange::from_source(&nodes, log_size)
+        let snap = Snapshot::new(rt)?;
+        let log = CompactRange::from_source(&snap, log_size)
             .map_err(|e| StorageError::Corrupt(format!("log: {e}")))?;
-        drop(meta);
-        drop(buckets);
-        drop(rt);
+        drop(snap);
         Ok(Store {
             db: database,
             genesis,
@@ -303,9 +306,7 @@ impl Store {
 
     /// A consistent read snapshot.
     pub fn snapshot(&self) -> Result<Snapshot, StorageError> {
-        Ok(Snapshot {
-            txn: self.db.begin_read().map_err(db)?,
-        })
+        Snapshot::new(self.db.begin_read().map_err(db)?)
     }
 
     /// Writes a block and all it produces in one durable transaction.
@@ -353,10 +354,12 @@ impl Store {
             let mut index = txn.open_table(TX_INDEX).map_err(db)?;
             for (pos, r) in c.receipts.iter().enumerate() {
                 // A transaction included twice keeps its first (applied or rejected) location.
-                if index.get(&r.tx_hash.0).map_err(db)?.is_none() {
-                    index
-                        .insert(&r.tx_hash.0, (height, pos as u32))
-                        .map_err(db)?;
+                let old = index
+                    .insert(&r.tx_hash.0, (height, pos as u32))
+                    .map_err(db)?
+                    .map(|v| v.value());
+                if let Some(old) = old {
+                    index.insert(&r.tx_hash.0, old).map_err(db)?;
                 }
             }
             let mut state = txn.open_table(STATE).map_err(db)?;
@@ -371,16 +374,8 @@ impl Store {
                     }
                 }
             }
-            let mut buckets = txn.open_table(BUCKETS).map_err(db)?;
-            for (b, h) in c.bucket_updates {
-                if *h == Hash::ZERO {
-                    buckets.remove(*b).map_err(db)?;
-                } else {
-                    buckets.insert(*b, &h.0).map_err(db)?;
-                }
-            }
             let mut nodes = txn.open_table(LOG_NODES).map_err(db)?;
-            for (level, i, h) in c.log_nodes {
+            for (level, i, h) in c.log_nodes.iter().filter(|(level, _, _)| *level > 0) {
                 nodes.insert((*level, *i), &h.0).map_err(db)?;
             }
             let mut entries = txn.open_table(LOG_ENTRIES).map_err(db)?;
@@ -404,54 +399,67 @@ impl Store {
 /// A consistent read-only view of the database at one moment.
 pub struct Snapshot {
     txn: ReadTransaction,
+    state: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    nodes: redb::ReadOnlyTable<(u8, u64), &'static [u8; 32]>,
+    entries: redb::ReadOnlyTable<u64, &'static [u8; 32]>,
 }
 
-struct LogNodes<'a> {
-    txn: &'a ReadTransaction,
+fn view_err<E: std::fmt::Display>(e: E) -> ViewError {
+    ViewError::Store(e.to_string())
 }
 
-impl NodeSource for LogNodes<'_> {
-    fn node(&self, level: u8, index: u64) -> Result<Hash, LogError> {
-        let t = self
-            .txn
-            .open_table(LOG_NODES)
-            .map_err(|e| LogError::Source(e.to_string()))?;
-        t.get((level, index))
-            .map_err(|e| LogError::Source(e.to_string()))?
-            .map(|v| Hash(*v.value()))
-            .ok_or(LogError::MissingNode { level, index })
+impl Snapshot {
+    fn new(txn: ReadTransaction) -> Result<Snapshot, StorageError> {
+        let state = txn.open_table(STATE).map_err(db)?;
+        let nodes = txn.open_table(LOG_NODES).map_err(db)?;
+        let entries = txn.open_table(LOG_ENTRIES).map_err(db)?;
+        Ok(Snapshot {
+            txn,
+            state,
+            nodes,
+            entries,
+        })
+    }
+
+    /// A complete log node; level 0 is derived from the stored entry.
+    fn read_node(&self, level: u8, index: u64) -> Result<Option<Hash>, StorageError> {
+        if level == 0 {
+            return Ok(self
+                .entries
+                .get(index)
+                .map_err(db)?
+                .map(|v| carechain_crypto::merkle::leaf_hash(v.value())));
+        }
+        Ok(self
+            .nodes
+            .get((level, index))
+            .map_err(db)?
+            .map(|v| Hash(*v.value())))
     }
 }
 
 impl NodeSource for Snapshot {
     fn node(&self, level: u8, index: u64) -> Result<Hash, LogError> {
-        LogNodes { txn: &self.txn }.node(level, index)
+        self.read_node(level, index)
+            .map_err(|e| LogError::Source(e.to_string()))?
+            .ok_or(LogError::MissingNode { level, index })
     }
 }
 
 impl StateView for Snapshot {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError> {
-        let t = self
-            .txn
-            .open_table(STATE)
-            .map_err(|e| ViewError::Store(e.to_string()))?;
-        Ok(t.get(state_db_key(key).as_slice())
-            .map_err(|e| ViewError::Store(e.to_string()))?
+        Ok(self
+            .state
+            .get(state_db_key(key).as_slice())
+            .map_err(view_err)?
             .map(|v| v.value().to_vec()))
     }
 
     fn bucket_entries(&self, bucket: u16) -> Result<carechain_state::Entries, ViewError> {
-        let t = self
-            .txn
-            .open_table(STATE)
-            .map_err(|e| ViewError::Store(e.to_string()))?;
         let lo = bucket.to_be_bytes();
         let mut out = Vec::new();
-        for item in t
-            .range(lo.as_slice()..)
-            .map_err(|e| ViewError::Store(e.to_string()))?
-        {
-            let (k, v) = item.map_err(|e| ViewError::Store(e.to_string()))?;
+        for item in self.state.range(lo.as_slice()..).map_err(view_err)? {
+            let (k, v) = item.map_err(view_err)?;
             let k = k.value();
             if k[..2] != lo {
                 break;
@@ -507,9 +515,8 @@ impl Snapshot {
 
     /// Log entries (transaction hashes) `from..to`.
     pub fn log_entries(&self, from: u64, to: u64) -> Result<Vec<Hash>, StorageError> {
-        let t = self.txn.open_table(LOG_ENTRIES).map_err(db)?;
         let mut out = Vec::new();
-        for item in t.range(from..to).map_err(db)? {
+        for item in self.entries.range(from..to).map_err(db)? {
             let (_, v) = item.map_err(db)?;
             out.push(Hash(*v.value()));
         }
@@ -518,9 +525,15 @@ impl Snapshot {
 
     /// Complete log nodes at `level`, indices `from..to` (stops at the first missing one).
     pub fn log_nodes(&self, level: u8, from: u64, to: u64) -> Result<Vec<Hash>, StorageError> {
-        let t = self.txn.open_table(LOG_NODES).map_err(db)?;
+        if level == 0 {
+            return Ok(self
+                .log_entries(from, to)?
+                .iter()
+                .map(|e| carechain_crypto::merkle::leaf_hash(&e.0))
+                .collect());
+        }
         let mut out = Vec::new();
-        for item in t.range((level, from)..(level, to)).map_err(db)? {
+        for item in self.nodes.range((level, from)..(level, to)).map_err(db)? {
             let (_, v) = item.map_err(db)?;
             out.push(Hash(*v.value()));
         }
@@ -546,15 +559,13 @@ impl Snapshot {
 
     /// A stored log node.
     pub fn log_node(&self, level: u8, index: u64) -> Result<Option<Hash>, StorageError> {
-        let t = self.txn.open_table(LOG_NODES).map_err(db)?;
-        Ok(t.get((level, index)).map_err(db)?.map(|v| Hash(*v.value())))
+        self.read_node(level, index)
     }
 
     /// Every state entry, sorted by (bucket, key).
     pub fn state_entries(&self) -> Result<carechain_state::Entries, StorageError> {
-        let t = self.txn.open_table(STATE).map_err(db)?;
         let mut out = Vec::new();
-        for item in t.iter().map_err(db)? {
+        for item in self.state.iter().map_err(db)? {
             let (k, v) = item.map_err(db)?;
             let k = k.value();
             if k.len() < 2 {
@@ -590,9 +601,7 @@ pub struct ReadOnly {
 impl ReadOnly {
     /// A read snapshot.
     pub fn snapshot(&self) -> Result<Snapshot, StorageError> {
-        Ok(Snapshot {
-            txn: self.db.begin_read().map_err(db)?,
-        })
+        Snapshot::new(self.db.begin_read().map_err(db)?)
     }
 
     /// The stored genesis.

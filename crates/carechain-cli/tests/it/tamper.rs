@@ -102,7 +102,7 @@ fn verify_names_what_was_altered() {
     let d = copy_of(base.path());
     with_db(d.path(), |txn| {
         let mut t = txn.open_table(tables::LOG_NODES).unwrap();
-        t.insert((0u8, 2u64), &[7u8; 32]).unwrap();
+        t.insert((1u8, 1u64), &[7u8; 32]).unwrap();
     });
     assert_eq!(verify_fails(d.path())["first_bad_leaf"], 2);
 
