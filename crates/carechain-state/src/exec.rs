@@ -11,8 +11,8 @@ use carechain_types::{
 };
 
 use crate::{
-    ChangeSet, StateCommitment, StateView, ViewError, anchor_key, bucket_hash, bucket_of,
-    identity_key, key_index_key, value_hash,
+    ChangeSet, StateCommitment, StateView, ViewError, bucket_hash, bucket_of, identity_key,
+    key_index_key, value_hash,
 };
 
 /// A registered identity.
@@ -36,17 +36,6 @@ pub struct Identity {
     pub registered_by: PublicKey,
     /// Number of key rotations so far.
     pub rotations: u32,
-}
-
-/// What the ledger knows about an anchored commitment.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
-pub struct AnchorRecord {
-    /// Who anchored it.
-    pub signer: PublicKey,
-    /// The label.
-    pub kind: String,
-    /// The block height.
-    pub height: u64,
 }
 
 /// What the state machine knows about the block being applied (from its header).
@@ -296,18 +285,13 @@ fn apply_tx<V: StateView + ?Sized>(
             rotate(o, ctx, signer.as_ref(), *new_key, proof, body.nonce)?
         }
         Payload::Deactivate { subject } => deactivate(o, signer.as_ref(), *subject)?,
-        Payload::Anchor { kind, commitment } => {
+        // An anchor's commitment lives in the block and, once applied, in the verifiable log
+        // (its transaction hash is a leaf): that is its proof of existence. It is not kept in
+        // state, so anchoring does not grow the state.
+        Payload::Anchor { kind, .. } => {
             if kind.is_empty() || kind.len() > MAX_KIND {
                 Err(RejectReason::Malformed)
-            } else if o.lookup(&anchor_key(commitment))?.is_some() {
-                Err(RejectReason::DuplicateAnchor)
             } else {
-                let rec = AnchorRecord {
-                    signer: body.signer,
-                    kind: kind.clone(),
-                    height: ctx.height,
-                };
-                o.changes.insert(anchor_key(commitment), Some(encode(&rec)));
                 Ok(())
             }
         }

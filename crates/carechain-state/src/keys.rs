@@ -1,6 +1,6 @@
 //! The layout of state keys.
 
-use carechain_crypto::{Hash, PublicKey};
+use carechain_crypto::PublicKey;
 
 /// `id/<identity key>` → [`crate::Identity`].
 pub fn identity_key(id: &PublicKey) -> Vec<u8> {
@@ -10,9 +10,4 @@ pub fn identity_key(id: &PublicKey) -> Vec<u8> {
 /// `key/<public key>` → the identity that uses or used this key (keys are never reused).
 pub fn key_index_key(key: &PublicKey) -> Vec<u8> {
     [b"key/".as_slice(), &key.0].concat()
-}
-
-/// `anchor/<commitment>` → [`crate::AnchorRecord`].
-pub fn anchor_key(commitment: &Hash) -> Vec<u8> {
-    [b"anchor/".as_slice(), &commitment.0].concat()
 }

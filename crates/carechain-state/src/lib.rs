@@ -1,5 +1,5 @@
 //! The deterministic state machine: identity registry (register, rotate key, deactivate),
-//! per-signer nonces, opaque anchors, and the state commitment (a Merkle tree over 65,536
+//! per-signer nonces, opaque anchors (logged, not stored in state), and the state commitment (a Merkle tree over 65,536
 //! buckets of sorted key/value hashes) with proofs of single entries.
 //!
 //! Determinism: this crate reads no clock, no randomness, no environment and iterates only
@@ -13,10 +13,9 @@ mod memory;
 
 pub use commitment::{BUCKETS, StateCommitment, StateProof, bucket_hash, bucket_of, value_hash};
 pub use exec::{
-    AnchorRecord, BlockContext, BlockExecution, Identity, apply_block, genesis_changes,
-    prevalidate_signatures,
+    BlockContext, BlockExecution, Identity, apply_block, genesis_changes, prevalidate_signatures,
 };
-pub use keys::{anchor_key, identity_key, key_index_key};
+pub use keys::{identity_key, key_index_key};
 pub use memory::MemoryState;
 
 /// A failure to read state: fatal to the block being applied (never a transaction outcome).

@@ -108,8 +108,6 @@ pub enum RejectReason {
     KeyInUse,
     /// A field is out of bounds (too long, empty).
     Malformed,
-    /// This commitment has already been anchored.
-    DuplicateAnchor,
 }
 
 impl RejectReason {
@@ -128,7 +126,6 @@ impl RejectReason {
             RejectReason::BadRotationProof => "bad_rotation_proof",
             RejectReason::KeyInUse => "key_in_use",
             RejectReason::Malformed => "malformed",
-            RejectReason::DuplicateAnchor => "duplicate_anchor",
         }
     }
 
@@ -155,7 +152,6 @@ impl RejectReason {
             }
             RejectReason::KeyInUse => "new key already belongs to an identity".into(),
             RejectReason::Malformed => "a field is empty or too long".into(),
-            RejectReason::DuplicateAnchor => "this commitment is already anchored".into(),
         }
     }
 }
