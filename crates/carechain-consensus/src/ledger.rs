@@ -4,8 +4,10 @@ use std::sync::Arc;
 
 use carechain_crypto::{PublicKey, SecretKey};
 use carechain_log::{Checkpoint, NoteSigner};
+use carechain_state::{ChangeSet, Entries, StateView, ViewError, bucket_of};
 use carechain_storage::{BlockCommit, StorageError, Store};
 use carechain_types::{Block, FORMAT_VERSION, Header, Receipt, Role, SignedTx};
+use std::collections::BTreeMap;
 
 use crate::check::{BlockError, ChainTip, Executed, check_block, execute};
 
@@ -28,16 +30,6 @@ pub fn checkpoint_origin(chain_id: &str) -> String {
     format!("carechain/{chain_id}")
 }
 
-/// A block executed and ready to be made durable.
-pub struct FinalizedBlock {
-    /// The block.
-    pub block: Block,
-    /// Its receipts.
-    pub receipts: Vec<Receipt>,
-    /// The signed checkpoint published with it.
-    pub checkpoint: String,
-}
-
 /// What a consensus engine asks of the application.
 pub trait Application {
     /// Builds and seals the next block from transactions in the given order. `verified[i]` is
@@ -50,8 +42,8 @@ pub trait Application {
     ) -> Result<(Block, Executed), LedgerError>;
     /// Checks a block proposed elsewhere by re-executing it.
     fn verify(&self, block: &Block) -> Result<Executed, LedgerError>;
-    /// Makes an executed block durable and publishes its checkpoint.
-    fn finalize(&self, block: Block, executed: Executed) -> Result<FinalizedBlock, LedgerError>;
+    /// Makes an executed block durable and publishes its checkpoint; returns the checkpoint.
+    fn finalize(&self, block: &Block, executed: &Executed) -> Result<String, LedgerError>;
 }
 
 /// The ledger: state machine + verifiable log + storage, with this node's signing key.
@@ -116,25 +108,69 @@ impl Ledger {
     }
 }
 
-impl Application for Ledger {
-    fn propose(
+impl Ledger {
+    /// Proposes the block after `pending` — a block executed but perhaps not yet durable — or
+    /// after the durable tip when `pending` is `None`. This lets an engine execute block k+1
+    /// while block k is being committed: state reads see k's changes layered on the durable
+    /// state (idempotently, whether or not k's commit has landed).
+    pub fn propose_after(
         &self,
+        pending: Option<(&Block, &Executed)>,
         txs: Vec<SignedTx>,
         verified: Vec<Option<PublicKey>>,
         timestamp_ms: u64,
     ) -> Result<(Block, Executed), LedgerError> {
-        let tip = self.tip();
         let snapshot = self.store.snapshot()?;
-        let log = self.store.log();
-        let height = tip.height + 1;
-        let ex = self.store.with_commitment(|c| {
-            execute(&snapshot, c, &log, &tip.chain_id, height, &txs, &verified)
-        });
-        let ex = ex.map_err(|e| LedgerError::Storage(StorageError::Db(e.to_string())))?;
+        let chain_id = self.store.genesis().chain_id.clone();
+        let storage =
+            |e: carechain_state::ViewError| LedgerError::Storage(StorageError::Db(e.to_string()));
+        let (tip, ex) = match pending {
+            None => {
+                let tip = self.tip();
+                let log = self.store.log();
+                let ex = self
+                    .store
+                    .with_commitment(|c| {
+                        execute(
+                            &snapshot,
+                            c,
+                            &log,
+                            &chain_id,
+                            tip.height + 1,
+                            &txs,
+                            &verified,
+                        )
+                    })
+                    .map_err(storage)?;
+                (tip, ex)
+            }
+            Some((block, done)) => {
+                let tip = ChainTip {
+                    chain_id: chain_id.clone(),
+                    height: block.header.height,
+                    hash: block.header.hash(),
+                    timestamp_ms: block.header.timestamp_ms,
+                };
+                let mut commitment = self.store.commitment();
+                commitment.apply(&done.execution.bucket_updates);
+                let view = Layered::new(&snapshot, &done.execution.changes);
+                let ex = execute(
+                    &view,
+                    &commitment,
+                    &done.log_after,
+                    &chain_id,
+                    tip.height + 1,
+                    &txs,
+                    &verified,
+                )
+                .map_err(storage)?;
+                (tip, ex)
+            }
+        };
         let header = Header {
             version: FORMAT_VERSION,
-            chain_id: tip.chain_id.clone(),
-            height,
+            chain_id,
+            height: tip.height + 1,
             parent: tip.hash,
             timestamp_ms: timestamp_ms.max(tip.timestamp_ms),
             proposer: self.key.public(),
@@ -147,6 +183,66 @@ impl Application for Ledger {
         };
         Ok((Block::seal(header, txs, &self.key), ex))
     }
+}
+
+/// Durable state with one pending block's changes on top.
+struct Layered<'a, V: StateView + ?Sized> {
+    base: &'a V,
+    changes: &'a ChangeSet,
+    by_bucket: BTreeMap<u16, Vec<&'a Vec<u8>>>,
+}
+
+impl<'a, V: StateView + ?Sized> Layered<'a, V> {
+    fn new(base: &'a V, changes: &'a ChangeSet) -> Self {
+        let mut by_bucket: BTreeMap<u16, Vec<&'a Vec<u8>>> = BTreeMap::new();
+        for k in changes.keys() {
+            by_bucket.entry(bucket_of(k)).or_default().push(k);
+        }
+        Layered {
+            base,
+            changes,
+            by_bucket,
+        }
+    }
+}
+
+impl<V: StateView + ?Sized> StateView for Layered<'_, V> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError> {
+        match self.changes.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.base.get(key),
+        }
+    }
+
+    fn bucket_entries(&self, bucket: u16) -> Result<Entries, ViewError> {
+        let base = self.base.bucket_entries(bucket)?;
+        let Some(keys) = self.by_bucket.get(&bucket) else {
+            return Ok(base);
+        };
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = base.into_iter().collect();
+        for k in keys {
+            match self.changes.get(*k) {
+                Some(Some(v)) => {
+                    merged.insert((*k).clone(), v.clone());
+                }
+                _ => {
+                    merged.remove(*k);
+                }
+            }
+        }
+        Ok(merged.into_iter().collect())
+    }
+}
+
+impl Application for Ledger {
+    fn propose(
+        &self,
+        txs: Vec<SignedTx>,
+        verified: Vec<Option<PublicKey>>,
+        timestamp_ms: u64,
+    ) -> Result<(Block, Executed), LedgerError> {
+        self.propose_after(None, txs, verified, timestamp_ms)
+    }
 
     fn verify(&self, block: &Block) -> Result<Executed, LedgerError> {
         let tip = self.tip();
@@ -158,7 +254,7 @@ impl Application for Ledger {
         Ok(ex)
     }
 
-    fn finalize(&self, block: Block, executed: Executed) -> Result<FinalizedBlock, LedgerError> {
+    fn finalize(&self, block: &Block, executed: &Executed) -> Result<String, LedgerError> {
         if block.header.height != self.store.head() + 1
             || block.header.parent != self.store.head_hash()
         {
@@ -172,7 +268,7 @@ impl Application for Ledger {
         };
         let checkpoint = self.note_signer.sign_checkpoint(&cp);
         self.store.commit_block(&BlockCommit {
-            block: &block,
+            block,
             receipts: &executed.execution.receipts,
             changes: &executed.execution.changes,
             bucket_updates: &executed.execution.bucket_updates,
@@ -181,10 +277,6 @@ impl Application for Ledger {
             log_after: &executed.log_after,
             checkpoint: &checkpoint,
         })?;
-        Ok(FinalizedBlock {
-            block,
-            receipts: executed.execution.receipts,
-            checkpoint,
-        })
+        Ok(checkpoint)
     }
 }

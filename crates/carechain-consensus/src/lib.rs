@@ -14,4 +14,4 @@ mod ledger;
 
 pub use audit::{AuditFailure, AuditReport, ChainSource, StoreSource, audit_chain};
 pub use check::{BlockError, ChainTip, Executed, check_block, execute};
-pub use ledger::{Application, FinalizedBlock, Ledger, LedgerError, checkpoint_origin};
+pub use ledger::{Application, Ledger, LedgerError, checkpoint_origin};

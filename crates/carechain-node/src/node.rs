@@ -9,16 +9,17 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use carechain_consensus::Executed;
 use carechain_consensus::{Application, Ledger, LedgerError};
 use carechain_crypto::SecretKey;
 use carechain_storage::{Snapshot, StorageError, Store};
-use carechain_types::Outcome;
+use carechain_types::Block;
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 
 use crate::{
     Admitted, NodeMetrics, SubmitError,
-    mempool::{Queue, precheck},
+    mempool::{Pending, Queue, precheck},
 };
 
 /// Tunables of block production and admission.
@@ -243,85 +244,126 @@ impl Drop for Node {
     }
 }
 
-fn produce(s: &Shared) {
+/// Waits until a block should be cut (enough transactions, the interval elapsed, or stop)
+/// and takes its transactions. Empty means: stop.
+fn next_batch(s: &Shared) -> Vec<Pending> {
+    let mut q = s.queue.lock();
+    let deadline = Instant::now() + s.config.block_interval;
     loop {
-        let batch = {
-            let mut q = s.queue.lock();
-            let deadline = Instant::now() + s.config.block_interval;
-            loop {
-                if s.stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                if q.len() >= s.config.max_block_txs {
-                    break;
-                }
-                if q.len() == 0 {
-                    s.wake.wait(&mut q);
-                    continue;
-                }
-                if s.wake.wait_until(&mut q, deadline).timed_out() {
-                    break;
-                }
-            }
-            if s.stop.load(Ordering::SeqCst) && q.len() == 0 {
-                return;
-            }
-            let taken = q.take(s.config.max_block_txs);
-            s.metrics.mempool_size.set(q.len() as i64);
-            taken
-        };
-        if batch.is_empty() {
+        if s.stop.load(Ordering::SeqCst) || q.len() >= s.config.max_block_txs {
+            break;
+        }
+        if q.len() == 0 {
+            s.wake.wait(&mut q);
             continue;
+        }
+        if s.wake.wait_until(&mut q, deadline).timed_out() {
+            break;
+        }
+    }
+    let taken = q.take(s.config.max_block_txs);
+    s.metrics.mempool_size.set(q.len() as i64);
+    taken
+}
+
+/// A block being committed by its own thread while the next one is executed.
+struct InFlight {
+    data: Arc<(Block, Executed)>,
+    handle: JoinHandle<bool>,
+}
+
+/// The block producer: executes block k+1 while block k is being made durable (at most one
+/// block in flight), then hands it to a committer thread. Blocks are committed in order: each
+/// commit starts only after the previous one finished.
+fn produce(s: &Arc<Shared>) {
+    let mut inflight: Option<InFlight> = None;
+    loop {
+        let batch = next_batch(s);
+        if batch.is_empty() {
+            // Stop requested and nothing pending: finish the block in flight.
+            if let Some(f) = inflight.take() {
+                let _ = f.handle.join();
+            }
+            return;
         }
         let cut = Instant::now();
         let (txs, verified): (Vec<_>, Vec<_>) = batch
             .iter()
             .map(|p| (p.tx.clone(), Some(p.verified_key)))
             .unzip();
-        let result = s
-            .ledger
-            .propose(txs, verified, now_ms())
-            .and_then(|(block, executed)| {
-                let t = Instant::now();
-                let f = s.ledger.finalize(block, executed);
-                s.metrics.commit_seconds.observe(t.elapsed().as_secs_f64());
-                f
-            });
-        match result {
-            Ok(fin) => {
-                let publish = cut.elapsed();
-                s.metrics
-                    .checkpoint_publish_seconds
-                    .observe(publish.as_secs_f64());
-                {
-                    let mut l = s.publish_latencies.lock();
-                    if l.len() < 1_000_000 {
-                        l.push(publish);
-                    }
-                }
-                let mut q = s.queue.lock();
-                q.committed(batch.iter().map(|p| (&p.tx.body.signer, &p.hash)));
-                drop(q);
-                let applied = fin
-                    .receipts
-                    .iter()
-                    .filter(|r| matches!(r.outcome, Outcome::Applied { .. }))
-                    .count() as u64;
-                s.metrics.txs_applied.inc_by(applied);
-                s.metrics
-                    .txs_rejected
-                    .inc_by(fin.receipts.len() as u64 - applied);
-                s.metrics.blocks.inc();
-                s.metrics.head_height.set(fin.block.header.height as i64);
-                s.metrics.log_size.set(fin.block.header.log_size as i64);
-                let _ = s.committed.send(fin.block.header.height);
-            }
+        let parent = inflight.as_ref().map(|f| f.data.clone());
+        let proposed = s.ledger.propose_after(
+            parent.as_deref().map(|(b, e)| (b, e)),
+            txs,
+            verified,
+            now_ms(),
+        );
+        // The previous block must be durable before this one is committed.
+        if let Some(f) = inflight.take()
+            && !f.handle.join().unwrap_or(false)
+        {
+            return;
+        }
+        let (block, executed) = match proposed {
+            Ok(p) => p,
             Err(e) => {
-                // A failed durable write is fatal: stop producing and refuse submissions.
-                tracing::error!(error = %e, "block commit failed; node stops producing");
-                s.failed.store(true, Ordering::SeqCst);
+                fail(s, &e.to_string());
+                return;
+            }
+        };
+        let data = Arc::new((block, executed));
+        let (sh, d) = (s.clone(), data.clone());
+        let handle = std::thread::Builder::new()
+            .name("carechain-commit".into())
+            .spawn(move || commit(&sh, &d, &batch, cut));
+        match handle {
+            Ok(handle) => inflight = Some(InFlight { data, handle }),
+            Err(e) => {
+                fail(s, &e.to_string());
                 return;
             }
         }
     }
+}
+
+fn fail(s: &Shared, error: &str) {
+    // A failed durable write is fatal: stop producing and refuse submissions.
+    tracing::error!(error, "block production failed; node stops producing");
+    s.failed.store(true, Ordering::SeqCst);
+}
+
+/// Makes one block durable, then wakes waiters and updates the books. Returns success.
+fn commit(s: &Shared, data: &(Block, Executed), batch: &[Pending], cut: Instant) -> bool {
+    let (block, executed) = data;
+    let t = Instant::now();
+    let result = s.ledger.finalize(block, executed);
+    s.metrics.commit_seconds.observe(t.elapsed().as_secs_f64());
+    if let Err(e) = result {
+        fail(s, &e.to_string());
+        return false;
+    }
+    let publish = cut.elapsed();
+    s.metrics
+        .checkpoint_publish_seconds
+        .observe(publish.as_secs_f64());
+    {
+        let mut l = s.publish_latencies.lock();
+        if l.len() < 1_000_000 {
+            l.push(publish);
+        }
+    }
+    s.queue
+        .lock()
+        .committed(batch.iter().map(|p| (&p.tx.body.signer, &p.hash)));
+    let receipts = &executed.execution.receipts;
+    let applied = executed.execution.applied.len() as u64;
+    s.metrics.txs_applied.inc_by(applied);
+    s.metrics
+        .txs_rejected
+        .inc_by(receipts.len() as u64 - applied);
+    s.metrics.blocks.inc();
+    s.metrics.head_height.set(block.header.height as i64);
+    s.metrics.log_size.set(block.header.log_size as i64);
+    let _ = s.committed.send(block.header.height);
+    true
 }
