@@ -33,6 +33,9 @@ pub enum BenchCmd {
         /// Threads submitting to the mempool.
         #[arg(long, default_value_t = 2)]
         submitters: usize,
+        /// Offered load in transactions per second (0 = as fast as possible, i.e. saturation).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
     },
 }
 
@@ -126,6 +129,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         signers,
         block_txs,
         submitters,
+        rate,
     } = cmd;
     let dir = tempfile::tempdir()?;
     let chain_id = "carechain-bench".to_string();
@@ -223,7 +227,15 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
                         .enable_time()
                         .build()
                         .expect("runtime");
-                    for chunk in mine.chunks(1024) {
+                    for (j, chunk) in mine.chunks(1024).enumerate() {
+                        if rate > 0 {
+                            // Pace: this submitter's share of the offered load.
+                            let due = start
+                                + Duration::from_secs_f64((j * 1024 * subs) as f64 / rate as f64);
+                            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                                std::thread::sleep(wait);
+                            }
+                        }
                         let mut todo: Vec<Vec<u8>> = chunk.iter().map(|t| (*t).clone()).collect();
                         while !todo.is_empty() {
                             let results = node.submit_batch(todo.clone());
@@ -283,6 +295,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         "committed_durable_tx_per_s": tps.round(),
         "checkpoint_publish_ms": { "p50": percentile(&lat, 0.5), "p99": percentile(&lat, 0.99), "max": percentile(&lat, 1.0) },
         "busy_retries": busy,
+        "offered_rate_tx_per_s": if rate > 0 { json!(rate) } else { json!("saturation") },
         "presign_tx_per_s": (n as f64 / sign_secs).round(),
         "raw": {
             "ed25519_batch_verify_per_s_all_cores": verify_rate.round(),

@@ -1,0 +1,287 @@
+//! Node tests through its public API: pipelined block production re-verifies from genesis,
+//! admission errors, back-pressure, restart recovery, and a storage failure that stops the node.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{sync::Arc, time::Duration};
+
+use carechain_consensus::{StoreSource, audit_chain};
+use carechain_crypto::{Namespace, SecretKey, sha256};
+use carechain_node::{Node, NodeConfig, SubmitError};
+use carechain_storage::Store;
+use carechain_types::{
+    Genesis, GenesisIdentity, Payload, Role, TxBody, encode, rotation_proof_message,
+};
+
+const CHAIN: &str = "node-test";
+
+fn key(i: u32) -> SecretKey {
+    SecretKey::from_seed(&sha256(&i.to_le_bytes()).0)
+}
+
+fn genesis(node: &SecretKey, orgs: &[SecretKey]) -> Genesis {
+    let mut identities = vec![GenesisIdentity {
+        key: node.public(),
+        role: Role::Validator,
+        parent: None,
+    }];
+    identities.extend(orgs.iter().map(|k| GenesisIdentity {
+        key: k.public(),
+        role: Role::Organization,
+        parent: None,
+    }));
+    Genesis {
+        chain_id: CHAIN.into(),
+        timestamp_ms: 1,
+        identities,
+    }
+}
+
+fn tx(k: &SecretKey, nonce: u64, payload: Payload) -> Vec<u8> {
+    encode(
+        &TxBody {
+            chain_id: CHAIN.into(),
+            signer: k.public(),
+            nonce,
+            payload,
+        }
+        .sign(k),
+    )
+}
+
+fn anchor(k: &SecretKey, nonce: u64) -> Vec<u8> {
+    tx(
+        k,
+        nonce,
+        Payload::Anchor {
+            kind: "t".into(),
+            commitment: sha256(&[&k.public().0[..], &nonce.to_le_bytes()].concat()),
+        },
+    )
+}
+
+fn wait_for_log(node: &Node, size: u64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let mut rx = node.subscribe();
+    while node.store().log().size() < size {
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), rx.changed()).await })
+            .expect("blocks keep coming")
+            .unwrap();
+    }
+}
+
+fn start(
+    dir: &std::path::Path,
+    node_key: &SecretKey,
+    orgs: &[SecretKey],
+    config: NodeConfig,
+) -> Arc<Node> {
+    let path = dir.join("ledger.redb");
+    let store = if path.exists() {
+        Store::open(&path).unwrap()
+    } else {
+        Store::create(&path, &genesis(node_key, orgs)).unwrap()
+    };
+    Node::start(Arc::new(store), node_key.clone(), config).unwrap()
+}
+
+#[test]
+fn pipelined_blocks_reexecute_to_the_same_roots() {
+    let dir = tempfile::tempdir().unwrap();
+    let node_key = key(0);
+    let orgs: Vec<SecretKey> = (1..=20).map(key).collect();
+    // Small blocks so that many blocks are executed on top of a block still being committed.
+    let config = NodeConfig {
+        block_interval: Duration::from_millis(1),
+        max_block_txs: 37,
+        mempool_capacity: 100_000,
+    };
+    let node = start(dir.path(), &node_key, &orgs, config);
+    let mut expected = 0;
+    for round in 0..30u64 {
+        let mut batch = Vec::new();
+        for o in &orgs {
+            batch.push(anchor(o, round));
+            expected += 1;
+        }
+        for r in node.submit_batch(batch) {
+            r.unwrap();
+        }
+    }
+    wait_for_log(&node, expected);
+    assert!(
+        node.store().head() > 10,
+        "expected many blocks, got {}",
+        node.store().head()
+    );
+    node.shutdown();
+    drop(node);
+    // The whole chain re-executes from genesis to the stored roots, receipts, log and state.
+    let report = audit_chain(&StoreSource::open(&dir.path().join("ledger.redb")).unwrap()).unwrap();
+    assert_eq!(report.applied, expected);
+    assert_eq!(report.checkpoints, report.blocks);
+}
+
+#[test]
+fn admission_checks_and_back_pressure() {
+    let dir = tempfile::tempdir().unwrap();
+    let node_key = key(0);
+    let org = key(1);
+    // A producer that cuts rarely, and a tiny mempool.
+    let config = NodeConfig {
+        block_interval: Duration::from_secs(3600),
+        max_block_txs: 1000,
+        mempool_capacity: 3,
+    };
+    let node = start(dir.path(), &node_key, std::slice::from_ref(&org), config);
+    assert!(node.submit(anchor(&org, 0)).is_ok());
+    assert_eq!(
+        node.submit(anchor(&org, 0)).unwrap_err(),
+        SubmitError::Duplicate(sha256(&anchor(&org, 0)).to_hex())
+    );
+    assert!(matches!(
+        node.submit(anchor(&org, 5)),
+        Err(SubmitError::NonceGap {
+            expected: 1,
+            got: 5
+        })
+    ));
+    assert!(node.submit(anchor(&org, 1)).is_ok());
+    assert!(node.submit(anchor(&org, 2)).is_ok());
+    assert_eq!(node.submit(anchor(&org, 3)).unwrap_err(), SubmitError::Busy);
+    assert_eq!(node.mempool_len(), 3);
+    assert_eq!(node.submit(b"garbage".to_vec()).unwrap_err().code(), "busy");
+    assert_eq!(SubmitError::Busy.code(), "busy");
+    node.shutdown();
+    // Shutdown drains: what was admitted is committed.
+    assert_eq!(node.store().log().size(), 3);
+    assert_eq!(
+        node.submit(anchor(&org, 3)).unwrap_err(),
+        SubmitError::Stopped
+    );
+}
+
+#[test]
+fn rotation_then_old_key_is_refused_at_admission() {
+    let dir = tempfile::tempdir().unwrap();
+    let node_key = key(0);
+    let org = key(1);
+    let new = key(2);
+    let config = NodeConfig {
+        block_interval: Duration::from_millis(2),
+        ..NodeConfig::default()
+    };
+    let node = start(dir.path(), &node_key, std::slice::from_ref(&org), config);
+    let msg = rotation_proof_message(CHAIN, &org.public(), &new.public(), 0);
+    let rotate = tx(
+        &org,
+        0,
+        Payload::RotateKey {
+            new_key: new.public(),
+            proof: new.sign(Namespace::KeyRotation, &msg),
+        },
+    );
+    node.submit(rotate).unwrap();
+    wait_for_log(&node, 1);
+    let by_old = tx(
+        &org,
+        1,
+        Payload::Anchor {
+            kind: "t".into(),
+            commitment: sha256(b"a"),
+        },
+    );
+    assert_eq!(node.submit(by_old).unwrap_err(), SubmitError::BadSignature);
+    let by_new = encode(
+        &TxBody {
+            chain_id: CHAIN.into(),
+            signer: org.public(),
+            nonce: 1,
+            payload: Payload::Anchor {
+                kind: "t".into(),
+                commitment: sha256(b"b"),
+            },
+        }
+        .sign(&new),
+    );
+    node.submit(by_new).unwrap();
+    wait_for_log(&node, 2);
+    assert!(matches!(
+        node.submit(anchor(&key(77), 0)),
+        Err(SubmitError::UnknownSigner)
+    ));
+    assert!(matches!(
+        node.submit(encode(
+            &TxBody {
+                chain_id: "elsewhere".into(),
+                signer: org.public(),
+                nonce: 2,
+                payload: Payload::Deactivate {
+                    subject: org.public()
+                }
+            }
+            .sign(&new)
+        )),
+        Err(SubmitError::WrongChain { .. })
+    ));
+}
+
+#[test]
+fn restart_recovers_head_state_and_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let node_key = key(0);
+    let orgs: Vec<SecretKey> = (1..=4).map(key).collect();
+    let config = NodeConfig {
+        block_interval: Duration::from_millis(2),
+        max_block_txs: 5,
+        mempool_capacity: 1000,
+    };
+    let node = start(dir.path(), &node_key, &orgs, config.clone());
+    for n in 0..6 {
+        for r in node.submit_batch(orgs.iter().map(|o| anchor(o, n)).collect()) {
+            r.unwrap();
+        }
+    }
+    wait_for_log(&node, 24);
+    let (head, root, log_root, cp) = (
+        node.store().head(),
+        node.store().commitment().root(),
+        node.store().log().root(),
+        node.store().latest_checkpoint(),
+    );
+    // No clean shutdown: the store is dropped as a crash would leave it (everything
+    // acknowledged is in committed redb transactions).
+    node.shutdown();
+    drop(node);
+    let node = start(dir.path(), &node_key, &orgs, config);
+    assert_eq!(node.store().head(), head);
+    assert_eq!(node.store().commitment().root(), root);
+    assert_eq!(node.store().log().root(), log_root);
+    assert_eq!(node.store().latest_checkpoint(), cp);
+    // Nonces continue where they were.
+    node.submit(anchor(&orgs[0], 6)).unwrap();
+    let replay = tx(
+        &orgs[1],
+        0,
+        Payload::Anchor {
+            kind: "t".into(),
+            commitment: sha256(b"other"),
+        },
+    );
+    assert!(matches!(
+        node.submit(replay),
+        Err(SubmitError::NonceReplayed {
+            expected: 6,
+            got: 0
+        })
+    ));
+    // An already committed transaction is refused as a duplicate.
+    assert!(matches!(
+        node.submit(anchor(&orgs[1], 0)),
+        Err(SubmitError::Duplicate(_))
+    ));
+    wait_for_log(&node, 25);
+}
