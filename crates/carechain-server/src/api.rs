@@ -283,9 +283,8 @@ fn committed_tx(node: &Node, hash: &Hash) -> ApiResult<Option<Value>> {
     });
     if let carechain_types::Outcome::Applied { log_index } = receipt.outcome {
         // Prove inclusion against the latest checkpoint of this snapshot.
-        let cps = snap.checkpoints().map_err(ApiError::internal)?;
-        if let Some((size, note)) = cps.last() {
-            let proof = inclusion_proof(&snap, log_index, *size).map_err(ApiError::internal)?;
+        if let Some((size, note)) = snap.latest_checkpoint().map_err(ApiError::internal)? {
+            let proof = inclusion_proof(&snap, log_index, size).map_err(ApiError::internal)?;
             v["inclusion"] = json!({
                 "log_index": log_index,
                 "leaf_hash": merkle::leaf_hash(&hash.0).to_hex(),

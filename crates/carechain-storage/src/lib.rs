@@ -551,6 +551,13 @@ impl Snapshot {
         Ok(out)
     }
 
+    /// The latest checkpoint as of this snapshot, with its log size.
+    pub fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StorageError> {
+        let t = self.txn.open_table(CHECKPOINTS).map_err(db)?;
+        let last = t.last().map_err(db)?;
+        Ok(last.map(|(k, v)| (k.value(), v.value().to_string())))
+    }
+
     /// The stored checkpoint for log size `size`.
     pub fn checkpoint(&self, size: u64) -> Result<Option<String>, StorageError> {
         let t = self.txn.open_table(CHECKPOINTS).map_err(db)?;

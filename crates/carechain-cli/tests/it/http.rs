@@ -265,3 +265,34 @@ fn bad_input_gets_clear_errors_and_loses_nothing() {
         "{v}"
     );
 }
+
+#[test]
+fn a_full_mempool_answers_busy_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let org = key(4);
+    init_chain(dir.path(), std::slice::from_ref(&org));
+    let mut node = NodeProc::start(
+        dir.path(),
+        &["--mempool-capacity", "1", "--block-interval-ms", "600000"],
+    );
+    let url = format!("{}/v1/txs?wait=false", node.url);
+    let first = anchor(&org, 0, 1);
+    let (s, v) = post_raw(&url, &raw(&first));
+    assert_eq!((s, v["status"].as_str()), (202, Some("pending")), "{v}");
+    let (s, v) = get(&format!("{}/v1/txs/{}", node.url, first.hash().to_hex()));
+    assert_eq!((s, v["status"].as_str()), (200, Some("pending")));
+    let r = agent()
+        .post(&url)
+        .header("content-type", "application/octet-stream")
+        .send(&raw(&anchor(&org, 1, 2))[..])
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(
+        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    // A clean stop commits what was admitted before exiting.
+    node.stop();
+    let out = carechain_ok(&["verify", "--data", dir.path().to_str().unwrap()]);
+    assert!(out.contains("\"applied\": 1"), "{out}");
+}
