@@ -1,0 +1,218 @@
+//! Vault tests through the public API: sealing binds context, keys and ciphertext; patients
+//! decrypt with their own key; erasure leaves nothing to decrypt; blobs are content-addressed
+//! and written atomically.
+
+#![allow(clippy::unwrap_used)]
+
+use carechain_vault::*;
+use proptest::prelude::*;
+
+fn ctx(version: u64) -> RecordContext {
+    RecordContext {
+        patient: "patient-123".into(),
+        resource_type: "Observation".into(),
+        resource_id: "obs-1".into(),
+        version,
+    }
+}
+
+fn vault(dir: &std::path::Path) -> Vault<LocalBlobStore> {
+    Vault::new(
+        LocalBlobStore::open(dir).unwrap(),
+        EncryptionKey::from_seed(&[1; 32]),
+    )
+}
+
+const RECORD: &[u8] =
+    br#"{"resourceType":"Observation","status":"final","valueQuantity":{"value":72}}"#;
+
+#[test]
+fn seal_then_open_and_ciphertext_reveals_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault(dir.path());
+    let sealed = v.seal(&ctx(1), RECORD, &[]).unwrap();
+    assert_eq!(&v.open(&ctx(1), &sealed).unwrap()[..], RECORD);
+    let blob = v.blobs().get(&sealed.blob).unwrap().unwrap();
+    assert_eq!(blob_id(&blob), sealed.blob);
+    assert!(
+        !blob.windows(6).any(|w| w == b"Observ"),
+        "plaintext leaked into the blob"
+    );
+    assert_eq!(sealed.commitment, commitment(&sealed.salt, &sealed.blob));
+    // Two seals of the same record give unrelated ciphertexts and commitments.
+    let again = v.seal(&ctx(1), RECORD, &[]).unwrap();
+    assert_ne!(again.blob, sealed.blob);
+    assert_ne!(again.commitment, sealed.commitment);
+}
+
+#[test]
+fn context_is_bound_as_associated_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault(dir.path());
+    let sealed = v.seal(&ctx(1), RECORD, &[]).unwrap();
+    let others = [
+        RecordContext {
+            patient: "patient-124".into(),
+            ..ctx(1)
+        },
+        RecordContext {
+            resource_type: "Condition".into(),
+            ..ctx(1)
+        },
+        RecordContext {
+            resource_id: "obs-2".into(),
+            ..ctx(1)
+        },
+        ctx(2),
+    ];
+    // A fresh vault with the same key: no cached data key, so the wrap is checked too.
+    let cold = vault(dir.path());
+    for other in &others {
+        assert!(
+            matches!(cold.open(other, &sealed), Err(VaultError::Decrypt)),
+            "{other:?}"
+        );
+        assert!(
+            matches!(v.open(other, &sealed), Err(VaultError::Decrypt)),
+            "{other:?}"
+        );
+    }
+    assert_eq!(&cold.open(&ctx(1), &sealed).unwrap()[..], RECORD);
+}
+
+#[test]
+fn patient_decrypts_with_own_key_and_strangers_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault(dir.path());
+    let (patient, _seed) = EncryptionKey::generate().unwrap();
+    let stranger = EncryptionKey::from_seed(&[9; 32]);
+    let sealed = v.seal(&ctx(1), RECORD, &[patient.public()]).unwrap();
+    assert_eq!(sealed.wrapped.len(), 2);
+    assert_eq!(
+        &open_as(v.blobs(), &patient, &ctx(1), &sealed).unwrap()[..],
+        RECORD
+    );
+    assert!(matches!(
+        open_as(v.blobs(), &stranger, &ctx(1), &sealed),
+        Err(VaultError::NotARecipient)
+    ));
+    // A wrapped key relabelled for the stranger still does not open for them.
+    let mut forged = sealed.clone();
+    forged.wrapped[1].recipient = stranger.public();
+    assert!(matches!(
+        open_as(v.blobs(), &stranger, &ctx(1), &forged),
+        Err(VaultError::Decrypt)
+    ));
+    // Another node key is not a recipient.
+    let other_node = Vault::new(
+        LocalBlobStore::open(dir.path()).unwrap(),
+        EncryptionKey::from_seed(&[2; 32]),
+    );
+    assert!(matches!(
+        other_node.open(&ctx(1), &sealed),
+        Err(VaultError::NotARecipient)
+    ));
+}
+
+#[test]
+fn tampered_ciphertext_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault(dir.path());
+    let sealed = v.seal(&ctx(1), RECORD, &[]).unwrap();
+    let mut blob = v.blobs().get(&sealed.blob).unwrap().unwrap();
+    blob[20] ^= 1;
+    // Stored under its own address, the altered blob fails authentication.
+    let id = v.blobs().put(&blob).unwrap();
+    let moved = SealedRecord {
+        blob: id,
+        ..sealed.clone()
+    };
+    assert!(matches!(v.open(&ctx(1), &moved), Err(VaultError::Decrypt)));
+    // Overwritten in place, it no longer matches its address.
+    let h = sealed.blob.to_hex();
+    let path = dir.path().join(&h[..2]).join(&h[2..4]).join(&h);
+    std::fs::write(&path, &blob).unwrap();
+    assert!(matches!(
+        v.open(&ctx(1), &sealed),
+        Err(VaultError::Corrupt(_))
+    ));
+}
+
+#[test]
+fn erasure_destroys_ciphertext_and_cached_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault(dir.path());
+    let (patient, _) = EncryptionKey::generate().unwrap();
+    let sealed = v.seal(&ctx(3), RECORD, &[patient.public()]).unwrap();
+    let keep = v.seal(&ctx(4), RECORD, &[]).unwrap();
+    v.open(&ctx(3), &sealed).unwrap();
+    let h = sealed.blob.to_hex();
+    let path = dir.path().join(&h[..2]).join(&h[2..4]).join(&h);
+    assert!(path.exists());
+    assert_eq!(v.erase(&ctx(3), &sealed).unwrap(), sealed.commitment);
+    assert!(!path.exists(), "ciphertext file still present");
+    assert!(v.blobs().get(&sealed.blob).unwrap().is_none());
+    assert!(matches!(
+        v.open(&ctx(3), &sealed),
+        Err(VaultError::Missing(_))
+    ));
+    assert!(matches!(
+        open_as(v.blobs(), &patient, &ctx(3), &sealed),
+        Err(VaultError::Missing(_))
+    ));
+    // The commitment still verifies as a commitment (what the ledger holds), nothing more.
+    assert_eq!(commitment(&sealed.salt, &sealed.blob), sealed.commitment);
+    // Other records are untouched; erasing twice is harmless.
+    assert_eq!(&v.open(&ctx(4), &keep).unwrap()[..], RECORD);
+    assert!(!v.blobs().delete(&sealed.blob).unwrap());
+}
+
+#[test]
+fn blobs_are_content_addressed_and_interrupted_writes_vanish() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalBlobStore::open(dir.path()).unwrap();
+    let a = store.put(b"same bytes").unwrap();
+    assert_eq!(store.put(b"same bytes").unwrap(), a);
+    assert_eq!(a, carechain_crypto::sha256(b"same bytes"));
+    assert!(
+        store
+            .get(&carechain_crypto::sha256(b"other"))
+            .unwrap()
+            .is_none()
+    );
+    // A write interrupted before its rename leaves a temporary file, removed at the next open
+    // and never visible as a blob.
+    std::fs::write(dir.path().join("tmp").join("deadbeef"), b"partial").unwrap();
+    let store = LocalBlobStore::open(dir.path()).unwrap();
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0
+    );
+    assert_eq!(store.get(&a).unwrap().unwrap(), b"same bytes");
+}
+
+#[test]
+fn pseudonyms_depend_on_the_node_secret() {
+    let a = pseudonym(&[1; 32], "patient-123");
+    assert_eq!(a, pseudonym(&[1; 32], "patient-123"));
+    assert_ne!(a, pseudonym(&[2; 32], "patient-123"));
+    assert_ne!(a, pseudonym(&[1; 32], "patient-124"));
+    assert_ne!(a, carechain_crypto::sha256(b"patient-123"));
+}
+
+#[test]
+fn debug_output_hides_keys() {
+    let k = EncryptionKey::from_seed(&[0xAB; 32]);
+    assert!(format!("{k:?}").contains("redacted"));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    #[test]
+    fn any_record_round_trips(data in proptest::collection::vec(any::<u8>(), 0..5000), version in any::<u64>()) {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path());
+        let sealed = v.seal(&ctx(version), &data, &[]).unwrap();
+        prop_assert_eq!(&v.open(&ctx(version), &sealed).unwrap()[..], &data[..]);
+    }
+}
