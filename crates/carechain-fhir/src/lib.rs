@@ -1,0 +1,17 @@
+//! FHIR R4 structure validation driven by the official StructureDefinitions.
+//!
+//! The node carries a compact table (`r4.table`, generated from `profiles-types.json` and
+//! `profiles-resources.json` by `cargo xtask gen-fhir` and committed) listing, for every
+//! resource and data type, its elements with cardinality and types, and for every primitive
+//! the official value regex. [`validate_resource`] checks a JSON resource against it: unknown
+//! elements, wrong JSON or FHIR types, cardinality (arrays vs single values, required
+//! elements), choice types (`value[x]`), primitive extensions (`_birthDate`), contained and
+//! nested resources, recursive elements (`contentReference`), and id / date / dateTime /
+//! instant / code / uri ... formats.
+
+mod model;
+pub mod table_gen;
+mod validate;
+
+pub use model::{Model, model};
+pub use validate::{Issue, validate_resource};

@@ -1,0 +1,344 @@
+//! Validation of a JSON resource against the model.
+
+use serde_json::{Map, Value};
+
+use crate::model::{Child, Kind, Model, Types, model};
+
+/// One problem found, with a FHIRPath-like location.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Issue {
+    /// Where (`Patient.name[0].given`).
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+const MAX_ISSUES: usize = 100;
+const MAX_DEPTH: usize = 64;
+
+struct Ctx<'m> {
+    model: &'m Model,
+    issues: Vec<Issue>,
+}
+
+impl Ctx<'_> {
+    fn issue(&mut self, path: &str, message: impl Into<String>) {
+        if self.issues.len() < MAX_ISSUES {
+            self.issues.push(Issue {
+                path: path.to_string(),
+                message: message.into(),
+            });
+        }
+    }
+}
+
+/// Validates a FHIR R4 resource in JSON form. Returns every issue found (up to 100).
+pub fn validate_resource(resource: &Value) -> Result<(), Vec<Issue>> {
+    let mut cx = Ctx {
+        model: model(),
+        issues: Vec::new(),
+    };
+    resource_at(&mut cx, resource, "", 0);
+    if cx.issues.is_empty() {
+        Ok(())
+    } else {
+        Err(cx.issues)
+    }
+}
+
+fn resource_at(cx: &mut Ctx<'_>, v: &Value, at: &str, depth: usize) {
+    let Some(obj) = v.as_object() else {
+        cx.issue(at, "a resource must be a JSON object");
+        return;
+    };
+    let Some(rt) = obj.get("resourceType").and_then(Value::as_str) else {
+        cx.issue(at, "missing resourceType");
+        return;
+    };
+    if !cx.model.is_resource(rt) {
+        cx.issue(at, format!("unknown resource type {rt:?}"));
+        return;
+    }
+    let display = if at.is_empty() {
+        rt.to_string()
+    } else {
+        format!("{at}({rt})")
+    };
+    object(cx, rt, "", obj, &display, true, depth + 1);
+}
+
+fn capitalize(t: &str) -> String {
+    let mut c = t.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+/// The element a JSON key names, and the type it selects (for choices).
+fn find<'c>(children: &'c [Child], key: &str) -> Option<(&'c Child, Option<String>)> {
+    for c in children {
+        if c.name == key {
+            let t = match &c.types {
+                Types::List(l) if l.len() == 1 => Some(l[0].clone()),
+                _ => None,
+            };
+            return Some((c, t));
+        }
+        if let Some(prefix) = c.name.strip_suffix("[x]")
+            && let Some(rest) = key.strip_prefix(prefix)
+            && let Types::List(l) = &c.types
+            && let Some(t) = l.iter().find(|t| capitalize(t) == rest)
+        {
+            return Some((c, Some(t.clone())));
+        }
+    }
+    None
+}
+
+fn is_primitive(m: &Model, t: &str) -> bool {
+    matches!(m.types.get(t).map(|d| &d.kind), Some(Kind::Primitive(_)))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn object(
+    cx: &mut Ctx<'_>,
+    def: &str,
+    rel: &str,
+    obj: &Map<String, Value>,
+    at: &str,
+    root: bool,
+    depth: usize,
+) {
+    if depth > MAX_DEPTH {
+        cx.issue(at, "nesting too deep");
+        return;
+    }
+    let m = cx.model;
+    let Some(td) = m.types.get(def) else {
+        cx.issue(at, format!("no definition for type {def}"));
+        return;
+    };
+    let empty = Vec::new();
+    let children = td.children.get(rel).unwrap_or(&empty);
+    if obj.is_empty() {
+        cx.issue(at, "empty object (FHIR JSON has no empty objects)");
+    }
+    for (k, v) in obj {
+        if root && k == "resourceType" {
+            continue;
+        }
+        let here = format!("{at}.{k}");
+        if let Some(base) = k.strip_prefix('_') {
+            // Primitive extension: `_birthDate: { id, extension }` (or an array of them).
+            match find(children, base) {
+                Some((c, t))
+                    if t.as_deref().is_some_and(|t| is_primitive(m, t))
+                        || matches!(&c.types, Types::List(l) if l.iter().all(|t| is_primitive(m, t))) =>
+                {
+                    let items: Vec<&Value> = match v {
+                        Value::Array(a) if c.repeats() => a.iter().collect(),
+                        Value::Array(_) => {
+                            cx.issue(&here, "must not be an array");
+                            continue;
+                        }
+                        other => vec![other],
+                    };
+                    for (i, it) in items.iter().enumerate() {
+                        match it {
+                            Value::Null => {}
+                            Value::Object(o) => object(
+                                cx,
+                                "Element",
+                                "",
+                                o,
+                                &format!("{here}[{i}]"),
+                                false,
+                                depth + 1,
+                            ),
+                            _ => cx.issue(&here, "a primitive's extension must be an object"),
+                        }
+                    }
+                }
+                _ => cx.issue(
+                    &here,
+                    format!("unknown element {base:?} (for its primitive extension)"),
+                ),
+            }
+            continue;
+        }
+        let Some((child, chosen)) = find(children, k) else {
+            cx.issue(&here, format!("unknown element {k:?}"));
+            continue;
+        };
+        if child.max == Some(0) {
+            cx.issue(&here, "element is not allowed (max cardinality 0)");
+            continue;
+        }
+        let has_ext = obj.contains_key(&format!("_{k}"));
+        let child_rel = if rel.is_empty() {
+            child.name.clone()
+        } else {
+            format!("{rel}.{}", child.name)
+        };
+        if child.repeats() {
+            let Value::Array(items) = v else {
+                cx.issue(&here, "must be an array (cardinality allows repeats)");
+                continue;
+            };
+            if items.is_empty() {
+                cx.issue(&here, "empty array");
+            }
+            if let Some(max) = child.max
+                && items.len() > max as usize
+            {
+                cx.issue(&here, format!("at most {max} allowed"));
+            }
+            for (i, it) in items.iter().enumerate() {
+                if it.is_null() {
+                    if !has_ext {
+                        cx.issue(
+                            &format!("{here}[{i}]"),
+                            "null is only allowed beside a primitive extension",
+                        );
+                    }
+                    continue;
+                }
+                value(
+                    cx,
+                    def,
+                    &child_rel,
+                    child,
+                    chosen.as_deref(),
+                    it,
+                    &format!("{here}[{i}]"),
+                    depth,
+                );
+            }
+        } else {
+            if v.is_array() {
+                cx.issue(&here, "must not be an array (max cardinality 1)");
+                continue;
+            }
+            value(
+                cx,
+                def,
+                &child_rel,
+                child,
+                chosen.as_deref(),
+                v,
+                &here,
+                depth,
+            );
+        }
+    }
+    // Required elements.
+    for c in children.iter().filter(|c| c.min > 0) {
+        let present = obj.keys().any(|k| {
+            let k = k.strip_prefix('_').unwrap_or(k);
+            k == c.name
+                || c.name
+                    .strip_suffix("[x]")
+                    .is_some_and(|p| k.starts_with(p) && find(std::slice::from_ref(c), k).is_some())
+        });
+        if !present {
+            cx.issue(&format!("{at}.{}", c.name), "required element is missing");
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn value(
+    cx: &mut Ctx<'_>,
+    def: &str,
+    rel: &str,
+    child: &Child,
+    chosen: Option<&str>,
+    v: &Value,
+    at: &str,
+    depth: usize,
+) {
+    let m = cx.model;
+    if let Types::Ref(path) = &child.types {
+        match v.as_object() {
+            Some(o) => object(cx, def, path, o, at, false, depth + 1),
+            None => cx.issue(at, "must be an object"),
+        }
+        return;
+    }
+    let Some(t) = chosen else {
+        cx.issue(at, "ambiguous type");
+        return;
+    };
+    let nested = m
+        .types
+        .get(def)
+        .is_some_and(|d| d.children.contains_key(rel));
+    if (t == "BackboneElement" || t == "Element") && nested {
+        match v.as_object() {
+            Some(o) => object(cx, def, rel, o, at, false, depth + 1),
+            None => cx.issue(at, "must be an object"),
+        }
+        return;
+    }
+    if t == "Resource" {
+        resource_at(cx, v, at, depth + 1);
+        return;
+    }
+    match m.types.get(t).map(|d| &d.kind) {
+        Some(Kind::Primitive(re)) => primitive(cx, t, re.as_ref(), v, at),
+        Some(_) => match v.as_object() {
+            Some(o) => object(cx, t, "", o, at, false, depth + 1),
+            None => cx.issue(at, format!("must be a {t} object")),
+        },
+        None => cx.issue(at, format!("unknown type {t}")),
+    }
+}
+
+fn primitive(cx: &mut Ctx<'_>, t: &str, re: Option<&regex::Regex>, v: &Value, at: &str) {
+    match t {
+        "boolean" => {
+            if !v.is_boolean() {
+                cx.issue(at, "must be a JSON boolean");
+            }
+        }
+        "integer" | "positiveInt" | "unsignedInt" => {
+            let Some(n) = v.as_i64() else {
+                cx.issue(at, format!("must be a JSON integer ({t})"));
+                return;
+            };
+            let ok = match t {
+                "positiveInt" => (1..=i64::from(i32::MAX)).contains(&n),
+                "unsignedInt" => (0..=i64::from(i32::MAX)).contains(&n),
+                _ => (i64::from(i32::MIN)..=i64::from(i32::MAX)).contains(&n),
+            };
+            if !ok {
+                cx.issue(at, format!("out of range for {t}"));
+            }
+        }
+        "decimal" => {
+            if !v.is_number() {
+                cx.issue(at, "must be a JSON number (decimal)");
+            }
+        }
+        _ => {
+            let Some(s) = v.as_str() else {
+                cx.issue(at, format!("must be a JSON string ({t})"));
+                return;
+            };
+            if s.len() > 1024 * 1024 {
+                cx.issue(at, "string longer than 1 MiB");
+            } else if t == "xhtml" {
+                if !s.trim_start().starts_with("<div") {
+                    cx.issue(at, "narrative must be an XHTML <div>");
+                }
+            } else if let Some(re) = re
+                && !re.is_match(s)
+            {
+                cx.issue(at, format!("not a valid {t}"));
+            } else if s.is_empty() {
+                cx.issue(at, "empty string");
+            }
+        }
+    }
+}
