@@ -38,6 +38,9 @@ impl DataDir {
     pub fn genesis_json(&self) -> PathBuf {
         self.root.join("genesis.json")
     }
+    pub fn genesis_bin(&self) -> PathBuf {
+        self.root.join("genesis.bin")
+    }
     pub fn exists(&self) -> bool {
         self.db().exists()
     }
@@ -111,6 +114,8 @@ pub fn init(a: &InitArgs) -> Result<(SecretKey, SecretKey)> {
         "identities": genesis.identities.iter().map(|i| json!({"did": i.key.did().to_string(), "role": i.role.as_str()})).collect::<Vec<_>>(),
     });
     fs::write(dir.genesis_json(), serde_json::to_string_pretty(&doc)?)?;
+    // The canonical encoding, for auditors to pin (`carechain verify --url … --genesis genesis.bin`).
+    fs::write(dir.genesis_bin(), carechain_types::encode(&genesis))?;
     Store::create(&dir.db(), &genesis)?;
     out_line(&format!(
         "created chain {} in {}",

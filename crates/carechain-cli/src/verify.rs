@@ -21,7 +21,8 @@ pub struct VerifyArgs {
     /// A node's API base URL.
     #[arg(long)]
     pub url: Option<String>,
-    /// Genesis file (the node's `genesis.bin`) to trust instead of the one the node serves.
+    /// Genesis file to trust (the `genesis.bin` that `carechain init` wrote) instead of the one
+    /// the node serves.
     #[arg(long, requires = "url")]
     pub genesis: Option<PathBuf>,
 }

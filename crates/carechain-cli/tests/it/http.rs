@@ -122,6 +122,25 @@ fn submit_commit_prove_and_verify_offline() {
 
     // Verify through the API while it runs, then offline on a copy after it stops.
     carechain_ok(&["verify", "--url", &node.url]);
+    let pinned = dir.path().join("genesis.bin");
+    carechain_ok(&[
+        "verify",
+        "--url",
+        &node.url,
+        "--genesis",
+        pinned.to_str().unwrap(),
+    ]);
+    // A different genesis (another chain) does not verify against this node.
+    let other = tempfile::tempdir().unwrap();
+    init_chain(other.path(), &[]);
+    let out = carechain(&[
+        "verify",
+        "--url",
+        &node.url,
+        "--genesis",
+        other.path().join("genesis.bin").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
     node.stop();
     let copy = tempfile::tempdir().unwrap();
     std::fs::copy(
