@@ -9,9 +9,12 @@
 //! nested resources, recursive elements (`contentReference`), and id / date / dateTime /
 //! instant / code / uri ... formats.
 
+pub mod consent;
 mod model;
 pub mod table_gen;
+mod time;
 mod validate;
 
 pub use model::{Model, model};
+pub use time::fhir_time_range;
 pub use validate::{Issue, validate_resource};

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod consent;
+
 use std::path::PathBuf;
 
 use carechain_fhir::validate_resource;
