@@ -1,0 +1,494 @@
+//! The versioned FHIR resource store: every version of every resource is validated against
+//! the R4 definitions, encrypted in the vault under its own data key, and described by a small
+//! metadata record (version, time, patient, authoring organization, categories, security
+//! labels, the sealed key material) in an off-chain redb database. Each write returns the
+//! version's salted commitment for the caller to anchor on the ledger; nothing identifying
+//! leaves this crate except through [`RecordStore::read`] and friends.
+//!
+//! FHIR semantics: create assigns the id; update creates a new version (and honours
+//! `If-Match`); delete writes a deleted version and keeps history; erase destroys the
+//! ciphertext of every version (the commitments stay, marked erased) after which reads are
+//! `Gone`.
+
+use std::path::Path;
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use carechain_crypto::Hash;
+use carechain_fhir::{Issue, validate_resource};
+use carechain_vault::{
+    EncryptionKey, LocalBlobStore, PublicEncryptionKey, RecordContext, SealedRecord, Vault,
+    VaultError,
+};
+use parking_lot::Mutex;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde_json::{Value, json};
+
+const HEADS: TableDefinition<&str, u64> = TableDefinition::new("heads");
+const VERSIONS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("versions");
+
+/// Failures, each mapping to one HTTP status / OperationOutcome.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The resource does not conform to the R4 definitions (422).
+    #[error("resource is not valid FHIR R4 ({} issues)", .0.len())]
+    Invalid(Vec<Issue>),
+    /// The request is not usable (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such resource or version (404).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The resource was deleted (410 for read).
+    #[error("{0} was deleted")]
+    Deleted(String),
+    /// The resource was erased (410).
+    #[error("{0} was erased")]
+    Erased(String),
+    /// `If-Match` names another version than the current one (412).
+    #[error("version conflict: current version is {current}")]
+    VersionConflict {
+        /// The current version.
+        current: u64,
+    },
+    /// The vault failed (500).
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    /// The metadata database failed (500).
+    #[error("record database: {0}")]
+    Db(String),
+}
+
+fn db<E: std::fmt::Display>(e: E) -> RecordError {
+    RecordError::Db(e.to_string())
+}
+
+/// What the store knows about one version without decrypting it (used for consent decisions).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct VersionMeta {
+    /// Version number (1, 2, ...).
+    pub version: u64,
+    /// When it was written (ms since the Unix epoch).
+    pub last_updated_ms: u64,
+    /// A deletion marker version (no content).
+    pub deleted: bool,
+    /// Content destroyed by erasure.
+    pub erased: bool,
+    /// The patient (`Patient/<id>`) whose record this is.
+    pub patient: Option<String>,
+    /// The organization that wrote this version.
+    pub author: Option<String>,
+    /// Category codes (for consent by data class).
+    pub categories: Vec<String>,
+    /// Security label codes.
+    pub labels: Vec<String>,
+    /// The salted commitment anchored on the ledger.
+    pub commitment: Option<Hash>,
+    /// The sealed content (absent for deletions and after erasure).
+    pub sealed: Option<SealedRecord>,
+}
+
+/// The result of a write.
+#[derive(Clone, Debug)]
+pub struct Written {
+    /// Resource type.
+    pub resource_type: String,
+    /// Resource id.
+    pub id: String,
+    /// Its metadata.
+    pub meta: VersionMeta,
+    /// The resource as stored (with `id` and `meta`), or `None` for a deletion.
+    pub resource: Option<Value>,
+}
+
+/// One entry of a resource's history.
+#[derive(Clone, Debug)]
+pub struct HistoryEntry {
+    /// Metadata.
+    pub meta: VersionMeta,
+    /// Content, if it still exists.
+    pub resource: Option<Value>,
+}
+
+/// The store.
+pub struct RecordStore {
+    db: Database,
+    vault: Vault<LocalBlobStore>,
+    write: Mutex<()>,
+}
+
+/// `YYYY-MM-DDThh:mm:ss.sssZ` for milliseconds since the Unix epoch.
+pub fn format_instant(ms: u64) -> String {
+    let secs = (ms / 1000) as i64;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // civil_from_days (H. Hinnant)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        sod / 3600,
+        (sod % 3600) / 60,
+        sod % 60,
+        ms % 1000
+    )
+}
+
+fn new_id() -> Result<String, RecordError> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|_| RecordError::Vault(VaultError::Randomness))?;
+    Ok(hex::encode(b))
+}
+
+/// The patient a resource belongs to, from its own id (Patient) or its subject / patient /
+/// beneficiary reference.
+pub fn patient_of(resource_type: &str, id: &str, r: &Value) -> Option<String> {
+    if resource_type == "Patient" {
+        return Some(format!("Patient/{id}"));
+    }
+    ["subject", "patient", "beneficiary"]
+        .iter()
+        .filter_map(|f| r[*f]["reference"].as_str())
+        .find(|s| s.starts_with("Patient/"))
+        .map(str::to_string)
+}
+
+fn codes(v: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for cc in v.as_array().into_iter().flatten() {
+        if let Some(c) = cc["code"].as_str() {
+            out.push(c.to_string());
+        }
+        for c in cc["coding"].as_array().into_iter().flatten() {
+            if let Some(c) = c["code"].as_str() {
+                out.push(c.to_string());
+            }
+        }
+    }
+    out
+}
+
+impl RecordStore {
+    /// Opens (or creates) a store in `dir` with the node's key-encryption key.
+    pub fn open(dir: &Path, kek: EncryptionKey) -> Result<RecordStore, RecordError> {
+        std::fs::create_dir_all(dir).map_err(db)?;
+        let blobs = LocalBlobStore::open(&dir.join("blobs"))?;
+        let database = Database::create(dir.join("records.redb")).map_err(db)?;
+        let txn = database.begin_write().map_err(db)?;
+        txn.open_table(HEADS).map_err(db)?;
+        txn.open_table(VERSIONS).map_err(db)?;
+        txn.commit().map_err(db)?;
+        Ok(RecordStore {
+            db: database,
+            vault: Vault::new(blobs, kek),
+            write: Mutex::new(()),
+        })
+    }
+
+    /// The vault (for its blob store).
+    pub fn vault(&self) -> &Vault<LocalBlobStore> {
+        &self.vault
+    }
+
+    fn head(&self, key: &str) -> Result<Option<u64>, RecordError> {
+        let rt = self.db.begin_read().map_err(db)?;
+        let t = rt.open_table(HEADS).map_err(db)?;
+        Ok(t.get(key).map_err(db)?.map(|v| v.value()))
+    }
+
+    /// Metadata of one version (or the current one), without decrypting.
+    pub fn meta(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: Option<u64>,
+    ) -> Result<VersionMeta, RecordError> {
+        let key = format!("{resource_type}/{id}");
+        let v = match version {
+            Some(v) => v,
+            None => self
+                .head(&key)?
+                .ok_or_else(|| RecordError::NotFound(key.clone()))?,
+        };
+        let rt = self.db.begin_read().map_err(db)?;
+        let t = rt.open_table(VERSIONS).map_err(db)?;
+        let raw = t
+            .get((key.as_str(), v))
+            .map_err(db)?
+            .ok_or_else(|| RecordError::NotFound(format!("{key}/_history/{v}")))?;
+        VersionMeta::try_from_slice(raw.value()).map_err(db)
+    }
+
+    fn context(resource_type: &str, id: &str, meta: &VersionMeta) -> RecordContext {
+        RecordContext {
+            patient: meta.patient.clone().unwrap_or_default(),
+            resource_type: resource_type.into(),
+            resource_id: id.into(),
+            version: meta.version,
+        }
+    }
+
+    fn content(
+        &self,
+        resource_type: &str,
+        id: &str,
+        meta: &VersionMeta,
+    ) -> Result<Option<Value>, RecordError> {
+        let Some(sealed) = &meta.sealed else {
+            return Ok(None);
+        };
+        let plain = self
+            .vault
+            .open(&Self::context(resource_type, id, meta), sealed)?;
+        serde_json::from_slice(&plain).map(Some).map_err(db)
+    }
+
+    /// Creates a resource with a new id.
+    pub fn create(
+        &self,
+        resource: Value,
+        author: Option<&str>,
+        also: &[PublicEncryptionKey],
+        now_ms: u64,
+    ) -> Result<Written, RecordError> {
+        let id = new_id()?;
+        self.write_version(resource, &id, None, author, also, now_ms, true)
+    }
+
+    /// Updates (or creates, with a client id) a resource. `if_match` is the version the client
+    /// last saw.
+    pub fn update(
+        &self,
+        resource: Value,
+        id: &str,
+        if_match: Option<u64>,
+        author: Option<&str>,
+        also: &[PublicEncryptionKey],
+        now_ms: u64,
+    ) -> Result<Written, RecordError> {
+        self.write_version(resource, id, if_match, author, also, now_ms, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write_version(
+        &self,
+        mut resource: Value,
+        id: &str,
+        if_match: Option<u64>,
+        author: Option<&str>,
+        also: &[PublicEncryptionKey],
+        now_ms: u64,
+        fresh: bool,
+    ) -> Result<Written, RecordError> {
+        let rt = resource["resourceType"]
+            .as_str()
+            .ok_or_else(|| RecordError::BadRequest("resourceType is missing".into()))?
+            .to_string();
+        if !fresh {
+            match resource["id"].as_str() {
+                Some(rid) if rid == id => {}
+                Some(_) => {
+                    return Err(RecordError::BadRequest(
+                        "the resource id does not match the URL".into(),
+                    ));
+                }
+                None => {
+                    return Err(RecordError::BadRequest(
+                        "an update must carry the resource id".into(),
+                    ));
+                }
+            }
+        }
+        resource["id"] = json!(id);
+        let _guard = self.write.lock();
+        let key = format!("{rt}/{id}");
+        let current = self.head(&key)?;
+        if let (Some(want), cur) = (if_match, current)
+            && Some(want) != cur
+        {
+            return Err(RecordError::VersionConflict {
+                current: cur.unwrap_or(0),
+            });
+        }
+        if let Some(cur) = current
+            && self.meta(&rt, id, Some(cur))?.erased
+        {
+            return Err(RecordError::Erased(key));
+        }
+        let version = current.unwrap_or(0) + 1;
+        // Server-assigned meta, then validation of exactly what will be stored.
+        let mut meta_json = resource["meta"].as_object().cloned().unwrap_or_default();
+        meta_json.insert("versionId".into(), json!(version.to_string()));
+        meta_json.insert("lastUpdated".into(), json!(format_instant(now_ms)));
+        resource["meta"] = Value::Object(meta_json);
+        validate_resource(&resource).map_err(RecordError::Invalid)?;
+        let mut meta = VersionMeta {
+            version,
+            last_updated_ms: now_ms,
+            deleted: false,
+            erased: false,
+            patient: patient_of(&rt, id, &resource),
+            author: author.map(str::to_string),
+            categories: codes(&resource["category"]),
+            labels: codes(&resource["meta"]["security"]),
+            commitment: None,
+            sealed: None,
+        };
+        let bytes = serde_json::to_vec(&resource).map_err(db)?;
+        let sealed = self
+            .vault
+            .seal(&Self::context(&rt, id, &meta), &bytes, also)?;
+        meta.commitment = Some(sealed.commitment);
+        meta.sealed = Some(sealed);
+        self.put(&key, &meta)?;
+        Ok(Written {
+            resource_type: rt,
+            id: id.to_string(),
+            meta,
+            resource: Some(resource),
+        })
+    }
+
+    fn put(&self, key: &str, meta: &VersionMeta) -> Result<(), RecordError> {
+        let mut txn = self.db.begin_write().map_err(db)?;
+        txn.set_durability(Durability::Immediate).map_err(db)?;
+        {
+            let mut v = txn.open_table(VERSIONS).map_err(db)?;
+            v.insert(
+                (key, meta.version),
+                borsh::to_vec(meta).map_err(db)?.as_slice(),
+            )
+            .map_err(db)?;
+            let mut h = txn.open_table(HEADS).map_err(db)?;
+            h.insert(key, meta.version).map_err(db)?;
+        }
+        txn.commit().map_err(db)
+    }
+
+    /// Deletes a resource (FHIR semantics: a deletion version; history stays readable).
+    pub fn delete(
+        &self,
+        resource_type: &str,
+        id: &str,
+        now_ms: u64,
+    ) -> Result<Written, RecordError> {
+        let _guard = self.write.lock();
+        let key = format!("{resource_type}/{id}");
+        let cur = self
+            .head(&key)?
+            .ok_or_else(|| RecordError::NotFound(key.clone()))?;
+        let prev = self.meta(resource_type, id, Some(cur))?;
+        if prev.erased {
+            return Err(RecordError::Erased(key));
+        }
+        let meta = VersionMeta {
+            version: cur + 1,
+            last_updated_ms: now_ms,
+            deleted: true,
+            commitment: None,
+            sealed: None,
+            ..prev
+        };
+        self.put(&key, &meta)?;
+        Ok(Written {
+            resource_type: resource_type.into(),
+            id: id.into(),
+            meta,
+            resource: None,
+        })
+    }
+
+    /// The current version.
+    pub fn read(&self, resource_type: &str, id: &str) -> Result<Value, RecordError> {
+        let meta = self.meta(resource_type, id, None)?;
+        self.version_content(resource_type, id, &meta)
+    }
+
+    /// One version.
+    pub fn vread(&self, resource_type: &str, id: &str, version: u64) -> Result<Value, RecordError> {
+        let meta = self.meta(resource_type, id, Some(version))?;
+        self.version_content(resource_type, id, &meta)
+    }
+
+    fn version_content(
+        &self,
+        resource_type: &str,
+        id: &str,
+        meta: &VersionMeta,
+    ) -> Result<Value, RecordError> {
+        let key = format!("{resource_type}/{id}");
+        if meta.erased {
+            return Err(RecordError::Erased(key));
+        }
+        if meta.deleted {
+            return Err(RecordError::Deleted(key));
+        }
+        self.content(resource_type, id, meta)?
+            .ok_or(RecordError::Erased(key))
+    }
+
+    /// All versions, newest first.
+    pub fn history(&self, resource_type: &str, id: &str) -> Result<Vec<HistoryEntry>, RecordError> {
+        let key = format!("{resource_type}/{id}");
+        let cur = self
+            .head(&key)?
+            .ok_or_else(|| RecordError::NotFound(key.clone()))?;
+        let mut out = Vec::new();
+        for v in (1..=cur).rev() {
+            let meta = self.meta(resource_type, id, Some(v))?;
+            let resource = if meta.erased || meta.deleted {
+                None
+            } else {
+                self.content(resource_type, id, &meta)?
+            };
+            out.push(HistoryEntry { meta, resource });
+        }
+        Ok(out)
+    }
+
+    /// Erases every version: ciphertext destroyed, data keys dropped; the metadata keeps only
+    /// what the ledger already has (version, time, commitment). Returns the commitments of the
+    /// destroyed versions.
+    pub fn erase(&self, resource_type: &str, id: &str) -> Result<Vec<Hash>, RecordError> {
+        let _guard = self.write.lock();
+        let key = format!("{resource_type}/{id}");
+        let cur = self
+            .head(&key)?
+            .ok_or_else(|| RecordError::NotFound(key.clone()))?;
+        let mut destroyed = Vec::new();
+        let mut txn = self.db.begin_write().map_err(db)?;
+        txn.set_durability(Durability::Immediate).map_err(db)?;
+        {
+            let mut t = txn.open_table(VERSIONS).map_err(db)?;
+            for v in 1..=cur {
+                let raw = t
+                    .get((key.as_str(), v))
+                    .map_err(db)?
+                    .map(|g| g.value().to_vec());
+                let Some(raw) = raw else { continue };
+                let mut meta = VersionMeta::try_from_slice(&raw).map_err(db)?;
+                if let Some(sealed) = meta.sealed.take() {
+                    self.vault
+                        .erase(&Self::context(resource_type, id, &meta), &sealed)?;
+                    destroyed.push(sealed.commitment);
+                }
+                meta.erased = true;
+                meta.categories.clear();
+                meta.labels.clear();
+                t.insert(
+                    (key.as_str(), v),
+                    borsh::to_vec(&meta).map_err(db)?.as_slice(),
+                )
+                .map_err(db)?;
+            }
+        }
+        txn.commit().map_err(db)?;
+        Ok(destroyed)
+    }
+}

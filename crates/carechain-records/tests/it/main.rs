@@ -1,0 +1,244 @@
+//! Record store tests: create/read/vread/update/delete/history with FHIR semantics, validation
+//! before anything is stored, version conflicts, encryption at rest, erasure, restart.
+
+#![allow(clippy::unwrap_used)]
+
+use carechain_records::*;
+use carechain_vault::EncryptionKey;
+use serde_json::json;
+
+fn store(dir: &std::path::Path) -> RecordStore {
+    RecordStore::open(dir, EncryptionKey::from_seed(&[4; 32])).unwrap()
+}
+
+fn observation(value: f64) -> serde_json::Value {
+    json!({
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}]},
+        "subject": {"reference": "Patient/p1"},
+        "valueQuantity": {"value": value, "unit": "beats/minute", "system": "http://unitsofmeasure.org", "code": "/min"}
+    })
+}
+
+const T0: u64 = 1_790_000_000_000;
+
+#[test]
+fn create_read_update_vread_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let w = s
+        .create(observation(72.0), Some("Organization/h"), &[], T0)
+        .unwrap();
+    assert_eq!(w.meta.version, 1);
+    assert_eq!(w.meta.patient.as_deref(), Some("Patient/p1"));
+    assert_eq!(w.meta.categories, vec!["vital-signs".to_string()]);
+    assert!(w.meta.commitment.is_some());
+    let r = s.read("Observation", &w.id).unwrap();
+    assert_eq!(r["valueQuantity"]["value"], 72.0);
+    assert_eq!(r["meta"]["versionId"], "1");
+    assert_eq!(r["meta"]["lastUpdated"], format_instant(T0));
+
+    let mut next = r.clone();
+    next["valueQuantity"]["value"] = json!(80.0);
+    let w2 = s
+        .update(
+            next.clone(),
+            &w.id,
+            Some(1),
+            Some("Organization/h"),
+            &[],
+            T0 + 1000,
+        )
+        .unwrap();
+    assert_eq!(w2.meta.version, 2);
+    assert_ne!(w2.meta.commitment, w.meta.commitment);
+    assert_eq!(
+        s.read("Observation", &w.id).unwrap()["valueQuantity"]["value"],
+        80.0
+    );
+    assert_eq!(
+        s.vread("Observation", &w.id, 1).unwrap()["valueQuantity"]["value"],
+        72.0
+    );
+    // A stale If-Match is refused and nothing changes.
+    assert!(matches!(
+        s.update(next, &w.id, Some(1), None, &[], T0 + 2000),
+        Err(RecordError::VersionConflict { current: 2 })
+    ));
+    let h = s.history("Observation", &w.id).unwrap();
+    assert_eq!(
+        h.iter().map(|e| e.meta.version).collect::<Vec<_>>(),
+        vec![2, 1]
+    );
+}
+
+#[test]
+fn invalid_resources_are_refused_before_anything_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let mut bad = observation(1.0);
+    bad["valueQuantity"]["value"] = json!("lots");
+    match s.create(bad, None, &[], T0) {
+        Err(RecordError::Invalid(issues)) => {
+            assert!(issues[0].path.contains("valueQuantity.value"))
+        }
+        other => panic!("{other:?}"),
+    }
+    // No blob was written.
+    let blobs: usize = walk(&dir.path().join("blobs"));
+    assert_eq!(blobs, 0);
+    assert!(matches!(
+        s.update(
+            json!({"resourceType": "Patient", "id": "x"}),
+            "y",
+            None,
+            None,
+            &[],
+            T0
+        ),
+        Err(RecordError::BadRequest(_))
+    ));
+    assert!(matches!(
+        s.read("Patient", "nope"),
+        Err(RecordError::NotFound(_))
+    ));
+}
+
+fn walk(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            if p.file_name().is_some_and(|f| f != "tmp") {
+                n += walk(&p);
+            }
+        } else {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn plaintext_never_reaches_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let mut p = json!({"resourceType": "Patient", "name": [{"family": "Zyxwvutsrq", "given": ["Quentin"]}], "birthDate": "1971-02-03"});
+    p["address"] = json!([{"line": ["42 Secret Lane"], "city": "Hiddenville"}]);
+    s.create(p, None, &[], T0).unwrap();
+    drop(s);
+    fn scan(dir: &std::path::Path, needles: &[&[u8]]) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                scan(&p, needles);
+            } else {
+                let b = std::fs::read(&p).unwrap();
+                for n in needles {
+                    assert!(
+                        !b.windows(n.len()).any(|w| w == *n),
+                        "{} contains {:?}",
+                        p.display(),
+                        String::from_utf8_lossy(n)
+                    );
+                }
+            }
+        }
+    }
+    scan(
+        dir.path(),
+        &[b"Zyxwvutsrq", b"1971-02-03", b"Secret Lane", b"Hiddenville"],
+    );
+}
+
+#[test]
+fn delete_keeps_history_and_erase_destroys_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let w = s.create(observation(60.0), None, &[], T0).unwrap();
+    let mut r = s.read("Observation", &w.id).unwrap();
+    r["valueQuantity"]["value"] = json!(61.0);
+    s.update(r, &w.id, None, None, &[], T0 + 1).unwrap();
+    let d = s.delete("Observation", &w.id, T0 + 2).unwrap();
+    assert!(d.meta.deleted && d.meta.version == 3);
+    assert!(matches!(
+        s.read("Observation", &w.id),
+        Err(RecordError::Deleted(_))
+    ));
+    assert_eq!(
+        s.vread("Observation", &w.id, 2).unwrap()["valueQuantity"]["value"],
+        61.0
+    );
+    assert_eq!(walk(&dir.path().join("blobs")), 2);
+
+    let destroyed = s.erase("Observation", &w.id).unwrap();
+    assert_eq!(destroyed.len(), 2);
+    assert_eq!(walk(&dir.path().join("blobs")), 0, "ciphertext left behind");
+    for v in 1..=3 {
+        assert!(matches!(
+            s.vread("Observation", &w.id, v),
+            Err(RecordError::Erased(_))
+        ));
+        let m = s.meta("Observation", &w.id, Some(v)).unwrap();
+        assert!(m.erased && m.sealed.is_none());
+    }
+    assert!(matches!(
+        s.read("Observation", &w.id),
+        Err(RecordError::Erased(_))
+    ));
+    assert!(
+        s.history("Observation", &w.id)
+            .unwrap()
+            .iter()
+            .all(|e| e.resource.is_none())
+    );
+    let id = w.id.clone();
+    assert!(matches!(
+        s.update(
+            observation(1.0)
+                .as_object()
+                .cloned()
+                .map(|mut o| {
+                    o.insert("id".into(), json!(id));
+                    serde_json::Value::Object(o)
+                })
+                .unwrap(),
+            &w.id,
+            None,
+            None,
+            &[],
+            T0 + 3
+        ),
+        Err(RecordError::Erased(_))
+    ));
+}
+
+#[test]
+fn data_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let s = store(dir.path());
+        s.create(observation(99.0), None, &[], T0).unwrap().id
+    };
+    let s = store(dir.path());
+    assert_eq!(
+        s.read("Observation", &id).unwrap()["valueQuantity"]["value"],
+        99.0
+    );
+    // Another node key cannot read it.
+    drop(s);
+    let other = RecordStore::open(dir.path(), EncryptionKey::from_seed(&[5; 32])).unwrap();
+    assert!(matches!(
+        other.read("Observation", &id),
+        Err(RecordError::Vault(_))
+    ));
+}
+
+#[test]
+fn instants_format_like_fhir() {
+    assert_eq!(format_instant(0), "1970-01-01T00:00:00.000Z");
+    assert_eq!(format_instant(951_782_400_123), "2000-02-29T00:00:00.123Z");
+    assert!(carechain_fhir::fhir_time_range(&format_instant(T0)).is_some());
+}
