@@ -138,19 +138,7 @@ pub struct CompiledConsent {
 }
 
 fn codes(v: &Value, field: &str) -> Vec<String> {
-    // Codings directly, or CodeableConcepts with codings.
-    let mut out = Vec::new();
-    for item in v[field].as_array().into_iter().flatten() {
-        if let Some(c) = item["code"].as_str() {
-            out.push(c.to_string());
-        }
-        for c in item["coding"].as_array().into_iter().flatten() {
-            if let Some(c) = c["code"].as_str() {
-                out.push(c.to_string());
-            }
-        }
-    }
-    out
+    crate::codes(&v[field])
 }
 
 fn period(v: &Value) -> Result<Option<(i64, i64)>, ConsentError> {

@@ -18,3 +18,19 @@ mod validate;
 pub use model::{Model, model};
 pub use time::fhir_time_range;
 pub use validate::{Issue, validate_resource};
+
+/// The codes of an array of `Coding`s or `CodeableConcept`s (`[{code}]` or `[{coding: [{code}]}]`).
+pub fn codes(v: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for item in v.as_array().into_iter().flatten() {
+        if let Some(c) = item["code"].as_str() {
+            out.push(c.to_string());
+        }
+        for c in item["coding"].as_array().into_iter().flatten() {
+            if let Some(c) = c["code"].as_str() {
+                out.push(c.to_string());
+            }
+        }
+    }
+    out
+}

@@ -14,7 +14,7 @@ use std::path::Path;
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use carechain_crypto::Hash;
-use carechain_fhir::{Issue, validate_resource};
+use carechain_fhir::{Issue, codes, validate_resource};
 use carechain_vault::{
     EncryptionKey, LocalBlobStore, PublicEncryptionKey, RecordContext, SealedRecord, Vault,
     VaultError,
@@ -157,21 +157,6 @@ pub fn patient_of(resource_type: &str, id: &str, r: &Value) -> Option<String> {
         .filter_map(|f| r[*f]["reference"].as_str())
         .find(|s| s.starts_with("Patient/"))
         .map(str::to_string)
-}
-
-fn codes(v: &Value) -> Vec<String> {
-    let mut out = Vec::new();
-    for cc in v.as_array().into_iter().flatten() {
-        if let Some(c) = cc["code"].as_str() {
-            out.push(c.to_string());
-        }
-        for c in cc["coding"].as_array().into_iter().flatten() {
-            if let Some(c) = c["code"].as_str() {
-                out.push(c.to_string());
-            }
-        }
-    }
-    out
 }
 
 impl RecordStore {
