@@ -38,6 +38,12 @@ impl DataDir {
     pub fn genesis_json(&self) -> PathBuf {
         self.root.join("genesis.json")
     }
+    pub fn kek(&self) -> PathBuf {
+        self.root.join("node.kek")
+    }
+    pub fn records(&self) -> PathBuf {
+        self.root.join("records")
+    }
     pub fn genesis_bin(&self) -> PathBuf {
         self.root.join("genesis.bin")
     }
@@ -129,4 +135,31 @@ pub fn init(a: &InitArgs) -> Result<(SecretKey, SecretKey)> {
         dir.operator_key().display()
     ));
     Ok((node_key, operator))
+}
+
+/// The node's key-encryption-key seed (wraps every record's data key): created on first use,
+/// mode 0600, never printed.
+pub fn kek_seed(dir: &DataDir) -> Result<zeroize::Zeroizing<[u8; 32]>> {
+    let path = dir.kek();
+    if !path.exists() {
+        let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::fill(seed.as_mut())
+            .map_err(|_| anyhow::anyhow!("system randomness unavailable"))?;
+        let mut opts = fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        std::io::Write::write_all(&mut f, hex::encode(*seed).as_bytes())?;
+        f.sync_all()?;
+    }
+    let text = zeroize::Zeroizing::new(fs::read_to_string(&path)?);
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(text.trim(), seed.as_mut()).context("node.kek is not 64 hex digits")?;
+    Ok(seed)
 }

@@ -53,6 +53,16 @@ enum Command {
     },
     /// Verify a whole chain offline (a copied data directory) or through a node's API.
     Verify(verify::VerifyArgs),
+    /// Verify one access-log receipt offline (audit event, commitment, transaction, inclusion
+    /// proof, signed checkpoint).
+    VerifyReceipt {
+        /// A JSON file holding one entry of `GET /patients/{id}/access-log`.
+        #[arg(long)]
+        file: PathBuf,
+        /// The node's checkpoint verifier key (`/v1/status` → `checkpoint_key`).
+        #[arg(long)]
+        checkpoint_key: String,
+    },
     /// Benchmarks (print JSON).
     Bench {
         #[command(subcommand)]
@@ -106,6 +116,28 @@ fn main() -> Result<()> {
         Command::Block { cmd } => txcmd::block(cmd),
         Command::Verify(a) => verify::run(&a),
         Command::Bench { cmd } => bench::run(cmd),
+        Command::VerifyReceipt {
+            file,
+            checkpoint_key,
+        } => {
+            let entry: serde_json::Value = serde_json::from_slice(&std::fs::read(&file)?)?;
+            let verifier = carechain_log::NoteVerifier::parse(&checkpoint_key)
+                .map_err(|e| anyhow::anyhow!("checkpoint key: {e}"))?;
+            match carechain_service::verify_receipt(&entry, &verifier) {
+                Ok(size) => {
+                    out_line(&serde_json::to_string_pretty(
+                        &serde_json::json!({"ok": true, "checkpoint_size": size, "event": entry["event"]["id"]}),
+                    )?);
+                    Ok(())
+                }
+                Err(e) => {
+                    out_line(&serde_json::to_string_pretty(
+                        &serde_json::json!({"ok": false, "reason": e}),
+                    )?);
+                    anyhow::bail!("receipt does not verify: {e}")
+                }
+            }
+        }
     }
 }
 

@@ -61,7 +61,7 @@ pub fn run(a: UpArgs) -> Result<()> {
         max_block_txs: a.max_block_txs.clamp(1, carechain_types::MAX_BLOCK_TXS),
         mempool_capacity: a.mempool_capacity.max(1),
     };
-    let node = Node::start(store, key, config)?;
+    let node = Node::start(store, key.clone(), config)?;
     if fresh_demo {
         load_demo(&node, &dir)?;
     }
@@ -74,6 +74,17 @@ pub fn run(a: UpArgs) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", a.listen))?;
         let addr = listener.local_addr()?;
+        let seed = crate::chain::kek_seed(&dir)?;
+        let service = Arc::new(
+            carechain_service::Service::open(
+                node.clone(),
+                key.clone(),
+                &dir.records(),
+                &seed,
+                &format!("http://{addr}/auth/token"),
+            )
+            .map_err(|e| anyhow::anyhow!("records service: {}", e.message))?,
+        );
         out_line(&format!(
             "carechain node for chain {} at height {}",
             node.store().genesis().chain_id,
@@ -84,7 +95,7 @@ pub fn run(a: UpArgs) -> Result<()> {
             "checkpoint key: {}",
             node.ledger().checkpoint_verifier_key()
         ));
-        carechain_server::serve(node.clone(), listener, shutdown_signal()).await?;
+        carechain_server::serve(node.clone(), service, listener, shutdown_signal()).await?;
         anyhow::Ok(())
     });
     node.shutdown();

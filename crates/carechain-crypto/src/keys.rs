@@ -43,6 +43,8 @@ pub enum Namespace {
     KeyRotation,
     /// An HTTP/API challenge response (authentication).
     Challenge,
+    /// A certificate the node issues (erasure certificates).
+    Certificate,
 }
 
 impl Namespace {
@@ -54,6 +56,7 @@ impl Namespace {
             Namespace::Block => b"carechain/v1/block\0",
             Namespace::KeyRotation => b"carechain/v1/key-rotation\0",
             Namespace::Challenge => b"carechain/v1/challenge\0",
+            Namespace::Certificate => b"carechain/v1/certificate\0",
         }
     }
 }
@@ -285,6 +288,7 @@ mod tests {
             Namespace::Block,
             Namespace::KeyRotation,
             Namespace::Challenge,
+            Namespace::Certificate,
         ];
         for a in all {
             for b in all {

@@ -184,7 +184,13 @@ fn provision(v: &Value, depth: usize) -> Result<Provision, ConsentError> {
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|a| a["reference"]["reference"].as_str().map(str::to_string))
+        .filter_map(|a| {
+            // A literal reference (`Organization/x`) or a logical one by identifier (a did).
+            a["reference"]["reference"]
+                .as_str()
+                .or_else(|| a["reference"]["identifier"]["value"].as_str())
+                .map(str::to_string)
+        })
         .collect();
     let mut nested = Vec::new();
     for p in v["provision"].as_array().into_iter().flatten() {

@@ -10,7 +10,7 @@
 //! instant / code / uri ... formats.
 
 pub mod consent;
-mod model;
+pub mod model;
 pub mod table_gen;
 mod time;
 mod validate;

@@ -73,6 +73,7 @@ struct Shared {
     failed: AtomicBool,
     metrics: NodeMetrics,
     committed: watch::Sender<u64>,
+    durable: (Mutex<u64>, Condvar),
     publish_latencies: Mutex<Vec<Duration>>,
 }
 
@@ -104,6 +105,7 @@ impl Node {
             failed: AtomicBool::new(false),
             metrics,
             committed,
+            durable: (Mutex::new(head), Condvar::new()),
             publish_latencies: Mutex::new(Vec::new()),
         });
         let s = shared.clone();
@@ -160,6 +162,21 @@ impl Node {
     /// A receiver of the last durable height (changes after each commit).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.shared.committed.subscribe()
+    }
+
+    /// Blocks the calling thread until the durable height exceeds `height` or `timeout`
+    /// passes (for synchronous callers; async callers use [`Node::subscribe`]). Returns the
+    /// durable height.
+    pub fn wait_past(&self, height: u64, timeout: Duration) -> u64 {
+        let (m, cv) = &self.shared.durable;
+        let deadline = Instant::now() + timeout;
+        let mut h = m.lock();
+        while *h <= height && !self.is_failed() {
+            if cv.wait_until(&mut h, deadline).timed_out() {
+                break;
+            }
+        }
+        *h
     }
 
     /// Checkpoint publication latencies recorded so far (cut → served), and clears them.
@@ -330,6 +347,8 @@ fn fail(s: &Shared, error: &str) {
     // A failed durable write is fatal: stop producing and refuse submissions.
     tracing::error!(error, "block production failed; node stops producing");
     s.failed.store(true, Ordering::SeqCst);
+    let _g = s.durable.0.lock();
+    s.durable.1.notify_all();
 }
 
 /// Makes one block durable, then wakes waiters and updates the books. Returns success.
@@ -365,5 +384,10 @@ fn commit(s: &Shared, data: &(Block, Executed), batch: &[Pending], cut: Instant)
     s.metrics.head_height.set(block.header.height as i64);
     s.metrics.log_size.set(block.header.log_size as i64);
     let _ = s.committed.send(block.header.height);
+    {
+        let (m, cv) = &s.durable;
+        *m.lock() = block.header.height;
+        cv.notify_all();
+    }
     true
 }

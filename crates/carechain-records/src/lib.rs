@@ -25,6 +25,8 @@ use serde_json::{Value, json};
 
 const HEADS: TableDefinition<&str, u64> = TableDefinition::new("heads");
 const VERSIONS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("versions");
+/// (patient, resource type, id) → () : the patient compartment.
+const BY_PATIENT: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("by_patient");
 
 /// Failures, each mapping to one HTTP status / OperationOutcome.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +87,20 @@ pub struct VersionMeta {
     pub commitment: Option<Hash>,
     /// The sealed content (absent for deletions and after erasure).
     pub sealed: Option<SealedRecord>,
+    /// The ledger transaction that anchored this version, once committed.
+    pub anchor: Option<Anchor>,
+}
+
+/// Where a version is anchored on the ledger.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Anchor {
+    /// The anchoring transaction's hash (a leaf of the verifiable log).
+    pub tx: Hash,
+    /// The commitment the transaction carries.
+    pub commitment: Hash,
+    /// The salt of that commitment, when the service chose it (audit events); record versions
+    /// use the sealed record's salt.
+    pub salt: Option<[u8; 32]>,
 }
 
 /// The result of a write.
@@ -168,6 +184,7 @@ impl RecordStore {
         let txn = database.begin_write().map_err(db)?;
         txn.open_table(HEADS).map_err(db)?;
         txn.open_table(VERSIONS).map_err(db)?;
+        txn.open_table(BY_PATIENT).map_err(db)?;
         txn.commit().map_err(db)?;
         Ok(RecordStore {
             db: database,
@@ -246,6 +263,29 @@ impl RecordStore {
         self.write_version(resource, &id, None, author, also, now_ms, true)
     }
 
+    /// Creates a resource and files it in `patient`'s compartment whatever its content says
+    /// (for resources such as AuditEvent whose patient is not a top-level reference).
+    pub fn create_for_patient(
+        &self,
+        resource: Value,
+        patient: Option<&str>,
+        author: Option<&str>,
+        also: &[PublicEncryptionKey],
+        now_ms: u64,
+    ) -> Result<Written, RecordError> {
+        let id = new_id()?;
+        self.write_version_with(
+            resource,
+            &id,
+            None,
+            author,
+            also,
+            now_ms,
+            true,
+            patient.map(str::to_string),
+        )
+    }
+
     /// Updates (or creates, with a client id) a resource. `if_match` is the version the client
     /// last saw.
     pub fn update(
@@ -263,6 +303,20 @@ impl RecordStore {
     #[allow(clippy::too_many_arguments)]
     fn write_version(
         &self,
+        resource: Value,
+        id: &str,
+        if_match: Option<u64>,
+        author: Option<&str>,
+        also: &[PublicEncryptionKey],
+        now_ms: u64,
+        fresh: bool,
+    ) -> Result<Written, RecordError> {
+        self.write_version_with(resource, id, if_match, author, also, now_ms, fresh, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write_version_with(
+        &self,
         mut resource: Value,
         id: &str,
         if_match: Option<u64>,
@@ -270,6 +324,7 @@ impl RecordStore {
         also: &[PublicEncryptionKey],
         now_ms: u64,
         fresh: bool,
+        patient: Option<String>,
     ) -> Result<Written, RecordError> {
         let rt = resource["resourceType"]
             .as_str()
@@ -318,12 +373,13 @@ impl RecordStore {
             last_updated_ms: now_ms,
             deleted: false,
             erased: false,
-            patient: patient_of(&rt, id, &resource),
+            patient: patient.or_else(|| patient_of(&rt, id, &resource)),
             author: author.map(str::to_string),
             categories: codes(&resource["category"]),
             labels: codes(&resource["meta"]["security"]),
             commitment: None,
             sealed: None,
+            anchor: None,
         };
         let bytes = serde_json::to_vec(&resource).map_err(db)?;
         let sealed = self
@@ -352,8 +408,73 @@ impl RecordStore {
             .map_err(db)?;
             let mut h = txn.open_table(HEADS).map_err(db)?;
             h.insert(key, meta.version).map_err(db)?;
+            if let (Some(p), Some((rt, id))) = (&meta.patient, key.split_once('/')) {
+                let mut bp = txn.open_table(BY_PATIENT).map_err(db)?;
+                bp.insert((p.as_str(), rt, id), ()).map_err(db)?;
+            }
         }
         txn.commit().map_err(db)
+    }
+
+    /// Records where a version was anchored.
+    pub fn set_anchor(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: u64,
+        anchor: Anchor,
+    ) -> Result<(), RecordError> {
+        let _guard = self.write.lock();
+        let key = format!("{resource_type}/{id}");
+        let mut meta = self.meta(resource_type, id, Some(version))?;
+        meta.anchor = Some(anchor);
+        let mut txn = self.db.begin_write().map_err(db)?;
+        txn.set_durability(Durability::Immediate).map_err(db)?;
+        {
+            let mut v = txn.open_table(VERSIONS).map_err(db)?;
+            v.insert(
+                (key.as_str(), version),
+                borsh::to_vec(&meta).map_err(db)?.as_slice(),
+            )
+            .map_err(db)?;
+        }
+        txn.commit().map_err(db)
+    }
+
+    /// Ids of every resource of a type (including deleted and erased ones).
+    pub fn ids(&self, resource_type: &str) -> Result<Vec<String>, RecordError> {
+        let rt = self.db.begin_read().map_err(db)?;
+        let t = rt.open_table(HEADS).map_err(db)?;
+        let prefix = format!("{resource_type}/");
+        let mut out = Vec::new();
+        for item in t.range(prefix.as_str()..).map_err(db)? {
+            let (k, _) = item.map_err(db)?;
+            let Some(id) = k.value().strip_prefix(&prefix) else {
+                break;
+            };
+            out.push(id.to_string());
+        }
+        Ok(out)
+    }
+
+    /// Ids of a patient's resources of one type.
+    pub fn patient_ids(
+        &self,
+        patient: &str,
+        resource_type: &str,
+    ) -> Result<Vec<String>, RecordError> {
+        let rt = self.db.begin_read().map_err(db)?;
+        let t = rt.open_table(BY_PATIENT).map_err(db)?;
+        let mut out = Vec::new();
+        for item in t.range((patient, resource_type, "")..).map_err(db)? {
+            let (k, _) = item.map_err(db)?;
+            let (p, ty, id) = k.value();
+            if p != patient || ty != resource_type {
+                break;
+            }
+            out.push(id.to_string());
+        }
+        Ok(out)
     }
 
     /// Deletes a resource (FHIR semantics: a deletion version; history stays readable).

@@ -4,6 +4,7 @@
 
 mod api;
 mod error;
+mod fhir;
 mod json;
 mod ui;
 
@@ -18,17 +19,20 @@ pub use error::ApiError;
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// The full router.
-pub fn router(node: Arc<Node>) -> Router {
-    api::routes(node.clone()).merge(ui::routes(node))
+pub fn router(node: Arc<Node>, service: Arc<carechain_service::Service>) -> Router {
+    api::routes(node.clone())
+        .merge(ui::routes(node.clone()))
+        .merge(fhir::routes(fhir::FhirState { node, service }))
 }
 
 /// Serves the API on `addr` until `shutdown` resolves.
 pub async fn serve(
     node: Arc<Node>,
+    service: Arc<carechain_service::Service>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(node);
+    let app = router(node, service);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

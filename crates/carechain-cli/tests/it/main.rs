@@ -5,5 +5,6 @@
 
 mod common;
 mod crash;
+mod fhir;
 mod http;
 mod tamper;

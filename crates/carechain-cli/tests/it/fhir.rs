@@ -1,0 +1,425 @@
+//! The records story over HTTP, black-box against the real binary: tokens from
+//! private_key_jwt assertions, a practitioner's write, consent granted / revoked and enforced on
+//! the next request, break-glass, the patient's access log with verifiable receipts, erasure,
+//! FHIR errors as OperationOutcome — and the chain still verifies.
+
+use carechain_crypto::SecretKey;
+use carechain_log::NoteVerifier;
+use carechain_types::{Payload, Role, TxBody};
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+fn register(
+    url: &str,
+    signer: &SecretKey,
+    nonce: u64,
+    subject: &SecretKey,
+    role: Role,
+    parent: Option<&SecretKey>,
+) {
+    let tx = TxBody {
+        chain_id: "test-chain".into(),
+        signer: signer.public(),
+        nonce,
+        payload: Payload::Register {
+            subject: subject.public(),
+            role,
+            parent: parent.map(SecretKey::public),
+        },
+    }
+    .sign(signer);
+    let (s, v) = post_raw(&format!("{url}/v1/txs"), &raw(&tx));
+    assert_eq!(
+        (s, v["receipt"]["outcome"].as_str()),
+        (200, Some("applied")),
+        "{v}"
+    );
+}
+
+fn token(url: &str, key: &SecretKey, scope: &str) -> String {
+    let aud = format!("{url}/auth/token");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let assertion = carechain_service::make_assertion(key, &aud, now);
+    let form = [
+        ("grant_type", "client_credentials"),
+        (
+            "client_assertion_type",
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        ),
+        ("client_assertion", assertion.as_str()),
+        ("scope", scope),
+    ];
+    let mut r = agent().post(&aud).send_form(form).unwrap();
+    let v: Value = serde_json::from_slice(&r.body_mut().read_to_vec().unwrap()).unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{v}");
+    v["access_token"].as_str().unwrap().to_string()
+}
+
+fn call(
+    method: &str,
+    url: &str,
+    token: &str,
+    purpose: Option<(&str, Option<&str>)>,
+    body: Option<&Value>,
+) -> (u16, Value, Option<String>) {
+    let a = agent();
+    let mut req = match method {
+        "GET" => a
+            .get(url)
+            .header("authorization", format!("Bearer {token}"))
+            .header("x-none", "1")
+            .force_send_body(),
+        "DELETE" => a
+            .delete(url)
+            .header("authorization", format!("Bearer {token}"))
+            .force_send_body(),
+        "PUT" => a
+            .put(url)
+            .header("authorization", format!("Bearer {token}")),
+        _ => a
+            .post(url)
+            .header("authorization", format!("Bearer {token}")),
+    };
+    if let Some((p, reason)) = purpose {
+        req = req.header("x-purpose-of-use", p);
+        if let Some(r) = reason {
+            req = req.header("x-break-glass-reason", r);
+        }
+    }
+    let mut resp = match body {
+        Some(b) => req
+            .header("content-type", "application/fhir+json")
+            .send(b.to_string())
+            .unwrap(),
+        None => req.send_empty().unwrap(),
+    };
+    let status = resp.status().as_u16();
+    let bg = resp
+        .headers()
+        .get("x-carechain-break-glass")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let bytes = resp.body_mut().read_to_vec().unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        bg,
+    )
+}
+
+fn blobs(dir: &std::path::Path) -> std::collections::BTreeSet<std::path::PathBuf> {
+    fn walk(p: &std::path::Path, out: &mut std::collections::BTreeSet<std::path::PathBuf>) {
+        for e in std::fs::read_dir(p).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                if !p.ends_with("tmp") {
+                    walk(&p, out);
+                }
+            } else {
+                out.insert(p);
+            }
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    walk(&dir.join("records/blobs"), &mut out);
+    out
+}
+
+#[test]
+fn consent_audit_break_glass_and_erasure_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hospital, clinic) = (key(30), key(31));
+    init_chain(dir.path(), &[hospital.clone(), clinic.clone()]);
+    let mut node = NodeProc::start(dir.path(), &["--block-interval-ms", "2"]);
+    let url = node.url.clone();
+    let (doc_h, doc_c, patient) = (key(32), key(33), key(34));
+    register(
+        &url,
+        &hospital,
+        0,
+        &doc_h,
+        Role::Practitioner,
+        Some(&hospital),
+    );
+    register(&url, &clinic, 0, &doc_c, Role::Practitioner, Some(&clinic));
+    register(&url, &patient, 0, &patient, Role::Patient, None);
+
+    // Tokens. A forged assertion (signed by another key) gets none.
+    let t_pat = token(&url, &patient, "patient/*.cruds");
+    let t_doc_h = token(&url, &doc_h, "user/*.cruds");
+    let t_doc_c = token(&url, &doc_c, "user/*.rs");
+    let forged =
+        carechain_service::make_assertion(&key(99), &format!("{url}/auth/token"), 4_000_000_000);
+    let mut r = agent()
+        .post(&format!("{url}/auth/token"))
+        .send_form([
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", forged.as_str()),
+            ("scope", "user/*.rs"),
+        ])
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        401,
+        "{}",
+        r.body_mut().read_to_string().unwrap()
+    );
+
+    // The patient creates their Patient resource, linked to their did.
+    let p = json!({"resourceType": "Patient", "identifier": [{"system": "urn:ietf:rfc:3986", "value": patient.public().did().to_string()}], "name": [{"family": "Quixote", "given": ["Alonso"]}], "birthDate": "1950-03-04"});
+    let (s, pv, _) = call(
+        "POST",
+        &format!("{url}/fhir/Patient"),
+        &t_pat,
+        None,
+        Some(&p),
+    );
+    assert_eq!(s, 201, "{pv}");
+    let pid = pv["id"].as_str().unwrap().to_string();
+
+    // A hospital practitioner writes an observation for them.
+    let obs = json!({"resourceType": "Observation", "status": "final", "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}, "subject": {"reference": format!("Patient/{pid}")}, "valueQuantity": {"value": 72, "unit": "/min"}});
+    let (s, ov, _) = call(
+        "POST",
+        &format!("{url}/fhir/Observation"),
+        &t_doc_h,
+        None,
+        Some(&obs),
+    );
+    assert_eq!(s, 201, "{ov}");
+    let oid = ov["id"].as_str().unwrap().to_string();
+    let obs_url = format!("{url}/fhir/Observation/{oid}");
+
+    // Authoring organization: allowed. Other clinic without consent: denied.
+    assert_eq!(call("GET", &obs_url, &t_doc_h, None, None).0, 200);
+    let (s, oo, _) = call("GET", &obs_url, &t_doc_c, None, None);
+    assert_eq!(
+        (s, oo["resourceType"].as_str()),
+        (403, Some("OperationOutcome")),
+        "{oo}"
+    );
+
+    // The patient grants the clinic (by its did) treatment access to observations.
+    let consent = json!({
+        "resourceType": "Consent", "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": format!("Patient/{pid}")},
+        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
+        "provision": {"type": "deny", "provision": [{"type": "permit",
+            "actor": [{"role": {"text": "clinic"}, "reference": {"identifier": {"system": "urn:ietf:rfc:3986", "value": clinic.public().did().to_string()}}}],
+            "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT"}],
+            "class": [{"system": "http://hl7.org/fhir/resource-types", "code": "Observation"}]}]}
+    });
+    let (s, cv, _) = call(
+        "POST",
+        &format!("{url}/fhir/Consent"),
+        &t_pat,
+        None,
+        Some(&consent),
+    );
+    assert_eq!(s, 201, "{cv}");
+    // Nobody but the patient writes their consents.
+    assert_eq!(
+        call(
+            "POST",
+            &format!("{url}/fhir/Consent"),
+            &t_doc_h,
+            None,
+            Some(&consent)
+        )
+        .0,
+        403
+    );
+    // Effective for the very next request; wrong purpose still denied.
+    assert_eq!(
+        call("GET", &obs_url, &t_doc_c, Some(("TREAT", None)), None).0,
+        200
+    );
+    assert_eq!(
+        call("GET", &obs_url, &t_doc_c, Some(("HPAYMT", None)), None).0,
+        403
+    );
+
+    // Revoke: the next request is denied.
+    let mut revoked = cv.clone();
+    revoked["status"] = json!("inactive");
+    let cid = cv["id"].as_str().unwrap();
+    let (s, _, _) = call(
+        "PUT",
+        &format!("{url}/fhir/Consent/{cid}"),
+        &t_pat,
+        None,
+        Some(&revoked),
+    );
+    assert_eq!(s, 200);
+    assert_eq!(call("GET", &obs_url, &t_doc_c, None, None).0, 403);
+
+    // Break-glass: requires a reason; then allowed and marked.
+    assert_eq!(
+        call("GET", &obs_url, &t_doc_c, Some(("ETREAT", None)), None).0,
+        403
+    );
+    let (s, _, bg) = call(
+        "GET",
+        &obs_url,
+        &t_doc_c,
+        Some(("ETREAT", Some("unconscious in ER"))),
+        None,
+    );
+    assert_eq!((s, bg.as_deref()), (200, Some("true")));
+
+    // Scopes narrow: the clinic's read-only token cannot write.
+    assert_eq!(
+        call(
+            "POST",
+            &format!("{url}/fhir/Observation"),
+            &t_doc_c,
+            None,
+            Some(&obs)
+        )
+        .0,
+        403
+    );
+
+    // The patient's access log holds the denials and the break-glass, each verifiable.
+    let (s, log, _) = call(
+        "GET",
+        &format!("{url}/patients/{pid}/access-log"),
+        &t_pat,
+        None,
+        None,
+    );
+    assert_eq!(s, 200, "{log}");
+    let entries = log["entries"].as_array().unwrap();
+    assert!(entries.iter().any(|e| e["event"]["outcome"] == "4"
+        && e["event"]["agent"][0]["who"]["identifier"]["value"]
+            == doc_c.public().did().to_string()));
+    let (_, alerts, _) = call(
+        "GET",
+        &format!("{url}/patients/{pid}/alerts"),
+        &t_pat,
+        None,
+        None,
+    );
+    let alerts = alerts["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1);
+    let (_, status) = get(&format!("{url}/v1/status"));
+    let verifier = NoteVerifier::parse(status["checkpoint_key"].as_str().unwrap()).unwrap();
+    carechain_service::verify_receipt(&alerts[0], &verifier).unwrap();
+    // A tampered receipt fails.
+    let mut tampered = alerts[0].clone();
+    tampered["event"]["outcomeDesc"] = json!("allowed");
+    assert!(carechain_service::verify_receipt(&tampered, &verifier).is_err());
+    // Through the CLI, offline.
+    let f = dir.path().join("receipt.json");
+    std::fs::write(&f, alerts[0].to_string()).unwrap();
+    let out = carechain_ok(&[
+        "verify-receipt",
+        "--file",
+        f.to_str().unwrap(),
+        "--checkpoint-key",
+        status["checkpoint_key"].as_str().unwrap(),
+    ]);
+    assert!(out.contains("\"ok\": true"), "{out}");
+    std::fs::write(&f, tampered.to_string()).unwrap();
+    assert!(
+        !carechain(&[
+            "verify-receipt",
+            "--file",
+            f.to_str().unwrap(),
+            "--checkpoint-key",
+            status["checkpoint_key"].as_str().unwrap()
+        ])
+        .status
+        .success()
+    );
+    // Only the patient reads their access log.
+    assert_eq!(
+        call(
+            "GET",
+            &format!("{url}/patients/{pid}/access-log"),
+            &t_doc_h,
+            None,
+            None
+        )
+        .0,
+        403
+    );
+
+    // FHIR errors.
+    assert_eq!(
+        call(
+            "GET",
+            &format!("{url}/fhir/Unicorn/1"),
+            &t_doc_h,
+            None,
+            None
+        )
+        .0,
+        404
+    );
+    let (s, oo, _) = call(
+        "POST",
+        &format!("{url}/fhir/Observation"),
+        &t_doc_h,
+        None,
+        Some(&json!({"resourceType": "Observation", "status": "final"})),
+    );
+    assert_eq!(
+        (s, oo["resourceType"].as_str()),
+        (422, Some("OperationOutcome")),
+        "{oo}"
+    );
+    assert_eq!(call("GET", &obs_url, "not-a-token", None, None).0, 401);
+    let mut stale = ov.clone();
+    stale["status"] = json!("amended");
+    let mut r = agent()
+        .put(&obs_url)
+        .header("authorization", format!("Bearer {t_doc_h}"))
+        .header("if-match", "W/\"7\"")
+        .header("content-type", "application/fhir+json")
+        .send(stale.to_string())
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        412,
+        "{}",
+        r.body_mut().read_to_string().unwrap()
+    );
+    let (_, meta) = get_text(&format!("{url}/fhir/metadata"));
+    assert!(meta.contains("CapabilityStatement") && meta.contains("4.0.1"));
+
+    // Erasure by the patient: ciphertext gone, reads 410, a certificate.
+    let before = blobs(dir.path());
+    let (s, cert, _) = call("POST", &format!("{obs_url}/$erase"), &t_pat, None, None);
+    assert_eq!(s, 200, "{cert}");
+    assert_eq!(
+        cert["certificate"]["destroyed_commitments"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // Exactly one ciphertext disappeared (the observation's only version); the one new blob is
+    // the audit event of the erasure.
+    let after = blobs(dir.path());
+    let gone: Vec<_> = before.difference(&after).collect();
+    assert_eq!(gone.len(), 1, "{gone:?}");
+    assert!(!gone[0].exists());
+    assert_eq!(after.difference(&before).count(), 1);
+    assert_eq!(call("GET", &obs_url, &t_doc_h, None, None).0, 410);
+
+    // The ledger and log still verify end to end.
+    node.stop();
+    let out = carechain_ok(&["verify", "--data", dir.path().to_str().unwrap()]);
+    assert!(out.contains("\"ok\": true"), "{out}");
+}

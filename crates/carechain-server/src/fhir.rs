@@ -1,0 +1,495 @@
+//! `/fhir` (FHIR R4 REST: create, read, vread, update, delete, history, `$erase`), the OAuth2
+//! token endpoint with SMART configuration, and the patient's access log and alerts.
+
+use std::sync::Arc;
+
+use axum::{
+    Form, Json, Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, Path, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use carechain_node::Node;
+use carechain_service::{Purpose, Service, ServiceError, Session};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+#[derive(Clone)]
+pub struct FhirState {
+    pub node: Arc<Node>,
+    pub service: Arc<Service>,
+}
+
+const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+const MAX_RESOURCE_BYTES: usize = 4 * 1024 * 1024;
+
+pub fn routes(state: FhirState) -> Router {
+    Router::new()
+        .route("/auth/token", post(token))
+        .route("/.well-known/smart-configuration", get(smart_configuration))
+        .route("/fhir/metadata", get(metadata))
+        .route("/fhir/{rt}", post(create))
+        .route("/fhir/{rt}/{id}", get(read).put(update).delete(delete))
+        .route("/fhir/{rt}/{id}/_history", get(history))
+        .route("/fhir/{rt}/{id}/_history/{vid}", get(vread))
+        .route("/fhir/{rt}/{id}/{op}", post(operation))
+        .route("/patients/{id}/access-log", get(access_log))
+        .route("/patients/{id}/alerts", get(alerts))
+        .layer(DefaultBodyLimit::max(MAX_RESOURCE_BYTES))
+        .with_state(state)
+}
+
+struct Fail(ServiceError);
+
+impl IntoResponse for Fail {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut r = (status, Json(self.0.outcome())).into_response();
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        r
+    }
+}
+
+impl From<ServiceError> for Fail {
+    fn from(e: ServiceError) -> Self {
+        Fail(e)
+    }
+}
+
+fn err(status: u16, code: &'static str, msg: &str) -> Fail {
+    Fail(ServiceError {
+        status,
+        code,
+        message: msg.to_string(),
+        issues: vec![],
+    })
+}
+
+fn fhir(status: StatusCode, body: Value) -> Response {
+    let mut r = (status, Json(body)).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    r
+}
+
+fn bearer(h: &HeaderMap) -> Option<String> {
+    h.get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(|s| s.trim().to_string())
+}
+
+fn purpose(h: &HeaderMap) -> Purpose {
+    let get = |n: &str| {
+        h.get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    Purpose {
+        code: get("x-purpose-of-use").unwrap_or_else(|| "TREAT".into()),
+        break_glass_reason: get("x-break-glass-reason"),
+    }
+}
+
+fn check_type(rt: &str) -> Result<(), Fail> {
+    if carechain_fhir::model().is_resource(rt) {
+        Ok(())
+    } else {
+        Err(err(
+            404,
+            "not-supported",
+            &format!("unknown resource type {rt}"),
+        ))
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, Fail> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| err(500, "exception", "internal error"))?
+        .map_err(Fail)
+}
+
+async fn session(s: &FhirState, h: &HeaderMap) -> Result<Session, Fail> {
+    let svc = s.service.clone();
+    let b = bearer(h);
+    blocking(move || svc.session(b.as_deref())).await
+}
+
+fn parse_body(body: &Bytes) -> Result<Value, Fail> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| err(400, "structure", &format!("body is not JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(err(
+            400,
+            "structure",
+            "body must be a JSON object (a FHIR resource)",
+        ));
+    }
+    Ok(v)
+}
+
+fn if_match(h: &HeaderMap) -> Result<Option<u64>, Fail> {
+    let Some(v) = h.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let s = v
+        .to_str()
+        .map_err(|_| err(400, "invalid", "bad If-Match"))?;
+    let inner = s.trim().trim_start_matches("W/").trim_matches('"');
+    inner
+        .parse()
+        .map(Some)
+        .map_err(|_| err(400, "invalid", "If-Match must be W/\"<version>\""))
+}
+
+fn served(status: StatusCode, rt: &str, id: &str, r: carechain_service::Served) -> Response {
+    let mut resp = fhir(status, r.resource.unwrap_or(Value::Null));
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("W/\"{}\"", r.version)) {
+        h.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("/fhir/{rt}/{id}/_history/{}", r.version)) {
+        h.insert(header::CONTENT_LOCATION, v.clone());
+        if status == StatusCode::CREATED {
+            h.insert(header::LOCATION, v);
+        }
+    }
+    if let Some(tx) = r.tx
+        && let Ok(v) = HeaderValue::from_str(&tx.to_hex())
+    {
+        h.insert("x-carechain-tx", v);
+    }
+    if r.break_glass {
+        h.insert("x-carechain-break-glass", HeaderValue::from_static("true"));
+    }
+    resp
+}
+
+async fn create(
+    State(s): State<FhirState>,
+    Path(rt): Path<String>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Fail> {
+    check_type(&rt)?;
+    let sess = session(&s, &h).await?;
+    let v = parse_body(&body)?;
+    let (svc, p, rt2) = (s.service.clone(), purpose(&h), rt.clone());
+    let r = blocking(move || svc.write(&sess, &p, &rt2, None, None, v)).await?;
+    let id = r
+        .resource
+        .as_ref()
+        .and_then(|x| x["id"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    Ok(served(StatusCode::CREATED, &rt, &id, r))
+}
+
+async fn update(
+    State(s): State<FhirState>,
+    Path((rt, id)): Path<(String, String)>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Fail> {
+    check_type(&rt)?;
+    let sess = session(&s, &h).await?;
+    let v = parse_body(&body)?;
+    let m = if_match(&h)?;
+    let (svc, p, rt2, id2) = (s.service.clone(), purpose(&h), rt.clone(), id.clone());
+    let r = blocking(move || svc.write(&sess, &p, &rt2, Some(&id2), m, v)).await?;
+    let status = if r.version == 1 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(served(status, &rt, &id, r))
+}
+
+async fn read(
+    State(s): State<FhirState>,
+    Path((rt, id)): Path<(String, String)>,
+    h: HeaderMap,
+) -> Result<Response, Fail> {
+    check_type(&rt)?;
+    let sess = session(&s, &h).await?;
+    let (svc, p, rt2, id2) = (s.service.clone(), purpose(&h), rt.clone(), id.clone());
+    let r = blocking(move || svc.read(&sess, &p, &rt2, &id2, None)).await?;
+    Ok(served(StatusCode::OK, &rt, &id, r))
+}
+
+async fn vread(
+    State(s): State<FhirState>,
+    Path((rt, id, vid)): Path<(String, String, String)>,
+    h: HeaderMap,
+) -> Result<Response, Fail> {
+    check_type(&rt)?;
+    let v: u64 = vid
+        .parse()
+        .map_err(|_| err(400, "invalid", "version id must be a number"))?;
+    let sess = session(&s, &h).await?;
+    let (svc, p, rt2, id2) = (s.service.clone(), purpose(&h), rt.clone(), id.clone());
+    let r = blocking(move || svc.read(&sess, &p, &rt2, &id2, Some(v))).await?;
+    Ok(served(StatusCode::OK, &rt, &id, r))
+}
+
+async fn delete(
+    State(s): State<FhirState>,
+    Path((rt, id)): Path<(String, String)>,
+    h: HeaderMap,
+) -> Result<Response, Fail> {
+    check_type(&rt)?;
+    let sess = session(&s, &h).await?;
+    let (svc, p, rt2, id2) = (s.service.clone(), purpose(&h), rt.clone(), id.clone());
+    let r = blocking(move || svc.delete(&sess, &p, &rt2, &id2)).await?;
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("W/\"{}\"", r.version)) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    Ok(resp)
+}
+
+async fn history(
+    State(s): State<FhirState>,
+    Path((rt, id)): Path<(String, String)>,
+    h: HeaderMap,
+) -> Result<Response, Fail> {
+    check_type(&rt)?;
+    let sess = session(&s, &h).await?;
+    let (svc, p, rt2, id2) = (s.service.clone(), purpose(&h), rt.clone(), id.clone());
+    let versions = blocking(move || svc.history(&sess, &p, &rt2, &id2)).await?;
+    let entries: Vec<Value> = versions
+        .iter()
+        .map(|(m, r)| {
+            let method = if m.deleted { "DELETE" } else if m.version == 1 { "POST" } else { "PUT" };
+            let mut e = json!({
+                "fullUrl": format!("/fhir/{rt}/{id}"),
+                "request": {"method": method, "url": if method == "POST" { rt.clone() } else { format!("{rt}/{id}") }},
+                "response": {"status": if m.deleted { "204" } else if m.version == 1 { "201" } else { "200" }, "etag": format!("W/\"{}\"", m.version), "lastModified": carechain_records::format_instant(m.last_updated_ms)}
+            });
+            if let Some(r) = r {
+                e["resource"] = r.clone();
+            }
+            e
+        })
+        .collect();
+    Ok(fhir(
+        StatusCode::OK,
+        json!({"resourceType": "Bundle", "type": "history", "total": entries.len(), "entry": entries}),
+    ))
+}
+
+async fn operation(
+    State(s): State<FhirState>,
+    Path((rt, id, op)): Path<(String, String, String)>,
+    h: HeaderMap,
+) -> Result<Response, Fail> {
+    check_type(&rt)?;
+    if op != "$erase" {
+        return Err(err(
+            404,
+            "not-supported",
+            &format!("operation {op} is not supported"),
+        ));
+    }
+    let sess = session(&s, &h).await?;
+    let (svc, p) = (s.service.clone(), purpose(&h));
+    let cert = blocking(move || svc.erase(&sess, &p, &rt, &id)).await?;
+    Ok((StatusCode::OK, Json(cert)).into_response())
+}
+
+fn with_proofs(node: &Node, mut entries: Vec<Value>) -> Vec<Value> {
+    let Ok(snap) = node.snapshot() else {
+        return entries;
+    };
+    let cp = snap.latest_checkpoint().ok().flatten();
+    for e in &mut entries {
+        let Some(hash) = e["tx_hash"]
+            .as_str()
+            .and_then(|h| carechain_crypto::Hash::from_hex(h).ok())
+        else {
+            continue;
+        };
+        let Ok(Some(loc)) = snap.tx_location(&hash) else {
+            continue;
+        };
+        let Ok(Some(receipts)) = snap.receipts(loc.height) else {
+            continue;
+        };
+        let Some(carechain_types::Outcome::Applied { log_index }) = receipts
+            .get(loc.position as usize)
+            .map(|r| r.outcome.clone())
+        else {
+            continue;
+        };
+        if let Some((size, note)) = &cp
+            && let Ok(proof) = carechain_log::inclusion_proof(&snap, log_index, *size)
+        {
+            e["inclusion"] = json!({
+                "log_index": log_index,
+                "tree_size": size,
+                "proof": proof.iter().map(carechain_crypto::Hash::to_hex).collect::<Vec<_>>(),
+                "checkpoint": note,
+            });
+        }
+    }
+    entries
+}
+
+async fn access_log(
+    State(s): State<FhirState>,
+    Path(id): Path<String>,
+    h: HeaderMap,
+) -> Result<Response, Fail> {
+    let sess = session(&s, &h).await?;
+    let (svc, node) = (s.service.clone(), s.node.clone());
+    let entries =
+        blocking(move || svc.access_log(&sess, &id).map(|e| with_proofs(&node, e))).await?;
+    Ok(Json(json!({"entries": entries})).into_response())
+}
+
+async fn alerts(
+    State(s): State<FhirState>,
+    Path(id): Path<String>,
+    h: HeaderMap,
+) -> Result<Response, Fail> {
+    let sess = session(&s, &h).await?;
+    let (svc, node) = (s.service.clone(), s.node.clone());
+    let entries = blocking(move || {
+        svc.access_log(&sess, &id).map(|e| {
+            let bg: Vec<Value> = e
+                .into_iter()
+                .filter(|x| {
+                    x["event"]["outcomeDesc"]
+                        .as_str()
+                        .is_some_and(|d| d.starts_with("break-glass"))
+                })
+                .collect();
+            with_proofs(&node, bg)
+        })
+    })
+    .await?;
+    Ok(Json(json!({"alerts": entries})).into_response())
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    grant_type: Option<String>,
+    client_assertion_type: Option<String>,
+    client_assertion: Option<String>,
+    scope: Option<String>,
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": error, "error_description": description})),
+    )
+        .into_response()
+}
+
+async fn token(
+    State(s): State<FhirState>,
+    form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(Form(f)) = form else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "expected an application/x-www-form-urlencoded body",
+        );
+    };
+    if f.grant_type.as_deref() != Some("client_credentials") {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "only client_credentials is supported",
+        );
+    }
+    if f.client_assertion_type.as_deref()
+        != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+    {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "client_assertion_type must be jwt-bearer (private_key_jwt)",
+        );
+    }
+    let Some(assertion) = f.client_assertion else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "client_assertion is required",
+        );
+    };
+    let scope = f.scope.unwrap_or_default();
+    let svc = s.service.clone();
+    match tokio::task::spawn_blocking(move || svc.issue_token(&assertion, &scope)).await {
+        Ok(Ok((token, expires, scope))) => Json(json!({"access_token": token, "token_type": "Bearer", "expires_in": expires, "scope": scope})).into_response(),
+        Ok(Err(e)) if e.status == 401 => oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", &e.message),
+        Ok(Err(e)) => oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", &e.message),
+        Err(_) => oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error"),
+    }
+}
+
+async fn smart_configuration(State(s): State<FhirState>) -> Response {
+    Json(json!({
+        "token_endpoint": s.service.token_audience(),
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": ["EdDSA"],
+        "scopes_supported": ["patient/*.cruds", "user/*.cruds", "system/*.cruds"],
+        "capabilities": ["client-confidential-asymmetric", "permission-v2"],
+    }))
+    .into_response()
+}
+
+async fn metadata(State(s): State<FhirState>) -> Response {
+    let interactions = json!([{"code": "create"}, {"code": "read"}, {"code": "vread"}, {"code": "update"}, {"code": "delete"}, {"code": "history-instance"}]);
+    let mut types: Vec<&String> = carechain_fhir::model()
+        .types
+        .iter()
+        .filter(|(_, t)| matches!(t.kind, carechain_fhir::model::Kind::Resource))
+        .map(|(n, _)| n)
+        .collect();
+    types.sort();
+    let resources: Vec<Value> = types
+        .iter()
+        .map(|t| json!({"type": t, "interaction": interactions, "versioning": "versioned", "readHistory": true, "updateCreate": true, "conditionalCreate": false, "conditionalUpdate": false, "conditionalDelete": "not-supported", "operation": [{"name": "erase", "definition": "http://carechain.example/fhir/OperationDefinition/erase"}]}))
+        .collect();
+    fhir(
+        StatusCode::OK,
+        json!({
+            "resourceType": "CapabilityStatement",
+            "status": "active",
+            "date": carechain_records::format_instant(carechain_node::now_ms()),
+            "kind": "instance",
+            "software": {"name": "carechain", "version": env!("CARGO_PKG_VERSION")},
+            "implementation": {"description": format!("carechain node for chain {}", s.node.store().genesis().chain_id)},
+            "fhirVersion": "4.0.1",
+            "format": ["json"],
+            "rest": [{
+                "mode": "server",
+                "documentation": "Search, transaction and batch bundles are not supported yet. Every access is consent-checked and audited.",
+                "security": {
+                    "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
+                    "extension": [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris", "extension": [{"url": "token", "valueUri": s.service.token_audience()}]}]
+                },
+                "resource": resources
+            }]
+        }),
+    )
+}

@@ -1,0 +1,316 @@
+//! Authentication: OAuth2 client credentials with a `private_key_jwt` assertion (RFC 7523)
+//! signed with the caller's registered Ed25519 key (JWS `EdDSA`, RFC 8037), and SMART v2
+//! scopes. Tokens are opaque random strings held in memory with their session.
+//!
+//! The compact JWS check is written here rather than pulled from a JOSE crate: it is one
+//! algorithm (EdDSA over Ed25519, the only one accepted), verified with the same
+//! `ed25519-dalek` code the ledger uses, and a JOSE crate would add a second Ed25519, RSA and
+//! NIST-curve stack to the build for nothing.
+
+use std::collections::HashMap;
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64URL};
+use carechain_crypto::{Did, PublicKey, Signature};
+use carechain_types::Role;
+use parking_lot::Mutex;
+use serde_json::Value;
+
+/// Why a token request or a token is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    /// The assertion is not a well-formed EdDSA JWT.
+    #[error("invalid client assertion: {0}")]
+    BadAssertion(&'static str),
+    /// The signature does not verify under the identity's current key.
+    #[error("client assertion signature does not verify")]
+    BadSignature,
+    /// The assertion is expired, not yet valid, or valid for too long.
+    #[error("client assertion is expired or its lifetime is too long")]
+    Expired,
+    /// The identity is not registered or not active on the ledger.
+    #[error("client is not an active identity on the ledger")]
+    UnknownClient,
+    /// A scope is not understood.
+    #[error("invalid scope {0:?}")]
+    BadScope(String),
+    /// No token, or an unknown or expired one.
+    #[error("missing, unknown or expired bearer token")]
+    BadToken,
+}
+
+/// What a scope lets through: a context (`patient`, `user`, `system`), a resource type (or
+/// `*`) and SMART v2 permissions (`c r u d s`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scope {
+    /// `patient`, `user` or `system`.
+    pub context: String,
+    /// Resource type or `*`.
+    pub resource_type: String,
+    /// Permission letters, subset of `cruds`.
+    pub permissions: String,
+}
+
+impl Scope {
+    /// Parses `patient/Observation.rs`, `user/*.cruds`, or SMART v1 `.read` / `.write` / `.*`.
+    pub fn parse(s: &str) -> Result<Scope, AuthError> {
+        let bad = || AuthError::BadScope(s.to_string());
+        let (context, rest) = s.split_once('/').ok_or_else(bad)?;
+        if !matches!(context, "patient" | "user" | "system") {
+            return Err(bad());
+        }
+        let (rt, perms) = rest.split_once('.').ok_or_else(bad)?;
+        if rt != "*"
+            && !(rt.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+                && rt.chars().all(|c| c.is_ascii_alphanumeric()))
+        {
+            return Err(bad());
+        }
+        let perms = match perms {
+            "read" => "rs".to_string(),
+            "write" => "cud".to_string(),
+            "*" => "cruds".to_string(),
+            p if !p.is_empty() && p.chars().all(|c| "cruds".contains(c)) && is_ordered(p) => {
+                p.to_string()
+            }
+            _ => return Err(bad()),
+        };
+        Ok(Scope {
+            context: context.into(),
+            resource_type: rt.into(),
+            permissions: perms,
+        })
+    }
+
+    /// Whether this scope allows `permission` (one of `c r u d s`) on `resource_type`.
+    pub fn allows(&self, resource_type: &str, permission: char) -> bool {
+        (self.resource_type == "*" || self.resource_type == resource_type)
+            && self.permissions.contains(permission)
+    }
+}
+
+fn is_ordered(p: &str) -> bool {
+    let order = "cruds";
+    let idx: Vec<usize> = p.chars().filter_map(|c| order.find(c)).collect();
+    idx.windows(2).all(|w| w[0] < w[1])
+}
+
+/// An authenticated caller.
+#[derive(Clone, Debug)]
+pub struct Session {
+    /// The identity.
+    pub did: Did,
+    /// Its role on the ledger.
+    pub role: Role,
+    /// Its organization (itself for an organization).
+    pub organization: Option<Did>,
+    /// Granted scopes.
+    pub scopes: Vec<Scope>,
+    /// Expiry (ms since the epoch).
+    pub expires_ms: u64,
+}
+
+impl Session {
+    /// Whether some scope allows the permission on the type.
+    pub fn allows(&self, resource_type: &str, permission: char) -> bool {
+        self.scopes
+            .iter()
+            .any(|s| s.allows(resource_type, permission))
+    }
+}
+
+/// Claims of a verified client assertion.
+#[derive(Clone, Debug)]
+pub struct Assertion {
+    /// The client (`iss` = `sub`), a did:key.
+    pub client: Did,
+    /// Expiry (seconds).
+    pub exp: u64,
+}
+
+/// Verifies a compact JWS client assertion: `alg` must be `EdDSA`, `iss` = `sub` = a did:key,
+/// `aud` must be `audience`, `exp` in the future and at most 5 minutes away. `current_key`
+/// returns the identity's current key (after rotations) or `None` if it is not active.
+pub fn verify_assertion(
+    jwt: &str,
+    audience: &str,
+    now_s: u64,
+    current_key: impl Fn(&Did) -> Option<PublicKey>,
+) -> Result<Assertion, AuthError> {
+    if jwt.len() > 8192 {
+        return Err(AuthError::BadAssertion("too long"));
+    }
+    let mut parts = jwt.split('.');
+    let (Some(h), Some(p), Some(sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(AuthError::BadAssertion("not a compact JWS"));
+    };
+    let header: Value = serde_json::from_slice(
+        &B64URL
+            .decode(h)
+            .map_err(|_| AuthError::BadAssertion("header is not base64url"))?,
+    )
+    .map_err(|_| AuthError::BadAssertion("header is not JSON"))?;
+    if header["alg"] != "EdDSA" {
+        return Err(AuthError::BadAssertion("alg must be EdDSA"));
+    }
+    if header.get("crit").is_some() {
+        return Err(AuthError::BadAssertion("crit is not supported"));
+    }
+    let claims: Value = serde_json::from_slice(
+        &B64URL
+            .decode(p)
+            .map_err(|_| AuthError::BadAssertion("payload is not base64url"))?,
+    )
+    .map_err(|_| AuthError::BadAssertion("payload is not JSON"))?;
+    let iss = claims["iss"]
+        .as_str()
+        .ok_or(AuthError::BadAssertion("no iss"))?;
+    if claims["sub"].as_str() != Some(iss) {
+        return Err(AuthError::BadAssertion("sub must equal iss"));
+    }
+    let aud_ok = match &claims["aud"] {
+        Value::String(a) => a == audience,
+        Value::Array(a) => a.iter().any(|x| x == audience),
+        _ => false,
+    };
+    if !aud_ok {
+        return Err(AuthError::BadAssertion("aud is not this token endpoint"));
+    }
+    let exp = claims["exp"]
+        .as_u64()
+        .ok_or(AuthError::BadAssertion("no exp"))?;
+    if exp <= now_s || exp > now_s + 300 {
+        return Err(AuthError::Expired);
+    }
+    let client: Did = iss
+        .parse()
+        .map_err(|_| AuthError::BadAssertion("iss is not a did:key"))?;
+    let key = current_key(&client).ok_or(AuthError::UnknownClient)?;
+    let sig = B64URL
+        .decode(sig)
+        .map_err(|_| AuthError::BadAssertion("signature is not base64url"))?;
+    let sig: [u8; 64] = sig.try_into().map_err(|_| AuthError::BadSignature)?;
+    let signing_input = &jwt[..h.len() + 1 + p.len()];
+    key.verify_raw(signing_input.as_bytes(), &Signature(sig))
+        .map_err(|_| AuthError::BadSignature)?;
+    Ok(Assertion { client, exp })
+}
+
+/// Makes a compact EdDSA JWS client assertion (for the CLI, tests and demo login).
+pub fn make_assertion(key: &carechain_crypto::SecretKey, audience: &str, now_s: u64) -> String {
+    let did = key.public().did().to_string();
+    let header = B64URL.encode(br#"{"alg":"EdDSA","typ":"JWT"}"#);
+    let mut jti = [0u8; 12];
+    let _ = getrandom::fill(&mut jti);
+    let claims = serde_json::json!({"iss": did, "sub": did, "aud": audience, "exp": now_s + 120, "jti": hex::encode(jti)});
+    let payload = B64URL.encode(claims.to_string());
+    let input = format!("{header}.{payload}");
+    let sig = key.sign_note(input.as_bytes());
+    format!("{input}.{}", B64URL.encode(sig.0))
+}
+
+/// Issued bearer tokens.
+#[derive(Default)]
+pub struct Tokens {
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+impl Tokens {
+    /// Issues an opaque token for a session.
+    pub fn issue(&self, session: Session) -> Result<String, AuthError> {
+        let mut b = [0u8; 32];
+        getrandom::fill(&mut b).map_err(|_| AuthError::BadToken)?;
+        let token = B64URL.encode(b);
+        let mut s = self.sessions.lock();
+        if s.len() > 100_000 {
+            let now = session.expires_ms.saturating_sub(3_600_000);
+            s.retain(|_, v| v.expires_ms > now);
+        }
+        s.insert(token.clone(), session);
+        Ok(token)
+    }
+
+    /// The session of a bearer token, if valid at `now_ms`.
+    pub fn session(&self, token: &str, now_ms: u64) -> Result<Session, AuthError> {
+        let s = self.sessions.lock();
+        match s.get(token) {
+            Some(sess) if sess.expires_ms > now_ms => Ok(sess.clone()),
+            _ => Err(AuthError::BadToken),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use carechain_crypto::SecretKey;
+
+    #[test]
+    fn scopes_parse_and_narrow() {
+        let s = Scope::parse("patient/Observation.rs").unwrap();
+        assert!(s.allows("Observation", 'r') && s.allows("Observation", 's'));
+        assert!(!s.allows("Observation", 'c') && !s.allows("Condition", 'r'));
+        assert!(
+            Scope::parse("user/*.cruds")
+                .unwrap()
+                .allows("Condition", 'd')
+        );
+        assert_eq!(Scope::parse("user/Patient.read").unwrap().permissions, "rs");
+        for bad in [
+            "Observation.rs",
+            "admin/*.r",
+            "patient/Observation.sr",
+            "patient/observation.r",
+            "patient/*.x",
+            "patient/*.",
+        ] {
+            assert!(Scope::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn assertions_verify_only_when_everything_holds() {
+        let k = SecretKey::from_seed(&[3; 32]);
+        let aud = "http://node/auth/token";
+        let now = 1_800_000_000;
+        let lookup = |d: &Did| (d.public_key() == k.public()).then_some(k.public());
+        let jwt = make_assertion(&k, aud, now);
+        assert_eq!(
+            verify_assertion(&jwt, aud, now, lookup).unwrap().client,
+            k.public().did()
+        );
+        assert_eq!(
+            verify_assertion(&jwt, "http://other/token", now, lookup).unwrap_err(),
+            AuthError::BadAssertion("aud is not this token endpoint")
+        );
+        assert_eq!(
+            verify_assertion(&jwt, aud, now + 1000, lookup).unwrap_err(),
+            AuthError::Expired
+        );
+        // Signed by another key (e.g. after a rotation, or a forger).
+        let other = SecretKey::from_seed(&[4; 32]);
+        let rotated = |_: &Did| Some(other.public());
+        assert_eq!(
+            verify_assertion(&jwt, aud, now, rotated).unwrap_err(),
+            AuthError::BadSignature
+        );
+        assert_eq!(
+            verify_assertion(&jwt, aud, now, |_: &Did| None).unwrap_err(),
+            AuthError::UnknownClient
+        );
+        // Tampered payload.
+        let mut parts: Vec<String> = jwt.split('.').map(str::to_string).collect();
+        parts[1] = B64URL.encode(serde_json::json!({"iss": k.public().did().to_string(), "sub": k.public().did().to_string(), "aud": aud, "exp": now + 200}).to_string());
+        assert_eq!(
+            verify_assertion(&parts.join("."), aud, now, lookup).unwrap_err(),
+            AuthError::BadSignature
+        );
+        // alg none / HS256 are refused.
+        parts[0] = B64URL.encode(br#"{"alg":"none"}"#);
+        assert!(matches!(
+            verify_assertion(&parts.join("."), aud, now, lookup),
+            Err(AuthError::BadAssertion(_))
+        ));
+    }
+}

@@ -1,0 +1,991 @@
+//! The records service: what the `/fhir` API does for each request. It authenticates the caller
+//! (bearer tokens from `private_key_jwt` assertions, SMART v2 scopes), decides access with the
+//! patient's consents (scopes narrow, never widen), performs the interaction on the encrypted
+//! record store, anchors every written version on the ledger (only a salted commitment leaves
+//! the node), and records an audit event — allowed or denied — that is itself encrypted,
+//! readable by the patient, and anchored so that it can be verified offline against a signed
+//! checkpoint.
+
+pub mod auth;
+
+use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
+
+use borsh::BorshDeserialize;
+use carechain_crypto::{Did, Hash, SecretKey, sha256_parts};
+use carechain_fhir::consent::{Action, Actor, Basis, Decision, Policy, Request};
+use carechain_node::{Node, SubmitError, now_ms};
+use carechain_records::{Anchor, RecordError, RecordStore, VersionMeta, Written, format_instant};
+use carechain_state::{Identity, StateView, identity_key};
+use carechain_types::{Payload, Role, TxBody, encode};
+use carechain_vault::EncryptionKey;
+use parking_lot::{Mutex, RwLock};
+use serde_json::{Value, json};
+
+pub use auth::{AuthError, Scope, Session, Tokens, make_assertion, verify_assertion};
+
+const DID_SYSTEM: &str = "urn:ietf:rfc:3986";
+const ACT_REASON: &str = "http://terminology.hl7.org/CodeSystem/v3-ActReason";
+const AUDIT_NAMESPACE: &[u8] = b"carechain/v1/audit-event\0";
+const ANCHOR_WAIT: Duration = Duration::from_secs(10);
+
+/// A failure with its HTTP status and OperationOutcome issue code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceError {
+    /// HTTP status.
+    pub status: u16,
+    /// OperationOutcome `issue.code` (`invalid`, `not-found`, `forbidden`, `conflict`, ...).
+    pub code: &'static str,
+    /// Diagnostics (never health data).
+    pub message: String,
+    /// Validation issues, if any (`expression`, `diagnostics`).
+    pub issues: Vec<(String, String)>,
+}
+
+impl ServiceError {
+    fn new(status: u16, code: &'static str, message: impl Into<String>) -> ServiceError {
+        ServiceError {
+            status,
+            code,
+            message: message.into(),
+            issues: vec![],
+        }
+    }
+
+    /// The FHIR OperationOutcome for this error.
+    pub fn outcome(&self) -> Value {
+        let mut issues: Vec<Value> = self
+            .issues
+            .iter()
+            .map(|(path, msg)| json!({"severity": "error", "code": self.code, "diagnostics": msg, "expression": [path]}))
+            .collect();
+        if issues.is_empty() {
+            issues
+                .push(json!({"severity": "error", "code": self.code, "diagnostics": self.message}));
+        }
+        json!({"resourceType": "OperationOutcome", "issue": issues})
+    }
+}
+
+impl From<RecordError> for ServiceError {
+    fn from(e: RecordError) -> Self {
+        match e {
+            RecordError::Invalid(issues) => ServiceError {
+                status: 422,
+                code: "processing",
+                message: "resource does not conform to FHIR R4".into(),
+                issues: issues.into_iter().map(|i| (i.path, i.message)).collect(),
+            },
+            RecordError::BadRequest(m) => ServiceError::new(400, "invalid", m),
+            RecordError::NotFound(m) => {
+                ServiceError::new(404, "not-found", format!("{m} not found"))
+            }
+            RecordError::Deleted(m) => {
+                ServiceError::new(410, "deleted", format!("{m} was deleted"))
+            }
+            RecordError::Erased(m) => ServiceError::new(410, "deleted", format!("{m} was erased")),
+            RecordError::VersionConflict { current } => ServiceError::new(
+                412,
+                "conflict",
+                format!("version conflict: current version is {current}"),
+            ),
+            other => {
+                tracing::error!(error = %other, "record store failure");
+                ServiceError::new(500, "exception", "internal error")
+            }
+        }
+    }
+}
+
+impl From<AuthError> for ServiceError {
+    fn from(e: AuthError) -> Self {
+        ServiceError::new(401, "login", e.to_string())
+    }
+}
+
+/// Why the caller is asking (purpose of use), and the break-glass reason if any.
+#[derive(Clone, Debug)]
+pub struct Purpose {
+    /// v3 ActReason code; `TREAT` if the caller gives none.
+    pub code: String,
+    /// Required with `ETREAT`.
+    pub break_glass_reason: Option<String>,
+}
+
+/// A successful read or write, with what the response needs.
+#[derive(Clone, Debug)]
+pub struct Served {
+    /// The resource (absent for a deletion).
+    pub resource: Option<Value>,
+    /// Its version.
+    pub version: u64,
+    /// The anchoring transaction (writes).
+    pub tx: Option<Hash>,
+    /// Whether access was by break-glass.
+    pub break_glass: bool,
+}
+
+/// The service.
+pub struct Service {
+    node: Arc<Node>,
+    key: SecretKey,
+    records: RecordStore,
+    tokens: Tokens,
+    nonce: Mutex<Option<u64>>,
+    consents: RwLock<BTreeMap<String, Vec<Value>>>,
+    patients: RwLock<BTreeMap<Did, String>>,
+    token_audience: String,
+}
+
+fn did_of(v: &Value) -> Option<Did> {
+    v["identifier"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["system"] == DID_SYSTEM)
+        .and_then(|i| i["value"].as_str()?.parse().ok())
+}
+
+impl Service {
+    /// Opens the service: records under `dir`, data keys wrapped to the node key-encryption
+    /// key derived from `kek_seed`, anchors signed by `key` (the node's ledger identity).
+    pub fn open(
+        node: Arc<Node>,
+        key: SecretKey,
+        dir: &Path,
+        kek_seed: &[u8; 32],
+        token_audience: &str,
+    ) -> Result<Service, ServiceError> {
+        let records = RecordStore::open(dir, EncryptionKey::from_seed(kek_seed))?;
+        let svc = Service {
+            node,
+            key,
+            records,
+            tokens: Tokens::default(),
+            nonce: Mutex::new(None),
+            consents: RwLock::new(BTreeMap::new()),
+            patients: RwLock::new(BTreeMap::new()),
+            token_audience: token_audience.to_string(),
+        };
+        // Rebuild the in-memory indexes (consents by patient, patient by did) from the store.
+        for id in svc.records.ids("Patient")? {
+            if let Ok(p) = svc.records.read("Patient", &id)
+                && let Some(d) = did_of(&p)
+            {
+                svc.patients.write().insert(d, format!("Patient/{id}"));
+            }
+        }
+        for id in svc.records.ids("Consent")? {
+            if let Ok(c) = svc.records.read("Consent", &id) {
+                svc.index_consent(&id, Some(c));
+            }
+        }
+        Ok(svc)
+    }
+
+    /// The record store.
+    pub fn records(&self) -> &RecordStore {
+        &self.records
+    }
+
+    /// The token endpoint's audience (its URL).
+    pub fn token_audience(&self) -> &str {
+        &self.token_audience
+    }
+
+    fn identity(&self, did: &Did) -> Option<Identity> {
+        let snap = self.node.snapshot().ok()?;
+        let raw = snap.get(&identity_key(&did.public_key())).ok()??;
+        Identity::try_from_slice(&raw).ok()
+    }
+
+    /// `client_credentials` with a `private_key_jwt` assertion: returns (token, expires_in s,
+    /// granted scope string).
+    pub fn issue_token(
+        &self,
+        assertion: &str,
+        scope: &str,
+    ) -> Result<(String, u64, String), ServiceError> {
+        let now = now_ms();
+        let a = verify_assertion(assertion, &self.token_audience, now / 1000, |d| {
+            self.identity(d).filter(|i| i.active).map(|i| i.current_key)
+        })?;
+        let ident = self.identity(&a.client).ok_or(AuthError::UnknownClient)?;
+        let mut scopes = Vec::new();
+        for s in scope.split_whitespace() {
+            let sc = Scope::parse(s)?;
+            // Patients get patient/ scopes only; system/ scopes are for organizations.
+            let allowed = match ident.role {
+                Role::Patient => sc.context == "patient",
+                Role::Organization | Role::Operator => true,
+                _ => sc.context != "system",
+            };
+            if allowed {
+                scopes.push(sc);
+            }
+        }
+        if scopes.is_empty() {
+            return Err(ServiceError::new(
+                400,
+                "invalid",
+                "no requested scope can be granted",
+            ));
+        }
+        let organization = match ident.role {
+            Role::Organization => Some(ident.id.did()),
+            _ => ident.parent.map(|p| p.did()),
+        };
+        let granted = scopes
+            .iter()
+            .map(|s| format!("{}/{}.{}", s.context, s.resource_type, s.permissions))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let session = Session {
+            did: a.client,
+            role: ident.role,
+            organization,
+            scopes,
+            expires_ms: now + 3_600_000,
+        };
+        let token = self.tokens.issue(session)?;
+        Ok((token, 3600, granted))
+    }
+
+    /// The session of a bearer token.
+    pub fn session(&self, bearer: Option<&str>) -> Result<Session, ServiceError> {
+        let t = bearer.ok_or(AuthError::BadToken)?;
+        let s = self.tokens.session(t, now_ms())?;
+        // Deactivated after the token was issued: refused at once.
+        if !self.identity(&s.did).is_some_and(|i| i.active) {
+            return Err(AuthError::UnknownClient.into());
+        }
+        Ok(s)
+    }
+
+    fn actor(&self, s: &Session) -> Actor {
+        let reference = self
+            .patients
+            .read()
+            .get(&s.did)
+            .cloned()
+            .unwrap_or_else(|| s.did.to_string());
+        Actor {
+            reference,
+            organization: s.organization.map(|o| o.to_string()),
+            practitioner: s.role == Role::Practitioner,
+        }
+    }
+
+    /// Signs and submits an anchor of `commitment`, and waits until it is durable.
+    fn anchor(&self, kind: &str, commitment: Hash) -> Result<Hash, ServiceError> {
+        let internal = |m: &str| ServiceError::new(500, "exception", m.to_string());
+        let mut nonce = self.nonce.lock();
+        for _attempt in 0..3 {
+            let n = match *nonce {
+                Some(n) => n,
+                None => self
+                    .identity(&self.key.public().did())
+                    .map(|i| i.next_nonce)
+                    .ok_or_else(|| internal("node identity missing"))?,
+            };
+            let tx = TxBody {
+                chain_id: self.node.store().genesis().chain_id.clone(),
+                signer: self.key.public(),
+                nonce: n,
+                payload: Payload::Anchor {
+                    kind: kind.into(),
+                    commitment,
+                },
+            }
+            .sign(&self.key);
+            let hash = tx.hash();
+            match self.node.submit(encode(&tx)) {
+                Ok(_) => {
+                    *nonce = Some(n + 1);
+                    drop(nonce);
+                    return self.wait_durable(&hash);
+                }
+                Err(SubmitError::NonceGap { .. } | SubmitError::NonceReplayed { .. }) => {
+                    *nonce = None;
+                }
+                Err(SubmitError::Busy) => {
+                    return Err(ServiceError::new(503, "transient", "ledger is busy; retry"));
+                }
+                Err(e) => return Err(internal(&e.to_string())),
+            }
+        }
+        Err(internal("could not anchor"))
+    }
+
+    fn wait_durable(&self, hash: &Hash) -> Result<Hash, ServiceError> {
+        let deadline = std::time::Instant::now() + ANCHOR_WAIT;
+        loop {
+            let head = self.node.store().head();
+            if let Ok(snap) = self.node.snapshot()
+                && snap.tx_location(hash).ok().flatten().is_some()
+            {
+                return Ok(*hash);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() || self.node.is_failed() {
+                return Err(ServiceError::new(
+                    503,
+                    "transient",
+                    "ledger did not commit in time",
+                ));
+            }
+            self.node.wait_past(head, left);
+        }
+    }
+
+    fn index_consent(&self, id: &str, consent: Option<Value>) {
+        let mut idx = self.consents.write();
+        for list in idx.values_mut() {
+            list.retain(|c| c["id"] != id);
+        }
+        if let Some(c) = consent
+            && let Some(p) = c["patient"]["reference"].as_str()
+        {
+            idx.entry(p.to_string()).or_default().push(c);
+        }
+    }
+
+    fn decide(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        action: Action,
+        rt: &str,
+        meta: &VersionMeta,
+    ) -> Decision {
+        let actor = self.actor(s);
+        let Some(patient) = &meta.patient else {
+            // Not a patient's record (Organization, Practitioner, ...): any authenticated caller.
+            return Decision::Permit(Basis::Owner);
+        };
+        let consents = self
+            .consents
+            .read()
+            .get(patient)
+            .cloned()
+            .unwrap_or_default();
+        let policy = match Policy::compile(&consents) {
+            Ok(p) => p,
+            Err(_) => return Decision::Deny(Basis::NoConsent),
+        };
+        let now = (now_ms() / 1000) as i64;
+        policy.decide(&Request {
+            actor: &actor,
+            action,
+            purpose: &purpose.code,
+            resource_type: rt,
+            categories: &meta.categories,
+            security_labels: &meta.labels,
+            patient,
+            author_organization: meta.author.as_deref(),
+            now,
+        })
+    }
+
+    /// Writes and anchors an audit event for an interaction on a patient's record.
+    #[allow(clippy::too_many_arguments)]
+    fn audit(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        interaction: &str,
+        action: &str,
+        what: &str,
+        patient: Option<&str>,
+        outcome: &str,
+        note: &str,
+    ) {
+        let mut agent = json!({
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]},
+            "who": {"identifier": {"system": DID_SYSTEM, "value": s.did.to_string()}},
+            "requestor": true,
+            "purposeOfUse": [{"coding": [{"system": ACT_REASON, "code": purpose.code}]}]
+        });
+        if let Some(o) = &s.organization {
+            agent["extension"] = json!([{"url": "http://carechain.example/fhir/StructureDefinition/agent-organization", "valueIdentifier": {"system": DID_SYSTEM, "value": o.to_string()}}]);
+        }
+        let mut entity = vec![
+            json!({"what": {"reference": what}, "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"}}),
+        ];
+        if let Some(p) = patient {
+            entity.push(json!({"what": {"reference": p}, "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1"}}));
+        }
+        let mut ev = json!({
+            "resourceType": "AuditEvent",
+            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
+            "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": interaction}],
+            "action": action,
+            "recorded": format_instant(now_ms()),
+            "outcome": outcome,
+            "outcomeDesc": note,
+            "purposeOfEvent": [{"coding": [{"system": ACT_REASON, "code": purpose.code}]}],
+            "agent": [agent],
+            "source": {"observer": {"identifier": {"system": DID_SYSTEM, "value": self.key.public().did().to_string()}}},
+            "entity": entity
+        });
+        if let Some(p) = patient {
+            // The patient's link, so that the audit event lands in their compartment.
+            ev["patient"] = json!({"reference": p});
+        }
+        if let Err(e) = self.store_audit(ev) {
+            tracing::error!(code = e.code, "audit event could not be recorded");
+        }
+    }
+
+    fn store_audit(&self, mut ev: Value) -> Result<(), ServiceError> {
+        let patient = ev.as_object_mut().and_then(|o| o.remove("patient"));
+        // AuditEvent has no `patient` element: the store's compartment comes from the entity.
+        let w = self.records.create_for_patient(
+            ev,
+            patient.as_ref().and_then(|p| p["reference"].as_str()),
+            None,
+            &[],
+            now_ms(),
+        )?;
+        let Some(resource) = &w.resource else {
+            return Ok(());
+        };
+        let mut salt = [0u8; 32];
+        getrandom::fill(&mut salt)
+            .map_err(|_| ServiceError::new(500, "exception", "randomness"))?;
+        let commitment = audit_commitment(&salt, resource);
+        let tx = self.anchor("audit", commitment)?;
+        self.records.set_anchor(
+            "AuditEvent",
+            &w.id,
+            w.meta.version,
+            Anchor {
+                tx,
+                commitment,
+                salt: Some(salt),
+            },
+        )?;
+        Ok(())
+    }
+
+    fn anchor_written(&self, w: &Written) -> Result<Hash, ServiceError> {
+        let commitment = w
+            .meta
+            .commitment
+            .ok_or_else(|| ServiceError::new(500, "exception", "no commitment"))?;
+        let tx = self.anchor("record", commitment)?;
+        self.records.set_anchor(
+            &w.resource_type,
+            &w.id,
+            w.meta.version,
+            Anchor {
+                tx,
+                commitment,
+                salt: None,
+            },
+        )?;
+        Ok(tx)
+    }
+
+    fn check_scope(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        rt: &str,
+        perm: char,
+        what: &str,
+        patient: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        if s.allows(rt, perm) {
+            return Ok(());
+        }
+        self.audit(
+            s,
+            purpose,
+            "read",
+            "R",
+            what,
+            patient,
+            "4",
+            "denied: outside the token's scopes",
+        );
+        Err(ServiceError::new(
+            403,
+            "forbidden",
+            format!("the token's scopes do not allow '{perm}' on {rt}"),
+        ))
+    }
+
+    /// Reads the current version (or `version`) of a resource, if consent allows.
+    pub fn read(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        rt: &str,
+        id: &str,
+        version: Option<u64>,
+    ) -> Result<Served, ServiceError> {
+        let what = format!("{rt}/{id}");
+        let meta = self.records.meta(rt, id, version)?;
+        let patient = meta.patient.clone();
+        self.check_scope(s, purpose, rt, 'r', &what, patient.as_deref())?;
+        let interaction = if version.is_some() { "vread" } else { "read" };
+        let decision = self.decide(s, purpose, Action::Access, rt, &meta);
+        let break_glass = decision == Decision::Permit(Basis::BreakGlass);
+        if break_glass
+            && purpose
+                .break_glass_reason
+                .as_deref()
+                .is_none_or(str::is_empty)
+        {
+            self.audit(
+                s,
+                purpose,
+                interaction,
+                "R",
+                &what,
+                patient.as_deref(),
+                "4",
+                "denied: break-glass without a reason",
+            );
+            return Err(ServiceError::new(
+                403,
+                "forbidden",
+                "break-glass (purpose ETREAT) requires a reason",
+            ));
+        }
+        if !decision.permitted() {
+            self.audit(
+                s,
+                purpose,
+                interaction,
+                "R",
+                &what,
+                patient.as_deref(),
+                "4",
+                "denied by consent",
+            );
+            return Err(ServiceError::new(
+                403,
+                "forbidden",
+                "access denied by the patient's consent",
+            ));
+        }
+        let resource = match version {
+            Some(v) => self.records.vread(rt, id, v),
+            None => self.records.read(rt, id),
+        };
+        let note = if break_glass {
+            format!(
+                "break-glass: {}",
+                purpose.break_glass_reason.clone().unwrap_or_default()
+            )
+        } else {
+            "allowed".to_string()
+        };
+        match resource {
+            Ok(r) => {
+                self.audit(
+                    s,
+                    purpose,
+                    interaction,
+                    "R",
+                    &what,
+                    patient.as_deref(),
+                    "0",
+                    &note,
+                );
+                Ok(Served {
+                    resource: Some(r),
+                    version: meta.version,
+                    tx: None,
+                    break_glass,
+                })
+            }
+            Err(e) => {
+                self.audit(
+                    s,
+                    purpose,
+                    interaction,
+                    "R",
+                    &what,
+                    patient.as_deref(),
+                    "4",
+                    "not available",
+                );
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Creates (`id` = None) or updates a resource.
+    pub fn write(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        rt: &str,
+        id: Option<&str>,
+        if_match: Option<u64>,
+        resource: Value,
+    ) -> Result<Served, ServiceError> {
+        let what = id.map_or_else(|| rt.to_string(), |i| format!("{rt}/{i}"));
+        let perm = if id.is_some() { 'u' } else { 'c' };
+        if resource["resourceType"].as_str() != Some(rt) {
+            return Err(ServiceError::new(
+                400,
+                "invalid",
+                "resourceType does not match the URL",
+            ));
+        }
+        let patient = match rt {
+            "Patient" => id.map(|i| format!("Patient/{i}")),
+            _ => carechain_records::patient_of(rt, "", &resource),
+        };
+        self.check_scope(s, purpose, rt, perm, &what, patient.as_deref())?;
+        // Who may write: the patient writes their own Patient and Consent resources; consents
+        // are the patient's alone; organizations, practitioners and devices write clinical data.
+        let actor = self.actor(s);
+        let owner = patient.as_deref().is_some_and(|p| p == actor.reference);
+        let allowed = match (rt, s.role) {
+            ("Consent", _) => owner,
+            ("AuditEvent", _) => false,
+            (_, Role::Patient) => {
+                rt == "Patient" && (owner || (id.is_none() && did_of(&resource) == Some(s.did)))
+            }
+            (_, Role::Organization | Role::Practitioner | Role::Device | Role::Operator) => true,
+            _ => false,
+        };
+        if !allowed {
+            self.audit(
+                s,
+                purpose,
+                if id.is_some() { "update" } else { "create" },
+                if id.is_some() { "U" } else { "C" },
+                &what,
+                patient.as_deref(),
+                "4",
+                "denied: not allowed to write this resource",
+            );
+            return Err(ServiceError::new(
+                403,
+                "forbidden",
+                "this identity may not write this resource",
+            ));
+        }
+        let author = s.organization.map(|o| o.to_string());
+        let w = match id {
+            Some(i) => {
+                self.records
+                    .update(resource, i, if_match, author.as_deref(), &[], now_ms())?
+            }
+            None => self
+                .records
+                .create(resource, author.as_deref(), &[], now_ms())?,
+        };
+        let tx = self.anchor_written(&w)?;
+        if let Some(r) = &w.resource {
+            match rt {
+                "Patient" => {
+                    if let Some(d) = did_of(r) {
+                        self.patients.write().insert(d, format!("Patient/{}", w.id));
+                    }
+                }
+                "Consent" => self.index_consent(&w.id, Some(r.clone())),
+                _ => {}
+            }
+        }
+        let target = format!("{rt}/{}/_history/{}", w.id, w.meta.version);
+        self.audit(
+            s,
+            purpose,
+            if id.is_some() { "update" } else { "create" },
+            if id.is_some() { "U" } else { "C" },
+            &target,
+            w.meta.patient.as_deref(),
+            "0",
+            "allowed",
+        );
+        Ok(Served {
+            resource: w.resource,
+            version: w.meta.version,
+            tx: Some(tx),
+            break_glass: false,
+        })
+    }
+}
+
+impl Service {
+    /// Deletes a resource (history stays), if the caller may write it.
+    pub fn delete(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        rt: &str,
+        id: &str,
+    ) -> Result<Served, ServiceError> {
+        let what = format!("{rt}/{id}");
+        let meta = self.records.meta(rt, id, None)?;
+        self.check_scope(s, purpose, rt, 'd', &what, meta.patient.as_deref())?;
+        let actor = self.actor(s);
+        let owner = meta
+            .patient
+            .as_deref()
+            .is_some_and(|p| p == actor.reference);
+        let author = meta.author.is_some() && meta.author == s.organization.map(|o| o.to_string());
+        if !(owner || author || s.role == Role::Operator) || rt == "AuditEvent" {
+            self.audit(
+                s,
+                purpose,
+                "delete",
+                "D",
+                &what,
+                meta.patient.as_deref(),
+                "4",
+                "denied: not allowed to delete",
+            );
+            return Err(ServiceError::new(
+                403,
+                "forbidden",
+                "only the patient, the authoring organization or an operator may delete",
+            ));
+        }
+        let w = self.records.delete(rt, id, now_ms())?;
+        if rt == "Consent" {
+            self.index_consent(id, None);
+        }
+        let tombstone = carechain_crypto::sha256_parts(&[
+            b"carechain/v1/deletion\0",
+            what.as_bytes(),
+            &w.meta.version.to_le_bytes(),
+        ]);
+        let tx = self.anchor("deletion", tombstone)?;
+        self.audit(
+            s,
+            purpose,
+            "delete",
+            "D",
+            &format!("{what}/_history/{}", w.meta.version),
+            meta.patient.as_deref(),
+            "0",
+            "allowed",
+        );
+        Ok(Served {
+            resource: None,
+            version: w.meta.version,
+            tx: Some(tx),
+            break_glass: false,
+        })
+    }
+
+    /// The history of a resource (versions the caller may read).
+    pub fn history(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        rt: &str,
+        id: &str,
+    ) -> Result<Vec<(VersionMeta, Option<Value>)>, ServiceError> {
+        let what = format!("{rt}/{id}");
+        let meta = self.records.meta(rt, id, None)?;
+        self.check_scope(s, purpose, rt, 'r', &what, meta.patient.as_deref())?;
+        let decision = self.decide(s, purpose, Action::Access, rt, &meta);
+        if !decision.permitted()
+            || (decision == Decision::Permit(Basis::BreakGlass)
+                && purpose.break_glass_reason.is_none())
+        {
+            self.audit(
+                s,
+                purpose,
+                "history-instance",
+                "R",
+                &what,
+                meta.patient.as_deref(),
+                "4",
+                "denied by consent",
+            );
+            return Err(ServiceError::new(
+                403,
+                "forbidden",
+                "access denied by the patient's consent",
+            ));
+        }
+        let h = self.records.history(rt, id)?;
+        self.audit(
+            s,
+            purpose,
+            "history-instance",
+            "R",
+            &what,
+            meta.patient.as_deref(),
+            "0",
+            "allowed",
+        );
+        Ok(h.into_iter().map(|e| (e.meta, e.resource)).collect())
+    }
+
+    /// Erases a resource: its patient or an operator. Returns the signed erasure certificate.
+    pub fn erase(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        rt: &str,
+        id: &str,
+    ) -> Result<Value, ServiceError> {
+        let what = format!("{rt}/{id}");
+        let meta = self.records.meta(rt, id, None)?;
+        let actor = self.actor(s);
+        let owner = meta
+            .patient
+            .as_deref()
+            .is_some_and(|p| p == actor.reference);
+        if !(owner || s.role == Role::Operator) || rt == "AuditEvent" {
+            self.audit(
+                s,
+                purpose,
+                "erase",
+                "D",
+                &what,
+                meta.patient.as_deref(),
+                "4",
+                "denied: only the patient or an operator may erase",
+            );
+            return Err(ServiceError::new(
+                403,
+                "forbidden",
+                "only the patient or an operator may erase a record",
+            ));
+        }
+        let destroyed = self.records.erase(rt, id)?;
+        if rt == "Consent" {
+            self.index_consent(id, None);
+        }
+        let mut parts: Vec<&[u8]> = vec![b"carechain/v1/tombstone\0"];
+        parts.extend(destroyed.iter().map(|h| h.0.as_slice()));
+        let tombstone = sha256_parts(&parts);
+        let tx = self.anchor("tombstone", tombstone)?;
+        let body = json!({
+            "type": "carechain-erasure-certificate",
+            "chain_id": self.node.store().genesis().chain_id,
+            "resource": what,
+            "erased_at": format_instant(now_ms()),
+            "destroyed_commitments": destroyed.iter().map(Hash::to_hex).collect::<Vec<_>>(),
+            "tombstone": tombstone.to_hex(),
+            "tombstone_tx": tx.to_hex(),
+            "issuer": self.key.public().did().to_string(),
+        });
+        let sig = self.key.sign(
+            carechain_crypto::Namespace::Certificate,
+            &serde_json::to_vec(&body).unwrap_or_default(),
+        );
+        self.audit(
+            s,
+            purpose,
+            "erase",
+            "D",
+            &what,
+            meta.patient.as_deref(),
+            "0",
+            "erased",
+        );
+        Ok(json!({"certificate": body, "signature": sig.to_hex()}))
+    }
+
+    /// The patient's access log: every audit event about their records, each with the data to
+    /// verify it offline (salt, commitment, raw anchoring transaction). Only for the patient.
+    pub fn access_log(&self, s: &Session, patient_id: &str) -> Result<Vec<Value>, ServiceError> {
+        let patient = format!("Patient/{patient_id}");
+        if self.actor(s).reference != patient {
+            return Err(ServiceError::new(
+                403,
+                "forbidden",
+                "only the patient may read their access log",
+            ));
+        }
+        let snap = self
+            .node
+            .snapshot()
+            .map_err(|_| ServiceError::new(500, "exception", "storage"))?;
+        let mut out = Vec::new();
+        for id in self.records.patient_ids(&patient, "AuditEvent")? {
+            let meta = self.records.meta("AuditEvent", &id, None)?;
+            let Ok(event) = self.records.read("AuditEvent", &id) else {
+                continue;
+            };
+            let mut entry = json!({"event": event});
+            if let Some(a) = &meta.anchor {
+                entry["commitment"] = json!(a.commitment.to_hex());
+                entry["salt"] = json!(a.salt.map(hex::encode));
+                entry["tx_hash"] = json!(a.tx.to_hex());
+                if let Ok(Some(loc)) = snap.tx_location(&a.tx)
+                    && let Ok(Some(block)) = snap.block(loc.height)
+                    && let Some(tx) = block.txs.get(loc.position as usize)
+                {
+                    entry["tx"] = json!(hex::encode(encode(tx)));
+                    entry["height"] = json!(loc.height);
+                }
+            }
+            out.push(entry);
+        }
+        out.sort_by(|a, b| {
+            b["event"]["recorded"]
+                .as_str()
+                .cmp(&a["event"]["recorded"].as_str())
+        });
+        Ok(out)
+    }
+}
+
+/// The commitment anchored for an audit event: `SHA-256(ns || salt || canonical JSON)`.
+pub fn audit_commitment(salt: &[u8; 32], event: &Value) -> Hash {
+    let bytes = serde_json::to_vec(event).unwrap_or_default();
+    sha256_parts(&[AUDIT_NAMESPACE, salt, &bytes])
+}
+
+/// Checks one access-log entry offline: the audit event matches the commitment its
+/// transaction carries (with the entry's salt), and that transaction is a leaf of the log
+/// under a checkpoint signed by `verifier`. Returns the checkpoint's log size.
+pub fn verify_receipt(
+    entry: &Value,
+    verifier: &carechain_log::NoteVerifier,
+) -> Result<u64, String> {
+    let salt: [u8; 32] = hex::decode(entry["salt"].as_str().ok_or("entry has no salt")?)
+        .map_err(|_| "salt is not hex")?
+        .try_into()
+        .map_err(|_| "salt is not 32 bytes")?;
+    let commitment = audit_commitment(&salt, &entry["event"]);
+    let raw = hex::decode(entry["tx"].as_str().ok_or("entry has no transaction")?)
+        .map_err(|_| "tx is not hex")?;
+    let tx = carechain_types::decode_tx(&raw).map_err(|e| e.to_string())?;
+    match &tx.body.payload {
+        Payload::Anchor { commitment: c, .. } if *c == commitment => {}
+        _ => {
+            return Err(
+                "the transaction does not carry this event's commitment: the event was altered"
+                    .into(),
+            );
+        }
+    }
+    let inc = &entry["inclusion"];
+    let cp = verifier
+        .verify_checkpoint(
+            inc["checkpoint"]
+                .as_str()
+                .ok_or("entry has no checkpoint")?,
+        )
+        .map_err(|e| e.to_string())?;
+    let proof: Vec<Hash> = inc["proof"]
+        .as_array()
+        .ok_or("entry has no proof")?
+        .iter()
+        .map(|h| Hash::from_hex(h.as_str().unwrap_or("")).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let index = inc["log_index"].as_u64().ok_or("entry has no log index")?;
+    carechain_log::proof::verify_inclusion(
+        index,
+        cp.size,
+        &carechain_crypto::merkle::leaf_hash(&tx.hash().0),
+        &proof,
+        &cp.root,
+    )
+    .map_err(|e| format!("inclusion proof: {e}"))?;
+    Ok(cp.size)
+}
