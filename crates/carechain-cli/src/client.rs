@@ -82,6 +82,35 @@ impl Client {
             .with_context(|| format!("GET {path}: not found"))
     }
 
+    /// Exchanges a client assertion for an access token.
+    pub fn token(&self, assertion: &str, scope: &str) -> Result<Value> {
+        let url = format!("{}/auth/token", self.base);
+        let mut resp = self
+            .agent
+            .post(&url)
+            .send_form([
+                ("grant_type", "client_credentials"),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", assertion),
+                ("scope", scope),
+            ])
+            .with_context(|| format!("POST {url}"))?;
+        let status = resp.status().as_u16();
+        let body = resp.body_mut().read_to_vec()?;
+        if status != 200 {
+            let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+            bail!(
+                "token: HTTP {status}: {} ({})",
+                v["error_description"].as_str().unwrap_or(""),
+                v["error"].as_str().unwrap_or("")
+            );
+        }
+        Ok(serde_json::from_slice(&body)?)
+    }
+
     /// POSTs a raw signed transaction and waits for its receipt.
     pub fn submit(&self, raw: &[u8]) -> Result<Value> {
         let url = format!("{}/v1/txs?wait=true&timeout_ms=30000", self.base);

@@ -53,6 +53,18 @@ enum Command {
     },
     /// Verify a whole chain offline (a copied data directory) or through a node's API.
     Verify(verify::VerifyArgs),
+    /// Get an API access token: signs a private_key_jwt assertion with KEY and exchanges it at
+    /// the node's token endpoint; prints the bearer token.
+    Token {
+        /// The identity's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// SMART v2 scopes, e.g. `patient/*.cruds` or `user/Observation.rs`.
+        #[arg(long, default_value = "user/*.rs")]
+        scope: String,
+        #[command(flatten)]
+        conn: txcmd::Conn,
+    },
     /// Verify one access-log receipt offline (audit event, commitment, transaction, inclusion
     /// proof, signed checkpoint).
     VerifyReceipt {
@@ -116,6 +128,17 @@ fn main() -> Result<()> {
         Command::Block { cmd } => txcmd::block(cmd),
         Command::Verify(a) => verify::run(&a),
         Command::Bench { cmd } => bench::run(cmd),
+        Command::Token { key, scope, conn } => {
+            let key = keyfile::read(&key)?;
+            let aud = format!("{}/auth/token", conn.url.trim_end_matches('/'));
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs();
+            let assertion = carechain_service::make_assertion(&key, &aud, now);
+            let v = client::Client::new(&conn.url).token(&assertion, &scope)?;
+            out_line(v["access_token"].as_str().unwrap_or_default());
+            Ok(())
+        }
         Command::VerifyReceipt {
             file,
             checkpoint_key,

@@ -85,6 +85,9 @@ pub fn run(a: UpArgs) -> Result<()> {
             )
             .map_err(|e| anyhow::anyhow!("records service: {}", e.message))?,
         );
+        if fresh_demo {
+            load_fhir_demo(&service, &dir)?;
+        }
         out_line(&format!(
             "carechain node for chain {} at height {}",
             node.store().genesis().chain_id,
@@ -210,6 +213,72 @@ fn load_demo(node: &Node, dir: &DataDir) -> Result<()> {
     out_line(&format!(
         "demo data loaded; demo keys in {}",
         keys_dir.display()
+    ));
+    Ok(())
+}
+
+/// Demo records: Alice's Patient resource and a few vital signs written by the demo clinician.
+fn load_fhir_demo(service: &carechain_service::Service, dir: &DataDir) -> Result<()> {
+    use carechain_service::{Purpose, Scope, Session};
+    use serde_json::json;
+    let keys = dir.root.join("demo-keys");
+    let alice = keyfile::read(&keys.join("patient-alice.key"))?;
+    let clinician = keyfile::read(&keys.join("clinician.key"))?;
+    let hospital = keyfile::read(&keys.join("hospital.key"))?;
+    let all = vec![Scope::parse("user/*.cruds").map_err(|e| anyhow::anyhow!("{e}"))?];
+    let session = |k: &SecretKey, role: Role, org: Option<&SecretKey>| Session {
+        did: k.public().did(),
+        role,
+        organization: org.map(|o| o.public().did()),
+        scopes: all.clone(),
+        expires_ms: u64::MAX,
+    };
+    let purpose = Purpose {
+        code: "TREAT".into(),
+        break_glass_reason: None,
+    };
+    let fail =
+        |e: carechain_service::ServiceError| anyhow::anyhow!("demo record refused: {}", e.message);
+    let patient = json!({
+        "resourceType": "Patient",
+        "identifier": [{"system": "urn:ietf:rfc:3986", "value": alice.public().did().to_string()}],
+        "name": [{"family": "Demo", "given": ["Alice"]}],
+        "gender": "female",
+        "birthDate": "1985-06-15"
+    });
+    let p = service
+        .write(
+            &session(&alice, Role::Patient, None),
+            &purpose,
+            "Patient",
+            None,
+            None,
+            patient,
+        )
+        .map_err(fail)?;
+    let pid = p
+        .resource
+        .as_ref()
+        .and_then(|r| r["id"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let doc = session(&clinician, Role::Practitioner, Some(&hospital));
+    for (i, bpm) in [72, 68, 75].iter().enumerate() {
+        let obs = json!({
+            "resourceType": "Observation",
+            "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}]},
+            "subject": {"reference": format!("Patient/{pid}")},
+            "effectiveDateTime": format!("2026-11-0{}T09:00:00Z", i + 1),
+            "valueQuantity": {"value": bpm, "unit": "beats/minute", "system": "http://unitsofmeasure.org", "code": "/min"}
+        });
+        service
+            .write(&doc, &purpose, "Observation", None, None, obs)
+            .map_err(fail)?;
+    }
+    out_line(&format!(
+        "demo records loaded: Patient/{pid} (Alice) with 3 observations"
     ));
     Ok(())
 }
