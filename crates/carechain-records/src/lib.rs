@@ -116,6 +116,21 @@ pub struct Written {
     pub resource: Option<Value>,
 }
 
+/// One version to write with [`RecordStore::write_many`].
+#[derive(Clone, Debug)]
+pub struct NewVersion {
+    /// The resource.
+    pub resource: Value,
+    /// Its id (new, from [`new_id`], for a create).
+    pub id: String,
+    /// `If-Match`.
+    pub if_match: Option<u64>,
+    /// A create (the id is assigned, not checked against the body).
+    pub fresh: bool,
+    /// Compartment override.
+    pub patient: Option<String>,
+}
+
 /// One entry of a resource's history.
 #[derive(Clone, Debug)]
 pub struct HistoryEntry {
@@ -156,7 +171,8 @@ pub fn format_instant(ms: u64) -> String {
     )
 }
 
-fn new_id() -> Result<String, RecordError> {
+/// A fresh resource id (32 hex digits).
+pub fn new_id() -> Result<String, RecordError> {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).map_err(|_| RecordError::Vault(VaultError::Randomness))?;
     Ok(hex::encode(b))
@@ -315,7 +331,7 @@ impl RecordStore {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn write_version_with(
+    fn prepare(
         &self,
         mut resource: Value,
         id: &str,
@@ -346,7 +362,6 @@ impl RecordStore {
             }
         }
         resource["id"] = json!(id);
-        let _guard = self.write.lock();
         let key = format!("{rt}/{id}");
         let current = self.head(&key)?;
         if let (Some(want), cur) = (if_match, current)
@@ -387,13 +402,91 @@ impl RecordStore {
             .seal(&Self::context(&rt, id, &meta), &bytes, also)?;
         meta.commitment = Some(sealed.commitment);
         meta.sealed = Some(sealed);
-        self.put(&key, &meta)?;
         Ok(Written {
             resource_type: rt,
             id: id.to_string(),
             meta,
             resource: Some(resource),
         })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write_version_with(
+        &self,
+        resource: Value,
+        id: &str,
+        if_match: Option<u64>,
+        author: Option<&str>,
+        also: &[PublicEncryptionKey],
+        now_ms: u64,
+        fresh: bool,
+        patient: Option<String>,
+    ) -> Result<Written, RecordError> {
+        let _guard = self.write.lock();
+        let w = self.prepare(resource, id, if_match, author, also, now_ms, fresh, patient)?;
+        self.put(&format!("{}/{}", w.resource_type, w.id), &w.meta)?;
+        Ok(w)
+    }
+
+    /// Writes several versions atomically: all are validated and sealed first, then
+    /// `anchor` is called with them (to put their commitments on the ledger), then all
+    /// metadata is committed in one transaction with the anchors. If anything fails, nothing
+    /// becomes visible (sealed blobs left behind are unreferenced ciphertext).
+    pub fn write_many<E: From<RecordError>>(
+        &self,
+        items: Vec<NewVersion>,
+        author: Option<&str>,
+        now_ms: u64,
+        anchor: impl FnOnce(&[Written]) -> Result<Vec<Anchor>, E>,
+    ) -> Result<Vec<Written>, E> {
+        let _guard = self.write.lock();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut written = Vec::with_capacity(items.len());
+        for it in items {
+            let rt = it.resource["resourceType"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if !seen.insert(format!("{rt}/{}", it.id)) {
+                return Err(
+                    RecordError::BadRequest(format!("{rt}/{} appears twice", it.id)).into(),
+                );
+            }
+            written.push(self.prepare(
+                it.resource,
+                &it.id,
+                it.if_match,
+                author,
+                &[],
+                now_ms,
+                it.fresh,
+                it.patient,
+            )?);
+        }
+        let anchors = anchor(&written)?;
+        let mut txn = self.db.begin_write().map_err(db)?;
+        txn.set_durability(Durability::Immediate).map_err(db)?;
+        {
+            let mut v = txn.open_table(VERSIONS).map_err(db)?;
+            let mut h = txn.open_table(HEADS).map_err(db)?;
+            let mut bp = txn.open_table(BY_PATIENT).map_err(db)?;
+            for (w, a) in written.iter_mut().zip(anchors) {
+                w.meta.anchor = Some(a);
+                let key = format!("{}/{}", w.resource_type, w.id);
+                v.insert(
+                    (key.as_str(), w.meta.version),
+                    borsh::to_vec(&w.meta).map_err(db)?.as_slice(),
+                )
+                .map_err(db)?;
+                h.insert(key.as_str(), w.meta.version).map_err(db)?;
+                if let Some(p) = &w.meta.patient {
+                    bp.insert((p.as_str(), w.resource_type.as_str(), w.id.as_str()), ())
+                        .map_err(db)?;
+                }
+            }
+        }
+        txn.commit().map_err(db)?;
+        Ok(written)
     }
 
     fn put(&self, key: &str, meta: &VersionMeta) -> Result<(), RecordError> {

@@ -30,6 +30,7 @@ pub fn routes(state: FhirState) -> Router {
         .route("/auth/token", post(token))
         .route("/.well-known/smart-configuration", get(smart_configuration))
         .route("/fhir/metadata", get(metadata))
+        .route("/fhir", post(bundle))
         .route("/fhir/{rt}", post(create))
         .route("/fhir/{rt}/{id}", get(read).put(update).delete(delete))
         .route("/fhir/{rt}/{id}/_history", get(history))
@@ -197,6 +198,14 @@ async fn create(
         .unwrap_or_default()
         .to_string();
     Ok(served(StatusCode::CREATED, &rt, &id, r))
+}
+
+async fn bundle(State(s): State<FhirState>, h: HeaderMap, body: Bytes) -> Result<Response, Fail> {
+    let sess = session(&s, &h).await?;
+    let v = parse_body(&body)?;
+    let (svc, p) = (s.service.clone(), purpose(&h));
+    let out = blocking(move || svc.bundle(&sess, &p, v)).await?;
+    Ok(fhir(StatusCode::OK, out))
 }
 
 async fn update(
@@ -483,7 +492,8 @@ async fn metadata(State(s): State<FhirState>) -> Response {
             "format": ["json"],
             "rest": [{
                 "mode": "server",
-                "documentation": "Search, transaction and batch bundles are not supported yet. Every access is consent-checked and audited.",
+                "documentation": "Transaction bundles (POST and PUT entries, urn:uuid references resolved, all or nothing) and batch bundles are supported; search and conditional create are not yet. Every access is consent-checked and audited.",
+            "interaction": [{"code": "transaction"}, {"code": "batch"}],
                 "security": {
                     "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
                     "extension": [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris", "extension": [{"url": "token", "valueUri": s.service.token_audience()}]}]

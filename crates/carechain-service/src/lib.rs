@@ -316,6 +316,61 @@ impl Service {
         Err(internal("could not anchor"))
     }
 
+    /// Anchors several commitments in order (one transaction each, submitted together) and
+    /// waits until all are durable.
+    fn anchor_many(&self, kind: &str, commitments: &[Hash]) -> Result<Vec<Hash>, ServiceError> {
+        let internal = |m: &str| ServiceError::new(500, "exception", m.to_string());
+        if commitments.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut nonce = self.nonce.lock();
+        let n0 = match *nonce {
+            Some(n) => n,
+            None => self
+                .identity(&self.key.public().did())
+                .map(|i| i.next_nonce)
+                .ok_or_else(|| internal("node identity missing"))?,
+        };
+        let chain_id = self.node.store().genesis().chain_id.clone();
+        let txs: Vec<_> = commitments
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                TxBody {
+                    chain_id: chain_id.clone(),
+                    signer: self.key.public(),
+                    nonce: n0 + i as u64,
+                    payload: Payload::Anchor {
+                        kind: kind.into(),
+                        commitment: *c,
+                    },
+                }
+                .sign(&self.key)
+            })
+            .collect();
+        let hashes: Vec<Hash> = txs.iter().map(|t| t.hash()).collect();
+        let results = self.node.submit_batch(txs.iter().map(encode).collect());
+        let accepted = results.iter().take_while(|r| r.is_ok()).count();
+        *nonce = if accepted == txs.len() {
+            Some(n0 + accepted as u64)
+        } else {
+            None
+        };
+        drop(nonce);
+        if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
+            return Err(match e {
+                SubmitError::Busy => ServiceError::new(503, "transient", "ledger is busy; retry"),
+                other => internal(&other.to_string()),
+            });
+        }
+        // One signer's transactions are committed in nonce order: the last one durable means
+        // all are.
+        if let Some(last) = hashes.last() {
+            self.wait_durable(last)?;
+        }
+        Ok(hashes)
+    }
+
     fn wait_durable(&self, hash: &Hash) -> Result<Hash, ServiceError> {
         let deadline = std::time::Instant::now() + ANCHOR_WAIT;
         loop {
@@ -641,20 +696,7 @@ impl Service {
             _ => carechain_records::patient_of(rt, "", &resource),
         };
         self.check_scope(s, purpose, rt, perm, &what, patient.as_deref())?;
-        // Who may write: the patient writes their own Patient and Consent resources; consents
-        // are the patient's alone; organizations, practitioners and devices write clinical data.
-        let actor = self.actor(s);
-        let owner = patient.as_deref().is_some_and(|p| p == actor.reference);
-        let allowed = match (rt, s.role) {
-            ("Consent", _) => owner,
-            ("AuditEvent", _) => false,
-            (_, Role::Patient) => {
-                rt == "Patient" && (owner || (id.is_none() && did_of(&resource) == Some(s.did)))
-            }
-            (_, Role::Organization | Role::Practitioner | Role::Device | Role::Operator) => true,
-            _ => false,
-        };
-        if !allowed {
+        if let Err(e) = self.may_write(s, rt, id, patient.as_deref(), &resource) {
             self.audit(
                 s,
                 purpose,
@@ -665,11 +707,7 @@ impl Service {
                 "4",
                 "denied: not allowed to write this resource",
             );
-            return Err(ServiceError::new(
-                403,
-                "forbidden",
-                "this identity may not write this resource",
-            ));
+            return Err(e);
         }
         let author = s.organization.map(|o| o.to_string());
         let w = match id {
@@ -682,17 +720,7 @@ impl Service {
                 .create(resource, author.as_deref(), &[], now_ms())?,
         };
         let tx = self.anchor_written(&w)?;
-        if let Some(r) = &w.resource {
-            match rt {
-                "Patient" => {
-                    if let Some(d) = did_of(r) {
-                        self.patients.write().insert(d, format!("Patient/{}", w.id));
-                    }
-                }
-                "Consent" => self.index_consent(&w.id, Some(r.clone())),
-                _ => {}
-            }
-        }
+        self.after_write(&w);
         let target = format!("{rt}/{}/_history/{}", w.id, w.meta.version);
         self.audit(
             s,
@@ -714,6 +742,294 @@ impl Service {
 }
 
 impl Service {
+    /// Who may write: the patient writes their own Patient and Consent resources; consents
+    /// are the patient's alone; organizations, practitioners and devices write clinical data;
+    /// audit events are the node's.
+    fn may_write(
+        &self,
+        s: &Session,
+        rt: &str,
+        id: Option<&str>,
+        patient: Option<&str>,
+        resource: &Value,
+    ) -> Result<(), ServiceError> {
+        let actor = self.actor(s);
+        let owner = patient.is_some_and(|p| p == actor.reference);
+        let allowed = match (rt, s.role) {
+            ("Consent", _) => owner,
+            ("AuditEvent", _) => false,
+            (_, Role::Patient) => {
+                rt == "Patient" && (owner || (id.is_none() && did_of(resource) == Some(s.did)))
+            }
+            (_, Role::Organization | Role::Practitioner | Role::Device | Role::Operator) => true,
+            _ => false,
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(ServiceError::new(
+                403,
+                "forbidden",
+                format!("this identity may not write {rt}"),
+            ))
+        }
+    }
+
+    fn after_write(&self, w: &Written) {
+        if let Some(r) = &w.resource {
+            match w.resource_type.as_str() {
+                "Patient" => {
+                    if let Some(d) = did_of(r) {
+                        self.patients.write().insert(d, format!("Patient/{}", w.id));
+                    }
+                }
+                "Consent" => self.index_consent(&w.id, Some(r.clone())),
+                _ => {}
+            }
+        }
+    }
+
+    /// A `transaction` (all or nothing, `urn:uuid` references resolved) or `batch` Bundle.
+    pub fn bundle(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        bundle: Value,
+    ) -> Result<Value, ServiceError> {
+        if bundle["resourceType"] != "Bundle" {
+            return Err(ServiceError::new(
+                400,
+                "invalid",
+                "POST /fhir takes a Bundle",
+            ));
+        }
+        carechain_fhir::validate_resource(&bundle).map_err(|issues| ServiceError {
+            status: 400,
+            code: "structure",
+            message: "the Bundle does not conform to FHIR R4".into(),
+            issues: issues.into_iter().map(|i| (i.path, i.message)).collect(),
+        })?;
+        let entries = bundle["entry"].as_array().cloned().unwrap_or_default();
+        if entries.len() > 10_000 {
+            return Err(ServiceError::new(
+                413,
+                "too-costly",
+                "at most 10000 entries per Bundle",
+            ));
+        }
+        match bundle["type"].as_str() {
+            Some("transaction") => self.transaction(s, purpose, entries),
+            Some("batch") => Ok(self.batch(s, purpose, entries)),
+            _ => Err(ServiceError::new(
+                400,
+                "invalid",
+                "Bundle.type must be transaction or batch",
+            )),
+        }
+    }
+
+    fn batch(&self, s: &Session, purpose: &Purpose, entries: Vec<Value>) -> Value {
+        let out: Vec<Value> = entries
+            .into_iter()
+            .map(|e| {
+                let method = e["request"]["method"].as_str().unwrap_or_default().to_string();
+                let url = e["request"]["url"].as_str().unwrap_or_default().to_string();
+                let (rt, id) = url.split_once('/').map_or((url.as_str(), None), |(a, b)| (a, Some(b)));
+                let r = match method.as_str() {
+                    "POST" | "PUT" => self.write(s, purpose, rt, id, None, e["resource"].clone()),
+                    "GET" => match id {
+                        Some(id) => self.read(s, purpose, rt, id, None),
+                        None => Err(ServiceError::new(400, "not-supported", "search in a batch is not supported yet")),
+                    },
+                    "DELETE" => match id {
+                        Some(id) => self.delete(s, purpose, rt, id),
+                        None => Err(ServiceError::new(400, "not-supported", "conditional delete is not supported")),
+                    },
+                    _ => Err(ServiceError::new(400, "invalid", "unknown request method")),
+                };
+                match r {
+                    Ok(sv) => {
+                        let id = sv.resource.as_ref().and_then(|x| x["id"].as_str()).map(str::to_string).or(id.map(str::to_string)).unwrap_or_default();
+                        let status = match method.as_str() { "POST" => "201 Created", "DELETE" => "204 No Content", _ => "200 OK" };
+                        let mut entry = json!({"response": {"status": status, "location": format!("{rt}/{id}/_history/{}", sv.version), "etag": format!("W/\"{}\"", sv.version)}});
+                        if method == "GET" && let Some(r) = sv.resource {
+                            entry["resource"] = r;
+                        }
+                        entry
+                    }
+                    Err(e) => json!({"response": {"status": format!("{}", e.status), "outcome": e.outcome()}}),
+                }
+            })
+            .collect();
+        json!({"resourceType": "Bundle", "type": "batch-response", "entry": out})
+    }
+
+    fn transaction(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        entries: Vec<Value>,
+    ) -> Result<Value, ServiceError> {
+        // 1. Identify every entry: POST gets a new id, PUT keeps its own; map fullUrls.
+        let mut map: BTreeMap<String, String> = BTreeMap::new();
+        let mut plan = Vec::with_capacity(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            let method = e["request"]["method"].as_str().unwrap_or_default();
+            let url = e["request"]["url"].as_str().unwrap_or_default();
+            let rt = e["resource"]["resourceType"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let (id, fresh) = match method {
+                "POST" => {
+                    if e["request"]["ifNoneExist"].is_string() {
+                        return Err(ServiceError::new(
+                            400,
+                            "not-supported",
+                            format!(
+                                "entry {i}: conditional create (ifNoneExist) is not supported yet"
+                            ),
+                        ));
+                    }
+                    (carechain_records::new_id()?, true)
+                }
+                "PUT" => match url.split_once('/') {
+                    Some((t, id)) if t == rt && !id.contains(['/', '?']) => (id.to_string(), false),
+                    _ => {
+                        return Err(ServiceError::new(
+                            400,
+                            "invalid",
+                            format!("entry {i}: PUT url must be {rt}/<id>"),
+                        ));
+                    }
+                },
+                other => {
+                    return Err(ServiceError::new(
+                        400,
+                        "not-supported",
+                        format!(
+                            "entry {i}: {other} is not supported in a transaction yet (POST and PUT are)"
+                        ),
+                    ));
+                }
+            };
+            if let Some(full) = e["fullUrl"].as_str() {
+                map.insert(full.to_string(), format!("{rt}/{id}"));
+            }
+            plan.push((rt, id, fresh));
+        }
+        // 2. Resolve references, check permissions for every entry before writing any.
+        let mut items = Vec::with_capacity(plan.len());
+        for ((rt, id, fresh), e) in plan.iter().zip(&entries) {
+            let mut resource = e["resource"].clone();
+            resolve_references(&mut resource, &map);
+            if !*fresh {
+                resource["id"] = json!(id);
+            }
+            let patient = if rt == "Patient" {
+                Some(format!("Patient/{id}"))
+            } else {
+                carechain_records::patient_of(rt, id, &resource)
+            };
+            let perm = if *fresh { 'c' } else { 'u' };
+            if !s.allows(rt, perm) {
+                self.audit(
+                    s,
+                    purpose,
+                    "transaction",
+                    "C",
+                    rt,
+                    patient.as_deref(),
+                    "4",
+                    "denied: outside the token's scopes",
+                );
+                return Err(ServiceError::new(
+                    403,
+                    "forbidden",
+                    format!("the token's scopes do not allow '{perm}' on {rt}"),
+                ));
+            }
+            if let Err(e) = self.may_write(
+                s,
+                rt,
+                (!*fresh).then_some(id.as_str()),
+                patient.as_deref(),
+                &resource,
+            ) {
+                self.audit(
+                    s,
+                    purpose,
+                    "transaction",
+                    "C",
+                    rt,
+                    patient.as_deref(),
+                    "4",
+                    "denied: not allowed to write this resource",
+                );
+                return Err(e);
+            }
+            items.push(carechain_records::NewVersion {
+                resource,
+                id: id.clone(),
+                if_match: None,
+                fresh: *fresh,
+                patient: None,
+            });
+        }
+        // 3. All or nothing: validate and seal all, anchor all, commit all.
+        let author = s.organization.map(|o| o.to_string());
+        let written =
+            self.records
+                .write_many(items, author.as_deref(), now_ms(), |ws: &[Written]| {
+                    let commitments: Vec<Hash> =
+                        ws.iter().filter_map(|w| w.meta.commitment).collect();
+                    let txs = self.anchor_many("record", &commitments)?;
+                    Ok::<_, ServiceError>(
+                        txs.into_iter()
+                            .zip(commitments)
+                            .map(|(tx, commitment)| Anchor {
+                                tx,
+                                commitment,
+                                salt: None,
+                            })
+                            .collect(),
+                    )
+                })?;
+        for w in &written {
+            self.after_write(w);
+        }
+        let patient = written.iter().find_map(|w| w.meta.patient.clone());
+        let what = written
+            .iter()
+            .map(|w| format!("{}/{}", w.resource_type, w.id))
+            .take(1)
+            .collect::<Vec<_>>()
+            .join(",");
+        self.audit(
+            s,
+            purpose,
+            "transaction",
+            "C",
+            &what,
+            patient.as_deref(),
+            "0",
+            &format!("transaction of {} resources", written.len()),
+        );
+        let out: Vec<Value> = written
+            .iter()
+            .zip(&plan)
+            .map(|(w, (_, _, fresh))| {
+                json!({"response": {
+                    "status": if *fresh || w.meta.version == 1 { "201 Created" } else { "200 OK" },
+                    "location": format!("{}/{}/_history/{}", w.resource_type, w.id, w.meta.version),
+                    "etag": format!("W/\"{}\"", w.meta.version),
+                    "lastModified": format_instant(w.meta.last_updated_ms),
+                }})
+            })
+            .collect();
+        Ok(json!({"resourceType": "Bundle", "type": "transaction-response", "entry": out}))
+    }
+
     /// Deletes a resource (history stays), if the caller may write it.
     pub fn delete(
         &self,
@@ -931,6 +1247,27 @@ impl Service {
                 .cmp(&a["event"]["recorded"].as_str())
         });
         Ok(out)
+    }
+}
+
+/// Replaces every `reference` that names a bundle entry's `fullUrl` by the entry's new
+/// `Type/id`.
+fn resolve_references(v: &mut Value, map: &BTreeMap<String, String>) {
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o.iter_mut() {
+                if k == "reference"
+                    && let Some(r) = x.as_str()
+                    && let Some(new) = map.get(r)
+                {
+                    *x = json!(new);
+                } else {
+                    resolve_references(x, map);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| resolve_references(x, map)),
+        _ => {}
     }
 }
 

@@ -59,6 +59,16 @@ pub struct NodeProc {
 impl NodeProc {
     /// Starts `carechain up` on a free port and waits for its "listening on" line.
     pub fn start(dir: &Path, extra: &[&str]) -> NodeProc {
+        Self::spawn(dir, extra, Stdio::inherit(), "warn")
+    }
+
+    /// Starts a node whose log (at `debug`) goes to `log`.
+    pub fn start_logged(dir: &Path, extra: &[&str], log: &Path) -> NodeProc {
+        let f = std::fs::File::create(log).expect("log file");
+        Self::spawn(dir, extra, Stdio::from(f), "debug")
+    }
+
+    fn spawn(dir: &Path, extra: &[&str], stderr: Stdio, level: &str) -> NodeProc {
         let mut child = Command::new(BIN)
             .args([
                 "up",
@@ -68,9 +78,9 @@ impl NodeProc {
                 "127.0.0.1:0",
             ])
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", level)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn node");
         let stdout = child.stdout.take().unwrap();

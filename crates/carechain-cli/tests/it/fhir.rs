@@ -423,3 +423,157 @@ fn consent_audit_break_glass_and_erasure_over_http() {
     let out = carechain_ok(&["verify", "--data", dir.path().to_str().unwrap()]);
     assert!(out.contains("\"ok\": true"), "{out}");
 }
+
+fn synthea_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/data/fhir/synthea-r4"
+    ))
+}
+
+/// Removes what the server assigns (`id`, `meta`) for comparison.
+fn strip(mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        o.remove("id");
+        o.remove("meta");
+    }
+    v
+}
+
+#[test]
+fn synthea_transactions_round_trip_and_no_identifier_leaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let hospital = key(40);
+    init_chain(dir.path(), std::slice::from_ref(&hospital));
+    let log = dir.path().join("node.log");
+    let mut node = NodeProc::start_logged(dir.path(), &["--block-interval-ms", "1"], &log);
+    let url = node.url.clone();
+    let doc = key(41);
+    register(
+        &url,
+        &hospital,
+        0,
+        &doc,
+        Role::Practitioner,
+        Some(&hospital),
+    );
+    let t = token(&url, &doc, "user/*.cruds");
+
+    let mut files: Vec<_> = std::fs::read_dir(synthea_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 7);
+    let mut secrets: Vec<String> = Vec::new();
+    let mut checked = 0;
+    for f in &files {
+        let bundle: Value = serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap();
+        let (s, resp, _) = call("POST", &format!("{url}/fhir"), &t, None, Some(&bundle));
+        assert_eq!(s, 200, "{}: {resp}", f.display());
+        let entries = bundle["entry"].as_array().unwrap();
+        let out = resp["entry"].as_array().unwrap();
+        assert_eq!(out.len(), entries.len());
+        // fullUrl → Type/id as the server assigned them.
+        let map: std::collections::BTreeMap<String, String> = entries
+            .iter()
+            .zip(out)
+            .map(|(e, o)| {
+                let loc = o["response"]["location"].as_str().unwrap();
+                let type_id: Vec<&str> = loc.split('/').take(2).collect();
+                (
+                    e["fullUrl"].as_str().unwrap().to_string(),
+                    type_id.join("/"),
+                )
+            })
+            .collect();
+        for (e, o) in entries.iter().zip(out) {
+            assert_eq!(o["response"]["status"], "201 Created");
+            let loc = o["response"]["location"].as_str().unwrap();
+            let path: Vec<&str> = loc.split('/').take(2).collect();
+            let (s, back, _) = call(
+                "GET",
+                &format!("{url}/fhir/{}/{}", path[0], path[1]),
+                &t,
+                None,
+                None,
+            );
+            assert_eq!(s, 200, "{loc}: {back}");
+            // Equal to what was sent, references resolved, apart from id and meta.
+            let mut sent = e["resource"].clone();
+            let text = serde_json::to_string(&sent).unwrap();
+            let mut resolved = text.clone();
+            for (full, new) in &map {
+                resolved = resolved.replace(&format!("\"{full}\""), &format!("\"{new}\""));
+            }
+            sent = serde_json::from_str(&resolved).unwrap();
+            assert_eq!(strip(back), strip(sent), "{loc} differs");
+            checked += 1;
+            if e["resource"]["resourceType"] == "Patient" {
+                let p = &e["resource"];
+                for n in p["name"].as_array().unwrap() {
+                    secrets.push(n["family"].as_str().unwrap().to_string());
+                    for g in n["given"].as_array().into_iter().flatten() {
+                        secrets.push(g.as_str().unwrap().to_string());
+                    }
+                }
+                secrets.push(p["birthDate"].as_str().unwrap().to_string());
+                for a in p["address"].as_array().into_iter().flatten() {
+                    for l in a["line"].as_array().into_iter().flatten() {
+                        secrets.push(l.as_str().unwrap().to_string());
+                    }
+                }
+                for i in p["identifier"].as_array().into_iter().flatten() {
+                    if i["type"]["coding"][0]["code"] == "MR" {
+                        secrets.push(i["value"].as_str().unwrap().to_string());
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 400, "only {checked} resources checked");
+    // Strings shorter than 5 bytes would match random ciphertext and hashes by chance (a
+    // 3-byte name appears in a megabyte of random bytes with probability ~6%).
+    secrets.retain(|s| s.len() >= 5);
+    assert!(secrets.len() >= 20, "{secrets:?}");
+
+    // A transaction with one invalid entry leaves no trace of the valid ones.
+    let before = blobs(dir.path());
+    let bad = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa", "resource": {"resourceType": "Patient", "active": true}, "request": {"method": "POST", "url": "Patient"}},
+        {"resource": {"resourceType": "Observation", "status": "final", "subject": {"reference": "urn:uuid:aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa"}}, "request": {"method": "POST", "url": "Observation"}}
+    ]});
+    let (s, oo, _) = call("POST", &format!("{url}/fhir"), &t, None, Some(&bad));
+    assert_eq!(
+        (s, oo["resourceType"].as_str()),
+        (400, Some("OperationOutcome")),
+        "{oo}"
+    );
+    assert!(
+        oo["issue"][0]["expression"][0]
+            .as_str()
+            .unwrap()
+            .contains("entry[1]")
+    );
+    // Only the audit event of the refused transaction was written.
+    assert!(blobs(dir.path()).difference(&before).count() <= 1);
+
+    node.stop();
+    carechain_ok(&["verify", "--data", dir.path().to_str().unwrap()]);
+    // No name, birth date, address line or MRN in the ledger (blocks, state, log, checkpoints),
+    // in the record metadata, or in the node's log output.
+    for file in [
+        dir.path().join("ledger.redb"),
+        dir.path().join("records/records.redb"),
+        log,
+    ] {
+        let bytes = std::fs::read(&file).unwrap();
+        for secret in &secrets {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{} contains {secret:?}",
+                file.display()
+            );
+        }
+    }
+}
