@@ -82,6 +82,26 @@ impl Client {
             .with_context(|| format!("GET {path}: not found"))
     }
 
+    /// POSTs a FHIR resource (e.g. a Bundle to `/fhir`) with a bearer token; returns status
+    /// and JSON body.
+    pub fn post_fhir(&self, path: &str, token: &str, body: &[u8]) -> Result<(u16, Value)> {
+        let url = format!("{}{}", self.base, path);
+        let mut resp = self
+            .agent
+            .post(&url)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/fhir+json")
+            .send(body)
+            .with_context(|| format!("POST {url}"))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(256 * 1024 * 1024)
+            .read_to_vec()?;
+        Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+    }
+
     /// Exchanges a client assertion for an access token.
     pub fn token(&self, assertion: &str, scope: &str) -> Result<Value> {
         let url = format!("{}/auth/token", self.base);

@@ -4,6 +4,7 @@
 mod bench;
 mod chain;
 mod client;
+mod import;
 mod keyfile;
 mod txcmd;
 mod up;
@@ -53,6 +54,9 @@ enum Command {
     },
     /// Verify a whole chain offline (a copied data directory) or through a node's API.
     Verify(verify::VerifyArgs),
+    /// Load FHIR Bundles (transaction or batch, e.g. Synthea) from files or directories into a
+    /// node, with a progress bar and a summary.
+    Import(import::ImportArgs),
     /// Get an API access token: signs a private_key_jwt assertion with KEY and exchanges it at
     /// the node's token endpoint; prints the bearer token.
     Token {
@@ -128,6 +132,7 @@ fn main() -> Result<()> {
         Command::Block { cmd } => txcmd::block(cmd),
         Command::Verify(a) => verify::run(&a),
         Command::Bench { cmd } => bench::run(cmd),
+        Command::Import(a) => import::run(&a),
         Command::Token { key, scope, conn } => {
             let key = keyfile::read(&key)?;
             let aud = format!("{}/auth/token", conn.url.trim_end_matches('/'));

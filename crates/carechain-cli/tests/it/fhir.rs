@@ -577,3 +577,65 @@ fn synthea_transactions_round_trip_and_no_identifier_leaks() {
         }
     }
 }
+
+#[test]
+fn import_loads_bundles_with_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let hospital = key(50);
+    init_chain(dir.path(), std::slice::from_ref(&hospital));
+    let mut node = NodeProc::start(dir.path(), &["--block-interval-ms", "1"]);
+    let doc = key(51);
+    register(
+        &node.url,
+        &hospital,
+        0,
+        &doc,
+        Role::Practitioner,
+        Some(&hospital),
+    );
+    let keyfile = dir.path().join("doc.key");
+    std::fs::write(
+        &keyfile,
+        json!({"did": doc.public().did().to_string(), "secret_key": hex::encode(*doc.seed())})
+            .to_string(),
+    )
+    .unwrap();
+    let s = synthea_dir();
+    let patient = std::fs::read_dir(&s)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("Ned_"))
+        .unwrap();
+    let out = carechain_ok(&[
+        "import",
+        patient.to_str().unwrap(),
+        s.join("hospitalInformation1559319163815.json")
+            .to_str()
+            .unwrap(),
+        "--key",
+        keyfile.to_str().unwrap(),
+        "--url",
+        &node.url,
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["imported"], 2, "{v}");
+    assert_eq!(v["resources"], 71 + 102);
+    // A bundle that is not FHIR is reported, and the command fails.
+    let junk = dir.path().join("junk.json");
+    std::fs::write(
+        &junk,
+        "{\"resourceType\": \"Bundle\", \"type\": \"transaction\", \"entry\": [{}]}",
+    )
+    .unwrap();
+    let out = carechain(&[
+        "import",
+        junk.to_str().unwrap(),
+        "--key",
+        keyfile.to_str().unwrap(),
+        "--url",
+        &node.url,
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("junk.json: HTTP 400"));
+    node.stop();
+}

@@ -1,0 +1,116 @@
+//! `carechain import`: loads FHIR Bundles (Synthea's transaction bundles, or any transaction
+//! or batch Bundle) through the node's API, as the identity of the given key.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::{client::Client, keyfile, out_line, txcmd::Conn};
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// Bundle files, or directories of `.json` bundles (Synthea output). Files named
+    /// `hospitalInformation*` and `practitionerInformation*` load first.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Key file of the importing identity (an organization or practitioner).
+    #[arg(long)]
+    pub key: PathBuf,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+fn collect(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    if p.is_dir() {
+        for e in std::fs::read_dir(p).with_context(|| p.display().to_string())? {
+            collect(&e?.path(), out)?;
+        }
+    } else if p.extension().is_some_and(|x| x == "json") {
+        out.push(p.to_path_buf());
+    }
+    Ok(())
+}
+
+pub fn run(a: &ImportArgs) -> Result<()> {
+    let mut files = Vec::new();
+    for p in &a.paths {
+        if !p.exists() {
+            bail!("{} does not exist", p.display());
+        }
+        collect(p, &mut files)?;
+    }
+    // Shared organizations and practitioners first, then patients; otherwise by name.
+    files.sort_by_key(|f| {
+        let n = f
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        (
+            !(n.starts_with("hospitalInformation") || n.starts_with("practitionerInformation")),
+            n,
+        )
+    });
+    let key = keyfile::read(&a.key)?;
+    let client = Client::new(&a.conn.url);
+    let aud = format!("{}/auth/token", a.conn.url.trim_end_matches('/'));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let token = client.token(
+        &carechain_service::make_assertion(&key, &aud, now),
+        "user/*.cruds",
+    )?;
+    let token = token["access_token"]
+        .as_str()
+        .context("no access token")?
+        .to_string();
+    let bar = ProgressBar::new(files.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} bundles {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let start = Instant::now();
+    let (mut ok, mut failed, mut resources) = (0usize, Vec::new(), 0usize);
+    for f in &files {
+        let body = std::fs::read(f).with_context(|| f.display().to_string())?;
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        match client.post_fhir("/fhir", &token, &body) {
+            Ok((200, v)) => {
+                ok += 1;
+                resources += v["entry"].as_array().map_or(0, Vec::len);
+            }
+            Ok((status, v)) => {
+                let why = v["issue"][0]["diagnostics"]
+                    .as_str()
+                    .unwrap_or("refused")
+                    .to_string();
+                failed.push(format!("{name}: HTTP {status}: {why}"));
+            }
+            Err(e) => failed.push(format!("{name}: {e}")),
+        }
+        bar.set_message(format!("{resources} resources"));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    out_line(&serde_json::to_string_pretty(&serde_json::json!({
+        "bundles": files.len(),
+        "imported": ok,
+        "failed": failed,
+        "resources": resources,
+        "seconds": secs,
+        "resources_per_s": (resources as f64 / secs.max(1e-9)).round(),
+    }))?);
+    if !failed.is_empty() {
+        bail!("{} of {} bundles failed", failed.len(), files.len());
+    }
+    Ok(())
+}
