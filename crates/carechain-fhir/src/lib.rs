@@ -11,6 +11,7 @@
 
 pub mod consent;
 pub mod model;
+pub mod search;
 pub mod table_gen;
 mod time;
 mod validate;

@@ -31,7 +31,7 @@ pub fn routes(state: FhirState) -> Router {
         .route("/.well-known/smart-configuration", get(smart_configuration))
         .route("/fhir/metadata", get(metadata))
         .route("/fhir", post(bundle))
-        .route("/fhir/{rt}", post(create))
+        .route("/fhir/{rt}", post(create).get(search))
         .route("/fhir/{rt}/{id}", get(read).put(update).delete(delete))
         .route("/fhir/{rt}/{id}/_history", get(history))
         .route("/fhir/{rt}/{id}/_history/{vid}", get(vread))
@@ -206,6 +206,35 @@ async fn bundle(State(s): State<FhirState>, h: HeaderMap, body: Bytes) -> Result
     let (svc, p) = (s.service.clone(), purpose(&h));
     let out = blocking(move || svc.bundle(&sess, &p, v)).await?;
     Ok(fhir(StatusCode::OK, out))
+}
+
+async fn search(
+    State(s): State<FhirState>,
+    Path(rt): Path<String>,
+    h: HeaderMap,
+    uri: axum::http::Uri,
+) -> Result<Response, Fail> {
+    check_type(&rt)?;
+    let sess = session(&s, &h).await?;
+    let params: Vec<(String, String)> = serde_urlencoded_pairs(uri.query().unwrap_or(""))?;
+    let base = h
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(|host| format!("http://{host}"))
+        .unwrap_or_default();
+    let (svc, p) = (s.service.clone(), purpose(&h));
+    let out = blocking(move || svc.search(&sess, &p, &rt, &params, &base)).await?;
+    Ok(fhir(StatusCode::OK, out))
+}
+
+fn serde_urlencoded_pairs(q: &str) -> Result<Vec<(String, String)>, Fail> {
+    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(
+        &format!("/?{q}")
+            .parse()
+            .map_err(|_| err(400, "invalid", "bad query string"))?,
+    )
+    .map(|axum::extract::Query(v)| v)
+    .map_err(|_| err(400, "invalid", "bad query string"))
 }
 
 async fn update(
@@ -467,7 +496,7 @@ async fn smart_configuration(State(s): State<FhirState>) -> Response {
 }
 
 async fn metadata(State(s): State<FhirState>) -> Response {
-    let interactions = json!([{"code": "create"}, {"code": "read"}, {"code": "vread"}, {"code": "update"}, {"code": "delete"}, {"code": "history-instance"}]);
+    let interactions = json!([{"code": "create"}, {"code": "read"}, {"code": "vread"}, {"code": "update"}, {"code": "delete"}, {"code": "history-instance"}, {"code": "search-type"}]);
     let mut types: Vec<&String> = carechain_fhir::model()
         .types
         .iter()
@@ -477,7 +506,8 @@ async fn metadata(State(s): State<FhirState>) -> Response {
     types.sort();
     let resources: Vec<Value> = types
         .iter()
-        .map(|t| json!({"type": t, "interaction": interactions, "versioning": "versioned", "readHistory": true, "updateCreate": true, "conditionalCreate": false, "conditionalUpdate": false, "conditionalDelete": "not-supported", "operation": [{"name": "erase", "definition": "http://carechain.example/fhir/OperationDefinition/erase"}]}))
+        .map(|t| json!({"type": t, "interaction": interactions,
+            "searchParam": carechain_fhir::search::params_for(t).into_iter().map(|(c, k)| json!({"name": c, "type": k})).collect::<Vec<_>>(), "versioning": "versioned", "readHistory": true, "updateCreate": true, "conditionalCreate": false, "conditionalUpdate": false, "conditionalDelete": "not-supported", "operation": [{"name": "erase", "definition": "http://carechain.example/fhir/OperationDefinition/erase"}]}))
         .collect();
     fhir(
         StatusCode::OK,
@@ -492,7 +522,7 @@ async fn metadata(State(s): State<FhirState>) -> Response {
             "format": ["json"],
             "rest": [{
                 "mode": "server",
-                "documentation": "Transaction bundles (POST and PUT entries, urn:uuid references resolved, all or nothing) and batch bundles are supported; search and conditional create are not yet. Every access is consent-checked and audited.",
+                "documentation": "Transaction bundles (POST and PUT entries, urn:uuid references resolved, all or nothing) and batch bundles are supported. Search: the official token, string, date, reference, uri and number parameters of every resource (simple paths), _id, _lastUpdated, _count, paging; not yet: chaining, _include/_revinclude, _sort, conditional create. Every access is consent-checked and audited; search results are filtered by consent.",
             "interaction": [{"code": "transaction"}, {"code": "batch"}],
                 "security": {
                     "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],

@@ -1030,6 +1030,198 @@ impl Service {
         Ok(json!({"resourceType": "Bundle", "type": "transaction-response", "entry": out}))
     }
 
+    /// Searches one resource type with the standard search parameters of the official
+    /// definitions. Results are filtered by consent (records the caller may not see are left
+    /// out, and counted in the audit event), then paged.
+    pub fn search(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        rt: &str,
+        params: &[(String, String)],
+        base: &str,
+    ) -> Result<Value, ServiceError> {
+        use carechain_fhir::search::{matches, search_param};
+        if !s.allows(rt, 's') {
+            self.audit(
+                s,
+                purpose,
+                "search-type",
+                "E",
+                rt,
+                None,
+                "4",
+                "denied: outside the token's scopes",
+            );
+            return Err(ServiceError::new(
+                403,
+                "forbidden",
+                format!("the token's scopes do not allow searching {rt}"),
+            ));
+        }
+        let bad = |m: String| ServiceError::new(400, "invalid", m);
+        let (mut count, mut offset) = (50usize, 0usize);
+        let mut filters = Vec::new();
+        let mut ids: Option<Vec<String>> = None;
+        let mut last_updated = Vec::new();
+        let mut compartment: Option<String> = None;
+        for (k, v) in params {
+            let (code, modifier) = match k.split_once(':') {
+                Some((c, m)) => (c, Some(m)),
+                None => (k.as_str(), None),
+            };
+            match code {
+                "_count" => {
+                    count = v
+                        .parse()
+                        .ok()
+                        .filter(|c| (1..=1000).contains(c))
+                        .ok_or_else(|| bad("_count must be 1..1000".into()))?
+                }
+                "_offset" => {
+                    offset = v
+                        .parse()
+                        .map_err(|_| bad("_offset must be a number".into()))?
+                }
+                "_id" => ids = Some(v.split(',').map(str::to_string).collect()),
+                "_lastUpdated" => last_updated.push(v.clone()),
+                "_format" | "_pretty" => {}
+                "_sort" | "_include" | "_revinclude" | "_elements" | "_summary" | "_has"
+                | "_text" | "_content" => {
+                    return Err(ServiceError::new(
+                        400,
+                        "not-supported",
+                        format!("{code} is not supported yet"),
+                    ));
+                }
+                _ => {
+                    if modifier.is_some_and(|m| !matches!(m, "exact" | "contains" | "missing")) {
+                        return Err(ServiceError::new(
+                            400,
+                            "not-supported",
+                            format!(
+                                "modifier :{} is not supported",
+                                modifier.unwrap_or_default()
+                            ),
+                        ));
+                    }
+                    let p = search_param(rt, code)
+                        .ok_or_else(|| bad(format!("unknown search parameter {code} for {rt}")))?;
+                    if p.kind == "reference"
+                        && matches!(code, "patient" | "subject")
+                        && !v.contains(',')
+                    {
+                        let target = if v.contains('/') {
+                            v.clone()
+                        } else {
+                            format!("Patient/{v}")
+                        };
+                        if target.starts_with("Patient/") {
+                            compartment = Some(target);
+                        }
+                    }
+                    filters.push((p, modifier, v.clone()));
+                }
+            }
+        }
+        let candidates = match (&ids, &compartment) {
+            (Some(ids), _) => ids.clone(),
+            (None, Some(c)) => self.records.patient_ids(c, rt)?,
+            (None, None) => self.records.ids(rt)?,
+        };
+        let mut hits = Vec::new();
+        let mut withheld = 0usize;
+        let mut glass = false;
+        for id in candidates {
+            let Ok(meta) = self.records.meta(rt, &id, None) else {
+                continue;
+            };
+            if meta.deleted || meta.erased {
+                continue;
+            }
+            let mut lu_ok = true;
+            for q in &last_updated {
+                let instant = json!(format_instant(meta.last_updated_ms));
+                lu_ok &= matches(
+                    &json!({"d": instant}),
+                    &carechain_fhir::search::SearchParam {
+                        kind: "date".into(),
+                        paths: vec![("d".into(), None)],
+                    },
+                    None,
+                    q,
+                )
+                .map_err(bad)?;
+            }
+            if !lu_ok {
+                continue;
+            }
+            let decision = self.decide(s, purpose, Action::Access, rt, &meta);
+            let bg = decision == Decision::Permit(Basis::BreakGlass);
+            if !decision.permitted()
+                || (bg
+                    && purpose
+                        .break_glass_reason
+                        .as_deref()
+                        .is_none_or(str::is_empty))
+            {
+                withheld += 1;
+                continue;
+            }
+            let Ok(r) = self.records.read(rt, &id) else {
+                continue;
+            };
+            let mut ok = true;
+            for (p, m, v) in &filters {
+                ok &= matches(&r, p, *m, v).map_err(bad)?;
+            }
+            if ok {
+                glass |= bg;
+                hits.push(r);
+            }
+        }
+        let total = hits.len();
+        let page: Vec<Value> = hits.into_iter().skip(offset).take(count).collect();
+        let note = if glass {
+            format!(
+                "break-glass: {}; {} results, {withheld} withheld by consent",
+                purpose.break_glass_reason.clone().unwrap_or_default(),
+                total
+            )
+        } else {
+            format!("search: {total} results, {withheld} withheld by consent")
+        };
+        self.audit(
+            s,
+            purpose,
+            "search-type",
+            "E",
+            rt,
+            compartment.as_deref(),
+            "0",
+            &note,
+        );
+        let query: String = params
+            .iter()
+            .filter(|(k, _)| k != "_offset")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&");
+        let mut links = vec![
+            json!({"relation": "self", "url": format!("{base}/fhir/{rt}?{query}&_offset={offset}")}),
+        ];
+        if offset + count < total {
+            links.push(json!({"relation": "next", "url": format!("{base}/fhir/{rt}?{query}&_offset={}", offset + count)}));
+        }
+        Ok(json!({
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": total,
+            "link": links,
+            "entry": page.into_iter().map(|r| json!({"fullUrl": format!("{base}/fhir/{rt}/{}", r["id"].as_str().unwrap_or_default()), "resource": r, "search": {"mode": "match"}})).collect::<Vec<_>>(),
+        }))
+    }
+
     /// Deletes a resource (history stays), if the caller may write it.
     pub fn delete(
         &self,

@@ -28,6 +28,12 @@ fn main() -> Result<()> {
             let out = root.join("crates/carechain-fhir/src/r4.table");
             std::fs::write(&out, table)?;
             eprintln!("wrote {}", out.display());
+            let search =
+                carechain_fhir::table_gen::generate_search(&read("search-parameters.json")?)
+                    .map_err(anyhow::Error::msg)?;
+            let out = root.join("crates/carechain-fhir/src/search.table");
+            std::fs::write(&out, search)?;
+            eprintln!("wrote {}", out.display());
             Ok(())
         }
         _ => bail!("usage: cargo xtask gen-fhir [DEFINITIONS_DIR]"),

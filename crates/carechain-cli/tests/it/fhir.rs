@@ -263,6 +263,25 @@ fn consent_audit_break_glass_and_erasure_over_http() {
     assert_eq!(s, 200);
     assert_eq!(call("GET", &obs_url, &t_doc_c, None, None).0, 403);
 
+    // Search is filtered by consent, not just blocked: the hospital sees the observation, the
+    // clinic (consent revoked) gets an empty result.
+    let q = format!("{url}/fhir/Observation?patient=Patient/{pid}&code=http://loinc.org|8867-4");
+    let (s, b, _) = call("GET", &q, &t_doc_h, None, None);
+    assert_eq!((s, b["total"].as_u64()), (200, Some(1)), "{b}");
+    let (s, b, _) = call("GET", &q, &t_doc_c, None, None);
+    assert_eq!((s, b["total"].as_u64()), (200, Some(0)), "{b}");
+    assert_eq!(
+        call(
+            "GET",
+            &format!("{url}/fhir/Observation?nonsense=1"),
+            &t_doc_h,
+            None,
+            None
+        )
+        .0,
+        400
+    );
+
     // Break-glass: requires a reason; then allowed and marked.
     assert_eq!(
         call("GET", &obs_url, &t_doc_c, Some(("ETREAT", None)), None).0,
@@ -532,6 +551,55 @@ fn synthea_transactions_round_trip_and_no_identifier_leaks() {
         }
     }
     assert!(checked > 400, "only {checked} resources checked");
+    // Search over the loaded data: a patient's observations, paged, and patients by name.
+    let first: Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+    let n_obs = first["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["resource"]["resourceType"] == "Observation")
+        .count();
+    let family = first["entry"][0]["resource"]["name"][0]["family"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, pb, _) = call(
+        "GET",
+        &format!("{url}/fhir/Patient?name={family}"),
+        &t,
+        None,
+        None,
+    );
+    assert_eq!(pb["total"].as_u64(), Some(1), "{pb}");
+    let pid = pb["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, ob, _) = call(
+        "GET",
+        &format!("{url}/fhir/Observation?patient={pid}&_count=5"),
+        &t,
+        None,
+        None,
+    );
+    assert_eq!(ob["total"].as_u64(), Some(n_obs as u64), "{ob}");
+    assert_eq!(ob["entry"].as_array().unwrap().len(), 5.min(n_obs));
+    assert!(
+        n_obs <= 5
+            || ob["link"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["relation"] == "next")
+    );
+    let (_, later, _) = call(
+        "GET",
+        &format!("{url}/fhir/Observation?patient={pid}&date=ge3000-01-01"),
+        &t,
+        None,
+        None,
+    );
+    assert_eq!(later["total"].as_u64(), Some(0));
     // Strings shorter than 5 bytes would match random ciphertext and hashes by chance (a
     // 3-byte name appears in a megabyte of random bytes with probability ~6%).
     secrets.retain(|s| s.len() >= 5);

@@ -237,4 +237,50 @@ fn committed_table_matches_the_official_definitions() {
         table == committed,
         "src/r4.table is stale: run `cargo xtask gen-fhir`"
     );
+    let search =
+        carechain_fhir::table_gen::generate_search(&load(&defs.join("search-parameters.json")))
+            .unwrap();
+    assert!(
+        search == include_str!("../../src/search.table"),
+        "src/search.table is stale: run `cargo xtask gen-fhir`"
+    );
+}
+
+#[test]
+fn search_parameters_match_like_the_spec_says() {
+    use carechain_fhir::search::{matches, search_param};
+    let obs = json!({"resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2026-11-01T09:00:00Z"});
+    let code = search_param("Observation", "code").unwrap();
+    assert!(matches(&obs, code, None, "8867-4").unwrap());
+    assert!(matches(&obs, code, None, "http://loinc.org|8867-4").unwrap());
+    assert!(!matches(&obs, code, None, "http://snomed.info/sct|8867-4").unwrap());
+    assert!(matches(&obs, code, None, "x,8867-4").unwrap());
+    let date = search_param("Observation", "date").unwrap();
+    assert!(matches(&obs, date, None, "2026-11").unwrap());
+    assert!(matches(&obs, date, None, "ge2026-10-31").unwrap());
+    assert!(!matches(&obs, date, None, "gt2026-11-01").unwrap());
+    assert!(matches(&obs, date, None, "lt2026-11-02").unwrap());
+    assert!(matches(&obs, date, None, "bogus").is_err());
+    let patient = search_param("Observation", "patient").unwrap();
+    assert!(matches(&obs, patient, None, "Patient/p1").unwrap());
+    assert!(matches(&obs, patient, None, "p1").unwrap());
+    assert!(!matches(&obs, patient, None, "Patient/p2").unwrap());
+    let p = json!({"resourceType": "Patient", "name": [{"family": "Chalmers", "given": ["Peter"]}], "birthDate": "1974-12-25"});
+    let name = search_param("Patient", "name").unwrap();
+    assert!(matches(&p, name, None, "chal").unwrap());
+    assert!(matches(&p, name, None, "Pete").unwrap());
+    assert!(!matches(&p, name, Some("exact"), "chalmers").unwrap());
+    assert!(matches(&p, name, Some("contains"), "alme").unwrap());
+    assert!(
+        matches(
+            &p,
+            search_param("Patient", "birthdate").unwrap(),
+            None,
+            "1974"
+        )
+        .unwrap()
+    );
+    assert!(search_param("Patient", "nonsense").is_none());
 }
