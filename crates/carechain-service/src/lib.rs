@@ -570,6 +570,53 @@ impl Service {
         ))
     }
 
+    /// The read gate shared by read, vread and history: consent decides; break-glass needs a
+    /// reason. A refusal is audited. Returns whether access is by break-glass.
+    fn gate_read(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        rt: &str,
+        meta: &VersionMeta,
+        interaction: &str,
+        what: &str,
+    ) -> Result<bool, ServiceError> {
+        let decision = self.decide(s, purpose, Action::Access, rt, meta);
+        let break_glass = decision == Decision::Permit(Basis::BreakGlass);
+        let refusal = if break_glass
+            && purpose
+                .break_glass_reason
+                .as_deref()
+                .is_none_or(str::is_empty)
+        {
+            Some((
+                "denied: break-glass without a reason",
+                "break-glass (purpose ETREAT) requires a reason",
+            ))
+        } else if !decision.permitted() {
+            Some((
+                "denied by consent",
+                "access denied by the patient's consent",
+            ))
+        } else {
+            None
+        };
+        if let Some((note, message)) = refusal {
+            self.audit(
+                s,
+                purpose,
+                interaction,
+                "R",
+                what,
+                meta.patient.as_deref(),
+                "4",
+                note,
+            );
+            return Err(ServiceError::new(403, "forbidden", message));
+        }
+        Ok(break_glass)
+    }
+
     /// Reads the current version (or `version`) of a resource, if consent allows.
     pub fn read(
         &self,
@@ -584,47 +631,7 @@ impl Service {
         let patient = meta.patient.clone();
         self.check_scope(s, purpose, rt, 'r', &what, patient.as_deref())?;
         let interaction = if version.is_some() { "vread" } else { "read" };
-        let decision = self.decide(s, purpose, Action::Access, rt, &meta);
-        let break_glass = decision == Decision::Permit(Basis::BreakGlass);
-        if break_glass
-            && purpose
-                .break_glass_reason
-                .as_deref()
-                .is_none_or(str::is_empty)
-        {
-            self.audit(
-                s,
-                purpose,
-                interaction,
-                "R",
-                &what,
-                patient.as_deref(),
-                "4",
-                "denied: break-glass without a reason",
-            );
-            return Err(ServiceError::new(
-                403,
-                "forbidden",
-                "break-glass (purpose ETREAT) requires a reason",
-            ));
-        }
-        if !decision.permitted() {
-            self.audit(
-                s,
-                purpose,
-                interaction,
-                "R",
-                &what,
-                patient.as_deref(),
-                "4",
-                "denied by consent",
-            );
-            return Err(ServiceError::new(
-                403,
-                "forbidden",
-                "access denied by the patient's consent",
-            ));
-        }
+        let break_glass = self.gate_read(s, purpose, rt, &meta, interaction, &what)?;
         let resource = match version {
             Some(v) => self.records.vread(rt, id, v),
             None => self.records.read(rt, id),
@@ -1295,27 +1302,7 @@ impl Service {
         let what = format!("{rt}/{id}");
         let meta = self.records.meta(rt, id, None)?;
         self.check_scope(s, purpose, rt, 'r', &what, meta.patient.as_deref())?;
-        let decision = self.decide(s, purpose, Action::Access, rt, &meta);
-        if !decision.permitted()
-            || (decision == Decision::Permit(Basis::BreakGlass)
-                && purpose.break_glass_reason.is_none())
-        {
-            self.audit(
-                s,
-                purpose,
-                "history-instance",
-                "R",
-                &what,
-                meta.patient.as_deref(),
-                "4",
-                "denied by consent",
-            );
-            return Err(ServiceError::new(
-                403,
-                "forbidden",
-                "access denied by the patient's consent",
-            ));
-        }
+        self.gate_read(s, purpose, rt, &meta, "history-instance", &what)?;
         let h = self.records.history(rt, id)?;
         self.audit(
             s,
