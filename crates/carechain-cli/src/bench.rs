@@ -37,6 +37,24 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 0)]
         rate: u64,
     },
+    /// The records service: durable creates, consent-checked reads, bundle import.
+    Fhir {
+        /// Observations to create.
+        #[arg(long, default_value_t = 5_000)]
+        creates: usize,
+        /// Reads by id.
+        #[arg(long, default_value_t = 10_000)]
+        reads: usize,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 64)]
+        threads: usize,
+        /// Synthea benchmark bundles to import.
+        #[arg(long, default_value_t = 20)]
+        bundles: usize,
+        /// The Synthea benchmark bundle directory.
+        #[arg(long)]
+        data: Option<std::path::PathBuf>,
+    },
 }
 
 fn threads() -> usize {
@@ -124,13 +142,19 @@ fn raw_append_rate(dir: &std::path::Path, batch: usize, size: usize) -> Result<(
 }
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
+    if let BenchCmd::Fhir { creates, reads, threads, bundles, data } = cmd {
+        return crate::bench_fhir::run(creates, reads, threads, bundles, data);
+    }
     let BenchCmd::Ledger {
         txs: n,
         signers,
         block_txs,
         submitters,
         rate,
-    } = cmd;
+    } = cmd
+    else {
+        unreachable!("handled above")
+    };
     let dir = tempfile::tempdir()?;
     let chain_id = "carechain-bench".to_string();
     let node_key = SecretKey::generate()?;
