@@ -142,7 +142,14 @@ fn raw_append_rate(dir: &std::path::Path, batch: usize, size: usize) -> Result<(
 }
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
-    if let BenchCmd::Fhir { creates, reads, threads, bundles, data } = cmd {
+    if let BenchCmd::Fhir {
+        creates,
+        reads,
+        threads,
+        bundles,
+        data,
+    } = cmd
+    {
         return crate::bench_fhir::run(creates, reads, threads, bundles, data);
     }
     let BenchCmd::Ledger {

@@ -26,7 +26,11 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// Runs `total` operations on `threads` threads; returns (ops/s, sorted latencies).
-fn run_parallel(threads: usize, total: usize, op: impl Fn(usize) -> Result<()> + Sync) -> Result<(f64, Vec<Duration>)> {
+fn run_parallel(
+    threads: usize,
+    total: usize,
+    op: impl Fn(usize) -> Result<()> + Sync,
+) -> Result<(f64, Vec<Duration>)> {
     let start = Instant::now();
     let mut lat = Vec::with_capacity(total);
     std::thread::scope(|s| -> Result<()> {
@@ -45,7 +49,10 @@ fn run_parallel(threads: usize, total: usize, op: impl Fn(usize) -> Result<()> +
             })
             .collect();
         for h in handles {
-            lat.extend(h.join().map_err(|_| anyhow::anyhow!("bench thread panicked"))??);
+            lat.extend(
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("bench thread panicked"))??,
+            );
         }
         Ok(())
     })?;
@@ -54,7 +61,13 @@ fn run_parallel(threads: usize, total: usize, op: impl Fn(usize) -> Result<()> +
     Ok((total as f64 / secs, lat))
 }
 
-pub fn run(creates: usize, reads: usize, threads: usize, bundles: usize, data: Option<PathBuf>) -> Result<()> {
+pub fn run(
+    creates: usize,
+    reads: usize,
+    threads: usize,
+    bundles: usize,
+    data: Option<PathBuf>,
+) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let node_key = SecretKey::generate()?;
     let hospital = SecretKey::generate()?;
@@ -63,16 +76,37 @@ pub fn run(creates: usize, reads: usize, threads: usize, bundles: usize, data: O
         chain_id: "carechain-bench-fhir".into(),
         timestamp_ms: carechain_node::now_ms(),
         identities: vec![
-            GenesisIdentity { key: node_key.public(), role: Role::Validator, parent: None },
-            GenesisIdentity { key: hospital.public(), role: Role::Organization, parent: None },
-            GenesisIdentity { key: doc.public(), role: Role::Practitioner, parent: Some(hospital.public()) },
+            GenesisIdentity {
+                key: node_key.public(),
+                role: Role::Validator,
+                parent: None,
+            },
+            GenesisIdentity {
+                key: hospital.public(),
+                role: Role::Organization,
+                parent: None,
+            },
+            GenesisIdentity {
+                key: doc.public(),
+                role: Role::Practitioner,
+                parent: Some(hospital.public()),
+            },
         ],
     };
     let store = Arc::new(Store::create(&dir.path().join("ledger.redb"), &genesis)?);
-    let config = NodeConfig { block_interval: Duration::from_millis(2), ..NodeConfig::default() };
+    let config = NodeConfig {
+        block_interval: Duration::from_millis(2),
+        ..NodeConfig::default()
+    };
     let node = Node::start(store, node_key.clone(), config)?;
-    let svc = Service::open(node.clone(), node_key, &dir.path().join("records"), &[7; 32], "http://bench/auth/token")
-        .map_err(|e| anyhow::anyhow!(e.message))?;
+    let svc = Service::open(
+        node.clone(),
+        node_key,
+        &dir.path().join("records"),
+        &[7; 32],
+        "http://bench/auth/token",
+    )
+    .map_err(|e| anyhow::anyhow!(e.message))?;
     let session = Session {
         did: doc.public().did(),
         role: Role::Practitioner,
@@ -80,12 +114,27 @@ pub fn run(creates: usize, reads: usize, threads: usize, bundles: usize, data: O
         scopes: vec![Scope::parse("user/*.cruds").map_err(|e| anyhow::anyhow!("{e}"))?],
         expires_ms: u64::MAX,
     };
-    let purpose = Purpose { code: "TREAT".into(), break_glass_reason: None };
+    let purpose = Purpose {
+        code: "TREAT".into(),
+        break_glass_reason: None,
+    };
     let fail = |e: carechain_service::ServiceError| anyhow::anyhow!("{}: {}", e.status, e.message);
     let patient = svc
-        .write(&session, &purpose, "Patient", None, None, json!({"resourceType": "Patient", "name": [{"family": "Bench"}]}))
+        .write(
+            &session,
+            &purpose,
+            "Patient",
+            None,
+            None,
+            json!({"resourceType": "Patient", "name": [{"family": "Bench"}]}),
+        )
         .map_err(fail)?;
-    let pid = patient.resource.as_ref().and_then(|r| r["id"].as_str()).unwrap_or_default().to_string();
+    let pid = patient
+        .resource
+        .as_ref()
+        .and_then(|r| r["id"].as_str())
+        .unwrap_or_default()
+        .to_string();
 
     // Creates.
     let ids = parking_lot::Mutex::new(Vec::with_capacity(creates));
@@ -94,15 +143,22 @@ pub fn run(creates: usize, reads: usize, threads: usize, bundles: usize, data: O
             "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
             "subject": {"reference": format!("Patient/{pid}")},
             "valueQuantity": {"value": 60 + (i % 40), "unit": "/min"}});
-        let w = svc.write(&session, &purpose, "Observation", None, None, obs).map_err(fail)?;
-        ids.lock().push(w.resource.and_then(|r| r["id"].as_str().map(str::to_string)).unwrap_or_default());
+        let w = svc
+            .write(&session, &purpose, "Observation", None, None, obs)
+            .map_err(fail)?;
+        ids.lock().push(
+            w.resource
+                .and_then(|r| r["id"].as_str().map(str::to_string))
+                .unwrap_or_default(),
+        );
         Ok(())
     })?;
     let ids = ids.into_inner();
 
     // Consent-checked reads by id.
     let (read_rate, read_lat) = run_parallel(threads, reads, |i| {
-        svc.read(&session, &purpose, "Observation", &ids[i % ids.len()], None).map_err(fail)?;
+        svc.read(&session, &purpose, "Observation", &ids[i % ids.len()], None)
+            .map_err(fail)?;
         Ok(())
     })?;
 
@@ -115,11 +171,18 @@ pub fn run(creates: usize, reads: usize, threads: usize, bundles: usize, data: O
         .collect();
     files.sort();
     files.truncate(bundles);
-    let loaded: Vec<Value> = files.iter().map(|f| Ok(serde_json::from_slice(&std::fs::read(f)?)?)).collect::<Result<_>>()?;
-    let resources: usize = loaded.iter().map(|b| b["entry"].as_array().map_or(0, Vec::len)).sum();
+    let loaded: Vec<Value> = files
+        .iter()
+        .map(|f| Ok(serde_json::from_slice(&std::fs::read(f)?)?))
+        .collect::<Result<_>>()?;
+    let resources: usize = loaded
+        .iter()
+        .map(|b| b["entry"].as_array().map_or(0, Vec::len))
+        .sum();
     let start = Instant::now();
     let (_, bundle_lat) = run_parallel(threads.min(4), loaded.len(), |i| {
-        svc.bundle(&session, &purpose, loaded[i].clone()).map_err(fail)?;
+        svc.bundle(&session, &purpose, loaded[i].clone())
+            .map_err(fail)?;
         Ok(())
     })?;
     let import_secs = start.elapsed().as_secs_f64();

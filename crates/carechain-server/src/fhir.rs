@@ -130,8 +130,21 @@ async fn session(s: &FhirState, h: &HeaderMap) -> Result<Session, Fail> {
     blocking(move || svc.session(b.as_deref())).await
 }
 
-fn parse_body(body: &Bytes) -> Result<Value, Fail> {
-    let v: Value = serde_json::from_slice(body)
+fn parse_body(
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Value, Fail> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            err(
+                413,
+                "too-costly",
+                &format!("the body is larger than {MAX_RESOURCE_BYTES} bytes"),
+            )
+        } else {
+            err(400, "structure", "the body could not be read")
+        }
+    })?;
+    let v: Value = serde_json::from_slice(&body)
         .map_err(|e| err(400, "structure", &format!("body is not JSON: {e}")))?;
     if !v.is_object() {
         return Err(err(
@@ -184,11 +197,11 @@ async fn create(
     State(s): State<FhirState>,
     Path(rt): Path<String>,
     h: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, Fail> {
     check_type(&rt)?;
     let sess = session(&s, &h).await?;
-    let v = parse_body(&body)?;
+    let v = parse_body(body)?;
     let (svc, p, rt2) = (s.service.clone(), purpose(&h), rt.clone());
     let r = blocking(move || svc.write(&sess, &p, &rt2, None, None, v)).await?;
     let id = r
@@ -200,9 +213,13 @@ async fn create(
     Ok(served(StatusCode::CREATED, &rt, &id, r))
 }
 
-async fn bundle(State(s): State<FhirState>, h: HeaderMap, body: Bytes) -> Result<Response, Fail> {
+async fn bundle(
+    State(s): State<FhirState>,
+    h: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, Fail> {
     let sess = session(&s, &h).await?;
-    let v = parse_body(&body)?;
+    let v = parse_body(body)?;
     let (svc, p) = (s.service.clone(), purpose(&h));
     let out = blocking(move || svc.bundle(&sess, &p, v)).await?;
     Ok(fhir(StatusCode::OK, out))
@@ -241,11 +258,11 @@ async fn update(
     State(s): State<FhirState>,
     Path((rt, id)): Path<(String, String)>,
     h: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, Fail> {
     check_type(&rt)?;
     let sess = session(&s, &h).await?;
-    let v = parse_body(&body)?;
+    let v = parse_body(body)?;
     let m = if_match(&h)?;
     let (svc, p, rt2, id2) = (s.service.clone(), purpose(&h), rt.clone(), id.clone());
     let r = blocking(move || svc.write(&sess, &p, &rt2, Some(&id2), m, v)).await?;

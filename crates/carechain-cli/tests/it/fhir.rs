@@ -399,6 +399,32 @@ fn consent_audit_break_glass_and_erasure_over_http() {
         "{oo}"
     );
     assert_eq!(call("GET", &obs_url, "not-a-token", None, None).0, 401);
+    let huge = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x".repeat(5 * 1024 * 1024)}});
+    let (s, oo, _) = call(
+        "POST",
+        &format!("{url}/fhir/Observation"),
+        &t_doc_h,
+        None,
+        Some(&huge),
+    );
+    assert_eq!(
+        (s, oo["resourceType"].as_str()),
+        (413, Some("OperationOutcome")),
+        "{oo}"
+    );
+    let mut r = agent()
+        .post(&format!("{url}/fhir/Observation"))
+        .header("authorization", format!("Bearer {t_doc_h}"))
+        .header("content-type", "application/fhir+json")
+        .send("{not json")
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(
+        r.body_mut()
+            .read_to_string()
+            .unwrap()
+            .contains("OperationOutcome")
+    );
     let mut stale = ov.clone();
     stale["status"] = json!("amended");
     let mut r = agent()
