@@ -145,6 +145,23 @@ pub struct RecordStore {
     db: Database,
     vault: Vault<LocalBlobStore>,
     write: Mutex<()>,
+    group: Mutex<Group>,
+    group_cv: parking_lot::Condvar,
+}
+
+/// Group commit of metadata writes: concurrent writers' entries share one durable redb
+/// transaction. The first writer to find no commit in progress leads: it takes every pending
+/// entry, commits them, and wakes the others.
+#[derive(Default)]
+struct Group {
+    /// The batch new entries join.
+    open: u64,
+    /// The last batch committed (or failed).
+    done: u64,
+    /// A commit is in progress.
+    leader: bool,
+    pending: Vec<(String, VersionMeta, bool)>,
+    failed: std::collections::BTreeMap<u64, String>,
 }
 
 /// `YYYY-MM-DDThh:mm:ss.sssZ` for milliseconds since the Unix epoch.
@@ -206,6 +223,11 @@ impl RecordStore {
             db: database,
             vault: Vault::new(blobs, kek),
             write: Mutex::new(()),
+            group: Mutex::new(Group {
+                open: 1,
+                ..Group::default()
+            }),
+            group_cv: parking_lot::Condvar::new(),
         })
     }
 
@@ -490,23 +512,89 @@ impl RecordStore {
     }
 
     fn put(&self, key: &str, meta: &VersionMeta) -> Result<(), RecordError> {
+        self.put_grouped(key, meta, true)
+    }
+
+    /// Writes one version's metadata (and, with `head`, makes it current) durably, sharing
+    /// the commit with concurrent writers.
+    fn put_grouped(&self, key: &str, meta: &VersionMeta, head: bool) -> Result<(), RecordError> {
+        let mut g = self.group.lock();
+        g.pending.push((key.to_string(), meta.clone(), head));
+        let mine = g.open;
+        loop {
+            if g.done >= mine {
+                return match g.failed.get(&mine) {
+                    Some(e) => Err(RecordError::Db(e.clone())),
+                    None => Ok(()),
+                };
+            }
+            if g.leader {
+                self.group_cv.wait(&mut g);
+                continue;
+            }
+            g.leader = true;
+            let batch = std::mem::take(&mut g.pending);
+            let id = g.open;
+            g.open += 1;
+            let result = parking_lot::MutexGuard::unlocked(&mut g, || self.commit_batch(&batch));
+            g.leader = false;
+            g.done = id;
+            if let Err(e) = result {
+                g.failed.insert(id, e.to_string());
+            }
+            self.group_cv.notify_all();
+        }
+    }
+
+    fn commit_batch(&self, batch: &[(String, VersionMeta, bool)]) -> Result<(), RecordError> {
         let mut txn = self.db.begin_write().map_err(db)?;
         txn.set_durability(Durability::Immediate).map_err(db)?;
         {
             let mut v = txn.open_table(VERSIONS).map_err(db)?;
-            v.insert(
-                (key, meta.version),
-                borsh::to_vec(meta).map_err(db)?.as_slice(),
-            )
-            .map_err(db)?;
             let mut h = txn.open_table(HEADS).map_err(db)?;
-            h.insert(key, meta.version).map_err(db)?;
-            if let (Some(p), Some((rt, id))) = (&meta.patient, key.split_once('/')) {
-                let mut bp = txn.open_table(BY_PATIENT).map_err(db)?;
-                bp.insert((p.as_str(), rt, id), ()).map_err(db)?;
+            let mut bp = txn.open_table(BY_PATIENT).map_err(db)?;
+            for (key, meta, head) in batch {
+                v.insert(
+                    (key.as_str(), meta.version),
+                    borsh::to_vec(meta).map_err(db)?.as_slice(),
+                )
+                .map_err(db)?;
+                if *head {
+                    h.insert(key.as_str(), meta.version).map_err(db)?;
+                }
+                if let (Some(p), Some((rt, id))) = (&meta.patient, key.split_once('/')) {
+                    bp.insert((p.as_str(), rt, id), ()).map_err(db)?;
+                }
             }
         }
         txn.commit().map_err(db)
+    }
+
+    /// Creates a resource (new id) whose version is anchored before it becomes visible:
+    /// validate and seal, call `anchor` with the written version, then commit the metadata
+    /// with the anchor in one (group) commit. Creates of different resources run in parallel.
+    pub fn create_anchored<E: From<RecordError>>(
+        &self,
+        resource: Value,
+        patient: Option<&str>,
+        author: Option<&str>,
+        now_ms: u64,
+        anchor: impl FnOnce(&Written) -> Result<Anchor, E>,
+    ) -> Result<Written, E> {
+        let id = new_id()?;
+        let mut w = self.prepare(
+            resource,
+            &id,
+            None,
+            author,
+            &[],
+            now_ms,
+            true,
+            patient.map(str::to_string),
+        )?;
+        w.meta.anchor = Some(anchor(&w)?);
+        self.put(&format!("{}/{}", w.resource_type, w.id), &w.meta)?;
+        Ok(w)
     }
 
     /// Records where a version was anchored.
@@ -521,17 +609,7 @@ impl RecordStore {
         let key = format!("{resource_type}/{id}");
         let mut meta = self.meta(resource_type, id, Some(version))?;
         meta.anchor = Some(anchor);
-        let mut txn = self.db.begin_write().map_err(db)?;
-        txn.set_durability(Durability::Immediate).map_err(db)?;
-        {
-            let mut v = txn.open_table(VERSIONS).map_err(db)?;
-            v.insert(
-                (key.as_str(), version),
-                borsh::to_vec(&meta).map_err(db)?.as_slice(),
-            )
-            .map_err(db)?;
-        }
-        txn.commit().map_err(db)
+        self.put_grouped(&key, &meta, false)
     }
 
     /// Ids of every resource of a type (including deleted and erased ones).

@@ -494,31 +494,23 @@ impl Service {
     fn store_audit(&self, mut ev: Value) -> Result<(), ServiceError> {
         let patient = ev.as_object_mut().and_then(|o| o.remove("patient"));
         // AuditEvent has no `patient` element: the store's compartment comes from the entity.
-        let w = self.records.create_for_patient(
-            ev,
-            patient.as_ref().and_then(|p| p["reference"].as_str()),
-            None,
-            &[],
-            now_ms(),
-        )?;
-        let Some(resource) = &w.resource else {
-            return Ok(());
-        };
-        let mut salt = [0u8; 32];
-        getrandom::fill(&mut salt)
-            .map_err(|_| ServiceError::new(500, "exception", "randomness"))?;
-        let commitment = audit_commitment(&salt, resource);
-        let tx = self.anchor("audit", commitment)?;
-        self.records.set_anchor(
-            "AuditEvent",
-            &w.id,
-            w.meta.version,
-            Anchor {
-                tx,
-                commitment,
-                salt: Some(salt),
-            },
-        )?;
+        let patient = patient.as_ref().and_then(|p| p["reference"].as_str());
+        self.records
+            .create_anchored(ev, patient, None, now_ms(), |w: &Written| {
+                let resource = w
+                    .resource
+                    .as_ref()
+                    .ok_or_else(|| ServiceError::new(500, "exception", "no audit content"))?;
+                let mut salt = [0u8; 32];
+                getrandom::fill(&mut salt)
+                    .map_err(|_| ServiceError::new(500, "exception", "randomness"))?;
+                let commitment = audit_commitment(&salt, resource);
+                Ok::<_, ServiceError>(Anchor {
+                    tx: self.anchor("audit", commitment)?,
+                    commitment,
+                    salt: Some(salt),
+                })
+            })?;
         Ok(())
     }
 
@@ -717,16 +709,37 @@ impl Service {
             return Err(e);
         }
         let author = s.organization.map(|o| o.to_string());
-        let w = match id {
+        let (w, tx) = match id {
             Some(i) => {
-                self.records
-                    .update(resource, i, if_match, author.as_deref(), &[], now_ms())?
+                let w =
+                    self.records
+                        .update(resource, i, if_match, author.as_deref(), &[], now_ms())?;
+                let tx = self.anchor_written(&w)?;
+                (w, tx)
             }
-            None => self
-                .records
-                .create(resource, author.as_deref(), &[], now_ms())?,
+            None => {
+                // Anchored before the version becomes visible; one metadata commit.
+                let w = self.records.create_anchored(
+                    resource,
+                    None,
+                    author.as_deref(),
+                    now_ms(),
+                    |w: &Written| {
+                        let commitment = w
+                            .meta
+                            .commitment
+                            .ok_or_else(|| ServiceError::new(500, "exception", "no commitment"))?;
+                        Ok::<_, ServiceError>(Anchor {
+                            tx: self.anchor("record", commitment)?,
+                            commitment,
+                            salt: None,
+                        })
+                    },
+                )?;
+                let tx = w.meta.anchor.as_ref().map(|a| a.tx).unwrap_or_default();
+                (w, tx)
+            }
         };
-        let tx = self.anchor_written(&w)?;
         self.after_write(&w);
         let target = format!("{rt}/{}/_history/{}", w.id, w.meta.version);
         self.audit(
