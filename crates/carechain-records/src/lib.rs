@@ -486,28 +486,17 @@ impl RecordStore {
             )?);
         }
         let anchors = anchor(&written)?;
-        let mut txn = self.db.begin_write().map_err(db)?;
-        txn.set_durability(Durability::Immediate).map_err(db)?;
-        {
-            let mut v = txn.open_table(VERSIONS).map_err(db)?;
-            let mut h = txn.open_table(HEADS).map_err(db)?;
-            let mut bp = txn.open_table(BY_PATIENT).map_err(db)?;
-            for (w, a) in written.iter_mut().zip(anchors) {
-                w.meta.anchor = Some(a);
-                let key = format!("{}/{}", w.resource_type, w.id);
-                v.insert(
-                    (key.as_str(), w.meta.version),
-                    borsh::to_vec(&w.meta).map_err(db)?.as_slice(),
-                )
-                .map_err(db)?;
-                h.insert(key.as_str(), w.meta.version).map_err(db)?;
-                if let Some(p) = &w.meta.patient {
-                    bp.insert((p.as_str(), w.resource_type.as_str(), w.id.as_str()), ())
-                        .map_err(db)?;
-                }
-            }
+        let mut batch = Vec::with_capacity(written.len());
+        for (w, a) in written.iter_mut().zip(anchors) {
+            w.meta.anchor = Some(a);
+            batch.push((
+                format!("{}/{}", w.resource_type, w.id),
+                w.meta.clone(),
+                true,
+            ));
         }
-        txn.commit().map_err(db)?;
+        // One transaction of its own (not the shared group): all or nothing.
+        self.commit_batch(&batch)?;
         Ok(written)
     }
 
