@@ -3,6 +3,15 @@
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
+/// Reads a response body of up to 256 MiB (raw blocks and bundles can be large).
+fn read_body(resp: &mut ureq::http::Response<ureq::Body>) -> Result<Vec<u8>> {
+    Ok(resp
+        .body_mut()
+        .with_config()
+        .limit(256 * 1024 * 1024)
+        .read_to_vec()?)
+}
+
 /// A client for one node.
 pub struct Client {
     base: String,
@@ -48,11 +57,7 @@ impl Client {
             .call()
             .with_context(|| format!("GET {url}"))?;
         let status = resp.status().as_u16();
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(256 * 1024 * 1024)
-            .read_to_vec()?;
+        let body = read_body(&mut resp)?;
         if status == 404 {
             return Ok(None);
         }
@@ -94,11 +99,7 @@ impl Client {
             .send(body)
             .with_context(|| format!("POST {url}"))?;
         let status = resp.status().as_u16();
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(256 * 1024 * 1024)
-            .read_to_vec()?;
+        let body = read_body(&mut resp)?;
         Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
     }
 

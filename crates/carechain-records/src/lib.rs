@@ -301,29 +301,6 @@ impl RecordStore {
         self.write_version(resource, &id, None, author, also, now_ms, true)
     }
 
-    /// Creates a resource and files it in `patient`'s compartment whatever its content says
-    /// (for resources such as AuditEvent whose patient is not a top-level reference).
-    pub fn create_for_patient(
-        &self,
-        resource: Value,
-        patient: Option<&str>,
-        author: Option<&str>,
-        also: &[PublicEncryptionKey],
-        now_ms: u64,
-    ) -> Result<Written, RecordError> {
-        let id = new_id()?;
-        self.write_version_with(
-            resource,
-            &id,
-            None,
-            author,
-            also,
-            now_ms,
-            true,
-            patient.map(str::to_string),
-        )
-    }
-
     /// Updates (or creates, with a client id) a resource. `if_match` is the version the client
     /// last saw.
     pub fn update(
@@ -336,20 +313,6 @@ impl RecordStore {
         now_ms: u64,
     ) -> Result<Written, RecordError> {
         self.write_version(resource, id, if_match, author, also, now_ms, false)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn write_version(
-        &self,
-        resource: Value,
-        id: &str,
-        if_match: Option<u64>,
-        author: Option<&str>,
-        also: &[PublicEncryptionKey],
-        now_ms: u64,
-        fresh: bool,
-    ) -> Result<Written, RecordError> {
-        self.write_version_with(resource, id, if_match, author, also, now_ms, fresh, None)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -433,7 +396,7 @@ impl RecordStore {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn write_version_with(
+    fn write_version(
         &self,
         resource: Value,
         id: &str,
@@ -442,10 +405,9 @@ impl RecordStore {
         also: &[PublicEncryptionKey],
         now_ms: u64,
         fresh: bool,
-        patient: Option<String>,
     ) -> Result<Written, RecordError> {
         let _guard = self.write.lock();
-        let w = self.prepare(resource, id, if_match, author, also, now_ms, fresh, patient)?;
+        let w = self.prepare(resource, id, if_match, author, also, now_ms, fresh, None)?;
         self.put(&format!("{}/{}", w.resource_type, w.id), &w.meta)?;
         Ok(w)
     }

@@ -545,19 +545,14 @@ impl Service {
         if s.allows(rt, perm) {
             return Ok(());
         }
-        self.audit(
+        Err(self.refuse(
             s,
             purpose,
             "read",
             "R",
             what,
             patient,
-            "4",
             "denied: outside the token's scopes",
-        );
-        Err(ServiceError::new(
-            403,
-            "forbidden",
             format!("the token's scopes do not allow '{perm}' on {rt}"),
         ))
     }
@@ -594,17 +589,16 @@ impl Service {
             None
         };
         if let Some((note, message)) = refusal {
-            self.audit(
+            return Err(self.refuse(
                 s,
                 purpose,
                 interaction,
                 "R",
                 what,
                 meta.patient.as_deref(),
-                "4",
                 note,
-            );
-            return Err(ServiceError::new(403, "forbidden", message));
+                message,
+            ));
         }
         Ok(break_glass)
     }
@@ -762,6 +756,28 @@ impl Service {
 }
 
 impl Service {
+    /// Audits a refused interaction and returns the 403 to answer with.
+    #[allow(clippy::too_many_arguments)]
+    fn refuse(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        interaction: &str,
+        action: &str,
+        what: &str,
+        patient: Option<&str>,
+        note: &str,
+        message: impl Into<String>,
+    ) -> ServiceError {
+        self.audit(s, purpose, interaction, action, what, patient, "4", note);
+        ServiceError::new(403, "forbidden", message)
+    }
+
+    /// Whether the caller is the patient `patient` (their did is linked to that Patient).
+    fn is_owner(&self, s: &Session, patient: Option<&str>) -> bool {
+        patient.is_some_and(|p| p == self.actor(s).reference)
+    }
+
     /// Who may write: the patient writes their own Patient and Consent resources; consents
     /// are the patient's alone; organizations, practitioners and devices write clinical data;
     /// audit events are the node's.
@@ -773,8 +789,7 @@ impl Service {
         patient: Option<&str>,
         resource: &Value,
     ) -> Result<(), ServiceError> {
-        let actor = self.actor(s);
-        let owner = patient.is_some_and(|p| p == actor.reference);
+        let owner = self.is_owner(s, patient);
         let allowed = match (rt, s.role) {
             ("Consent", _) => owner,
             ("AuditEvent", _) => false,
@@ -953,19 +968,14 @@ impl Service {
             };
             let perm = if *fresh { 'c' } else { 'u' };
             if !s.allows(rt, perm) {
-                self.audit(
+                return Err(self.refuse(
                     s,
                     purpose,
                     "transaction",
                     "C",
                     rt,
                     patient.as_deref(),
-                    "4",
                     "denied: outside the token's scopes",
-                );
-                return Err(ServiceError::new(
-                    403,
-                    "forbidden",
                     format!("the token's scopes do not allow '{perm}' on {rt}"),
                 ));
             }
@@ -1063,19 +1073,14 @@ impl Service {
     ) -> Result<Value, ServiceError> {
         use carechain_fhir::search::{matches, search_param};
         if !s.allows(rt, 's') {
-            self.audit(
+            return Err(self.refuse(
                 s,
                 purpose,
                 "search-type",
                 "E",
                 rt,
                 None,
-                "4",
                 "denied: outside the token's scopes",
-            );
-            return Err(ServiceError::new(
-                403,
-                "forbidden",
                 format!("the token's scopes do not allow searching {rt}"),
             ));
         }
@@ -1253,26 +1258,17 @@ impl Service {
         let what = format!("{rt}/{id}");
         let meta = self.records.meta(rt, id, None)?;
         self.check_scope(s, purpose, rt, 'd', &what, meta.patient.as_deref())?;
-        let actor = self.actor(s);
-        let owner = meta
-            .patient
-            .as_deref()
-            .is_some_and(|p| p == actor.reference);
+        let owner = self.is_owner(s, meta.patient.as_deref());
         let author = meta.author.is_some() && meta.author == s.organization.map(|o| o.to_string());
         if !(owner || author || s.role == Role::Operator) || rt == "AuditEvent" {
-            self.audit(
+            return Err(self.refuse(
                 s,
                 purpose,
                 "delete",
                 "D",
                 &what,
                 meta.patient.as_deref(),
-                "4",
                 "denied: not allowed to delete",
-            );
-            return Err(ServiceError::new(
-                403,
-                "forbidden",
                 "only the patient, the authoring organization or an operator may delete",
             ));
         }
@@ -1340,25 +1336,16 @@ impl Service {
     ) -> Result<Value, ServiceError> {
         let what = format!("{rt}/{id}");
         let meta = self.records.meta(rt, id, None)?;
-        let actor = self.actor(s);
-        let owner = meta
-            .patient
-            .as_deref()
-            .is_some_and(|p| p == actor.reference);
+        let owner = self.is_owner(s, meta.patient.as_deref());
         if !(owner || s.role == Role::Operator) || rt == "AuditEvent" {
-            self.audit(
+            return Err(self.refuse(
                 s,
                 purpose,
                 "erase",
                 "D",
                 &what,
                 meta.patient.as_deref(),
-                "4",
                 "denied: only the patient or an operator may erase",
-            );
-            return Err(ServiceError::new(
-                403,
-                "forbidden",
                 "only the patient or an operator may erase a record",
             ));
         }
