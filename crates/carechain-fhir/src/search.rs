@@ -1,6 +1,6 @@
 //! FHIR search parameters from the official definitions (`search.table`, generated) and the
 //! matching of one resource against one parameter: token, string, date (with `eq ne gt lt ge
-//! le sa eb` prefixes), reference, uri and number.
+//! le sa eb` prefixes), reference, uri, number and quantity (with prefixes).
 
 use std::{collections::HashMap, sync::OnceLock};
 
@@ -13,7 +13,7 @@ const TABLE: &str = include_str!("search.table");
 /// One search parameter of one resource type.
 #[derive(Debug)]
 pub struct SearchParam {
-    /// `token`, `string`, `date`, `reference`, `uri` or `number`.
+    /// `token`, `string`, `date`, `reference`, `uri`, `number` or `quantity`.
     pub kind: String,
     /// Element paths (relative to the resource) with an optional target type for references.
     pub paths: Vec<(String, Option<String>)>,
@@ -199,6 +199,29 @@ fn date_match(v: &Value, q: &str) -> Result<bool, String> {
     })
 }
 
+/// A number against `[prefix]number` (`eq ne gt lt ge le ap`; `eq` and `ap` within the
+/// precision the query gives, e.g. `100` means [99.5, 100.5), `ap` ±10%).
+fn number_match(x: Option<f64>, q: &str) -> Result<bool, String> {
+    let (prefix, n) = match q.get(..2) {
+        Some(p @ ("eq" | "ne" | "gt" | "lt" | "ge" | "le" | "ap" | "sa" | "eb")) => (p, &q[2..]),
+        _ => ("eq", q),
+    };
+    let target: f64 = n.parse().map_err(|_| format!("{q:?} is not a number"))?;
+    let Some(x) = x else { return Ok(false) };
+    let decimals = n.split_once('.').map_or(0, |(_, d)| d.len());
+    let half = 0.5 * 10f64.powi(-i32::try_from(decimals).unwrap_or(0));
+    let in_range = x >= target - half && x < target + half;
+    Ok(match prefix {
+        "eq" => in_range,
+        "ne" => !in_range,
+        "gt" | "sa" => x > target,
+        "lt" | "eb" => x < target,
+        "ge" => x >= target,
+        "le" => x <= target,
+        _ => (x - target).abs() <= (target * 0.1).abs().max(half),
+    })
+}
+
 /// Whether `resource` matches `param` with the query value `value` (comma = OR) and
 /// `modifier` (`exact`, `contains`, `missing` for string; none otherwise).
 pub fn matches(
@@ -242,13 +265,16 @@ pub fn matches(
                         && (r == alt || (!alt.contains('/') && r.rsplit('/').next() == Some(alt)))
                 }),
                 "uri" => v.as_str() == Some(alt),
-                "number" => {
-                    let q: f64 = alt
-                        .trim_start_matches("eq")
-                        .parse()
-                        .map_err(|_| format!("{alt:?} is not a number"))?;
-                    v.as_f64()
-                        .is_some_and(|x| (x - q).abs() < f64::EPSILON * q.abs().max(1.0))
+                "number" => number_match(v.as_f64(), alt)?,
+                "quantity" => {
+                    let mut parts = alt.splitn(3, '|');
+                    let number = parts.next().unwrap_or_default();
+                    let system = parts.next().filter(|x| !x.is_empty());
+                    let unit = parts.next().filter(|x| !x.is_empty());
+                    let unit_ok = unit.is_none_or(|u| {
+                        v["code"].as_str() == Some(u) || v["unit"].as_str() == Some(u)
+                    }) && system.is_none_or(|s| v["system"].as_str() == Some(s));
+                    unit_ok && number_match(v["value"].as_f64(), number)?
                 }
                 _ => false,
             };
@@ -258,4 +284,96 @@ pub fn matches(
         }
     }
     Ok(false)
+}
+
+/// A value to order search results by (`_sort`): the first value of a parameter in a
+/// resource. Values of one parameter have one kind, so mixed kinds only meet as `Missing`.
+#[derive(Debug, Clone, PartialEq, PartialOrd)]
+pub enum SortValue {
+    /// A date or date-time, as the start of its range in seconds (UTC).
+    Time(i64),
+    /// A number.
+    Number(f64),
+    /// A string, token code or reference, lower-cased.
+    Text(String),
+    /// The resource has no value for the parameter (sorted last in either direction).
+    Missing,
+}
+
+/// The value of `param` in `resource` to sort by: the smallest of its values.
+pub fn sort_value(resource: &Value, param: &SearchParam) -> SortValue {
+    let mut best: Option<SortValue> = None;
+    for (p, _) in &param.paths {
+        for v in values_at(resource, p) {
+            let sv = match param.kind.as_str() {
+                "date" => range_of(v).map(|(a, _)| SortValue::Time(a)),
+                "number" => v.as_f64().map(SortValue::Number),
+                "quantity" => v["value"].as_f64().map(SortValue::Number),
+                "string" => strings(v)
+                    .first()
+                    .map(|s| SortValue::Text(s.to_lowercase())),
+                "token" => token_text(v).map(|s| SortValue::Text(s.to_lowercase())),
+                "reference" => v["reference"]
+                    .as_str()
+                    .map(|s| SortValue::Text(s.to_string())),
+                _ => v.as_str().map(|s| SortValue::Text(s.to_string())),
+            };
+            if let Some(sv) = sv
+                && best.as_ref().is_none_or(|b| sv < *b)
+            {
+                best = Some(sv);
+            }
+        }
+    }
+    best.unwrap_or(SortValue::Missing)
+}
+
+fn token_text(v: &Value) -> Option<&str> {
+    match v {
+        Value::String(s) => Some(s),
+        Value::Object(o) => o
+            .get("coding")
+            .and_then(|c| c.get(0))
+            .and_then(|c| c.get("code"))
+            .or_else(|| o.get("code"))
+            .or_else(|| o.get("value"))
+            .and_then(Value::as_str),
+        _ => None,
+    }
+}
+
+/// The references (`Type/id`, relative, literal) found at `param`'s paths in `resource`,
+/// restricted to `target` type if given.
+pub fn references<'a>(
+    resource: &'a Value,
+    param: &SearchParam,
+    target: Option<&str>,
+) -> Vec<&'a str> {
+    let mut out = Vec::new();
+    for (p, path_target) in &param.paths {
+        for v in values_at(resource, p) {
+            let Some(r) = v["reference"].as_str() else {
+                continue;
+            };
+            let Some((t, id)) = r.split_once('/') else {
+                continue;
+            };
+            if id.contains('/') || r.contains(':') || r.starts_with('#') {
+                continue;
+            }
+            if path_target.as_deref().is_some_and(|pt| pt != t) || target.is_some_and(|x| x != t) {
+                continue;
+            }
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// The single target type of a reference parameter, when its definition names one (e.g.
+/// `Observation.subject.where(resolve() is Patient)` for `patient`).
+pub fn single_target(param: &SearchParam) -> Option<&str> {
+    let mut t = param.paths.iter().map(|(_, t)| t.as_deref());
+    let first = t.next()??;
+    t.all(|x| x == Some(first)).then_some(first)
 }

@@ -110,7 +110,7 @@ pub fn generate(types_bundle: &Value, resources_bundle: &Value) -> Result<String
 
 /// Builds the search-parameter table (`search.table`) from the official
 /// `search-parameters.json`: for each resource type and parameter of type token, string, date,
-/// reference, uri or number, the element paths its FHIRPath expression names. Expressions
+/// reference, uri, number or quantity, the element paths its FHIRPath expression names. Expressions
 /// beyond simple paths, `(X as Type)` casts and `.where(resolve() is Type)` are left out.
 pub fn generate_search(bundle: &Value) -> Result<String, String> {
     let mut out = String::from(
@@ -132,7 +132,7 @@ pub fn generate_search(bundle: &Value) -> Result<String, String> {
         };
         if !matches!(
             ty,
-            "token" | "string" | "date" | "reference" | "uri" | "number"
+            "token" | "string" | "date" | "reference" | "uri" | "number" | "quantity"
         ) {
             continue;
         }

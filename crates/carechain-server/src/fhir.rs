@@ -32,6 +32,7 @@ pub fn routes(state: FhirState) -> Router {
         .route("/fhir/metadata", get(metadata))
         .route("/fhir", post(bundle))
         .route("/fhir/{rt}", post(create).get(search))
+        .route("/fhir/{rt}/_history", get(history_type))
         .route("/fhir/{rt}/{id}", get(read).put(update).delete(delete))
         .route("/fhir/{rt}/{id}/_history", get(history))
         .route("/fhir/{rt}/{id}/_history/{vid}", get(vread))
@@ -203,14 +204,31 @@ async fn create(
     let sess = session(&s, &h).await?;
     let v = parse_body(body)?;
     let (svc, p, rt2) = (s.service.clone(), purpose(&h), rt.clone());
-    let r = blocking(move || svc.write(&sess, &p, &rt2, None, None, v)).await?;
+    let condition = match h.get("if-none-exist") {
+        Some(c) => Some(
+            c.to_str()
+                .map_err(|_| err(400, "invalid", "bad If-None-Exist"))?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let (r, created) = blocking(move || match condition {
+        Some(q) => svc.create_if_none_exist(&sess, &p, &rt2, &q, v),
+        None => svc.write(&sess, &p, &rt2, None, None, v).map(|r| (r, true)),
+    })
+    .await?;
     let id = r
         .resource
         .as_ref()
         .and_then(|x| x["id"].as_str())
         .unwrap_or_default()
         .to_string();
-    Ok(served(StatusCode::CREATED, &rt, &id, r))
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(served(status, &rt, &id, r))
 }
 
 async fn bundle(
@@ -328,18 +346,83 @@ async fn history(
     let versions = blocking(move || svc.history(&sess, &p, &rt2, &id2)).await?;
     let entries: Vec<Value> = versions
         .iter()
-        .map(|(m, r)| {
-            let method = if m.deleted { "DELETE" } else if m.version == 1 { "POST" } else { "PUT" };
-            let mut e = json!({
-                "fullUrl": format!("/fhir/{rt}/{id}"),
-                "request": {"method": method, "url": if method == "POST" { rt.clone() } else { format!("{rt}/{id}") }},
-                "response": {"status": if m.deleted { "204" } else if m.version == 1 { "201" } else { "200" }, "etag": format!("W/\"{}\"", m.version), "lastModified": carechain_records::format_instant(m.last_updated_ms)}
-            });
-            if let Some(r) = r {
-                e["resource"] = r.clone();
+        .map(|(m, r)| history_entry(&rt, &id, m, r.as_ref()))
+        .collect();
+    Ok(fhir(
+        StatusCode::OK,
+        json!({"resourceType": "Bundle", "type": "history", "total": entries.len(), "entry": entries}),
+    ))
+}
+
+fn history_entry(
+    rt: &str,
+    id: &str,
+    m: &carechain_records::VersionMeta,
+    r: Option<&Value>,
+) -> Value {
+    let method = if m.deleted {
+        "DELETE"
+    } else if m.version == 1 {
+        "POST"
+    } else {
+        "PUT"
+    };
+    let mut e = json!({
+        "fullUrl": format!("/fhir/{rt}/{id}"),
+        "request": {"method": method, "url": if method == "POST" { rt.to_string() } else { format!("{rt}/{id}") }},
+        "response": {
+            "status": if m.deleted { "204" } else if m.version == 1 { "201" } else { "200" },
+            "etag": format!("W/\"{}\"", m.version),
+            "lastModified": carechain_records::format_instant(m.last_updated_ms)
+        }
+    });
+    if let Some(r) = r {
+        e["resource"] = r.clone();
+    }
+    e
+}
+
+/// `GET /fhir/{rt}/_history[?_since=…&_count=…]`: the type's versions the caller may read.
+async fn history_type(
+    State(s): State<FhirState>,
+    Path(rt): Path<String>,
+    h: HeaderMap,
+    uri: axum::http::Uri,
+) -> Result<Response, Fail> {
+    check_type(&rt)?;
+    let sess = session(&s, &h).await?;
+    let mut since = None;
+    let mut count = 100usize;
+    for (k, v) in serde_urlencoded_pairs(uri.query().unwrap_or(""))? {
+        match k.as_str() {
+            "_since" => {
+                since =
+                    Some(carechain_service::parse_since(&v).ok_or_else(|| {
+                        err(400, "invalid", "_since must be a FHIR instant or date")
+                    })?)
             }
-            e
-        })
+            "_count" => {
+                count = v
+                    .parse()
+                    .ok()
+                    .filter(|c| (1..=1000).contains(c))
+                    .ok_or_else(|| err(400, "invalid", "_count must be 1..1000"))?
+            }
+            "_format" | "_pretty" => {}
+            other => {
+                return Err(err(
+                    400,
+                    "not-supported",
+                    &format!("{other} is not supported on _history (_since and _count are)"),
+                ));
+            }
+        }
+    }
+    let (svc, p, rt2) = (s.service.clone(), purpose(&h), rt.clone());
+    let versions = blocking(move || svc.history_type(&sess, &p, &rt2, since, count)).await?;
+    let entries: Vec<Value> = versions
+        .iter()
+        .map(|(id, m, r)| history_entry(&rt, id, m, r.as_ref()))
         .collect();
     Ok(fhir(
         StatusCode::OK,
@@ -513,7 +596,7 @@ async fn smart_configuration(State(s): State<FhirState>) -> Response {
 }
 
 async fn metadata(State(s): State<FhirState>) -> Response {
-    let interactions = json!([{"code": "create"}, {"code": "read"}, {"code": "vread"}, {"code": "update"}, {"code": "delete"}, {"code": "history-instance"}, {"code": "search-type"}]);
+    let interactions = json!([{"code": "create"}, {"code": "read"}, {"code": "vread"}, {"code": "update"}, {"code": "delete"}, {"code": "history-instance"}, {"code": "history-type"}, {"code": "search-type"}]);
     let mut types: Vec<&String> = carechain_fhir::model()
         .types
         .iter()
@@ -524,7 +607,7 @@ async fn metadata(State(s): State<FhirState>) -> Response {
     let resources: Vec<Value> = types
         .iter()
         .map(|t| json!({"type": t, "interaction": interactions,
-            "searchParam": carechain_fhir::search::params_for(t).into_iter().map(|(c, k)| json!({"name": c, "type": k})).collect::<Vec<_>>(), "versioning": "versioned", "readHistory": true, "updateCreate": true, "conditionalCreate": false, "conditionalUpdate": false, "conditionalDelete": "not-supported", "operation": [{"name": "erase", "definition": "http://carechain.example/fhir/OperationDefinition/erase"}]}))
+            "searchParam": carechain_fhir::search::params_for(t).into_iter().map(|(c, k)| json!({"name": c, "type": k})).collect::<Vec<_>>(), "versioning": "versioned", "readHistory": true, "updateCreate": true, "conditionalCreate": true, "searchInclude": carechain_fhir::search::params_for(t).into_iter().filter(|(_, k)| *k == "reference").map(|(c, _)| format!("{t}:{c}")).collect::<Vec<_>>(), "conditionalUpdate": false, "conditionalDelete": "not-supported", "operation": [{"name": "erase", "definition": "http://carechain.example/fhir/OperationDefinition/erase"}]}))
         .collect();
     fhir(
         StatusCode::OK,
@@ -539,7 +622,7 @@ async fn metadata(State(s): State<FhirState>) -> Response {
             "format": ["json"],
             "rest": [{
                 "mode": "server",
-                "documentation": "Transaction bundles (POST and PUT entries, urn:uuid references resolved, all or nothing) and batch bundles are supported. Search: the official token, string, date, reference, uri and number parameters of every resource (simple paths), _id, _lastUpdated, _count, paging; not yet: chaining, _include/_revinclude, _sort, conditional create. Every access is consent-checked and audited; search results are filtered by consent.",
+                "documentation": "Transaction bundles (POST incl. ifNoneExist, PUT, and GET entries; urn:uuid references resolved; all or nothing) and batch bundles are supported; DELETE in a transaction is not. Search: the official token, string, date, reference, uri and number parameters of every resource (simple paths), chained reference parameters (subject:Patient.name, up to 3 deep), _id, _lastUpdated, _count, _sort, _include and _revinclude (not :iterate), paging; not supported: _has, _summary, _elements, _filter. Conditional create (If-None-Exist) only sees resources the caller may read. Every access is consent-checked and audited; search results are filtered by consent.",
             "interaction": [{"code": "transaction"}, {"code": "batch"}],
                 "security": {
                     "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],

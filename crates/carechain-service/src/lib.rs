@@ -7,6 +7,7 @@
 //! checkpoint.
 
 pub mod auth;
+mod search;
 
 use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
 
@@ -22,6 +23,7 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::{Value, json};
 
 pub use auth::{AuthError, Scope, Session, Tokens, make_assertion, verify_assertion};
+pub use search::parse_since;
 
 const DID_SYSTEM: &str = "urn:ietf:rfc:3986";
 const ACT_REASON: &str = "http://terminology.hl7.org/CodeSystem/v3-ActReason";
@@ -133,6 +135,8 @@ pub struct Service {
     nonce: Mutex<Option<u64>>,
     consents: RwLock<BTreeMap<String, Vec<Value>>>,
     patients: RwLock<BTreeMap<Did, String>>,
+    /// Serializes conditional creates (a check-then-create must not race another).
+    conditional: Mutex<()>,
     token_audience: String,
 }
 
@@ -164,6 +168,7 @@ impl Service {
             nonce: Mutex::new(None),
             consents: RwLock::new(BTreeMap::new()),
             patients: RwLock::new(BTreeMap::new()),
+            conditional: Mutex::new(()),
             token_audience: token_audience.to_string(),
         };
         // Rebuild the in-memory indexes (consents by patient, patient by did) from the store.
@@ -905,9 +910,16 @@ impl Service {
         purpose: &Purpose,
         entries: Vec<Value>,
     ) -> Result<Value, ServiceError> {
-        // 1. Identify every entry: POST gets a new id, PUT keeps its own; map fullUrls.
+        // 1. Identify every entry: POST gets a new id (or, with ifNoneExist, the id of the one
+        //    visible match), PUT keeps its own; GETs run after the writes; map fullUrls.
+        let conditional = entries
+            .iter()
+            .any(|e| e["request"]["ifNoneExist"].is_string());
+        let _one_at_a_time = conditional.then(|| self.conditional.lock());
         let mut map: BTreeMap<String, String> = BTreeMap::new();
         let mut plan = Vec::with_capacity(entries.len());
+        let mut reads = Vec::new();
+        let mut existing: BTreeMap<usize, String> = BTreeMap::new();
         for (i, e) in entries.iter().enumerate() {
             let method = e["request"]["method"].as_str().unwrap_or_default();
             let url = e["request"]["url"].as_str().unwrap_or_default();
@@ -916,15 +928,33 @@ impl Service {
                 .unwrap_or_default()
                 .to_string();
             let (id, fresh) = match method {
+                "GET" => {
+                    match url.split_once('/') {
+                        Some((t, id))
+                            if carechain_fhir::model().is_resource(t)
+                                && !id.contains(['/', '?']) =>
+                        {
+                            reads.push((i, t.to_string(), id.to_string()));
+                        }
+                        _ => {
+                            return Err(ServiceError::new(
+                                400,
+                                "not-supported",
+                                format!("entry {i}: GET in a transaction must be a read: Type/id"),
+                            ));
+                        }
+                    }
+                    continue;
+                }
                 "POST" => {
-                    if e["request"]["ifNoneExist"].is_string() {
-                        return Err(ServiceError::new(
-                            400,
-                            "not-supported",
-                            format!(
-                                "entry {i}: conditional create (ifNoneExist) is not supported yet"
-                            ),
-                        ));
+                    if let Some(q) = e["request"]["ifNoneExist"].as_str()
+                        && let Some(id) = self.existing_match(s, purpose, &rt, q)?
+                    {
+                        existing.insert(i, format!("{rt}/{id}"));
+                        if let Some(full) = e["fullUrl"].as_str() {
+                            map.insert(full.to_string(), format!("{rt}/{id}"));
+                        }
+                        continue;
                     }
                     (carechain_records::new_id()?, true)
                 }
@@ -951,12 +981,12 @@ impl Service {
             if let Some(full) = e["fullUrl"].as_str() {
                 map.insert(full.to_string(), format!("{rt}/{id}"));
             }
-            plan.push((rt, id, fresh));
+            plan.push((i, rt, id, fresh));
         }
         // 2. Resolve references, check permissions for every entry before writing any.
         let mut items = Vec::with_capacity(plan.len());
-        for ((rt, id, fresh), e) in plan.iter().zip(&entries) {
-            let mut resource = e["resource"].clone();
+        for (i, rt, id, fresh) in &plan {
+            let mut resource = entries[*i]["resource"].clone();
             resolve_references(&mut resource, &map);
             if !*fresh {
                 resource["id"] = json!(id);
@@ -1045,206 +1075,32 @@ impl Service {
             "0",
             &format!("transaction of {} resources", written.len()),
         );
-        let out: Vec<Value> = written
-            .iter()
-            .zip(&plan)
-            .map(|(w, (_, _, fresh))| {
-                json!({"response": {
-                    "status": if *fresh || w.meta.version == 1 { "201 Created" } else { "200 OK" },
-                    "location": format!("{}/{}/_history/{}", w.resource_type, w.id, w.meta.version),
-                    "etag": format!("W/\"{}\"", w.meta.version),
-                    "lastModified": format_instant(w.meta.last_updated_ms),
-                }})
-            })
-            .collect();
+        // Responses in the order of the request's entries.
+        let mut out = vec![Value::Null; entries.len()];
+        for (w, (i, _, _, fresh)) in written.iter().zip(&plan) {
+            out[*i] = json!({"response": {
+                "status": if *fresh || w.meta.version == 1 { "201 Created" } else { "200 OK" },
+                "location": format!("{}/{}/_history/{}", w.resource_type, w.id, w.meta.version),
+                "etag": format!("W/\"{}\"", w.meta.version),
+                "lastModified": format_instant(w.meta.last_updated_ms),
+            }});
+        }
+        for (i, reference) in existing {
+            out[i] = json!({"response": {"status": "200 OK", "location": reference}});
+        }
+        // 4. Reads run last (FHIR order: DELETE, POST, PUT, GET), each consent-checked.
+        for (i, rt, id) in reads {
+            out[i] = match self.read(s, purpose, &rt, &id, None) {
+                Ok(sv) => json!({
+                    "resource": sv.resource,
+                    "response": {"status": "200 OK", "etag": format!("W/\"{}\"", sv.version)}
+                }),
+                Err(e) => {
+                    json!({"response": {"status": e.status.to_string(), "outcome": e.outcome()}})
+                }
+            };
+        }
         Ok(json!({"resourceType": "Bundle", "type": "transaction-response", "entry": out}))
-    }
-
-    /// Searches one resource type with the standard search parameters of the official
-    /// definitions. Results are filtered by consent (records the caller may not see are left
-    /// out, and counted in the audit event), then paged.
-    pub fn search(
-        &self,
-        s: &Session,
-        purpose: &Purpose,
-        rt: &str,
-        params: &[(String, String)],
-        base: &str,
-    ) -> Result<Value, ServiceError> {
-        use carechain_fhir::search::{matches, search_param};
-        if !s.allows(rt, 's') {
-            return Err(self.refuse(
-                s,
-                purpose,
-                "search-type",
-                "E",
-                rt,
-                None,
-                "denied: outside the token's scopes",
-                format!("the token's scopes do not allow searching {rt}"),
-            ));
-        }
-        let bad = |m: String| ServiceError::new(400, "invalid", m);
-        let (mut count, mut offset) = (50usize, 0usize);
-        let mut filters = Vec::new();
-        let mut ids: Option<Vec<String>> = None;
-        let mut last_updated = Vec::new();
-        let mut compartment: Option<String> = None;
-        for (k, v) in params {
-            let (code, modifier) = match k.split_once(':') {
-                Some((c, m)) => (c, Some(m)),
-                None => (k.as_str(), None),
-            };
-            match code {
-                "_count" => {
-                    count = v
-                        .parse()
-                        .ok()
-                        .filter(|c| (1..=1000).contains(c))
-                        .ok_or_else(|| bad("_count must be 1..1000".into()))?
-                }
-                "_offset" => {
-                    offset = v
-                        .parse()
-                        .map_err(|_| bad("_offset must be a number".into()))?
-                }
-                "_id" => ids = Some(v.split(',').map(str::to_string).collect()),
-                "_lastUpdated" => last_updated.push(v.clone()),
-                "_format" | "_pretty" => {}
-                "_sort" | "_include" | "_revinclude" | "_elements" | "_summary" | "_has"
-                | "_text" | "_content" => {
-                    return Err(ServiceError::new(
-                        400,
-                        "not-supported",
-                        format!("{code} is not supported yet"),
-                    ));
-                }
-                _ => {
-                    if modifier.is_some_and(|m| !matches!(m, "exact" | "contains" | "missing")) {
-                        return Err(ServiceError::new(
-                            400,
-                            "not-supported",
-                            format!(
-                                "modifier :{} is not supported",
-                                modifier.unwrap_or_default()
-                            ),
-                        ));
-                    }
-                    let p = search_param(rt, code)
-                        .ok_or_else(|| bad(format!("unknown search parameter {code} for {rt}")))?;
-                    if p.kind == "reference"
-                        && matches!(code, "patient" | "subject")
-                        && !v.contains(',')
-                    {
-                        let target = if v.contains('/') {
-                            v.clone()
-                        } else {
-                            format!("Patient/{v}")
-                        };
-                        if target.starts_with("Patient/") {
-                            compartment = Some(target);
-                        }
-                    }
-                    filters.push((p, modifier, v.clone()));
-                }
-            }
-        }
-        let candidates = match (&ids, &compartment) {
-            (Some(ids), _) => ids.clone(),
-            (None, Some(c)) => self.records.patient_ids(c, rt)?,
-            (None, None) => self.records.ids(rt)?,
-        };
-        let mut hits = Vec::new();
-        let mut withheld = 0usize;
-        let mut glass = false;
-        for id in candidates {
-            let Ok(meta) = self.records.meta(rt, &id, None) else {
-                continue;
-            };
-            if meta.deleted || meta.erased {
-                continue;
-            }
-            let mut lu_ok = true;
-            for q in &last_updated {
-                let instant = json!(format_instant(meta.last_updated_ms));
-                lu_ok &= matches(
-                    &json!({"d": instant}),
-                    &carechain_fhir::search::SearchParam {
-                        kind: "date".into(),
-                        paths: vec![("d".into(), None)],
-                    },
-                    None,
-                    q,
-                )
-                .map_err(bad)?;
-            }
-            if !lu_ok {
-                continue;
-            }
-            let decision = self.decide(s, purpose, Action::Access, rt, &meta);
-            let bg = decision == Decision::Permit(Basis::BreakGlass);
-            if !decision.permitted()
-                || (bg
-                    && purpose
-                        .break_glass_reason
-                        .as_deref()
-                        .is_none_or(str::is_empty))
-            {
-                withheld += 1;
-                continue;
-            }
-            let Ok(r) = self.records.read(rt, &id) else {
-                continue;
-            };
-            let mut ok = true;
-            for (p, m, v) in &filters {
-                ok &= matches(&r, p, *m, v).map_err(bad)?;
-            }
-            if ok {
-                glass |= bg;
-                hits.push(r);
-            }
-        }
-        let total = hits.len();
-        let page: Vec<Value> = hits.into_iter().skip(offset).take(count).collect();
-        let note = if glass {
-            format!(
-                "break-glass: {}; {} results, {withheld} withheld by consent",
-                purpose.break_glass_reason.clone().unwrap_or_default(),
-                total
-            )
-        } else {
-            format!("search: {total} results, {withheld} withheld by consent")
-        };
-        self.audit(
-            s,
-            purpose,
-            "search-type",
-            "E",
-            rt,
-            compartment.as_deref(),
-            "0",
-            &note,
-        );
-        let query: String = params
-            .iter()
-            .filter(|(k, _)| k != "_offset")
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("&");
-        let mut links = vec![
-            json!({"relation": "self", "url": format!("{base}/fhir/{rt}?{query}&_offset={offset}")}),
-        ];
-        if offset + count < total {
-            links.push(json!({"relation": "next", "url": format!("{base}/fhir/{rt}?{query}&_offset={}", offset + count)}));
-        }
-        Ok(json!({
-            "resourceType": "Bundle",
-            "type": "searchset",
-            "total": total,
-            "link": links,
-            "entry": page.into_iter().map(|r| json!({"fullUrl": format!("{base}/fhir/{rt}/{}", r["id"].as_str().unwrap_or_default()), "resource": r, "search": {"mode": "match"}})).collect::<Vec<_>>(),
-        }))
     }
 
     /// Deletes a resource (history stays), if the caller may write it.

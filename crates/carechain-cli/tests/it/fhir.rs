@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 
-fn register(
+pub(crate) fn register(
     url: &str,
     signer: &SecretKey,
     nonce: u64,
@@ -37,7 +37,7 @@ fn register(
     );
 }
 
-fn token(url: &str, key: &SecretKey, scope: &str) -> String {
+pub(crate) fn token(url: &str, key: &SecretKey, scope: &str) -> String {
     let aud = format!("{url}/auth/token");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -59,7 +59,7 @@ fn token(url: &str, key: &SecretKey, scope: &str) -> String {
     v["access_token"].as_str().unwrap().to_string()
 }
 
-fn call(
+pub(crate) fn call(
     method: &str,
     url: &str,
     token: &str,

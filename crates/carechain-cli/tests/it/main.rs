@@ -7,4 +7,5 @@ mod common;
 mod crash;
 mod fhir;
 mod http;
+mod search;
 mod tamper;

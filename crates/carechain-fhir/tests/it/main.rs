@@ -284,3 +284,45 @@ fn search_parameters_match_like_the_spec_says() {
     );
     assert!(search_param("Patient", "nonsense").is_none());
 }
+
+#[test]
+fn quantity_number_sorting_and_references_follow_the_spec() {
+    use carechain_fhir::search::{
+        SortValue, matches, references, search_param, single_target, sort_value,
+    };
+    let obs = json!({"resourceType": "Observation", "status": "final",
+        "code": {"text": "hr"}, "subject": {"reference": "Patient/p1"},
+        "performer": [{"reference": "Practitioner/d1"}, {"reference": "https://elsewhere/Patient/x"}],
+        "effectiveDateTime": "2026-11-01", "valueQuantity": {"value": 100.2, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}});
+    let vq = search_param("Observation", "value-quantity").unwrap();
+    assert_eq!(vq.kind, "quantity");
+    // `100` means [99.5, 100.5); `100.0` is narrower.
+    assert!(matches(&obs, vq, None, "100").unwrap());
+    assert!(!matches(&obs, vq, None, "100.0").unwrap());
+    assert!(matches(&obs, vq, None, "gt100").unwrap());
+    assert!(matches(&obs, vq, None, "le100.2").unwrap());
+    assert!(!matches(&obs, vq, None, "lt100").unwrap());
+    assert!(matches(&obs, vq, None, "ap95").unwrap());
+    assert!(!matches(&obs, vq, None, "ap80").unwrap());
+    assert!(matches(&obs, vq, None, "100|http://unitsofmeasure.org|/min").unwrap());
+    assert!(matches(&obs, vq, None, "100||/min").unwrap());
+    assert!(!matches(&obs, vq, None, "100||mmHg").unwrap());
+    assert!(matches(&obs, vq, None, "lots").is_err());
+    // Sorting keys: dates by the start of their range, quantities by value, missing last.
+    let date = search_param("Observation", "date").unwrap();
+    assert!(sort_value(&obs, date) < sort_value(&json!({"effectiveDateTime": "2027"}), date));
+    assert_eq!(sort_value(&obs, vq), SortValue::Number(100.2));
+    assert_eq!(sort_value(&json!({}), vq), SortValue::Missing);
+    // References: literal relative ones only, restricted to a type when asked.
+    let performer = search_param("Observation", "performer").unwrap();
+    assert_eq!(references(&obs, performer, None), vec!["Practitioner/d1"]);
+    assert!(references(&obs, performer, Some("Patient")).is_empty());
+    assert_eq!(
+        single_target(search_param("Observation", "patient").unwrap()),
+        Some("Patient")
+    );
+    assert_eq!(
+        single_target(search_param("Observation", "subject").unwrap()),
+        None
+    );
+}

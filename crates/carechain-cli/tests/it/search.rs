@@ -1,0 +1,368 @@
+//! FHIR search over HTTP beyond simple parameters: chained parameters, `_sort`, paging links,
+//! `_include`/`_revinclude`, conditional create (header and transaction `ifNoneExist`),
+//! transaction GET entries and type-level `_history` — each filtered by consent.
+
+use carechain_types::Role;
+use serde_json::{Value, json};
+
+use crate::common::*;
+use crate::fhir::{call, register, token};
+
+fn ids(bundle: &Value, mode: &str) -> Vec<String> {
+    bundle["entry"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a searchset: {bundle}"))
+        .iter()
+        .filter(|e| e["search"]["mode"] == mode)
+        .map(|e| {
+            format!(
+                "{}/{}",
+                e["resource"]["resourceType"].as_str().unwrap(),
+                e["resource"]["id"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+fn conditional_create(url: &str, t: &str, rt: &str, query: &str, body: &Value) -> (u16, Value) {
+    let mut r = agent()
+        .post(&format!("{url}/fhir/{rt}"))
+        .header("authorization", format!("Bearer {t}"))
+        .header("if-none-exist", query)
+        .header("content-type", "application/fhir+json")
+        .send(body.to_string())
+        .unwrap();
+    let s = r.status().as_u16();
+    (
+        s,
+        serde_json::from_slice(&r.body_mut().read_to_vec().unwrap()).unwrap(),
+    )
+}
+
+fn obs(patient: &str, date: &str, value: f64) -> Value {
+    json!({"resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": patient}, "effectiveDateTime": date,
+        "valueQuantity": {"value": value, "unit": "/min"}})
+}
+
+#[test]
+fn chained_sorted_included_conditional_and_type_history_searches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hospital, clinic) = (key(50), key(51));
+    init_chain(dir.path(), &[hospital.clone(), clinic.clone()]);
+    let mut node = NodeProc::start(dir.path(), &["--block-interval-ms", "2"]);
+    let url = node.url.clone();
+    let (doc, other) = (key(52), key(53));
+    register(
+        &url,
+        &hospital,
+        0,
+        &doc,
+        Role::Practitioner,
+        Some(&hospital),
+    );
+    register(&url, &clinic, 0, &other, Role::Practitioner, Some(&clinic));
+    let t = token(&url, &doc, "user/*.cruds");
+    let t_other = token(&url, &other, "user/*.cruds");
+
+    // Two patients, four observations and a provenance, in one transaction.
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:a", "resource": {"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "A1"}], "name": [{"family": "Zeta", "given": ["Ann"]}]}, "request": {"method": "POST", "url": "Patient"}},
+        {"fullUrl": "urn:uuid:b", "resource": {"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "B1"}], "name": [{"family": "Beta", "given": ["Bob"]}]}, "request": {"method": "POST", "url": "Patient"}},
+        {"fullUrl": "urn:uuid:o1", "resource": obs("urn:uuid:a", "2020-05-01", 70.0), "request": {"method": "POST", "url": "Observation"}},
+        {"fullUrl": "urn:uuid:o2", "resource": obs("urn:uuid:a", "2018-01-01", 90.0), "request": {"method": "POST", "url": "Observation"}},
+        {"fullUrl": "urn:uuid:o3", "resource": obs("urn:uuid:a", "2022-12-31", 60.0), "request": {"method": "POST", "url": "Observation"}},
+        {"fullUrl": "urn:uuid:o4", "resource": obs("urn:uuid:b", "2021-06-15", 80.0), "request": {"method": "POST", "url": "Observation"}},
+        {"resource": {"resourceType": "Provenance", "target": [{"reference": "urn:uuid:o1"}], "recorded": "2020-05-01T10:00:00Z", "agent": [{"who": {"display": "lab"}}]}, "request": {"method": "POST", "url": "Provenance"}}
+    ]});
+    let (s, resp, _) = call("POST", &format!("{url}/fhir"), &t, None, Some(&bundle));
+    assert_eq!(s, 200, "{resp}");
+    let loc: Vec<String> = resp["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let l = e["response"]["location"].as_str().unwrap();
+            l.split('/').take(2).collect::<Vec<_>>().join("/")
+        })
+        .collect();
+    let (pa, pb, o1, o2, o3, o4, prov) = (
+        &loc[0], &loc[1], &loc[2], &loc[3], &loc[4], &loc[5], &loc[6],
+    );
+
+    // Chained: by the subject's name (typed and via the single-target `patient`), and by the
+    // patient's identifier.
+    let (s, b, _) = call(
+        "GET",
+        &format!("{url}/fhir/Observation?subject:Patient.name=zeta&_sort=date"),
+        &t,
+        None,
+        None,
+    );
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(ids(&b, "match"), vec![o2.clone(), o1.clone(), o3.clone()]);
+    let (_, b, _) = call(
+        "GET",
+        &format!("{url}/fhir/Observation?patient.identifier=urn:mrn%7CB1"),
+        &t,
+        None,
+        None,
+    );
+    assert_eq!(ids(&b, "match"), vec![o4.clone()]);
+    // `subject` may point at many types: the server asks for one, with a 400.
+    let (s, b, _) = call(
+        "GET",
+        &format!("{url}/fhir/Observation?subject.name=zeta"),
+        &t,
+        None,
+        None,
+    );
+    assert_eq!(
+        (s, b["resourceType"].as_str()),
+        (400, Some("OperationOutcome")),
+        "{b}"
+    );
+
+    // _sort descending, by a number, and paging that follows the sort.
+    let (_, b, _) = call(
+        "GET",
+        &format!("{url}/fhir/Observation?_sort=-date"),
+        &t,
+        None,
+        None,
+    );
+    assert_eq!(
+        ids(&b, "match"),
+        vec![o3.clone(), o4.clone(), o1.clone(), o2.clone()]
+    );
+    let (_, b, _) = call(
+        "GET",
+        &format!("{url}/fhir/Observation?_sort=value-quantity&_count=2"),
+        &t,
+        None,
+        None,
+    );
+    assert_eq!(ids(&b, "match"), vec![o3.clone(), o1.clone()]);
+    assert_eq!(b["total"], 4);
+    let next = b["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, b, _) = call("GET", &next, &t, None, None);
+    assert_eq!(ids(&b, "match"), vec![o4.clone(), o2.clone()]);
+    let (s, b, _) = call(
+        "GET",
+        &format!("{url}/fhir/Observation?_sort=nonsense"),
+        &t,
+        None,
+        None,
+    );
+    assert_eq!(s, 400, "{b}");
+
+    // _include brings the subject once; _revinclude brings what points at the matches.
+    let (_, b, _) = call(
+        "GET",
+        &format!("{url}/fhir/Observation?subject={pa}&_include=Observation:subject"),
+        &t,
+        None,
+        None,
+    );
+    assert_eq!(ids(&b, "match").len(), 3);
+    assert_eq!(ids(&b, "include"), vec![pa.clone()]);
+    let oid1 = o1.split('/').nth(1).unwrap();
+    let (_, b, _) = call(
+        "GET",
+        &format!("{url}/fhir/Observation?_id={oid1}&_revinclude=Provenance:target"),
+        &t,
+        None,
+        None,
+    );
+    assert_eq!(ids(&b, "include"), vec![prov.clone()]);
+    let pid_b = pb.split('/').nth(1).unwrap();
+    let (_, b, _) = call(
+        "GET",
+        &format!("{url}/fhir/Patient?_id={pid_b}&_revinclude=Observation:subject"),
+        &t,
+        None,
+        None,
+    );
+    assert_eq!(ids(&b, "match"), vec![pb.clone()]);
+    assert_eq!(ids(&b, "include"), vec![o4.clone()]);
+
+    // Consent filters chains and includes: the clinic's practitioner (no consent) may write
+    // an observation about patient A and see it, but cannot find it by A's name nor get A
+    // included with it.
+    let (s, mine, _) = call(
+        "POST",
+        &format!("{url}/fhir/Observation"),
+        &t_other,
+        None,
+        Some(&obs(pa, "2023-01-01", 75.0)),
+    );
+    assert_eq!(s, 201, "{mine}");
+    let mine = format!("Observation/{}", mine["id"].as_str().unwrap());
+    let (_, b, _) = call(
+        "GET",
+        &format!("{url}/fhir/Observation?_include=Observation:subject"),
+        &t_other,
+        None,
+        None,
+    );
+    assert_eq!(ids(&b, "match"), vec![mine.clone()]);
+    assert!(ids(&b, "include").is_empty(), "{b}");
+    let (_, b, _) = call(
+        "GET",
+        &format!("{url}/fhir/Observation?subject:Patient.name=zeta"),
+        &t_other,
+        None,
+        None,
+    );
+    assert!(ids(&b, "match").is_empty(), "{b}");
+
+    // Conditional create: an existing match is returned (200, nothing written); no match
+    // creates (201); a second identical request finds the first.
+    let again = json!({"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "A1"}], "name": [{"family": "Zeta"}]});
+    let (s, v) = conditional_create(&url, &t, "Patient", "identifier=urn:mrn|A1", &again);
+    assert_eq!(
+        (s, format!("Patient/{}", v["id"].as_str().unwrap())),
+        (200, pa.clone()),
+        "{v}"
+    );
+    let new =
+        json!({"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "C1"}]});
+    let (s, v) = conditional_create(&url, &t, "Patient", "identifier=urn:mrn|C1", &new);
+    assert_eq!(s, 201, "{v}");
+    let pc = v["id"].as_str().unwrap().to_string();
+    let (s, v) = conditional_create(&url, &t, "Patient", "identifier=urn:mrn|C1", &new);
+    assert_eq!((s, v["id"].as_str()), (200, Some(pc.as_str())));
+    let (s, v) = conditional_create(&url, &t, "Patient", "identifier=urn:mrn|", &new);
+    assert_eq!(
+        (s, v["resourceType"].as_str()),
+        (412, Some("OperationOutcome")),
+        "{v}"
+    );
+    let (s, _) = conditional_create(&url, &t, "Patient", "bogus-param=1", &new);
+    assert_eq!(s, 400);
+
+    // In a transaction: ifNoneExist resolves to the existing patient, references to its
+    // fullUrl follow, and GET entries read after the writes.
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"request": {"method": "GET", "url": o4}},
+        {"fullUrl": "urn:uuid:again", "resource": again, "request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=urn:mrn|A1"}},
+        {"resource": obs("urn:uuid:again", "2024-02-02", 66.0), "request": {"method": "POST", "url": "Observation"}}
+    ]});
+    let (s, resp, _) = call("POST", &format!("{url}/fhir"), &t, None, Some(&bundle));
+    assert_eq!(s, 200, "{resp}");
+    let e = resp["entry"].as_array().unwrap();
+    assert_eq!(e[0]["resource"]["valueQuantity"]["value"], 80.0);
+    assert_eq!(
+        (
+            e[1]["response"]["status"].as_str(),
+            e[1]["response"]["location"].as_str()
+        ),
+        (Some("200 OK"), Some(pa.as_str()))
+    );
+    assert_eq!(e[2]["response"]["status"], "201 Created");
+    let loc = e[2]["response"]["location"].as_str().unwrap();
+    let (_, o5, _) = call(
+        "GET",
+        &format!("{url}/fhir/{}", loc.split("/_history").next().unwrap()),
+        &t,
+        None,
+        None,
+    );
+    assert_eq!(o5["subject"]["reference"].as_str(), Some(pa.as_str()));
+
+    // Type-level history: newest first, every version, _since and _count; filtered by consent.
+    let (s, mut p, _) = call("GET", &format!("{url}/fhir/{pa}"), &t, None, None);
+    assert_eq!(s, 200);
+    p["gender"] = json!("female");
+    let (s, _, _) = call("PUT", &format!("{url}/fhir/{pa}"), &t, None, Some(&p));
+    assert_eq!(s, 200);
+    let (s, h, _) = call(
+        "GET",
+        &format!("{url}/fhir/Patient/_history"),
+        &t,
+        None,
+        None,
+    );
+    assert_eq!((s, h["type"].as_str()), (200, Some("history")), "{h}");
+    let entries = h["entry"].as_array().unwrap();
+    assert_eq!(entries.len(), 4, "A twice, B, C");
+    assert_eq!(entries[0]["resource"]["gender"], "female");
+    assert_eq!(entries[0]["request"]["method"], "PUT");
+    let stamps: Vec<&str> = entries
+        .iter()
+        .map(|e| e["response"]["lastModified"].as_str().unwrap())
+        .collect();
+    assert!(stamps.windows(2).all(|w| w[0] >= w[1]), "{stamps:?}");
+    let (_, h, _) = call(
+        "GET",
+        &format!("{url}/fhir/Patient/_history?_count=1"),
+        &t,
+        None,
+        None,
+    );
+    assert_eq!(h["entry"].as_array().unwrap().len(), 1);
+    let (_, h, _) = call(
+        "GET",
+        &format!("{url}/fhir/Patient/_history?_since=2999-01-01"),
+        &t,
+        None,
+        None,
+    );
+    assert_eq!(h["entry"].as_array().unwrap().len(), 0);
+    let (s, h, _) = call(
+        "GET",
+        &format!("{url}/fhir/Patient/_history?_since=yesterday"),
+        &t,
+        None,
+        None,
+    );
+    assert_eq!(
+        (s, h["resourceType"].as_str()),
+        (400, Some("OperationOutcome"))
+    );
+    let (_, h, _) = call(
+        "GET",
+        &format!("{url}/fhir/Observation/_history"),
+        &t_other,
+        None,
+        None,
+    );
+    let seen: Vec<&str> = h["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        seen,
+        vec![mine.split('/').nth(1).unwrap()],
+        "only the clinic's own observation"
+    );
+
+    // The CapabilityStatement tells the truth about it.
+    let (_, cs) = get(&format!("{url}/fhir/metadata"));
+    let obs_cap = cs["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "Observation")
+        .unwrap()
+        .clone();
+    assert_eq!(obs_cap["conditionalCreate"], true);
+    assert!(
+        obs_cap["interaction"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"code": "history-type"}))
+    );
+    node.stop();
+}

@@ -1,0 +1,752 @@
+//! FHIR search over the record store: the official parameters, chaining, `_sort`,
+//! `_include`/`_revinclude`, paging, conditional create and type-level history — every
+//! result, chained target and included resource filtered by the patient's consent.
+
+use std::collections::BTreeSet;
+
+use carechain_fhir::consent::{Action, Basis, Decision};
+use carechain_fhir::search::{
+    SearchParam, SortValue, matches, references, search_param, single_target, sort_value,
+};
+use carechain_records::VersionMeta;
+use serde_json::{Value, json};
+
+use crate::{Purpose, Served, Service, ServiceError, Session};
+
+/// How deep a chain (`subject:Patient.organization.name`) may go.
+const MAX_CHAIN: usize = 3;
+/// Resources one search may add by `_include`/`_revinclude`.
+const MAX_INCLUDED: usize = 1000;
+
+/// `a=1&b=x%7Cy` → `[("a", "1"), ("b", "x|y")]`.
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.trim_start_matches('?').as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn bad(m: impl Into<String>) -> ServiceError {
+    ServiceError::new(400, "invalid", m)
+}
+
+fn unsupported(m: impl Into<String>) -> ServiceError {
+    ServiceError::new(400, "not-supported", m)
+}
+
+enum SortBy {
+    Id,
+    LastUpdated,
+    Param(&'static SearchParam),
+}
+
+/// `_include=Observation:subject[:Patient]` or `_revinclude=Provenance:target[:Patient]`.
+struct Include {
+    source: String,
+    param: &'static SearchParam,
+    target: Option<String>,
+}
+
+/// A parsed search.
+struct Query<'a> {
+    count: usize,
+    offset: usize,
+    ids: Option<Vec<&'a str>>,
+    last_updated: Vec<&'a str>,
+    compartment: Option<String>,
+    filters: Vec<(&'static SearchParam, Option<&'a str>, &'a str)>,
+    /// Chained parameters, each already resolved to the references that may match.
+    chains: Vec<(&'static SearchParam, BTreeSet<String>)>,
+    sort: Vec<(SortBy, bool)>,
+    include: Vec<Include>,
+    revinclude: Vec<Include>,
+}
+
+/// The matches of a search, before paging.
+pub(crate) struct Found {
+    pub(crate) hits: Vec<Value>,
+    pub(crate) withheld: usize,
+    pub(crate) glass: bool,
+}
+
+fn parse_include(v: &str, what: &str) -> Result<Include, ServiceError> {
+    let mut it = v.split(':');
+    let (Some(source), Some(code)) = (it.next(), it.next()) else {
+        return Err(bad(format!("{what} must be Type:param[:Target]")));
+    };
+    let target = it.next().map(str::to_string);
+    if it.next().is_some() {
+        return Err(bad(format!("{what} must be Type:param[:Target]")));
+    }
+    if code == "*" {
+        return Err(unsupported(format!(
+            "{what}=…:* is not supported; name the parameter"
+        )));
+    }
+    let param = search_param(source, code)
+        .filter(|p| p.kind == "reference")
+        .ok_or_else(|| {
+            bad(format!(
+                "{source}:{code} is not a reference search parameter"
+            ))
+        })?;
+    Ok(Include {
+        source: source.to_string(),
+        param,
+        target,
+    })
+}
+
+impl Service {
+    /// Whether the caller may see a record under consent: `Some(break_glass)` if so.
+    fn visible(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        rt: &str,
+        meta: &VersionMeta,
+    ) -> Option<bool> {
+        if meta.deleted || meta.erased {
+            return None;
+        }
+        let d = self.decide(s, purpose, Action::Access, rt, meta);
+        let bg = d == Decision::Permit(Basis::BreakGlass);
+        let no_reason = purpose
+            .break_glass_reason
+            .as_deref()
+            .is_none_or(str::is_empty);
+        (d.permitted() && !(bg && no_reason)).then_some(bg)
+    }
+
+    /// Reads a record the caller may see, for inclusion in a result.
+    fn read_visible(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        reference: &str,
+        glass: &mut bool,
+    ) -> Option<Value> {
+        let (rt, id) = reference.split_once('/')?;
+        if !(s.allows(rt, 'r') || s.allows(rt, 's')) {
+            return None;
+        }
+        let meta = self.records.meta(rt, id, None).ok()?;
+        let bg = self.visible(s, purpose, rt, &meta)?;
+        let r = self.records.read(rt, id).ok()?;
+        *glass |= bg;
+        Some(r)
+    }
+
+    fn parse_query<'a>(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        rt: &str,
+        params: &'a [(String, String)],
+        depth: usize,
+        withheld: &mut usize,
+    ) -> Result<Query<'a>, ServiceError> {
+        let mut q = Query {
+            count: 50,
+            offset: 0,
+            ids: None,
+            last_updated: Vec::new(),
+            compartment: None,
+            filters: Vec::new(),
+            chains: Vec::new(),
+            sort: Vec::new(),
+            include: Vec::new(),
+            revinclude: Vec::new(),
+        };
+        for (k, v) in params {
+            let (head, modifier) = match k.split_once(':') {
+                Some((c, m)) => (c, Some(m)),
+                None => (k.as_str(), None),
+            };
+            // A chain: `subject:Patient.name` or `subject.name`.
+            let chain = match (head.split_once('.'), modifier) {
+                (Some((code, rest)), None) => Some((code, None, rest)),
+                (None, Some(m)) => m.split_once('.').map(|(t, rest)| (head, Some(t), rest)),
+                _ => None,
+            };
+            if let Some((code, target, rest)) = chain {
+                self.parse_chain(
+                    s, purpose, rt, code, target, rest, v, depth, withheld, &mut q,
+                )?;
+                continue;
+            }
+            let code = head;
+            match code {
+                "_count" => {
+                    q.count = v
+                        .parse()
+                        .ok()
+                        .filter(|c| (1..=1000).contains(c))
+                        .ok_or_else(|| bad("_count must be 1..1000"))?
+                }
+                "_offset" => q.offset = v.parse().map_err(|_| bad("_offset must be a number"))?,
+                "_id" => q.ids = Some(v.split(',').collect()),
+                "_lastUpdated" => q.last_updated.push(v),
+                "_format" | "_pretty" => {}
+                "_sort" => {
+                    for key in v.split(',').filter(|k| !k.is_empty()) {
+                        let (desc, name) = match key.strip_prefix('-') {
+                            Some(n) => (true, n),
+                            None => (false, key),
+                        };
+                        let by = match name {
+                            "_id" => SortBy::Id,
+                            "_lastUpdated" => SortBy::LastUpdated,
+                            n => SortBy::Param(search_param(rt, n).ok_or_else(|| {
+                                bad(format!(
+                                    "cannot sort by {n}: not a search parameter of {rt}"
+                                ))
+                            })?),
+                        };
+                        q.sort.push((by, desc));
+                    }
+                }
+                "_include" => {
+                    if let Some(m) = modifier {
+                        return Err(unsupported(format!("_include:{m} is not supported")));
+                    }
+                    let inc = parse_include(v, "_include")?;
+                    if inc.source != rt {
+                        return Err(bad(format!("_include must start with {rt}:")));
+                    }
+                    q.include.push(inc);
+                }
+                "_revinclude" => {
+                    if let Some(m) = modifier {
+                        return Err(unsupported(format!("_revinclude:{m} is not supported")));
+                    }
+                    q.revinclude.push(parse_include(v, "_revinclude")?);
+                }
+                "_elements" | "_summary" | "_has" | "_text" | "_content" | "_contained"
+                | "_containedType" | "_list" | "_query" | "_filter" => {
+                    return Err(unsupported(format!("{code} is not supported")));
+                }
+                _ => {
+                    if modifier.is_some_and(|m| !matches!(m, "exact" | "contains" | "missing")) {
+                        return Err(unsupported(format!(
+                            "modifier :{} is not supported",
+                            modifier.unwrap_or_default()
+                        )));
+                    }
+                    let p = search_param(rt, code)
+                        .ok_or_else(|| bad(format!("unknown search parameter {code} for {rt}")))?;
+                    if p.kind == "reference"
+                        && matches!(code, "patient" | "subject")
+                        && modifier.is_none()
+                        && !v.contains(',')
+                    {
+                        let target = if v.contains('/') {
+                            v.clone()
+                        } else {
+                            format!("Patient/{v}")
+                        };
+                        if target.starts_with("Patient/") && q.compartment.is_none() {
+                            q.compartment = Some(target);
+                        }
+                    }
+                    q.filters.push((p, modifier, v));
+                }
+            }
+        }
+        Ok(q)
+    }
+
+    /// Resolves a chained parameter by a search on the target type (itself consent-filtered):
+    /// the resource then matches if its reference points at one of the target's hits.
+    #[allow(clippy::too_many_arguments)]
+    fn parse_chain(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        rt: &str,
+        code: &str,
+        target: Option<&str>,
+        rest: &str,
+        value: &str,
+        depth: usize,
+        withheld: &mut usize,
+        q: &mut Query<'_>,
+    ) -> Result<(), ServiceError> {
+        if depth >= MAX_CHAIN {
+            return Err(unsupported(format!(
+                "chains deeper than {MAX_CHAIN} are not supported"
+            )));
+        }
+        let p = search_param(rt, code)
+            .ok_or_else(|| bad(format!("unknown search parameter {code} for {rt}")))?;
+        if p.kind != "reference" {
+            return Err(bad(format!(
+                "{code} is not a reference parameter: it cannot be chained"
+            )));
+        }
+        let target = match target.or_else(|| single_target(p)) {
+            Some(t) => t.to_string(),
+            None if code == "patient" => "Patient".to_string(),
+            None => {
+                return Err(bad(format!(
+                    "{code} may point at several types: name one, e.g. {code}:Patient.{rest}"
+                )));
+            }
+        };
+        if !carechain_fhir::model().is_resource(&target) {
+            return Err(bad(format!("{target} is not a resource type")));
+        }
+        if !s.allows(&target, 's') {
+            return Err(ServiceError::new(
+                403,
+                "forbidden",
+                format!("the token's scopes do not allow searching {target}"),
+            ));
+        }
+        let sub = [(rest.to_string(), value.to_string())];
+        let found = self.find(s, purpose, &target, &sub, depth + 1)?;
+        *withheld += found.withheld;
+        let refs = found
+            .hits
+            .iter()
+            .filter_map(|r| r["id"].as_str().map(|id| format!("{target}/{id}")))
+            .collect();
+        q.chains.push((p, refs));
+        Ok(())
+    }
+
+    /// Every visible resource of `rt` matching `params` (sorted if asked; not paged).
+    pub(crate) fn find(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        rt: &str,
+        params: &[(String, String)],
+        depth: usize,
+    ) -> Result<Found, ServiceError> {
+        let mut withheld = 0;
+        let q = self.parse_query(s, purpose, rt, params, depth, &mut withheld)?;
+        self.run(s, purpose, rt, &q, withheld)
+    }
+
+    fn run(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        rt: &str,
+        q: &Query<'_>,
+        mut withheld: usize,
+    ) -> Result<Found, ServiceError> {
+        let candidates = match (&q.ids, &q.compartment) {
+            (Some(ids), _) => ids.iter().map(|i| i.to_string()).collect(),
+            (None, Some(c)) => self.records.patient_ids(c, rt)?,
+            (None, None) => self.records.ids(rt)?,
+        };
+        let lu = SearchParam {
+            kind: "date".into(),
+            paths: vec![("meta.lastUpdated".into(), None)],
+        };
+        let mut hits = Vec::new();
+        let mut glass = false;
+        for id in candidates {
+            let Ok(meta) = self.records.meta(rt, &id, None) else {
+                continue;
+            };
+            if meta.deleted || meta.erased {
+                continue;
+            }
+            let Some(bg) = self.visible(s, purpose, rt, &meta) else {
+                withheld += 1;
+                continue;
+            };
+            let Ok(r) = self.records.read(rt, &id) else {
+                continue;
+            };
+            let mut ok = true;
+            for v in &q.last_updated {
+                ok &= matches(&r, &lu, None, v).map_err(bad)?;
+            }
+            for (p, m, v) in &q.filters {
+                ok = ok && matches(&r, p, *m, v).map_err(bad)?;
+            }
+            for (p, refs) in &q.chains {
+                ok = ok && references(&r, p, None).iter().any(|x| refs.contains(*x));
+            }
+            if ok {
+                glass |= bg;
+                hits.push(r);
+            }
+        }
+        if !q.sort.is_empty() {
+            let keys: Vec<Vec<SortValue>> = hits
+                .iter()
+                .map(|r| {
+                    q.sort
+                        .iter()
+                        .map(|(by, _)| match by {
+                            SortBy::Id => SortValue::Text(r["id"].as_str().unwrap_or("").into()),
+                            SortBy::LastUpdated => sort_value(r, &lu),
+                            SortBy::Param(p) => sort_value(r, p),
+                        })
+                        .collect()
+                })
+                .collect();
+            let mut order: Vec<usize> = (0..hits.len()).collect();
+            order.sort_by(|&a, &b| {
+                for (i, (_, desc)) in q.sort.iter().enumerate() {
+                    let (x, y) = (&keys[a][i], &keys[b][i]);
+                    let o = match (x, y) {
+                        (SortValue::Missing, SortValue::Missing) => std::cmp::Ordering::Equal,
+                        (SortValue::Missing, _) => std::cmp::Ordering::Greater,
+                        (_, SortValue::Missing) => std::cmp::Ordering::Less,
+                        _ => {
+                            let o = x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal);
+                            if *desc { o.reverse() } else { o }
+                        }
+                    };
+                    if o.is_ne() {
+                        return o;
+                    }
+                }
+                std::cmp::Ordering::Equal
+            });
+            let mut slots: Vec<Option<Value>> = hits.into_iter().map(Some).collect();
+            hits = order.into_iter().filter_map(|i| slots[i].take()).collect();
+        }
+        Ok(Found {
+            hits,
+            withheld,
+            glass,
+        })
+    }
+
+    /// The resources `_include` and `_revinclude` add to a page, each one consent-checked.
+    fn included(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        rt: &str,
+        q: &Query<'_>,
+        page: &[Value],
+        glass: &mut bool,
+    ) -> Result<Vec<Value>, ServiceError> {
+        let mut seen: BTreeSet<String> = page
+            .iter()
+            .filter_map(|r| r["id"].as_str().map(|id| format!("{rt}/{id}")))
+            .collect();
+        let mut out = Vec::new();
+        for inc in &q.include {
+            for r in page {
+                for reference in references(r, inc.param, inc.target.as_deref()) {
+                    if out.len() >= MAX_INCLUDED || !seen.insert(reference.to_string()) {
+                        continue;
+                    }
+                    if let Some(x) = self.read_visible(s, purpose, reference, glass) {
+                        out.push(x);
+                    }
+                }
+            }
+        }
+        let page_refs: BTreeSet<String> = page
+            .iter()
+            .filter_map(|r| r["id"].as_str().map(|id| format!("{rt}/{id}")))
+            .collect();
+        for inc in &q.revinclude {
+            if !(s.allows(&inc.source, 'r') || s.allows(&inc.source, 's')) {
+                continue;
+            }
+            // Every resource of the source type is a candidate: a reference need not follow
+            // the patient compartment (a Provenance's target, a performer).
+            let candidates = self.records.ids(&inc.source)?;
+            for id in candidates {
+                if out.len() >= MAX_INCLUDED {
+                    break;
+                }
+                let key = format!("{}/{id}", inc.source);
+                if seen.contains(&key) {
+                    continue;
+                }
+                let Ok(meta) = self.records.meta(&inc.source, &id, None) else {
+                    continue;
+                };
+                let Some(bg) = self.visible(s, purpose, &inc.source, &meta) else {
+                    continue;
+                };
+                let Ok(r) = self.records.read(&inc.source, &id) else {
+                    continue;
+                };
+                if references(&r, inc.param, inc.target.as_deref())
+                    .iter()
+                    .any(|x| page_refs.contains(*x))
+                {
+                    seen.insert(key);
+                    *glass |= bg;
+                    out.push(r);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Searches one resource type with the standard search parameters of the official
+    /// definitions, chaining, `_sort`, `_include` and `_revinclude`. Results are filtered by
+    /// consent (records the caller may not see are left out and counted in the audit event),
+    /// then paged.
+    pub fn search(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        rt: &str,
+        params: &[(String, String)],
+        base: &str,
+    ) -> Result<Value, ServiceError> {
+        if !s.allows(rt, 's') {
+            return Err(self.refuse(
+                s,
+                purpose,
+                "search-type",
+                "E",
+                rt,
+                None,
+                "denied: outside the token's scopes",
+                format!("the token's scopes do not allow searching {rt}"),
+            ));
+        }
+        let mut withheld = 0;
+        let q = self.parse_query(s, purpose, rt, params, 0, &mut withheld)?;
+        let found = self.run(s, purpose, rt, &q, withheld)?;
+        let mut glass = found.glass;
+        let total = found.hits.len();
+        let page: Vec<Value> = found
+            .hits
+            .into_iter()
+            .skip(q.offset)
+            .take(q.count)
+            .collect();
+        let extra = self.included(s, purpose, rt, &q, &page, &mut glass)?;
+        let mut note = format!(
+            "search: {total} results, {} included, {} withheld by consent",
+            extra.len(),
+            found.withheld
+        );
+        if glass {
+            note = format!(
+                "break-glass: {}; {note}",
+                purpose.break_glass_reason.clone().unwrap_or_default()
+            );
+        }
+        self.audit(
+            s,
+            purpose,
+            "search-type",
+            "E",
+            rt,
+            q.compartment.as_deref(),
+            "0",
+            &note,
+        );
+        let link = |offset: usize| {
+            let mut ser = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in params.iter().filter(|(k, _)| k != "_offset") {
+                ser.append_pair(k, v);
+            }
+            ser.append_pair("_offset", &offset.to_string());
+            format!("{base}/fhir/{rt}?{}", ser.finish())
+        };
+        let mut links = vec![json!({"relation": "self", "url": link(q.offset)})];
+        if q.offset + q.count < total {
+            links.push(json!({"relation": "next", "url": link(q.offset + q.count)}));
+        }
+        if q.offset > 0 {
+            links.push(
+                json!({"relation": "previous", "url": link(q.offset.saturating_sub(q.count))}),
+            );
+        }
+        let entry = |r: Value, mode: &str| {
+            let full = format!(
+                "{base}/fhir/{}/{}",
+                r["resourceType"].as_str().unwrap_or_default(),
+                r["id"].as_str().unwrap_or_default()
+            );
+            json!({"fullUrl": full, "resource": r, "search": {"mode": mode}})
+        };
+        let mut entries: Vec<Value> = page.into_iter().map(|r| entry(r, "match")).collect();
+        entries.extend(extra.into_iter().map(|r| entry(r, "include")));
+        Ok(json!({
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": total,
+            "link": links,
+            "entry": entries,
+        }))
+    }
+
+    /// Conditional create (`If-None-Exist`): creates the resource unless the query matches
+    /// one the caller can see — then that one is returned (`created` = false); several
+    /// matches are a 412. Matches hidden by consent are not revealed: they count as absent.
+    pub fn create_if_none_exist(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        rt: &str,
+        query: &str,
+        resource: Value,
+    ) -> Result<(Served, bool), ServiceError> {
+        let params: Vec<(String, String)> = query_pairs(query);
+        if params.is_empty() {
+            return Err(bad(
+                "If-None-Exist needs a search query, e.g. identifier=sys|value",
+            ));
+        }
+        if !s.allows(rt, 's') || !s.allows(rt, 'c') {
+            return Err(ServiceError::new(
+                403,
+                "forbidden",
+                format!("a conditional create of {rt} needs the 'c' and 's' scopes"),
+            ));
+        }
+        // Two conditional creates of the same thing must not both create.
+        let _one_at_a_time = self.conditional.lock();
+        let found = self.find(s, purpose, rt, &params, 0)?;
+        match found.hits.len() {
+            0 => self
+                .write(s, purpose, rt, None, None, resource)
+                .map(|sv| (sv, true)),
+            1 => {
+                let existing = found.hits.into_iter().next().unwrap_or_default();
+                let id = existing["id"].as_str().unwrap_or_default().to_string();
+                let version = existing["meta"]["versionId"]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1);
+                let patient = self.records.meta(rt, &id, None)?.patient;
+                self.audit(
+                    s,
+                    purpose,
+                    "create",
+                    "C",
+                    &format!("{rt}/{id}"),
+                    patient.as_deref(),
+                    "0",
+                    "conditional create: a match exists, nothing written",
+                );
+                Ok((
+                    Served {
+                        resource: Some(existing),
+                        version,
+                        tx: None,
+                        break_glass: found.glass,
+                    },
+                    false,
+                ))
+            }
+            n => Err(ServiceError::new(
+                412,
+                "duplicate",
+                format!("If-None-Exist matches {n} resources"),
+            )),
+        }
+    }
+
+    /// The id an `ifNoneExist` entry of a transaction resolves to, if a visible resource
+    /// matches (`None`: create it).
+    pub(crate) fn existing_match(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        rt: &str,
+        query: &str,
+    ) -> Result<Option<String>, ServiceError> {
+        let params: Vec<(String, String)> = query_pairs(query);
+        let found = self.find(s, purpose, rt, &params, 0)?;
+        match found.hits.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(one["id"].as_str().map(str::to_string)),
+            more => Err(ServiceError::new(
+                412,
+                "duplicate",
+                format!("ifNoneExist {query:?} matches {} resources", more.len()),
+            )),
+        }
+    }
+
+    /// Type-level history: every version of the resources of `rt` the caller may read, newest
+    /// first, optionally since a time, at most `count`.
+    pub fn history_type(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        rt: &str,
+        since_ms: Option<u64>,
+        count: usize,
+    ) -> Result<Vec<(String, VersionMeta, Option<Value>)>, ServiceError> {
+        if !s.allows(rt, 'r') {
+            return Err(self.refuse(
+                s,
+                purpose,
+                "history-type",
+                "R",
+                rt,
+                None,
+                "denied: outside the token's scopes",
+                format!("the token's scopes do not allow reading {rt}"),
+            ));
+        }
+        let mut out: Vec<(String, VersionMeta, Option<Value>)> = Vec::new();
+        let mut withheld = 0usize;
+        let mut glass = false;
+        for id in self.records.ids(rt)? {
+            let Ok(meta) = self.records.meta(rt, &id, None) else {
+                continue;
+            };
+            if since_ms.is_some_and(|t| meta.last_updated_ms < t) {
+                continue;
+            }
+            // Consent is decided on the current version (deleted resources: their last one).
+            let decided = if meta.deleted || meta.erased {
+                self.records
+                    .history(rt, &id)?
+                    .into_iter()
+                    .find(|e| !e.meta.deleted && !e.meta.erased)
+                    .map(|e| e.meta)
+                    .unwrap_or(meta)
+            } else {
+                meta
+            };
+            let live = VersionMeta {
+                deleted: false,
+                erased: false,
+                ..decided
+            };
+            let Some(bg) = self.visible(s, purpose, rt, &live) else {
+                withheld += 1;
+                continue;
+            };
+            glass |= bg;
+            for e in self.records.history(rt, &id)? {
+                if since_ms.is_none_or(|t| e.meta.last_updated_ms >= t) {
+                    out.push((id.clone(), e.meta, e.resource));
+                }
+            }
+        }
+        out.sort_by_key(|e| std::cmp::Reverse(e.1.last_updated_ms));
+        out.truncate(count);
+        let mut note = format!(
+            "history: {} versions, {withheld} resources withheld by consent",
+            out.len()
+        );
+        if glass {
+            note = format!(
+                "break-glass: {}; {note}",
+                purpose.break_glass_reason.clone().unwrap_or_default()
+            );
+        }
+        self.audit(s, purpose, "history-type", "R", rt, None, "0", &note);
+        Ok(out)
+    }
+}
+
+/// `YYYY-MM-DDThh:mm:ss[.sss]Z` or a date for `_since`, as ms since the epoch.
+pub fn parse_since(v: &str) -> Option<u64> {
+    let (start, _) = carechain_fhir::fhir_time_range(v)?;
+    u64::try_from(start).ok().map(|s| s * 1000)
+}
