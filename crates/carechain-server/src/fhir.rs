@@ -31,12 +31,13 @@ pub fn routes(state: FhirState) -> Router {
         .route("/.well-known/smart-configuration", get(smart_configuration))
         .route("/fhir/metadata", get(metadata))
         .route("/fhir", post(bundle))
+        .route("/fhir/", post(bundle))
         .route("/fhir/{rt}", post(create).get(search))
         .route("/fhir/{rt}/_history", get(history_type))
         .route("/fhir/{rt}/{id}", get(read).put(update).delete(delete))
         .route("/fhir/{rt}/{id}/_history", get(history))
         .route("/fhir/{rt}/{id}/_history/{vid}", get(vread))
-        .route("/fhir/{rt}/{id}/{op}", post(operation))
+        .route("/fhir/{rt}/{id}/{op}", post(operation).get(compartment))
         .route("/patients/{id}/access-log", get(access_log))
         .route("/patients/{id}/alerts", get(alerts))
         .layer(DefaultBodyLimit::max(MAX_RESOURCE_BYTES))
@@ -252,11 +253,7 @@ async fn search(
     check_type(&rt)?;
     let sess = session(&s, &h).await?;
     let params: Vec<(String, String)> = serde_urlencoded_pairs(uri.query().unwrap_or(""))?;
-    let base = h
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(|host| format!("http://{host}"))
-        .unwrap_or_default();
+    let base = base_url(&h);
     let (svc, p) = (s.service.clone(), purpose(&h));
     let out = blocking(move || svc.search(&sess, &p, &rt, &params, &base)).await?;
     Ok(fhir(StatusCode::OK, out))
@@ -428,6 +425,48 @@ async fn history_type(
         StatusCode::OK,
         json!({"resourceType": "Bundle", "type": "history", "total": entries.len(), "entry": entries}),
     ))
+}
+
+/// `GET /fhir/Patient/{id}/{type}?…`: a search of `type` within the patient's compartment.
+async fn compartment(
+    State(s): State<FhirState>,
+    Path((rt, id, target)): Path<(String, String, String)>,
+    h: HeaderMap,
+    uri: axum::http::Uri,
+) -> Result<Response, Fail> {
+    check_type(&rt)?;
+    check_type(&target)?;
+    if rt != "Patient" {
+        return Err(err(
+            400,
+            "not-supported",
+            "only the Patient compartment is supported",
+        ));
+    }
+    let link = ["patient", "subject"]
+        .into_iter()
+        .find(|c| carechain_fhir::search::search_param(&target, c).is_some())
+        .ok_or_else(|| {
+            err(
+                400,
+                "not-supported",
+                &format!("{target} is not in the Patient compartment"),
+            )
+        })?;
+    let sess = session(&s, &h).await?;
+    let mut params = serde_urlencoded_pairs(uri.query().unwrap_or(""))?;
+    params.insert(0, (link.to_string(), format!("Patient/{id}")));
+    let base = base_url(&h);
+    let (svc, p) = (s.service.clone(), purpose(&h));
+    let out = blocking(move || svc.search(&sess, &p, &target, &params, &base)).await?;
+    Ok(fhir(StatusCode::OK, out))
+}
+
+fn base_url(h: &HeaderMap) -> String {
+    h.get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(|host| format!("http://{host}"))
+        .unwrap_or_default()
 }
 
 async fn operation(

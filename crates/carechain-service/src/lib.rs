@@ -874,12 +874,20 @@ impl Service {
             .map(|e| {
                 let method = e["request"]["method"].as_str().unwrap_or_default().to_string();
                 let url = e["request"]["url"].as_str().unwrap_or_default().to_string();
+                if method == "GET" && (url.contains('?') || !url.contains('/')) {
+                    let (rt, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
+                    let params = search::query_pairs(query);
+                    return match self.search(s, purpose, rt, &params, "") {
+                        Ok(b) => json!({"resource": b, "response": {"status": "200 OK"}}),
+                        Err(e) => json!({"response": {"status": format!("{}", e.status), "outcome": e.outcome()}}),
+                    };
+                }
                 let (rt, id) = url.split_once('/').map_or((url.as_str(), None), |(a, b)| (a, Some(b)));
                 let r = match method.as_str() {
                     "POST" | "PUT" => self.write(s, purpose, rt, id, None, e["resource"].clone()),
                     "GET" => match id {
                         Some(id) => self.read(s, purpose, rt, id, None),
-                        None => Err(ServiceError::new(400, "not-supported", "search in a batch is not supported yet")),
+                        None => Err(ServiceError::new(400, "invalid", "GET needs Type/id or Type?query")),
                     },
                     "DELETE" => match id {
                         Some(id) => self.delete(s, purpose, rt, id),

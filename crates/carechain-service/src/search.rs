@@ -19,7 +19,7 @@ const MAX_CHAIN: usize = 3;
 const MAX_INCLUDED: usize = 1000;
 
 /// `a=1&b=x%7Cy` → `[("a", "1"), ("b", "x|y")]`.
-fn query_pairs(query: &str) -> Vec<(String, String)> {
+pub(crate) fn query_pairs(query: &str) -> Vec<(String, String)> {
     form_urlencoded::parse(query.trim_start_matches('?').as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
@@ -499,6 +499,13 @@ impl Service {
         params: &[(String, String)],
         base: &str,
     ) -> Result<Value, ServiceError> {
+        if !carechain_fhir::model().is_resource(rt) {
+            return Err(ServiceError::new(
+                404,
+                "not-supported",
+                format!("unknown resource type {rt}"),
+            ));
+        }
         if !s.allows(rt, 's') {
             return Err(self.refuse(
                 s,
