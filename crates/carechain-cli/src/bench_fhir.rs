@@ -155,12 +155,25 @@ pub fn run(
     })?;
     let ids = ids.into_inner();
 
-    // Consent-checked reads by id.
-    let (read_rate, read_lat) = run_parallel(threads, reads, |i| {
+    let t_drain = Instant::now();
+    svc.flush_audit();
+    let create_drain_ms = t_drain.elapsed().as_secs_f64() * 1000.0;
+
+    // Consent-checked reads by id: answered once the audit event is queued, then the time
+    // until the queue is written (so the sustained, fully audited rate is known too).
+    let read = |i: usize| -> Result<()> {
         svc.read(&session, &purpose, "Observation", &ids[i % ids.len()], None)
             .map_err(fail)?;
         Ok(())
-    })?;
+    };
+    let t_reads = Instant::now();
+    let (read_rate, read_lat) = run_parallel(threads, reads, read)?;
+    svc.flush_audit();
+    let read_audited_rate = reads as f64 / t_reads.elapsed().as_secs_f64();
+    // The same with every answer waiting until its audit event is durable and anchored.
+    svc.set_audit_durable(true);
+    let (durable_rate, durable_lat) = run_parallel(threads, reads.min(4000), read)?;
+    svc.set_audit_durable(false);
 
     // Transaction import of the Synthea benchmark bundles.
     let data = data.unwrap_or_else(|| PathBuf::from("../shared/data/fhir/synthea-r4-bench"));
@@ -186,14 +199,16 @@ pub fn run(
         Ok(())
     })?;
     let import_secs = start.elapsed().as_secs_f64();
+    svc.close();
     node.shutdown();
     out_line(&serde_json::to_string_pretty(&json!({
         "bench": "fhir",
         "threads": threads,
-        "create": {"count": creates, "per_s": create_rate.round(), "p50_ms": pct(&create_lat, 0.5), "p99_ms": pct(&create_lat, 0.99), "target": {"per_s": 4000, "p99_ms": 25}},
-        "read_by_id": {"count": reads, "per_s": read_rate.round(), "p50_ms": pct(&read_lat, 0.5), "p99_ms": pct(&read_lat, 0.99), "target": {"per_s": 15000, "p50_ms": 1, "p99_ms": 5}},
+        "create": {"count": creates, "per_s": create_rate.round(), "p50_ms": pct(&create_lat, 0.5), "p99_ms": pct(&create_lat, 0.99), "audit_drain_ms": create_drain_ms, "target": {"per_s": 4000, "p99_ms": 25}},
+        "read_by_id": {"count": reads, "per_s": read_rate.round(), "p50_ms": pct(&read_lat, 0.5), "p99_ms": pct(&read_lat, 0.99), "per_s_until_audit_written": read_audited_rate.round(), "target": {"per_s": 15000, "p50_ms": 1, "p99_ms": 5}},
+        "read_by_id_durable_audit": {"count": reads.min(4000), "per_s": durable_rate.round(), "p50_ms": pct(&durable_lat, 0.5), "p99_ms": pct(&durable_lat, 0.99)},
         "transaction_import": {"bundles": loaded.len(), "resources": resources, "seconds": import_secs, "resources_per_s": (resources as f64 / import_secs).round(), "bundle_p50_ms": pct(&bundle_lat, 0.5), "target": {"resources_per_s": 8000}},
-        "note": "every create and every read writes an audit event and waits until its anchor is durable on the ledger",
+        "note": "every create is durable and anchored before it is answered; every create and read queues an audit event, written and anchored in batches by the audit writer (read_by_id_durable_audit: answered only once it is durable)",
     }))?);
     Ok(())
 }

@@ -34,6 +34,10 @@ pub struct UpArgs {
     /// Pending transactions beyond which submissions are refused as busy.
     #[arg(long, default_value_t = 200_000)]
     pub mempool_capacity: usize,
+    /// Answer a FHIR interaction only once its audit event is durable and anchored (default:
+    /// once it is queued; the queue is drained continuously and at shutdown).
+    #[arg(long)]
+    pub audit_durable: bool,
 }
 
 pub fn run(a: UpArgs) -> Result<()> {
@@ -75,16 +79,15 @@ pub fn run(a: UpArgs) -> Result<()> {
             .with_context(|| format!("cannot listen on {}", a.listen))?;
         let addr = listener.local_addr()?;
         let seed = crate::chain::kek_seed(&dir)?;
-        let service = Arc::new(
-            carechain_service::Service::open(
-                node.clone(),
-                key.clone(),
-                &dir.records(),
-                &seed,
-                &format!("http://{addr}/auth/token"),
-            )
-            .map_err(|e| anyhow::anyhow!("records service: {}", e.message))?,
-        );
+        let service = carechain_service::Service::open(
+            node.clone(),
+            key.clone(),
+            &dir.records(),
+            &seed,
+            &format!("http://{addr}/auth/token"),
+        )
+        .map_err(|e| anyhow::anyhow!("records service: {}", e.message))?;
+        service.set_audit_durable(a.audit_durable);
         if fresh_demo {
             load_fhir_demo(&service, &dir)?;
         }
@@ -98,7 +101,12 @@ pub fn run(a: UpArgs) -> Result<()> {
             "checkpoint key: {}",
             node.ledger().checkpoint_verifier_key()
         ));
-        carechain_server::serve(node.clone(), service, listener, shutdown_signal()).await?;
+        let served =
+            carechain_server::serve(node.clone(), service.clone(), listener, shutdown_signal())
+                .await;
+        // Every queued audit event is written before the ledger stops.
+        service.close();
+        served?;
         anyhow::Ok(())
     });
     node.shutdown();

@@ -16,8 +16,8 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use carechain_crypto::Hash;
 use carechain_fhir::{Issue, codes, validate_resource};
 use carechain_vault::{
-    EncryptionKey, LocalBlobStore, PublicEncryptionKey, RecordContext, SealedRecord, Vault,
-    VaultError,
+    BlobStore, EncryptionKey, PackBlobStore, PublicEncryptionKey, RecordContext, SealedRecord,
+    Vault, VaultError,
 };
 use parking_lot::Mutex;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
@@ -143,7 +143,7 @@ pub struct HistoryEntry {
 /// The store.
 pub struct RecordStore {
     db: Database,
-    vault: Vault<LocalBlobStore>,
+    vault: Vault<PackBlobStore>,
     write: Mutex<()>,
     group: Mutex<Group>,
     group_cv: parking_lot::Condvar,
@@ -212,7 +212,7 @@ impl RecordStore {
     /// Opens (or creates) a store in `dir` with the node's key-encryption key.
     pub fn open(dir: &Path, kek: EncryptionKey) -> Result<RecordStore, RecordError> {
         std::fs::create_dir_all(dir).map_err(db)?;
-        let blobs = LocalBlobStore::open(&dir.join("blobs"))?;
+        let blobs = PackBlobStore::open(&dir.join("blobs"))?;
         let database = Database::create(dir.join("records.redb")).map_err(db)?;
         let txn = database.begin_write().map_err(db)?;
         txn.open_table(HEADS).map_err(db)?;
@@ -232,7 +232,7 @@ impl RecordStore {
     }
 
     /// The vault (for its blob store).
-    pub fn vault(&self) -> &Vault<LocalBlobStore> {
+    pub fn vault(&self) -> &Vault<PackBlobStore> {
         &self.vault
     }
 
@@ -326,6 +326,7 @@ impl RecordStore {
         now_ms: u64,
         fresh: bool,
         patient: Option<String>,
+        seal: bool,
     ) -> Result<Written, RecordError> {
         let rt = resource["resourceType"]
             .as_str()
@@ -368,7 +369,7 @@ impl RecordStore {
         meta_json.insert("lastUpdated".into(), json!(format_instant(now_ms)));
         resource["meta"] = Value::Object(meta_json);
         validate_resource(&resource).map_err(RecordError::Invalid)?;
-        let mut meta = VersionMeta {
+        let meta = VersionMeta {
             version,
             last_updated_ms: now_ms,
             deleted: false,
@@ -381,18 +382,33 @@ impl RecordStore {
             sealed: None,
             anchor: None,
         };
-        let bytes = serde_json::to_vec(&resource).map_err(db)?;
-        let sealed = self
-            .vault
-            .seal(&Self::context(&rt, id, &meta), &bytes, also)?;
-        meta.commitment = Some(sealed.commitment);
-        meta.sealed = Some(sealed);
-        Ok(Written {
+        let mut w = Written {
             resource_type: rt,
             id: id.to_string(),
             meta,
             resource: Some(resource),
-        })
+        };
+        if seal {
+            self.seal(&mut w, also)?;
+        }
+        Ok(w)
+    }
+
+    /// Encrypts a prepared version and stages its ciphertext.
+    fn seal(&self, w: &mut Written, also: &[PublicEncryptionKey]) -> Result<(), RecordError> {
+        let resource = w
+            .resource
+            .as_ref()
+            .ok_or_else(|| RecordError::BadRequest("nothing to seal".into()))?;
+        let bytes = serde_json::to_vec(resource).map_err(db)?;
+        let sealed = self.vault.seal(
+            &Self::context(&w.resource_type, &w.id, &w.meta),
+            &bytes,
+            also,
+        )?;
+        w.meta.commitment = Some(sealed.commitment);
+        w.meta.sealed = Some(sealed);
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -407,7 +423,9 @@ impl RecordStore {
         fresh: bool,
     ) -> Result<Written, RecordError> {
         let _guard = self.write.lock();
-        let w = self.prepare(resource, id, if_match, author, also, now_ms, fresh, None)?;
+        let w = self.prepare(
+            resource, id, if_match, author, also, now_ms, fresh, None, true,
+        )?;
         self.put(&format!("{}/{}", w.resource_type, w.id), &w.meta)?;
         Ok(w)
     }
@@ -445,7 +463,12 @@ impl RecordStore {
                 now_ms,
                 it.fresh,
                 it.patient,
+                false,
             )?);
+        }
+        // Every version is valid: only now is anything encrypted and staged.
+        for w in &mut written {
+            self.seal(w, &[])?;
         }
         let anchors = anchor(&written)?;
         let mut batch = Vec::with_capacity(written.len());
@@ -498,6 +521,8 @@ impl RecordStore {
     }
 
     fn commit_batch(&self, batch: &[(String, VersionMeta, bool)]) -> Result<(), RecordError> {
+        // The ciphertexts these versions refer to are durable first (one sync for the group).
+        self.vault.blobs().sync()?;
         let mut txn = self.db.begin_write().map_err(db)?;
         txn.set_durability(Durability::Immediate).map_err(db)?;
         {
@@ -542,6 +567,7 @@ impl RecordStore {
             now_ms,
             true,
             patient.map(str::to_string),
+            true,
         )?;
         w.meta.anchor = Some(anchor(&w)?);
         self.put(&format!("{}/{}", w.resource_type, w.id), &w.meta)?;

@@ -6,6 +6,7 @@
 //! readable by the patient, and anchored so that it can be verified offline against a signed
 //! checkpoint.
 
+mod audit;
 pub mod auth;
 mod search;
 
@@ -138,6 +139,13 @@ pub struct Service {
     /// Serializes conditional creates (a check-then-create must not race another).
     conditional: Mutex<()>,
     token_audience: String,
+    audit_queue: Arc<audit::AuditQueue>,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 fn did_of(v: &Value) -> Option<Did> {
@@ -158,7 +166,7 @@ impl Service {
         dir: &Path,
         kek_seed: &[u8; 32],
         token_audience: &str,
-    ) -> Result<Service, ServiceError> {
+    ) -> Result<Arc<Service>, ServiceError> {
         let records = RecordStore::open(dir, EncryptionKey::from_seed(kek_seed))?;
         let svc = Service {
             node,
@@ -170,6 +178,7 @@ impl Service {
             patients: RwLock::new(BTreeMap::new()),
             conditional: Mutex::new(()),
             token_audience: token_audience.to_string(),
+            audit_queue: audit::new_queue(),
         };
         // Rebuild the in-memory indexes (consents by patient, patient by did) from the store.
         for id in svc.records.ids("Patient")? {
@@ -184,6 +193,9 @@ impl Service {
                 svc.index_consent(&id, Some(c));
             }
         }
+        let svc = Arc::new(svc);
+        audit::spawn_writer(Arc::downgrade(&svc))
+            .map_err(|_| ServiceError::new(500, "exception", "cannot start the audit writer"))?;
         Ok(svc)
     }
 
@@ -446,79 +458,6 @@ impl Service {
         })
     }
 
-    /// Writes and anchors an audit event for an interaction on a patient's record.
-    #[allow(clippy::too_many_arguments)]
-    fn audit(
-        &self,
-        s: &Session,
-        purpose: &Purpose,
-        interaction: &str,
-        action: &str,
-        what: &str,
-        patient: Option<&str>,
-        outcome: &str,
-        note: &str,
-    ) {
-        let mut agent = json!({
-            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]},
-            "who": {"identifier": {"system": DID_SYSTEM, "value": s.did.to_string()}},
-            "requestor": true,
-            "purposeOfUse": [{"coding": [{"system": ACT_REASON, "code": purpose.code}]}]
-        });
-        if let Some(o) = &s.organization {
-            agent["extension"] = json!([{"url": "http://carechain.example/fhir/StructureDefinition/agent-organization", "valueIdentifier": {"system": DID_SYSTEM, "value": o.to_string()}}]);
-        }
-        let mut entity = vec![
-            json!({"what": {"reference": what}, "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"}}),
-        ];
-        if let Some(p) = patient {
-            entity.push(json!({"what": {"reference": p}, "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1"}}));
-        }
-        let mut ev = json!({
-            "resourceType": "AuditEvent",
-            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
-            "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": interaction}],
-            "action": action,
-            "recorded": format_instant(now_ms()),
-            "outcome": outcome,
-            "outcomeDesc": note,
-            "purposeOfEvent": [{"coding": [{"system": ACT_REASON, "code": purpose.code}]}],
-            "agent": [agent],
-            "source": {"observer": {"identifier": {"system": DID_SYSTEM, "value": self.key.public().did().to_string()}}},
-            "entity": entity
-        });
-        if let Some(p) = patient {
-            // The patient's link, so that the audit event lands in their compartment.
-            ev["patient"] = json!({"reference": p});
-        }
-        if let Err(e) = self.store_audit(ev) {
-            tracing::error!(code = e.code, "audit event could not be recorded");
-        }
-    }
-
-    fn store_audit(&self, mut ev: Value) -> Result<(), ServiceError> {
-        let patient = ev.as_object_mut().and_then(|o| o.remove("patient"));
-        // AuditEvent has no `patient` element: the store's compartment comes from the entity.
-        let patient = patient.as_ref().and_then(|p| p["reference"].as_str());
-        self.records
-            .create_anchored(ev, patient, None, now_ms(), |w: &Written| {
-                let resource = w
-                    .resource
-                    .as_ref()
-                    .ok_or_else(|| ServiceError::new(500, "exception", "no audit content"))?;
-                let mut salt = [0u8; 32];
-                getrandom::fill(&mut salt)
-                    .map_err(|_| ServiceError::new(500, "exception", "randomness"))?;
-                let commitment = audit_commitment(&salt, resource);
-                Ok::<_, ServiceError>(Anchor {
-                    tx: self.anchor("audit", commitment)?,
-                    commitment,
-                    salt: Some(salt),
-                })
-            })?;
-        Ok(())
-    }
-
     fn anchor_written(&self, w: &Written) -> Result<Hash, ServiceError> {
         let commitment = w
             .meta
@@ -761,6 +700,20 @@ impl Service {
 }
 
 impl Service {
+    /// Audits a refused Bundle (nothing of it was written).
+    fn audit_bundle_refused(&self, s: &Session, purpose: &Purpose, why: &str) {
+        self.audit(
+            s,
+            purpose,
+            "transaction",
+            "C",
+            "Bundle",
+            None,
+            "4",
+            &format!("bundle refused ({why}): nothing written"),
+        );
+    }
+
     /// Audits a refused interaction and returns the 403 to answer with.
     #[allow(clippy::too_many_arguments)]
     fn refuse(
@@ -843,12 +796,15 @@ impl Service {
                 "POST /fhir takes a Bundle",
             ));
         }
-        carechain_fhir::validate_resource(&bundle).map_err(|issues| ServiceError {
-            status: 400,
-            code: "structure",
-            message: "the Bundle does not conform to FHIR R4".into(),
-            issues: issues.into_iter().map(|i| (i.path, i.message)).collect(),
-        })?;
+        if let Err(issues) = carechain_fhir::validate_resource(&bundle) {
+            self.audit_bundle_refused(s, purpose, &format!("{} validation issues", issues.len()));
+            return Err(ServiceError {
+                status: 400,
+                code: "structure",
+                message: "the Bundle does not conform to FHIR R4".into(),
+                issues: issues.into_iter().map(|i| (i.path, i.message)).collect(),
+            });
+        }
         let entries = bundle["entry"].as_array().cloned().unwrap_or_default();
         if entries.len() > 10_000 {
             return Err(ServiceError::new(
@@ -1062,7 +1018,15 @@ impl Service {
                             })
                             .collect(),
                     )
-                })?;
+                });
+        let written = match written {
+            Ok(w) => w,
+            Err(e) => {
+                // Nothing was written; the refusal itself is audited (no content in the note).
+                self.audit_bundle_refused(s, purpose, &format!("{} {}", e.status, e.code));
+                return Err(e);
+            }
+        };
         for w in &written {
             self.after_write(w);
         }
@@ -1259,6 +1223,8 @@ impl Service {
                 "only the patient may read their access log",
             ));
         }
+        // Every access up to this request is in the log.
+        self.flush_audit();
         let snap = self
             .node
             .snapshot()

@@ -13,15 +13,42 @@ use crate::VaultError;
 /// A blob's address: SHA-256 of its bytes.
 pub type ContentId = Hash;
 
-/// Where ciphertext lives. Implementations must make `put` durable before returning and
-/// `delete` irreversible.
+/// Where ciphertext lives. Implementations must make `put` durable before returning,
+/// `stage`d blobs durable by the next `sync`, and `delete` irreversible.
 pub trait BlobStore: Send + Sync {
-    /// Stores bytes; returns their content id. Storing the same bytes twice is a no-op.
+    /// Stores bytes durably; returns their content id. Storing the same bytes twice is a no-op.
     fn put(&self, bytes: &[u8]) -> Result<ContentId, VaultError>;
+    /// Stores bytes, readable at once but durable only after the next [`BlobStore::sync`] (so
+    /// that many writers share one sync). Nothing may refer to the blob durably before then.
+    fn stage(&self, bytes: &[u8]) -> Result<ContentId, VaultError> {
+        self.put(bytes)
+    }
+    /// Makes every blob staged so far durable.
+    fn sync(&self) -> Result<(), VaultError> {
+        Ok(())
+    }
     /// Reads a blob, checking it against its id.
     fn get(&self, id: &ContentId) -> Result<Option<Vec<u8>>, VaultError>;
     /// Destroys a blob; returns whether it existed.
     fn delete(&self, id: &ContentId) -> Result<bool, VaultError>;
+}
+
+impl<T: BlobStore + ?Sized> BlobStore for Box<T> {
+    fn put(&self, bytes: &[u8]) -> Result<ContentId, VaultError> {
+        (**self).put(bytes)
+    }
+    fn stage(&self, bytes: &[u8]) -> Result<ContentId, VaultError> {
+        (**self).stage(bytes)
+    }
+    fn sync(&self) -> Result<(), VaultError> {
+        (**self).sync()
+    }
+    fn get(&self, id: &ContentId) -> Result<Option<Vec<u8>>, VaultError> {
+        (**self).get(id)
+    }
+    fn delete(&self, id: &ContentId) -> Result<bool, VaultError> {
+        (**self).delete(id)
+    }
 }
 
 /// Blobs as files under a directory (`ab/cd/<hex id>`), written atomically: temporary file,

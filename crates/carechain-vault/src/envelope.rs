@@ -187,8 +187,9 @@ impl<B: BlobStore> Vault<B> {
         self.kek.public()
     }
 
-    /// Encrypts one record version under a fresh data key, stores the ciphertext, and wraps
-    /// the key to the node and to `also` (e.g. the patient).
+    /// Encrypts one record version under a fresh data key, stages the ciphertext in the blob
+    /// store (call `blobs().sync()` before referring to it durably), and wraps the key to the
+    /// node and to `also` (e.g. the patient).
     pub fn seal(
         &self,
         ctx: &RecordContext,
@@ -211,7 +212,8 @@ impl<B: BlobStore> Vault<B> {
         )
         .map_err(|_| VaultError::Wrap)?;
         blob.extend_from_slice(&body);
-        let id = self.blobs.put(&blob)?;
+        // Durable at the caller's next `sync` (before anything refers to it durably).
+        let id = self.blobs.stage(&blob)?;
         let info = [WRAP_INFO, &aad].concat();
         let mut recipients = vec![self.kek.public()];
         recipients.extend(also.iter().copied().filter(|r| *r != self.kek.public()));

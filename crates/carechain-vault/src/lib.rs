@@ -11,12 +11,14 @@
 
 mod blob;
 mod envelope;
+mod pack;
 
 pub use blob::{BlobStore, ContentId, LocalBlobStore};
 pub use envelope::{
     EncryptionKey, PublicEncryptionKey, RecordContext, SealedRecord, Vault, WrappedKey, blob_id,
     commitment, open_as, pseudonym,
 };
+pub use pack::{MAX_BLOB, PACK_LIMIT, PackBlobStore};
 
 /// Errors of the vault. They never contain plaintext or key material.
 #[derive(Debug, thiserror::Error)]

@@ -111,22 +111,39 @@ pub(crate) fn call(
     )
 }
 
-fn blobs(dir: &std::path::Path) -> std::collections::BTreeSet<std::path::PathBuf> {
-    fn walk(p: &std::path::Path, out: &mut std::collections::BTreeSet<std::path::PathBuf>) {
-        for e in std::fs::read_dir(p).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                if !p.ends_with("tmp") {
-                    walk(&p, out);
-                }
-            } else {
-                out.insert(p);
+/// The live blobs of the node's blob store (pack files: `"CCB1" | len u32 LE | id 32 |
+/// bytes`; an erased record has an all-zero id), by id.
+pub(crate) fn blobs(dir: &std::path::Path) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(dir.join("records/blobs")).unwrap() {
+        let b = std::fs::read(e.unwrap().path()).unwrap();
+        let mut at = 0;
+        while at + 40 <= b.len() {
+            assert_eq!(&b[at..at + 4], b"CCB1");
+            let len = u32::from_le_bytes(b[at + 4..at + 8].try_into().unwrap()) as usize;
+            let id = b[at + 8..at + 40].to_vec();
+            if id != [0u8; 32] {
+                out.insert(id, b[at + 40..at + 40 + len].to_vec());
             }
+            at += 40 + len;
         }
     }
-    let mut out = std::collections::BTreeSet::new();
-    walk(&dir.join("records/blobs"), &mut out);
     out
+}
+
+/// Whether any file under `dir` holds `needle`.
+fn on_disk(dir: &std::path::Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|e| {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            on_disk(&p, needle)
+        } else {
+            std::fs::read(&p)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle)
+        }
+    })
 }
 
 #[test]
@@ -134,7 +151,9 @@ fn consent_audit_break_glass_and_erasure_over_http() {
     let dir = tempfile::tempdir().unwrap();
     let (hospital, clinic) = (key(30), key(31));
     init_chain(dir.path(), &[hospital.clone(), clinic.clone()]);
-    let mut node = NodeProc::start(dir.path(), &["--block-interval-ms", "2"]);
+    // Every answer waits for its audit event, so the blob store can be compared before and
+    // after a request.
+    let mut node = NodeProc::start(dir.path(), &["--block-interval-ms", "2", "--audit-durable"]);
     let url = node.url.clone();
     let (doc_h, doc_c, patient) = (key(32), key(33), key(34));
     register(
@@ -457,10 +476,13 @@ fn consent_audit_break_glass_and_erasure_over_http() {
     // Exactly one ciphertext disappeared (the observation's only version); the one new blob is
     // the audit event of the erasure.
     let after = blobs(dir.path());
-    let gone: Vec<_> = before.difference(&after).collect();
-    assert_eq!(gone.len(), 1, "{gone:?}");
-    assert!(!gone[0].exists());
-    assert_eq!(after.difference(&before).count(), 1);
+    let gone: Vec<_> = before.keys().filter(|k| !after.contains_key(*k)).collect();
+    assert_eq!(gone.len(), 1);
+    assert!(
+        !on_disk(dir.path(), &before[gone[0]][..64]),
+        "ciphertext bytes left on disk"
+    );
+    assert_eq!(after.keys().filter(|k| !before.contains_key(*k)).count(), 1);
     assert_eq!(call("GET", &obs_url, &t_doc_h, None, None).0, 410);
 
     // The ledger and log still verify end to end.
@@ -491,7 +513,11 @@ fn synthea_transactions_round_trip_and_no_identifier_leaks() {
     let hospital = key(40);
     init_chain(dir.path(), std::slice::from_ref(&hospital));
     let log = dir.path().join("node.log");
-    let mut node = NodeProc::start_logged(dir.path(), &["--block-interval-ms", "1"], &log);
+    let mut node = NodeProc::start_logged(
+        dir.path(),
+        &["--block-interval-ms", "1", "--audit-durable"],
+        &log,
+    );
     let url = node.url.clone();
     let doc = key(41);
     register(
@@ -650,7 +676,8 @@ fn synthea_transactions_round_trip_and_no_identifier_leaks() {
             .contains("entry[1]")
     );
     // Only the audit event of the refused transaction was written.
-    assert!(blobs(dir.path()).difference(&before).count() <= 1);
+    let after = blobs(dir.path());
+    assert_eq!(after.keys().filter(|k| !before.contains_key(*k)).count(), 1);
 
     node.stop();
     carechain_ok(&["verify", "--data", dir.path().to_str().unwrap()]);

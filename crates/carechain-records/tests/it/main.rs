@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use carechain_records::*;
-use carechain_vault::EncryptionKey;
+use carechain_vault::{BlobStore, EncryptionKey};
 use serde_json::json;
 
 fn store(dir: &std::path::Path) -> RecordStore {
@@ -87,8 +87,8 @@ fn invalid_resources_are_refused_before_anything_is_stored() {
         other => panic!("{other:?}"),
     }
     // No blob was written.
-    let blobs: usize = walk(&dir.path().join("blobs"));
-    assert_eq!(blobs, 0);
+    assert_eq!(s.vault().blobs().len(), 0);
+    assert_eq!(packed_bytes(dir.path()), 0);
     assert!(matches!(
         s.update(
             json!({"resourceType": "Patient", "id": "x"}),
@@ -106,19 +106,27 @@ fn invalid_resources_are_refused_before_anything_is_stored() {
     ));
 }
 
-fn walk(dir: &std::path::Path) -> usize {
-    let mut n = 0;
-    for e in std::fs::read_dir(dir).unwrap() {
+/// Bytes in the blob store's pack files.
+fn packed_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir.join("blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+/// Whether any file under `dir` contains `needle`.
+fn on_disk(dir: &std::path::Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|e| {
         let p = e.unwrap().path();
         if p.is_dir() {
-            if p.file_name().is_some_and(|f| f != "tmp") {
-                n += walk(&p);
-            }
+            on_disk(&p, needle)
         } else {
-            n += 1;
+            std::fs::read(&p)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle)
         }
-    }
-    n
+    })
 }
 
 #[test]
@@ -171,11 +179,27 @@ fn delete_keeps_history_and_erase_destroys_content() {
         s.vread("Observation", &w.id, 2).unwrap()["valueQuantity"]["value"],
         61.0
     );
-    assert_eq!(walk(&dir.path().join("blobs")), 2);
+    assert_eq!(s.vault().blobs().len(), 2);
+    let ciphertexts: Vec<Vec<u8>> = (1..=2)
+        .map(|v| {
+            let m = s.meta("Observation", &w.id, Some(v)).unwrap();
+            let sealed = m.sealed.unwrap();
+            s.vault().blobs().get(&sealed.blob).unwrap().unwrap()
+        })
+        .collect();
+    for c in &ciphertexts {
+        assert!(on_disk(dir.path(), &c[..64]));
+    }
 
     let destroyed = s.erase("Observation", &w.id).unwrap();
     assert_eq!(destroyed.len(), 2);
-    assert_eq!(walk(&dir.path().join("blobs")), 0, "ciphertext left behind");
+    assert_eq!(s.vault().blobs().len(), 0, "ciphertext left behind");
+    for c in &ciphertexts {
+        assert!(
+            !on_disk(dir.path(), &c[..64]),
+            "ciphertext bytes left on disk"
+        );
+    }
     for v in 1..=3 {
         assert!(matches!(
             s.vread("Observation", &w.id, v),

@@ -1,0 +1,303 @@
+//! Audit events: built for every interaction (allowed or denied), queued, and written by one
+//! writer thread in batches — each event sealed into the patient's compartment and anchored
+//! on the ledger (one salted commitment per event), a batch in one record-store commit and
+//! one wait for the ledger.
+//!
+//! By default an interaction is answered once its event is queued (the writer drains the
+//! queue continuously; a graceful shutdown and every access-log read wait for it). With
+//! [`Service::set_audit_durable`] every answer waits until its event is durable and
+//! anchored. The queue is bounded: when full, interactions wait; events are never dropped.
+
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Weak},
+    time::Duration,
+};
+
+use carechain_crypto::Hash;
+use carechain_records::{Anchor, NewVersion, Written, format_instant};
+use parking_lot::{Condvar, Mutex};
+use serde_json::{Value, json};
+
+use crate::{ACT_REASON, DID_SYSTEM, Purpose, Service, ServiceError, Session, audit_commitment};
+use carechain_node::now_ms;
+
+/// Events queued beyond this make interactions wait for the writer.
+const QUEUE_LIMIT: usize = 65_536;
+/// Events written in one batch (one commit, one ledger wait).
+const BATCH_LIMIT: usize = 4_096;
+/// Attempts at writing a batch before its events are reported lost.
+const ATTEMPTS: usize = 5;
+
+#[derive(Default)]
+struct State {
+    /// Queued events: (ticket, event, patient compartment).
+    pending: Vec<(u64, Value, Option<String>)>,
+    /// The next ticket to hand out (tickets start at 1).
+    next: u64,
+    /// Every ticket up to this one has been handled (written, or failed).
+    handled: u64,
+    /// Tickets whose event could not be written.
+    failed: BTreeSet<u64>,
+    /// The service is closing: the writer thread exits.
+    closed: bool,
+}
+
+/// The queue between interactions and the audit writer.
+pub(crate) struct AuditQueue {
+    state: Mutex<State>,
+    work: Condvar,
+    handled: Condvar,
+    durable_answers: std::sync::atomic::AtomicBool,
+}
+
+impl AuditQueue {
+    pub(crate) fn new() -> AuditQueue {
+        AuditQueue {
+            state: Mutex::new(State {
+                next: 1,
+                ..State::default()
+            }),
+            work: Condvar::new(),
+            handled: Condvar::new(),
+            durable_answers: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn push(&self, event: Value, patient: Option<String>) -> u64 {
+        let mut st = self.state.lock();
+        while st.pending.len() >= QUEUE_LIMIT && !st.closed {
+            self.handled.wait(&mut st);
+        }
+        let ticket = st.next;
+        st.next += 1;
+        st.pending.push((ticket, event, patient));
+        self.work.notify_one();
+        ticket
+    }
+
+    /// Waits until `ticket` is handled; whether it was written.
+    fn wait(&self, ticket: u64) -> bool {
+        let mut st = self.state.lock();
+        while st.handled < ticket {
+            self.handled.wait(&mut st);
+        }
+        !st.failed.contains(&ticket)
+    }
+
+    fn take(&self, block: bool) -> Option<Vec<(u64, Value, Option<String>)>> {
+        let mut st = self.state.lock();
+        while st.pending.is_empty() {
+            if st.closed || !block {
+                return None;
+            }
+            // Wakes now and then to notice that the service is gone.
+            self.work.wait_for(&mut st, Duration::from_millis(200));
+            if st.pending.is_empty() {
+                return None;
+            }
+        }
+        let n = st.pending.len().min(BATCH_LIMIT);
+        Some(st.pending.drain(..n).collect())
+    }
+
+    fn finish(&self, tickets: &[u64], ok: bool) {
+        let mut st = self.state.lock();
+        if !ok {
+            st.failed.extend(tickets.iter().copied());
+            // Waiters have had their chance; keep the set bounded.
+            while st.failed.len() > QUEUE_LIMIT {
+                st.failed.pop_first();
+            }
+        }
+        if let Some(max) = tickets.iter().max() {
+            st.handled = st.handled.max(*max);
+        }
+        self.handled.notify_all();
+    }
+}
+
+/// Runs the writer: drains the queue in batches while the service lives.
+pub(crate) fn spawn_writer(svc: Weak<Service>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("audit-writer".into())
+        .spawn(move || {
+            loop {
+                let Some(queue) = svc.upgrade().map(|s| s.audit_queue.clone()) else {
+                    return;
+                };
+                if queue.state.lock().closed {
+                    return;
+                }
+                let Some(batch) = queue.take(true) else {
+                    continue;
+                };
+                let Some(s) = svc.upgrade() else {
+                    // The service is gone; its Drop drains what is left.
+                    queue.state.lock().pending.splice(0..0, batch);
+                    return;
+                };
+                s.write_batch(batch);
+            }
+        })
+        .map(|_| ())
+}
+
+impl Service {
+    /// Whether every answer waits until its audit event is durable and anchored (default:
+    /// answered once queued).
+    pub fn set_audit_durable(&self, durable: bool) {
+        self.audit_queue
+            .durable_answers
+            .store(durable, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Waits until every audit event queued so far is written (or reported lost).
+    pub fn flush_audit(&self) {
+        let last = self.audit_queue.state.lock().next - 1;
+        if last > 0 {
+            self.audit_queue.wait(last);
+        }
+    }
+
+    /// Drains the audit queue in the calling thread and stops the writer (graceful shutdown).
+    pub fn close(&self) {
+        while let Some(batch) = self.audit_queue.take(false) {
+            self.write_batch(batch);
+        }
+        self.audit_queue.state.lock().closed = true;
+        self.audit_queue.work.notify_all();
+        self.flush_audit();
+    }
+
+    fn write_batch(&self, batch: Vec<(u64, Value, Option<String>)>) {
+        let tickets: Vec<u64> = batch.iter().map(|(t, _, _)| *t).collect();
+        let mut ok = false;
+        for attempt in 0..ATTEMPTS {
+            match self.store_audits(&batch) {
+                Ok(()) => {
+                    ok = true;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        code = e.code,
+                        attempt,
+                        events = batch.len(),
+                        "audit batch not written; retrying"
+                    );
+                    // Back off before retrying (the ledger may be busy).
+                    let st = &self.audit_queue;
+                    let mut g = st.state.lock();
+                    st.work
+                        .wait_for(&mut g, Duration::from_millis(20 << attempt));
+                }
+            }
+        }
+        if !ok {
+            tracing::error!(events = batch.len(), "audit events could not be recorded");
+        }
+        self.audit_queue.finish(&tickets, ok);
+    }
+
+    /// Seals, anchors and commits a batch of audit events: all or nothing.
+    fn store_audits(&self, batch: &[(u64, Value, Option<String>)]) -> Result<(), ServiceError> {
+        let mut items = Vec::with_capacity(batch.len());
+        for (_, ev, patient) in batch {
+            items.push(NewVersion {
+                resource: ev.clone(),
+                id: carechain_records::new_id()?,
+                if_match: None,
+                fresh: true,
+                patient: patient.clone(),
+            });
+        }
+        self.records
+            .write_many(items, None, now_ms(), |ws: &[Written]| {
+                let mut salts = Vec::with_capacity(ws.len());
+                let mut commitments: Vec<Hash> = Vec::with_capacity(ws.len());
+                for w in ws {
+                    let resource = w
+                        .resource
+                        .as_ref()
+                        .ok_or_else(|| ServiceError::new(500, "exception", "no audit content"))?;
+                    let mut salt = [0u8; 32];
+                    getrandom::fill(&mut salt)
+                        .map_err(|_| ServiceError::new(500, "exception", "randomness"))?;
+                    commitments.push(audit_commitment(&salt, resource));
+                    salts.push(salt);
+                }
+                let txs = self.anchor_many("audit", &commitments)?;
+                Ok::<_, ServiceError>(
+                    txs.into_iter()
+                        .zip(commitments)
+                        .zip(salts)
+                        .map(|((tx, commitment), salt)| Anchor {
+                            tx,
+                            commitment,
+                            salt: Some(salt),
+                        })
+                        .collect(),
+                )
+            })?;
+        Ok(())
+    }
+
+    /// Records an audit event (IHE BALP style) for an interaction on a patient's record.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn audit(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        interaction: &str,
+        action: &str,
+        what: &str,
+        patient: Option<&str>,
+        outcome: &str,
+        note: &str,
+    ) {
+        let mut agent = json!({
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]},
+            "who": {"identifier": {"system": DID_SYSTEM, "value": s.did.to_string()}},
+            "requestor": true,
+            "purposeOfUse": [{"coding": [{"system": ACT_REASON, "code": purpose.code}]}]
+        });
+        if let Some(o) = &s.organization {
+            agent["extension"] = json!([{"url": "http://carechain.example/fhir/StructureDefinition/agent-organization", "valueIdentifier": {"system": DID_SYSTEM, "value": o.to_string()}}]);
+        }
+        let mut entity = vec![
+            json!({"what": {"reference": what}, "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"}}),
+        ];
+        if let Some(p) = patient {
+            entity.push(json!({"what": {"reference": p}, "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1"}}));
+        }
+        let ev = json!({
+            "resourceType": "AuditEvent",
+            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
+            "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": interaction}],
+            "action": action,
+            "recorded": format_instant(now_ms()),
+            "outcome": outcome,
+            "outcomeDesc": note,
+            "purposeOfEvent": [{"coding": [{"system": ACT_REASON, "code": purpose.code}]}],
+            "agent": [agent],
+            "source": {"observer": {"identifier": {"system": DID_SYSTEM, "value": self.key.public().did().to_string()}}},
+            "entity": entity
+        });
+        // AuditEvent has no `patient` element: the store's compartment is given alongside.
+        let ticket = self.audit_queue.push(ev, patient.map(str::to_string));
+        if self
+            .audit_queue
+            .durable_answers
+            .load(std::sync::atomic::Ordering::Relaxed)
+            && !self.audit_queue.wait(ticket)
+        {
+            tracing::error!("audit event could not be recorded");
+        }
+    }
+}
+
+/// The queue, shared with the writer thread.
+pub(crate) fn new_queue() -> Arc<AuditQueue> {
+    Arc::new(AuditQueue::new())
+}
