@@ -45,9 +45,13 @@ pub enum BenchCmd {
         /// Reads by id.
         #[arg(long, default_value_t = 10_000)]
         reads: usize,
-        /// Concurrent clients.
+        /// Concurrent clients for creates and imports.
         #[arg(long, default_value_t = 64)]
         threads: usize,
+        /// Concurrent clients for reads (reads are CPU-bound: more clients than cores only
+        /// queue on the CPU).
+        #[arg(long, default_value_t = 4)]
+        read_threads: usize,
         /// Synthea benchmark bundles to import.
         #[arg(long, default_value_t = 20)]
         bundles: usize,
@@ -146,11 +150,12 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         creates,
         reads,
         threads,
+        read_threads,
         bundles,
         data,
     } = cmd
     {
-        return crate::bench_fhir::run(creates, reads, threads, bundles, data);
+        return crate::bench_fhir::run(creates, reads, (threads, read_threads), bundles, data);
     }
     let BenchCmd::Ledger {
         txs: n,

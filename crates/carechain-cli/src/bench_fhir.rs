@@ -64,7 +64,7 @@ fn run_parallel(
 pub fn run(
     creates: usize,
     reads: usize,
-    threads: usize,
+    (threads, read_threads): (usize, usize),
     bundles: usize,
     data: Option<PathBuf>,
 ) -> Result<()> {
@@ -167,7 +167,7 @@ pub fn run(
         Ok(())
     };
     let t_reads = Instant::now();
-    let (read_rate, read_lat) = run_parallel(threads, reads, read)?;
+    let (read_rate, read_lat) = run_parallel(read_threads, reads, read)?;
     svc.flush_audit();
     let read_audited_rate = reads as f64 / t_reads.elapsed().as_secs_f64();
     // The same with every answer waiting until its audit event is durable and anchored.
@@ -204,6 +204,7 @@ pub fn run(
     out_line(&serde_json::to_string_pretty(&json!({
         "bench": "fhir",
         "threads": threads,
+        "read_threads": read_threads,
         "create": {"count": creates, "per_s": create_rate.round(), "p50_ms": pct(&create_lat, 0.5), "p99_ms": pct(&create_lat, 0.99), "audit_drain_ms": create_drain_ms, "target": {"per_s": 4000, "p99_ms": 25}},
         "read_by_id": {"count": reads, "per_s": read_rate.round(), "p50_ms": pct(&read_lat, 0.5), "p99_ms": pct(&read_lat, 0.99), "per_s_until_audit_written": read_audited_rate.round(), "target": {"per_s": 15000, "p50_ms": 1, "p99_ms": 5}},
         "read_by_id_durable_audit": {"count": reads.min(4000), "per_s": durable_rate.round(), "p50_ms": pct(&durable_lat, 0.5), "p99_ms": pct(&durable_lat, 0.99)},

@@ -574,6 +574,12 @@ impl RecordStore {
         Ok(w)
     }
 
+    /// Makes every ciphertext staged so far durable (shared by concurrent writers; the
+    /// metadata commit does it too, so calling this early only moves the wait).
+    pub fn sync_blobs(&self) -> Result<(), RecordError> {
+        Ok(self.vault.blobs().sync()?)
+    }
+
     /// Records where a version was anchored.
     pub fn set_anchor(
         &self,

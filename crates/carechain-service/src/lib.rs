@@ -292,8 +292,15 @@ impl Service {
         }
     }
 
-    /// Signs and submits an anchor of `commitment`, and waits until it is durable.
+    /// Signs and submits an anchor of `commitment` and waits until it is durable — making the
+    /// staged ciphertexts durable while the block is produced.
     fn anchor(&self, kind: &str, commitment: Hash) -> Result<Hash, ServiceError> {
+        let hash = self.submit_anchor(kind, commitment)?;
+        self.records.sync_blobs()?;
+        self.wait_durable(&hash)
+    }
+
+    fn submit_anchor(&self, kind: &str, commitment: Hash) -> Result<Hash, ServiceError> {
         let internal = |m: &str| ServiceError::new(500, "exception", m.to_string());
         let mut nonce = self.nonce.lock();
         for _attempt in 0..3 {
@@ -318,8 +325,7 @@ impl Service {
             match self.node.submit(encode(&tx)) {
                 Ok(_) => {
                     *nonce = Some(n + 1);
-                    drop(nonce);
-                    return self.wait_durable(&hash);
+                    return Ok(hash);
                 }
                 Err(SubmitError::NonceGap { .. } | SubmitError::NonceReplayed { .. }) => {
                     *nonce = None;
@@ -380,6 +386,7 @@ impl Service {
                 other => internal(&other.to_string()),
             });
         }
+        self.records.sync_blobs()?;
         // One signer's transactions are committed in nonce order: the last one durable means
         // all are.
         if let Some(last) = hashes.last() {
