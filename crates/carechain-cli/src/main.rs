@@ -72,6 +72,15 @@ enum Command {
     },
     /// Verify one access-log receipt offline (audit event, commitment, transaction, inclusion
     /// proof, signed checkpoint).
+    /// Decrypts a record's envelope (`GET /fhir/{type}/{id}/$envelope`) offline with the
+    /// patient's own key, checking it against its commitment.
+    Decrypt {
+        /// The patient's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The envelope (JSON).
+        file: PathBuf,
+    },
     VerifyReceipt {
         /// A JSON file holding one entry of `GET /patients/{id}/access-log`.
         #[arg(long)]
@@ -143,6 +152,14 @@ fn main() -> Result<()> {
             let assertion = carechain_service::make_assertion(&key, &aud, now);
             let v = client::Client::new(&conn.url).token(&assertion, &scope)?;
             out_line(v["access_token"].as_str().unwrap_or_default());
+            Ok(())
+        }
+        Command::Decrypt { key, file } => {
+            let envelope: serde_json::Value = serde_json::from_slice(&std::fs::read(&file)?)?;
+            let key = crate::keyfile::read(&key)?;
+            let resource = carechain_service::open_envelope(&envelope, &key)
+                .map_err(|e| anyhow::anyhow!("cannot decrypt: {e}"))?;
+            out_line(&serde_json::to_string_pretty(&resource)?);
             Ok(())
         }
         Command::VerifyReceipt {

@@ -90,6 +90,14 @@ impl fmt::Debug for PublicKey {
 }
 
 impl PublicKey {
+    /// The X25519 public key of the same key pair (the birational map from Edwards to
+    /// Montgomery form), so that data can be encrypted to an identity with no second key
+    /// to register — as age does for ssh-ed25519 recipients; ePrint 2021/509 shows HPKE-style
+    /// KEMs stay secure when they share the key with Ed25519 signatures.
+    pub fn x25519(&self) -> Result<[u8; 32], CryptoError> {
+        Ok(self.dalek()?.to_montgomery().to_bytes())
+    }
+
     /// The `did:key` of this key.
     pub fn did(&self) -> Did {
         Did::from(*self)
@@ -185,6 +193,12 @@ impl SecretKey {
     /// The public half.
     pub fn public(&self) -> PublicKey {
         PublicKey(self.0.verifying_key().to_bytes())
+    }
+
+    /// The X25519 secret scalar of this key (RFC 7748 form, clamped by X25519 itself), for
+    /// opening what was encrypted to [`PublicKey::x25519`]. Zeroized on drop.
+    pub fn x25519_secret(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.0.to_scalar_bytes())
     }
 
     /// Signs `namespace || message`.

@@ -129,6 +129,8 @@ pub struct NewVersion {
     pub fresh: bool,
     /// Compartment override.
     pub patient: Option<String>,
+    /// Who else the data key is wrapped to (the patient), beside the node.
+    pub also: Vec<PublicEncryptionKey>,
 }
 
 /// One entry of a resource's history.
@@ -444,7 +446,9 @@ impl RecordStore {
         let _guard = self.write.lock();
         let mut seen = std::collections::BTreeSet::new();
         let mut written = Vec::with_capacity(items.len());
+        let mut recipients = Vec::with_capacity(items.len());
         for it in items {
+            recipients.push(it.also);
             let rt = it.resource["resourceType"]
                 .as_str()
                 .unwrap_or_default()
@@ -467,8 +471,8 @@ impl RecordStore {
             )?);
         }
         // Every version is valid: only now is anything encrypted and staged.
-        for w in &mut written {
-            self.seal(w, &[])?;
+        for (w, also) in written.iter_mut().zip(&recipients) {
+            self.seal(w, also)?;
         }
         let anchors = anchor(&written)?;
         let mut batch = Vec::with_capacity(written.len());
@@ -554,6 +558,7 @@ impl RecordStore {
         resource: Value,
         patient: Option<&str>,
         author: Option<&str>,
+        also: &[PublicEncryptionKey],
         now_ms: u64,
         anchor: impl FnOnce(&Written) -> Result<Anchor, E>,
     ) -> Result<Written, E> {
@@ -563,7 +568,7 @@ impl RecordStore {
             &id,
             None,
             author,
-            &[],
+            also,
             now_ms,
             true,
             patient.map(str::to_string),

@@ -427,7 +427,8 @@ async fn history_type(
     ))
 }
 
-/// `GET /fhir/Patient/{id}/{type}?…`: a search of `type` within the patient's compartment.
+/// `GET /fhir/Patient/{id}/{type}?…`: a search of `type` within the patient's compartment;
+/// `GET /fhir/{type}/{id}/$envelope`: a record's envelope for its patient.
 async fn compartment(
     State(s): State<FhirState>,
     Path((rt, id, target)): Path<(String, String, String)>,
@@ -435,6 +436,13 @@ async fn compartment(
     uri: axum::http::Uri,
 ) -> Result<Response, Fail> {
     check_type(&rt)?;
+    if target == "$envelope" {
+        // The record's ciphertext and wrapped keys, for its patient to decrypt offline.
+        let sess = session(&s, &h).await?;
+        let (svc, p) = (s.service.clone(), purpose(&h));
+        let env = blocking(move || svc.envelope(&sess, &p, &rt, &id, None)).await?;
+        return Ok((StatusCode::OK, Json(env)).into_response());
+    }
     check_type(&target)?;
     if rt != "Patient" {
         return Err(err(

@@ -210,6 +210,9 @@ impl Service {
                 if_match: None,
                 fresh: true,
                 patient: patient.clone(),
+                // Audit events are the node's record of access, wrapped to the node; the
+                // patient reads them through their access log.
+                also: Vec::new(),
             });
         }
         self.records

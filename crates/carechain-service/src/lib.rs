@@ -8,6 +8,7 @@
 
 mod audit;
 pub mod auth;
+mod envelope;
 mod search;
 
 use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
@@ -19,11 +20,12 @@ use carechain_node::{Node, SubmitError, now_ms};
 use carechain_records::{Anchor, RecordError, RecordStore, VersionMeta, Written, format_instant};
 use carechain_state::{Identity, StateView, identity_key};
 use carechain_types::{Payload, Role, TxBody, encode};
-use carechain_vault::EncryptionKey;
+use carechain_vault::{EncryptionKey, PublicEncryptionKey};
 use parking_lot::{Mutex, RwLock};
 use serde_json::{Value, json};
 
 pub use auth::{AuthError, Scope, Session, Tokens, make_assertion, verify_assertion};
+pub use envelope::open_envelope;
 pub use search::parse_since;
 
 const DID_SYSTEM: &str = "urn:ietf:rfc:3986";
@@ -136,6 +138,8 @@ pub struct Service {
     nonce: Mutex<Option<u64>>,
     consents: RwLock<BTreeMap<String, Vec<Value>>>,
     patients: RwLock<BTreeMap<Did, String>>,
+    /// The reverse: `Patient/<id>` → the patient's did (to wrap their records' keys to them).
+    patient_dids: RwLock<BTreeMap<String, Did>>,
     /// Serializes conditional creates (a check-then-create must not race another).
     conditional: Mutex<()>,
     token_audience: String,
@@ -176,6 +180,7 @@ impl Service {
             nonce: Mutex::new(None),
             consents: RwLock::new(BTreeMap::new()),
             patients: RwLock::new(BTreeMap::new()),
+            patient_dids: RwLock::new(BTreeMap::new()),
             conditional: Mutex::new(()),
             token_audience: token_audience.to_string(),
             audit_queue: audit::new_queue(),
@@ -186,6 +191,7 @@ impl Service {
                 && let Some(d) = did_of(&p)
             {
                 svc.patients.write().insert(d, format!("Patient/{id}"));
+                svc.patient_dids.write().insert(format!("Patient/{id}"), d);
             }
         }
         for id in svc.records.ids("Consent")? {
@@ -465,6 +471,28 @@ impl Service {
         })
     }
 
+    /// Who a record's data key is wrapped to beside the node: the patient, when they are an
+    /// identity on the ledger (their current key, in X25519 form), so that they can decrypt
+    /// their own records without the node.
+    fn recipients(
+        &self,
+        rt: &str,
+        patient: Option<&str>,
+        resource: &Value,
+    ) -> Vec<PublicEncryptionKey> {
+        let did = if rt == "Patient" {
+            did_of(resource)
+        } else {
+            patient.and_then(|p| self.patient_dids.read().get(p).copied())
+        };
+        did.and_then(|d| self.identity(&d))
+            .filter(|i| i.active)
+            .and_then(|i| i.current_key.x25519().ok())
+            .map(PublicEncryptionKey)
+            .into_iter()
+            .collect()
+    }
+
     fn anchor_written(&self, w: &Written) -> Result<Hash, ServiceError> {
         let commitment = w
             .meta
@@ -656,18 +684,26 @@ impl Service {
         let author = s.organization.map(|o| o.to_string());
         let (w, tx) = match id {
             Some(i) => {
-                let w =
-                    self.records
-                        .update(resource, i, if_match, author.as_deref(), &[], now_ms())?;
+                let also = self.recipients(rt, patient.as_deref(), &resource);
+                let w = self.records.update(
+                    resource,
+                    i,
+                    if_match,
+                    author.as_deref(),
+                    &also,
+                    now_ms(),
+                )?;
                 let tx = self.anchor_written(&w)?;
                 (w, tx)
             }
             None => {
                 // Anchored before the version becomes visible; one metadata commit.
+                let also = self.recipients(rt, patient.as_deref(), &resource);
                 let w = self.records.create_anchored(
                     resource,
                     None,
                     author.as_deref(),
+                    &also,
                     now_ms(),
                     |w: &Written| {
                         let commitment = w
@@ -781,6 +817,9 @@ impl Service {
                 "Patient" => {
                     if let Some(d) = did_of(r) {
                         self.patients.write().insert(d, format!("Patient/{}", w.id));
+                        self.patient_dids
+                            .write()
+                            .insert(format!("Patient/{}", w.id), d);
                     }
                 }
                 "Consent" => self.index_consent(&w.id, Some(r.clone())),
@@ -1000,6 +1039,7 @@ impl Service {
                 return Err(e);
             }
             items.push(carechain_records::NewVersion {
+                also: self.recipients(rt, patient.as_deref(), &resource),
                 resource,
                 id: id.clone(),
                 if_match: None,

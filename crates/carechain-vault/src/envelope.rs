@@ -75,6 +75,18 @@ impl EncryptionKey {
         Ok((EncryptionKey::from_seed(&seed), seed))
     }
 
+    /// The key of an X25519 secret scalar, e.g. an Ed25519 identity's
+    /// (`carechain_crypto::SecretKey::x25519_secret`): its public half is the identity's
+    /// `PublicKey::x25519`, so records can be wrapped to any identity without a second key.
+    pub fn from_x25519_secret(secret: &[u8; 32]) -> Result<EncryptionKey, VaultError> {
+        let sk = <<X25519HkdfSha256 as hpke::Kem>::PrivateKey as hpke::Deserializable>::from_bytes(
+            secret,
+        )
+        .map_err(|_| VaultError::Wrap)?;
+        let pk = <X25519HkdfSha256 as hpke::Kem>::sk_to_pk(&sk);
+        Ok(EncryptionKey { sk, pk })
+    }
+
     /// The public key.
     pub fn public(&self) -> PublicEncryptionKey {
         let mut out = [0u8; 32];

@@ -217,6 +217,51 @@ fn consent_audit_break_glass_and_erasure_over_http() {
     let oid = ov["id"].as_str().unwrap().to_string();
     let obs_url = format!("{url}/fhir/Observation/{oid}");
 
+    // The data key is wrapped to the patient too: their envelope decrypts offline with their
+    // own identity key (not with anyone else's), and only they may take it.
+    let (s, env, _) = call("GET", &format!("{obs_url}/$envelope"), &t_pat, None, None);
+    assert_eq!(s, 200, "{env}");
+    assert_eq!(
+        env["wrapped"].as_array().unwrap().len(),
+        2,
+        "node and patient"
+    );
+    let env_file = dir.path().join("envelope.json");
+    std::fs::write(&env_file, env.to_string()).unwrap();
+    let key_file = |name: &str, k: &SecretKey| {
+        let p = dir.path().join(name);
+        std::fs::write(
+            &p,
+            json!({"did": k.public().did().to_string(), "secret_key": hex::encode(*k.seed())})
+                .to_string(),
+        )
+        .unwrap();
+        p
+    };
+    let mine = key_file("patient.key", &patient);
+    let out = carechain_ok(&[
+        "decrypt",
+        "--key",
+        mine.to_str().unwrap(),
+        env_file.to_str().unwrap(),
+    ]);
+    let decrypted: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(decrypted["valueQuantity"]["value"], 72);
+    assert_eq!(decrypted["id"].as_str(), Some(oid.as_str()));
+    let theirs = key_file("doctor.key", &doc_h);
+    let out = carechain(&[
+        "decrypt",
+        "--key",
+        theirs.to_str().unwrap(),
+        env_file.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not wrapped to this key"));
+    assert_eq!(
+        call("GET", &format!("{obs_url}/$envelope"), &t_doc_h, None, None).0,
+        403
+    );
+
     // Authoring organization: allowed. Other clinic without consent: denied.
     assert_eq!(call("GET", &obs_url, &t_doc_h, None, None).0, 200);
     let (s, oo, _) = call("GET", &obs_url, &t_doc_c, None, None);

@@ -319,3 +319,31 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn records_can_be_wrapped_to_an_ed25519_identity() {
+    // An identity's X25519 form (from its public key alone) is the public half of the key
+    // derived from its secret: the node wraps to it, the identity opens with its own key.
+    let id = carechain_crypto::SecretKey::from_seed(&[9; 32]);
+    let mine = EncryptionKey::from_x25519_secret(&id.x25519_secret()).unwrap();
+    assert_eq!(
+        mine.public(),
+        PublicEncryptionKey(id.public().x25519().unwrap())
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault(dir.path());
+    let sealed = v
+        .seal(&ctx(1), b"for the patient", &[mine.public()])
+        .unwrap();
+    v.blobs().sync().unwrap();
+    assert_eq!(
+        &open_as(v.blobs(), &mine, &ctx(1), &sealed).unwrap()[..],
+        b"for the patient"
+    );
+    let other = carechain_crypto::SecretKey::from_seed(&[10; 32]);
+    let theirs = EncryptionKey::from_x25519_secret(&other.x25519_secret()).unwrap();
+    assert!(matches!(
+        open_as(v.blobs(), &theirs, &ctx(1), &sealed),
+        Err(VaultError::NotARecipient)
+    ));
+}
