@@ -105,6 +105,7 @@ pub fn run(
         &dir.path().join("records"),
         &[7; 32],
         "http://bench/auth/token",
+        None,
     )
     .map_err(|e| anyhow::anyhow!(e.message))?;
     let session = Session {

@@ -38,6 +38,15 @@ pub struct UpArgs {
     /// once it is queued; the queue is drained continuously and at shutdown).
     #[arg(long)]
     pub audit_durable: bool,
+    /// Keep record ciphertexts in this S3-compatible bucket instead of the data directory
+    /// (connection from the standard AWS_* environment: AWS_ENDPOINT, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_ALLOW_HTTP). The bucket must not keep
+    /// object versions, or erased ciphertext survives.
+    #[arg(long)]
+    pub s3_bucket: Option<String>,
+    /// Object key prefix in the bucket.
+    #[arg(long, default_value = "carechain")]
+    pub s3_prefix: String,
 }
 
 pub fn run(a: UpArgs) -> Result<()> {
@@ -79,12 +88,20 @@ pub fn run(a: UpArgs) -> Result<()> {
             .with_context(|| format!("cannot listen on {}", a.listen))?;
         let addr = listener.local_addr()?;
         let seed = crate::chain::kek_seed(&dir)?;
+        let blobs: Option<Box<dyn carechain_vault::BlobStore>> = match &a.s3_bucket {
+            Some(bucket) => Some(Box::new(
+                carechain_objectstore::S3BlobStore::from_env(bucket, &a.s3_prefix)
+                    .with_context(|| format!("S3 bucket {bucket}"))?,
+            )),
+            None => None,
+        };
         let service = carechain_service::Service::open(
             node.clone(),
             key.clone(),
             &dir.records(),
             &seed,
             &format!("http://{addr}/auth/token"),
+            blobs,
         )
         .map_err(|e| anyhow::anyhow!("records service: {}", e.message))?;
         service.set_audit_durable(a.audit_durable);
@@ -105,7 +122,8 @@ pub fn run(a: UpArgs) -> Result<()> {
             carechain_server::serve(node.clone(), service.clone(), listener, shutdown_signal())
                 .await;
         // Every queued audit event is written before the ledger stops.
-        service.close();
+        let closing = service.clone();
+        tokio::task::spawn_blocking(move || closing.close()).await?;
         served?;
         anyhow::Ok(())
     });

@@ -143,9 +143,9 @@ pub struct HistoryEntry {
 }
 
 /// The store.
-pub struct RecordStore {
+pub struct RecordStore<B: BlobStore = PackBlobStore> {
     db: Database,
-    vault: Vault<PackBlobStore>,
+    vault: Vault<B>,
     write: Mutex<()>,
     group: Mutex<Group>,
     group_cv: parking_lot::Condvar,
@@ -215,6 +215,18 @@ impl RecordStore {
     pub fn open(dir: &Path, kek: EncryptionKey) -> Result<RecordStore, RecordError> {
         std::fs::create_dir_all(dir).map_err(db)?;
         let blobs = PackBlobStore::open(&dir.join("blobs"))?;
+        RecordStore::open_with(dir, kek, blobs)
+    }
+}
+
+impl<B: BlobStore> RecordStore<B> {
+    /// Opens the store under `dir` with its ciphertexts in `blobs` (e.g. S3).
+    pub fn open_with(
+        dir: &Path,
+        kek: EncryptionKey,
+        blobs: B,
+    ) -> Result<RecordStore<B>, RecordError> {
+        std::fs::create_dir_all(dir).map_err(db)?;
         let database = Database::create(dir.join("records.redb")).map_err(db)?;
         let txn = database.begin_write().map_err(db)?;
         txn.open_table(HEADS).map_err(db)?;
@@ -234,7 +246,7 @@ impl RecordStore {
     }
 
     /// The vault (for its blob store).
-    pub fn vault(&self) -> &Vault<PackBlobStore> {
+    pub fn vault(&self) -> &Vault<B> {
         &self.vault
     }
 

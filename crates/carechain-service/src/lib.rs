@@ -20,7 +20,7 @@ use carechain_node::{Node, SubmitError, now_ms};
 use carechain_records::{Anchor, RecordError, RecordStore, VersionMeta, Written, format_instant};
 use carechain_state::{Identity, StateView, identity_key};
 use carechain_types::{Payload, Role, TxBody, encode};
-use carechain_vault::{EncryptionKey, PublicEncryptionKey};
+use carechain_vault::{BlobStore, EncryptionKey, PublicEncryptionKey};
 use parking_lot::{Mutex, RwLock};
 use serde_json::{Value, json};
 
@@ -133,7 +133,7 @@ pub struct Served {
 pub struct Service {
     node: Arc<Node>,
     key: SecretKey,
-    records: RecordStore,
+    records: RecordStore<Box<dyn BlobStore>>,
     tokens: Tokens,
     nonce: Mutex<Option<u64>>,
     consents: RwLock<BTreeMap<String, Vec<Value>>>,
@@ -162,16 +162,25 @@ fn did_of(v: &Value) -> Option<Did> {
 }
 
 impl Service {
-    /// Opens the service: records under `dir`, data keys wrapped to the node key-encryption
-    /// key derived from `kek_seed`, anchors signed by `key` (the node's ledger identity).
+    /// Opens the service: records under `dir` with their ciphertexts in `blobs` (default: pack
+    /// files in `dir/blobs`), data keys wrapped to the node key-encryption key derived from
+    /// `kek_seed`, anchors signed by `key` (the node's ledger identity).
     pub fn open(
         node: Arc<Node>,
         key: SecretKey,
         dir: &Path,
         kek_seed: &[u8; 32],
         token_audience: &str,
+        blobs: Option<Box<dyn BlobStore>>,
     ) -> Result<Arc<Service>, ServiceError> {
-        let records = RecordStore::open(dir, EncryptionKey::from_seed(kek_seed))?;
+        let blobs = match blobs {
+            Some(b) => b,
+            None => Box::new(
+                carechain_vault::PackBlobStore::open(&dir.join("blobs"))
+                    .map_err(|e| ServiceError::from(RecordError::from(e)))?,
+            ),
+        };
+        let records = RecordStore::open_with(dir, EncryptionKey::from_seed(kek_seed), blobs)?;
         let svc = Service {
             node,
             key,
@@ -206,7 +215,7 @@ impl Service {
     }
 
     /// The record store.
-    pub fn records(&self) -> &RecordStore {
+    pub fn records(&self) -> &RecordStore<Box<dyn BlobStore>> {
         &self.records
     }
 

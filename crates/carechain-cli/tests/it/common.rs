@@ -59,16 +59,27 @@ pub struct NodeProc {
 impl NodeProc {
     /// Starts `carechain up` on a free port and waits for its "listening on" line.
     pub fn start(dir: &Path, extra: &[&str]) -> NodeProc {
-        Self::spawn(dir, extra, Stdio::inherit(), "warn")
+        Self::spawn(dir, extra, Stdio::inherit(), "warn", &[])
+    }
+
+    /// Starts a node with extra environment variables.
+    pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> NodeProc {
+        Self::spawn(dir, extra, Stdio::inherit(), "warn", env)
     }
 
     /// Starts a node whose log (at `debug`) goes to `log`.
     pub fn start_logged(dir: &Path, extra: &[&str], log: &Path) -> NodeProc {
         let f = std::fs::File::create(log).expect("log file");
-        Self::spawn(dir, extra, Stdio::from(f), "debug")
+        Self::spawn(dir, extra, Stdio::from(f), "debug", &[])
     }
 
-    fn spawn(dir: &Path, extra: &[&str], stderr: Stdio, level: &str) -> NodeProc {
+    fn spawn(
+        dir: &Path,
+        extra: &[&str],
+        stderr: Stdio,
+        level: &str,
+        env: &[(&str, &str)],
+    ) -> NodeProc {
         let mut child = Command::new(BIN)
             .args([
                 "up",
@@ -78,6 +89,7 @@ impl NodeProc {
                 "127.0.0.1:0",
             ])
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", level)
             .stdout(Stdio::piped())
             .stderr(stderr)

@@ -8,5 +8,6 @@ mod common;
 mod crash;
 mod fhir;
 mod http;
+mod s3;
 mod search;
 mod tamper;
