@@ -163,6 +163,9 @@ fn load_demo(node: &Node, dir: &DataDir) -> Result<()> {
     let wearable = make("wearable")?;
     let alice = make("patient-alice")?;
     let bob = make("patient-bob")?;
+    // A second organization, whose clinician sees nothing without the patient's consent.
+    let clinic = make("clinic")?;
+    let clinic_clinician = make("clinic-clinician")?;
     let chain_id = node.store().genesis().chain_id.clone();
     let tx = |k: &SecretKey, signer: &SecretKey, nonce: u64, payload: Payload| {
         encode(
@@ -188,6 +191,7 @@ fn load_demo(node: &Node, dir: &DataDir) -> Result<()> {
                 0,
                 reg(&hospital, Role::Organization, None),
             ),
+            tx(&operator, &operator, 1, reg(&clinic, Role::Organization, None)),
             tx(&alice, &alice, 0, reg(&alice, Role::Patient, None)),
             tx(&bob, &bob, 0, reg(&bob, Role::Patient, None)),
         ],
@@ -203,6 +207,12 @@ fn load_demo(node: &Node, dir: &DataDir) -> Result<()> {
                 &hospital,
                 1,
                 reg(&wearable, Role::Device, Some(&hospital)),
+            ),
+            tx(
+                &clinic,
+                &clinic,
+                0,
+                reg(&clinic_clinician, Role::Practitioner, Some(&clinic)),
             ),
         ],
         (0..5u64)
