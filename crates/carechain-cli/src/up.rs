@@ -191,7 +191,12 @@ fn load_demo(node: &Node, dir: &DataDir) -> Result<()> {
                 0,
                 reg(&hospital, Role::Organization, None),
             ),
-            tx(&operator, &operator, 1, reg(&clinic, Role::Organization, None)),
+            tx(
+                &operator,
+                &operator,
+                1,
+                reg(&clinic, Role::Organization, None),
+            ),
             tx(&alice, &alice, 0, reg(&alice, Role::Patient, None)),
             tx(&bob, &bob, 0, reg(&bob, Role::Patient, None)),
         ],

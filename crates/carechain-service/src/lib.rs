@@ -136,7 +136,10 @@ pub struct Service {
     records: RecordStore<Box<dyn BlobStore>>,
     tokens: Tokens,
     nonce: Mutex<Option<u64>>,
-    consents: RwLock<BTreeMap<String, Vec<Value>>>,
+    /// Each patient's active consents and their compiled policy (`None`: they do not compile,
+    /// so everything but the owner is denied). Replaced under the write lock on every Consent
+    /// write, so a revoke takes effect for the next request.
+    consents: RwLock<BTreeMap<String, PatientConsents>>,
     patients: RwLock<BTreeMap<Did, String>>,
     /// The reverse: `Patient/<id>` → the patient's did (to wrap their records' keys to them).
     patient_dids: RwLock<BTreeMap<String, Did>>,
@@ -149,6 +152,19 @@ pub struct Service {
 impl Drop for Service {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// One patient's consents, as stored and as compiled.
+#[derive(Default)]
+struct PatientConsents {
+    resources: Vec<Value>,
+    policy: Option<Arc<Policy>>,
+}
+
+impl PatientConsents {
+    fn recompile(&mut self) {
+        self.policy = Policy::compile(&self.resources).ok().map(Arc::new);
     }
 }
 
@@ -433,13 +449,19 @@ impl Service {
 
     fn index_consent(&self, id: &str, consent: Option<Value>) {
         let mut idx = self.consents.write();
-        for list in idx.values_mut() {
-            list.retain(|c| c["id"] != id);
+        for pc in idx.values_mut() {
+            let before = pc.resources.len();
+            pc.resources.retain(|c| c["id"] != id);
+            if pc.resources.len() != before {
+                pc.recompile();
+            }
         }
         if let Some(c) = consent
             && let Some(p) = c["patient"]["reference"].as_str()
         {
-            idx.entry(p.to_string()).or_default().push(c);
+            let pc = idx.entry(p.to_string()).or_default();
+            pc.resources.push(c);
+            pc.recompile();
         }
     }
 
@@ -456,15 +478,18 @@ impl Service {
             // Not a patient's record (Organization, Practitioner, ...): any authenticated caller.
             return Decision::Permit(Basis::Owner);
         };
-        let consents = self
-            .consents
-            .read()
-            .get(patient)
-            .cloned()
-            .unwrap_or_default();
-        let policy = match Policy::compile(&consents) {
-            Ok(p) => p,
-            Err(_) => return Decision::Deny(Basis::NoConsent),
+        let policy = match self.consents.read().get(patient) {
+            None => Arc::new(Policy::default()),
+            Some(PatientConsents {
+                policy: Some(p), ..
+            }) => p.clone(),
+            Some(PatientConsents { policy: None, .. }) => {
+                return if self.actor(s).reference == *patient {
+                    Decision::Permit(Basis::Owner)
+                } else {
+                    Decision::Deny(Basis::NoConsent)
+                };
+            }
         };
         let now = (now_ms() / 1000) as i64;
         policy.decide(&Request {
