@@ -100,7 +100,9 @@ fn raw_limits(dir: &std::path::Path) -> Result<Value> {
         std::hint::black_box(key.sign(carechain_crypto::Namespace::Transaction, &i.to_le_bytes()));
     }
     let sign = f64::from(n) / t.elapsed().as_secs_f64();
-    Ok(json!({"seal_per_s": seal.round(), "fdatasync_1k_per_s": fsync.round(), "ed25519_sign_per_s": sign.round()}))
+    Ok(
+        json!({"seal_per_s": seal.round(), "fdatasync_1k_per_s": fsync.round(), "ed25519_sign_per_s": sign.round()}),
+    )
 }
 
 pub fn run(
