@@ -482,10 +482,29 @@ impl<B: BlobStore> RecordStore<B> {
                 false,
             )?);
         }
-        // Every version is valid: only now is anything encrypted and staged.
-        for (w, also) in written.iter_mut().zip(&recipients) {
-            self.seal(w, also)?;
-        }
+        // Every version is valid: only now is anything encrypted and staged — on every core
+        // (sealing is HPKE-bound).
+        let threads = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZero::get)
+            .min(written.len().max(1));
+        let chunk = written.len().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = written
+                .chunks_mut(chunk)
+                .zip(recipients.chunks(chunk))
+                .map(|(ws, also)| {
+                    scope.spawn(move || {
+                        ws.iter_mut()
+                            .zip(also)
+                            .try_for_each(|(w, a)| self.seal(w, a))
+                    })
+                })
+                .collect();
+            handles.into_iter().try_for_each(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(RecordError::Db("sealing thread panicked".into())))
+            })
+        })?;
         let anchors = anchor(&written)?;
         let mut batch = Vec::with_capacity(written.len());
         for (w, a) in written.iter_mut().zip(anchors) {

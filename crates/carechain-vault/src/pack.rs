@@ -165,7 +165,7 @@ impl PackBlobStore {
         sync_dir(dir)?;
         let n = numbers.len() - 1;
         let file = packs[n].clone();
-        Ok(PackBlobStore {
+        let store = PackBlobStore {
             dir: dir.to_path_buf(),
             index: RwLock::new(index),
             packs: RwLock::new(packs),
@@ -178,7 +178,54 @@ impl PackBlobStore {
             }),
             synced: Mutex::new(0),
             failed: std::sync::atomic::AtomicBool::new(false),
-        })
+        };
+        store.import_legacy(dir)?;
+        Ok(store)
+    }
+
+    /// Moves blobs of the older file-per-blob layout (`ab/cd/<hex id>`, [`crate::LocalBlobStore`])
+    /// found in `dir` into the packs: each is checked against its id, appended, synced, and only
+    /// then its file is removed (a crash in between leaves it in both places, harmlessly).
+    fn import_legacy(&self, dir: &Path) -> Result<(), VaultError> {
+        let mut files = Vec::new();
+        for a in fs::read_dir(dir).map_err(io)? {
+            let a = a.map_err(io)?.path();
+            let name = a.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if !a.is_dir() || name.len() != 2 {
+                continue;
+            }
+            for b in fs::read_dir(&a).map_err(io)? {
+                for f in fs::read_dir(b.map_err(io)?.path()).map_err(io)? {
+                    files.push(f.map_err(io)?.path());
+                }
+            }
+        }
+        if files.is_empty() {
+            return Ok(());
+        }
+        for f in &files {
+            let bytes = fs::read(f).map_err(io)?;
+            let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if sha256(&bytes).to_hex() != name {
+                return Err(VaultError::Corrupt(format!("legacy blob {name}")));
+            }
+            self.stage(&bytes)?;
+        }
+        self.sync()?;
+        for f in &files {
+            fs::remove_file(f).map_err(io)?;
+        }
+        for a in fs::read_dir(dir).map_err(io)? {
+            let a = a.map_err(io)?.path();
+            if a.is_dir() {
+                // Empty two-level directories of the old layout (and its `tmp`).
+                for b in fs::read_dir(&a).map_err(io)? {
+                    let _ = fs::remove_dir(b.map_err(io)?.path());
+                }
+                let _ = fs::remove_dir(&a);
+            }
+        }
+        sync_dir(dir)
     }
 
     /// How many live blobs the store holds.

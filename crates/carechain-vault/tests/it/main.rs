@@ -347,3 +347,26 @@ fn records_can_be_wrapped_to_an_ed25519_identity() {
         Err(VaultError::NotARecipient)
     ));
 }
+
+#[test]
+fn blobs_of_the_file_per_blob_layout_move_into_packs() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = LocalBlobStore::open(dir.path()).unwrap();
+    let a = old.put(b"written by an earlier version").unwrap();
+    let b = old.put(b"and another").unwrap();
+    drop(old);
+    let store = PackBlobStore::open(dir.path()).unwrap();
+    assert_eq!(
+        store.get(&a).unwrap().unwrap(),
+        b"written by an earlier version"
+    );
+    assert_eq!(store.get(&b).unwrap().unwrap(), b"and another");
+    // Only the packs remain.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(left.iter().all(|n| n.ends_with(".pack")), "{left:?}");
+    drop(store);
+    assert_eq!(PackBlobStore::open(dir.path()).unwrap().len(), 2);
+}
