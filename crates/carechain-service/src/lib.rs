@@ -519,7 +519,12 @@ impl Service {
         } else {
             patient.and_then(|p| self.patient_dids.read().get(p).copied())
         };
-        did.and_then(|d| self.identity(&d))
+        did.map(|d| self.encryption_keys(&d)).unwrap_or_default()
+    }
+
+    /// The encryption key of an active identity (its current ledger key in X25519 form).
+    fn encryption_keys(&self, did: &Did) -> Vec<PublicEncryptionKey> {
+        self.identity(did)
             .filter(|i| i.active)
             .and_then(|i| i.current_key.x25519().ok())
             .map(PublicEncryptionKey)
@@ -1027,6 +1032,14 @@ impl Service {
             }
             plan.push((i, rt, id, fresh));
         }
+        // Patients created in this bundle with a did: their records here are wrapped to them.
+        let bundle_dids: BTreeMap<String, Did> = plan
+            .iter()
+            .filter(|(_, rt, _, _)| rt == "Patient")
+            .filter_map(|(i, _, id, _)| {
+                did_of(&entries[*i]["resource"]).map(|d| (format!("Patient/{id}"), d))
+            })
+            .collect();
         // 2. Resolve references, check permissions for every entry before writing any.
         let mut items = Vec::with_capacity(plan.len());
         for (i, rt, id, fresh) in &plan {
@@ -1072,8 +1085,14 @@ impl Service {
                 );
                 return Err(e);
             }
+            let mut also = self.recipients(rt, patient.as_deref(), &resource);
+            if also.is_empty()
+                && let Some(d) = patient.as_ref().and_then(|p| bundle_dids.get(p))
+            {
+                also = self.encryption_keys(d);
+            }
             items.push(carechain_records::NewVersion {
-                also: self.recipients(rt, patient.as_deref(), &resource),
+                also,
                 resource,
                 id: id.clone(),
                 if_match: None,

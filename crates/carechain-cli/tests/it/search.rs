@@ -348,6 +348,33 @@ fn chained_sorted_included_conditional_and_type_history_searches() {
         "only the clinic's own observation"
     );
 
+    // A patient created in the same transaction as their records (with their did): those
+    // records' data keys are wrapped to them too, so their envelope has two recipients.
+    let pat = key(54);
+    register(&url, &pat, 0, &pat, Role::Patient, None);
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:me", "resource": {"resourceType": "Patient", "identifier": [{"system": "urn:ietf:rfc:3986", "value": pat.public().did().to_string()}]}, "request": {"method": "POST", "url": "Patient"}},
+        {"resource": obs("urn:uuid:me", "2024-03-03", 77.0), "request": {"method": "POST", "url": "Observation"}}
+    ]});
+    let (s, resp, _) = call("POST", &format!("{url}/fhir"), &t, None, Some(&bundle));
+    assert_eq!(s, 200, "{resp}");
+    let loc = resp["entry"][1]["response"]["location"].as_str().unwrap();
+    let obs_path = loc.split("/_history").next().unwrap();
+    let t_pat = token(&url, &pat, "patient/*.rs");
+    let (s, env, _) = call(
+        "GET",
+        &format!("{url}/fhir/{obs_path}/$envelope"),
+        &t_pat,
+        None,
+        None,
+    );
+    assert_eq!(s, 200, "{env}");
+    assert_eq!(
+        env["wrapped"].as_array().unwrap().len(),
+        2,
+        "node and patient"
+    );
+
     // The CapabilityStatement tells the truth about it.
     let (_, cs) = get(&format!("{url}/fhir/metadata"));
     let obs_cap = cs["rest"][0]["resource"]
