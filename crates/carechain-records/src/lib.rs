@@ -131,6 +131,9 @@ pub struct NewVersion {
     pub patient: Option<String>,
     /// Who else the data key is wrapped to (the patient), beside the node.
     pub also: Vec<PublicEncryptionKey>,
+    /// A deletion (FHIR DELETE) of the resource `resource["resourceType"]`/`id` rather than a
+    /// new version of content.
+    pub delete: bool,
 }
 
 /// One entry of a resource's history.
@@ -470,6 +473,10 @@ impl<B: BlobStore> RecordStore<B> {
                     RecordError::BadRequest(format!("{rt}/{} appears twice", it.id)).into(),
                 );
             }
+            if it.delete {
+                written.push(self.deletion(&rt, &it.id, now_ms)?);
+                continue;
+            }
             written.push(self.prepare(
                 it.resource,
                 &it.id,
@@ -496,6 +503,7 @@ impl<B: BlobStore> RecordStore<B> {
                     scope.spawn(move || {
                         ws.iter_mut()
                             .zip(also)
+                            .filter(|(w, _)| !w.meta.deleted)
                             .try_for_each(|(w, a)| self.seal(w, a))
                     })
                 })
@@ -675,6 +683,13 @@ impl<B: BlobStore> RecordStore<B> {
         now_ms: u64,
     ) -> Result<Written, RecordError> {
         let _guard = self.write.lock();
+        let w = self.deletion(resource_type, id, now_ms)?;
+        self.put(&format!("{resource_type}/{id}"), &w.meta)?;
+        Ok(w)
+    }
+
+    /// The deletion version of a resource (not yet written).
+    fn deletion(&self, resource_type: &str, id: &str, now_ms: u64) -> Result<Written, RecordError> {
         let key = format!("{resource_type}/{id}");
         let cur = self
             .head(&key)?
@@ -689,9 +704,9 @@ impl<B: BlobStore> RecordStore<B> {
             deleted: true,
             commitment: None,
             sealed: None,
+            anchor: None,
             ..prev
         };
-        self.put(&key, &meta)?;
         Ok(Written {
             resource_type: resource_type.into(),
             id: id.into(),

@@ -213,6 +213,7 @@ impl Service {
                 // Audit events are the node's record of access, wrapped to the node; the
                 // patient reads them through their access log.
                 also: Vec::new(),
+                delete: false,
             });
         }
         self.records
@@ -230,7 +231,8 @@ impl Service {
                     commitments.push(audit_commitment(&salt, resource));
                     salts.push(salt);
                 }
-                let txs = self.anchor_many("audit", &commitments)?;
+                let kinds: Vec<(&str, Hash)> = commitments.iter().map(|c| ("audit", *c)).collect();
+                let txs = self.anchor_many(&kinds)?;
                 Ok::<_, ServiceError>(
                     txs.into_iter()
                         .zip(commitments)

@@ -168,6 +168,15 @@ impl PatientConsents {
     }
 }
 
+/// What the ledger gets for a deletion version: a hash of the resource and version only.
+fn deletion_tombstone(w: &Written) -> Hash {
+    carechain_crypto::sha256_parts(&[
+        b"carechain/v1/deletion\0",
+        format!("{}/{}", w.resource_type, w.id).as_bytes(),
+        &w.meta.version.to_le_bytes(),
+    ])
+}
+
 fn did_of(v: &Value) -> Option<Did> {
     v["identifier"]
         .as_array()
@@ -370,11 +379,11 @@ impl Service {
         Err(internal("could not anchor"))
     }
 
-    /// Anchors several commitments in order (one transaction each, submitted together) and
-    /// waits until all are durable.
-    fn anchor_many(&self, kind: &str, commitments: &[Hash]) -> Result<Vec<Hash>, ServiceError> {
+    /// Anchors several `(kind, commitment)`s in order (one transaction each, submitted
+    /// together) and waits until all are durable.
+    fn anchor_many(&self, anchors: &[(&str, Hash)]) -> Result<Vec<Hash>, ServiceError> {
         let internal = |m: &str| ServiceError::new(500, "exception", m.to_string());
-        if commitments.is_empty() {
+        if anchors.is_empty() {
             return Ok(vec![]);
         }
         let mut nonce = self.nonce.lock();
@@ -386,16 +395,16 @@ impl Service {
                 .ok_or_else(|| internal("node identity missing"))?,
         };
         let chain_id = self.node.store().genesis().chain_id.clone();
-        let txs: Vec<_> = commitments
+        let txs: Vec<_> = anchors
             .iter()
             .enumerate()
-            .map(|(i, c)| {
+            .map(|(i, (kind, c))| {
                 TxBody {
                     chain_id: chain_id.clone(),
                     signer: self.key.public(),
                     nonce: n0 + i as u64,
                     payload: Payload::Anchor {
-                        kind: kind.into(),
+                        kind: (*kind).into(),
                         commitment: *c,
                     },
                 }
@@ -968,6 +977,7 @@ impl Service {
         let mut map: BTreeMap<String, String> = BTreeMap::new();
         let mut plan = Vec::with_capacity(entries.len());
         let mut reads = Vec::new();
+        let mut deletes: Vec<(usize, String, String)> = Vec::new();
         let mut existing: BTreeMap<usize, String> = BTreeMap::new();
         for (i, e) in entries.iter().enumerate() {
             let method = e["request"]["method"].as_str().unwrap_or_default();
@@ -990,6 +1000,26 @@ impl Service {
                                 400,
                                 "not-supported",
                                 format!("entry {i}: GET in a transaction must be a read: Type/id"),
+                            ));
+                        }
+                    }
+                    continue;
+                }
+                "DELETE" => {
+                    match url.split_once('/') {
+                        Some((t, id))
+                            if carechain_fhir::model().is_resource(t)
+                                && !id.contains(['/', '?']) =>
+                        {
+                            deletes.push((i, t.to_string(), id.to_string()));
+                        }
+                        _ => {
+                            return Err(ServiceError::new(
+                                400,
+                                "not-supported",
+                                format!(
+                                    "entry {i}: DELETE in a transaction must name Type/id (conditional delete is not supported)"
+                                ),
                             ));
                         }
                     }
@@ -1022,7 +1052,7 @@ impl Service {
                         400,
                         "not-supported",
                         format!(
-                            "entry {i}: {other} is not supported in a transaction yet (POST and PUT are)"
+                            "entry {i}: {other} is not supported in a transaction (DELETE, POST, PUT and GET are)"
                         ),
                     ));
                 }
@@ -1040,8 +1070,38 @@ impl Service {
                 did_of(&entries[*i]["resource"]).map(|d| (format!("Patient/{id}"), d))
             })
             .collect();
-        // 2. Resolve references, check permissions for every entry before writing any.
-        let mut items = Vec::with_capacity(plan.len());
+        // 2. Check permissions for every entry before writing any; deletions first (FHIR order),
+        //    then resolve references.
+        let mut items = Vec::with_capacity(plan.len() + deletes.len());
+        for (_, rt, id) in &deletes {
+            let what = format!("{rt}/{id}");
+            let meta = self.records.meta(rt, id, None)?;
+            self.check_scope(s, purpose, rt, 'd', &what, meta.patient.as_deref())?;
+            let owner = self.is_owner(s, meta.patient.as_deref());
+            let author =
+                meta.author.is_some() && meta.author == s.organization.map(|o| o.to_string());
+            if !(owner || author || s.role == Role::Operator) || rt == "AuditEvent" {
+                return Err(self.refuse(
+                    s,
+                    purpose,
+                    "transaction",
+                    "D",
+                    &what,
+                    meta.patient.as_deref(),
+                    "denied: not allowed to delete",
+                    format!("only the patient, the authoring organization or an operator may delete {what}"),
+                ));
+            }
+            items.push(carechain_records::NewVersion {
+                resource: json!({"resourceType": rt}),
+                id: id.clone(),
+                if_match: None,
+                fresh: false,
+                patient: None,
+                also: Vec::new(),
+                delete: true,
+            });
+        }
         for (i, rt, id, fresh) in &plan {
             let mut resource = entries[*i]["resource"].clone();
             resolve_references(&mut resource, &map);
@@ -1098,6 +1158,7 @@ impl Service {
                 if_match: None,
                 fresh: *fresh,
                 patient: None,
+                delete: false,
             });
         }
         // 3. All or nothing: validate and seal all, anchor all, commit all.
@@ -1105,13 +1166,18 @@ impl Service {
         let written =
             self.records
                 .write_many(items, author.as_deref(), now_ms(), |ws: &[Written]| {
-                    let commitments: Vec<Hash> =
-                        ws.iter().filter_map(|w| w.meta.commitment).collect();
-                    let txs = self.anchor_many("record", &commitments)?;
+                    let anchors: Vec<(&str, Hash)> = ws
+                        .iter()
+                        .map(|w| match w.meta.commitment {
+                            Some(c) => ("record", c),
+                            None => ("deletion", deletion_tombstone(w)),
+                        })
+                        .collect();
+                    let txs = self.anchor_many(&anchors)?;
                     Ok::<_, ServiceError>(
                         txs.into_iter()
-                            .zip(commitments)
-                            .map(|(tx, commitment)| Anchor {
+                            .zip(anchors)
+                            .map(|(tx, (_, commitment))| Anchor {
                                 tx,
                                 commitment,
                                 salt: None,
@@ -1128,7 +1194,13 @@ impl Service {
             }
         };
         for w in &written {
-            self.after_write(w);
+            if w.meta.deleted {
+                if w.resource_type == "Consent" {
+                    self.index_consent(&w.id, None);
+                }
+            } else {
+                self.after_write(w);
+            }
         }
         let patient = written.iter().find_map(|w| w.meta.patient.clone());
         let what = written
@@ -1149,6 +1221,14 @@ impl Service {
         );
         // Responses in the order of the request's entries.
         let mut out = vec![Value::Null; entries.len()];
+        let (deleted, written) = written.split_at(deletes.len());
+        for (w, (i, _, _)) in deleted.iter().zip(&deletes) {
+            out[*i] = json!({"response": {
+                "status": "204 No Content",
+                "etag": format!("W/\"{}\"", w.meta.version),
+                "lastModified": format_instant(w.meta.last_updated_ms),
+            }});
+        }
         for (w, (i, _, _, fresh)) in written.iter().zip(&plan) {
             out[*i] = json!({"response": {
                 "status": if *fresh || w.meta.version == 1 { "201 Created" } else { "200 OK" },
@@ -1204,12 +1284,7 @@ impl Service {
         if rt == "Consent" {
             self.index_consent(id, None);
         }
-        let tombstone = carechain_crypto::sha256_parts(&[
-            b"carechain/v1/deletion\0",
-            what.as_bytes(),
-            &w.meta.version.to_le_bytes(),
-        ]);
-        let tx = self.anchor("deletion", tombstone)?;
+        let tx = self.anchor("deletion", deletion_tombstone(&w))?;
         self.audit(
             s,
             purpose,

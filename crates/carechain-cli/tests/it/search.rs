@@ -348,6 +348,30 @@ fn chained_sorted_included_conditional_and_type_history_searches() {
         "only the clinic's own observation"
     );
 
+    // DELETE entries run first, atomically with the rest: a delete the caller may not make (the
+    // clinic's observation) or of a missing resource fails the whole transaction.
+    let del = |what: &str| json!({"request": {"method": "DELETE", "url": what}});
+    let new_obs = json!({"resource": obs(pa, "2025-01-01", 55.0), "request": {"method": "POST", "url": "Observation"}});
+    for bad in [mine.as_str(), "Observation/no-such-id"] {
+        let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [del(o2), del(bad), new_obs]});
+        let (s, oo, _) = call("POST", &format!("{url}/fhir"), &t, None, Some(&bundle));
+        assert!(s == 403 || s == 404, "{s} {oo}");
+        assert_eq!(
+            call("GET", &format!("{url}/fhir/{o2}"), &t, None, None).0,
+            200
+        );
+    }
+    let bundle =
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [new_obs, del(o2)]});
+    let (s, resp, _) = call("POST", &format!("{url}/fhir"), &t, None, Some(&bundle));
+    assert_eq!(s, 200, "{resp}");
+    assert_eq!(resp["entry"][1]["response"]["status"], "204 No Content");
+    assert_eq!(resp["entry"][0]["response"]["status"], "201 Created");
+    assert_eq!(
+        call("GET", &format!("{url}/fhir/{o2}"), &t, None, None).0,
+        410
+    );
+
     // A patient created in the same transaction as their records (with their did): those
     // records' data keys are wrapped to them too, so their envelope has two recipients.
     let pat = key(54);
