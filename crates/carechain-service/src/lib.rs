@@ -168,6 +168,13 @@ impl PatientConsents {
     }
 }
 
+/// `Type/id` of a request URL naming one resource.
+fn type_and_id(url: &str) -> Option<(String, String)> {
+    let (t, id) = url.split_once('/')?;
+    (carechain_fhir::model().is_resource(t) && !id.is_empty() && !id.contains(['/', '?']))
+        .then(|| (t.to_string(), id.to_string()))
+}
+
 /// What the ledger gets for a deletion version: a hash of the resource and version only.
 fn deletion_tombstone(w: &Written) -> Hash {
     carechain_crypto::sha256_parts(&[
@@ -987,41 +994,20 @@ impl Service {
                 .unwrap_or_default()
                 .to_string();
             let (id, fresh) = match method {
-                "GET" => {
-                    match url.split_once('/') {
-                        Some((t, id))
-                            if carechain_fhir::model().is_resource(t)
-                                && !id.contains(['/', '?']) =>
-                        {
-                            reads.push((i, t.to_string(), id.to_string()));
-                        }
-                        _ => {
-                            return Err(ServiceError::new(
-                                400,
-                                "not-supported",
-                                format!("entry {i}: GET in a transaction must be a read: Type/id"),
-                            ));
-                        }
-                    }
-                    continue;
-                }
-                "DELETE" => {
-                    match url.split_once('/') {
-                        Some((t, id))
-                            if carechain_fhir::model().is_resource(t)
-                                && !id.contains(['/', '?']) =>
-                        {
-                            deletes.push((i, t.to_string(), id.to_string()));
-                        }
-                        _ => {
-                            return Err(ServiceError::new(
-                                400,
-                                "not-supported",
-                                format!(
-                                    "entry {i}: DELETE in a transaction must name Type/id (conditional delete is not supported)"
-                                ),
-                            ));
-                        }
+                "GET" | "DELETE" => {
+                    let Some((t, id)) = type_and_id(url) else {
+                        return Err(ServiceError::new(
+                            400,
+                            "not-supported",
+                            format!(
+                                "entry {i}: {method} in a transaction must name Type/id (no searches, no conditional delete)"
+                            ),
+                        ));
+                    };
+                    if method == "GET" {
+                        reads.push((i, t, id));
+                    } else {
+                        deletes.push((i, t, id));
                     }
                     continue;
                 }
