@@ -718,16 +718,18 @@ impl<B: BlobStore> RecordStore<B> {
     /// The current version.
     pub fn read(&self, resource_type: &str, id: &str) -> Result<Value, RecordError> {
         let meta = self.meta(resource_type, id, None)?;
-        self.version_content(resource_type, id, &meta)
+        self.read_version(resource_type, id, &meta)
     }
 
     /// One version.
     pub fn vread(&self, resource_type: &str, id: &str, version: u64) -> Result<Value, RecordError> {
         let meta = self.meta(resource_type, id, Some(version))?;
-        self.version_content(resource_type, id, &meta)
+        self.read_version(resource_type, id, &meta)
     }
 
-    fn version_content(
+    /// The content of the version `meta` describes (from [`RecordStore::meta`]), without
+    /// looking the metadata up again.
+    pub fn read_version(
         &self,
         resource_type: &str,
         id: &str,

@@ -91,7 +91,7 @@ impl AuditQueue {
             if st.closed || !block {
                 return None;
             }
-            // Wakes now and then to notice that the service is gone.
+            // Wakes now and then, so that the writer lets go of the service.
             self.work.wait_for(&mut st, Duration::from_millis(200));
             if st.pending.is_empty() {
                 return None;
@@ -117,27 +117,23 @@ impl AuditQueue {
     }
 }
 
-/// Runs the writer: drains the queue in batches while the service lives.
-pub(crate) fn spawn_writer(svc: Weak<Service>) -> std::io::Result<()> {
+/// Runs the writer: drains the queue in batches while the service lives, and exits once it is
+/// closed and drained. It holds the service while it takes and writes a batch, so the service's
+/// `Drop` never runs beside a batch in flight: if the writer holds the last reference, `Drop`
+/// runs in the writer, after its batch, and drains what is left itself.
+pub(crate) fn spawn_writer(queue: Arc<AuditQueue>, svc: Weak<Service>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("audit-writer".into())
         .spawn(move || {
             loop {
-                let Some(queue) = svc.upgrade().map(|s| s.audit_queue.clone()) else {
-                    return;
-                };
-                if queue.state.lock().closed {
-                    return;
-                }
-                let Some(batch) = queue.take(true) else {
-                    continue;
-                };
                 let Some(s) = svc.upgrade() else {
-                    // The service is gone; its Drop drains what is left.
-                    queue.state.lock().pending.splice(0..0, batch);
                     return;
                 };
-                s.write_batch(batch);
+                match queue.take(true) {
+                    Some(batch) => s.write_batch(batch),
+                    None if queue.state.lock().closed => return,
+                    None => {}
+                }
             }
         })
         .map(|_| ())
@@ -160,14 +156,21 @@ impl Service {
         }
     }
 
-    /// Drains the audit queue in the calling thread and stops the writer (graceful shutdown).
+    /// Graceful shutdown: the writer drains the queue and stops; returns once every event
+    /// queued so far is written (or reported lost).
     pub fn close(&self) {
-        while let Some(batch) = self.audit_queue.take(false) {
-            self.write_batch(batch);
-        }
         self.audit_queue.state.lock().closed = true;
         self.audit_queue.work.notify_all();
         self.flush_audit();
+    }
+
+    /// At `Drop`: no writer can run any more (it cannot reach the service), so whatever is
+    /// still queued is written here.
+    pub(crate) fn drain_audit_here(&self) {
+        self.audit_queue.state.lock().closed = true;
+        while let Some(batch) = self.audit_queue.take(false) {
+            self.write_batch(batch);
+        }
     }
 
     fn write_batch(&self, batch: Vec<(u64, Value, Option<String>)>) {
@@ -300,9 +303,4 @@ impl Service {
             tracing::error!("audit event could not be recorded");
         }
     }
-}
-
-/// The queue, shared with the writer thread.
-pub(crate) fn new_queue() -> Arc<AuditQueue> {
-    Arc::new(AuditQueue::new())
 }

@@ -151,7 +151,7 @@ pub struct Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
-        self.close();
+        self.drain_audit_here();
     }
 }
 
@@ -224,7 +224,7 @@ impl Service {
             patient_dids: RwLock::new(BTreeMap::new()),
             conditional: Mutex::new(()),
             token_audience: token_audience.to_string(),
-            audit_queue: audit::new_queue(),
+            audit_queue: Arc::new(audit::AuditQueue::new()),
         };
         // Rebuild the in-memory indexes (consents by patient, patient by did) from the store.
         for id in svc.records.ids("Patient")? {
@@ -241,7 +241,7 @@ impl Service {
             }
         }
         let svc = Arc::new(svc);
-        audit::spawn_writer(Arc::downgrade(&svc))
+        audit::spawn_writer(svc.audit_queue.clone(), Arc::downgrade(&svc))
             .map_err(|_| ServiceError::new(500, "exception", "cannot start the audit writer"))?;
         Ok(svc)
     }
@@ -339,100 +339,72 @@ impl Service {
         }
     }
 
-    /// Signs and submits an anchor of `commitment` and waits until it is durable — making the
-    /// staged ciphertexts durable while the block is produced.
+    /// Anchors one commitment and waits until it is durable (see [`Service::anchor_many`]).
     fn anchor(&self, kind: &str, commitment: Hash) -> Result<Hash, ServiceError> {
-        let hash = self.submit_anchor(kind, commitment)?;
-        self.records.sync_blobs()?;
-        self.wait_durable(&hash)
+        let hashes = self.anchor_many(&[(kind, commitment)])?;
+        hashes
+            .first()
+            .copied()
+            .ok_or_else(|| ServiceError::new(500, "exception", "no anchor"))
     }
 
-    fn submit_anchor(&self, kind: &str, commitment: Hash) -> Result<Hash, ServiceError> {
+    /// Anchors several `(kind, commitment)`s in order (one transaction each, signed by the node
+    /// key, submitted together), makes the staged ciphertexts durable while the block is
+    /// produced, and waits until all are durable. When the node's cached nonce turns out stale
+    /// and nothing was admitted, it is re-read from the ledger and the batch re-signed (twice
+    /// at most).
+    fn anchor_many(&self, anchors: &[(&str, Hash)]) -> Result<Vec<Hash>, ServiceError> {
         let internal = |m: &str| ServiceError::new(500, "exception", m.to_string());
+        if anchors.is_empty() {
+            return Ok(vec![]);
+        }
+        let chain_id = self.node.store().genesis().chain_id.clone();
         let mut nonce = self.nonce.lock();
-        for _attempt in 0..3 {
-            let n = match *nonce {
+        let mut attempt = 0;
+        let hashes = loop {
+            attempt += 1;
+            let n0 = match *nonce {
                 Some(n) => n,
                 None => self
                     .identity(&self.key.public().did())
                     .map(|i| i.next_nonce)
                     .ok_or_else(|| internal("node identity missing"))?,
             };
-            let tx = TxBody {
-                chain_id: self.node.store().genesis().chain_id.clone(),
-                signer: self.key.public(),
-                nonce: n,
-                payload: Payload::Anchor {
-                    kind: kind.into(),
-                    commitment,
-                },
-            }
-            .sign(&self.key);
-            let hash = tx.hash();
-            match self.node.submit(encode(&tx)) {
-                Ok(_) => {
-                    *nonce = Some(n + 1);
-                    return Ok(hash);
-                }
-                Err(SubmitError::NonceGap { .. } | SubmitError::NonceReplayed { .. }) => {
-                    *nonce = None;
-                }
-                Err(SubmitError::Busy) => {
+            let txs: Vec<_> = anchors
+                .iter()
+                .enumerate()
+                .map(|(i, (kind, c))| {
+                    TxBody {
+                        chain_id: chain_id.clone(),
+                        signer: self.key.public(),
+                        nonce: n0 + i as u64,
+                        payload: Payload::Anchor {
+                            kind: (*kind).into(),
+                            commitment: *c,
+                        },
+                    }
+                    .sign(&self.key)
+                })
+                .collect();
+            let hashes: Vec<Hash> = txs.iter().map(|t| t.hash()).collect();
+            let results = self.node.submit_batch(txs.iter().map(encode).collect());
+            let accepted = results.iter().take_while(|r| r.is_ok()).count();
+            *nonce = if accepted == txs.len() {
+                Some(n0 + accepted as u64)
+            } else {
+                None
+            };
+            match results.into_iter().find_map(Result::err) {
+                None => break hashes,
+                Some(SubmitError::NonceGap { .. } | SubmitError::NonceReplayed { .. })
+                    if accepted == 0 && attempt < 3 => {}
+                Some(SubmitError::Busy) => {
                     return Err(ServiceError::new(503, "transient", "ledger is busy; retry"));
                 }
-                Err(e) => return Err(internal(&e.to_string())),
+                Some(other) => return Err(internal(&other.to_string())),
             }
-        }
-        Err(internal("could not anchor"))
-    }
-
-    /// Anchors several `(kind, commitment)`s in order (one transaction each, submitted
-    /// together) and waits until all are durable.
-    fn anchor_many(&self, anchors: &[(&str, Hash)]) -> Result<Vec<Hash>, ServiceError> {
-        let internal = |m: &str| ServiceError::new(500, "exception", m.to_string());
-        if anchors.is_empty() {
-            return Ok(vec![]);
-        }
-        let mut nonce = self.nonce.lock();
-        let n0 = match *nonce {
-            Some(n) => n,
-            None => self
-                .identity(&self.key.public().did())
-                .map(|i| i.next_nonce)
-                .ok_or_else(|| internal("node identity missing"))?,
-        };
-        let chain_id = self.node.store().genesis().chain_id.clone();
-        let txs: Vec<_> = anchors
-            .iter()
-            .enumerate()
-            .map(|(i, (kind, c))| {
-                TxBody {
-                    chain_id: chain_id.clone(),
-                    signer: self.key.public(),
-                    nonce: n0 + i as u64,
-                    payload: Payload::Anchor {
-                        kind: (*kind).into(),
-                        commitment: *c,
-                    },
-                }
-                .sign(&self.key)
-            })
-            .collect();
-        let hashes: Vec<Hash> = txs.iter().map(|t| t.hash()).collect();
-        let results = self.node.submit_batch(txs.iter().map(encode).collect());
-        let accepted = results.iter().take_while(|r| r.is_ok()).count();
-        *nonce = if accepted == txs.len() {
-            Some(n0 + accepted as u64)
-        } else {
-            None
         };
         drop(nonce);
-        if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
-            return Err(match e {
-                SubmitError::Busy => ServiceError::new(503, "transient", "ledger is busy; retry"),
-                other => internal(&other.to_string()),
-            });
-        }
         self.records.sync_blobs()?;
         // One signer's transactions are committed in nonce order: the last one durable means
         // all are.
@@ -567,10 +539,14 @@ impl Service {
         Ok(tx)
     }
 
+    /// The SMART scope check of every interaction: `perm` (`c r u d s`) on `rt`. A refusal is
+    /// audited as `interaction`, with the BALP action that `perm` stands for.
+    #[allow(clippy::too_many_arguments)]
     fn check_scope(
         &self,
         s: &Session,
         purpose: &Purpose,
+        interaction: &str,
         rt: &str,
         perm: char,
         what: &str,
@@ -579,16 +555,64 @@ impl Service {
         if s.allows(rt, perm) {
             return Ok(());
         }
+        let action = match perm {
+            'c' => "C",
+            'u' => "U",
+            'd' => "D",
+            's' => "E",
+            _ => "R",
+        };
         Err(self.refuse(
             s,
             purpose,
-            "read",
-            "R",
+            interaction,
+            action,
             what,
             patient,
             "denied: outside the token's scopes",
             format!("the token's scopes do not allow '{perm}' on {rt}"),
         ))
+    }
+
+    /// Who may delete (or `$erase` is separate): the patient, the authoring organization or an
+    /// operator — never audit events. Checks the scope too; a refusal is audited. Returns the
+    /// current version's metadata.
+    fn may_delete(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        interaction: &str,
+        rt: &str,
+        id: &str,
+    ) -> Result<VersionMeta, ServiceError> {
+        let what = format!("{rt}/{id}");
+        let meta = self.records.meta(rt, id, None)?;
+        self.check_scope(
+            s,
+            purpose,
+            interaction,
+            rt,
+            'd',
+            &what,
+            meta.patient.as_deref(),
+        )?;
+        let owner = self.is_owner(s, meta.patient.as_deref());
+        let author = meta.author.is_some() && meta.author == s.organization.map(|o| o.to_string());
+        if !(owner || author || s.role == Role::Operator) || rt == "AuditEvent" {
+            return Err(self.refuse(
+                s,
+                purpose,
+                interaction,
+                "D",
+                &what,
+                meta.patient.as_deref(),
+                "denied: not allowed to delete",
+                format!(
+                    "only the patient, the authoring organization or an operator may delete {what}"
+                ),
+            ));
+        }
+        Ok(meta)
     }
 
     /// The read gate shared by read, vread and history: consent decides; break-glass needs a
@@ -602,39 +626,51 @@ impl Service {
         interaction: &str,
         what: &str,
     ) -> Result<bool, ServiceError> {
+        self.consent_gate(s, purpose, rt, meta)
+            .map_err(|(note, message)| {
+                self.refuse(
+                    s,
+                    purpose,
+                    interaction,
+                    "R",
+                    what,
+                    meta.patient.as_deref(),
+                    note,
+                    message,
+                )
+            })
+    }
+
+    /// The patient's consent for a read, with the break-glass rule (a practitioner's ETREAT
+    /// read needs a reason): whether access is by break-glass, or why it is refused (audit
+    /// note, message).
+    fn consent_gate(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        rt: &str,
+        meta: &VersionMeta,
+    ) -> Result<bool, (&'static str, &'static str)> {
         let decision = self.decide(s, purpose, Action::Access, rt, meta);
         let break_glass = decision == Decision::Permit(Basis::BreakGlass);
-        let refusal = if break_glass
+        if break_glass
             && purpose
                 .break_glass_reason
                 .as_deref()
                 .is_none_or(str::is_empty)
         {
-            Some((
+            Err((
                 "denied: break-glass without a reason",
                 "break-glass (purpose ETREAT) requires a reason",
             ))
         } else if !decision.permitted() {
-            Some((
+            Err((
                 "denied by consent",
                 "access denied by the patient's consent",
             ))
         } else {
-            None
-        };
-        if let Some((note, message)) = refusal {
-            return Err(self.refuse(
-                s,
-                purpose,
-                interaction,
-                "R",
-                what,
-                meta.patient.as_deref(),
-                note,
-                message,
-            ));
+            Ok(break_glass)
         }
-        Ok(break_glass)
     }
 
     /// Reads the current version (or `version`) of a resource, if consent allows.
@@ -649,13 +685,10 @@ impl Service {
         let what = format!("{rt}/{id}");
         let meta = self.records.meta(rt, id, version)?;
         let patient = meta.patient.clone();
-        self.check_scope(s, purpose, rt, 'r', &what, patient.as_deref())?;
         let interaction = if version.is_some() { "vread" } else { "read" };
+        self.check_scope(s, purpose, interaction, rt, 'r', &what, patient.as_deref())?;
         let break_glass = self.gate_read(s, purpose, rt, &meta, interaction, &what)?;
-        let resource = match version {
-            Some(v) => self.records.vread(rt, id, v),
-            None => self.records.read(rt, id),
-        };
+        let resource = self.records.read_version(rt, id, &meta);
         let note = if break_glass {
             format!(
                 "break-glass: {}",
@@ -722,7 +755,8 @@ impl Service {
             "Patient" => id.map(|i| format!("Patient/{i}")),
             _ => carechain_records::patient_of(rt, "", &resource),
         };
-        self.check_scope(s, purpose, rt, perm, &what, patient.as_deref())?;
+        let interaction = if id.is_some() { "update" } else { "create" };
+        self.check_scope(s, purpose, interaction, rt, perm, &what, patient.as_deref())?;
         if let Err(e) = self.may_write(s, rt, id, patient.as_deref(), &resource) {
             self.audit(
                 s,
@@ -1060,24 +1094,7 @@ impl Service {
         //    then resolve references.
         let mut items = Vec::with_capacity(plan.len() + deletes.len());
         for (_, rt, id) in &deletes {
-            let what = format!("{rt}/{id}");
-            let meta = self.records.meta(rt, id, None)?;
-            self.check_scope(s, purpose, rt, 'd', &what, meta.patient.as_deref())?;
-            let owner = self.is_owner(s, meta.patient.as_deref());
-            let author =
-                meta.author.is_some() && meta.author == s.organization.map(|o| o.to_string());
-            if !(owner || author || s.role == Role::Operator) || rt == "AuditEvent" {
-                return Err(self.refuse(
-                    s,
-                    purpose,
-                    "transaction",
-                    "D",
-                    &what,
-                    meta.patient.as_deref(),
-                    "denied: not allowed to delete",
-                    format!("only the patient, the authoring organization or an operator may delete {what}"),
-                ));
-            }
+            self.may_delete(s, purpose, "transaction", rt, id)?;
             items.push(carechain_records::NewVersion {
                 resource: json!({"resourceType": rt}),
                 id: id.clone(),
@@ -1100,18 +1117,7 @@ impl Service {
                 carechain_records::patient_of(rt, id, &resource)
             };
             let perm = if *fresh { 'c' } else { 'u' };
-            if !s.allows(rt, perm) {
-                return Err(self.refuse(
-                    s,
-                    purpose,
-                    "transaction",
-                    "C",
-                    rt,
-                    patient.as_deref(),
-                    "denied: outside the token's scopes",
-                    format!("the token's scopes do not allow '{perm}' on {rt}"),
-                ));
-            }
+            self.check_scope(s, purpose, "transaction", rt, perm, rt, patient.as_deref())?;
             if let Err(e) = self.may_write(
                 s,
                 rt,
@@ -1250,22 +1256,7 @@ impl Service {
         id: &str,
     ) -> Result<Served, ServiceError> {
         let what = format!("{rt}/{id}");
-        let meta = self.records.meta(rt, id, None)?;
-        self.check_scope(s, purpose, rt, 'd', &what, meta.patient.as_deref())?;
-        let owner = self.is_owner(s, meta.patient.as_deref());
-        let author = meta.author.is_some() && meta.author == s.organization.map(|o| o.to_string());
-        if !(owner || author || s.role == Role::Operator) || rt == "AuditEvent" {
-            return Err(self.refuse(
-                s,
-                purpose,
-                "delete",
-                "D",
-                &what,
-                meta.patient.as_deref(),
-                "denied: not allowed to delete",
-                "only the patient, the authoring organization or an operator may delete",
-            ));
-        }
+        let meta = self.may_delete(s, purpose, "delete", rt, id)?;
         let w = self.records.delete(rt, id, now_ms())?;
         if rt == "Consent" {
             self.index_consent(id, None);
@@ -1299,7 +1290,15 @@ impl Service {
     ) -> Result<Vec<(VersionMeta, Option<Value>)>, ServiceError> {
         let what = format!("{rt}/{id}");
         let meta = self.records.meta(rt, id, None)?;
-        self.check_scope(s, purpose, rt, 'r', &what, meta.patient.as_deref())?;
+        self.check_scope(
+            s,
+            purpose,
+            "history-instance",
+            rt,
+            'r',
+            &what,
+            meta.patient.as_deref(),
+        )?;
         self.gate_read(s, purpose, rt, &meta, "history-instance", &what)?;
         let h = self.records.history(rt, id)?;
         self.audit(
@@ -1393,7 +1392,7 @@ impl Service {
         let mut out = Vec::new();
         for id in self.records.patient_ids(&patient, "AuditEvent")? {
             let meta = self.records.meta("AuditEvent", &id, None)?;
-            let Ok(event) = self.records.read("AuditEvent", &id) else {
+            let Ok(event) = self.records.read_version("AuditEvent", &id, &meta) else {
                 continue;
             };
             let mut entry = json!({"event": event});

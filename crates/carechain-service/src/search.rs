@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 
-use carechain_fhir::consent::{Action, Basis, Decision};
 use carechain_fhir::search::{
     SearchParam, SortValue, matches, references, search_param, single_target, sort_value,
 };
@@ -108,13 +107,7 @@ impl Service {
         if meta.deleted || meta.erased {
             return None;
         }
-        let d = self.decide(s, purpose, Action::Access, rt, meta);
-        let bg = d == Decision::Permit(Basis::BreakGlass);
-        let no_reason = purpose
-            .break_glass_reason
-            .as_deref()
-            .is_none_or(str::is_empty);
-        (d.permitted() && !(bg && no_reason)).then_some(bg)
+        self.consent_gate(s, purpose, rt, meta).ok()
     }
 
     /// Reads a record the caller may see, for inclusion in a result.
@@ -131,7 +124,7 @@ impl Service {
         }
         let meta = self.records.meta(rt, id, None).ok()?;
         let bg = self.visible(s, purpose, rt, &meta)?;
-        let r = self.records.read(rt, id).ok()?;
+        let r = self.records.read_version(rt, id, &meta).ok()?;
         *glass |= bg;
         Some(r)
     }
@@ -295,13 +288,7 @@ impl Service {
         if !carechain_fhir::model().is_resource(&target) {
             return Err(bad(format!("{target} is not a resource type")));
         }
-        if !s.allows(&target, 's') {
-            return Err(ServiceError::new(
-                403,
-                "forbidden",
-                format!("the token's scopes do not allow searching {target}"),
-            ));
-        }
+        self.check_scope(s, purpose, "search-type", &target, 's', &target, None)?;
         let sub = [(rest.to_string(), value.to_string())];
         let found = self.find(s, purpose, &target, &sub, depth + 1)?;
         *withheld += found.withheld;
@@ -358,7 +345,7 @@ impl Service {
                 withheld += 1;
                 continue;
             };
-            let Ok(r) = self.records.read(rt, &id) else {
+            let Ok(r) = self.records.read_version(rt, &id, &meta) else {
                 continue;
             };
             let mut ok = true;
@@ -471,7 +458,7 @@ impl Service {
                 let Some(bg) = self.visible(s, purpose, &inc.source, &meta) else {
                     continue;
                 };
-                let Ok(r) = self.records.read(&inc.source, &id) else {
+                let Ok(r) = self.records.read_version(&inc.source, &id, &meta) else {
                     continue;
                 };
                 if references(&r, inc.param, inc.target.as_deref())
@@ -506,18 +493,7 @@ impl Service {
                 format!("unknown resource type {rt}"),
             ));
         }
-        if !s.allows(rt, 's') {
-            return Err(self.refuse(
-                s,
-                purpose,
-                "search-type",
-                "E",
-                rt,
-                None,
-                "denied: outside the token's scopes",
-                format!("the token's scopes do not allow searching {rt}"),
-            ));
-        }
+        self.check_scope(s, purpose, "search-type", rt, 's', rt, None)?;
         let mut withheld = 0;
         let q = self.parse_query(s, purpose, rt, params, 0, &mut withheld)?;
         let found = self.run(s, purpose, rt, &q, withheld)?;
@@ -686,18 +662,7 @@ impl Service {
         since_ms: Option<u64>,
         count: usize,
     ) -> Result<Vec<(String, VersionMeta, Option<Value>)>, ServiceError> {
-        if !s.allows(rt, 'r') {
-            return Err(self.refuse(
-                s,
-                purpose,
-                "history-type",
-                "R",
-                rt,
-                None,
-                "denied: outside the token's scopes",
-                format!("the token's scopes do not allow reading {rt}"),
-            ));
-        }
+        self.check_scope(s, purpose, "history-type", rt, 'r', rt, None)?;
         let mut out: Vec<(String, VersionMeta, Option<Value>)> = Vec::new();
         let mut withheld = 0usize;
         let mut glass = false;
