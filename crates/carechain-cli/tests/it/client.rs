@@ -3,10 +3,8 @@
 //! `scripts/test-all.sh` do) through capabilities, CRUD, a transaction, paged search,
 //! compartment search, batch, history, delete and errors.
 
-use carechain_types::Role;
-
 use crate::common::*;
-use crate::fhir::{register, token};
+use crate::fhir::{register_practitioner, token};
 
 #[test]
 fn fhir_kit_client_works_unmodified() {
@@ -20,14 +18,7 @@ fn fhir_kit_client_works_unmodified() {
     init_chain(dir.path(), std::slice::from_ref(&hospital));
     let mut node = NodeProc::start(dir.path(), &["--block-interval-ms", "2"]);
     let doc = key(61);
-    register(
-        &node.url,
-        &hospital,
-        0,
-        &doc,
-        Role::Practitioner,
-        Some(&hospital),
-    );
+    register_practitioner(&node.url, &hospital, &doc);
     let t = token(&node.url, &doc, "user/*.cruds");
     let out = std::process::Command::new("node")
         .arg(e2e.join("fhir-client.mjs"))

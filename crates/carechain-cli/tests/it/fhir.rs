@@ -37,6 +37,23 @@ pub(crate) fn register(
     );
 }
 
+/// Registers `doc` as a practitioner of `org` (the organization's first transaction).
+pub(crate) fn register_practitioner(url: &str, org: &SecretKey, doc: &SecretKey) {
+    register(url, org, 0, doc, Role::Practitioner, Some(org));
+}
+
+/// Writes `k` as a CLI key file (`{"did", "secret_key"}`) named `name` under `dir`.
+pub(crate) fn key_file(dir: &std::path::Path, name: &str, k: &SecretKey) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(
+        &p,
+        json!({"did": k.public().did().to_string(), "secret_key": hex::encode(*k.seed())})
+            .to_string(),
+    )
+    .unwrap();
+    p
+}
+
 pub(crate) fn token(url: &str, key: &SecretKey, scope: &str) -> String {
     let aud = format!("{url}/auth/token");
     let now = std::time::SystemTime::now()
@@ -156,15 +173,8 @@ fn consent_audit_break_glass_and_erasure_over_http() {
     let mut node = NodeProc::start(dir.path(), &["--block-interval-ms", "2", "--audit-durable"]);
     let url = node.url.clone();
     let (doc_h, doc_c, patient) = (key(32), key(33), key(34));
-    register(
-        &url,
-        &hospital,
-        0,
-        &doc_h,
-        Role::Practitioner,
-        Some(&hospital),
-    );
-    register(&url, &clinic, 0, &doc_c, Role::Practitioner, Some(&clinic));
+    register_practitioner(&url, &hospital, &doc_h);
+    register_practitioner(&url, &clinic, &doc_c);
     register(&url, &patient, 0, &patient, Role::Patient, None);
 
     // Tokens. A forged assertion (signed by another key) gets none.
@@ -228,17 +238,7 @@ fn consent_audit_break_glass_and_erasure_over_http() {
     );
     let env_file = dir.path().join("envelope.json");
     std::fs::write(&env_file, env.to_string()).unwrap();
-    let key_file = |name: &str, k: &SecretKey| {
-        let p = dir.path().join(name);
-        std::fs::write(
-            &p,
-            json!({"did": k.public().did().to_string(), "secret_key": hex::encode(*k.seed())})
-                .to_string(),
-        )
-        .unwrap();
-        p
-    };
-    let mine = key_file("patient.key", &patient);
+    let mine = key_file(dir.path(), "patient.key", &patient);
     let out = carechain_ok(&[
         "decrypt",
         "--key",
@@ -248,7 +248,7 @@ fn consent_audit_break_glass_and_erasure_over_http() {
     let decrypted: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(decrypted["valueQuantity"]["value"], 72);
     assert_eq!(decrypted["id"].as_str(), Some(oid.as_str()));
-    let theirs = key_file("doctor.key", &doc_h);
+    let theirs = key_file(dir.path(), "doctor.key", &doc_h);
     let out = carechain(&[
         "decrypt",
         "--key",
@@ -565,14 +565,7 @@ fn synthea_transactions_round_trip_and_no_identifier_leaks() {
     );
     let url = node.url.clone();
     let doc = key(41);
-    register(
-        &url,
-        &hospital,
-        0,
-        &doc,
-        Role::Practitioner,
-        Some(&hospital),
-    );
+    register_practitioner(&url, &hospital, &doc);
     let t = token(&url, &doc, "user/*.cruds");
 
     let mut files: Vec<_> = std::fs::read_dir(synthea_dir())
@@ -751,21 +744,8 @@ fn import_loads_bundles_with_a_summary() {
     init_chain(dir.path(), std::slice::from_ref(&hospital));
     let mut node = NodeProc::start(dir.path(), &["--block-interval-ms", "1"]);
     let doc = key(51);
-    register(
-        &node.url,
-        &hospital,
-        0,
-        &doc,
-        Role::Practitioner,
-        Some(&hospital),
-    );
-    let keyfile = dir.path().join("doc.key");
-    std::fs::write(
-        &keyfile,
-        json!({"did": doc.public().did().to_string(), "secret_key": hex::encode(*doc.seed())})
-            .to_string(),
-    )
-    .unwrap();
+    register_practitioner(&node.url, &hospital, &doc);
+    let keyfile = key_file(dir.path(), "doc.key", &doc);
     let s = synthea_dir();
     let patient = std::fs::read_dir(&s)
         .unwrap()

@@ -7,7 +7,7 @@ use carechain_types::Role;
 use serde_json::json;
 
 use crate::common::*;
-use crate::fhir::{call, register, token};
+use crate::fhir::{call, register, register_practitioner, token};
 
 fn keys(s3: &MotoServer, bucket: &str) -> std::collections::BTreeSet<String> {
     let (s, body) = get_text(&format!("{}/{bucket}?list-type=2", s3.endpoint));
@@ -41,14 +41,7 @@ fn records_live_in_s3_and_erasure_deletes_the_object() {
     );
     let url = node.url.clone();
     let (doc, patient) = (key(71), key(72));
-    register(
-        &url,
-        &hospital,
-        0,
-        &doc,
-        Role::Practitioner,
-        Some(&hospital),
-    );
+    register_practitioner(&url, &hospital, &doc);
     register(&url, &patient, 0, &patient, Role::Patient, None);
     let t = token(&url, &doc, "user/*.cruds");
     let t_pat = token(&url, &patient, "patient/*.cruds");

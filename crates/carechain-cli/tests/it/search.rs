@@ -6,7 +6,7 @@ use carechain_types::Role;
 use serde_json::{Value, json};
 
 use crate::common::*;
-use crate::fhir::{call, register, token};
+use crate::fhir::{call, register, register_practitioner, token};
 
 fn ids(bundle: &Value, mode: &str) -> Vec<String> {
     bundle["entry"]
@@ -54,15 +54,8 @@ fn chained_sorted_included_conditional_and_type_history_searches() {
     let mut node = NodeProc::start(dir.path(), &["--block-interval-ms", "2"]);
     let url = node.url.clone();
     let (doc, other) = (key(52), key(53));
-    register(
-        &url,
-        &hospital,
-        0,
-        &doc,
-        Role::Practitioner,
-        Some(&hospital),
-    );
-    register(&url, &clinic, 0, &other, Role::Practitioner, Some(&clinic));
+    register_practitioner(&url, &hospital, &doc);
+    register_practitioner(&url, &clinic, &other);
     let t = token(&url, &doc, "user/*.cruds");
     let t_other = token(&url, &other, "user/*.cruds");
 
