@@ -1,15 +1,23 @@
 //! Envelope encryption of record versions and HPKE wrapping of their data keys.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+};
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use carechain_crypto::{Hash, sha256, sha256_parts};
 use hpke::{
-    Deserializable, Kem as _, OpModeR, OpModeS, Serializable, aead::ChaCha20Poly1305,
-    kdf::HkdfSha256, kem::X25519HkdfSha256,
+    Deserializable, Kem as _, OpModeR, OpModeS, Serializable,
+    aead::{AeadCtxR, AeadCtxS, ChaCha20Poly1305},
+    kdf::HkdfSha256,
+    kem::X25519HkdfSha256,
 };
 use parking_lot::Mutex;
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::aead::{AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use zeroize::Zeroizing;
 
 use crate::{BlobStore, ContentId, VaultError};
@@ -18,6 +26,39 @@ const AAD_NAMESPACE: &[u8] = b"carechain/v1/record\0";
 const WRAP_INFO: &[u8] = b"carechain/v1/data-key-wrap\0";
 const COMMITMENT_NAMESPACE: &[u8] = b"carechain/v1/commitment\0";
 const MAX_CACHED_KEYS: usize = 100_000;
+/// HPKE `info` of a wrapping session (see [`WrappedKey`]).
+const SESSION_INFO: &[u8] = b"carechain/v1/data-key-wrap-session\0";
+/// First byte of a data key wrapped under a session (a single-shot wrap is 48 bytes, no tag).
+const SESSION_TAG: u8 = 1;
+/// Data keys wrapped under one session before a fresh one is set up.
+const SESSION_WRAPS: u32 = 1024;
+/// Sessions (sender or receiver) kept at most; beyond, the cache starts over.
+const MAX_SESSIONS: usize = 4096;
+
+type SenderCtx = AeadCtxS<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>;
+type ReceiverCtx = AeadCtxR<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>;
+
+/// An HPKE sender context to one recipient, shared by up to [`SESSION_WRAPS`] data keys.
+struct SenderSession {
+    enc: Vec<u8>,
+    ctx: SenderCtx,
+    left: AtomicU32,
+}
+
+/// The key that wraps one data key under a session: exported from the HPKE context (RFC 9180
+/// §5.3) with the record's context and ciphertext id, so it is unique to this version and this
+/// seal (the ciphertext id covers a fresh random nonce), and used once.
+fn session_wrapping_key(
+    export: impl FnOnce(&[u8], &mut [u8]) -> Result<(), hpke::HpkeError>,
+    ctx_aad: &[u8],
+    blob: &ContentId,
+) -> Result<LessSafeKey, VaultError> {
+    let mut kwk = Zeroizing::new([0u8; 32]);
+    export(&[WRAP_INFO, &blob.0, ctx_aad].concat(), kwk.as_mut()).map_err(|_| VaultError::Wrap)?;
+    Ok(LessSafeKey::new(
+        UnboundKey::new(&CHACHA20_POLY1305, kwk.as_ref()).map_err(|_| VaultError::Wrap)?,
+    ))
+}
 
 /// What a record version is: bound to its ciphertext as associated data, so a ciphertext moved
 /// to another patient, resource or version does not decrypt.
@@ -94,12 +135,61 @@ impl EncryptionKey {
         PublicEncryptionKey(out)
     }
 
-    /// Unwraps the data key wrapped for this key.
+    /// Sets up the receiving side of a wrapping session.
+    fn receiver(&self, enc: &[u8]) -> Result<ReceiverCtx, VaultError> {
+        let enc = <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(enc)
+            .map_err(|_| VaultError::Wrap)?;
+        hpke::setup_receiver::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+            &OpModeR::Base,
+            &self.sk,
+            &enc,
+            SESSION_INFO,
+        )
+        .map_err(|_| VaultError::Decrypt)
+    }
+
+    /// Unwraps the data key of the ciphertext `blob` wrapped for this key. `receivers` caches
+    /// session receivers (so a cold read pays one HPKE setup per session, not per record).
     fn unwrap_key(
         &self,
         ctx_aad: &[u8],
+        blob: &ContentId,
         w: &WrappedKey,
+        receivers: Option<&Mutex<HashMap<Vec<u8>, Arc<ReceiverCtx>>>>,
     ) -> Result<Zeroizing<[u8; 32]>, VaultError> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        if let Some(wrapped) = w.session_ciphertext() {
+            let cached = receivers.and_then(|r| r.lock().get(&w.enc).cloned());
+            let rx = match cached {
+                Some(rx) => rx,
+                None => {
+                    let rx = Arc::new(self.receiver(&w.enc)?);
+                    if let Some(r) = receivers {
+                        let mut r = r.lock();
+                        if r.len() >= MAX_SESSIONS {
+                            r.clear();
+                        }
+                        r.insert(w.enc.clone(), rx.clone());
+                    }
+                    rx
+                }
+            };
+            let kwk = session_wrapping_key(|c, out| rx.export(c, out), ctx_aad, blob)?;
+            let mut buf = Zeroizing::new(wrapped.to_vec());
+            let pt = kwk
+                .open_in_place(
+                    Nonce::assume_unique_for_key([0; NONCE_LEN]),
+                    Aad::from(ctx_aad),
+                    &mut buf,
+                )
+                .map_err(|_| VaultError::Decrypt)?;
+            if pt.len() != 32 {
+                return Err(VaultError::Decrypt);
+            }
+            key.copy_from_slice(pt);
+            return Ok(key);
+        }
+        // A single-shot wrap (RFC 9180 §6.1), as written before wrapping sessions.
         let enc = <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(&w.enc)
             .map_err(|_| VaultError::Wrap)?;
         let info = [WRAP_INFO, ctx_aad].concat();
@@ -113,7 +203,6 @@ impl EncryptionKey {
         )
         .map_err(|_| VaultError::Decrypt)?;
         let pt = Zeroizing::new(pt);
-        let mut key = Zeroizing::new([0u8; 32]);
         if pt.len() != 32 {
             return Err(VaultError::Decrypt);
         }
@@ -122,7 +211,17 @@ impl EncryptionKey {
     }
 }
 
-/// A data key wrapped (HPKE) for one recipient.
+/// A data key wrapped (HPKE, RFC 9180 base mode, X25519 / HKDF-SHA256 / ChaCha20-Poly1305)
+/// for one recipient.
+///
+/// Keys are wrapped under a *session*: one HPKE sender context per recipient (`enc` is its
+/// encapsulated key, shared by up to 1,024 data keys), from which a one-time wrapping key is
+/// exported per record version (exporter context: the record's context and ciphertext id);
+/// `ciphertext` is then `0x01 || ChaCha20-Poly1305(wrapping key, zero nonce, data key, AAD =
+/// record context)`. One X25519 operation is shared by a session's keys instead of paid per
+/// key, and each version still has its own data key, wrapped on its own (erasing one wrapped
+/// key leaves the others untouched). A 48-byte `ciphertext` is a single-shot HPKE seal of the
+/// data key (`info` = wrap label + record context), as written before sessions; both open.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct WrappedKey {
     /// The recipient's public key.
@@ -131,6 +230,16 @@ pub struct WrappedKey {
     pub enc: Vec<u8>,
     /// The wrapped data key.
     pub ciphertext: Vec<u8>,
+}
+
+impl WrappedKey {
+    /// The AEAD ciphertext of a session wrap (`None` for a single-shot wrap).
+    fn session_ciphertext(&self) -> Option<&[u8]> {
+        match self.ciphertext.split_first() {
+            Some((&SESSION_TAG, rest)) if self.ciphertext.len() == 1 + 32 + 16 => Some(rest),
+            _ => None,
+        }
+    }
 }
 
 /// Everything needed to find, decrypt and prove a sealed record version (kept off-chain by
@@ -167,6 +276,10 @@ pub struct Vault<B: BlobStore> {
     blobs: B,
     kek: EncryptionKey,
     cache: Mutex<HashMap<Hash, Zeroizing<[u8; 32]>>>,
+    /// Wrapping sessions in use, per recipient.
+    sessions: Mutex<HashMap<PublicEncryptionKey, Arc<SenderSession>>>,
+    /// Receiving sides of the node key's sessions, by encapsulated key.
+    receivers: Mutex<HashMap<Vec<u8>, Arc<ReceiverCtx>>>,
 }
 
 fn random<const N: usize>() -> Result<[u8; N], VaultError> {
@@ -186,7 +299,40 @@ impl<B: BlobStore> Vault<B> {
             blobs,
             kek,
             cache: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
+            receivers: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A wrapping session to `r` with a wrap left (a fresh one when the current one is used up).
+    fn session(&self, r: &PublicEncryptionKey) -> Result<Arc<SenderSession>, VaultError> {
+        if let Some(s) = self.sessions.lock().get(r)
+            && s.left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Ok(s.clone());
+        }
+        // Set up outside the lock: other sealers go on meanwhile.
+        let pk = <X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(&r.0)
+            .map_err(|_| VaultError::Wrap)?;
+        let (enc, ctx) = hpke::setup_sender::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+            &OpModeS::Base,
+            &pk,
+            SESSION_INFO,
+        )
+        .map_err(|_| VaultError::Wrap)?;
+        let s = Arc::new(SenderSession {
+            enc: enc.to_bytes().to_vec(),
+            ctx,
+            left: AtomicU32::new(SESSION_WRAPS - 1),
+        });
+        let mut sessions = self.sessions.lock();
+        if sessions.len() >= MAX_SESSIONS {
+            sessions.clear();
+        }
+        sessions.insert(*r, s.clone());
+        Ok(s)
     }
 
     /// The blob store.
@@ -226,26 +372,27 @@ impl<B: BlobStore> Vault<B> {
         blob.extend_from_slice(&body);
         // Durable at the caller's next `sync` (before anything refers to it durably).
         let id = self.blobs.stage(&blob)?;
-        let info = [WRAP_INFO, &aad].concat();
         let mut recipients = vec![self.kek.public()];
         recipients.extend(also.iter().copied().filter(|r| *r != self.kek.public()));
         let mut wrapped = Vec::with_capacity(recipients.len());
         for r in recipients {
-            let pk = <X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(&r.0)
-                .map_err(|_| VaultError::Wrap)?;
-            let (enc, ct) =
-                hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
-                    &OpModeS::Base,
-                    &pk,
-                    &info,
-                    dek.as_ref(),
-                    &[],
+            let session = self.session(&r)?;
+            let kwk = session_wrapping_key(|c, out| session.ctx.export(c, out), &aad, &id)?;
+            let mut ciphertext = Vec::with_capacity(1 + 32 + 16);
+            ciphertext.push(SESSION_TAG);
+            ciphertext.extend_from_slice(dek.as_ref());
+            let tag = kwk
+                .seal_in_place_separate_tag(
+                    Nonce::assume_unique_for_key([0; NONCE_LEN]),
+                    Aad::from(&aad),
+                    &mut ciphertext[1..],
                 )
                 .map_err(|_| VaultError::Wrap)?;
+            ciphertext.extend_from_slice(tag.as_ref());
             wrapped.push(WrappedKey {
                 recipient: r,
-                enc: enc.to_bytes().to_vec(),
-                ciphertext: ct,
+                enc: session.enc.clone(),
+                ciphertext,
             });
         }
         self.cache_put(cache_key(&aad, &id), dek);
@@ -284,7 +431,9 @@ impl<B: BlobStore> Vault<B> {
                     .iter()
                     .find(|w| w.recipient == self.kek.public())
                     .ok_or(VaultError::NotARecipient)?;
-                let k = self.kek.unwrap_key(&aad, w)?;
+                let k = self
+                    .kek
+                    .unwrap_key(&aad, &sealed.blob, w, Some(&self.receivers))?;
                 self.cache_put(ck, k.clone());
                 k
             }
@@ -318,7 +467,7 @@ pub fn open_as<B: BlobStore>(
         .iter()
         .find(|w| w.recipient == key.public())
         .ok_or(VaultError::NotARecipient)?;
-    let dek = key.unwrap_key(&aad, w)?;
+    let dek = key.unwrap_key(&aad, &sealed.blob, w, None)?;
     decrypt(blobs, &aad, sealed, &dek)
 }
 
@@ -354,4 +503,53 @@ fn decrypt<B: BlobStore>(
 /// SHA-256 of a ciphertext blob (its content id).
 pub fn blob_id(blob: &[u8]) -> ContentId {
     sha256(blob)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::LocalBlobStore;
+
+    /// Data keys wrapped single-shot (before sessions) still open, cold and for the patient.
+    #[test]
+    fn single_shot_wraps_still_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let kek = || EncryptionKey::from_seed(&[1; 32]);
+        let v = Vault::new(LocalBlobStore::open(dir.path()).unwrap(), kek());
+        let patient = EncryptionKey::from_seed(&[2; 32]);
+        let ctx = RecordContext {
+            patient: "p".into(),
+            resource_type: "Observation".into(),
+            resource_id: "o".into(),
+            version: 1,
+        };
+        let mut sealed = v.seal(&ctx, b"record", &[patient.public()]).unwrap();
+        let aad = ctx.aad();
+        let dek = v.cache.lock()[&cache_key(&aad, &sealed.blob)].clone();
+        let info = [WRAP_INFO, &aad].concat();
+        for w in &mut sealed.wrapped {
+            let pk =
+                <X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(&w.recipient.0).unwrap();
+            let (enc, ct) =
+                hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+                    &OpModeS::Base,
+                    &pk,
+                    &info,
+                    dek.as_ref(),
+                    &[],
+                )
+                .unwrap();
+            assert_eq!(ct.len(), 48);
+            w.enc = enc.to_bytes().to_vec();
+            w.ciphertext = ct;
+        }
+        let cold = Vault::new(LocalBlobStore::open(dir.path()).unwrap(), kek());
+        assert_eq!(&cold.open(&ctx, &sealed).unwrap()[..], b"record");
+        assert_eq!(
+            &open_as(v.blobs(), &patient, &ctx, &sealed).unwrap()[..],
+            b"record"
+        );
+    }
 }

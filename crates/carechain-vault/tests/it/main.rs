@@ -370,3 +370,53 @@ fn blobs_of_the_file_per_blob_layout_move_into_packs() {
     drop(store);
     assert_eq!(PackBlobStore::open(dir.path()).unwrap().len(), 2);
 }
+
+#[test]
+fn wrapping_sessions_rotate_and_each_wrapped_key_opens_only_its_own_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault(dir.path());
+    let (patient, _) = EncryptionKey::generate().unwrap();
+    // More seals than one session covers: the node's and the patient's sessions both rotate.
+    let sealed: Vec<_> = (0..1100u64)
+        .map(|i| v.seal(&ctx(i), RECORD, &[patient.public()]).unwrap())
+        .collect();
+    for who in 0..2 {
+        let encs: std::collections::BTreeSet<_> =
+            sealed.iter().map(|s| s.wrapped[who].enc.clone()).collect();
+        assert!(encs.len() >= 2, "one session wrapped 1,100 keys");
+        assert!(encs.len() < 100, "sessions are not shared: {}", encs.len());
+    }
+    // A cold vault (no cached data keys) and the patient both open every version.
+    let cold = vault(dir.path());
+    for (i, s) in sealed.iter().enumerate().step_by(37) {
+        assert_eq!(&cold.open(&ctx(i as u64), s).unwrap()[..], RECORD);
+        assert_eq!(
+            &open_as(v.blobs(), &patient, &ctx(i as u64), s).unwrap()[..],
+            RECORD
+        );
+    }
+    // Two versions wrapped under the same session: a wrapped key moved from one to the other
+    // does not open (the wrapping key is bound to the version and its ciphertext).
+    assert_eq!(sealed[1].wrapped[0].enc, sealed[2].wrapped[0].enc);
+    let mut moved = sealed[2].clone();
+    moved.wrapped = sealed[1].wrapped.clone();
+    let cold = vault(dir.path());
+    assert!(matches!(
+        cold.open(&ctx(2), &moved),
+        Err(VaultError::Decrypt)
+    ));
+    assert!(matches!(
+        open_as(v.blobs(), &patient, &ctx(2), &moved),
+        Err(VaultError::Decrypt)
+    ));
+    // A tampered encapsulated key or wrapped key does not open either.
+    for (field, byte) in [(0, 5), (1, 10)] {
+        let mut bad = sealed[3].clone();
+        match field {
+            0 => bad.wrapped[0].enc[byte] ^= 1,
+            _ => bad.wrapped[0].ciphertext[byte] ^= 1,
+        }
+        let cold = vault(dir.path());
+        assert!(cold.open(&ctx(3), &bad).is_err(), "tampered field {field}");
+    }
+}
