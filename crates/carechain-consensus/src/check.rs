@@ -1,5 +1,7 @@
 //! Block execution and the validity rule of a block against its parent.
 
+use std::collections::BTreeMap;
+
 use carechain_crypto::{Hash, PublicKey};
 use carechain_log::CompactRange;
 use carechain_state::{
@@ -108,10 +110,14 @@ pub enum BlockError {
     View(#[from] ViewError),
 }
 
-/// Executes `txs` as block `height` on top of `view`/`commitment`/`log`.
+/// Executes `txs` as block `height` on top of `view`/`commitment`/`log`. `parent_updates`
+/// are the bucket updates of a parent block not yet applied to `commitment` (a block being
+/// committed while this one is proposed), so the commitment need not be copied to apply them.
+#[allow(clippy::too_many_arguments)]
 pub fn execute<V: StateView + ?Sized>(
     view: &V,
     commitment: &StateCommitment,
+    parent_updates: Option<&BTreeMap<u16, Hash>>,
     log: &CompactRange,
     chain_id: &str,
     height: u64,
@@ -123,7 +129,12 @@ pub fn execute<V: StateView + ?Sized>(
         height,
         log_size: log.size(),
     };
-    let execution = apply_block(view, commitment, &ctx, txs, verified)?;
+    let mut execution = apply_block(view, commitment, &ctx, txs, verified)?;
+    if let Some(parent) = parent_updates.filter(|p| !p.is_empty()) {
+        let mut all = parent.clone();
+        all.extend(execution.bucket_updates.iter().map(|(b, h)| (*b, *h)));
+        execution.state_root = commitment.root_with(&all);
+    }
     let mut log_after = log.clone();
     let mut log_nodes = Vec::with_capacity(execution.applied.len() * 2);
     for h in &execution.applied {
@@ -179,6 +190,7 @@ pub fn check_block<V: StateView + ?Sized>(
     let ex = execute(
         view,
         commitment,
+        None,
         log,
         &tip.chain_id,
         height,

@@ -134,6 +134,7 @@ impl Ledger {
                         execute(
                             &snapshot,
                             c,
+                            None,
                             &log,
                             &chain_id,
                             tip.height + 1,
@@ -151,19 +152,22 @@ impl Ledger {
                     hash: block.header.hash(),
                     timestamp_ms: block.header.timestamp_ms,
                 };
-                let mut commitment = self.store.commitment();
-                commitment.apply(&done.execution.bucket_updates);
                 let view = Layered::new(&snapshot, &done.execution.changes);
-                let ex = execute(
-                    &view,
-                    &commitment,
-                    &done.log_after,
-                    &chain_id,
-                    tip.height + 1,
-                    &txs,
-                    &verified,
-                )
-                .map_err(storage)?;
+                let ex = self
+                    .store
+                    .with_commitment(|c| {
+                        execute(
+                            &view,
+                            c,
+                            Some(&done.execution.bucket_updates),
+                            &done.log_after,
+                            &chain_id,
+                            tip.height + 1,
+                            &txs,
+                            &verified,
+                        )
+                    })
+                    .map_err(storage)?;
                 (tip, ex)
             }
         };

@@ -27,6 +27,9 @@ const HEADS: TableDefinition<&str, u64> = TableDefinition::new("heads");
 const VERSIONS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("versions");
 /// (patient, resource type, id) → () : the patient compartment.
 const BY_PATIENT: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("by_patient");
+/// (resource type/id, version) → anchoring transaction: creates committed while their anchor
+/// was not yet known to be durable (see [`RecordStore::create_anchored`]).
+const PENDING: TableDefinition<(&str, u64), &[u8; 32]> = TableDefinition::new("pending_anchors");
 
 /// Failures, each mapping to one HTTP status / OperationOutcome.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +117,9 @@ pub struct Written {
     pub meta: VersionMeta,
     /// The resource as stored (with `id` and `meta`), or `None` for a deletion.
     pub resource: Option<Value>,
+    /// The blob store's mark after the ciphertext was staged (what the metadata commit
+    /// must have synced).
+    blob_mark: u64,
 }
 
 /// One version to write with [`RecordStore::write_many`].
@@ -152,6 +158,35 @@ pub struct RecordStore<B: BlobStore = PackBlobStore> {
     write: Mutex<()>,
     group: Mutex<Group>,
     group_cv: parking_lot::Condvar,
+    /// Created resources (`type/id`) whose metadata is committed but whose anchor is not yet
+    /// known to be durable: they do not exist for readers until it is.
+    hidden: parking_lot::RwLock<std::collections::HashSet<String>>,
+    /// Pending anchors found durable, to be dropped from [`PENDING`] by the next commit.
+    confirmed: Mutex<Vec<(String, u64)>>,
+}
+
+/// One version's metadata in a commit.
+struct Entry {
+    key: String,
+    meta: VersionMeta,
+    /// Make it the current version.
+    head: bool,
+    /// Record its anchor as pending (a create committed before its anchor is durable).
+    pending: bool,
+    /// Blob store mark its ciphertext needs synced.
+    blob_mark: u64,
+}
+
+impl Entry {
+    fn of(w: &Written, head: bool, pending: bool) -> Entry {
+        Entry {
+            key: format!("{}/{}", w.resource_type, w.id),
+            meta: w.meta.clone(),
+            head,
+            pending,
+            blob_mark: w.blob_mark,
+        }
+    }
 }
 
 /// Group commit of metadata writes: concurrent writers' entries share one durable redb
@@ -165,7 +200,7 @@ struct Group {
     done: u64,
     /// A commit is in progress.
     leader: bool,
-    pending: Vec<(String, VersionMeta, bool)>,
+    pending: Vec<Entry>,
     failed: std::collections::BTreeMap<u64, String>,
 }
 
@@ -235,6 +270,7 @@ impl<B: BlobStore> RecordStore<B> {
         txn.open_table(HEADS).map_err(db)?;
         txn.open_table(VERSIONS).map_err(db)?;
         txn.open_table(BY_PATIENT).map_err(db)?;
+        txn.open_table(PENDING).map_err(db)?;
         txn.commit().map_err(db)?;
         Ok(RecordStore {
             db: database,
@@ -245,7 +281,21 @@ impl<B: BlobStore> RecordStore<B> {
                 ..Group::default()
             }),
             group_cv: parking_lot::Condvar::new(),
+            hidden: parking_lot::RwLock::new(std::collections::HashSet::new()),
+            confirmed: Mutex::new(Vec::new()),
         })
+    }
+
+    fn drop_hidden(&self, resource_type: &str, ids: &mut Vec<String>) {
+        let h = self.hidden.read();
+        if !h.is_empty() {
+            ids.retain(|id| !h.contains(&format!("{resource_type}/{id}")));
+        }
+    }
+
+    fn is_hidden(&self, key: &str) -> bool {
+        let h = self.hidden.read();
+        !h.is_empty() && h.contains(key)
     }
 
     /// The vault (for its blob store).
@@ -254,6 +304,9 @@ impl<B: BlobStore> RecordStore<B> {
     }
 
     fn head(&self, key: &str) -> Result<Option<u64>, RecordError> {
+        if self.is_hidden(key) {
+            return Ok(None);
+        }
         let rt = self.db.begin_read().map_err(db)?;
         let t = rt.open_table(HEADS).map_err(db)?;
         Ok(t.get(key).map_err(db)?.map(|v| v.value()))
@@ -267,6 +320,9 @@ impl<B: BlobStore> RecordStore<B> {
         version: Option<u64>,
     ) -> Result<VersionMeta, RecordError> {
         let key = format!("{resource_type}/{id}");
+        if self.is_hidden(&key) {
+            return Err(RecordError::NotFound(key));
+        }
         let v = match version {
             Some(v) => v,
             None => self
@@ -404,6 +460,7 @@ impl<B: BlobStore> RecordStore<B> {
             id: id.to_string(),
             meta,
             resource: Some(resource),
+            blob_mark: 0,
         };
         if seal {
             self.seal(&mut w, also)?;
@@ -425,6 +482,7 @@ impl<B: BlobStore> RecordStore<B> {
         )?;
         w.meta.commitment = Some(sealed.commitment);
         w.meta.sealed = Some(sealed);
+        w.blob_mark = self.vault.blobs().staged_mark();
         Ok(())
     }
 
@@ -443,7 +501,7 @@ impl<B: BlobStore> RecordStore<B> {
         let w = self.prepare(
             resource, id, if_match, author, also, now_ms, fresh, None, true,
         )?;
-        self.put(&format!("{}/{}", w.resource_type, w.id), &w.meta)?;
+        self.put_grouped(Entry::of(&w, true, false))?;
         Ok(w)
     }
 
@@ -517,26 +575,17 @@ impl<B: BlobStore> RecordStore<B> {
         let mut batch = Vec::with_capacity(written.len());
         for (w, a) in written.iter_mut().zip(anchors) {
             w.meta.anchor = Some(a);
-            batch.push((
-                format!("{}/{}", w.resource_type, w.id),
-                w.meta.clone(),
-                true,
-            ));
+            batch.push(Entry::of(w, true, false));
         }
         // One transaction of its own (not the shared group): all or nothing.
         self.commit_batch(&batch)?;
         Ok(written)
     }
 
-    fn put(&self, key: &str, meta: &VersionMeta) -> Result<(), RecordError> {
-        self.put_grouped(key, meta, true)
-    }
-
-    /// Writes one version's metadata (and, with `head`, makes it current) durably, sharing
-    /// the commit with concurrent writers.
-    fn put_grouped(&self, key: &str, meta: &VersionMeta, head: bool) -> Result<(), RecordError> {
+    /// Writes one version's metadata durably, sharing the commit with concurrent writers.
+    fn put_grouped(&self, entry: Entry) -> Result<(), RecordError> {
         let mut g = self.group.lock();
-        g.pending.push((key.to_string(), meta.clone(), head));
+        g.pending.push(entry);
         let mine = g.open;
         loop {
             if g.done >= mine {
@@ -563,35 +612,129 @@ impl<B: BlobStore> RecordStore<B> {
         }
     }
 
-    fn commit_batch(&self, batch: &[(String, VersionMeta, bool)]) -> Result<(), RecordError> {
-        // The ciphertexts these versions refer to are durable first (one sync for the group).
-        self.vault.blobs().sync()?;
+    fn commit_batch(&self, batch: &[Entry]) -> Result<(), RecordError> {
+        // The ciphertexts these versions refer to are durable first (one sync for the group;
+        // none when the anchoring already synced them).
+        let mark = batch.iter().map(|e| e.blob_mark).max().unwrap_or(0);
+        if mark > 0 {
+            self.vault.blobs().sync_through(mark)?;
+        }
+        let confirmed = std::mem::take(&mut *self.confirmed.lock());
         let mut txn = self.db.begin_write().map_err(db)?;
         txn.set_durability(Durability::Immediate).map_err(db)?;
         {
             let mut v = txn.open_table(VERSIONS).map_err(db)?;
             let mut h = txn.open_table(HEADS).map_err(db)?;
             let mut bp = txn.open_table(BY_PATIENT).map_err(db)?;
-            for (key, meta, head) in batch {
+            let mut p = txn.open_table(PENDING).map_err(db)?;
+            for (key, version) in &confirmed {
+                p.remove((key.as_str(), *version)).map_err(db)?;
+            }
+            for e in batch {
+                let (key, meta) = (e.key.as_str(), &e.meta);
                 v.insert(
-                    (key.as_str(), meta.version),
+                    (key, meta.version),
                     borsh::to_vec(meta).map_err(db)?.as_slice(),
                 )
                 .map_err(db)?;
-                if *head {
-                    h.insert(key.as_str(), meta.version).map_err(db)?;
+                if e.head {
+                    h.insert(key, meta.version).map_err(db)?;
                 }
-                if let (Some(p), Some((rt, id))) = (&meta.patient, key.split_once('/')) {
-                    bp.insert((p.as_str(), rt, id), ()).map_err(db)?;
+                if let (Some(pt), Some((rt, id))) = (&meta.patient, key.split_once('/')) {
+                    bp.insert((pt.as_str(), rt, id), ()).map_err(db)?;
+                }
+                if e.pending
+                    && let Some(a) = &meta.anchor
+                {
+                    p.insert((key, meta.version), &a.tx.0).map_err(db)?;
                 }
             }
         }
         txn.commit().map_err(db)
     }
 
-    /// Creates a resource (new id) whose version is anchored before it becomes visible:
-    /// validate and seal, call `anchor` with the written version, then commit the metadata
-    /// with the anchor in one (group) commit. Creates of different resources run in parallel.
+    /// Removes a create whose anchor never became durable: its metadata, compartment entry,
+    /// pending mark and ciphertext.
+    fn roll_back_create(&self, key: &str, version: u64) -> Result<(), RecordError> {
+        let mut txn = self.db.begin_write().map_err(db)?;
+        txn.set_durability(Durability::Immediate).map_err(db)?;
+        let sealed = {
+            let mut v = txn.open_table(VERSIONS).map_err(db)?;
+            let mut h = txn.open_table(HEADS).map_err(db)?;
+            let mut bp = txn.open_table(BY_PATIENT).map_err(db)?;
+            let mut p = txn.open_table(PENDING).map_err(db)?;
+            p.remove((key, version)).map_err(db)?;
+            let raw = v
+                .remove((key, version))
+                .map_err(db)?
+                .map(|g| g.value().to_vec());
+            let meta = raw
+                .map(|r| VersionMeta::try_from_slice(&r))
+                .transpose()
+                .map_err(db)?;
+            if h.get(key).map_err(db)?.map(|g| g.value()) == Some(version) {
+                h.remove(key).map_err(db)?;
+            }
+            match (meta, key.split_once('/')) {
+                (Some(meta), Some((rt, id))) => {
+                    if let Some(pt) = &meta.patient {
+                        bp.remove((pt.as_str(), rt, id)).map_err(db)?;
+                    }
+                    let ctx = Self::context(rt, id, &meta);
+                    meta.sealed.map(|s| (ctx, s))
+                }
+                _ => None,
+            }
+        };
+        txn.commit().map_err(db)?;
+        if let Some((ctx, sealed)) = sealed {
+            self.vault.erase(&ctx, &sealed)?;
+        }
+        Ok(())
+    }
+
+    /// Settles the creates left pending by a crash (call once at open, before serving):
+    /// those whose anchoring transaction `is_durable` are kept, the others removed (they were
+    /// never acknowledged). Returns (kept, removed).
+    pub fn settle_pending(
+        &self,
+        is_durable: impl Fn(&Hash) -> bool,
+    ) -> Result<(usize, usize), RecordError> {
+        let pending: Vec<(String, u64, Hash)> = {
+            let rt = self.db.begin_read().map_err(db)?;
+            let t = rt.open_table(PENDING).map_err(db)?;
+            let mut out = Vec::new();
+            for item in t.iter().map_err(db)? {
+                let (k, v) = item.map_err(db)?;
+                let (key, version) = k.value();
+                out.push((key.to_string(), version, Hash(*v.value())));
+            }
+            out
+        };
+        let (mut kept, mut removed) = (0, 0);
+        for (key, version, tx) in pending {
+            if is_durable(&tx) {
+                self.confirmed.lock().push((key, version));
+                kept += 1;
+            } else {
+                self.roll_back_create(&key, version)?;
+                removed += 1;
+            }
+        }
+        if kept > 0 {
+            self.commit_batch(&[])?;
+        }
+        Ok((kept, removed))
+    }
+
+    /// Creates a resource (new id) that becomes visible only once its anchor is durable.
+    /// Validates and seals, then `submit` puts the version's commitment on its way to the
+    /// ledger and returns the anchor; the metadata is committed (recording the anchor as
+    /// pending) while the ledger makes its block durable, and `settle` waits for that. Only
+    /// then can anyone read the resource. A crash in between is settled at the next open by
+    /// [`RecordStore::settle_pending`]; a failed `settle` removes the create again. Creates
+    /// of different resources run in parallel and share their commits.
+    #[allow(clippy::too_many_arguments)]
     pub fn create_anchored<E: From<RecordError>>(
         &self,
         resource: Value,
@@ -599,7 +742,8 @@ impl<B: BlobStore> RecordStore<B> {
         author: Option<&str>,
         also: &[PublicEncryptionKey],
         now_ms: u64,
-        anchor: impl FnOnce(&Written) -> Result<Anchor, E>,
+        submit: impl FnOnce(&Written) -> Result<Anchor, E>,
+        settle: impl FnOnce(&Anchor) -> Result<(), E>,
     ) -> Result<Written, E> {
         let id = new_id()?;
         let mut w = self.prepare(
@@ -613,8 +757,24 @@ impl<B: BlobStore> RecordStore<B> {
             patient.map(str::to_string),
             true,
         )?;
-        w.meta.anchor = Some(anchor(&w)?);
-        self.put(&format!("{}/{}", w.resource_type, w.id), &w.meta)?;
+        let anchor = submit(&w)?;
+        w.meta.anchor = Some(anchor.clone());
+        let key = format!("{}/{}", w.resource_type, w.id);
+        self.hidden.write().insert(key.clone());
+        if let Err(e) = self.put_grouped(Entry::of(&w, true, true)) {
+            self.hidden.write().remove(&key);
+            return Err(e.into());
+        }
+        if let Err(e) = settle(&anchor) {
+            // Never acknowledged: take it back (if that fails too, it stays hidden and the
+            // next open settles it).
+            if self.roll_back_create(&key, w.meta.version).is_ok() {
+                self.hidden.write().remove(&key);
+            }
+            return Err(e);
+        }
+        self.hidden.write().remove(&key);
+        self.confirmed.lock().push((key, w.meta.version));
         Ok(w)
     }
 
@@ -636,7 +796,13 @@ impl<B: BlobStore> RecordStore<B> {
         let key = format!("{resource_type}/{id}");
         let mut meta = self.meta(resource_type, id, Some(version))?;
         meta.anchor = Some(anchor);
-        self.put_grouped(&key, &meta, false)
+        self.put_grouped(Entry {
+            key,
+            meta,
+            head: false,
+            pending: false,
+            blob_mark: 0,
+        })
     }
 
     /// Ids of every resource of a type (including deleted and erased ones).
@@ -652,6 +818,7 @@ impl<B: BlobStore> RecordStore<B> {
             };
             out.push(id.to_string());
         }
+        self.drop_hidden(resource_type, &mut out);
         Ok(out)
     }
 
@@ -672,6 +839,7 @@ impl<B: BlobStore> RecordStore<B> {
             }
             out.push(id.to_string());
         }
+        self.drop_hidden(resource_type, &mut out);
         Ok(out)
     }
 
@@ -684,7 +852,7 @@ impl<B: BlobStore> RecordStore<B> {
     ) -> Result<Written, RecordError> {
         let _guard = self.write.lock();
         let w = self.deletion(resource_type, id, now_ms)?;
-        self.put(&format!("{resource_type}/{id}"), &w.meta)?;
+        self.put_grouped(Entry::of(&w, true, false))?;
         Ok(w)
     }
 
@@ -712,6 +880,7 @@ impl<B: BlobStore> RecordStore<B> {
             id: id.into(),
             meta,
             resource: None,
+            blob_mark: 0,
         })
     }
 

@@ -6,20 +6,21 @@
 //! readable by the patient, and anchored so that it can be verified offline against a signed
 //! checkpoint.
 
+mod anchor;
 mod audit;
 pub mod auth;
 mod envelope;
 mod search;
 
-use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, path::Path, sync::Arc};
 
 use borsh::BorshDeserialize;
 use carechain_crypto::{Did, Hash, SecretKey, sha256_parts};
 use carechain_fhir::consent::{Action, Actor, Basis, Decision, Policy, Request};
-use carechain_node::{Node, SubmitError, now_ms};
+use carechain_node::{Node, now_ms};
 use carechain_records::{Anchor, RecordError, RecordStore, VersionMeta, Written, format_instant};
 use carechain_state::{Identity, StateView, identity_key};
-use carechain_types::{Payload, Role, TxBody, encode};
+use carechain_types::{Payload, Role, encode};
 use carechain_vault::{BlobStore, EncryptionKey, PublicEncryptionKey};
 use parking_lot::{Mutex, RwLock};
 use serde_json::{Value, json};
@@ -31,7 +32,6 @@ pub use search::parse_since;
 const DID_SYSTEM: &str = "urn:ietf:rfc:3986";
 const ACT_REASON: &str = "http://terminology.hl7.org/CodeSystem/v3-ActReason";
 const AUDIT_NAMESPACE: &[u8] = b"carechain/v1/audit-event\0";
-const ANCHOR_WAIT: Duration = Duration::from_secs(10);
 
 /// A failure with its HTTP status and OperationOutcome issue code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,7 +135,10 @@ pub struct Service {
     key: SecretKey,
     records: RecordStore<Box<dyn BlobStore>>,
     tokens: Tokens,
+    /// The node key's next nonce (`None`: read it from the ledger) and the anchoring
+    /// requests waiting to be signed and submitted together (see `anchor.rs`).
     nonce: Mutex<Option<u64>>,
+    anchoring: (Mutex<anchor::Queue>, parking_lot::Condvar),
     /// Each patient's active consents and their compiled policy (`None`: they do not compile,
     /// so everything but the owner is denied). Replaced under the write lock on every Consent
     /// write, so a revoke takes effect for the next request.
@@ -219,6 +222,7 @@ impl Service {
             records,
             tokens: Tokens::default(),
             nonce: Mutex::new(None),
+            anchoring: Default::default(),
             consents: RwLock::new(BTreeMap::new()),
             patients: RwLock::new(BTreeMap::new()),
             patient_dids: RwLock::new(BTreeMap::new()),
@@ -226,6 +230,12 @@ impl Service {
             token_audience: token_audience.to_string(),
             audit_queue: Arc::new(audit::AuditQueue::new()),
         };
+        // Creates a crash left between their metadata commit and their anchor: keep those
+        // whose anchor is durable, remove the others (they were never acknowledged).
+        let (kept, removed) = svc.records.settle_pending(|tx| svc.is_durable(tx))?;
+        if kept + removed > 0 {
+            tracing::info!(kept, removed, "settled creates pending at the last stop");
+        }
         // Rebuild the in-memory indexes (consents by patient, patient by did) from the store.
         for id in svc.records.ids("Patient")? {
             if let Ok(p) = svc.records.read("Patient", &id)
@@ -336,102 +346,6 @@ impl Service {
             reference,
             organization: s.organization.map(|o| o.to_string()),
             practitioner: s.role == Role::Practitioner,
-        }
-    }
-
-    /// Anchors one commitment and waits until it is durable (see [`Service::anchor_many`]).
-    fn anchor(&self, kind: &str, commitment: Hash) -> Result<Hash, ServiceError> {
-        let hashes = self.anchor_many(&[(kind, commitment)])?;
-        hashes
-            .first()
-            .copied()
-            .ok_or_else(|| ServiceError::new(500, "exception", "no anchor"))
-    }
-
-    /// Anchors several `(kind, commitment)`s in order (one transaction each, signed by the node
-    /// key, submitted together), makes the staged ciphertexts durable while the block is
-    /// produced, and waits until all are durable. When the node's cached nonce turns out stale
-    /// and nothing was admitted, it is re-read from the ledger and the batch re-signed (twice
-    /// at most).
-    fn anchor_many(&self, anchors: &[(&str, Hash)]) -> Result<Vec<Hash>, ServiceError> {
-        let internal = |m: &str| ServiceError::new(500, "exception", m.to_string());
-        if anchors.is_empty() {
-            return Ok(vec![]);
-        }
-        let chain_id = self.node.store().genesis().chain_id.clone();
-        let mut nonce = self.nonce.lock();
-        let mut attempt = 0;
-        let hashes = loop {
-            attempt += 1;
-            let n0 = match *nonce {
-                Some(n) => n,
-                None => self
-                    .identity(&self.key.public().did())
-                    .map(|i| i.next_nonce)
-                    .ok_or_else(|| internal("node identity missing"))?,
-            };
-            let txs: Vec<_> = anchors
-                .iter()
-                .enumerate()
-                .map(|(i, (kind, c))| {
-                    TxBody {
-                        chain_id: chain_id.clone(),
-                        signer: self.key.public(),
-                        nonce: n0 + i as u64,
-                        payload: Payload::Anchor {
-                            kind: (*kind).into(),
-                            commitment: *c,
-                        },
-                    }
-                    .sign(&self.key)
-                })
-                .collect();
-            let hashes: Vec<Hash> = txs.iter().map(|t| t.hash()).collect();
-            let results = self.node.submit_batch(txs.iter().map(encode).collect());
-            let accepted = results.iter().take_while(|r| r.is_ok()).count();
-            *nonce = if accepted == txs.len() {
-                Some(n0 + accepted as u64)
-            } else {
-                None
-            };
-            match results.into_iter().find_map(Result::err) {
-                None => break hashes,
-                Some(SubmitError::NonceGap { .. } | SubmitError::NonceReplayed { .. })
-                    if accepted == 0 && attempt < 3 => {}
-                Some(SubmitError::Busy) => {
-                    return Err(ServiceError::new(503, "transient", "ledger is busy; retry"));
-                }
-                Some(other) => return Err(internal(&other.to_string())),
-            }
-        };
-        drop(nonce);
-        self.records.sync_blobs()?;
-        // One signer's transactions are committed in nonce order: the last one durable means
-        // all are.
-        if let Some(last) = hashes.last() {
-            self.wait_durable(last)?;
-        }
-        Ok(hashes)
-    }
-
-    fn wait_durable(&self, hash: &Hash) -> Result<Hash, ServiceError> {
-        let deadline = std::time::Instant::now() + ANCHOR_WAIT;
-        loop {
-            let head = self.node.store().head();
-            if let Ok(snap) = self.node.snapshot()
-                && snap.tx_location(hash).ok().flatten().is_some()
-            {
-                return Ok(*hash);
-            }
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() || self.node.is_failed() {
-                return Err(ServiceError::new(
-                    503,
-                    "transient",
-                    "ledger did not commit in time",
-                ));
-            }
-            self.node.wait_past(head, left);
         }
     }
 
@@ -786,7 +700,8 @@ impl Service {
                 (w, tx)
             }
             None => {
-                // Anchored before the version becomes visible; one metadata commit.
+                // Visible only once anchored; the metadata commit runs while the anchor's
+                // block is made durable.
                 let also = self.recipients(rt, patient.as_deref(), &resource);
                 let w = self.records.create_anchored(
                     resource,
@@ -799,12 +714,14 @@ impl Service {
                             .meta
                             .commitment
                             .ok_or_else(|| ServiceError::new(500, "exception", "no commitment"))?;
+                        let txs = self.submit_anchors(&[("record", commitment)])?;
                         Ok::<_, ServiceError>(Anchor {
-                            tx: self.anchor("record", commitment)?,
+                            tx: txs.first().copied().unwrap_or_default(),
                             commitment,
                             salt: None,
                         })
                     },
+                    |a: &Anchor| self.wait_durable(&a.tx).map(|_| ()),
                 )?;
                 let tx = w.meta.anchor.as_ref().map(|a| a.tx).unwrap_or_default();
                 (w, tx)

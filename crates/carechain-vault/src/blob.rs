@@ -27,6 +27,16 @@ pub trait BlobStore: Send + Sync {
     fn sync(&self) -> Result<(), VaultError> {
         Ok(())
     }
+    /// A mark that covers every blob staged so far, for [`BlobStore::sync_through`].
+    fn staged_mark(&self) -> u64 {
+        0
+    }
+    /// Makes durable at least every blob staged before `mark` was taken (with
+    /// [`BlobStore::staged_mark`]); returns at once when a sync since then covered them.
+    fn sync_through(&self, mark: u64) -> Result<(), VaultError> {
+        let _ = mark;
+        self.sync()
+    }
     /// Reads a blob, checking it against its id.
     fn get(&self, id: &ContentId) -> Result<Option<Vec<u8>>, VaultError>;
     /// Destroys a blob; returns whether it existed.
@@ -42,6 +52,12 @@ impl<T: BlobStore + ?Sized> BlobStore for Box<T> {
     }
     fn sync(&self) -> Result<(), VaultError> {
         (**self).sync()
+    }
+    fn staged_mark(&self) -> u64 {
+        (**self).staged_mark()
+    }
+    fn sync_through(&self, mark: u64) -> Result<(), VaultError> {
+        (**self).sync_through(mark)
     }
     fn get(&self, id: &ContentId) -> Result<Option<Vec<u8>>, VaultError> {
         (**self).get(id)

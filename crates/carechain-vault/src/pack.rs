@@ -315,8 +315,16 @@ impl BlobStore for PackBlobStore {
     }
 
     fn sync(&self) -> Result<(), VaultError> {
-        self.check()?;
         let target = self.append.lock().written;
+        self.sync_through(target)
+    }
+
+    fn staged_mark(&self) -> u64 {
+        self.append.lock().written
+    }
+
+    fn sync_through(&self, target: u64) -> Result<(), VaultError> {
+        self.check()?;
         // Group sync: whoever holds `synced` syncs for everyone staged before it started.
         let mut synced = self.synced.lock();
         if *synced >= target {

@@ -266,3 +266,116 @@ fn instants_format_like_fhir() {
     assert_eq!(format_instant(951_782_400_123), "2000-02-29T00:00:00.123Z");
     assert!(carechain_fhir::fhir_time_range(&format_instant(T0)).is_some());
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// A create's metadata is committed while its anchor is still on its way: until the anchor is
+/// durable nobody sees the resource, a failed anchor takes it back, and a crash in between is
+/// settled at the next open (kept if the ledger has the anchor, removed if not).
+#[test]
+fn creates_are_invisible_until_anchored_and_a_crash_in_between_is_settled() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir.path().join("live"));
+    let tx = carechain_crypto::sha256(b"anchor tx");
+    let blob = std::cell::RefCell::new(None);
+    let submit = |w: &Written| {
+        *blob.borrow_mut() = w.meta.sealed.as_ref().map(|x| x.blob);
+        Ok::<_, RecordError>(Anchor {
+            tx,
+            commitment: w.meta.commitment.unwrap(),
+            salt: None,
+        })
+    };
+    // The state at the moment of a crash: metadata durable, anchor not yet confirmed.
+    let crashed = dir.path().join("crashed");
+    let mut hidden_id = String::new();
+    let w = s
+        .create_anchored(
+            observation(70.0),
+            None,
+            None,
+            &[],
+            T0,
+            submit,
+            |_a: &Anchor| {
+                let id = s.ids("Observation").unwrap();
+                assert!(id.is_empty(), "visible before its anchor is durable");
+                assert!(
+                    s.patient_ids("Patient/p1", "Observation")
+                        .unwrap()
+                        .is_empty()
+                );
+                copy_dir(&dir.path().join("live"), &crashed);
+                Ok(())
+            },
+        )
+        .unwrap();
+    hidden_id.push_str(&w.id);
+    let hidden_blob = blob.borrow().unwrap();
+    assert_eq!(s.ids("Observation").unwrap(), vec![w.id.clone()]);
+    assert_eq!(
+        s.read("Observation", &w.id).unwrap()["valueQuantity"]["value"],
+        70.0
+    );
+
+    // A failed anchor: the create is taken back, ciphertext included.
+    let err = s.create_anchored(
+        observation(71.0),
+        None,
+        None,
+        &[],
+        T0,
+        submit,
+        |_a: &Anchor| Err(RecordError::Db("ledger did not commit in time".into())),
+    );
+    assert!(matches!(err, Err(RecordError::Db(_))));
+    assert_eq!(s.ids("Observation").unwrap(), vec![w.id.clone()]);
+    let failed_blob = blob.borrow().unwrap();
+    assert_ne!(failed_blob, hidden_blob);
+    assert!(s.vault().blobs().get(&failed_blob).unwrap().is_none());
+    assert!(s.vault().blobs().get(&hidden_blob).unwrap().is_some());
+    drop(s);
+
+    // Restart after the crash, the ledger never got the anchor: the create is removed.
+    let lost = dir.path().join("lost");
+    copy_dir(&crashed, &lost);
+    let r = store(&lost);
+    assert_eq!(r.settle_pending(|_| false).unwrap(), (0, 1));
+    assert!(matches!(
+        r.read("Observation", &hidden_id),
+        Err(RecordError::NotFound(_))
+    ));
+    assert!(r.ids("Observation").unwrap().is_empty());
+    assert!(
+        r.patient_ids("Patient/p1", "Observation")
+            .unwrap()
+            .is_empty()
+    );
+    assert!(r.history("Observation", &hidden_id).is_err());
+    assert!(r.vault().blobs().get(&hidden_blob).unwrap().is_none());
+    drop(r);
+    let r = store(&lost);
+    assert_eq!(r.settle_pending(|_| true).unwrap(), (0, 0), "settled once");
+
+    // Restart after the crash, the anchor made it: the create is kept, and settled for good.
+    let r = store(&crashed);
+    assert_eq!(r.settle_pending(|h| *h == tx).unwrap(), (1, 0));
+    assert_eq!(
+        r.read("Observation", &hidden_id).unwrap()["valueQuantity"]["value"],
+        70.0
+    );
+    drop(r);
+    let r = store(&crashed);
+    assert_eq!(r.settle_pending(|_| false).unwrap(), (0, 0));
+    assert_eq!(r.ids("Observation").unwrap(), vec![hidden_id]);
+}

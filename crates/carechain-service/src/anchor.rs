@@ -1,0 +1,205 @@
+//! Anchoring commitments on the ledger: concurrent callers' anchors are signed with the node
+//! key and submitted together (one combined batch per turn of the nonce lock), then each
+//! caller waits until its own transactions are durable.
+
+use std::{sync::Arc, time::Duration};
+
+use carechain_crypto::Hash;
+use carechain_node::SubmitError;
+use carechain_types::{Payload, TxBody, encode};
+use parking_lot::Mutex;
+
+use crate::{Service, ServiceError};
+
+/// How long a caller waits for its anchor to become durable.
+const ANCHOR_WAIT: Duration = Duration::from_secs(10);
+
+/// Anchoring requests waiting to be submitted, and whether a submission is under way.
+#[derive(Default)]
+pub(crate) struct Queue {
+    queue: Vec<Arc<Request>>,
+    submitting: bool,
+}
+
+/// One caller's anchors, waiting to be signed and submitted.
+pub(crate) struct Request {
+    anchors: Vec<(String, Hash)>,
+    /// Filled by whoever submitted the request (transaction hashes in order).
+    result: Mutex<Option<Result<Vec<Hash>, ServiceError>>>,
+}
+
+fn internal(m: &str) -> ServiceError {
+    ServiceError::new(500, "exception", m.to_string())
+}
+
+impl Service {
+    /// Anchors one commitment and waits until it is durable (see [`Service::anchor_many`]).
+    pub(crate) fn anchor(&self, kind: &str, commitment: Hash) -> Result<Hash, ServiceError> {
+        let hashes = self.anchor_many(&[(kind, commitment)])?;
+        hashes.first().copied().ok_or_else(|| internal("no anchor"))
+    }
+
+    /// Anchors several `(kind, commitment)`s in order (one transaction each), makes the
+    /// staged ciphertexts durable while the block is produced, and waits until all are
+    /// durable.
+    pub(crate) fn anchor_many(&self, anchors: &[(&str, Hash)]) -> Result<Vec<Hash>, ServiceError> {
+        let hashes = self.submit_anchors(anchors)?;
+        self.records.sync_blobs()?;
+        // One signer's transactions are committed in nonce order: the last one durable means
+        // all are.
+        if let Some(last) = hashes.last() {
+            self.wait_durable(last)?;
+        }
+        Ok(hashes)
+    }
+
+    /// Signs and submits anchoring transactions without waiting for their block; returns
+    /// their hashes. Concurrent callers are combined: each queues its anchors; whoever finds
+    /// no submission under way takes every queued request, signs and submits them as one
+    /// batch (one signature batch check and one mempool admission for many callers), hands
+    /// out the results and wakes the others; the rest wait for their result.
+    pub(crate) fn submit_anchors(
+        &self,
+        anchors: &[(&str, Hash)],
+    ) -> Result<Vec<Hash>, ServiceError> {
+        if anchors.is_empty() {
+            return Ok(vec![]);
+        }
+        let mine = Arc::new(Request {
+            anchors: anchors
+                .iter()
+                .map(|(k, c)| ((*k).to_string(), *c))
+                .collect(),
+            result: Mutex::new(None),
+        });
+        let (state, cv) = &self.anchoring;
+        let mut st = state.lock();
+        st.queue.push(mine.clone());
+        loop {
+            if let Some(r) = mine.result.lock().take() {
+                return r;
+            }
+            if st.submitting {
+                cv.wait(&mut st);
+                continue;
+            }
+            st.submitting = true;
+            let batch = std::mem::take(&mut st.queue);
+            parking_lot::MutexGuard::unlocked(&mut st, || {
+                let mut nonce = self.nonce.lock();
+                let results = self.sign_and_submit(&mut nonce, &batch);
+                for (req, r) in batch.iter().zip(results) {
+                    *req.result.lock() = Some(r);
+                }
+            });
+            st.submitting = false;
+            cv.notify_all();
+        }
+    }
+
+    /// Signs every request's anchors with consecutive nonces and submits them as one batch;
+    /// returns each request's outcome. When the cached nonce turns out stale and nothing was
+    /// admitted, it is re-read from the ledger and the batch re-signed (twice at most).
+    fn sign_and_submit(
+        &self,
+        nonce: &mut Option<u64>,
+        batch: &[Arc<Request>],
+    ) -> Vec<Result<Vec<Hash>, ServiceError>> {
+        let chain_id = self.node.store().genesis().chain_id.clone();
+        let all: Vec<&(String, Hash)> = batch.iter().flat_map(|r| &r.anchors).collect();
+        let mut attempt = 0;
+        let (hashes, results) = loop {
+            attempt += 1;
+            let n0 = match *nonce {
+                Some(n) => n,
+                None => match self.identity(&self.key.public().did()) {
+                    Some(i) => i.next_nonce,
+                    None => {
+                        return batch
+                            .iter()
+                            .map(|_| Err(internal("node identity missing")))
+                            .collect();
+                    }
+                },
+            };
+            let txs: Vec<_> = all
+                .iter()
+                .enumerate()
+                .map(|(i, (kind, c))| {
+                    TxBody {
+                        chain_id: chain_id.clone(),
+                        signer: self.key.public(),
+                        nonce: n0 + i as u64,
+                        payload: Payload::Anchor {
+                            kind: kind.clone(),
+                            commitment: *c,
+                        },
+                    }
+                    .sign(&self.key)
+                })
+                .collect();
+            let hashes: Vec<Hash> = txs.iter().map(|t| t.hash()).collect();
+            let results = self.node.submit_batch(txs.iter().map(encode).collect());
+            let accepted = results.iter().take_while(|r| r.is_ok()).count();
+            *nonce = if accepted == txs.len() {
+                Some(n0 + accepted as u64)
+            } else {
+                None
+            };
+            let retry = accepted == 0
+                && attempt < 3
+                && matches!(
+                    results.first(),
+                    Some(Err(
+                        SubmitError::NonceGap { .. } | SubmitError::NonceReplayed { .. }
+                    ))
+                );
+            if !retry {
+                break (hashes, results);
+            }
+        };
+        // Each request gets its own hashes, or the first refusal among its transactions.
+        let mut at = 0;
+        batch
+            .iter()
+            .map(|req| {
+                let range = at..at + req.anchors.len();
+                at = range.end;
+                match results[range.clone()].iter().find_map(|r| r.as_ref().err()) {
+                    None => Ok(hashes[range].to_vec()),
+                    Some(SubmitError::Busy) => {
+                        Err(ServiceError::new(503, "transient", "ledger is busy; retry"))
+                    }
+                    Some(other) => Err(internal(&other.to_string())),
+                }
+            })
+            .collect()
+    }
+
+    /// Waits until the transaction `hash` is in a durable block.
+    pub(crate) fn wait_durable(&self, hash: &Hash) -> Result<Hash, ServiceError> {
+        let deadline = std::time::Instant::now() + ANCHOR_WAIT;
+        loop {
+            let head = self.node.store().head();
+            if self.is_durable(hash) {
+                return Ok(*hash);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() || self.node.is_failed() {
+                return Err(ServiceError::new(
+                    503,
+                    "transient",
+                    "ledger did not commit in time",
+                ));
+            }
+            self.node.wait_past(head, left);
+        }
+    }
+
+    /// Whether the transaction `hash` is in a durable block.
+    pub(crate) fn is_durable(&self, hash: &Hash) -> bool {
+        self.node
+            .snapshot()
+            .is_ok_and(|snap| snap.tx_location(hash).ok().flatten().is_some())
+    }
+}
