@@ -138,6 +138,34 @@ fn signer_view(snap: &Snapshot, tx: &SignedTx) -> Result<(PublicKey, u64), Submi
     }
 }
 
+/// Signs `bodies` with `key` (no lock held). The signatures are made here, so they need no
+/// check; the signer must be registered with `key` as its current key.
+pub(crate) fn presign(
+    chain_id: &str,
+    snap: &Snapshot,
+    key: &carechain_crypto::SecretKey,
+    bodies: Vec<carechain_types::TxBody>,
+) -> Vec<Result<(SignedTx, Hash, PublicKey), SubmitError>> {
+    bodies
+        .into_iter()
+        .map(|body| {
+            if body.chain_id != chain_id {
+                return Err(SubmitError::WrongChain {
+                    want: chain_id.into(),
+                    got: body.chain_id,
+                });
+            }
+            let tx = body.sign(key);
+            let (current, _) = signer_view(snap, &tx)?;
+            if current != key.public() {
+                return Err(SubmitError::BadSignature);
+            }
+            let hash = tx.hash();
+            Ok((tx, hash, current))
+        })
+        .collect()
+}
+
 /// Decodes and signature-checks a batch (no lock held). Returns per input the decoded tx
 /// with the key that verified it, or the error.
 pub(crate) fn precheck(

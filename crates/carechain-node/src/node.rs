@@ -11,15 +11,15 @@ use std::{
 
 use carechain_consensus::Executed;
 use carechain_consensus::{Application, Ledger, LedgerError};
-use carechain_crypto::SecretKey;
+use carechain_crypto::{Hash, PublicKey, SecretKey};
 use carechain_storage::{Snapshot, StorageError, Store};
-use carechain_types::Block;
+use carechain_types::{Block, SignedTx, TxBody};
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 
 use crate::{
     Admitted, NodeMetrics, SubmitError,
-    mempool::{Pending, Queue, precheck},
+    mempool::{Pending, Queue, precheck, presign},
 };
 
 /// Tunables of block production and admission.
@@ -193,23 +193,45 @@ impl Node {
 
     /// Submits many encoded transactions (signatures are batch-verified).
     pub fn submit_batch(&self, raw: Vec<Vec<u8>>) -> Vec<Result<Admitted, SubmitError>> {
+        let n = raw.len();
+        self.admit_with(n, |chain_id, snap| precheck(chain_id, snap, &raw))
+    }
+
+    /// Signs `bodies` with `key` and submits them, in order. The signatures are made here, so
+    /// they are not verified again (the bulk of [`Node::submit_batch`]'s work); the signer
+    /// must be registered with `key` as its current key.
+    pub fn sign_and_submit(
+        &self,
+        key: &SecretKey,
+        bodies: Vec<TxBody>,
+    ) -> Vec<Result<Admitted, SubmitError>> {
+        let n = bodies.len();
+        self.admit_with(n, |chain_id, snap| presign(chain_id, snap, key, bodies))
+    }
+
+    /// Admission of `n` transactions checked by `check` (outside the queue lock).
+    fn admit_with(
+        &self,
+        n: usize,
+        check: impl FnOnce(&str, &Snapshot) -> Vec<Result<(SignedTx, Hash, PublicKey), SubmitError>>,
+    ) -> Vec<Result<Admitted, SubmitError>> {
         let s = &self.shared;
         if s.failed.load(Ordering::SeqCst) || s.stop.load(Ordering::SeqCst) {
-            return raw.iter().map(|_| Err(SubmitError::Stopped)).collect();
+            return (0..n).map(|_| Err(SubmitError::Stopped)).collect();
         }
         // Refuse early, before any decoding or signature work, when the mempool is full.
-        if s.queue.lock().len() + raw.len() > s.config.mempool_capacity {
+        if s.queue.lock().len() + n > s.config.mempool_capacity {
             let labels = vec![("code".to_string(), "busy".to_string())];
             s.metrics
                 .txs_refused
                 .get_or_create(&labels)
-                .inc_by(raw.len() as u64);
-            return raw.iter().map(|_| Err(SubmitError::Busy)).collect();
+                .inc_by(n as u64);
+            return (0..n).map(|_| Err(SubmitError::Busy)).collect();
         }
         let chain_id = &s.ledger.store().genesis().chain_id;
         let checked = match s.ledger.store().snapshot() {
-            Ok(snap) => precheck(chain_id, &snap, &raw),
-            Err(_) => return raw.iter().map(|_| Err(SubmitError::Storage)).collect(),
+            Ok(snap) => check(chain_id, &snap),
+            Err(_) => return (0..n).map(|_| Err(SubmitError::Storage)).collect(),
         };
         let mut out = Vec::with_capacity(checked.len());
         let mut q = s.queue.lock();
@@ -217,7 +239,7 @@ impl Node {
         // commits: the producer updates the queue's nonce book under the same lock.
         let snap = match s.ledger.store().snapshot() {
             Ok(snap) => snap,
-            Err(_) => return raw.iter().map(|_| Err(SubmitError::Storage)).collect(),
+            Err(_) => return (0..n).map(|_| Err(SubmitError::Storage)).collect(),
         };
         for c in checked {
             let r = c.and_then(|(tx, hash, key)| {

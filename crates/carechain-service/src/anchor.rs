@@ -1,12 +1,12 @@
-//! Anchoring commitments on the ledger: concurrent callers' anchors are signed with the node
-//! key and submitted together (one combined batch per turn of the nonce lock), then each
+//! Anchoring commitments on the ledger: concurrent callers' anchors are combined into one
+//! batch, signed with the node key on submission (so the node need not verify them), and each
 //! caller waits until its own transactions are durable.
 
 use std::{sync::Arc, time::Duration};
 
 use carechain_crypto::Hash;
 use carechain_node::SubmitError;
-use carechain_types::{Payload, TxBody, encode};
+use carechain_types::{Payload, TxBody};
 use parking_lot::Mutex;
 
 use crate::{Service, ServiceError};
@@ -108,7 +108,7 @@ impl Service {
         let chain_id = self.node.store().genesis().chain_id.clone();
         let all: Vec<&(String, Hash)> = batch.iter().flat_map(|r| &r.anchors).collect();
         let mut attempt = 0;
-        let (hashes, results) = loop {
+        let results = loop {
             attempt += 1;
             let n0 = match *nonce {
                 Some(n) => n,
@@ -122,26 +122,22 @@ impl Service {
                     }
                 },
             };
-            let txs: Vec<_> = all
+            let bodies: Vec<TxBody> = all
                 .iter()
                 .enumerate()
-                .map(|(i, (kind, c))| {
-                    TxBody {
-                        chain_id: chain_id.clone(),
-                        signer: self.key.public(),
-                        nonce: n0 + i as u64,
-                        payload: Payload::Anchor {
-                            kind: kind.clone(),
-                            commitment: *c,
-                        },
-                    }
-                    .sign(&self.key)
+                .map(|(i, (kind, c))| TxBody {
+                    chain_id: chain_id.clone(),
+                    signer: self.key.public(),
+                    nonce: n0 + i as u64,
+                    payload: Payload::Anchor {
+                        kind: kind.clone(),
+                        commitment: *c,
+                    },
                 })
                 .collect();
-            let hashes: Vec<Hash> = txs.iter().map(|t| t.hash()).collect();
-            let results = self.node.submit_batch(txs.iter().map(encode).collect());
+            let results = self.node.sign_and_submit(&self.key, bodies);
             let accepted = results.iter().take_while(|r| r.is_ok()).count();
-            *nonce = if accepted == txs.len() {
+            *nonce = if accepted == all.len() {
                 Some(n0 + accepted as u64)
             } else {
                 None
@@ -155,7 +151,7 @@ impl Service {
                     ))
                 );
             if !retry {
-                break (hashes, results);
+                break results;
             }
         };
         // Each request gets its own hashes, or the first refusal among its transactions.
@@ -166,7 +162,10 @@ impl Service {
                 let range = at..at + req.anchors.len();
                 at = range.end;
                 match results[range.clone()].iter().find_map(|r| r.as_ref().err()) {
-                    None => Ok(hashes[range].to_vec()),
+                    None => Ok(results[range]
+                        .iter()
+                        .filter_map(|r| r.as_ref().ok().map(|a| a.hash))
+                        .collect()),
                     Some(SubmitError::Busy) => {
                         Err(ServiceError::new(503, "transient", "ledger is busy; retry"))
                     }

@@ -217,6 +217,7 @@ impl Service {
                 // patient reads them through their access log.
                 also: Vec::new(),
                 delete: false,
+                server_built: true,
             });
         }
         self.records

@@ -1020,6 +1020,7 @@ impl Service {
                 patient: None,
                 also: Vec::new(),
                 delete: true,
+                server_built: false,
             });
         }
         for (i, rt, id, fresh) in &plan {
@@ -1068,6 +1069,7 @@ impl Service {
                 fresh: *fresh,
                 patient: None,
                 delete: false,
+                server_built: false,
             });
         }
         // 3. All or nothing: validate and seal all, anchor all, commit all.

@@ -285,3 +285,66 @@ fn restart_recovers_head_state_and_log() {
     ));
     wait_for_log(&node, 25);
 }
+
+/// Transactions signed by the node on submission are admitted like verified ones, committed,
+/// and re-verify from genesis; a key that is not the signer's current key, a wrong chain or an
+/// unknown signer is refused without anything reaching the mempool.
+#[test]
+fn signed_on_submission_is_admitted_and_reverifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let node_key = key(0);
+    let orgs: Vec<SecretKey> = (1..=2).map(key).collect();
+    let node = start(dir.path(), &node_key, &orgs, NodeConfig::default());
+    let body = |k: &SecretKey, nonce: u64, chain: &str| TxBody {
+        chain_id: chain.into(),
+        signer: k.public(),
+        nonce,
+        payload: Payload::Anchor {
+            kind: "t".into(),
+            commitment: sha256(&nonce.to_le_bytes()),
+        },
+    };
+    let ok = node.sign_and_submit(&orgs[0], (0..5).map(|n| body(&orgs[0], n, CHAIN)).collect());
+    assert!(ok.iter().all(Result::is_ok), "{ok:?}");
+    // Each hash is the transaction's id, as with submit_batch.
+    let again = node.submit(tx(
+        &orgs[0],
+        0,
+        Payload::Anchor {
+            kind: "t".into(),
+            commitment: sha256(&0u64.to_le_bytes()),
+        },
+    ));
+    assert!(again.is_err(), "the same transaction admitted twice");
+    let mut forged = body(&orgs[1], 0, CHAIN);
+    forged.signer = orgs[0].public();
+    let refused = node.sign_and_submit(&orgs[1], vec![forged]);
+    assert!(
+        matches!(refused[0], Err(SubmitError::BadSignature)),
+        "{refused:?}"
+    );
+    let refused = node.sign_and_submit(&orgs[1], vec![body(&orgs[1], 0, "other-chain")]);
+    assert!(
+        matches!(refused[0], Err(SubmitError::WrongChain { .. })),
+        "{refused:?}"
+    );
+    let stranger = key(99);
+    let refused = node.sign_and_submit(&stranger, vec![body(&stranger, 0, CHAIN)]);
+    assert!(
+        matches!(refused[0], Err(SubmitError::UnknownSigner)),
+        "{refused:?}"
+    );
+    wait_for_log(&node, 5);
+    let first = ok[0].as_ref().unwrap().hash;
+    assert!(
+        node.snapshot()
+            .unwrap()
+            .tx_location(&first)
+            .unwrap()
+            .is_some()
+    );
+    node.shutdown();
+    drop(node);
+    let report = audit_chain(&StoreSource::open(&dir.path().join("ledger.redb")).unwrap()).unwrap();
+    assert_eq!(report.applied, 5);
+}
