@@ -21,11 +21,50 @@ struct Ctx<'m> {
     issues: Vec<Issue>,
 }
 
+/// Where a value sits (`Patient.name[0].given`), built as the walk descends and rendered
+/// only when an issue is recorded: valid resources cost no path strings.
+#[derive(Clone, Copy)]
+enum At<'a> {
+    /// The start (a resource type, or empty before it is known).
+    Root(&'a str),
+    /// `parent.key`
+    Key(&'a At<'a>, &'a str),
+    /// `parent[i]`
+    Index(&'a At<'a>, usize),
+    /// `parent(ResourceType)`: a contained or nested resource.
+    Resource(&'a At<'a>, &'a str),
+}
+
+impl At<'_> {
+    fn render(&self, out: &mut String) {
+        match self {
+            At::Root(s) => out.push_str(s),
+            At::Key(p, k) => {
+                p.render(out);
+                out.push('.');
+                out.push_str(k);
+            }
+            At::Index(p, i) => {
+                p.render(out);
+                out.push_str(&format!("[{i}]"));
+            }
+            At::Resource(p, rt) => {
+                p.render(out);
+                out.push('(');
+                out.push_str(rt);
+                out.push(')');
+            }
+        }
+    }
+}
+
 impl Ctx<'_> {
-    fn issue(&mut self, path: &str, message: impl Into<String>) {
+    fn issue(&mut self, at: &At<'_>, message: impl Into<String>) {
         if self.issues.len() < MAX_ISSUES {
+            let mut path = String::new();
+            at.render(&mut path);
             self.issues.push(Issue {
-                path: path.to_string(),
+                path,
                 message: message.into(),
             });
         }
@@ -38,7 +77,7 @@ pub fn validate_resource(resource: &Value) -> Result<(), Vec<Issue>> {
         model: model(),
         issues: Vec::new(),
     };
-    resource_at(&mut cx, resource, "", 0);
+    resource_at(&mut cx, resource, &At::Root(""), 0);
     if cx.issues.is_empty() {
         Ok(())
     } else {
@@ -46,7 +85,7 @@ pub fn validate_resource(resource: &Value) -> Result<(), Vec<Issue>> {
     }
 }
 
-fn resource_at(cx: &mut Ctx<'_>, v: &Value, at: &str, depth: usize) {
+fn resource_at(cx: &mut Ctx<'_>, v: &Value, at: &At<'_>, depth: usize) {
     let Some(obj) = v.as_object() else {
         cx.issue(at, "a resource must be a JSON object");
         return;
@@ -59,28 +98,30 @@ fn resource_at(cx: &mut Ctx<'_>, v: &Value, at: &str, depth: usize) {
         cx.issue(at, format!("unknown resource type {rt:?}"));
         return;
     }
-    let display = if at.is_empty() {
-        rt.to_string()
-    } else {
-        format!("{at}({rt})")
+    let display = match at {
+        At::Root("") => At::Root(rt),
+        _ => At::Resource(at, rt),
     };
     object(cx, rt, "", obj, &display, true, depth + 1);
 }
 
-fn capitalize(t: &str) -> String {
-    let mut c = t.chars();
-    match c.next() {
-        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
-        None => String::new(),
+/// Whether `key` is the type name `t` with its first letter capitalized (`valueQuantity`'s
+/// `Quantity` for `Quantity`, `String` for `string`).
+fn is_capitalized(t: &str, key: &str) -> bool {
+    let (mut a, mut b) = (t.chars(), key.chars());
+    match (a.next(), b.next()) {
+        (Some(x), Some(y)) => x.to_ascii_uppercase() == y && a.as_str() == b.as_str(),
+        (None, None) => true,
+        _ => false,
     }
 }
 
 /// The element a JSON key names, and the type it selects (for choices).
-fn find<'c>(children: &'c [Child], key: &str) -> Option<(&'c Child, Option<String>)> {
+fn find<'c>(children: &'c [Child], key: &str) -> Option<(&'c Child, Option<&'c str>)> {
     for c in children {
         if c.name == key {
             let t = match &c.types {
-                Types::List(l) if l.len() == 1 => Some(l[0].clone()),
+                Types::List(l) if l.len() == 1 => Some(l[0].as_str()),
                 _ => None,
             };
             return Some((c, t));
@@ -88,9 +129,9 @@ fn find<'c>(children: &'c [Child], key: &str) -> Option<(&'c Child, Option<Strin
         if let Some(prefix) = c.name.strip_suffix("[x]")
             && let Some(rest) = key.strip_prefix(prefix)
             && let Types::List(l) = &c.types
-            && let Some(t) = l.iter().find(|t| capitalize(t) == rest)
+            && let Some(t) = l.iter().find(|t| is_capitalized(t, rest))
         {
-            return Some((c, Some(t.clone())));
+            return Some((c, Some(t.as_str())));
         }
     }
     None
@@ -106,7 +147,7 @@ fn object(
     def: &str,
     rel: &str,
     obj: &Map<String, Value>,
-    at: &str,
+    at: &At<'_>,
     root: bool,
     depth: usize,
 ) {
@@ -128,12 +169,12 @@ fn object(
         if root && k == "resourceType" {
             continue;
         }
-        let here = format!("{at}.{k}");
+        let here = At::Key(at, k);
         if let Some(base) = k.strip_prefix('_') {
             // Primitive extension: `_birthDate: { id, extension }` (or an array of them).
             match find(children, base) {
                 Some((c, t))
-                    if t.as_deref().is_some_and(|t| is_primitive(m, t))
+                    if t.is_some_and(|t| is_primitive(m, t))
                         || matches!(&c.types, Types::List(l) if l.iter().all(|t| is_primitive(m, t))) =>
                 {
                     let items: Vec<&Value> = match v {
@@ -147,15 +188,9 @@ fn object(
                     for (i, it) in items.iter().enumerate() {
                         match it {
                             Value::Null => {}
-                            Value::Object(o) => object(
-                                cx,
-                                "Element",
-                                "",
-                                o,
-                                &format!("{here}[{i}]"),
-                                false,
-                                depth + 1,
-                            ),
+                            Value::Object(o) => {
+                                object(cx, "Element", "", o, &At::Index(&here, i), false, depth + 1)
+                            }
                             _ => cx.issue(&here, "a primitive's extension must be an object"),
                         }
                     }
@@ -175,12 +210,6 @@ fn object(
             cx.issue(&here, "element is not allowed (max cardinality 0)");
             continue;
         }
-        let has_ext = obj.contains_key(&format!("_{k}"));
-        let child_rel = if rel.is_empty() {
-            child.name.clone()
-        } else {
-            format!("{rel}.{}", child.name)
-        };
         if child.repeats() {
             let Value::Array(items) = v else {
                 cx.issue(&here, "must be an array (cardinality allows repeats)");
@@ -196,40 +225,22 @@ fn object(
             }
             for (i, it) in items.iter().enumerate() {
                 if it.is_null() {
-                    if !has_ext {
+                    if !obj.contains_key(&format!("_{k}")) {
                         cx.issue(
-                            &format!("{here}[{i}]"),
+                            &At::Index(&here, i),
                             "null is only allowed beside a primitive extension",
                         );
                     }
                     continue;
                 }
-                value(
-                    cx,
-                    def,
-                    &child_rel,
-                    child,
-                    chosen.as_deref(),
-                    it,
-                    &format!("{here}[{i}]"),
-                    depth,
-                );
+                value(cx, def, rel, child, chosen, it, &At::Index(&here, i), depth);
             }
         } else {
             if v.is_array() {
                 cx.issue(&here, "must not be an array (max cardinality 1)");
                 continue;
             }
-            value(
-                cx,
-                def,
-                &child_rel,
-                child,
-                chosen.as_deref(),
-                v,
-                &here,
-                depth,
-            );
+            value(cx, def, rel, child, chosen, v, &here, depth);
         }
     }
     // Required elements.
@@ -242,11 +253,12 @@ fn object(
                     .is_some_and(|p| k.starts_with(p) && find(std::slice::from_ref(c), k).is_some())
         });
         if !present {
-            cx.issue(&format!("{at}.{}", c.name), "required element is missing");
+            cx.issue(&At::Key(at, &c.name), "required element is missing");
         }
     }
 }
 
+/// Checks the value of element `child` (of the element at `rel` in type `def`).
 #[allow(clippy::too_many_arguments)]
 fn value(
     cx: &mut Ctx<'_>,
@@ -255,7 +267,7 @@ fn value(
     child: &Child,
     chosen: Option<&str>,
     v: &Value,
-    at: &str,
+    at: &At<'_>,
     depth: usize,
 ) {
     let m = cx.model;
@@ -270,16 +282,22 @@ fn value(
         cx.issue(at, "ambiguous type");
         return;
     };
-    let nested = m
-        .types
-        .get(def)
-        .is_some_and(|d| d.children.contains_key(rel));
-    if (t == "BackboneElement" || t == "Element") && nested {
-        match v.as_object() {
-            Some(o) => object(cx, def, rel, o, at, false, depth + 1),
-            None => cx.issue(at, "must be an object"),
+    if t == "BackboneElement" || t == "Element" {
+        let child_rel = if rel.is_empty() {
+            child.name.clone()
+        } else {
+            format!("{rel}.{}", child.name)
+        };
+        if m.types
+            .get(def)
+            .is_some_and(|d| d.children.contains_key(&child_rel))
+        {
+            match v.as_object() {
+                Some(o) => object(cx, def, &child_rel, o, at, false, depth + 1),
+                None => cx.issue(at, "must be an object"),
+            }
+            return;
         }
-        return;
     }
     if t == "Resource" {
         resource_at(cx, v, at, depth + 1);
@@ -295,7 +313,7 @@ fn value(
     }
 }
 
-fn primitive(cx: &mut Ctx<'_>, t: &str, re: Option<&regex::Regex>, v: &Value, at: &str) {
+fn primitive(cx: &mut Ctx<'_>, t: &str, re: Option<&regex::Regex>, v: &Value, at: &At<'_>) {
     match t {
         "boolean" => {
             if !v.is_boolean() {
