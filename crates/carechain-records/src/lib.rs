@@ -158,7 +158,9 @@ pub struct HistoryEntry {
 pub struct RecordStore<B: BlobStore = PackBlobStore> {
     db: Database,
     vault: Vault<B>,
-    write: Mutex<()>,
+    /// Resources being written: writers of one resource take turns (version numbers are
+    /// assigned from its head), writers of different resources run in parallel.
+    writing: KeyLocks,
     group: Mutex<Group>,
     group_cv: parking_lot::Condvar,
     /// Created resources (`type/id`) whose metadata is committed but whose anchor is not yet
@@ -166,6 +168,42 @@ pub struct RecordStore<B: BlobStore = PackBlobStore> {
     hidden: parking_lot::RwLock<std::collections::HashSet<String>>,
     /// Pending anchors found durable, to be dropped from [`PENDING`] by the next commit.
     confirmed: Mutex<Vec<(String, u64)>>,
+}
+
+/// A set of locked resource keys (`type/id`).
+#[derive(Default)]
+struct KeyLocks {
+    held: Mutex<std::collections::BTreeSet<String>>,
+    free: parking_lot::Condvar,
+}
+
+/// Holds some keys of a [`KeyLocks`] until dropped.
+struct KeyGuard<'a> {
+    locks: &'a KeyLocks,
+    keys: Vec<String>,
+}
+
+impl KeyLocks {
+    /// Waits until none of `keys` is held, then holds them all (all at once, so two writers
+    /// of overlapping sets cannot deadlock).
+    fn lock(&self, keys: Vec<String>) -> KeyGuard<'_> {
+        let mut held = self.held.lock();
+        while keys.iter().any(|k| held.contains(k)) {
+            self.free.wait(&mut held);
+        }
+        held.extend(keys.iter().cloned());
+        KeyGuard { locks: self, keys }
+    }
+}
+
+impl Drop for KeyGuard<'_> {
+    fn drop(&mut self) {
+        let mut held = self.locks.held.lock();
+        for k in &self.keys {
+            held.remove(k);
+        }
+        self.locks.free.notify_all();
+    }
 }
 
 /// One version's metadata in a commit.
@@ -278,7 +316,7 @@ impl<B: BlobStore> RecordStore<B> {
         Ok(RecordStore {
             db: database,
             vault: Vault::new(blobs, kek),
-            write: Mutex::new(()),
+            writing: KeyLocks::default(),
             group: Mutex::new(Group {
                 open: 1,
                 ..Group::default()
@@ -503,7 +541,8 @@ impl<B: BlobStore> RecordStore<B> {
         now_ms: u64,
         fresh: bool,
     ) -> Result<Written, RecordError> {
-        let _guard = self.write.lock();
+        let rt = resource["resourceType"].as_str().unwrap_or_default();
+        let _guard = self.writing.lock(vec![format!("{rt}/{id}")]);
         let w = self.prepare(
             resource, id, if_match, author, also, now_ms, fresh, None, true, true,
         )?;
@@ -522,8 +561,16 @@ impl<B: BlobStore> RecordStore<B> {
         now_ms: u64,
         anchor: impl FnOnce(&[Written]) -> Result<Vec<Anchor>, E>,
     ) -> Result<Vec<Written>, E> {
-        let _guard = self.write.lock();
-        let mut seen = std::collections::BTreeSet::new();
+        let mut keys = std::collections::BTreeSet::new();
+        for it in &items {
+            let rt = it.resource["resourceType"].as_str().unwrap_or_default();
+            if !keys.insert(format!("{rt}/{}", it.id)) {
+                return Err(
+                    RecordError::BadRequest(format!("{rt}/{} appears twice", it.id)).into(),
+                );
+            }
+        }
+        let _guard = self.writing.lock(keys.into_iter().collect());
         let mut written = Vec::with_capacity(items.len());
         let mut recipients = Vec::with_capacity(items.len());
         for it in items {
@@ -532,11 +579,6 @@ impl<B: BlobStore> RecordStore<B> {
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
-            if !seen.insert(format!("{rt}/{}", it.id)) {
-                return Err(
-                    RecordError::BadRequest(format!("{rt}/{} appears twice", it.id)).into(),
-                );
-            }
             if it.delete {
                 written.push(self.deletion(&rt, &it.id, now_ms)?);
                 continue;
@@ -800,8 +842,8 @@ impl<B: BlobStore> RecordStore<B> {
         version: u64,
         anchor: Anchor,
     ) -> Result<(), RecordError> {
-        let _guard = self.write.lock();
         let key = format!("{resource_type}/{id}");
+        let _guard = self.writing.lock(vec![key.clone()]);
         let mut meta = self.meta(resource_type, id, Some(version))?;
         meta.anchor = Some(anchor);
         self.put_grouped(Entry {
@@ -858,7 +900,7 @@ impl<B: BlobStore> RecordStore<B> {
         id: &str,
         now_ms: u64,
     ) -> Result<Written, RecordError> {
-        let _guard = self.write.lock();
+        let _guard = self.writing.lock(vec![format!("{resource_type}/{id}")]);
         let w = self.deletion(resource_type, id, now_ms)?;
         self.put_grouped(Entry::of(&w, true, false))?;
         Ok(w)
@@ -946,8 +988,8 @@ impl<B: BlobStore> RecordStore<B> {
     /// what the ledger already has (version, time, commitment). Returns the commitments of the
     /// destroyed versions.
     pub fn erase(&self, resource_type: &str, id: &str) -> Result<Vec<Hash>, RecordError> {
-        let _guard = self.write.lock();
         let key = format!("{resource_type}/{id}");
+        let _guard = self.writing.lock(vec![key.clone()]);
         let cur = self
             .head(&key)?
             .ok_or_else(|| RecordError::NotFound(key.clone()))?;

@@ -379,3 +379,84 @@ fn creates_are_invisible_until_anchored_and_a_crash_in_between_is_settled() {
     assert_eq!(r.settle_pending(|_| false).unwrap(), (0, 0));
     assert_eq!(r.ids("Observation").unwrap(), vec![hidden_id]);
 }
+
+/// Writers of one resource take turns (no version is assigned twice, no update is lost) while
+/// transactions over other resources go on beside them.
+#[test]
+fn concurrent_writers_of_one_resource_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let id = s.create(observation(9999.0), None, &[], T0).unwrap().id;
+    let body = |v: f64| {
+        let mut o = observation(v);
+        o["id"] = json!(id);
+        o
+    };
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let (s, body, id) = (&s, &body, &id);
+            scope.spawn(move || {
+                for i in 0..10 {
+                    s.update(body(f64::from(t * 100 + i)), id, None, None, &[], T0)
+                        .unwrap();
+                }
+            });
+        }
+        // Meanwhile, transactions of other resources, and of this one.
+        let (s, body, id) = (&s, &body, &id);
+        scope.spawn(move || {
+            for i in 0..10 {
+                let items = vec![
+                    NewVersion {
+                        resource: observation(f64::from(i)),
+                        id: new_id().unwrap(),
+                        if_match: None,
+                        fresh: true,
+                        patient: None,
+                        also: vec![],
+                        delete: false,
+                        server_built: false,
+                    },
+                    NewVersion {
+                        resource: body(f64::from(1000 + i)),
+                        id: id.clone(),
+                        if_match: None,
+                        fresh: false,
+                        patient: None,
+                        also: vec![],
+                        delete: false,
+                        server_built: false,
+                    },
+                ];
+                s.write_many(items, None, T0, |w| {
+                    Ok::<_, RecordError>(
+                        w.iter()
+                            .map(|w| Anchor {
+                                tx: carechain_crypto::sha256(w.id.as_bytes()),
+                                commitment: w.meta.commitment.unwrap(),
+                                salt: None,
+                            })
+                            .collect(),
+                    )
+                })
+                .unwrap();
+            }
+        });
+    });
+    let history = s.history("Observation", &id).unwrap();
+    assert_eq!(history.len(), 1 + 4 * 10 + 10);
+    let versions: Vec<u64> = history.iter().map(|h| h.meta.version).collect();
+    assert_eq!(versions, (1..=51).rev().collect::<Vec<_>>());
+    let mut values: Vec<i64> = history
+        .iter()
+        .map(|h| {
+            h.resource.as_ref().unwrap()["valueQuantity"]["value"]
+                .as_f64()
+                .unwrap() as i64
+        })
+        .collect();
+    values.sort_unstable();
+    values.dedup();
+    assert_eq!(values.len(), 51, "an update was lost or written twice");
+    assert_eq!(s.ids("Observation").unwrap().len(), 11);
+}
