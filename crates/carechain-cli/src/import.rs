@@ -21,6 +21,10 @@ pub struct ImportArgs {
     /// Key file of the importing identity (an organization or practitioner).
     #[arg(long)]
     pub key: PathBuf,
+    /// Bundles sent at once (after the shared hospital and practitioner bundles, which go
+    /// first, one at a time). Bundles over different resources are committed in parallel.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
     #[command(flatten)]
     pub conn: Conn,
 }
@@ -75,30 +79,56 @@ pub fn run(a: &ImportArgs) -> Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let start = Instant::now();
-    let (mut ok, mut failed, mut resources) = (0usize, Vec::new(), 0usize);
-    for f in &files {
-        let body = std::fs::read(f).with_context(|| f.display().to_string())?;
+    let shared = files
+        .iter()
+        .take_while(|f| {
+            f.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n.starts_with("hospitalInformation") || n.starts_with("practitionerInformation")
+            })
+        })
+        .count();
+    let outcomes = parking_lot::Mutex::new(Vec::with_capacity(files.len()));
+    let send = |f: &PathBuf| {
         let name = f
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
-        match client.post_fhir("/fhir", &token, &body) {
-            Ok((200, v)) => {
-                ok += 1;
-                resources += v["entry"].as_array().map_or(0, Vec::len);
-            }
-            Ok((status, v)) => {
-                let why = v["issue"][0]["diagnostics"]
-                    .as_str()
-                    .unwrap_or("refused")
-                    .to_string();
-                failed.push(format!("{name}: HTTP {status}: {why}"));
-            }
-            Err(e) => failed.push(format!("{name}: {e}")),
-        }
+        let outcome = match std::fs::read(f) {
+            Err(e) => Err(format!("{name}: {e}")),
+            Ok(body) => match client.post_fhir("/fhir", &token, &body) {
+                Ok((200, v)) => Ok(v["entry"].as_array().map_or(0, Vec::len)),
+                Ok((status, v)) => {
+                    let why = v["issue"][0]["diagnostics"].as_str().unwrap_or("refused");
+                    Err(format!("{name}: HTTP {status}: {why}"))
+                }
+                Err(e) => Err(format!("{name}: {e}")),
+            },
+        };
+        let mut all = outcomes.lock();
+        all.push(outcome);
+        let resources: usize = all.iter().filter_map(|o| o.as_ref().ok()).sum();
         bar.set_message(format!("{resources} resources"));
         bar.inc(1);
-    }
+    };
+    // What other bundles refer to first, then the rest on `jobs` connections.
+    files[..shared].iter().for_each(send);
+    let next = std::sync::atomic::AtomicUsize::new(shared);
+    std::thread::scope(|scope| {
+        for _ in 0..a.jobs {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(f) = files.get(i) else { break };
+                    send(f);
+                }
+            });
+        }
+    });
+    let outcomes = outcomes.into_inner();
+    let ok = outcomes.iter().filter(|o| o.is_ok()).count();
+    let resources: usize = outcomes.iter().filter_map(|o| o.as_ref().ok()).sum();
+    let failed: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     out_line(&serde_json::to_string_pretty(&serde_json::json!({

@@ -783,5 +783,21 @@ fn import_loads_bundles_with_a_summary() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("junk.json: HTTP 400"));
+    // A whole Synthea directory on three connections: the shared hospital and practitioner
+    // bundles first, then the patients in parallel; every bundle lands.
+    let bundles = std::fs::read_dir(&s).unwrap().count();
+    let out = carechain_ok(&[
+        "import",
+        s.to_str().unwrap(),
+        "--jobs",
+        "3",
+        "--key",
+        keyfile.to_str().unwrap(),
+        "--url",
+        &node.url,
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["imported"], bundles, "{v}");
+    assert_eq!(v["failed"], json!([]));
     node.stop();
 }
