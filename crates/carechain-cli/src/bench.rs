@@ -234,6 +234,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
     let store = Arc::new(Store::create(&dir.path().join("ledger.redb"), &genesis)?);
     let config = NodeConfig {
         block_interval: Duration::from_millis(20),
+        fixed_interval: false,
         max_block_txs: block_txs,
         mempool_capacity: block_txs * 8,
     };

@@ -139,11 +139,8 @@ pub fn run(
         ],
     };
     let store = Arc::new(Store::create(&dir.path().join("ledger.redb"), &genesis)?);
-    let config = NodeConfig {
-        block_interval: Duration::from_millis(2),
-        ..NodeConfig::default()
-    };
-    let node = Node::start(store, node_key.clone(), config)?;
+    // The node as `carechain up` runs it (blocks cut at once when none is being committed).
+    let node = Node::start(store, node_key.clone(), NodeConfig::default())?;
     let svc = Service::open(
         node.clone(),
         node_key,

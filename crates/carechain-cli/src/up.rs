@@ -25,9 +25,14 @@ pub struct UpArgs {
     /// Create a demo chain with demo identities and records if the directory is empty.
     #[arg(long)]
     pub demo: bool,
-    /// Cut a block at least this often (milliseconds) when transactions are pending.
+    /// Cut a block at least this often (milliseconds) when transactions are pending (and at
+    /// once when no block is being committed, unless --fixed-block-interval).
     #[arg(long, default_value_t = 20)]
     pub block_interval_ms: u64,
+    /// Cut blocks only every --block-interval-ms (or when full), even when idle: fewer, larger
+    /// blocks at the price of latency.
+    #[arg(long)]
+    pub fixed_block_interval: bool,
     /// Cut a block as soon as this many transactions are pending.
     #[arg(long, default_value_t = 8192)]
     pub max_block_txs: usize,
@@ -71,6 +76,7 @@ pub fn run(a: UpArgs) -> Result<()> {
     let key = keyfile::read(&dir.node_key())?;
     let config = NodeConfig {
         block_interval: Duration::from_millis(a.block_interval_ms.max(1)),
+        fixed_interval: a.fixed_block_interval,
         max_block_txs: a.max_block_txs.clamp(1, carechain_types::MAX_BLOCK_TXS),
         mempool_capacity: a.mempool_capacity.max(1),
     };

@@ -25,8 +25,13 @@ use crate::{
 /// Tunables of block production and admission.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
-    /// Cut a block at least this often when transactions are pending.
+    /// Cut a block at least this often when transactions are pending. Unless
+    /// `fixed_interval`, pending transactions are cut into a block at once when no block is
+    /// being committed (group commit: while one block is made durable, the next one fills).
     pub block_interval: Duration,
+    /// Cut blocks only every `block_interval` (or when full), even when the node is idle:
+    /// fewer, larger blocks on a quiet chain, at the price of latency.
+    pub fixed_interval: bool,
     /// Cut a block as soon as this many transactions are pending.
     pub max_block_txs: usize,
     /// Most pending transactions; beyond it, submissions get [`SubmitError::Busy`].
@@ -37,6 +42,7 @@ impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
             block_interval: Duration::from_millis(20),
+            fixed_interval: false,
             max_block_txs: 8_192,
             mempool_capacity: 200_000,
         }
@@ -71,6 +77,8 @@ struct Shared {
     wake: Condvar,
     stop: AtomicBool,
     failed: AtomicBool,
+    /// A block is being made durable (cleared, and the producer woken, under the queue lock).
+    committing: AtomicBool,
     metrics: NodeMetrics,
     committed: watch::Sender<u64>,
     durable: (Mutex<u64>, Condvar),
@@ -103,6 +111,7 @@ impl Node {
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
             failed: AtomicBool::new(false),
+            committing: AtomicBool::new(false),
             metrics,
             committed,
             durable: (Mutex::new(head), Condvar::new()),
@@ -283,8 +292,9 @@ impl Drop for Node {
     }
 }
 
-/// Waits until a block should be cut (enough transactions, the interval elapsed, or stop)
-/// and takes its transactions. Empty means: stop.
+/// Waits until a block should be cut (transactions pending and no block being committed,
+/// enough transactions, the interval elapsed, or stop) and takes its transactions. Empty
+/// means: stop.
 fn next_batch(s: &Shared) -> Vec<Pending> {
     let mut q = s.queue.lock();
     let deadline = Instant::now() + s.config.block_interval;
@@ -295,6 +305,9 @@ fn next_batch(s: &Shared) -> Vec<Pending> {
         if q.len() == 0 {
             s.wake.wait(&mut q);
             continue;
+        }
+        if !s.config.fixed_interval && !s.committing.load(Ordering::SeqCst) {
+            break;
         }
         if s.wake.wait_until(&mut q, deadline).timed_out() {
             break;
@@ -351,6 +364,7 @@ fn produce(s: &Arc<Shared>) {
             }
         };
         let data = Arc::new((block, executed));
+        s.committing.store(true, Ordering::SeqCst);
         let (sh, d) = (s.clone(), data.clone());
         let handle = std::thread::Builder::new()
             .name("carechain-commit".into())
@@ -383,6 +397,7 @@ fn commit(s: &Shared, data: &(Block, Executed), batch: &[Pending], cut: Instant)
         fail(s, &e.to_string());
         return false;
     }
+    // The next block may be cut now (the producer checks the flag under the queue lock).
     let publish = cut.elapsed();
     s.metrics
         .checkpoint_publish_seconds
@@ -393,9 +408,12 @@ fn commit(s: &Shared, data: &(Block, Executed), batch: &[Pending], cut: Instant)
             l.push(publish);
         }
     }
-    s.queue
-        .lock()
-        .committed(batch.iter().map(|p| (&p.tx.body.signer, &p.hash)));
+    {
+        let mut q = s.queue.lock();
+        q.committed(batch.iter().map(|p| (&p.tx.body.signer, &p.hash)));
+        s.committing.store(false, Ordering::SeqCst);
+    }
+    s.wake.notify_one();
     let receipts = &executed.execution.receipts;
     let applied = executed.execution.applied.len() as u64;
     s.metrics.txs_applied.inc_by(applied);

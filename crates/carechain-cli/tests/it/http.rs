@@ -292,7 +292,13 @@ fn a_full_mempool_answers_busy_with_retry_after() {
     init_chain(dir.path(), std::slice::from_ref(&org));
     let mut node = NodeProc::start(
         dir.path(),
-        &["--mempool-capacity", "1", "--block-interval-ms", "600000"],
+        &[
+            "--mempool-capacity",
+            "1",
+            "--block-interval-ms",
+            "600000",
+            "--fixed-block-interval",
+        ],
     );
     let url = format!("{}/v1/txs?wait=false", node.url);
     let first = anchor(&org, 0, 1);

@@ -96,6 +96,7 @@ fn pipelined_blocks_reexecute_to_the_same_roots() {
     // Small blocks so that many blocks are executed on top of a block still being committed.
     let config = NodeConfig {
         block_interval: Duration::from_millis(1),
+        fixed_interval: false,
         max_block_txs: 37,
         mempool_capacity: 100_000,
     };
@@ -130,9 +131,10 @@ fn admission_checks_and_back_pressure() {
     let dir = tempfile::tempdir().unwrap();
     let node_key = key(0);
     let org = key(1);
-    // A producer that cuts rarely, and a tiny mempool.
+    // A producer that cuts rarely (even when idle), and a tiny mempool.
     let config = NodeConfig {
         block_interval: Duration::from_secs(3600),
+        fixed_interval: true,
         max_block_txs: 1000,
         mempool_capacity: 3,
     };
@@ -236,6 +238,7 @@ fn restart_recovers_head_state_and_log() {
     let orgs: Vec<SecretKey> = (1..=4).map(key).collect();
     let config = NodeConfig {
         block_interval: Duration::from_millis(2),
+        fixed_interval: false,
         max_block_txs: 5,
         mempool_capacity: 1000,
     };
