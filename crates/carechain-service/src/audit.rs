@@ -16,6 +16,7 @@ use std::{
 
 use carechain_crypto::Hash;
 use carechain_records::{Anchor, NewVersion, Written, format_instant};
+use carechain_vault::PublicEncryptionKey;
 use parking_lot::{Condvar, Mutex};
 use serde_json::{Value, json};
 
@@ -206,16 +207,26 @@ impl Service {
     /// Seals, anchors and commits a batch of audit events: all or nothing.
     fn store_audits(&self, batch: &[(u64, Value, Option<String>)]) -> Result<(), ServiceError> {
         let mut items = Vec::with_capacity(batch.len());
+        // Each patient's key is looked up once per batch.
+        let mut keys: std::collections::BTreeMap<&str, Vec<PublicEncryptionKey>> =
+            std::collections::BTreeMap::new();
         for (_, ev, patient) in batch {
+            let also = match patient {
+                Some(p) => keys
+                    .entry(p.as_str())
+                    .or_insert_with(|| self.recipients("AuditEvent", Some(p), ev))
+                    .clone(),
+                None => Vec::new(),
+            };
             items.push(NewVersion {
                 resource: ev.clone(),
                 id: carechain_records::new_id()?,
                 if_match: None,
                 fresh: true,
                 patient: patient.clone(),
-                // Audit events are the node's record of access, wrapped to the node; the
-                // patient reads them through their access log.
-                also: Vec::new(),
+                // Like any record: wrapped to the node and to the patient, who can also read
+                // it offline from its envelope.
+                also,
                 delete: false,
                 server_built: true,
             });

@@ -386,6 +386,36 @@ fn consent_audit_break_glass_and_erasure_over_http() {
     assert!(entries.iter().any(|e| e["event"]["outcome"] == "4"
         && e["event"]["agent"][0]["who"]["identifier"]["value"]
             == doc_c.public().did().to_string()));
+    // Audit events are stored like any record: wrapped to the patient too, so their envelope
+    // decrypts offline with the patient's key to the very event in the log.
+    let denial = entries
+        .iter()
+        .find(|e| e["event"]["outcome"] == "4")
+        .unwrap();
+    let eid = denial["event"]["id"].as_str().unwrap();
+    let (s, env, _) = call(
+        "GET",
+        &format!("{url}/fhir/AuditEvent/{eid}/$envelope"),
+        &t_pat,
+        None,
+        None,
+    );
+    assert_eq!(s, 200, "{env}");
+    assert_eq!(
+        env["wrapped"].as_array().unwrap().len(),
+        2,
+        "node and patient"
+    );
+    let env_file = dir.path().join("audit-envelope.json");
+    std::fs::write(&env_file, env.to_string()).unwrap();
+    let out = carechain_ok(&[
+        "decrypt",
+        "--key",
+        mine.to_str().unwrap(),
+        env_file.to_str().unwrap(),
+    ]);
+    let decrypted: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(decrypted, denial["event"]);
     let (_, alerts, _) = call(
         "GET",
         &format!("{url}/patients/{pid}/alerts"),
