@@ -54,6 +54,37 @@ pub(crate) fn key_file(dir: &std::path::Path, name: &str, k: &SecretKey) -> std:
     p
 }
 
+/// The patient's `$envelope` of `path` (`Type/id`), checked to be wrapped to the node and
+/// the patient, written to `file`.
+pub(crate) fn envelope(url: &str, path: &str, token: &str, file: &std::path::Path) -> Value {
+    let (s, env, _) = call(
+        "GET",
+        &format!("{url}/fhir/{path}/$envelope"),
+        token,
+        None,
+        None,
+    );
+    assert_eq!(s, 200, "{env}");
+    assert_eq!(
+        env["wrapped"].as_array().unwrap().len(),
+        2,
+        "node and patient"
+    );
+    std::fs::write(file, env.to_string()).unwrap();
+    env
+}
+
+/// `carechain decrypt --key key envelope`: the decrypted resource.
+fn decrypt(key: &std::path::Path, envelope: &std::path::Path) -> Value {
+    let out = carechain_ok(&[
+        "decrypt",
+        "--key",
+        key.to_str().unwrap(),
+        envelope.to_str().unwrap(),
+    ]);
+    serde_json::from_str(&out).unwrap()
+}
+
 pub(crate) fn token(url: &str, key: &SecretKey, scope: &str) -> String {
     let aud = format!("{url}/auth/token");
     let now = std::time::SystemTime::now()
@@ -229,23 +260,10 @@ fn consent_audit_break_glass_and_erasure_over_http() {
 
     // The data key is wrapped to the patient too: their envelope decrypts offline with their
     // own identity key (not with anyone else's), and only they may take it.
-    let (s, env, _) = call("GET", &format!("{obs_url}/$envelope"), &t_pat, None, None);
-    assert_eq!(s, 200, "{env}");
-    assert_eq!(
-        env["wrapped"].as_array().unwrap().len(),
-        2,
-        "node and patient"
-    );
     let env_file = dir.path().join("envelope.json");
-    std::fs::write(&env_file, env.to_string()).unwrap();
+    envelope(&url, &format!("Observation/{oid}"), &t_pat, &env_file);
     let mine = key_file(dir.path(), "patient.key", &patient);
-    let out = carechain_ok(&[
-        "decrypt",
-        "--key",
-        mine.to_str().unwrap(),
-        env_file.to_str().unwrap(),
-    ]);
-    let decrypted: Value = serde_json::from_str(&out).unwrap();
+    let decrypted = decrypt(&mine, &env_file);
     assert_eq!(decrypted["valueQuantity"]["value"], 72);
     assert_eq!(decrypted["id"].as_str(), Some(oid.as_str()));
     let theirs = key_file(dir.path(), "doctor.key", &doc_h);
@@ -393,29 +411,9 @@ fn consent_audit_break_glass_and_erasure_over_http() {
         .find(|e| e["event"]["outcome"] == "4")
         .unwrap();
     let eid = denial["event"]["id"].as_str().unwrap();
-    let (s, env, _) = call(
-        "GET",
-        &format!("{url}/fhir/AuditEvent/{eid}/$envelope"),
-        &t_pat,
-        None,
-        None,
-    );
-    assert_eq!(s, 200, "{env}");
-    assert_eq!(
-        env["wrapped"].as_array().unwrap().len(),
-        2,
-        "node and patient"
-    );
-    let env_file = dir.path().join("audit-envelope.json");
-    std::fs::write(&env_file, env.to_string()).unwrap();
-    let out = carechain_ok(&[
-        "decrypt",
-        "--key",
-        mine.to_str().unwrap(),
-        env_file.to_str().unwrap(),
-    ]);
-    let decrypted: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(decrypted, denial["event"]);
+    let audit_file = dir.path().join("audit-envelope.json");
+    envelope(&url, &format!("AuditEvent/{eid}"), &t_pat, &audit_file);
+    assert_eq!(decrypt(&mine, &audit_file), denial["event"]);
     let (_, alerts, _) = call(
         "GET",
         &format!("{url}/patients/{pid}/alerts"),

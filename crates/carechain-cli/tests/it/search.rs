@@ -6,7 +6,7 @@ use carechain_types::Role;
 use serde_json::{Value, json};
 
 use crate::common::*;
-use crate::fhir::{call, register, register_practitioner, token};
+use crate::fhir::{call, envelope, register, register_practitioner, token};
 
 fn ids(bundle: &Value, mode: &str) -> Vec<String> {
     bundle["entry"]
@@ -378,19 +378,7 @@ fn chained_sorted_included_conditional_and_type_history_searches() {
     let loc = resp["entry"][1]["response"]["location"].as_str().unwrap();
     let obs_path = loc.split("/_history").next().unwrap();
     let t_pat = token(&url, &pat, "patient/*.rs");
-    let (s, env, _) = call(
-        "GET",
-        &format!("{url}/fhir/{obs_path}/$envelope"),
-        &t_pat,
-        None,
-        None,
-    );
-    assert_eq!(s, 200, "{env}");
-    assert_eq!(
-        env["wrapped"].as_array().unwrap().len(),
-        2,
-        "node and patient"
-    );
+    envelope(&url, obs_path, &t_pat, &dir.path().join("envelope.json"));
 
     // The CapabilityStatement tells the truth about it.
     let (_, cs) = get(&format!("{url}/fhir/metadata"));
