@@ -42,6 +42,20 @@ pub fn payload(p: &Payload) -> Value {
             "kind": kind,
             "commitment": commitment.to_hex(),
         }),
+        Payload::TaggedAnchor {
+            kind,
+            commitment,
+            subject,
+            label,
+            version,
+        } => json!({
+            "type": "tagged_anchor",
+            "kind": kind,
+            "commitment": commitment.to_hex(),
+            "subject": subject.to_hex(),
+            "label": label,
+            "version": version,
+        }),
     }
 }
 

@@ -6,7 +6,9 @@ use std::{sync::Arc, time::Duration};
 
 use carechain_crypto::Hash;
 use carechain_node::SubmitError;
+use carechain_records::{VersionMeta, Written};
 use carechain_types::{Payload, TxBody};
+use carechain_vault::pseudonym;
 use parking_lot::Mutex;
 
 use crate::{Service, ServiceError};
@@ -23,7 +25,7 @@ pub(crate) struct Queue {
 
 /// One caller's anchors, waiting to be signed and submitted.
 pub(crate) struct Request {
-    anchors: Vec<(String, Hash)>,
+    anchors: Vec<Payload>,
     /// Filled by whoever submitted the request (transaction hashes in order).
     result: Mutex<Option<Result<Vec<Hash>, ServiceError>>>,
 }
@@ -33,16 +35,50 @@ fn internal(m: &str) -> ServiceError {
 }
 
 impl Service {
-    /// Anchors one commitment and waits until it is durable (see [`Service::anchor_many`]).
-    pub(crate) fn anchor(&self, kind: &str, commitment: Hash) -> Result<Hash, ServiceError> {
-        let hashes = self.anchor_many(&[(kind, commitment)])?;
+    /// An anchor with no tags (audit events: the access log says whose they are).
+    pub(crate) fn plain_anchor(kind: &str, commitment: Hash) -> Payload {
+        Payload::Anchor {
+            kind: kind.into(),
+            commitment,
+        }
+    }
+
+    /// The anchor of a record version (or of its deletion or erasure): the commitment with
+    /// the resource type, the version and the patient's pseudonym (a keyed hash under the
+    /// node's secret; zero for resources outside any patient's compartment).
+    pub(crate) fn record_anchor(&self, kind: &str, w: &Written, commitment: Hash) -> Payload {
+        self.tagged_anchor(kind, &w.resource_type, &w.meta, commitment)
+    }
+
+    /// [`Service::record_anchor`] from a version's metadata.
+    pub(crate) fn tagged_anchor(
+        &self,
+        kind: &str,
+        resource_type: &str,
+        meta: &VersionMeta,
+        commitment: Hash,
+    ) -> Payload {
+        Payload::TaggedAnchor {
+            kind: kind.into(),
+            commitment,
+            subject: meta
+                .patient
+                .as_deref()
+                .map_or(Hash::ZERO, |p| pseudonym(&self.pseudonym_key, p)),
+            label: resource_type.to_string(),
+            version: meta.version,
+        }
+    }
+
+    /// Anchors one payload and waits until it is durable (see [`Service::anchor_many`]).
+    pub(crate) fn anchor(&self, payload: Payload) -> Result<Hash, ServiceError> {
+        let hashes = self.anchor_many(vec![payload])?;
         hashes.first().copied().ok_or_else(|| internal("no anchor"))
     }
 
-    /// Anchors several `(kind, commitment)`s in order (one transaction each), makes the
-    /// staged ciphertexts durable while the block is produced, and waits until all are
-    /// durable.
-    pub(crate) fn anchor_many(&self, anchors: &[(&str, Hash)]) -> Result<Vec<Hash>, ServiceError> {
+    /// Anchors several payloads in order (one transaction each), makes the staged
+    /// ciphertexts durable while the block is produced, and waits until all are durable.
+    pub(crate) fn anchor_many(&self, anchors: Vec<Payload>) -> Result<Vec<Hash>, ServiceError> {
         let hashes = self.submit_anchors(anchors)?;
         self.records.sync_blobs()?;
         // One signer's transactions are committed in nonce order: the last one durable means
@@ -58,18 +94,12 @@ impl Service {
     /// no submission under way takes every queued request, signs and submits them as one
     /// batch (one signature batch check and one mempool admission for many callers), hands
     /// out the results and wakes the others; the rest wait for their result.
-    pub(crate) fn submit_anchors(
-        &self,
-        anchors: &[(&str, Hash)],
-    ) -> Result<Vec<Hash>, ServiceError> {
+    pub(crate) fn submit_anchors(&self, anchors: Vec<Payload>) -> Result<Vec<Hash>, ServiceError> {
         if anchors.is_empty() {
             return Ok(vec![]);
         }
         let mine = Arc::new(Request {
-            anchors: anchors
-                .iter()
-                .map(|(k, c)| ((*k).to_string(), *c))
-                .collect(),
+            anchors,
             result: Mutex::new(None),
         });
         let (state, cv) = &self.anchoring;
@@ -106,7 +136,7 @@ impl Service {
         batch: &[Arc<Request>],
     ) -> Vec<Result<Vec<Hash>, ServiceError>> {
         let chain_id = self.node.store().genesis().chain_id.clone();
-        let all: Vec<&(String, Hash)> = batch.iter().flat_map(|r| &r.anchors).collect();
+        let all: Vec<&Payload> = batch.iter().flat_map(|r| &r.anchors).collect();
         let mut attempt = 0;
         let results = loop {
             attempt += 1;
@@ -125,14 +155,11 @@ impl Service {
             let bodies: Vec<TxBody> = all
                 .iter()
                 .enumerate()
-                .map(|(i, (kind, c))| TxBody {
+                .map(|(i, payload)| TxBody {
                     chain_id: chain_id.clone(),
                     signer: self.key.public(),
                     nonce: n0 + i as u64,
-                    payload: Payload::Anchor {
-                        kind: kind.clone(),
-                        commitment: *c,
-                    },
+                    payload: (*payload).clone(),
                 })
                 .collect();
             let results = self.node.sign_and_submit(&self.key, bodies);

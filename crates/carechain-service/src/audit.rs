@@ -246,8 +246,11 @@ impl Service {
                     commitments.push(audit_commitment(&salt, resource));
                     salts.push(salt);
                 }
-                let kinds: Vec<(&str, Hash)> = commitments.iter().map(|c| ("audit", *c)).collect();
-                let txs = self.anchor_many(&kinds)?;
+                let payloads = commitments
+                    .iter()
+                    .map(|c| Service::plain_anchor("audit", *c))
+                    .collect();
+                let txs = self.anchor_many(payloads)?;
                 Ok::<_, ServiceError>(
                     txs.into_iter()
                         .zip(commitments)

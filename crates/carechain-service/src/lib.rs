@@ -150,6 +150,9 @@ pub struct Service {
     conditional: Mutex<()>,
     token_audience: String,
     audit_queue: Arc<audit::AuditQueue>,
+    /// The key of patient pseudonyms on the ledger (derived from the node's key-encryption
+    /// seed: without it, a pseudonym links to nobody).
+    pseudonym_key: [u8; 32],
 }
 
 impl Drop for Service {
@@ -229,6 +232,7 @@ impl Service {
             conditional: Mutex::new(()),
             token_audience: token_audience.to_string(),
             audit_queue: Arc::new(audit::AuditQueue::new()),
+            pseudonym_key: sha256_parts(&[b"carechain/v1/pseudonym-key\0", kek_seed]).0,
         };
         // Creates a crash left between their metadata commit and their anchor: keep those
         // whose anchor is durable, remove the others (they were never acknowledged).
@@ -439,7 +443,7 @@ impl Service {
             .meta
             .commitment
             .ok_or_else(|| ServiceError::new(500, "exception", "no commitment"))?;
-        let tx = self.anchor("record", commitment)?;
+        let tx = self.anchor(self.record_anchor("record", w, commitment))?;
         self.records.set_anchor(
             &w.resource_type,
             &w.id,
@@ -714,7 +718,8 @@ impl Service {
                             .meta
                             .commitment
                             .ok_or_else(|| ServiceError::new(500, "exception", "no commitment"))?;
-                        let txs = self.submit_anchors(&[("record", commitment)])?;
+                        let txs =
+                            self.submit_anchors(vec![self.record_anchor("record", w, commitment)])?;
                         Ok::<_, ServiceError>(Anchor {
                             tx: txs.first().copied().unwrap_or_default(),
                             commitment,
@@ -1077,18 +1082,21 @@ impl Service {
         let written =
             self.records
                 .write_many(items, author.as_deref(), now_ms(), |ws: &[Written]| {
-                    let anchors: Vec<(&str, Hash)> = ws
+                    let (payloads, commitments): (Vec<Payload>, Vec<Hash>) = ws
                         .iter()
-                        .map(|w| match w.meta.commitment {
-                            Some(c) => ("record", c),
-                            None => ("deletion", deletion_tombstone(w)),
+                        .map(|w| {
+                            let (kind, c) = match w.meta.commitment {
+                                Some(c) => ("record", c),
+                                None => ("deletion", deletion_tombstone(w)),
+                            };
+                            (self.record_anchor(kind, w, c), c)
                         })
-                        .collect();
-                    let txs = self.anchor_many(&anchors)?;
+                        .unzip();
+                    let txs = self.anchor_many(payloads)?;
                     Ok::<_, ServiceError>(
                         txs.into_iter()
-                            .zip(anchors)
-                            .map(|(tx, (_, commitment))| Anchor {
+                            .zip(commitments)
+                            .map(|(tx, commitment)| Anchor {
                                 tx,
                                 commitment,
                                 salt: None,
@@ -1180,7 +1188,7 @@ impl Service {
         if rt == "Consent" {
             self.index_consent(id, None);
         }
-        let tx = self.anchor("deletion", deletion_tombstone(&w))?;
+        let tx = self.anchor(self.record_anchor("deletion", &w, deletion_tombstone(&w)))?;
         self.audit(
             s,
             purpose,
@@ -1263,7 +1271,7 @@ impl Service {
         let mut parts: Vec<&[u8]> = vec![b"carechain/v1/tombstone\0"];
         parts.extend(destroyed.iter().map(|h| h.0.as_slice()));
         let tombstone = sha256_parts(&parts);
-        let tx = self.anchor("tombstone", tombstone)?;
+        let tx = self.anchor(self.tagged_anchor("tombstone", rt, &meta, tombstone))?;
         let body = json!({
             "type": "carechain-erasure-certificate",
             "chain_id": self.node.store().genesis().chain_id,
@@ -1381,7 +1389,8 @@ pub fn verify_receipt(
         .map_err(|_| "tx is not hex")?;
     let tx = carechain_types::decode_tx(&raw).map_err(|e| e.to_string())?;
     match &tx.body.payload {
-        Payload::Anchor { commitment: c, .. } if *c == commitment => {}
+        Payload::Anchor { commitment: c, .. } | Payload::TaggedAnchor { commitment: c, .. }
+            if *c == commitment => {}
         _ => {
             return Err(
                 "the transaction does not carry this event's commitment: the event was altered"

@@ -295,6 +295,13 @@ fn apply_tx<V: StateView + ?Sized>(
                 Ok(())
             }
         }
+        Payload::TaggedAnchor { kind, label, .. } => {
+            if kind.is_empty() || kind.len() > MAX_KIND || label.len() > MAX_KIND {
+                Err(RejectReason::Malformed)
+            } else {
+                Ok(())
+            }
+        }
     };
     if result.is_ok() {
         // Bump the signer's nonce (re-read: the payload may have changed the record).

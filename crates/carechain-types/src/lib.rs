@@ -5,7 +5,8 @@
 //! decoded here only through [`decode_tx`], [`decode_block`] and friends, which bound the
 //! input size first, so hostile bytes produce an error, never a panic or an allocation larger
 //! than the input. The ledger core knows nothing of health data: an [`Payload::Anchor`] carries
-//! an opaque commitment chosen by the layer above.
+//! an opaque commitment chosen by the layer above ([`Payload::TaggedAnchor`] adds opaque public
+//! tags: a pseudonymous subject, a label and a version).
 
 mod block;
 mod codec;

@@ -83,6 +83,22 @@ pub enum Payload {
         /// The commitment itself.
         commitment: Hash,
     },
+    /// Record an opaque commitment with public tags the layer above chooses, all opaque to
+    /// the ledger: a pseudonymous subject (e.g. a keyed hash of a patient id, which links
+    /// nothing to a person without the key), a short label (e.g. a resource type) and a
+    /// version. Applied like [`Payload::Anchor`].
+    TaggedAnchor {
+        /// A short label the layer above uses to tell its commitments apart.
+        kind: String,
+        /// The commitment itself.
+        commitment: Hash,
+        /// The pseudonymous subject.
+        subject: Hash,
+        /// A short public label.
+        label: String,
+        /// A version number.
+        version: u64,
+    },
 }
 
 impl Payload {
@@ -93,6 +109,7 @@ impl Payload {
             Payload::RotateKey { .. } => "rotate_key",
             Payload::Deactivate { .. } => "deactivate",
             Payload::Anchor { .. } => "anchor",
+            Payload::TaggedAnchor { .. } => "tagged_anchor",
         }
     }
 }

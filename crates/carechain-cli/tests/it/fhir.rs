@@ -603,6 +603,7 @@ fn synthea_transactions_round_trip_and_no_identifier_leaks() {
     files.sort();
     assert_eq!(files.len(), 7);
     let mut secrets: Vec<String> = Vec::new();
+    let mut created: Vec<(String, Option<String>)> = Vec::new();
     let mut checked = 0;
     for f in &files {
         let bundle: Value = serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap();
@@ -636,6 +637,18 @@ fn synthea_transactions_round_trip_and_no_identifier_leaks() {
                 None,
             );
             assert_eq!(s, 200, "{loc}: {back}");
+            // The patient whose compartment it is in (the resource itself, or its subject,
+            // patient or beneficiary).
+            let patient = if path[0] == "Patient" {
+                Some(format!("Patient/{}", path[1]))
+            } else {
+                ["subject", "patient", "beneficiary"]
+                    .iter()
+                    .filter_map(|f| back[*f]["reference"].as_str())
+                    .find(|r| r.starts_with("Patient/"))
+                    .map(str::to_string)
+            };
+            created.push((path[0].to_string(), patient));
             // Equal to what was sent, references resolved, apart from id and meta.
             let mut sent = e["resource"].clone();
             let text = serde_json::to_string(&sent).unwrap();
@@ -744,6 +757,76 @@ fn synthea_transactions_round_trip_and_no_identifier_leaks() {
     // Only the audit event of the refused transaction was written.
     let after = blobs(dir.path());
     assert_eq!(after.keys().filter(|k| !before.contains_key(*k)).count(), 1);
+
+    // Every record version has its own ledger transaction carrying only the salted commitment,
+    // the resource type, the version and a patient pseudonym: one pseudonym per patient, shared
+    // by all of that patient's records, and not a plain hash of anything a reader could guess.
+    let (_, status) = get(&format!("{url}/v1/status"));
+    let mut tagged: Vec<Value> = Vec::new();
+    for h in 1..=status["height"].as_u64().unwrap() {
+        let (_, b) = get(&format!("{url}/v1/blocks/{h}"));
+        for tx in b["transactions"].as_array().unwrap() {
+            if tx["payload"]["type"] == "tagged_anchor" && tx["payload"]["kind"] == "record" {
+                tagged.push(tx["payload"].clone());
+            }
+        }
+    }
+    assert_eq!(
+        tagged.len(),
+        created.len(),
+        "one anchor per created version"
+    );
+    let count = |items: Vec<String>| {
+        let mut m = std::collections::BTreeMap::<String, usize>::new();
+        for i in items {
+            *m.entry(i).or_default() += 1;
+        }
+        m
+    };
+    // Types: the same resource types, as often.
+    assert_eq!(
+        count(
+            tagged
+                .iter()
+                .map(|p| p["label"].as_str().unwrap().to_string())
+                .collect()
+        ),
+        count(created.iter().map(|(rt, _)| rt.clone()).collect())
+    );
+    assert!(tagged.iter().all(|p| p["version"] == 1));
+    // Pseudonyms: zero outside any compartment; otherwise one per patient, as many records
+    // under each as that patient has, and none a plain hash of the patient's reference.
+    let zero = "0".repeat(64);
+    let subjects = count(
+        tagged
+            .iter()
+            .map(|p| p["subject"].as_str().unwrap().to_string())
+            .collect(),
+    );
+    let patients = count(
+        created
+            .iter()
+            .map(|(_, p)| p.clone().unwrap_or_default())
+            .collect(),
+    );
+    assert_eq!(subjects.get(&zero), patients.get(""));
+    let mut per_subject: Vec<usize> = subjects
+        .iter()
+        .filter(|(s, _)| **s != zero)
+        .map(|(_, n)| *n)
+        .collect();
+    let mut per_patient: Vec<usize> = patients
+        .iter()
+        .filter(|(p, _)| !p.is_empty())
+        .map(|(_, n)| *n)
+        .collect();
+    per_subject.sort_unstable();
+    per_patient.sort_unstable();
+    assert_eq!(per_patient.len(), 5);
+    assert_eq!(per_subject, per_patient, "one pseudonym per patient");
+    for p in patients.keys().filter(|p| !p.is_empty()) {
+        assert!(!subjects.contains_key(&carechain_crypto::sha256(p.as_bytes()).to_hex()));
+    }
 
     node.stop();
     carechain_ok(&["verify", "--data", dir.path().to_str().unwrap()]);

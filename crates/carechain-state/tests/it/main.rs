@@ -369,3 +369,26 @@ proptest! {
         prop_assert_ne!(ra, StateCommitment::empty().root());
     }
 }
+
+#[test]
+fn tagged_anchors_apply_and_bad_tags_are_malformed() {
+    let op = key(1);
+    let mut c = Chain::new(&[(&op, Role::Operator)]);
+    let tagged = |kind: &str, label: String| Payload::TaggedAnchor {
+        kind: kind.into(),
+        commitment: Hash([7; 32]),
+        subject: Hash([8; 32]),
+        label,
+        version: 3,
+    };
+    let out = c.block(&[
+        tx(&op, 0, tagged("record", "Observation".into())),
+        tx(&op, 1, tagged("", "Observation".into())),
+        tx(&op, 1, tagged("record", "x".repeat(65))),
+        tx(&op, 1, tagged("record", String::new())),
+    ]);
+    assert!(applied(&out[0]), "{out:?}");
+    assert_eq!(out[1], Outcome::Rejected(RejectReason::Malformed));
+    assert_eq!(out[2], Outcome::Rejected(RejectReason::Malformed));
+    assert!(applied(&out[3]), "an empty label is allowed: {out:?}");
+}

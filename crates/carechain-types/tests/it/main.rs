@@ -153,6 +153,20 @@ fn arb_payload() -> impl Strategy<Value = Payload> {
             kind,
             commitment: Hash(c)
         }),
+        (
+            "[a-z/-]{0,40}",
+            any::<[u8; 32]>(),
+            any::<[u8; 32]>(),
+            "[A-Za-z]{0,70}",
+            any::<u64>()
+        )
+            .prop_map(|(kind, c, subject, label, version)| Payload::TaggedAnchor {
+                kind,
+                commitment: Hash(c),
+                subject: Hash(subject),
+                label,
+                version,
+            }),
     ]
 }
 
