@@ -11,7 +11,7 @@ use axum::{
     routing::get,
 };
 use carechain_node::Node;
-use carechain_types::Outcome;
+use carechain_types::{Outcome, Payload};
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#1a1a1a;background:#fafafa}\
 header{background:#0b4f6c;color:#fff;padding:1rem}main{padding:1rem;max-width:70rem;margin:auto}\
@@ -78,6 +78,41 @@ async fn index(State(node): State<Arc<Node>>) -> Response {
     page("Ledger", &body)
 }
 
+/// What a transaction says in public: for anchors, the kind and commitment (and for tagged
+/// anchors the label, version and pseudonymous subject) — never more, as the ledger holds
+/// nothing else.
+fn details(p: &Payload) -> String {
+    match p {
+        Payload::Anchor { kind, commitment } => format!(
+            "{} <code>{}…</code>",
+            escape(kind),
+            &commitment.to_hex()[..16]
+        ),
+        Payload::TaggedAnchor {
+            kind,
+            commitment,
+            subject,
+            label,
+            version,
+        } => format!(
+            "{} {} v{version}, subject <code>{}…</code>, commitment <code>{}…</code>",
+            escape(kind),
+            escape(label),
+            &subject.to_hex()[..16],
+            &commitment.to_hex()[..16]
+        ),
+        Payload::Register { subject, role, .. } => format!(
+            "{} <code>{}</code>",
+            role.as_str(),
+            escape(&subject.did().to_string())
+        ),
+        Payload::RotateKey { .. } => "key rotation".into(),
+        Payload::Deactivate { subject } => {
+            format!("<code>{}</code>", escape(&subject.did().to_string()))
+        }
+    }
+}
+
 async fn block_page(State(node): State<Arc<Node>>, Path(height): Path<u64>) -> Response {
     let Ok(snap) = node.snapshot() else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "storage error").into_response();
@@ -99,9 +134,10 @@ async fn block_page(State(node): State<Arc<Node>>, Path(height): Path<u64>) -> R
             }
         };
         rows.push_str(&format!(
-            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
             &tx.hash().to_hex()[..16],
             tx.body.payload.type_name(),
+            details(&tx.body.payload),
             outcome,
             escape(&tx.body.signer.did().to_string()),
         ));
@@ -110,7 +146,7 @@ async fn block_page(State(node): State<Arc<Node>>, Path(height): Path<u64>) -> R
     let body = format!(
         "<p><a href=\"/\">All blocks</a></p><dl><dt>Hash</dt><dd><code>{}</code></dd><dt>Proposer</dt><dd><code>{}</code></dd>\
 <dt>State root</dt><dd><code>{}</code></dd><dt>Log</dt><dd>size {} root <code>{}</code></dd></dl>\
-<table><thead><tr><th scope=\"col\">Tx</th><th scope=\"col\">Type</th><th scope=\"col\">Outcome</th><th scope=\"col\">Signer</th></tr></thead><tbody>{rows}</tbody></table>",
+<table><thead><tr><th scope=\"col\">Tx</th><th scope=\"col\">Type</th><th scope=\"col\">What (public tags only)</th><th scope=\"col\">Outcome</th><th scope=\"col\">Signer</th></tr></thead><tbody>{rows}</tbody></table>",
         h.hash().to_hex(),
         escape(&h.proposer.did().to_string()),
         h.state_root.to_hex(),

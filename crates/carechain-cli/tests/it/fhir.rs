@@ -763,14 +763,27 @@ fn synthea_transactions_round_trip_and_no_identifier_leaks() {
     // by all of that patient's records, and not a plain hash of anything a reader could guess.
     let (_, status) = get(&format!("{url}/v1/status"));
     let mut tagged: Vec<Value> = Vec::new();
+    let mut shown = None;
     for h in 1..=status["height"].as_u64().unwrap() {
         let (_, b) = get(&format!("{url}/v1/blocks/{h}"));
         for tx in b["transactions"].as_array().unwrap() {
             if tx["payload"]["type"] == "tagged_anchor" && tx["payload"]["kind"] == "record" {
                 tagged.push(tx["payload"].clone());
+                shown.get_or_insert((h, tx["payload"].clone()));
             }
         }
     }
+    // The explorer shows the same public tags, and nothing more.
+    let (h, p) = shown.unwrap();
+    let (s, html) = get_text(&format!("{url}/explorer/blocks/{h}"));
+    assert_eq!(s, 200);
+    let tag = format!(
+        "record {} v1, subject <code>{}",
+        p["label"].as_str().unwrap(),
+        &p["subject"].as_str().unwrap()[..16]
+    );
+    assert!(html.contains(&tag), "{tag} not in the block page");
+    let explorer_html = html;
     assert_eq!(
         tagged.len(),
         created.len(),
@@ -830,6 +843,12 @@ fn synthea_transactions_round_trip_and_no_identifier_leaks() {
 
     node.stop();
     carechain_ok(&["verify", "--data", dir.path().to_str().unwrap()]);
+    for secret in &secrets {
+        assert!(
+            !explorer_html.contains(secret.as_str()),
+            "the explorer shows {secret:?}"
+        );
+    }
     // No name, birth date, address line or MRN in the ledger (blocks, state, log, checkpoints),
     // in the record metadata, or in the node's log output.
     for file in [
