@@ -27,9 +27,11 @@ pub trait BlobStore: Send + Sync {
     fn sync(&self) -> Result<(), VaultError> {
         Ok(())
     }
-    /// A mark that covers every blob staged so far, for [`BlobStore::sync_through`].
+    /// A mark that covers every blob staged so far, for [`BlobStore::sync_through`]; never 0
+    /// (0 means "nothing staged, no sync needed" to callers). The default asks for a full
+    /// [`BlobStore::sync`] every time, which is right for any store.
     fn staged_mark(&self) -> u64 {
-        0
+        1
     }
     /// Makes durable at least every blob staged before `mark` was taken (with
     /// [`BlobStore::staged_mark`]); returns at once when a sync since then covered them.
