@@ -58,6 +58,12 @@ struct Query<'a> {
     sort: Vec<(SortBy, bool)>,
     include: Vec<Include>,
     revinclude: Vec<Include>,
+    /// `_summary=count`: the total only.
+    count_only: bool,
+    /// `_summary=data`: without the narrative.
+    no_text: bool,
+    /// `_elements`: the top-level elements to return.
+    elements: Option<BTreeSet<&'a str>>,
 }
 
 /// The matches of a search, before paging.
@@ -149,6 +155,9 @@ impl Service {
             sort: Vec::new(),
             include: Vec::new(),
             revinclude: Vec::new(),
+            count_only: false,
+            no_text: false,
+            elements: None,
         };
         for (k, v) in params {
             let (head, modifier) = match k.split_once(':') {
@@ -214,8 +223,26 @@ impl Service {
                     }
                     q.revinclude.push(parse_include(v, "_revinclude")?);
                 }
-                "_elements" | "_summary" | "_has" | "_text" | "_content" | "_contained"
-                | "_containedType" | "_list" | "_query" | "_filter" => {
+                "_summary" => match v.as_str() {
+                    "count" => q.count_only = true,
+                    "data" => q.no_text = true,
+                    "false" => {}
+                    other => {
+                        return Err(unsupported(format!(
+                            "_summary={other} is not supported (count, data and false are)"
+                        )));
+                    }
+                },
+                "_elements" => {
+                    q.elements = Some(
+                        v.split(',')
+                            .map(str::trim)
+                            .filter(|e| !e.is_empty())
+                            .collect(),
+                    );
+                }
+                "_has" | "_text" | "_content" | "_contained" | "_containedType" | "_list"
+                | "_query" | "_filter" => {
                     return Err(unsupported(format!("{code} is not supported")));
                 }
                 _ => {
@@ -499,13 +526,18 @@ impl Service {
         let found = self.run(s, purpose, rt, &q, withheld)?;
         let mut glass = found.glass;
         let total = found.hits.len();
-        let page: Vec<Value> = found
-            .hits
-            .into_iter()
-            .skip(q.offset)
-            .take(q.count)
-            .collect();
+        let page: Vec<Value> = if q.count_only {
+            Vec::new()
+        } else {
+            found
+                .hits
+                .into_iter()
+                .skip(q.offset)
+                .take(q.count)
+                .collect()
+        };
         let extra = self.included(s, purpose, rt, &q, &page, &mut glass)?;
+        let page: Vec<Value> = page.into_iter().map(|r| subset(r, &q)).collect();
         let mut note = format!(
             "search: {total} results, {} included, {} withheld by consent",
             extra.len(),
@@ -536,7 +568,7 @@ impl Service {
             format!("{base}/fhir/{rt}?{}", ser.finish())
         };
         let mut links = vec![json!({"relation": "self", "url": link(q.offset)})];
-        if q.offset + q.count < total {
+        if q.offset + q.count < total && !q.count_only {
             links.push(json!({"relation": "next", "url": link(q.offset + q.count)}));
         }
         if q.offset > 0 {
@@ -721,4 +753,29 @@ impl Service {
 pub fn parse_since(v: &str) -> Option<u64> {
     let (start, _) = carechain_fhir::fhir_time_range(v)?;
     u64::try_from(start).ok().map(|s| s * 1000)
+}
+
+/// A matched resource as `_summary=data` or `_elements` asks: without its narrative, or with
+/// only the listed top-level elements (plus `resourceType`, `id` and `meta`), marked
+/// `SUBSETTED` so no client mistakes it for the whole resource.
+fn subset(mut r: Value, q: &Query<'_>) -> Value {
+    if !q.no_text && q.elements.is_none() {
+        return r;
+    }
+    if let Some(obj) = r.as_object_mut() {
+        if q.no_text {
+            obj.remove("text");
+        }
+        if let Some(keep) = &q.elements {
+            obj.retain(|k, _| {
+                matches!(k.as_str(), "resourceType" | "id" | "meta") || keep.contains(k.as_str())
+            });
+        }
+    }
+    let tag = json!({"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"});
+    match r["meta"]["tag"].as_array_mut() {
+        Some(tags) => tags.push(tag),
+        None => r["meta"]["tag"] = json!([tag]),
+    }
+    r
 }

@@ -158,6 +158,47 @@ fn chained_sorted_included_conditional_and_type_history_searches() {
     );
     assert_eq!(s, 400, "{b}");
 
+    // _summary=count: the total only; _elements: the listed elements of each match, marked
+    // SUBSETTED (included resources stay whole); _summary=true is refused, not ignored.
+    let get_search = |q: &str| {
+        call(
+            "GET",
+            &format!("{url}/fhir/Observation?{q}"),
+            &t,
+            None,
+            None,
+        )
+    };
+    let (s, b, _) = get_search("_summary=count");
+    assert_eq!((s, b["total"].as_u64()), (200, Some(4)), "{b}");
+    assert!(b["entry"].as_array().unwrap().is_empty());
+    let (s, b, _) = get_search("_elements=valueQuantity&_include=Observation:subject");
+    assert_eq!(s, 200, "{b}");
+    assert!(!ids(&b, "include").is_empty(), "{b}");
+    for e in b["entry"].as_array().unwrap() {
+        let r = &e["resource"];
+        if e["search"]["mode"] == "match" {
+            assert!(r["valueQuantity"].is_object() && r["id"].is_string(), "{r}");
+            assert!(r.get("code").is_none() && r.get("subject").is_none(), "{r}");
+            assert!(
+                r["meta"]["tag"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|t| t["code"] == "SUBSETTED")
+            );
+        } else {
+            assert_eq!(r["resourceType"], "Patient");
+            assert!(r.get("name").is_some(), "included resources are whole: {r}");
+        }
+    }
+    let (s, b, _) = get_search("_summary=true");
+    assert_eq!(
+        (s, b["resourceType"].as_str()),
+        (400, Some("OperationOutcome")),
+        "{b}"
+    );
+
     // _include brings the subject once; _revinclude brings what points at the matches.
     let (_, b, _) = call(
         "GET",
