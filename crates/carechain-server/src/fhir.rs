@@ -32,7 +32,10 @@ pub fn routes(state: FhirState) -> Router {
         .route("/fhir/metadata", get(metadata))
         .route("/fhir", post(bundle))
         .route("/fhir/", post(bundle))
-        .route("/fhir/{rt}", post(create).get(search))
+        .route(
+            "/fhir/{rt}",
+            post(create).get(search).put(update_conditional),
+        )
         .route("/fhir/{rt}/_history", get(history_type))
         .route("/fhir/{rt}/{id}", get(read).put(update).delete(delete))
         .route("/fhir/{rt}/{id}/_history", get(history))
@@ -195,6 +198,22 @@ fn served(status: StatusCode, rt: &str, id: &str, r: carechain_service::Served) 
     resp
 }
 
+/// The answer to a create or conditional write: 201 when it created, else 200.
+fn written(rt: &str, r: carechain_service::Served, created: bool) -> Response {
+    let id = r
+        .resource
+        .as_ref()
+        .and_then(|x| x["id"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    served(status, rt, &id, r)
+}
+
 async fn create(
     State(s): State<FhirState>,
     Path(rt): Path<String>,
@@ -218,18 +237,7 @@ async fn create(
         None => svc.write(&sess, &p, &rt2, None, None, v).map(|r| (r, true)),
     })
     .await?;
-    let id = r
-        .resource
-        .as_ref()
-        .and_then(|x| x["id"].as_str())
-        .unwrap_or_default()
-        .to_string();
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(served(status, &rt, &id, r))
+    Ok(written(&rt, r, created))
 }
 
 async fn bundle(
@@ -287,6 +295,22 @@ async fn update(
         StatusCode::OK
     };
     Ok(served(status, &rt, &id, r))
+}
+
+async fn update_conditional(
+    State(s): State<FhirState>,
+    Path(rt): Path<String>,
+    h: HeaderMap,
+    uri: axum::http::Uri,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, Fail> {
+    check_type(&rt)?;
+    let sess = session(&s, &h).await?;
+    let v = parse_body(body)?;
+    let query = uri.query().unwrap_or("").to_string();
+    let (svc, p, rt2) = (s.service.clone(), purpose(&h), rt.clone());
+    let (r, created) = blocking(move || svc.update_conditional(&sess, &p, &rt2, &query, v)).await?;
+    Ok(written(&rt, r, created))
 }
 
 async fn read(
@@ -654,7 +678,7 @@ async fn metadata(State(s): State<FhirState>) -> Response {
     let resources: Vec<Value> = types
         .iter()
         .map(|t| json!({"type": t, "interaction": interactions,
-            "searchParam": carechain_fhir::search::params_for(t).into_iter().map(|(c, k)| json!({"name": c, "type": k})).collect::<Vec<_>>(), "versioning": "versioned", "readHistory": true, "updateCreate": true, "conditionalCreate": true, "searchInclude": carechain_fhir::search::params_for(t).into_iter().filter(|(_, k)| *k == "reference").map(|(c, _)| format!("{t}:{c}")).collect::<Vec<_>>(), "conditionalUpdate": false, "conditionalDelete": "not-supported", "operation": [{"name": "erase", "definition": "http://carechain.example/fhir/OperationDefinition/erase"}]}))
+            "searchParam": carechain_fhir::search::params_for(t).into_iter().map(|(c, k)| json!({"name": c, "type": k})).collect::<Vec<_>>(), "versioning": "versioned", "readHistory": true, "updateCreate": true, "conditionalCreate": true, "searchInclude": carechain_fhir::search::params_for(t).into_iter().filter(|(_, k)| *k == "reference").map(|(c, _)| format!("{t}:{c}")).collect::<Vec<_>>(), "conditionalUpdate": true, "conditionalDelete": "not-supported", "operation": [{"name": "erase", "definition": "http://carechain.example/fhir/OperationDefinition/erase"}]}))
         .collect();
     fhir(
         StatusCode::OK,
@@ -669,7 +693,7 @@ async fn metadata(State(s): State<FhirState>) -> Response {
             "format": ["json"],
             "rest": [{
                 "mode": "server",
-                "documentation": "Transaction bundles (DELETE, POST incl. ifNoneExist, PUT and GET entries, in the FHIR order; urn:uuid references resolved; all or nothing) and batch bundles (incl. searches) are supported. Search: the official token, string, date, reference, uri and number parameters of every resource (simple paths), chained reference parameters (subject:Patient.name, up to 3 deep), _id, _lastUpdated, _count, _sort, _include and _revinclude (not :iterate), _summary=count|data|false, _elements (matches marked SUBSETTED), paging; not supported: _has, _summary=true|text, _filter. Conditional create (If-None-Exist) only sees resources the caller may read. Every access is consent-checked and audited; search results are filtered by consent.",
+                "documentation": "Transaction bundles (DELETE, POST incl. ifNoneExist, PUT and GET entries, in the FHIR order; urn:uuid references resolved; all or nothing) and batch bundles (incl. searches) are supported. Search: the official token, string, date, reference, uri and number parameters of every resource (simple paths), chained reference parameters (subject:Patient.name, up to 3 deep), _id, _lastUpdated, _count, _sort, _include and _revinclude (not :iterate), _summary=count|data|false, _elements (matches marked SUBSETTED), paging; not supported: _has, _summary=true|text, _filter. Conditional create (If-None-Exist) and conditional update (PUT [type]?query) only see resources the caller may read. Every access is consent-checked and audited; search results are filtered by consent.",
             "interaction": [{"code": "transaction"}, {"code": "batch"}],
                 "security": {
                     "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],

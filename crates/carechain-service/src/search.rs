@@ -662,6 +662,67 @@ impl Service {
         }
     }
 
+    /// Conditional update (`PUT /fhir/{type}?query`): updates the one visible resource the
+    /// query matches (the body's id, if any, must be its id); with no match, creates the
+    /// resource (with the body's id, if it has one); several matches are a 412. Returns the
+    /// version written and whether it was created. As with conditional create, matches hidden
+    /// by consent count as absent.
+    pub fn update_conditional(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        rt: &str,
+        query: &str,
+        mut resource: Value,
+    ) -> Result<(Served, bool), ServiceError> {
+        let params: Vec<(String, String)> = query_pairs(query);
+        if params.is_empty() {
+            return Err(bad(
+                "a conditional update needs a search query, e.g. identifier=sys|value",
+            ));
+        }
+        if !s.allows(rt, 's') || !s.allows(rt, 'u') {
+            return Err(ServiceError::new(
+                403,
+                "forbidden",
+                format!("a conditional update of {rt} needs the 'u' and 's' scopes"),
+            ));
+        }
+        let _one_at_a_time = self.conditional.lock();
+        let found = self.find(s, purpose, rt, &params, 0)?;
+        let id = match found.hits.as_slice() {
+            [] => None,
+            [one] => Some(one["id"].as_str().unwrap_or_default().to_string()),
+            more => {
+                return Err(ServiceError::new(
+                    412,
+                    "multiple-matches",
+                    format!("the conditional update matches {} resources", more.len()),
+                ));
+            }
+        };
+        let body_id = resource["id"].as_str().map(str::to_string);
+        match (id, body_id) {
+            (Some(id), Some(b)) if b != id => Err(bad(format!(
+                "the resource id {b} is not the id of the resource the query matches"
+            ))),
+            (Some(id), _) => {
+                resource["id"] = json!(id);
+                self.write(s, purpose, rt, Some(&id), None, resource)
+                    .map(|sv| (sv, false))
+            }
+            (None, Some(b)) => self
+                .write(s, purpose, rt, Some(&b), None, resource)
+                .map(|sv| {
+                    let created = sv.version == 1;
+                    (sv, created)
+                }),
+            (None, None) => self
+                .write(s, purpose, rt, None, None, resource)
+                .map(|sv| (sv, true)),
+        }
+    }
+
     /// The id an `ifNoneExist` entry of a transaction resolves to, if a visible resource
     /// matches (`None`: create it).
     pub(crate) fn existing_match(

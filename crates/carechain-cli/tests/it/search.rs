@@ -284,6 +284,42 @@ fn chained_sorted_included_conditional_and_type_history_searches() {
     let (s, _) = conditional_create(&url, &t, "Patient", "bogus-param=1", &new);
     assert_eq!(s, 400);
 
+    // Conditional update: one match is updated in place (200, same id, next version); no
+    // match creates (201); several matches are a 412; a body id naming another resource, 400.
+    let put = |q: &str, body: &Value| {
+        call(
+            "PUT",
+            &format!("{url}/fhir/Patient?{q}"),
+            &t,
+            None,
+            Some(body),
+        )
+    };
+    let renamed = json!({"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "C1"}], "name": [{"family": "Renamed"}]});
+    let (s, v, _) = put("identifier=urn:mrn|C1", &renamed);
+    assert_eq!((s, v["id"].as_str()), (200, Some(pc.as_str())), "{v}");
+    assert_eq!(v["meta"]["versionId"], "2");
+    assert_eq!(v["name"][0]["family"], "Renamed");
+    let fresh =
+        json!({"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "D1"}]});
+    let (s, v, _) = put("identifier=urn:mrn|D1", &fresh);
+    assert_eq!(s, 201, "{v}");
+    assert_ne!(v["id"].as_str(), Some(pc.as_str()));
+    let (s, v, _) = put("identifier=urn:mrn|", &fresh);
+    assert_eq!(
+        (s, v["resourceType"].as_str()),
+        (412, Some("OperationOutcome")),
+        "{v}"
+    );
+    let mut other = renamed.clone();
+    other["id"] = json!("someone-else");
+    let (s, v, _) = put("identifier=urn:mrn|C1", &other);
+    assert_eq!(
+        (s, v["resourceType"].as_str()),
+        (400, Some("OperationOutcome")),
+        "{v}"
+    );
+
     // In a transaction: ifNoneExist resolves to the existing patient, references to its
     // fullUrl follow, and GET entries read after the writes.
     let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
@@ -328,7 +364,11 @@ fn chained_sorted_included_conditional_and_type_history_searches() {
     );
     assert_eq!((s, h["type"].as_str()), (200, Some("history")), "{h}");
     let entries = h["entry"].as_array().unwrap();
-    assert_eq!(entries.len(), 4, "A twice, B, C");
+    assert_eq!(
+        entries.len(),
+        6,
+        "A twice, B, C twice (conditional update), D"
+    );
     assert_eq!(entries[0]["resource"]["gender"], "female");
     assert_eq!(entries[0]["request"]["method"], "PUT");
     let stamps: Vec<&str> = entries
@@ -431,6 +471,7 @@ fn chained_sorted_included_conditional_and_type_history_searches() {
         .unwrap()
         .clone();
     assert_eq!(obs_cap["conditionalCreate"], true);
+    assert_eq!(obs_cap["conditionalUpdate"], true);
     assert!(
         obs_cap["interaction"]
             .as_array()
