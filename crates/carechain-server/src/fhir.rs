@@ -34,7 +34,10 @@ pub fn routes(state: FhirState) -> Router {
         .route("/fhir/", post(bundle))
         .route(
             "/fhir/{rt}",
-            post(create).get(search).put(update_conditional),
+            post(create)
+                .get(search)
+                .put(update_conditional)
+                .delete(delete_conditional),
         )
         .route("/fhir/{rt}/_history", get(history_type))
         .route("/fhir/{rt}/{id}", get(read).put(update).delete(delete))
@@ -349,11 +352,30 @@ async fn delete(
     let sess = session(&s, &h).await?;
     let (svc, p, rt2, id2) = (s.service.clone(), purpose(&h), rt.clone(), id.clone());
     let r = blocking(move || svc.delete(&sess, &p, &rt2, &id2)).await?;
+    Ok(deleted(Some(r.version)))
+}
+
+/// 204, with the deletion's version as the ETag when something was deleted.
+fn deleted(version: Option<u64>) -> Response {
     let mut resp = StatusCode::NO_CONTENT.into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("W/\"{}\"", r.version)) {
+    if let Some(v) = version.and_then(|v| HeaderValue::from_str(&format!("W/\"{v}\"")).ok()) {
         resp.headers_mut().insert(header::ETAG, v);
     }
-    Ok(resp)
+    resp
+}
+
+async fn delete_conditional(
+    State(s): State<FhirState>,
+    Path(rt): Path<String>,
+    h: HeaderMap,
+    uri: axum::http::Uri,
+) -> Result<Response, Fail> {
+    check_type(&rt)?;
+    let sess = session(&s, &h).await?;
+    let query = uri.query().unwrap_or("").to_string();
+    let (svc, p) = (s.service.clone(), purpose(&h));
+    let r = blocking(move || svc.delete_conditional(&sess, &p, &rt, &query)).await?;
+    Ok(deleted(r.map(|r| r.version)))
 }
 
 async fn history(
@@ -678,7 +700,7 @@ async fn metadata(State(s): State<FhirState>) -> Response {
     let resources: Vec<Value> = types
         .iter()
         .map(|t| json!({"type": t, "interaction": interactions,
-            "searchParam": carechain_fhir::search::params_for(t).into_iter().map(|(c, k)| json!({"name": c, "type": k})).collect::<Vec<_>>(), "versioning": "versioned", "readHistory": true, "updateCreate": true, "conditionalCreate": true, "searchInclude": carechain_fhir::search::params_for(t).into_iter().filter(|(_, k)| *k == "reference").map(|(c, _)| format!("{t}:{c}")).collect::<Vec<_>>(), "conditionalUpdate": true, "conditionalDelete": "not-supported", "operation": [{"name": "erase", "definition": "http://carechain.example/fhir/OperationDefinition/erase"}]}))
+            "searchParam": carechain_fhir::search::params_for(t).into_iter().map(|(c, k)| json!({"name": c, "type": k})).collect::<Vec<_>>(), "versioning": "versioned", "readHistory": true, "updateCreate": true, "conditionalCreate": true, "searchInclude": carechain_fhir::search::params_for(t).into_iter().filter(|(_, k)| *k == "reference").map(|(c, _)| format!("{t}:{c}")).collect::<Vec<_>>(), "conditionalUpdate": true, "conditionalDelete": "single", "operation": [{"name": "erase", "definition": "http://carechain.example/fhir/OperationDefinition/erase"}]}))
         .collect();
     fhir(
         StatusCode::OK,
@@ -693,7 +715,7 @@ async fn metadata(State(s): State<FhirState>) -> Response {
             "format": ["json"],
             "rest": [{
                 "mode": "server",
-                "documentation": "Transaction bundles (DELETE, POST incl. ifNoneExist, PUT and GET entries, in the FHIR order; urn:uuid references resolved; all or nothing) and batch bundles (incl. searches) are supported. Search: the official token, string, date, reference, uri and number parameters of every resource (simple paths), chained reference parameters (subject:Patient.name, up to 3 deep), _id, _lastUpdated, _count, _sort, _include and _revinclude (not :iterate), _summary=count|data|false, _elements (matches marked SUBSETTED), paging; not supported: _has, _summary=true|text, _filter. Conditional create (If-None-Exist) and conditional update (PUT [type]?query) only see resources the caller may read. Every access is consent-checked and audited; search results are filtered by consent.",
+                "documentation": "Transaction bundles (DELETE, POST incl. ifNoneExist, PUT and GET entries, in the FHIR order; urn:uuid references resolved; all or nothing) and batch bundles (incl. searches) are supported. Search: the official token, string, date, reference, uri and number parameters of every resource (simple paths), chained reference parameters (subject:Patient.name, up to 3 deep), _id, _lastUpdated, _count, _sort, _include and _revinclude (not :iterate), _summary=count|data|false, _elements (matches marked SUBSETTED), paging; not supported: _has, _summary=true|text, _filter. Conditional create (If-None-Exist) conditional update (PUT [type]?query) and conditional delete (DELETE [type]?query, one match at a time) only see resources the caller may read. Every access is consent-checked and audited; search results are filtered by consent.",
             "interaction": [{"code": "transaction"}, {"code": "batch"}],
                 "security": {
                     "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],

@@ -606,19 +606,7 @@ impl Service {
         query: &str,
         resource: Value,
     ) -> Result<(Served, bool), ServiceError> {
-        let params: Vec<(String, String)> = query_pairs(query);
-        if params.is_empty() {
-            return Err(bad(
-                "If-None-Exist needs a search query, e.g. identifier=sys|value",
-            ));
-        }
-        if !s.allows(rt, 's') || !s.allows(rt, 'c') {
-            return Err(ServiceError::new(
-                403,
-                "forbidden",
-                format!("a conditional create of {rt} needs the 'c' and 's' scopes"),
-            ));
-        }
+        let params = conditional_query(s, rt, query, 'c', "create")?;
         // Two conditional creates of the same thing must not both create.
         let _one_at_a_time = self.conditional.lock();
         let found = self.find(s, purpose, rt, &params, 0)?;
@@ -675,19 +663,7 @@ impl Service {
         query: &str,
         mut resource: Value,
     ) -> Result<(Served, bool), ServiceError> {
-        let params: Vec<(String, String)> = query_pairs(query);
-        if params.is_empty() {
-            return Err(bad(
-                "a conditional update needs a search query, e.g. identifier=sys|value",
-            ));
-        }
-        if !s.allows(rt, 's') || !s.allows(rt, 'u') {
-            return Err(ServiceError::new(
-                403,
-                "forbidden",
-                format!("a conditional update of {rt} needs the 'u' and 's' scopes"),
-            ));
-        }
+        let params = conditional_query(s, rt, query, 'u', "update")?;
         let _one_at_a_time = self.conditional.lock();
         let found = self.find(s, purpose, rt, &params, 0)?;
         let id = match found.hits.as_slice() {
@@ -720,6 +696,33 @@ impl Service {
             (None, None) => self
                 .write(s, purpose, rt, None, None, resource)
                 .map(|sv| (sv, true)),
+        }
+    }
+
+    /// Conditional delete (`DELETE /fhir/{type}?query`): deletes the one visible resource the
+    /// query matches and returns its deletion; `None` when nothing matches; several matches
+    /// are a 412 (one resource at a time).
+    pub fn delete_conditional(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        rt: &str,
+        query: &str,
+    ) -> Result<Option<Served>, ServiceError> {
+        let params = conditional_query(s, rt, query, 'd', "delete")?;
+        let _one_at_a_time = self.conditional.lock();
+        let found = self.find(s, purpose, rt, &params, 0)?;
+        match found.hits.as_slice() {
+            [] => Ok(None),
+            [one] => {
+                let id = one["id"].as_str().unwrap_or_default().to_string();
+                self.delete(s, purpose, rt, &id).map(Some)
+            }
+            more => Err(ServiceError::new(
+                412,
+                "multiple-matches",
+                format!("the conditional delete matches {} resources", more.len()),
+            )),
         }
     }
 
@@ -839,4 +842,29 @@ fn subset(mut r: Value, q: &Query<'_>) -> Value {
         None => r["meta"]["tag"] = json!([tag]),
     }
     r
+}
+
+/// The search of a conditional create, update or delete (`what`), which needs the write
+/// permission `perm` and `s` on `rt`, and a query.
+fn conditional_query(
+    s: &Session,
+    rt: &str,
+    query: &str,
+    perm: char,
+    what: &str,
+) -> Result<Vec<(String, String)>, ServiceError> {
+    let params: Vec<(String, String)> = query_pairs(query);
+    if params.is_empty() {
+        return Err(bad(format!(
+            "a conditional {what} needs a search query, e.g. identifier=sys|value"
+        )));
+    }
+    if !s.allows(rt, 's') || !s.allows(rt, perm) {
+        return Err(ServiceError::new(
+            403,
+            "forbidden",
+            format!("a conditional {what} of {rt} needs the '{perm}' and 's' scopes"),
+        ));
+    }
+    Ok(params)
 }

@@ -304,6 +304,7 @@ fn chained_sorted_included_conditional_and_type_history_searches() {
         json!({"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "D1"}]});
     let (s, v, _) = put("identifier=urn:mrn|D1", &fresh);
     assert_eq!(s, 201, "{v}");
+    let pd = v["id"].as_str().unwrap().to_string();
     assert_ne!(v["id"].as_str(), Some(pc.as_str()));
     let (s, v, _) = put("identifier=urn:mrn|", &fresh);
     assert_eq!(
@@ -461,6 +462,20 @@ fn chained_sorted_included_conditional_and_type_history_searches() {
     let t_pat = token(&url, &pat, "patient/*.rs");
     envelope(&url, obs_path, &t_pat, &dir.path().join("envelope.json"));
 
+    // Conditional delete: the one match is deleted (204, then 410 on read); no match is a
+    // 204 that deletes nothing; several matches are a 412.
+    let del = |q: &str| call("DELETE", &format!("{url}/fhir/Patient?{q}"), &t, None, None);
+    assert_eq!(del("identifier=urn:mrn|D1").0, 204);
+    let (s, _, _) = call("GET", &format!("{url}/fhir/Patient/{pd}"), &t, None, None);
+    assert_eq!(s, 410);
+    assert_eq!(del("identifier=urn:mrn|D1").0, 204);
+    let (s, v, _) = del("identifier=urn:mrn|");
+    assert_eq!(
+        (s, v["resourceType"].as_str()),
+        (412, Some("OperationOutcome")),
+        "{v}"
+    );
+
     // The CapabilityStatement tells the truth about it.
     let (_, cs) = get(&format!("{url}/fhir/metadata"));
     let obs_cap = cs["rest"][0]["resource"]
@@ -472,6 +487,7 @@ fn chained_sorted_included_conditional_and_type_history_searches() {
         .clone();
     assert_eq!(obs_cap["conditionalCreate"], true);
     assert_eq!(obs_cap["conditionalUpdate"], true);
+    assert_eq!(obs_cap["conditionalDelete"], "single");
     assert!(
         obs_cap["interaction"]
             .as_array()
