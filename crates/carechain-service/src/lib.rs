@@ -904,7 +904,7 @@ impl Service {
                     },
                     "DELETE" => match id {
                         Some(id) => self.delete(s, purpose, rt, id),
-                        None => Err(ServiceError::new(400, "not-supported", "conditional delete is not supported")),
+                        None => Err(ServiceError::new(400, "not-supported", "conditional delete is not supported inside a transaction (use DELETE [type]?query)")),
                     },
                     _ => Err(ServiceError::new(400, "invalid", "unknown request method")),
                 };
