@@ -128,13 +128,9 @@ pub fn execute<V: StateView + ?Sized>(
         chain_id,
         height,
         log_size: log.size(),
+        parent_updates,
     };
-    let mut execution = apply_block(view, commitment, &ctx, txs, verified)?;
-    if let Some(parent) = parent_updates.filter(|p| !p.is_empty()) {
-        let mut all = parent.clone();
-        all.extend(execution.bucket_updates.iter().map(|(b, h)| (*b, *h)));
-        execution.state_root = commitment.root_with(&all);
-    }
+    let execution = apply_block(view, commitment, &ctx, txs, verified)?;
     let mut log_after = log.clone();
     let mut log_nodes = Vec::with_capacity(execution.applied.len() * 2);
     for h in &execution.applied {

@@ -47,6 +47,10 @@ pub struct BlockContext<'a> {
     pub height: u64,
     /// Size of the verifiable log before this block (the first applied transaction's index).
     pub log_size: u64,
+    /// Bucket updates of a parent block not yet applied to the commitment (a block being
+    /// committed while this one is proposed): the state root is computed with them beneath
+    /// this block's own, so the commitment need not be copied to apply them first.
+    pub parent_updates: Option<&'a BTreeMap<u16, Hash>>,
 }
 
 /// The result of executing a block.
@@ -219,7 +223,14 @@ pub fn apply_block<V: StateView + ?Sized>(
         let h = bucket_hash(entries.iter().map(|(k, v)| (k.as_slice(), value_hash(v))));
         bucket_updates.insert(b, h);
     }
-    let state_root = commitment.root_with(&bucket_updates);
+    let state_root = match ctx.parent_updates.filter(|p| !p.is_empty()) {
+        Some(parent) => {
+            let mut all = parent.clone();
+            all.extend(bucket_updates.iter().map(|(b, h)| (*b, *h)));
+            commitment.root_with(&all)
+        }
+        None => commitment.root_with(&bucket_updates),
+    };
     Ok(BlockExecution {
         receipts,
         applied,

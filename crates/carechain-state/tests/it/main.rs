@@ -63,6 +63,7 @@ impl Chain {
             chain_id: CHAIN,
             height: self.height,
             log_size: self.log_size,
+            parent_updates: None,
         };
         let ex = apply_block(&self.state, &self.commitment, &ctx, txs, &verified).unwrap();
         self.state.apply(&ex.changes);
