@@ -93,11 +93,14 @@ fn pipelined_blocks_reexecute_to_the_same_roots() {
     let dir = tempfile::tempdir().unwrap();
     let node_key = key(0);
     let orgs: Vec<SecretKey> = (1..=20).map(key).collect();
-    // Small blocks so that many blocks are executed on top of a block still being committed.
+    // Small blocks cut on a fixed 1 ms cadence (not only when the committer is idle), so that
+    // many blocks are executed on top of a block still being committed; fewer transactions per
+    // block than signers, so a block and its parent touch different state buckets (a root that
+    // left out the parent's updates would then differ).
     let config = NodeConfig {
         block_interval: Duration::from_millis(1),
-        fixed_interval: false,
-        max_block_txs: 37,
+        fixed_interval: true,
+        max_block_txs: 7,
         mempool_capacity: 100_000,
     };
     let node = start(dir.path(), &node_key, &orgs, config);
