@@ -157,58 +157,66 @@ impl EncryptionKey {
         w: &WrappedKey,
         receivers: Option<&Mutex<HashMap<Vec<u8>, Arc<ReceiverCtx>>>>,
     ) -> Result<Zeroizing<[u8; 32]>, VaultError> {
-        let mut key = Zeroizing::new([0u8; 32]);
-        if let Some(wrapped) = w.session_ciphertext() {
-            let cached = receivers.and_then(|r| r.lock().get(&w.enc).cloned());
-            let rx = match cached {
-                Some(rx) => rx,
-                None => {
-                    let rx = Arc::new(self.receiver(&w.enc)?);
-                    if let Some(r) = receivers {
-                        let mut r = r.lock();
-                        if r.len() >= MAX_SESSIONS {
-                            r.clear();
+        let plain: Zeroizing<Vec<u8>> = match w.session_ciphertext() {
+            Some(wrapped) => {
+                let cached = receivers.and_then(|r| r.lock().get(&w.enc).cloned());
+                let rx = match cached {
+                    Some(rx) => rx,
+                    None => {
+                        let rx = Arc::new(self.receiver(&w.enc)?);
+                        if let Some(r) = receivers {
+                            insert_bounded(&mut r.lock(), MAX_SESSIONS, w.enc.clone(), rx.clone());
                         }
-                        r.insert(w.enc.clone(), rx.clone());
+                        rx
                     }
-                    rx
-                }
-            };
-            let kwk = session_wrapping_key(|c, out| rx.export(c, out), ctx_aad, blob)?;
-            let mut buf = Zeroizing::new(wrapped.to_vec());
-            let pt = kwk
-                .open_in_place(
-                    Nonce::assume_unique_for_key([0; NONCE_LEN]),
-                    Aad::from(ctx_aad),
-                    &mut buf,
-                )
-                .map_err(|_| VaultError::Decrypt)?;
-            if pt.len() != 32 {
-                return Err(VaultError::Decrypt);
+                };
+                let kwk = session_wrapping_key(|c, out| rx.export(c, out), ctx_aad, blob)?;
+                let mut buf = Zeroizing::new(wrapped.to_vec());
+                let n = kwk
+                    .open_in_place(
+                        Nonce::assume_unique_for_key([0; NONCE_LEN]),
+                        Aad::from(ctx_aad),
+                        &mut buf,
+                    )
+                    .map_err(|_| VaultError::Decrypt)?
+                    .len();
+                buf.truncate(n);
+                buf
             }
-            key.copy_from_slice(pt);
-            return Ok(key);
-        }
-        // A single-shot wrap (RFC 9180 §6.1), as written before wrapping sessions.
-        let enc = <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(&w.enc)
-            .map_err(|_| VaultError::Wrap)?;
-        let info = [WRAP_INFO, ctx_aad].concat();
-        let pt = hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
-            &OpModeR::Base,
-            &self.sk,
-            &enc,
-            &info,
-            &w.ciphertext,
-            &[],
-        )
-        .map_err(|_| VaultError::Decrypt)?;
-        let pt = Zeroizing::new(pt);
-        if pt.len() != 32 {
+            // A single-shot wrap (RFC 9180 §6.1), as written before wrapping sessions.
+            None => {
+                let enc = <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(&w.enc)
+                    .map_err(|_| VaultError::Wrap)?;
+                let info = [WRAP_INFO, ctx_aad].concat();
+                Zeroizing::new(
+                    hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+                        &OpModeR::Base,
+                        &self.sk,
+                        &enc,
+                        &info,
+                        &w.ciphertext,
+                        &[],
+                    )
+                    .map_err(|_| VaultError::Decrypt)?,
+                )
+            }
+        };
+        if plain.len() != 32 {
             return Err(VaultError::Decrypt);
         }
-        key.copy_from_slice(&pt);
+        let mut key = Zeroizing::new([0u8; 32]);
+        key.copy_from_slice(&plain);
         Ok(key)
     }
+}
+
+/// Inserts into a cache bounded to `max` entries (when full, it starts over: entries are
+/// cheap to recompute and the bound is what matters).
+fn insert_bounded<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, max: usize, k: K, v: V) {
+    if map.len() >= max {
+        map.clear();
+    }
+    map.insert(k, v);
 }
 
 /// A data key wrapped (HPKE, RFC 9180 base mode, X25519 / HKDF-SHA256 / ChaCha20-Poly1305)
@@ -327,11 +335,7 @@ impl<B: BlobStore> Vault<B> {
             ctx,
             left: AtomicU32::new(SESSION_WRAPS - 1),
         });
-        let mut sessions = self.sessions.lock();
-        if sessions.len() >= MAX_SESSIONS {
-            sessions.clear();
-        }
-        sessions.insert(*r, s.clone());
+        insert_bounded(&mut self.sessions.lock(), MAX_SESSIONS, *r, s.clone());
         Ok(s)
     }
 
@@ -406,11 +410,7 @@ impl<B: BlobStore> Vault<B> {
     }
 
     fn cache_put(&self, k: Hash, dek: Zeroizing<[u8; 32]>) {
-        let mut c = self.cache.lock();
-        if c.len() >= MAX_CACHED_KEYS {
-            c.clear();
-        }
-        c.insert(k, dek);
+        insert_bounded(&mut self.cache.lock(), MAX_CACHED_KEYS, k, dek);
     }
 
     /// Decrypts a record version with the node key (the unwrapped data key is cached, so
