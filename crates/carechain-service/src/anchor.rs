@@ -16,11 +16,13 @@ use crate::{Service, ServiceError};
 /// How long a caller waits for its anchor to become durable.
 const ANCHOR_WAIT: Duration = Duration::from_secs(10);
 
-/// Anchoring requests waiting to be submitted, and whether a submission is under way.
+/// Anchoring requests waiting to be submitted, whether a submission is under way, and the
+/// node key's next nonce (`None`: read it from the ledger; only the submitter uses it).
 #[derive(Default)]
 pub(crate) struct Queue {
     queue: Vec<Arc<Request>>,
     submitting: bool,
+    nonce: Option<u64>,
 }
 
 /// One caller's anchors, waiting to be signed and submitted.
@@ -92,8 +94,8 @@ impl Service {
     /// Signs and submits anchoring transactions without waiting for their block; returns
     /// their hashes. Concurrent callers are combined: each queues its anchors; whoever finds
     /// no submission under way takes every queued request, signs and submits them as one
-    /// batch (one signature batch check and one mempool admission for many callers), hands
-    /// out the results and wakes the others; the rest wait for their result.
+    /// batch (one signing pass and one mempool admission for many callers), hands out the
+    /// results and wakes the others; the rest wait for their result.
     pub(crate) fn submit_anchors(&self, anchors: Vec<Payload>) -> Result<Vec<Hash>, ServiceError> {
         if anchors.is_empty() {
             return Ok(vec![]);
@@ -115,13 +117,14 @@ impl Service {
             }
             st.submitting = true;
             let batch = std::mem::take(&mut st.queue);
+            let mut nonce = st.nonce;
             parking_lot::MutexGuard::unlocked(&mut st, || {
-                let mut nonce = self.nonce.lock();
                 let results = self.sign_and_submit(&mut nonce, &batch);
                 for (req, r) in batch.iter().zip(results) {
                     *req.result.lock() = Some(r);
                 }
             });
+            st.nonce = nonce;
             st.submitting = false;
             cv.notify_all();
         }

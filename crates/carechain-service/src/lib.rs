@@ -135,9 +135,8 @@ pub struct Service {
     key: SecretKey,
     records: RecordStore<Box<dyn BlobStore>>,
     tokens: Tokens,
-    /// The node key's next nonce (`None`: read it from the ledger) and the anchoring
-    /// requests waiting to be signed and submitted together (see `anchor.rs`).
-    nonce: Mutex<Option<u64>>,
+    /// The anchoring requests waiting to be signed and submitted together, with the node
+    /// key's next nonce (see `anchor.rs`).
     anchoring: (Mutex<anchor::Queue>, parking_lot::Condvar),
     /// Each patient's active consents and their compiled policy (`None`: they do not compile,
     /// so everything but the owner is denied). Replaced under the write lock on every Consent
@@ -224,7 +223,6 @@ impl Service {
             key,
             records,
             tokens: Tokens::default(),
-            nonce: Mutex::new(None),
             anchoring: Default::default(),
             consents: RwLock::new(BTreeMap::new()),
             patients: RwLock::new(BTreeMap::new()),
