@@ -138,6 +138,18 @@ fn signer_view(snap: &Snapshot, tx: &SignedTx) -> Result<(PublicKey, u64), Submi
     }
 }
 
+/// Refuses a transaction for another chain.
+fn same_chain(chain_id: &str, body: &carechain_types::TxBody) -> Result<(), SubmitError> {
+    if body.chain_id == chain_id {
+        Ok(())
+    } else {
+        Err(SubmitError::WrongChain {
+            want: chain_id.into(),
+            got: body.chain_id.clone(),
+        })
+    }
+}
+
 /// Signs `bodies` with `key` (no lock held). The signatures are made here, so they need no
 /// check; the signer must be registered with `key` as its current key.
 pub(crate) fn presign(
@@ -149,12 +161,7 @@ pub(crate) fn presign(
     bodies
         .into_iter()
         .map(|body| {
-            if body.chain_id != chain_id {
-                return Err(SubmitError::WrongChain {
-                    want: chain_id.into(),
-                    got: body.chain_id,
-                });
-            }
+            same_chain(chain_id, &body)?;
             let tx = body.sign(key);
             let (current, _) = signer_view(snap, &tx)?;
             if current != key.public() {
@@ -177,12 +184,7 @@ pub(crate) fn precheck(
         .iter()
         .map(|bytes| {
             let tx = decode_tx(bytes)?;
-            if tx.body.chain_id != chain_id {
-                return Err(SubmitError::WrongChain {
-                    want: chain_id.into(),
-                    got: tx.body.chain_id.clone(),
-                });
-            }
+            same_chain(chain_id, &tx.body)?;
             let (key, _) = signer_view(snap, &tx)?;
             let hash = carechain_crypto::sha256(bytes);
             Ok((tx, hash, key))
