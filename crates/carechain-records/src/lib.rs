@@ -597,7 +597,7 @@ impl<B: BlobStore> RecordStore<B> {
             )?);
         }
         // Every version is valid: only now is anything encrypted and staged — on every core
-        // (sealing is HPKE-bound).
+        // (each seal serializes and encrypts one version).
         let threads = std::thread::available_parallelism()
             .map_or(1, std::num::NonZero::get)
             .min(written.len().max(1));
