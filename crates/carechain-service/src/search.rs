@@ -665,18 +665,14 @@ impl Service {
     ) -> Result<(Served, bool), ServiceError> {
         let params = conditional_query(s, rt, query, 'u', "update")?;
         let _one_at_a_time = self.conditional.lock();
-        let found = self.find(s, purpose, rt, &params, 0)?;
-        let id = match found.hits.as_slice() {
-            [] => None,
-            [one] => Some(one["id"].as_str().unwrap_or_default().to_string()),
-            more => {
-                return Err(ServiceError::new(
-                    412,
-                    "multiple-matches",
-                    format!("the conditional update matches {} resources", more.len()),
-                ));
-            }
-        };
+        let id = self.one_match(
+            s,
+            purpose,
+            rt,
+            &params,
+            "multiple-matches",
+            "the conditional update",
+        )?;
         let body_id = resource["id"].as_str().map(str::to_string);
         match (id, body_id) {
             (Some(id), Some(b)) if b != id => Err(bad(format!(
@@ -711,18 +707,16 @@ impl Service {
     ) -> Result<Option<Served>, ServiceError> {
         let params = conditional_query(s, rt, query, 'd', "delete")?;
         let _one_at_a_time = self.conditional.lock();
-        let found = self.find(s, purpose, rt, &params, 0)?;
-        match found.hits.as_slice() {
-            [] => Ok(None),
-            [one] => {
-                let id = one["id"].as_str().unwrap_or_default().to_string();
-                self.delete(s, purpose, rt, &id).map(Some)
-            }
-            more => Err(ServiceError::new(
-                412,
-                "multiple-matches",
-                format!("the conditional delete matches {} resources", more.len()),
-            )),
+        match self.one_match(
+            s,
+            purpose,
+            rt,
+            &params,
+            "multiple-matches",
+            "the conditional delete",
+        )? {
+            Some(id) => self.delete(s, purpose, rt, &id).map(Some),
+            None => Ok(None),
         }
     }
 
@@ -736,14 +730,35 @@ impl Service {
         query: &str,
     ) -> Result<Option<String>, ServiceError> {
         let params: Vec<(String, String)> = query_pairs(query);
-        let found = self.find(s, purpose, rt, &params, 0)?;
+        self.one_match(
+            s,
+            purpose,
+            rt,
+            &params,
+            "duplicate",
+            &format!("ifNoneExist {query:?}"),
+        )
+    }
+
+    /// The id of the one resource of `rt` that `params` match among those the caller may see
+    /// (`None`: none); several are a 412 (`code`, "`what` matches N resources").
+    fn one_match(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        rt: &str,
+        params: &[(String, String)],
+        code: &'static str,
+        what: &str,
+    ) -> Result<Option<String>, ServiceError> {
+        let found = self.find(s, purpose, rt, params, 0)?;
         match found.hits.as_slice() {
             [] => Ok(None),
             [one] => Ok(one["id"].as_str().map(str::to_string)),
             more => Err(ServiceError::new(
                 412,
-                "duplicate",
-                format!("ifNoneExist {query:?} matches {} resources", more.len()),
+                code,
+                format!("{what} matches {} resources", more.len()),
             )),
         }
     }
