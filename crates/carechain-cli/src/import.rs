@@ -40,6 +40,17 @@ fn collect(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+fn file_name(f: &Path) -> String {
+    f.file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default()
+}
+
+/// Synthea's shared organization and practitioner bundles, which patient bundles refer to.
+fn is_shared(name: &str) -> bool {
+    name.starts_with("hospitalInformation") || name.starts_with("practitionerInformation")
+}
+
 pub fn run(a: &ImportArgs) -> Result<()> {
     let mut files = Vec::new();
     for p in &a.paths {
@@ -50,14 +61,8 @@ pub fn run(a: &ImportArgs) -> Result<()> {
     }
     // Shared organizations and practitioners first, then patients; otherwise by name.
     files.sort_by_key(|f| {
-        let n = f
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
-        (
-            !(n.starts_with("hospitalInformation") || n.starts_with("practitionerInformation")),
-            n,
-        )
+        let n = file_name(f);
+        (!is_shared(&n), n)
     });
     let key = keyfile::read(&a.key)?;
     let client = Client::new(&a.conn.url);
@@ -81,19 +86,11 @@ pub fn run(a: &ImportArgs) -> Result<()> {
     let start = Instant::now();
     let shared = files
         .iter()
-        .take_while(|f| {
-            f.file_name().is_some_and(|n| {
-                let n = n.to_string_lossy();
-                n.starts_with("hospitalInformation") || n.starts_with("practitionerInformation")
-            })
-        })
+        .take_while(|f| is_shared(&file_name(f)))
         .count();
     let outcomes = parking_lot::Mutex::new(Vec::with_capacity(files.len()));
     let send = |f: &PathBuf| {
-        let name = f
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
+        let name = file_name(f);
         let outcome = match std::fs::read(f) {
             Err(e) => Err(format!("{name}: {e}")),
             Ok(body) => match client.post_fhir("/fhir", &token, &body) {
