@@ -27,9 +27,9 @@ pub trait BlobStore: Send + Sync {
     fn sync(&self) -> Result<(), VaultError> {
         Ok(())
     }
-    /// A mark that covers every blob staged so far, for [`BlobStore::sync_through`]; never 0
-    /// (0 means "nothing staged, no sync needed" to callers). The default asks for a full
-    /// [`BlobStore::sync`] every time, which is right for any store.
+    /// A mark that covers every blob staged so far, for [`BlobStore::sync_through`]; taken
+    /// after staging, it is never 0 (callers read 0 as "nothing staged, no sync needed"). The
+    /// default asks for a full [`BlobStore::sync`] every time, which is right for any store.
     fn staged_mark(&self) -> u64 {
         1
     }
