@@ -153,6 +153,20 @@ pub fn check_block<V: StateView + ?Sized>(
     validators: &[PublicKey],
     block: &Block,
 ) -> Result<Executed, BlockError> {
+    check_block_on(tip, view, commitment, None, log, validators, block)
+}
+
+/// [`check_block`] on a parent whose bucket updates are not yet applied to `commitment`
+/// (`parent_updates`, as in [`execute`]).
+pub fn check_block_on<V: StateView + ?Sized>(
+    tip: &ChainTip,
+    view: &V,
+    commitment: &StateCommitment,
+    parent_updates: Option<&BTreeMap<u16, Hash>>,
+    log: &CompactRange,
+    validators: &[PublicKey],
+    block: &Block,
+) -> Result<Executed, BlockError> {
     let h: &Header = &block.header;
     let height = h.height;
     if h.version != FORMAT_VERSION || h.chain_id != tip.chain_id {
@@ -186,7 +200,7 @@ pub fn check_block<V: StateView + ?Sized>(
     let ex = execute(
         view,
         commitment,
-        None,
+        parent_updates,
         log,
         &tip.chain_id,
         height,

@@ -9,7 +9,7 @@ use carechain_storage::{BlockCommit, StorageError, Store};
 use carechain_types::{Block, FORMAT_VERSION, Header, Receipt, Role, SignedTx};
 use std::collections::BTreeMap;
 
-use crate::check::{BlockError, ChainTip, Executed, check_block, execute};
+use crate::check::{BlockError, ChainTip, Executed, check_block_on, execute};
 
 /// Failures of the application (not of a transaction: those are receipts).
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +108,40 @@ impl Ledger {
     }
 }
 
+/// A parent block that is executed but perhaps not durable yet, with everything needed to
+/// execute on top of it: the chain tip it forms, the state changes of every not-yet-durable
+/// block from the durable tip up to it (merged in chain order, later blocks winning), their
+/// bucket updates merged likewise, and the log after it. Layering changes that did become
+/// durable meanwhile is harmless (idempotent), so the durable tip may move on while this
+/// is used, as long as it stays on this parent's chain.
+pub struct Unfinalized<'a> {
+    /// The tip the parent forms.
+    pub tip: ChainTip,
+    /// Merged state changes.
+    pub changes: &'a ChangeSet,
+    /// Merged bucket updates.
+    pub bucket_updates: &'a BTreeMap<u16, carechain_crypto::Hash>,
+    /// The log after the parent.
+    pub log: &'a carechain_log::CompactRange,
+}
+
+impl<'a> Unfinalized<'a> {
+    /// One executed block on top of the durable tip.
+    pub fn single(block: &Block, executed: &'a Executed) -> Unfinalized<'a> {
+        Unfinalized {
+            tip: ChainTip {
+                chain_id: block.header.chain_id.clone(),
+                height: block.header.height,
+                hash: block.header.hash(),
+                timestamp_ms: block.header.timestamp_ms,
+            },
+            changes: &executed.execution.changes,
+            bucket_updates: &executed.execution.bucket_updates,
+            log: &executed.log_after,
+        }
+    }
+}
+
 impl Ledger {
     /// Proposes the block after `pending` — a block executed but perhaps not yet durable — or
     /// after the durable tip when `pending` is `None`. This lets an engine execute block k+1
@@ -120,57 +154,32 @@ impl Ledger {
         verified: Vec<Option<PublicKey>>,
         timestamp_ms: u64,
     ) -> Result<(Block, Executed), LedgerError> {
-        let snapshot = self.store.snapshot()?;
+        let parent = pending.map(|(b, e)| Unfinalized::single(b, e));
+        self.propose_on(parent.as_ref(), txs, verified, timestamp_ms)
+    }
+
+    /// Proposes the block after `parent` (the durable tip when `None`).
+    pub fn propose_on(
+        &self,
+        parent: Option<&Unfinalized<'_>>,
+        txs: Vec<SignedTx>,
+        verified: Vec<Option<PublicKey>>,
+        timestamp_ms: u64,
+    ) -> Result<(Block, Executed), LedgerError> {
         let chain_id = self.store.genesis().chain_id.clone();
-        let storage =
-            |e: carechain_state::ViewError| LedgerError::Storage(StorageError::Db(e.to_string()));
-        let (tip, ex) = match pending {
-            None => {
-                let tip = self.tip();
-                let log = self.store.log();
-                let ex = self
-                    .store
-                    .with_commitment(|c| {
-                        execute(
-                            &snapshot,
-                            c,
-                            None,
-                            &log,
-                            &chain_id,
-                            tip.height + 1,
-                            &txs,
-                            &verified,
-                        )
-                    })
-                    .map_err(storage)?;
-                (tip, ex)
-            }
-            Some((block, done)) => {
-                let tip = ChainTip {
-                    chain_id: chain_id.clone(),
-                    height: block.header.height,
-                    hash: block.header.hash(),
-                    timestamp_ms: block.header.timestamp_ms,
-                };
-                let view = Layered::new(&snapshot, &done.execution.changes);
-                let ex = self
-                    .store
-                    .with_commitment(|c| {
-                        execute(
-                            &view,
-                            c,
-                            Some(&done.execution.bucket_updates),
-                            &done.log_after,
-                            &chain_id,
-                            tip.height + 1,
-                            &txs,
-                            &verified,
-                        )
-                    })
-                    .map_err(storage)?;
-                (tip, ex)
-            }
-        };
+        let (tip, ex) = self.on_parent(parent, |tip, view, c, updates, log| {
+            execute(
+                view,
+                c,
+                updates,
+                log,
+                &chain_id,
+                tip.height + 1,
+                &txs,
+                &verified,
+            )
+            .map_err(|e| LedgerError::Storage(StorageError::Db(e.to_string())))
+        })?;
         let header = Header {
             version: FORMAT_VERSION,
             chain_id,
@@ -186,6 +195,53 @@ impl Ledger {
             log_root: ex.log_after.root(),
         };
         Ok((Block::seal(header, txs, &self.key), ex))
+    }
+
+    /// Checks `block`, proposed elsewhere, by re-executing it on `parent` (the durable tip
+    /// when `None`).
+    pub fn verify_on(
+        &self,
+        parent: Option<&Unfinalized<'_>>,
+        block: &Block,
+    ) -> Result<Executed, LedgerError> {
+        let (_, ex) = self.on_parent(parent, |tip, view, c, updates, log| {
+            check_block_on(tip, view, c, updates, log, &self.validators, block)
+                .map_err(LedgerError::from)
+        })?;
+        Ok(ex)
+    }
+
+    /// Runs `f` on the state, commitment, pending bucket updates and log of `parent` (or of
+    /// the durable tip).
+    fn on_parent<T>(
+        &self,
+        parent: Option<&Unfinalized<'_>>,
+        f: impl FnOnce(
+            &ChainTip,
+            &dyn StateView,
+            &carechain_state::StateCommitment,
+            Option<&BTreeMap<u16, carechain_crypto::Hash>>,
+            &carechain_log::CompactRange,
+        ) -> Result<T, LedgerError>,
+    ) -> Result<(ChainTip, T), LedgerError> {
+        let snapshot = self.store.snapshot()?;
+        match parent {
+            None => {
+                let tip = self.tip();
+                let log = self.store.log();
+                let out = self
+                    .store
+                    .with_commitment(|c| f(&tip, &snapshot, c, None, &log))?;
+                Ok((tip, out))
+            }
+            Some(p) => {
+                let view = Layered::new(&snapshot, p.changes);
+                let out = self
+                    .store
+                    .with_commitment(|c| f(&p.tip, &view, c, Some(p.bucket_updates), p.log))?;
+                Ok((p.tip.clone(), out))
+            }
+        }
     }
 }
 
@@ -249,13 +305,7 @@ impl Application for Ledger {
     }
 
     fn verify(&self, block: &Block) -> Result<Executed, LedgerError> {
-        let tip = self.tip();
-        let snapshot = self.store.snapshot()?;
-        let log = self.store.log();
-        let ex = self
-            .store
-            .with_commitment(|c| check_block(&tip, &snapshot, c, &log, &self.validators, block))?;
-        Ok(ex)
+        self.verify_on(None, block)
     }
 
     fn finalize(&self, block: &Block, executed: &Executed) -> Result<String, LedgerError> {

@@ -13,5 +13,5 @@ mod check;
 mod ledger;
 
 pub use audit::{AuditFailure, AuditReport, ChainSource, StoreSource, audit_chain};
-pub use check::{BlockError, ChainTip, Executed, check_block, execute};
-pub use ledger::{Application, Ledger, LedgerError, checkpoint_origin};
+pub use check::{BlockError, ChainTip, Executed, check_block, check_block_on, execute};
+pub use ledger::{Application, Ledger, LedgerError, Unfinalized, checkpoint_origin};

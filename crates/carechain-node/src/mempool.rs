@@ -285,6 +285,60 @@ impl Queue {
         self.queue.drain(..n).collect()
     }
 
+    /// Up to `max` pending transactions in queue order, left in the queue, skipping those
+    /// `skip` names (already in a block that is not final yet).
+    pub fn peek(&self, max: usize, skip: impl Fn(&Hash) -> bool) -> Vec<&Pending> {
+        self.queue
+            .iter()
+            .filter(|p| !skip(&p.hash))
+            .take(max)
+            .collect()
+    }
+
+    /// Drops the transactions of a block finalized by consensus (whether or not this node
+    /// admitted them) and those it made stale: a pending transaction whose nonce the block
+    /// used up can never apply. The nonce book is rebuilt from what stays.
+    pub fn finalized(&mut self, block: &[SignedTx], snap: &Snapshot) {
+        let mut used: HashMap<PublicKey, u64> = HashMap::new();
+        let mut gone: HashSet<Hash> = HashSet::new();
+        for tx in block {
+            let h = tx.hash();
+            if self.hashes.contains(&h) {
+                gone.insert(h);
+            }
+            used.entry(tx.body.signer).or_insert(0);
+        }
+        // Next nonce of every signer of the block, as the new state says.
+        for (signer, next) in used.iter_mut() {
+            *next = snap
+                .get(&identity_key(signer))
+                .ok()
+                .flatten()
+                .and_then(|b| Identity::try_from_slice(&b).ok())
+                .map_or(0, |i| i.next_nonce);
+        }
+        let before = self.queue.len();
+        self.queue.retain(|p| {
+            !gone.contains(&p.hash)
+                && used
+                    .get(&p.tx.body.signer)
+                    .is_none_or(|next| p.tx.body.nonce >= *next)
+        });
+        if self.queue.len() == before {
+            return;
+        }
+        self.hashes = self.queue.iter().map(|p| p.hash).collect();
+        self.nonces.clear();
+        for p in &self.queue {
+            let e = self
+                .nonces
+                .entry(p.tx.body.signer)
+                .or_insert((p.tx.body.nonce + 1, 0));
+            e.0 = e.0.max(p.tx.body.nonce + 1);
+            e.1 += 1;
+        }
+    }
+
     /// Forgets transactions once their block is durable.
     pub fn committed<'a>(&mut self, txs: impl Iterator<Item = (&'a PublicKey, &'a Hash)>) {
         for (signer, hash) in txs {

@@ -58,6 +58,9 @@ pub enum NodeError {
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The node stopped after a fatal error.
+    #[error("the node stopped after a fatal error")]
+    Stopped,
     /// The producer thread could not start.
     #[error("could not start the block producer: {0}")]
     Spawn(String),
@@ -83,7 +86,14 @@ struct Shared {
     committed: watch::Sender<u64>,
     durable: (Mutex<u64>, Condvar),
     publish_latencies: Mutex<Vec<Duration>>,
+    /// Counts admissions (an external engine waits on it for transactions to propose).
+    admissions: watch::Sender<u64>,
+    /// Passes newly admitted transactions on (a cluster's mempool gossip).
+    gossip: parking_lot::RwLock<Option<Gossip>>,
 }
+
+/// Receives the encoded transactions this node admitted from its own clients.
+pub type Gossip = Box<dyn Fn(Vec<Vec<u8>>) + Send + Sync>;
 
 /// A running single node.
 pub struct Node {
@@ -92,11 +102,31 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts a node over `store`, signing with `key`.
+    /// Starts a node over `store`, signing with `key`, that makes its own blocks.
     pub fn start(
         store: Arc<Store>,
         key: SecretKey,
         config: NodeConfig,
+    ) -> Result<Arc<Node>, NodeError> {
+        Self::start_with(store, key, config, true)
+    }
+
+    /// Starts a node whose blocks are ordered by an external consensus engine: no producer
+    /// thread; the engine takes transactions with [`Node::proposal`], executes blocks with
+    /// the [`Node::ledger`] and commits finalized ones with [`Node::commit_finalized`].
+    pub fn start_external(
+        store: Arc<Store>,
+        key: SecretKey,
+        config: NodeConfig,
+    ) -> Result<Arc<Node>, NodeError> {
+        Self::start_with(store, key, config, false)
+    }
+
+    fn start_with(
+        store: Arc<Store>,
+        key: SecretKey,
+        config: NodeConfig,
+        producer: bool,
     ) -> Result<Arc<Node>, NodeError> {
         let ledger = Ledger::new(store, key)?;
         let head = ledger.store().head();
@@ -116,7 +146,15 @@ impl Node {
             committed,
             durable: (Mutex::new(head), Condvar::new()),
             publish_latencies: Mutex::new(Vec::new()),
+            admissions: watch::channel(0).0,
+            gossip: parking_lot::RwLock::new(None),
         });
+        if !producer {
+            return Ok(Arc::new(Node {
+                shared,
+                producer: Mutex::new(None),
+            }));
+        }
         let s = shared.clone();
         let handle = std::thread::Builder::new()
             .name("carechain-producer".into())
@@ -203,7 +241,72 @@ impl Node {
     /// Submits many encoded transactions (signatures are batch-verified).
     pub fn submit_batch(&self, raw: Vec<Vec<u8>>) -> Vec<Result<Admitted, SubmitError>> {
         let n = raw.len();
-        self.admit_with(n, |chain_id, snap| precheck(chain_id, snap, &raw))
+        self.admit_with(n, true, |chain_id, snap| precheck(chain_id, snap, &raw))
+    }
+
+    /// Submits transactions another validator gossiped (not passed on again).
+    pub fn submit_gossiped(&self, raw: Vec<Vec<u8>>) -> Vec<Result<Admitted, SubmitError>> {
+        let n = raw.len();
+        self.admit_with(n, false, |chain_id, snap| precheck(chain_id, snap, &raw))
+    }
+
+    /// Sets where newly admitted transactions are passed on (a cluster's mempool gossip).
+    pub fn set_gossip(&self, gossip: Gossip) {
+        *self.shared.gossip.write() = Some(gossip);
+    }
+
+    /// A receiver that changes whenever transactions are admitted.
+    pub fn admissions(&self) -> watch::Receiver<u64> {
+        self.shared.admissions.subscribe()
+    }
+
+    /// Up to `max` pending transactions for a proposal, in admission order, with the keys
+    /// that checked their signatures; they stay pending until a block with them is final.
+    /// `skip` names transactions already in an executed block that is not final yet.
+    pub fn proposal(
+        &self,
+        max: usize,
+        skip: impl Fn(&Hash) -> bool,
+    ) -> (Vec<SignedTx>, Vec<Option<PublicKey>>) {
+        self.shared
+            .queue
+            .lock()
+            .peek(max, skip)
+            .into_iter()
+            .map(|p| (p.tx.clone(), Some(p.verified_key)))
+            .unzip()
+    }
+
+    /// Makes a block finalized by an external engine durable (executed by this node on its
+    /// parent), then drops its transactions and those it made stale from the mempool and
+    /// wakes waiters. A failure is fatal, as for the node's own blocks. Returns the signed
+    /// checkpoint.
+    pub fn commit_finalized(
+        &self,
+        block: &Block,
+        executed: &Executed,
+    ) -> Result<String, NodeError> {
+        let s = &self.shared;
+        if s.failed.load(Ordering::SeqCst) {
+            return Err(NodeError::Stopped);
+        }
+        let t = Instant::now();
+        let checkpoint = match s.ledger.finalize(block, executed) {
+            Ok(c) => c,
+            Err(e) => {
+                fail(s, &e.to_string());
+                return Err(e.into());
+            }
+        };
+        s.metrics.commit_seconds.observe(t.elapsed().as_secs_f64());
+        {
+            let mut q = s.queue.lock();
+            let snap = s.ledger.store().snapshot()?;
+            q.finalized(&block.txs, &snap);
+            s.metrics.mempool_size.set(q.len() as i64);
+        }
+        published(s, block, executed);
+        Ok(checkpoint)
     }
 
     /// Signs `bodies` with `key` and submits them, in order. The signatures are made here, so
@@ -215,13 +318,17 @@ impl Node {
         bodies: Vec<TxBody>,
     ) -> Vec<Result<Admitted, SubmitError>> {
         let n = bodies.len();
-        self.admit_with(n, |chain_id, snap| presign(chain_id, snap, key, bodies))
+        self.admit_with(n, true, |chain_id, snap| {
+            presign(chain_id, snap, key, bodies)
+        })
     }
 
-    /// Admission of `n` transactions checked by `check` (outside the queue lock).
+    /// Admission of `n` transactions checked by `check` (outside the queue lock); `gossip`:
+    /// pass the admitted ones on.
     fn admit_with(
         &self,
         n: usize,
+        gossip: bool,
         check: impl FnOnce(&str, &Snapshot) -> Vec<Result<(SignedTx, Hash, PublicKey), SubmitError>>,
     ) -> Vec<Result<Admitted, SubmitError>> {
         let s = &self.shared;
@@ -243,6 +350,8 @@ impl Node {
             Err(_) => return (0..n).map(|_| Err(SubmitError::Storage)).collect(),
         };
         let mut out = Vec::with_capacity(checked.len());
+        let passing_on = gossip && s.gossip.read().is_some();
+        let mut gossiped = Vec::new();
         let mut q = s.queue.lock();
         // The snapshot is taken under the queue lock, so it is ordered with respect to
         // commits: the producer updates the queue's nonce book under the same lock.
@@ -252,7 +361,12 @@ impl Node {
         };
         for c in checked {
             let r = c.and_then(|(tx, hash, key)| {
-                q.admit(&snap, s.config.mempool_capacity, tx, hash, key)
+                let raw = passing_on.then(|| carechain_types::encode(&tx));
+                let r = q.admit(&snap, s.config.mempool_capacity, tx, hash, key);
+                if let (Ok(_), Some(raw)) = (&r, raw) {
+                    gossiped.push(raw);
+                }
+                r
             });
             match &r {
                 Ok(_) => {
@@ -268,6 +382,12 @@ impl Node {
         s.metrics.mempool_size.set(q.len() as i64);
         drop(q);
         s.wake.notify_one();
+        s.admissions.send_modify(|n| *n += 1);
+        if !gossiped.is_empty()
+            && let Some(g) = s.gossip.read().as_ref()
+        {
+            g(gossiped);
+        }
         out
     }
 
@@ -414,6 +534,12 @@ fn commit(s: &Shared, data: &(Block, Executed), batch: &[Pending], cut: Instant)
         s.committing.store(false, Ordering::SeqCst);
     }
     s.wake.notify_one();
+    published(s, block, executed);
+    true
+}
+
+/// After a block became durable: metrics, and wake everybody waiting for it.
+fn published(s: &Shared, block: &Block, executed: &Executed) {
     let receipts = &executed.execution.receipts;
     let applied = executed.execution.applied.len() as u64;
     s.metrics.txs_applied.inc_by(applied);
@@ -429,5 +555,4 @@ fn commit(s: &Shared, data: &(Block, Executed), batch: &[Pending], cut: Instant)
         *m.lock() = block.header.height;
         cv.notify_all();
     }
-    true
 }

@@ -1,0 +1,202 @@
+//! Commonware's application side: build a block from the mempool on the parent consensus
+//! names, verify a block by re-executing it, and commit finalized blocks in order (marshal's
+//! reporter).
+
+use std::{sync::Arc, time::Duration};
+
+use carechain_crypto::Hash;
+use commonware_actor::Feedback;
+use commonware_consensus::{
+    Reporter,
+    marshal::{Update, ancestry::Ancestry},
+    simplex::types::Context,
+};
+use commonware_cryptography::{Digested, ed25519::PublicKey, sha256::Digest};
+use commonware_runtime::Clock;
+use commonware_utils::Acknowledgement;
+use futures::StreamExt;
+
+use crate::{
+    Scheme,
+    block::{ChainBlock, hash_of},
+    chain::{Chain, ChainError},
+};
+
+/// How far into the future a proposer's timestamp may be, by the verifier's clock.
+pub const MAX_FUTURE_SKEW_MS: u64 = 5_000;
+/// How far into the past a fresh proposal's timestamp may be, by the verifier's clock.
+pub const MAX_PAST_SKEW_MS: u64 = 60_000;
+
+/// The application consensus drives (through marshal's inline wrapper).
+#[derive(Clone)]
+pub struct App {
+    chain: Arc<Chain>,
+    /// How long a leader with an empty mempool waits for transactions before proposing an
+    /// empty block (keep it under the leader timeout).
+    pub idle_wait: Duration,
+}
+
+impl App {
+    /// The application over `chain`.
+    pub fn new(chain: Arc<Chain>, idle_wait: Duration) -> App {
+        App { chain, idle_wait }
+    }
+
+    /// Executes every block of `ancestry` the chain does not hold, oldest first, until it
+    /// knows the newest one's parent. Returns false when an ancestor is invalid or the
+    /// ancestry ends first.
+    async fn catch_up_to(&self, mut ancestry: impl Ancestry<ChainBlock>, first: &Hash) -> bool {
+        let mut missing = Vec::new();
+        let mut need = *first;
+        while !self.chain.knows(&need) {
+            let Some(b) = ancestry.next().await else {
+                return false;
+            };
+            let Some(sealed) = b.inner().sealed() else {
+                // Genesis that is not our durable tip: another chain.
+                return false;
+            };
+            if sealed.header.hash() != need {
+                continue;
+            }
+            need = sealed.header.parent;
+            missing.push(sealed.clone());
+        }
+        for b in missing.iter().rev() {
+            if let Err(e) = self.chain.verify(b) {
+                tracing::warn!(height = b.header.height, error = %e, "ancestor does not verify");
+                return false;
+            }
+        }
+        true
+    }
+}
+
+fn now_ms<E: Clock>(context: &E) -> u64 {
+    context
+        .current()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl<E: Clock + Send + Sync + 'static> commonware_consensus::Application<E> for App {
+    type SigningScheme = Scheme;
+    type Context = Context<Digest, PublicKey>;
+    type Block = ChainBlock;
+    type Input = ();
+
+    async fn propose(
+        &mut self,
+        context: (E, Self::Context),
+        ancestry: impl Ancestry<Self::Block>,
+        _input: (),
+    ) -> Option<Digested<Self::Block>> {
+        let (rt, ctx) = context;
+        let parent = hash_of(&ctx.parent.1);
+        if !self.chain.knows(&parent) && !self.catch_up_to(ancestry, &parent).await {
+            return None;
+        }
+        // An idle leader waits (briefly) for transactions rather than cut empty blocks.
+        if self.chain.node().mempool_len() == 0 {
+            let mut admissions = self.chain.node().admissions();
+            let deadline = rt.sleep(self.idle_wait);
+            futures::pin_mut!(deadline);
+            let changed = admissions.changed();
+            futures::pin_mut!(changed);
+            let _ = futures::future::select(deadline, changed).await;
+        }
+        match self.chain.propose(&parent, now_ms(&rt)) {
+            Ok(e) => {
+                let b = ChainBlock::block((*e.block).clone());
+                let d = commonware_cryptography::Digestible::digest(&b);
+                Some(Digested::precomputed(b, d))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not propose");
+                None
+            }
+        }
+    }
+
+    async fn verify(
+        &mut self,
+        context: (E, Self::Context),
+        ancestry: impl Ancestry<Self::Block>,
+    ) -> bool {
+        let (rt, _ctx) = context;
+        let Some(newest) = ancestry.peek().cloned() else {
+            return false;
+        };
+        let Some(block) = newest.inner().sealed().cloned() else {
+            return false;
+        };
+        let height = block.header.height;
+        if self.chain.is_durable(height, &block.header.hash()) {
+            return true;
+        }
+        // The timestamp window (by this validator's clock; the state machine reads no clock).
+        let now = now_ms(&rt);
+        let ts = block.header.timestamp_ms;
+        if ts > now + MAX_FUTURE_SKEW_MS || ts + MAX_PAST_SKEW_MS < now {
+            tracing::warn!(height, "proposal timestamp outside the allowed window");
+            return false;
+        }
+        if !self.chain.knows(&block.header.parent) {
+            let mut rest = ancestry;
+            let _ = rest.next().await;
+            if !self.catch_up_to(rest, &block.header.parent).await {
+                return false;
+            }
+        }
+        match self.chain.verify(&block) {
+            Ok(_) => true,
+            Err(ChainError::UnknownParent(_)) => false,
+            Err(e) => {
+                tracing::warn!(height, error = %e, "proposal rejected");
+                false
+            }
+        }
+    }
+}
+
+/// Marshal's reporter: commits finalized blocks in height order, acknowledging each once
+/// durable. A block that cannot be committed stops the node (never half-written).
+#[derive(Clone)]
+pub struct Finalizer {
+    chain: Arc<Chain>,
+}
+
+impl Finalizer {
+    /// The finalizer over `chain`.
+    pub fn new(chain: Arc<Chain>) -> Finalizer {
+        Finalizer { chain }
+    }
+}
+
+impl Reporter for Finalizer {
+    type Activity = Update<ChainBlock>;
+
+    fn report(&mut self, activity: Self::Activity) -> Feedback {
+        match activity {
+            Update::Tip(..) => Feedback::Ok,
+            Update::Block(block, ack) => {
+                let Some(sealed) = block.inner().sealed() else {
+                    ack.acknowledge();
+                    return Feedback::Ok;
+                };
+                match self.chain.commit(sealed) {
+                    Ok(_) => {
+                        ack.acknowledge();
+                        Feedback::Ok
+                    }
+                    Err(e) => {
+                        // Not acknowledging stops marshal: nothing after this block is applied.
+                        tracing::error!(height = sealed.header.height, error = %e, "finalized block not committed; stopping");
+                        drop(ack);
+                        Feedback::Closed
+                    }
+                }
+            }
+        }
+    }
+}

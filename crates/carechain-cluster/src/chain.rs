@@ -1,0 +1,212 @@
+//! The validator's view of blocks that are executed but not final: proposing on and verifying
+//! against any such parent (state changes of the unfinal ancestors layered on the durable
+//! state), and committing blocks in the order consensus finalizes them.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+};
+
+use carechain_consensus::{Executed, LedgerError, Unfinalized};
+use carechain_crypto::Hash;
+use carechain_node::{Node, NodeError};
+use carechain_state::ChangeSet;
+use carechain_types::{Block, MAX_BLOCK_TXS};
+use parking_lot::Mutex;
+
+/// Why a block could not be proposed, verified or committed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    /// The block is invalid.
+    #[error(transparent)]
+    Invalid(#[from] LedgerError),
+    /// Committing failed; the node stops.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// The parent is neither durable nor executed here.
+    #[error("parent block {0} is not known here")]
+    UnknownParent(Hash),
+    /// A finalized block conflicts with the durable chain (only a broken quorum can cause it).
+    #[error("finalized block {height} conflicts with the durable chain")]
+    Conflict {
+        /// Its height.
+        height: u64,
+    },
+}
+
+/// A block executed on its parent, with everything its children need.
+pub struct Executing {
+    /// The block.
+    pub block: Arc<Block>,
+    /// Its execution.
+    pub executed: Executed,
+    /// State changes of this block and its not-final ancestors (later winning).
+    changes: ChangeSet,
+    /// Bucket updates likewise.
+    bucket_updates: BTreeMap<u16, Hash>,
+    /// Hashes of the transactions in this block and its not-final ancestors.
+    txs: HashSet<Hash>,
+}
+
+/// Blocks executed but not final, keyed by header hash.
+pub struct Chain {
+    node: Arc<Node>,
+    pending: Mutex<HashMap<Hash, Arc<Executing>>>,
+    /// Most transactions per proposed block.
+    pub max_block_txs: usize,
+    /// Most encoded bytes of transactions per proposed block.
+    pub max_block_bytes: usize,
+}
+
+impl Chain {
+    /// A chain over `node` (started with [`Node::start_external`]).
+    pub fn new(node: Arc<Node>, max_block_txs: usize, max_block_bytes: usize) -> Chain {
+        Chain {
+            node,
+            pending: Mutex::new(HashMap::new()),
+            max_block_txs: max_block_txs.min(MAX_BLOCK_TXS),
+            max_block_bytes,
+        }
+    }
+
+    /// The node.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Executed, not-final blocks held.
+    pub fn pending_len(&self) -> usize {
+        self.pending.lock().len()
+    }
+
+    /// `parent` as something to execute on: `None` for the durable tip, the held execution
+    /// otherwise.
+    fn parent(&self, parent: &Hash) -> Result<Option<Arc<Executing>>, ChainError> {
+        if *parent == self.node.store().head_hash() {
+            return Ok(None);
+        }
+        match self.pending.lock().get(parent) {
+            Some(e) => Ok(Some(e.clone())),
+            None => Err(ChainError::UnknownParent(*parent)),
+        }
+    }
+
+    /// Whether `hash` is the durable tip or an executed block held here.
+    pub fn knows(&self, hash: &Hash) -> bool {
+        *hash == self.node.store().head_hash() || self.pending.lock().contains_key(hash)
+    }
+
+    /// Whether the durable chain holds `hash` at `height`.
+    pub fn is_durable(&self, height: u64, hash: &Hash) -> bool {
+        height <= self.node.store().head()
+            && self
+                .node
+                .snapshot()
+                .ok()
+                .and_then(|s| s.height_of(hash).ok().flatten())
+                .is_some_and(|h| h == height)
+    }
+
+    fn hold(&self, block: Block, executed: Executed, parent: Option<&Executing>) -> Arc<Executing> {
+        let (mut changes, mut bucket_updates, mut txs) = match parent {
+            Some(p) => (p.changes.clone(), p.bucket_updates.clone(), p.txs.clone()),
+            None => Default::default(),
+        };
+        for (k, v) in &executed.execution.changes {
+            changes.insert(k.clone(), v.clone());
+        }
+        for (b, h) in &executed.execution.bucket_updates {
+            bucket_updates.insert(*b, *h);
+        }
+        txs.extend(block.txs.iter().map(|t| t.hash()));
+        let e = Arc::new(Executing {
+            block: Arc::new(block),
+            executed,
+            changes,
+            bucket_updates,
+            txs,
+        });
+        self.pending.lock().insert(e.block.header.hash(), e.clone());
+        e
+    }
+
+    /// Proposes a block on `parent` with pending transactions not already in its not-final
+    /// ancestors, stamped `timestamp_ms` (at least the parent's).
+    pub fn propose(&self, parent: &Hash, timestamp_ms: u64) -> Result<Arc<Executing>, ChainError> {
+        let p = self.parent(parent)?;
+        let skip = |h: &Hash| p.as_ref().is_some_and(|p| p.txs.contains(h));
+        let (mut txs, mut verified) = self.node.proposal(self.max_block_txs, skip);
+        let mut bytes = 0usize;
+        let fit = txs
+            .iter()
+            .take_while(|t| {
+                bytes += carechain_types::encode(*t).len();
+                bytes <= self.max_block_bytes
+            })
+            .count();
+        txs.truncate(fit);
+        verified.truncate(fit);
+        let u = p.as_deref().map(unfinalized);
+        let (block, executed) =
+            self.node
+                .ledger()
+                .propose_on(u.as_ref(), txs, verified, timestamp_ms)?;
+        Ok(self.hold(block, executed, p.as_deref()))
+    }
+
+    /// Verifies `block` by re-executing it on its parent, which must be durable or held.
+    pub fn verify(&self, block: &Block) -> Result<Arc<Executing>, ChainError> {
+        let hash = block.header.hash();
+        if let Some(e) = self.pending.lock().get(&hash) {
+            return Ok(e.clone());
+        }
+        let p = self.parent(&block.header.parent)?;
+        let u = p.as_deref().map(unfinalized);
+        let executed = self.node.ledger().verify_on(u.as_ref(), block)?;
+        Ok(self.hold(block.clone(), executed, p.as_deref()))
+    }
+
+    /// Commits a block consensus finalized: the next height after the durable tip, executed
+    /// here before or now. Already durable: nothing to do. Returns whether it was committed.
+    pub fn commit(&self, block: &Block) -> Result<bool, ChainError> {
+        let head = self.node.store().head();
+        let height = block.header.height;
+        if height <= head {
+            return if self.is_durable(height, &block.header.hash()) {
+                Ok(false)
+            } else {
+                Err(ChainError::Conflict { height })
+            };
+        }
+        if height != head + 1 || block.header.parent != self.node.store().head_hash() {
+            return Err(ChainError::Conflict { height });
+        }
+        let held = self.pending.lock().get(&block.header.hash()).cloned();
+        let executed = match held {
+            Some(e) => e.executed.clone(),
+            None => self.node.ledger().verify_on(None, block)?,
+        };
+        self.node.commit_finalized(block, &executed)?;
+        // Forget what is now durable, and every other block at or below it (forks that can
+        // no longer be finalized).
+        self.pending
+            .lock()
+            .retain(|_, e| e.block.header.height > height);
+        Ok(true)
+    }
+}
+
+fn unfinalized(e: &Executing) -> Unfinalized<'_> {
+    let h = &e.block.header;
+    Unfinalized {
+        tip: carechain_consensus::ChainTip {
+            chain_id: h.chain_id.clone(),
+            height: h.height,
+            hash: h.hash(),
+            timestamp_ms: h.timestamp_ms,
+        },
+        changes: &e.changes,
+        bucket_updates: &e.bucket_updates,
+        log: &e.executed.log_after,
+    }
+}

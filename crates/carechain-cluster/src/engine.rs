@@ -1,0 +1,347 @@
+//! Wiring one validator: simplex consensus (votes, certificates, its resolver), marshal
+//! (block dissemination by buffered broadcast, backfill of missing blocks from peers, ordered
+//! delivery of finalized blocks to the [`Finalizer`]), the inline-verification wrapper around
+//! [`App`], and the mempool gossip — over any Commonware runtime and p2p network (simulated
+//! in tests, authenticated TCP in `cluster up`).
+
+use std::{num::NonZeroUsize, sync::Arc, time::Duration};
+
+use carechain_node::Node;
+use commonware_broadcast::buffered;
+use commonware_consensus::{
+    marshal::{self, core::Actor, resolver::p2p as marshal_resolver, standard::Inline},
+    simplex::{
+        self,
+        config::{ForwardPolicy, SkipBudget, SkipPolicy},
+        elector::RoundRobin,
+    },
+    types::{Epoch, FixedEpocher, ViewDelta},
+};
+use commonware_cryptography::{
+    Digested, Digestible, Sha256,
+    certificate::{ConstantProvider, Verifier as _},
+    ed25519::{PrivateKey, PublicKey},
+};
+use commonware_p2p::{Blocker, Provider, Receiver, Recipients, Sender};
+use commonware_parallel::Sequential;
+use commonware_runtime::{Clock, Handle, Metrics, Spawner, Storage, buffer::paged::CacheRef};
+use commonware_storage::archive::immutable;
+use commonware_utils::{NZU16, NZU64, NZUsize, ordered::Set};
+use rand_core::CryptoRng;
+
+use crate::{
+    Scheme,
+    app::{App, Finalizer},
+    block::ChainBlock,
+    chain::Chain,
+    evidence::{EvidenceLog, Recorder},
+};
+
+/// Namespace of every consensus signature (votes and certificates).
+pub const CONSENSUS_NAMESPACE: &[u8] = b"carechain/v1/consensus";
+
+/// Tunables of one validator.
+#[derive(Clone, Debug)]
+pub struct ValidatorConfig {
+    /// Storage partition prefix (unique per validator on one storage).
+    pub partition: String,
+    /// How long to wait for a leader's proposal before voting to skip the view.
+    pub leader_timeout: Duration,
+    /// How long to wait for a notarized proposal to certify.
+    pub certification_timeout: Duration,
+    /// How often to retry a timed-out view.
+    pub timeout_retry: Duration,
+    /// How long an idle leader waits for transactions before proposing an empty block.
+    pub idle_wait: Duration,
+    /// Most transactions per block.
+    pub max_block_txs: usize,
+    /// Largest encoded block (also bounds p2p messages that carry blocks).
+    pub max_block_bytes: usize,
+    /// Backfill request timeout.
+    pub fetch_timeout: Duration,
+}
+
+impl Default for ValidatorConfig {
+    fn default() -> Self {
+        ValidatorConfig {
+            partition: "carechain".into(),
+            leader_timeout: Duration::from_secs(1),
+            certification_timeout: Duration::from_secs(2),
+            timeout_retry: Duration::from_secs(3),
+            idle_wait: Duration::from_millis(500),
+            max_block_txs: 8_192,
+            max_block_bytes: 8 * 1024 * 1024,
+            fetch_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The p2p channels one validator uses, each a (sender, receiver) pair.
+pub struct Channels<S, R> {
+    /// Simplex votes.
+    pub votes: (S, R),
+    /// Simplex certificates.
+    pub certificates: (S, R),
+    /// Simplex's own resolver (missing certificates).
+    pub resolver: (S, R),
+    /// Marshal backfill (missing blocks and finalizations).
+    pub backfill: (S, R),
+    /// Block dissemination (buffered broadcast).
+    pub blocks: (S, R),
+    /// Mempool gossip.
+    pub gossip: (S, R),
+}
+
+/// Channel numbers on the p2p network.
+pub mod channel {
+    /// Simplex votes.
+    pub const VOTES: u64 = 0;
+    /// Simplex certificates.
+    pub const CERTIFICATES: u64 = 1;
+    /// Simplex resolver.
+    pub const RESOLVER: u64 = 2;
+    /// Marshal backfill.
+    pub const BACKFILL: u64 = 3;
+    /// Block broadcast.
+    pub const BLOCKS: u64 = 4;
+    /// Mempool gossip.
+    pub const GOSSIP: u64 = 5;
+    /// Every channel, for registration.
+    pub const ALL: [u64; 6] = [VOTES, CERTIFICATES, RESOLVER, BACKFILL, BLOCKS, GOSSIP];
+}
+
+/// A running validator.
+pub struct Validator {
+    /// The chain it executes.
+    pub chain: Arc<Chain>,
+    /// Consensus faults it observed (equivocations), with their signed evidence.
+    pub evidence: EvidenceLog,
+    /// The consensus engine task.
+    pub engine: Handle<()>,
+}
+
+/// Starts a validator: `key` signs votes, `participants` is the validator set (every
+/// validator's public key), `node` was started with [`Node::start_external`].
+#[allow(clippy::too_many_arguments)]
+pub async fn start<E, S, R, P, B>(
+    context: E,
+    config: ValidatorConfig,
+    key: PrivateKey,
+    participants: Set<PublicKey>,
+    node: Arc<Node>,
+    peer_provider: P,
+    blocker: B,
+    channels: Channels<S, R>,
+) -> Validator
+where
+    E: Clock + CryptoRng + Spawner + Storage + Metrics + Send + Sync + 'static,
+    S: Sender<PublicKey = PublicKey>,
+    R: Receiver<PublicKey = PublicKey>,
+    P: Provider<PublicKey = PublicKey>,
+    B: Blocker<PublicKey = PublicKey> + Clone,
+{
+    let public = commonware_cryptography::Signer::public_key(&key);
+    let scheme = Scheme::signer(CONSENSUS_NAMESPACE, participants.clone(), key)
+        .expect("the validator's key is in the validator set");
+    let chain = Arc::new(Chain::new(
+        node.clone(),
+        config.max_block_txs,
+        config.max_block_bytes,
+    ));
+    let genesis = ChainBlock::genesis(node.store().genesis().hash());
+    let page_cache = CacheRef::new(NZU16!(4096), NZUsize!(256));
+    let mailbox_size = NZUsize!(1024);
+    let buffer = NZUsize!(64 * 1024);
+    let prefix = config.partition.clone();
+
+    // Marshal: finalized blocks and their certificates in archives, blocks received by
+    // broadcast or fetched from peers.
+    let marshal_config = marshal::Config {
+        provider: ConstantProvider::<Scheme, Epoch>::new(scheme.clone()),
+        epocher: FixedEpocher::new(NZU64!(1 << 40)),
+        start: marshal::Start::Genesis(Digested::precomputed(genesis.clone(), genesis.digest())),
+        mailbox_size,
+        view_retention: ViewDelta::new(32),
+        max_repair: NZUsize!(64),
+        max_pending_acks: NZUsize!(1),
+        block_codec_config: config.max_block_bytes,
+        partition_prefix: prefix.clone(),
+        prunable_items_per_section: NZU64!(1024),
+        replay_buffer: buffer,
+        key_write_buffer: buffer,
+        value_write_buffer: buffer,
+        page_cache: page_cache.clone(),
+        strategy: Sequential,
+    };
+    let resolver = marshal_resolver::init(
+        context.child("marshal_resolver"),
+        marshal_resolver::Config {
+            public_key: public.clone(),
+            peer_provider: peer_provider.clone(),
+            blocker: blocker.clone(),
+            mailbox_size,
+            fetch_timeout: commonware_utils::NonZeroDuration::new(config.fetch_timeout)
+                .expect("nonzero fetch timeout"),
+            fetch_retry_delay: Duration::from_millis(100),
+            priority_requests: false,
+            priority_responses: false,
+        },
+        channels.backfill,
+    );
+    let (broadcast_engine, broadcast) = buffered::Engine::new(
+        context.child("broadcast"),
+        buffered::Config {
+            public_key: public.clone(),
+            mailbox_size,
+            deque_size: 16,
+            priority: false,
+            codec_config: config.max_block_bytes,
+            peer_provider,
+            strategy: Sequential,
+        },
+    );
+    broadcast_engine.start(channels.blocks);
+    let finalizations_by_height = immutable::Archive::init(
+        context.child("finalizations_by_height"),
+        archive_config(
+            &prefix,
+            "finalizations",
+            &page_cache,
+            buffer,
+            Scheme::certificate_codec_config_unbounded(),
+        ),
+    )
+    .await
+    .expect("finalizations archive");
+    let finalized_blocks = immutable::Archive::init(
+        context.child("finalized_blocks"),
+        archive_config(
+            &prefix,
+            "blocks",
+            &page_cache,
+            buffer,
+            config.max_block_bytes,
+        ),
+    )
+    .await
+    .expect("blocks archive");
+    let (actor, mailbox, _floor) = Actor::init(
+        context.child("marshal"),
+        finalizations_by_height,
+        finalized_blocks,
+        marshal_config,
+    )
+    .await;
+    actor.start(Finalizer::new(chain.clone()), broadcast, resolver);
+
+    // Consensus over the application.
+    let app = App::new(chain.clone(), config.idle_wait);
+    let inline = Inline::new(
+        context.child("application"),
+        app,
+        mailbox,
+        FixedEpocher::new(NZU64!(1 << 40)),
+    );
+    let evidence = EvidenceLog::default();
+    let reporter = Recorder::new(inline.clone(), evidence.clone());
+    let engine = simplex::Engine::new(
+        context.child("simplex"),
+        simplex::config::Config {
+            scheme,
+            elector: RoundRobin::<Sha256>::default(),
+            blocker,
+            automaton: inline.clone(),
+            relay: inline,
+            reporter,
+            strategy: Sequential,
+            partition: format!("{prefix}-simplex"),
+            mailbox_size,
+            epoch: Epoch::zero(),
+            floor: simplex::config::Floor::Genesis(crate::block::digest_of(
+                &node.store().genesis().hash(),
+            )),
+            replay_buffer: buffer,
+            write_buffer: buffer,
+            page_cache,
+            leader_timeout: config.leader_timeout,
+            certification_timeout: config.certification_timeout,
+            timeout_retry: config.timeout_retry,
+            view_retention: ViewDelta::new(32),
+            skip: SkipPolicy::Enabled {
+                timeout: config.timeout_retry + config.certification_timeout,
+                budget: SkipBudget::Participants,
+            },
+            fetch_timeout: commonware_utils::NonZeroDuration::new(config.fetch_timeout)
+                .expect("nonzero fetch timeout"),
+            fetch_retry_delay: Duration::from_millis(100),
+            forward: ForwardPolicy::SilentLeader,
+            track_historical_votes: false,
+        },
+    );
+    let engine = engine.start(channels.votes, channels.certificates, channels.resolver);
+    gossip(context.child("gossip"), node, channels.gossip);
+    Validator {
+        chain,
+        evidence,
+        engine,
+    }
+}
+
+fn archive_config<C: Clone>(
+    prefix: &str,
+    name: &str,
+    page_cache: &CacheRef,
+    buffer: NonZeroUsize,
+    codec_config: C,
+) -> immutable::Config<C> {
+    immutable::Config {
+        metadata_partition: format!("{prefix}-{name}-metadata"),
+        freezer_table_partition: format!("{prefix}-{name}-freezer-table"),
+        freezer_table_initial_size: 1024,
+        freezer_table_resize_frequency: 4,
+        freezer_table_resize_chunk_size: 1024,
+        freezer_key_partition: format!("{prefix}-{name}-freezer-key"),
+        freezer_key_page_cache: page_cache.clone(),
+        freezer_value_partition: format!("{prefix}-{name}-freezer-value"),
+        freezer_value_target_size: 64 * 1024 * 1024,
+        freezer_value_compression: None,
+        ordinal_partition: format!("{prefix}-{name}-ordinal"),
+        items_per_section: NZU64!(1024),
+        codec_config,
+        replay_buffer: buffer,
+        freezer_key_write_buffer: buffer,
+        freezer_value_write_buffer: buffer,
+        ordinal_write_buffer: buffer,
+    }
+}
+
+/// Mempool gossip: transactions this node admits from its clients go to every peer; those
+/// peers send are admitted here (not passed on again). Gossip is best effort: a transaction
+/// a peer misses still reaches the chain when the node that admitted it leads.
+fn gossip<E, S, R>(context: E, node: Arc<Node>, (mut sender, mut receiver): (S, R))
+where
+    E: Spawner + Clock + Metrics + Send + 'static,
+    S: Sender<PublicKey = PublicKey>,
+    R: Receiver<PublicKey = PublicKey>,
+{
+    let (tx, mut rx) = futures::channel::mpsc::unbounded::<Vec<Vec<u8>>>();
+    node.set_gossip(Box::new(move |batch| {
+        let _ = tx.unbounded_send(batch);
+    }));
+    context.child("out").spawn(move |_| async move {
+        use futures::StreamExt;
+        while let Some(batch) = rx.next().await {
+            for chunk in batch.chunks(256) {
+                let msg = crate::gossip::encode_batch(chunk);
+                let _ = sender.send(Recipients::All, msg, false);
+            }
+        }
+    });
+    context.child("in").spawn(move |_| async move {
+        while let Ok((_peer, msg)) = receiver.recv().await {
+            if let Some(batch) = crate::gossip::decode_batch(msg.as_ref()) {
+                let _ = node.submit_gossiped(batch);
+            }
+        }
+    });
+}

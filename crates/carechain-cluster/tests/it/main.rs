@@ -1,0 +1,360 @@
+//! Cluster tests in Commonware's deterministic runtime: four validators (each with its own
+//! ledger store) on a simulated network, seeded and run in one process. Each test ends by
+//! checking that every honest validator holds the same blocks, state root and log root.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    sync::Arc,
+    time::{Duration, UNIX_EPOCH},
+};
+
+use carechain_cluster::{
+    consensus_key, consensus_public,
+    engine::{self, Channels, Validator, ValidatorConfig, channel},
+    validator_set,
+};
+use carechain_crypto::{SecretKey, sha256};
+use carechain_node::{Node, NodeConfig};
+use carechain_storage::Store;
+use carechain_types::{Genesis, GenesisIdentity, Payload, Role, TxBody, encode};
+use commonware_cryptography::ed25519::PublicKey;
+use commonware_p2p::simulated::{self, Link, Network, Oracle};
+use commonware_runtime::{Clock, Quota, Runner, Supervisor as _, deterministic};
+use commonware_utils::{NZU32, NZUsize, probability};
+
+const CHAIN: &str = "cluster-test";
+const N: usize = 4;
+
+fn key(i: u32) -> SecretKey {
+    SecretKey::from_seed(&sha256(&i.to_le_bytes()).0)
+}
+
+fn validators() -> Vec<SecretKey> {
+    (0..N as u32).map(key).collect()
+}
+
+fn org() -> SecretKey {
+    key(100)
+}
+
+fn genesis() -> Genesis {
+    let mut identities: Vec<GenesisIdentity> = validators()
+        .iter()
+        .map(|k| GenesisIdentity {
+            key: k.public(),
+            role: Role::Validator,
+            parent: None,
+        })
+        .collect();
+    identities.push(GenesisIdentity {
+        key: org().public(),
+        role: Role::Organization,
+        parent: None,
+    });
+    Genesis {
+        chain_id: CHAIN.into(),
+        timestamp_ms: 1,
+        identities,
+    }
+}
+
+fn anchor(nonce: u64) -> Vec<u8> {
+    let k = org();
+    encode(
+        &TxBody {
+            chain_id: CHAIN.into(),
+            signer: k.public(),
+            nonce,
+            payload: Payload::Anchor {
+                kind: "t".into(),
+                commitment: sha256(&nonce.to_le_bytes()),
+            },
+        }
+        .sign(&k),
+    )
+}
+
+const LINK: Link = Link {
+    latency: Duration::from_millis(10),
+    jitter: Duration::from_millis(2),
+    success_rate: probability!(1.0),
+};
+
+struct Cluster {
+    _dirs: Vec<tempfile::TempDir>,
+    nodes: Vec<Arc<Node>>,
+    validators: Vec<Validator>,
+    keys: Vec<PublicKey>,
+    oracle: Oracle<PublicKey, deterministic::Context>,
+}
+
+async fn link_all(
+    oracle: &Oracle<PublicKey, deterministic::Context>,
+    keys: &[PublicKey],
+    link: Link,
+) {
+    for a in keys {
+        for b in keys {
+            if a != b {
+                let _ = oracle.add_link(a.clone(), b.clone(), link.clone()).await;
+            }
+        }
+    }
+}
+
+async fn cut(oracle: &Oracle<PublicKey, deterministic::Context>, a: &[PublicKey], b: &[PublicKey]) {
+    for x in a {
+        for y in b {
+            if x != y {
+                let _ = oracle.remove_link(x.clone(), y.clone()).await;
+                let _ = oracle.remove_link(y.clone(), x.clone()).await;
+            }
+        }
+    }
+}
+
+async fn start_cluster(context: &deterministic::Context, link: Link) -> Cluster {
+    let genesis = genesis();
+    let participants = validator_set(&genesis);
+    let keys: Vec<PublicKey> = validators()
+        .iter()
+        .map(|k| consensus_public(&k.public()))
+        .collect();
+    let (network, oracle) = Network::new_with_peers(
+        context.child("network"),
+        simulated::Config {
+            max_size: 16 * 1024 * 1024,
+            max_peers_per_set: NZUsize!(N),
+            disconnect_on_block: true,
+            tracked_peer_sets: NZUsize!(1),
+        },
+        keys.clone(),
+    )
+    .await;
+    network.start();
+    let quota = Quota::per_second(NZU32!(1_000_000));
+    let mut dirs = Vec::new();
+    let mut nodes = Vec::new();
+    let mut started = Vec::new();
+    for (i, sk) in validators().iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join("ledger.redb"), &genesis).unwrap();
+        let node =
+            Node::start_external(Arc::new(store), sk.clone(), NodeConfig::default()).unwrap();
+        let control = oracle.control(keys[i].clone());
+        let mut regs = Vec::new();
+        for ch in channel::ALL {
+            regs.push(control.register(ch, quota).await.unwrap());
+        }
+        let mut regs = regs.into_iter();
+        let channels = Channels {
+            votes: regs.next().unwrap(),
+            certificates: regs.next().unwrap(),
+            resolver: regs.next().unwrap(),
+            backfill: regs.next().unwrap(),
+            blocks: regs.next().unwrap(),
+            gossip: regs.next().unwrap(),
+        };
+        let v = engine::start(
+            context.child("validator").with_attribute("index", i),
+            ValidatorConfig {
+                partition: format!("validator-{i}"),
+                ..ValidatorConfig::default()
+            },
+            consensus_key(sk),
+            participants.clone(),
+            node.clone(),
+            oracle.manager(),
+            oracle.control(keys[i].clone()),
+            channels,
+        )
+        .await;
+        dirs.push(dir);
+        nodes.push(node);
+        started.push(v);
+    }
+    link_all(&oracle, &keys, link).await;
+    Cluster {
+        _dirs: dirs,
+        nodes,
+        validators: started,
+        keys,
+        oracle,
+    }
+}
+
+/// Waits (in simulated time) until every node in `which` has applied `txs` transactions.
+async fn wait_applied(context: &deterministic::Context, c: &Cluster, which: &[usize], txs: u64) {
+    loop {
+        if which
+            .iter()
+            .all(|&i| c.nodes[i].store().log().size() >= txs)
+        {
+            return;
+        }
+        context.sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every node in `which` agrees block by block up to the lowest head, and those at the
+/// same height have the same state root and log.
+fn assert_agree(c: &Cluster, which: &[usize]) {
+    let low = which
+        .iter()
+        .map(|&i| c.nodes[i].store().head())
+        .min()
+        .unwrap();
+    let first = &c.nodes[which[0]];
+    for h in 1..=low {
+        let b0 = first.store().snapshot().unwrap().block(h).unwrap().unwrap();
+        for &i in &which[1..] {
+            let b = c.nodes[i]
+                .store()
+                .snapshot()
+                .unwrap()
+                .block(h)
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                b.header.hash(),
+                b0.header.hash(),
+                "validators {i} and {} differ at height {h}",
+                which[0]
+            );
+        }
+    }
+    let heads: Vec<u64> = which.iter().map(|&i| c.nodes[i].store().head()).collect();
+    if heads.iter().all(|&h| h == heads[0]) {
+        for &i in which {
+            assert_eq!(c.nodes[i].store().log().root(), first.store().log().root());
+            assert_eq!(
+                c.nodes[i].store().commitment().root(),
+                first.store().commitment().root()
+            );
+        }
+    }
+}
+
+fn runner(seed: u64) -> deterministic::Runner {
+    deterministic::Runner::new(
+        deterministic::Config::default()
+            .with_seed(seed)
+            .with_start_time(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
+            .with_timeout(Some(Duration::from_secs(600))),
+    )
+}
+
+#[test]
+fn four_validators_finalize_transactions_submitted_anywhere() {
+    runner(1).start(|context| async move {
+        let c = start_cluster(&context, LINK).await;
+        // Transactions of one signer go to one node (nonces in order); gossip carries them.
+        let total = 200u64;
+        for n in 0..total {
+            let r = c.nodes[(n / 50) as usize % N].submit(anchor(n));
+            if r.is_err() {
+                // A node that has not yet seen the previous ones by gossip refuses a gap:
+                // resubmit to node 0.
+                let _ = c.nodes[0].submit(anchor(n));
+            }
+            if n % 50 == 49 {
+                wait_applied(&context, &c, &[0, 1, 2, 3], n + 1).await;
+            }
+        }
+        wait_applied(&context, &c, &[0, 1, 2, 3], total).await;
+        // Let every node reach the same head, then compare everything.
+        context.sleep(Duration::from_secs(2)).await;
+        assert_agree(&c, &[0, 1, 2, 3]);
+        for v in &c.validators {
+            assert!(v.evidence.all().is_empty());
+        }
+        // Nothing lost, nothing twice.
+        assert_eq!(c.nodes[0].store().log().size(), total);
+        // Leaders rotate: blocks come from several validators.
+        let head = c.nodes[0].store().head();
+        let snap = c.nodes[0].store().snapshot().unwrap();
+        let proposers: std::collections::BTreeSet<_> = (1..=head)
+            .map(|h| snap.block(h).unwrap().unwrap().header.proposer)
+            .collect();
+        assert!(proposers.len() >= 3, "only {} proposers", proposers.len());
+    });
+}
+
+/// Submits `count` anchors from nonce `from` to node `to`, in order.
+fn submit(c: &Cluster, to: usize, from: u64, count: u64) {
+    for n in from..from + count {
+        c.nodes[to].submit(anchor(n)).expect("admitted");
+    }
+}
+
+#[test]
+fn one_validator_cut_off_the_rest_finalize_and_it_catches_up() {
+    runner(2).start(|context| async move {
+        let c = start_cluster(&context, LINK).await;
+        submit(&c, 0, 0, 50);
+        wait_applied(&context, &c, &[0, 1, 2, 3], 50).await;
+        // Validator 3 is cut off from everybody (as good as crashed for the others).
+        cut(&c.oracle, &c.keys[3..], &c.keys[..3]).await;
+        let stalled = c.nodes[3].store().head();
+        submit(&c, 0, 50, 300);
+        wait_applied(&context, &c, &[0, 1, 2], 350).await;
+        assert!(c.nodes[3].store().head() <= stalled + 1);
+        assert_agree(&c, &[0, 1, 2]);
+        // Healed: it fetches the blocks it missed, re-executes them and joins in again.
+        link_all(&c.oracle, &c.keys, LINK).await;
+        submit(&c, 0, 350, 50);
+        wait_applied(&context, &c, &[0, 1, 2, 3], 400).await;
+        context.sleep(Duration::from_secs(2)).await;
+        assert_agree(&c, &[0, 1, 2, 3]);
+        assert_eq!(c.nodes[3].store().log().size(), 400);
+    });
+}
+
+#[test]
+fn a_two_two_partition_makes_no_progress_and_no_fork_then_heals() {
+    runner(3).start(|context| async move {
+        let c = start_cluster(&context, LINK).await;
+        submit(&c, 0, 0, 20);
+        wait_applied(&context, &c, &[0, 1, 2, 3], 20).await;
+        cut(&c.oracle, &c.keys[..2], &c.keys[2..]).await;
+        context.sleep(Duration::from_secs(1)).await;
+        let heads: Vec<u64> = c.nodes.iter().map(|n| n.store().head()).collect();
+        // Both halves hold transactions, neither has a quorum.
+        submit(&c, 0, 20, 30);
+        context.sleep(Duration::from_secs(20)).await;
+        for (i, n) in c.nodes.iter().enumerate() {
+            assert_eq!(
+                n.store().head(),
+                heads[i],
+                "validator {i} finalized without a quorum"
+            );
+        }
+        assert_agree(&c, &[0, 1, 2, 3]);
+        link_all(&c.oracle, &c.keys, LINK).await;
+        wait_applied(&context, &c, &[0, 1, 2, 3], 50).await;
+        context.sleep(Duration::from_secs(2)).await;
+        assert_agree(&c, &[0, 1, 2, 3]);
+    });
+}
+
+#[test]
+fn a_lossy_slow_network_stays_safe_and_recovers_when_it_heals() {
+    runner(4).start(|context| async move {
+        let lossy = Link {
+            latency: Duration::from_millis(80),
+            jitter: Duration::from_millis(60),
+            success_rate: probability!(0.75),
+        };
+        let c = start_cluster(&context, lossy).await;
+        submit(&c, 0, 0, 100);
+        // Progress may be slow or stall while messages are dropped and reordered; whatever
+        // is final agrees everywhere.
+        context.sleep(Duration::from_secs(30)).await;
+        assert_agree(&c, &[0, 1, 2, 3]);
+        link_all(&c.oracle, &c.keys, LINK).await;
+        wait_applied(&context, &c, &[0, 1, 2, 3], 100).await;
+        context.sleep(Duration::from_secs(2)).await;
+        assert_agree(&c, &[0, 1, 2, 3]);
+    });
+}
