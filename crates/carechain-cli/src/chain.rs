@@ -50,6 +50,14 @@ impl DataDir {
     pub fn exists(&self) -> bool {
         self.db().exists()
     }
+    /// The cluster file of a validator's directory (absent for a single node).
+    pub fn cluster(&self) -> PathBuf {
+        self.root.join("cluster.json")
+    }
+    /// Commonware's storage (consensus journal, finalized-block archives) of a validator.
+    pub fn consensus(&self) -> PathBuf {
+        self.root.join("consensus")
+    }
 }
 
 #[derive(Args, Clone)]
@@ -64,37 +72,162 @@ pub struct InitArgs {
     /// validator, operator). Repeatable.
     #[arg(long = "identity", value_name = "ROLE=DID")]
     pub identities: Vec<String>,
+    /// Create a validator cluster of this many validators instead of a single node: one
+    /// data directory per validator (`v0`, `v1`, …) under --data, sharing one genesis and a
+    /// `cluster.json` with every validator's keys and addresses (127.0.0.1).
+    #[arg(long, default_value_t = 1)]
+    pub validators: usize,
+    /// First consensus p2p port of a cluster (validator i listens on this + i).
+    #[arg(long, default_value_t = 7100)]
+    pub p2p_port: u16,
+    /// First HTTP port of a cluster (validator i serves on this + i).
+    #[arg(long, default_value_t = 8081)]
+    pub http_port: u16,
 }
 
-/// Creates the data directory; returns the node key and operator key.
+/// Creates the data directory (or, with `--validators N` > 1, a cluster of N validator
+/// directories); returns the (first) node key and the operator key.
 pub fn init(a: &InitArgs) -> Result<(SecretKey, SecretKey)> {
-    let dir = DataDir::new(&a.data);
-    if dir.exists() {
-        bail!("{} already holds a chain", a.data.display());
-    }
     if a.chain_id.is_empty() || a.chain_id.len() > carechain_types::MAX_CHAIN_ID {
         bail!(
             "chain id must be 1 to {} bytes",
             carechain_types::MAX_CHAIN_ID
         );
     }
+    if a.validators == 0 || a.validators > 64 {
+        bail!("--validators must be 1 to 64");
+    }
+    if a.validators > 1 {
+        return init_cluster(a);
+    }
+    let dir = DataDir::new(&a.data);
+    if dir.exists() {
+        bail!("{} already holds a chain", a.data.display());
+    }
     fs::create_dir_all(&a.data).with_context(|| format!("cannot create {}", a.data.display()))?;
     let node_key = SecretKey::generate()?;
     let operator = SecretKey::generate()?;
-    keyfile::write(&dir.node_key(), &node_key)?;
-    keyfile::write(&dir.operator_key(), &operator)?;
-    let mut identities = vec![
-        GenesisIdentity {
-            key: node_key.public(),
+    let genesis = make_genesis(a, std::slice::from_ref(&node_key), &operator)?;
+    write_node_dir(&dir, &node_key, &operator, &genesis)?;
+    out_line(&format!(
+        "created chain {} in {}",
+        genesis.chain_id,
+        a.data.display()
+    ));
+    out_line(&format!("node (validator): {}", node_key.public().did()));
+    out_line(&format!(
+        "operator:         {}  (key: {})",
+        operator.public().did(),
+        dir.operator_key().display()
+    ));
+    Ok((node_key, operator))
+}
+
+/// The data directory of validator `i` of a cluster rooted at `root`.
+pub fn validator_dir(root: &Path, i: usize) -> PathBuf {
+    root.join(format!("v{i}"))
+}
+
+/// `init --validators N`: N validator keys in one genesis, a directory per validator.
+fn init_cluster(a: &InitArgs) -> Result<(SecretKey, SecretKey)> {
+    let n = a.validators;
+    let cluster_file = a.data.join("cluster.json");
+    if cluster_file.exists() || validator_dir(&a.data, 0).exists() {
+        bail!("{} already holds a cluster", a.data.display());
+    }
+    let (Some(p2p_end), Some(http_end)) = (
+        a.p2p_port.checked_add(n as u16),
+        a.http_port.checked_add(n as u16),
+    ) else {
+        bail!("ports out of range");
+    };
+    let _ = (p2p_end, http_end);
+    fs::create_dir_all(&a.data).with_context(|| format!("cannot create {}", a.data.display()))?;
+    let keys = (0..n)
+        .map(|_| SecretKey::generate())
+        .collect::<Result<Vec<_>, _>>()?;
+    let operator = SecretKey::generate()?;
+    let genesis = make_genesis(a, &keys, &operator)?;
+    let localhost = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    let cluster = carechain_cluster::net::ClusterFile {
+        chain_id: genesis.chain_id.clone(),
+        validators: keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| carechain_cluster::net::Member {
+                did: k.public().did().to_string(),
+                p2p: std::net::SocketAddr::new(localhost, a.p2p_port + i as u16),
+                http: std::net::SocketAddr::new(localhost, a.http_port + i as u16),
+            })
+            .collect(),
+    };
+    keyfile::write(&a.data.join("operator.key"), &operator)?;
+    cluster.write(&cluster_file)?;
+    for (i, k) in keys.iter().enumerate() {
+        let dir = DataDir::new(&validator_dir(&a.data, i));
+        fs::create_dir_all(&dir.root)?;
+        write_node_dir(&dir, k, &operator, &genesis)?;
+        cluster.write(&dir.cluster())?;
+    }
+    out_line(&format!(
+        "created chain {} with {n} validators in {}",
+        genesis.chain_id,
+        a.data.display()
+    ));
+    for (i, m) in cluster.validators.iter().enumerate() {
+        out_line(&format!(
+            "validator {i}: {}  p2p {}  http http://{}  (data {})",
+            m.did,
+            m.p2p,
+            m.http,
+            validator_dir(&a.data, i).display()
+        ));
+    }
+    out_line(&format!(
+        "operator:    {}  (key: {})",
+        operator.public().did(),
+        a.data.join("operator.key").display()
+    ));
+    Ok((keys[0].clone(), operator))
+}
+
+/// Node key, operator key, genesis (JSON and canonical) and an empty database in `dir`.
+fn write_node_dir(
+    dir: &DataDir,
+    node_key: &SecretKey,
+    operator: &SecretKey,
+    genesis: &Genesis,
+) -> Result<()> {
+    keyfile::write(&dir.node_key(), node_key)?;
+    keyfile::write(&dir.operator_key(), operator)?;
+    let doc = json!({
+        "chain_id": genesis.chain_id,
+        "timestamp_ms": genesis.timestamp_ms,
+        "genesis_hash": genesis.hash().to_hex(),
+        "identities": genesis.identities.iter().map(|i| json!({"did": i.key.did().to_string(), "role": i.role.as_str()})).collect::<Vec<_>>(),
+    });
+    fs::write(dir.genesis_json(), serde_json::to_string_pretty(&doc)?)?;
+    // The canonical encoding, for auditors to pin (`carechain verify --url … --genesis genesis.bin`).
+    fs::write(dir.genesis_bin(), carechain_types::encode(genesis))?;
+    Store::create(&dir.db(), genesis)?;
+    Ok(())
+}
+
+/// The genesis: the validators, the operator and any `--identity`.
+fn make_genesis(a: &InitArgs, validators: &[SecretKey], operator: &SecretKey) -> Result<Genesis> {
+    let mut identities: Vec<GenesisIdentity> = validators
+        .iter()
+        .map(|k| GenesisIdentity {
+            key: k.public(),
             role: Role::Validator,
             parent: None,
-        },
-        GenesisIdentity {
-            key: operator.public(),
-            role: Role::Operator,
-            parent: None,
-        },
-    ];
+        })
+        .collect();
+    identities.push(GenesisIdentity {
+        key: operator.public(),
+        role: Role::Operator,
+        parent: None,
+    });
     for spec in &a.identities {
         let (role, did) = spec.split_once('=').context("--identity takes ROLE=DID")?;
         let role = Role::parse(role).with_context(|| format!("unknown role {role}"))?;
@@ -108,33 +241,11 @@ pub fn init(a: &InitArgs) -> Result<(SecretKey, SecretKey)> {
             parent: None,
         });
     }
-    let genesis = Genesis {
+    Ok(Genesis {
         chain_id: a.chain_id.clone(),
         timestamp_ms: carechain_node::now_ms(),
         identities,
-    };
-    let doc = json!({
-        "chain_id": genesis.chain_id,
-        "timestamp_ms": genesis.timestamp_ms,
-        "genesis_hash": genesis.hash().to_hex(),
-        "identities": genesis.identities.iter().map(|i| json!({"did": i.key.did().to_string(), "role": i.role.as_str()})).collect::<Vec<_>>(),
-    });
-    fs::write(dir.genesis_json(), serde_json::to_string_pretty(&doc)?)?;
-    // The canonical encoding, for auditors to pin (`carechain verify --url … --genesis genesis.bin`).
-    fs::write(dir.genesis_bin(), carechain_types::encode(&genesis))?;
-    Store::create(&dir.db(), &genesis)?;
-    out_line(&format!(
-        "created chain {} in {}",
-        genesis.chain_id,
-        a.data.display()
-    ));
-    out_line(&format!("node (validator): {}", node_key.public().did()));
-    out_line(&format!(
-        "operator:         {}  (key: {})",
-        operator.public().did(),
-        dir.operator_key().display()
-    ));
-    Ok((node_key, operator))
+    })
 }
 
 /// The node's key-encryption-key seed (wraps every record's data key): created on first use,

@@ -5,6 +5,7 @@ mod bench;
 mod bench_fhir;
 mod chain;
 mod client;
+mod cluster;
 mod import;
 mod keyfile;
 mod txcmd;
@@ -31,8 +32,14 @@ struct Cli {
 enum Command {
     /// Create a data directory: node key, operator key, genesis and database.
     Init(chain::InitArgs),
-    /// Run a node: HTTP API and explorer on embedded storage.
+    /// Run a node: HTTP API and explorer on embedded storage (a validator of its cluster when
+    /// the data directory holds a `cluster.json`).
     Up(up::UpArgs),
+    /// A local BFT validator cluster: `cluster up --validators 4`, `cluster status`.
+    Cluster {
+        #[command(subcommand)]
+        cmd: cluster::ClusterCmd,
+    },
     /// Key management.
     Key {
         #[command(subcommand)]
@@ -70,8 +77,6 @@ enum Command {
         #[command(flatten)]
         conn: txcmd::Conn,
     },
-    /// Verify one access-log receipt offline (audit event, commitment, transaction, inclusion
-    /// proof, signed checkpoint).
     /// Decrypts a record's envelope (`GET /fhir/{type}/{id}/$envelope`) offline with the
     /// patient's own key, checking it against its commitment.
     Decrypt {
@@ -81,6 +86,8 @@ enum Command {
         /// The envelope (JSON).
         file: PathBuf,
     },
+    /// Verify one access-log receipt offline (audit event, commitment, transaction, inclusion
+    /// proof, signed checkpoint).
     VerifyReceipt {
         /// A JSON file holding one entry of `GET /patients/{id}/access-log`.
         #[arg(long)]
@@ -115,7 +122,9 @@ fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(
+                    "info,commonware_consensus=warn,commonware_p2p=warn,commonware_broadcast=warn,commonware_resolver=warn,commonware_storage=warn,commonware_runtime=warn,commonware_stream=warn",
+                )),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -123,6 +132,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Init(a) => chain::init(&a).map(|_| ()),
         Command::Up(a) => up::run(a),
+        Command::Cluster { cmd } => cluster::run(cmd),
         Command::Key {
             cmd: KeyCmd::New { out },
         } => {

@@ -19,9 +19,10 @@ pub struct UpArgs {
     /// The data directory (created with demo data if --demo is given and it holds no chain).
     #[arg(long, default_value = "./carechain-data")]
     pub data: PathBuf,
-    /// Address to serve the API and explorer on (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    /// Address to serve the API and explorer on (port 0 picks a free port). Default:
+    /// 127.0.0.1:8080, or a validator's HTTP address in its `cluster.json`.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
     /// Create a demo chain with demo identities and records if the directory is empty.
     #[arg(long)]
     pub demo: bool,
@@ -69,6 +70,9 @@ pub fn run(a: UpArgs) -> Result<()> {
             data: a.data.clone(),
             chain_id: "carechain-demo".into(),
             identities: vec![],
+            validators: 1,
+            p2p_port: 7100,
+            http_port: 8081,
         })?;
         fresh_demo = true;
     }
@@ -80,7 +84,43 @@ pub fn run(a: UpArgs) -> Result<()> {
         max_block_txs: a.max_block_txs.clamp(1, carechain_types::MAX_BLOCK_TXS),
         mempool_capacity: a.mempool_capacity.max(1),
     };
-    let node = Node::start(store, key.clone(), config)?;
+    // A validator of a cluster: blocks are ordered by BFT consensus among the validators of
+    // its cluster file; otherwise the node makes its own blocks.
+    let cluster = if dir.cluster().exists() {
+        Some(carechain_cluster::net::ClusterFile::read(&dir.cluster())?)
+    } else {
+        None
+    };
+    let (node, validator) = match &cluster {
+        Some(c) => {
+            let node = Node::start_external(store, key.clone(), config)?;
+            let v = carechain_cluster::net::start(
+                c,
+                &key,
+                node.clone(),
+                &dir.consensus(),
+                carechain_cluster::engine::ValidatorConfig {
+                    partition: "carechain".into(),
+                    max_block_txs: a.max_block_txs.clamp(1, carechain_types::MAX_BLOCK_TXS),
+                    ..Default::default()
+                },
+            )?;
+            out_line(&format!(
+                "validator {} of {} (p2p {})",
+                key.public().did(),
+                c.validators.len(),
+                c.member(&key.public())
+                    .map(|m| m.p2p.to_string())
+                    .unwrap_or_default()
+            ));
+            (node, Some(v))
+        }
+        None => (Node::start(store, key.clone(), config)?, None),
+    };
+    let listen = a
+        .listen
+        .or_else(|| cluster.as_ref()?.member(&key.public()).map(|m| m.http))
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
     if fresh_demo {
         load_demo(&node, &dir)?;
     }
@@ -89,9 +129,9 @@ pub fn run(a: UpArgs) -> Result<()> {
         .enable_all()
         .build()?;
     let result = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(a.listen)
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .with_context(|| format!("cannot listen on {}", a.listen))?;
+            .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
         let seed = crate::chain::kek_seed(&dir)?;
         let blobs: Option<Box<dyn carechain_vault::BlobStore>> = match &a.s3_bucket {
@@ -133,12 +173,15 @@ pub fn run(a: UpArgs) -> Result<()> {
         served?;
         anyhow::Ok(())
     });
+    if let Some(v) = validator {
+        v.stop();
+    }
     node.shutdown();
     out_line("node stopped");
     result
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -96,14 +96,21 @@ impl<E: Clock + Send + Sync + 'static> commonware_consensus::Application<E> for 
         if !self.chain.knows(&parent) && !self.catch_up_to(ancestry, &parent).await {
             return None;
         }
-        // An idle leader waits (briefly) for transactions rather than cut empty blocks.
+        // An idle leader does not cut empty blocks on a final parent: it waits for
+        // transactions (consensus moves on to the next leader meanwhile, and cancels this).
+        // On a parent that is not final yet it waits only briefly, so that parent gets a
+        // descendant and becomes final even on a quiet chain.
         if self.chain.node().mempool_len() == 0 {
             let mut admissions = self.chain.node().admissions();
-            let deadline = rt.sleep(self.idle_wait);
-            futures::pin_mut!(deadline);
             let changed = admissions.changed();
             futures::pin_mut!(changed);
-            let _ = futures::future::select(deadline, changed).await;
+            if parent == self.chain.node().store().head_hash() {
+                let _ = changed.await;
+            } else {
+                let deadline = rt.sleep(self.idle_wait);
+                futures::pin_mut!(deadline);
+                let _ = futures::future::select(deadline, changed).await;
+            }
         }
         match self.chain.propose(&parent, now_ms(&rt)) {
             Ok(e) => {

@@ -51,7 +51,8 @@ pub struct ValidatorConfig {
     pub certification_timeout: Duration,
     /// How often to retry a timed-out view.
     pub timeout_retry: Duration,
-    /// How long an idle leader waits for transactions before proposing an empty block.
+    /// How long an idle leader waits for transactions before proposing an empty block on a
+    /// parent that is not final yet (on a final parent it waits for transactions).
     pub idle_wait: Duration,
     /// Most transactions per block.
     pub max_block_txs: usize,
@@ -121,7 +122,8 @@ pub struct Validator {
 }
 
 /// Starts a validator: `key` signs votes, `participants` is the validator set (every
-/// validator's public key), `node` was started with [`Node::start_external`].
+/// validator's public key), `node` was started with [`Node::start_external`]; faults seen
+/// are recorded in `evidence`.
 #[allow(clippy::too_many_arguments)]
 pub async fn start<E, S, R, P, B>(
     context: E,
@@ -132,6 +134,7 @@ pub async fn start<E, S, R, P, B>(
     peer_provider: P,
     blocker: B,
     channels: Channels<S, R>,
+    evidence: EvidenceLog,
 ) -> Validator
 where
     E: Clock + CryptoRng + Spawner + Storage + Metrics + Send + Sync + 'static,
@@ -242,7 +245,6 @@ where
         mailbox,
         FixedEpocher::new(NZU64!(1 << 40)),
     );
-    let evidence = EvidenceLog::default();
     let reporter = Recorder::new(inline.clone(), evidence.clone());
     let engine = simplex::Engine::new(
         context.child("simplex"),

@@ -13,6 +13,7 @@ pub mod chain;
 pub mod engine;
 pub mod evidence;
 pub mod gossip;
+pub mod net;
 
 /// The consensus signature scheme: Ed25519, attributable (each vote individually signed),
 /// over the validators' ledger keys.

@@ -168,6 +168,7 @@ async fn start_cluster(context: &deterministic::Context, link: Link) -> Cluster 
             oracle.manager(),
             oracle.control(keys[i].clone()),
             channels,
+            carechain_cluster::evidence::EvidenceLog::default(),
         )
         .await;
         dirs.push(dir);

@@ -1,0 +1,197 @@
+//! `carechain cluster`: a local validator cluster — `up` creates it if needed and runs one
+//! `carechain up` process per validator on 127.0.0.1 until Ctrl-C / SIGTERM (then stops them
+//! cleanly); `status` shows every validator's height and roots.
+
+use std::{
+    fs,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use carechain_cluster::net::ClusterFile;
+use clap::{Args, Subcommand};
+
+use crate::{
+    chain::{InitArgs, init, validator_dir},
+    client::Client,
+    out_line,
+};
+
+#[derive(Subcommand)]
+pub enum ClusterCmd {
+    /// Start a local cluster (created first if --data holds none); stops on Ctrl-C.
+    Up(UpArgs),
+    /// Height, head, state root and log root of every validator of a local cluster.
+    Status {
+        /// The cluster directory.
+        #[arg(long, default_value = "./carechain-cluster")]
+        data: PathBuf,
+    },
+}
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// The cluster directory (one data directory per validator: v0, v1, …).
+    #[arg(long, default_value = "./carechain-cluster")]
+    pub data: PathBuf,
+    /// Validators to create (when the directory holds no cluster yet).
+    #[arg(long, default_value_t = 4)]
+    pub validators: usize,
+    /// Chain id (when creating).
+    #[arg(long, default_value = "carechain-cluster")]
+    pub chain_id: String,
+    /// First consensus p2p port (when creating).
+    #[arg(long, default_value_t = 7100)]
+    pub p2p_port: u16,
+    /// First HTTP port (when creating).
+    #[arg(long, default_value_t = 8081)]
+    pub http_port: u16,
+}
+
+pub fn run(cmd: ClusterCmd) -> Result<()> {
+    match cmd {
+        ClusterCmd::Up(a) => up(a),
+        ClusterCmd::Status { data } => status(&data),
+    }
+}
+
+fn read_cluster(data: &std::path::Path) -> Result<ClusterFile> {
+    let path = data.join("cluster.json");
+    if !path.exists() {
+        bail!(
+            "{} holds no cluster: run `carechain cluster up --data {}`",
+            data.display(),
+            data.display()
+        );
+    }
+    Ok(ClusterFile::read(&path)?)
+}
+
+fn up(a: UpArgs) -> Result<()> {
+    if !a.data.join("cluster.json").exists() {
+        init(&InitArgs {
+            data: a.data.clone(),
+            chain_id: a.chain_id.clone(),
+            identities: vec![],
+            validators: a.validators,
+            p2p_port: a.p2p_port,
+            http_port: a.http_port,
+        })?;
+    }
+    let cluster = read_cluster(&a.data)?;
+    let exe = std::env::current_exe().context("cannot find the carechain binary")?;
+    let mut children: Vec<(usize, Child)> = Vec::new();
+    for i in 0..cluster.validators.len() {
+        let dir = validator_dir(&a.data, i);
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("node.log"))
+            .with_context(|| format!("cannot open {}/node.log", dir.display()))?;
+        let child = Command::new(&exe)
+            .arg("up")
+            .arg("--data")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start validator {i}"))?;
+        children.push((i, child));
+    }
+    for (i, m) in cluster.validators.iter().enumerate() {
+        out_line(&format!(
+            "validator {i}: http://{}  p2p {}  pid {}  log {}",
+            m.http,
+            m.p2p,
+            children[i].1.id(),
+            validator_dir(&a.data, i).join("node.log").display()
+        ));
+    }
+    out_line("cluster running; Ctrl-C stops every validator");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let signal = crate::up::shutdown_signal();
+        tokio::pin!(signal);
+        loop {
+            tokio::select! {
+                _ = &mut signal => break,
+                _ = tick.tick() => {
+                    for (i, c) in children.iter_mut() {
+                        if let Ok(Some(status)) = c.try_wait() {
+                            out_line(&format!(
+                                "validator {i} exited ({status}); restart it with `carechain up --data {}`",
+                                validator_dir(&a.data, *i).display()
+                            ));
+                            *i = usize::MAX;
+                        }
+                    }
+                    children.retain(|(i, _)| *i != usize::MAX);
+                }
+            }
+        }
+    });
+    out_line("stopping validators");
+    for (_, c) in &children {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (i, c) in children.iter_mut() {
+        loop {
+            match c.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                _ => {
+                    out_line(&format!("validator {i} did not stop in time; killing it"));
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+            }
+        }
+    }
+    out_line("cluster stopped");
+    Ok(())
+}
+
+fn status(data: &std::path::Path) -> Result<()> {
+    let cluster = read_cluster(data)?;
+    let mut rows = Vec::new();
+    for (i, m) in cluster.validators.iter().enumerate() {
+        let c = Client::new(&format!("http://{}", m.http));
+        let row = match c.get_json("/v1/status") {
+            Ok(s) => serde_json::json!({
+                "validator": i,
+                "did": m.did,
+                "http": format!("http://{}", m.http),
+                "height": s["height"],
+                "head_hash": s["head_hash"],
+                "state_root": s["state_root"],
+                "log_size": s["log_size"],
+                "log_root": s["log_root"],
+                "mempool": s["mempool"],
+            }),
+            Err(e) => serde_json::json!({
+                "validator": i,
+                "did": m.did,
+                "http": format!("http://{}", m.http),
+                "down": e.to_string(),
+            }),
+        };
+        rows.push(row);
+    }
+    out_line(&serde_json::to_string_pretty(
+        &serde_json::json!({ "validators": rows }),
+    )?);
+    Ok(())
+}

@@ -1,0 +1,234 @@
+//! A validator on real sockets: the cluster file (every validator's key and addresses),
+//! Commonware's authenticated, encrypted `lookup` p2p network among the known validators,
+//! and the consensus engine on Commonware's tokio runtime in a thread of its own.
+
+use std::{
+    net::SocketAddr,
+    num::NonZeroUsize,
+    path::{Path, PathBuf},
+    sync::Arc,
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use carechain_crypto::{Did, SecretKey};
+use carechain_node::Node;
+use commonware_cryptography::ChaCha20Poly1305;
+use commonware_p2p::{
+    Address, AddressableManager as _,
+    authenticated::lookup::{self, Network},
+};
+use commonware_runtime::{Quota, Runner as _, Spawner as _, Supervisor as _, tokio};
+use commonware_stream::{
+    cups::{self, Cups},
+    sake::{self, Sake},
+};
+use commonware_utils::{NZU32, NZUsize, ordered::Map};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    consensus_key, consensus_public,
+    engine::{self, Channels, ValidatorConfig, channel},
+    evidence::EvidenceLog,
+    validator_set,
+};
+
+/// Namespace of the p2p handshake.
+pub const P2P_NAMESPACE: &[u8] = b"carechain/v1/p2p";
+
+/// One validator of a cluster file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Member {
+    /// Its ledger identity (the validator key).
+    pub did: String,
+    /// Its consensus p2p address.
+    pub p2p: SocketAddr,
+    /// Its HTTP API address.
+    pub http: SocketAddr,
+}
+
+/// `cluster.json`: the validator set with addresses, the same file in every validator's
+/// data directory.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterFile {
+    /// The chain id.
+    pub chain_id: String,
+    /// The validators, in genesis order.
+    pub validators: Vec<Member>,
+}
+
+/// Cluster file problems.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterFileError {
+    /// Reading or parsing failed.
+    #[error("cluster file {path}: {reason}")]
+    Bad {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ClusterFile {
+    /// Reads and checks a cluster file.
+    pub fn read(path: &Path) -> Result<ClusterFile, ClusterFileError> {
+        let bad = |reason: String| ClusterFileError::Bad {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let f: ClusterFile = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        for m in &f.validators {
+            m.did
+                .parse::<Did>()
+                .map_err(|e| bad(format!("{}: {e}", m.did)))?;
+        }
+        Ok(f)
+    }
+
+    /// Writes the file.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(path, text)
+    }
+
+    /// The member whose key is `key`.
+    pub fn member(&self, key: &carechain_crypto::PublicKey) -> Option<&Member> {
+        let did = key.did().to_string();
+        self.validators.iter().find(|m| m.did == did)
+    }
+}
+
+/// A validator running on its own thread; dropping it does not stop it: call
+/// [`RunningValidator::stop`].
+pub struct RunningValidator {
+    thread: Option<JoinHandle<()>>,
+    stop: Option<futures::channel::oneshot::Sender<()>>,
+    /// Faults it observed.
+    pub evidence: EvidenceLog,
+}
+
+impl RunningValidator {
+    /// Stops the engine (in-flight storage writes finish) and waits for its thread.
+    pub fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts this node's validator: p2p on its cluster-file address, the engine's own storage
+/// under `storage`. The node must have been started with [`Node::start_external`].
+pub fn start(
+    cluster: &ClusterFile,
+    key: &SecretKey,
+    node: Arc<Node>,
+    storage: &Path,
+    config: ValidatorConfig,
+) -> Result<RunningValidator, ClusterFileError> {
+    let me = cluster
+        .member(&key.public())
+        .ok_or_else(|| ClusterFileError::Bad {
+            path: PathBuf::from("cluster.json"),
+            reason: format!("{} is not a validator of this cluster", key.public().did()),
+        })?
+        .clone();
+    let participants = validator_set(node.store().genesis());
+    let mut peers = Vec::new();
+    for m in &cluster.validators {
+        let did: Did = m.did.parse().map_err(|e| ClusterFileError::Bad {
+            path: PathBuf::from("cluster.json"),
+            reason: format!("{}: {e}", m.did),
+        })?;
+        peers.push((consensus_public(&did.public_key()), Address::from(m.p2p)));
+    }
+    let signer = consensus_key(key);
+    let n_peers = peers.len();
+    let evidence = EvidenceLog::default();
+    let ev = evidence.clone();
+    let (stop_tx, stop_rx) = futures::channel::oneshot::channel::<()>();
+    let storage = storage.to_path_buf();
+    let max_message = (config.max_block_bytes + 64 * 1024) as u32;
+    let thread = std::thread::Builder::new()
+        .name("carechain-consensus".into())
+        .spawn(move || {
+            let runner = tokio::Runner::new(
+                tokio::Config::new()
+                    .with_worker_threads(2)
+                    .with_storage_directory(storage)
+                    .with_tcp_nodelay(Some(true)),
+            );
+            runner.start(|context| async move {
+                let handshake = Cups::<_, ChaCha20Poly1305>::new(
+                    Sake {
+                        signer: signer.clone(),
+                        synchrony_bound: Duration::from_secs(5),
+                        max_handshake_age: Duration::from_secs(10),
+                        version: sake::Version::V1,
+                    },
+                    cups::Version::V1,
+                );
+                let p2p = lookup::Config::local(
+                    handshake,
+                    P2P_NAMESPACE,
+                    SocketAddr::new(me.p2p.ip(), me.p2p.port()),
+                    NonZeroUsize::new(n_peers).expect("a validator set is never empty"),
+                    max_message,
+                    NZUsize!(4096),
+                );
+                let (mut network, mut oracle) = Network::new(context.child("network"), p2p);
+                let peers: Map<_, Address> = match peers.try_into() {
+                    Ok(p) => p,
+                    Err(_) => {
+                        tracing::error!("duplicate validator in the cluster file");
+                        return;
+                    }
+                };
+                let _ = oracle.track(0, peers);
+                let quota = Quota::per_second(NZU32!(5_000));
+                let mut chans = Vec::new();
+                for ch in channel::ALL {
+                    chans.push(network.register(ch, quota));
+                }
+                let mut chans = chans.into_iter();
+                let mut next = || chans.next().expect("one per channel");
+                let channels = Channels {
+                    votes: next(),
+                    certificates: next(),
+                    resolver: next(),
+                    backfill: next(),
+                    blocks: next(),
+                    gossip: next(),
+                };
+                network.start();
+                let _validator = engine::start(
+                    context.child("validator"),
+                    config,
+                    signer,
+                    participants,
+                    node,
+                    oracle.clone(),
+                    oracle,
+                    channels,
+                    ev,
+                )
+                .await;
+                tracing::info!(p2p = %me.p2p, "consensus engine running");
+                let _ = stop_rx.await;
+                let _ = context.stop(0, Some(Duration::from_secs(5))).await;
+            });
+        })
+        .map_err(|e| ClusterFileError::Bad {
+            path: PathBuf::from("cluster.json"),
+            reason: e.to_string(),
+        })?;
+    Ok(RunningValidator {
+        thread: Some(thread),
+        stop: Some(stop_tx),
+        evidence,
+    })
+}
