@@ -1,9 +1,11 @@
 //! End-to-end tests of the `carechain` binary: the HTTP submit → commit → proof → offline
-//! verify path, bad input, a SIGKILL crash under load, and tampering detected by `verify`.
+//! verify path, bad input, a SIGKILL crash under load, tampering detected by `verify`, and a
+//! 4-validator cluster of processes surviving a SIGKILLed validator.
 
 #![allow(clippy::unwrap_used)]
 
 mod client;
+mod cluster;
 mod common;
 mod crash;
 mod fhir;
