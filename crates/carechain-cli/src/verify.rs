@@ -25,9 +25,22 @@ pub struct VerifyArgs {
     /// the node serves.
     #[arg(long, requires = "url")]
     pub genesis: Option<PathBuf>,
+    /// Also check the node's latest cosigned checkpoint (`/v1/checkpoint/cosigned`): at least
+    /// a quorum of the chain's validators (from the trusted genesis) must have cosigned it
+    /// (C2SP cosignature/v1), and it must be a checkpoint of the verified log.
+    #[arg(long, requires = "url")]
+    pub cosigned: bool,
+    /// Cosigner keys to trust instead of the genesis validators (`name+id+base64(0x04||key)`,
+    /// as `/v1/status` lists under `cosigner_keys`). Repeatable.
+    #[arg(long = "cosigner", requires = "cosigned")]
+    pub cosigners: Vec<String>,
+    /// Cosignatures required (default: a BFT quorum, n − ⌊(n − 1)/3⌋ of n cosigners).
+    #[arg(long, requires = "cosigned")]
+    pub quorum: Option<usize>,
 }
 
 pub fn run(a: &VerifyArgs) -> Result<()> {
+    let mut cosigned: Option<serde_json::Value> = None;
     let result = match (&a.data, &a.url) {
         (Some(dir), _) => {
             let db = dir.join("ledger.redb");
@@ -59,6 +72,9 @@ pub fn run(a: &VerifyArgs) -> Result<()> {
             let r = audit_chain(&src);
             if let Ok(report) = &r {
                 src.check_tiles(report)?;
+                if a.cosigned {
+                    cosigned = Some(check_cosigned(a, &src, report)?);
+                }
             }
             r
         }
@@ -77,6 +93,7 @@ pub fn run(a: &VerifyArgs) -> Result<()> {
                 "state_root": r.state_root.to_hex(),
                 "log_size": r.log_size,
                 "log_root": r.log_root.to_hex(),
+                "cosigned": cosigned,
             }))?);
             Ok(())
         }
@@ -191,4 +208,58 @@ impl ChainSource for HttpSource {
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
     }
+}
+
+/// Checks the node's latest cosigned checkpoint against a quorum of cosigners and the
+/// verified log.
+fn check_cosigned(
+    a: &VerifyArgs,
+    src: &HttpSource,
+    report: &AuditReport,
+) -> Result<serde_json::Value> {
+    let cosigners = if a.cosigners.is_empty() {
+        let genesis = src.genesis().map_err(anyhow::Error::msg)?;
+        carechain_consensus::validator_cosigners(&genesis)
+    } else {
+        a.cosigners
+            .iter()
+            .map(|k| carechain_log::CosignatureVerifier::parse(k))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let need = a
+        .quorum
+        .unwrap_or_else(|| carechain_consensus::cosign_quorum(cosigners.len()));
+    if need == 0 || need > cosigners.len() {
+        bail!("--quorum must be 1 to {}", cosigners.len());
+    }
+    let note = String::from_utf8(src.client.get_bytes("/v1/checkpoint/cosigned")?)?;
+    let (cp, who) = carechain_log::verify_cosigned(&note, &cosigners, need)
+        .map_err(|e| anyhow::anyhow!("cosigned checkpoint: {e}"))?;
+    if cp.size > report.log_size {
+        bail!(
+            "cosigned checkpoint at size {} is beyond the verified log ({})",
+            cp.size,
+            report.log_size
+        );
+    }
+    // The verified log holds a checkpoint at that size (checked above against the rebuilt
+    // log): the cosigned one must be the same tree head.
+    let own = String::from_utf8(
+        src.client
+            .get_bytes(&format!("/v1/checkpoints/{}", cp.size))?,
+    )?;
+    let own = carechain_log::SignedNote::parse(&own)?;
+    if carechain_log::Checkpoint::parse_text(&own.text)? != cp {
+        bail!(
+            "cosigned checkpoint at size {} differs from the log's",
+            cp.size
+        );
+    }
+    Ok(json!({
+        "size": cp.size,
+        "root": cp.root.to_hex(),
+        "cosigners": who,
+        "quorum": need,
+        "of": cosigners.len(),
+    }))
 }

@@ -91,6 +91,8 @@ pub struct Channels<S, R> {
     pub blocks: (S, R),
     /// Mempool gossip.
     pub gossip: (S, R),
+    /// Checkpoint cosignatures.
+    pub cosign: (S, R),
 }
 
 /// Channel numbers on the p2p network.
@@ -107,8 +109,18 @@ pub mod channel {
     pub const BLOCKS: u64 = 4;
     /// Mempool gossip.
     pub const GOSSIP: u64 = 5;
-    /// Every channel, for registration.
-    pub const ALL: [u64; 6] = [VOTES, CERTIFICATES, RESOLVER, BACKFILL, BLOCKS, GOSSIP];
+    /// Checkpoint cosignatures.
+    pub const COSIGN: u64 = 6;
+    /// Every channel, in the order of [`super::Channels`]' fields.
+    pub const ALL: [u64; 7] = [
+        VOTES,
+        CERTIFICATES,
+        RESOLVER,
+        BACKFILL,
+        BLOCKS,
+        GOSSIP,
+        COSIGN,
+    ];
 }
 
 /// A running validator.
@@ -281,7 +293,8 @@ where
         },
     );
     let engine = engine.start(channels.votes, channels.certificates, channels.resolver);
-    gossip(context.child("gossip"), node, channels.gossip);
+    gossip(context.child("gossip"), node.clone(), channels.gossip);
+    cosignatures(context.child("cosign"), node, channels.cosign);
     Validator {
         chain,
         evidence,
@@ -343,6 +356,40 @@ where
         while let Ok((_peer, msg)) = receiver.recv().await {
             if let Some(batch) = crate::gossip::decode_batch(msg.as_ref()) {
                 let _ = node.submit_gossiped(batch);
+            }
+        }
+    });
+}
+
+/// Checkpoint cosignatures: this validator's go to every peer as `size (8 bytes) || line`;
+/// those peers send are kept by the node if valid (see [`Node::add_cosignature`]).
+fn cosignatures<E, S, R>(context: E, node: Arc<Node>, (mut sender, mut receiver): (S, R))
+where
+    E: Spawner + Clock + Metrics + Send + 'static,
+    S: Sender<PublicKey = PublicKey>,
+    R: Receiver<PublicKey = PublicKey>,
+{
+    let (tx, mut rx) = futures::channel::mpsc::unbounded::<(u64, String)>();
+    node.set_cosign_gossip(Box::new(move |size, line| {
+        let _ = tx.unbounded_send((size, line));
+    }));
+    context.child("out").spawn(move |_| async move {
+        use futures::StreamExt;
+        while let Some((size, line)) = rx.next().await {
+            let mut msg = size.to_be_bytes().to_vec();
+            msg.extend_from_slice(line.as_bytes());
+            let _ = sender.send(Recipients::All, msg, false);
+        }
+    });
+    context.child("in").spawn(move |_| async move {
+        while let Ok((_peer, msg)) = receiver.recv().await {
+            let msg: &[u8] = msg.as_ref();
+            if msg.len() < 8 || msg.len() > 8 + 512 {
+                continue;
+            }
+            let size = u64::from_be_bytes(msg[..8].try_into().unwrap_or_default());
+            if let Ok(line) = std::str::from_utf8(&msg[8..]) {
+                node.add_cosignature(size, line.to_string());
             }
         }
     });

@@ -203,6 +203,7 @@ pub fn start(
                     backfill: next(),
                     blocks: next(),
                     gossip: next(),
+                    cosign: next(),
                 };
                 network.start();
                 let _validator = engine::start(

@@ -30,6 +30,25 @@ pub fn checkpoint_origin(chain_id: &str) -> String {
     format!("carechain/{chain_id}")
 }
 
+/// The checkpoint cosigners of a chain: every genesis validator, named by its did (C2SP
+/// `cosignature/v1`, type 0x04 — a message no ledger, note or consensus signature can be).
+pub fn validator_cosigners(
+    genesis: &carechain_types::Genesis,
+) -> Vec<carechain_log::CosignatureVerifier> {
+    genesis
+        .identities
+        .iter()
+        .filter(|i| i.role == Role::Validator)
+        .map(|i| carechain_log::CosignatureVerifier::new(&i.key.did().to_string(), i.key))
+        .collect()
+}
+
+/// How many of `n` validators make a BFT quorum (n − f, with f = ⌊(n − 1) / 3⌋ faulty):
+/// a checkpoint cosigned by that many is agreed by at least 2/3 of the validators.
+pub fn cosign_quorum(n: usize) -> usize {
+    n - n.saturating_sub(1) / 3
+}
+
 /// What a consensus engine asks of the application.
 pub trait Application {
     /// Builds and seals the next block from transactions in the given order. `verified[i]` is
@@ -51,6 +70,7 @@ pub struct Ledger {
     store: Arc<Store>,
     key: SecretKey,
     note_signer: NoteSigner,
+    cosigner: carechain_log::Cosigner,
     origin: String,
     validators: Vec<PublicKey>,
 }
@@ -60,6 +80,8 @@ impl Ledger {
     pub fn new(store: Arc<Store>, key: SecretKey) -> Result<Ledger, LedgerError> {
         let origin = checkpoint_origin(&store.genesis().chain_id);
         let note_signer = NoteSigner::new(&origin, key.clone())
+            .map_err(|e| LedgerError::Storage(StorageError::Setup(e.to_string())))?;
+        let cosigner = carechain_log::Cosigner::new(&key.public().did().to_string(), key.clone())
             .map_err(|e| LedgerError::Storage(StorageError::Setup(e.to_string())))?;
         let validators = store
             .genesis()
@@ -72,6 +94,7 @@ impl Ledger {
             store,
             key,
             note_signer,
+            cosigner,
             origin,
             validators,
         })
@@ -90,6 +113,16 @@ impl Ledger {
     /// The verifier key string of this node's checkpoints.
     pub fn checkpoint_verifier_key(&self) -> String {
         self.note_signer.verifier_key()
+    }
+
+    /// This node's key.
+    pub fn node_key(&self) -> PublicKey {
+        self.key.public()
+    }
+
+    /// This node's `cosignature/v1` line for a checkpoint body, at `timestamp` (seconds).
+    pub fn cosign(&self, checkpoint_text: &str, timestamp: u64) -> String {
+        self.cosigner.cosign(checkpoint_text, timestamp)
     }
 
     /// The validators allowed to propose (from genesis).

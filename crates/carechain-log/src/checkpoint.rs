@@ -1,4 +1,5 @@
-//! C2SP `tlog-checkpoint` bodies and `signed-note` signatures (Ed25519 keys, type 0x01).
+//! C2SP `tlog-checkpoint` bodies, `signed-note` signatures (Ed25519 keys, type 0x01) and
+//! `tlog-cosignature` v1 cosignatures (Ed25519, type 0x04, timestamped), with a quorum check.
 
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
 use carechain_crypto::{Hash, PublicKey, SecretKey, Signature, sha256_parts};
@@ -7,6 +8,8 @@ const SIG_PREFIX: &str = "\u{2014} ";
 const MAX_NOTE_BYTES: usize = 1 << 20;
 const MAX_SIGNATURES: usize = 100;
 const ED25519_TYPE: u8 = 0x01;
+const COSIGNATURE_TYPE: u8 = 0x04;
+const COSIGNATURE_HEADER: &str = "cosignature/v1\n";
 
 /// Why a note or checkpoint is not acceptable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -26,6 +29,14 @@ pub enum NoteError {
     /// A signature by the expected key (name and id) does not verify.
     #[error("signature by key {0} does not verify")]
     BadSignature(String),
+    /// Fewer distinct cosigners than required cosigned the checkpoint.
+    #[error("checkpoint cosigned by {have} of the required {need} cosigners")]
+    Quorum {
+        /// Valid distinct cosignatures.
+        have: usize,
+        /// Required.
+        need: usize,
+    },
 }
 
 /// A log checkpoint: origin, tree size and root hash, plus optional extension lines.
@@ -336,9 +347,236 @@ impl NoteVerifier {
     }
 }
 
+fn cosigner_key_id(name: &str, key: &PublicKey) -> [u8; 4] {
+    let h = sha256_parts(&[name.as_bytes(), b"\n", &[COSIGNATURE_TYPE], &key.0]);
+    let mut id = [0u8; 4];
+    id.copy_from_slice(&h.0[..4]);
+    id
+}
+
+/// The message a `cosignature/v1` signs: header line, time line, whole note body.
+fn cosigned_message(note_text: &str, timestamp: u64) -> String {
+    format!("{COSIGNATURE_HEADER}time {timestamp}\n{note_text}")
+}
+
+/// Makes C2SP `cosignature/v1` lines (a statement that, at a time, the cosigner observed
+/// this checkpoint as the log's largest consistent tree head).
+pub struct Cosigner {
+    name: String,
+    key: SecretKey,
+    key_id: [u8; 4],
+}
+
+impl Cosigner {
+    /// A cosigner named `name` (no spaces, no `+`).
+    pub fn new(name: &str, key: SecretKey) -> Result<Cosigner, NoteError> {
+        if name.is_empty() || name.contains(['+', ' ', '\n']) {
+            return Err(NoteError::BadVerifierKey(
+                "key name must not be empty or contain '+', spaces or newlines",
+            ));
+        }
+        let key_id = cosigner_key_id(name, &key.public());
+        Ok(Cosigner {
+            name: name.to_string(),
+            key,
+            key_id,
+        })
+    }
+
+    /// The signature line (with its newline) cosigning `note_text` (a checkpoint body,
+    /// ending with a newline) at `timestamp` (seconds since the Unix epoch).
+    pub fn cosign(&self, note_text: &str, timestamp: u64) -> String {
+        let sig = self
+            .key
+            .sign_note(cosigned_message(note_text, timestamp).as_bytes());
+        let mut raw = self.key_id.to_vec();
+        raw.extend_from_slice(&timestamp.to_be_bytes());
+        raw.extend_from_slice(&sig.0);
+        format!("{SIG_PREFIX}{} {}\n", self.name, B64.encode(raw))
+    }
+
+    /// The matching verifier.
+    pub fn verifier(&self) -> CosignatureVerifier {
+        CosignatureVerifier::new(&self.name, self.key.public())
+    }
+}
+
+/// Checks `cosignature/v1` lines of one cosigner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CosignatureVerifier {
+    /// Cosigner name.
+    pub name: String,
+    /// Its key id (type 0x04).
+    pub key_id: [u8; 4],
+    /// Its public key.
+    pub key: PublicKey,
+}
+
+impl CosignatureVerifier {
+    /// A verifier for cosigner `name` with `key`.
+    pub fn new(name: &str, key: PublicKey) -> CosignatureVerifier {
+        CosignatureVerifier {
+            name: name.to_string(),
+            key_id: cosigner_key_id(name, &key),
+            key,
+        }
+    }
+
+    /// The verifier key string `name+hexid+base64(0x04||key)`.
+    pub fn to_vkey(&self) -> String {
+        let mut k = vec![COSIGNATURE_TYPE];
+        k.extend_from_slice(&self.key.0);
+        format!(
+            "{}+{}+{}",
+            self.name,
+            hex::encode(self.key_id),
+            B64.encode(k)
+        )
+    }
+
+    /// Parses a verifier key string `name+hexid+base64(0x04||key)` and checks its id.
+    pub fn parse(vkey: &str) -> Result<CosignatureVerifier, NoteError> {
+        let mut parts = vkey.splitn(3, '+');
+        let (Some(name), Some(id_hex), Some(key_b64)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(NoteError::BadVerifierKey("expected name+id+key"));
+        };
+        let mut claimed = [0u8; 4];
+        hex::decode_to_slice(id_hex, &mut claimed)
+            .map_err(|_| NoteError::BadVerifierKey("id is not 8 hex digits"))?;
+        let raw = B64
+            .decode(key_b64)
+            .map_err(|_| NoteError::BadVerifierKey("key is not base64"))?;
+        if raw.len() != 33 || raw[0] != COSIGNATURE_TYPE {
+            return Err(NoteError::BadVerifierKey(
+                "only Ed25519 cosigner (type 0x04) keys are supported",
+            ));
+        }
+        let mut k = [0u8; 32];
+        k.copy_from_slice(&raw[1..]);
+        let v = CosignatureVerifier::new(name, PublicKey(k));
+        if v.key_id != claimed {
+            return Err(NoteError::BadVerifierKey(
+                "key id does not match name and key",
+            ));
+        }
+        Ok(v)
+    }
+
+    /// Checks one signature line of a note with body `text`; returns its timestamp.
+    pub fn check(&self, text: &str, sig: &NoteSignature) -> Result<u64, NoteError> {
+        if sig.name != self.name || sig.key_id != self.key_id {
+            return Err(NoteError::NoSignature(self.name.clone()));
+        }
+        let bad = || NoteError::BadSignature(self.name.clone());
+        if sig.signature.len() != 8 + 64 {
+            return Err(bad());
+        }
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&sig.signature[..8]);
+        let timestamp = u64::from_be_bytes(ts);
+        if timestamp > i64::MAX as u64 {
+            return Err(bad());
+        }
+        let mut s = [0u8; 64];
+        s.copy_from_slice(&sig.signature[8..]);
+        self.key
+            .verify_raw(cosigned_message(text, timestamp).as_bytes(), &Signature(s))
+            .map_err(|_| bad())?;
+        Ok(timestamp)
+    }
+}
+
+/// Verifies that at least `threshold` distinct cosigners among `cosigners` cosigned the
+/// checkpoint `note` (whatever else signed it); returns the checkpoint and who cosigned.
+pub fn verify_cosigned(
+    note: &str,
+    cosigners: &[CosignatureVerifier],
+    threshold: usize,
+) -> Result<(Checkpoint, Vec<String>), NoteError> {
+    let parsed = SignedNote::parse(note)?;
+    let checkpoint = Checkpoint::parse_text(&parsed.text)?;
+    let mut who: Vec<String> = Vec::new();
+    for c in cosigners {
+        if parsed
+            .signatures
+            .iter()
+            .any(|s| c.check(&parsed.text, s).is_ok())
+            && !who.contains(&c.name)
+        {
+            who.push(c.name.clone());
+        }
+    }
+    if who.len() < threshold {
+        return Err(NoteError::Quorum {
+            have: who.len(),
+            need: threshold,
+        });
+    }
+    Ok((checkpoint, who))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cosignatures_verify_count_distinct_cosigners_and_catch_tampering() {
+        let origin = "carechain/test";
+        let log = NoteSigner::new(origin, SecretKey::from_seed(&[1; 32])).unwrap();
+        let cp = Checkpoint {
+            origin: origin.into(),
+            size: 7,
+            root: Hash([3; 32]),
+            extensions: vec![],
+        };
+        let mut note = log.sign_checkpoint(&cp);
+        let cosigners: Vec<Cosigner> = (0..4u8)
+            .map(|i| {
+                Cosigner::new(
+                    &format!("validator-{i}"),
+                    SecretKey::from_seed(&[10 + i; 32]),
+                )
+                .unwrap()
+            })
+            .collect();
+        let verifiers: Vec<_> = cosigners.iter().map(Cosigner::verifier).collect();
+        let text = cp.to_text();
+        for c in &cosigners[..3] {
+            note.push_str(&c.cosign(&text, 1_700_000_000));
+        }
+        // A duplicate line of one cosigner counts once.
+        note.push_str(&cosigners[0].cosign(&text, 1_700_000_001));
+        let (got, who) = verify_cosigned(&note, &verifiers, 3).unwrap();
+        assert_eq!(got, cp);
+        assert_eq!(who.len(), 3);
+        assert_eq!(
+            verify_cosigned(&note, &verifiers, 4),
+            Err(NoteError::Quorum { have: 3, need: 4 })
+        );
+        // The log's own signature still verifies beside the cosignatures.
+        assert_eq!(log.verifier().verify_checkpoint(&note).unwrap(), cp);
+        // Another root: no cosignature holds.
+        let forged = note.replacen(&B64.encode(cp.root.0), &B64.encode([4u8; 32]), 1);
+        assert!(matches!(
+            verify_cosigned(&forged, &verifiers, 1),
+            Err(NoteError::Quorum { have: 0, .. })
+        ));
+        // A cosignature is not a plain note signature of the same key, nor the reverse.
+        let plain = NoteSigner::new("validator-0", SecretKey::from_seed(&[10; 32])).unwrap();
+        let mut other = log.sign_checkpoint(&cp);
+        other.push_str(plain.sign(&text).rsplit_once("\n\n").unwrap().1);
+        assert!(matches!(
+            verify_cosigned(&other, &verifiers, 1),
+            Err(NoteError::Quorum { have: 0, .. })
+        ));
+        assert!(verifiers[0].to_vkey().starts_with("validator-0+"));
+        assert_eq!(
+            CosignatureVerifier::parse(&verifiers[0].to_vkey()).unwrap(),
+            verifiers[0]
+        );
+        assert!(CosignatureVerifier::parse(&log.verifier_key()).is_err());
+    }
 
     #[test]
     fn sign_then_verify_and_detect_tampering() {

@@ -11,7 +11,10 @@ pub mod proof;
 pub mod tiles;
 mod tree;
 
-pub use checkpoint::{Checkpoint, NoteError, NoteSigner, NoteVerifier, SignedNote};
+pub use checkpoint::{
+    Checkpoint, CosignatureVerifier, Cosigner, NoteError, NoteSigner, NoteVerifier, SignedNote,
+    verify_cosigned,
+};
 pub use proof::ProofError;
 pub use tree::{
     CompactRange, MemoryLog, NodeSource, consistency_proof, inclusion_proof, range_hash, root,

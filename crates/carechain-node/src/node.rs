@@ -90,7 +90,20 @@ struct Shared {
     admissions: watch::Sender<u64>,
     /// Passes newly admitted transactions on (a cluster's mempool gossip).
     gossip: parking_lot::RwLock<Option<Gossip>>,
+    /// Checkpoint cosignatures by log size (this validator's and those peers sent).
+    cosignatures: Mutex<std::collections::BTreeMap<u64, Vec<String>>>,
+    /// Passes this validator's cosignatures on (to the other validators).
+    cosign_out: parking_lot::RwLock<Option<CosignGossip>>,
+    /// The chain's cosigners (its validators) and their quorum.
+    cosigners: Vec<carechain_log::CosignatureVerifier>,
+    quorum: usize,
 }
+
+/// Receives this validator's cosignature lines `(log size, line)` for its peers.
+pub type CosignGossip = Box<dyn Fn(u64, String) + Send + Sync>;
+
+/// Cosignatures are kept for this many of the latest log sizes.
+const COSIGNED_SIZES: usize = 1024;
 
 /// Receives the encoded transactions this node admitted from its own clients.
 pub type Gossip = Box<dyn Fn(Vec<Vec<u8>>) + Send + Sync>;
@@ -128,6 +141,8 @@ impl Node {
         config: NodeConfig,
         producer: bool,
     ) -> Result<Arc<Node>, NodeError> {
+        let cosigners = carechain_consensus::validator_cosigners(store.genesis());
+        let quorum = carechain_consensus::cosign_quorum(cosigners.len());
         let ledger = Ledger::new(store, key)?;
         let head = ledger.store().head();
         let (committed, _) = watch::channel(head);
@@ -148,6 +163,10 @@ impl Node {
             publish_latencies: Mutex::new(Vec::new()),
             admissions: watch::channel(0).0,
             gossip: parking_lot::RwLock::new(None),
+            cosignatures: Mutex::new(std::collections::BTreeMap::new()),
+            cosign_out: parking_lot::RwLock::new(None),
+            cosigners,
+            quorum,
         });
         if !producer {
             return Ok(Arc::new(Node {
@@ -255,6 +274,106 @@ impl Node {
         *self.shared.gossip.write() = Some(gossip);
     }
 
+    /// Sets where this validator's checkpoint cosignatures are passed on.
+    pub fn set_cosign_gossip(&self, gossip: CosignGossip) {
+        *self.shared.cosign_out.write() = Some(gossip);
+    }
+
+    /// Records a cosignature line for the checkpoint at log size `size` (from a peer). Kept
+    /// only if it is a valid cosignature of a validator of this chain on this node's own
+    /// checkpoint at that size (or, for a size not reached yet, once it is); at most one per
+    /// validator and size.
+    pub fn add_cosignature(&self, size: u64, line: String) -> bool {
+        if line.len() > 512 || !line.ends_with('\n') || line.matches('\n').count() != 1 {
+            return false;
+        }
+        let head_size = self.store().log().size();
+        if size > head_size + 100_000 {
+            return false;
+        }
+        if size <= head_size && self.valid_cosigner(size, &line).is_none() {
+            return false;
+        }
+        let mut all = self.shared.cosignatures.lock();
+        let lines = all.entry(size).or_default();
+        if lines.len() < 2 * self.shared.cosigners.len() && !lines.contains(&line) {
+            lines.push(line);
+        }
+        while all.len() > COSIGNED_SIZES {
+            all.pop_first();
+        }
+        true
+    }
+
+    /// The cosigner (validator did) whose valid cosignature `line` is on this node's
+    /// checkpoint at `size`.
+    fn valid_cosigner(&self, size: u64, line: &str) -> Option<String> {
+        let note = self.snapshot().ok()?.checkpoint(size).ok()??;
+        let parsed = carechain_log::SignedNote::parse(&note).ok()?;
+        let sig = carechain_log::SignedNote::parse(&format!("x\n\n{line}"))
+            .ok()?
+            .signatures
+            .pop()?;
+        self.shared
+            .cosigners
+            .iter()
+            .find(|c| c.check(&parsed.text, &sig).is_ok())
+            .map(|c| c.name.clone())
+    }
+
+    /// The latest checkpoint cosigned by a quorum of validators (this node's signed note
+    /// followed by one valid cosignature line per cosigning validator), or, when none has a
+    /// quorum yet, the latest checkpoint with the cosignatures it has. `None` before the
+    /// first block.
+    pub fn cosigned_checkpoint(&self) -> Option<String> {
+        let sizes: Vec<u64> = self
+            .shared
+            .cosignatures
+            .lock()
+            .keys()
+            .rev()
+            .copied()
+            .collect();
+        let mut fallback = None;
+        for size in sizes {
+            let Some(note) = self.snapshot().ok()?.checkpoint(size).ok().flatten() else {
+                continue;
+            };
+            let lines = self
+                .shared
+                .cosignatures
+                .lock()
+                .get(&size)
+                .cloned()
+                .unwrap_or_default();
+            let mut seen = Vec::new();
+            let mut out = note.clone();
+            for l in lines {
+                if let Some(who) = self.valid_cosigner(size, &l)
+                    && !seen.contains(&who)
+                {
+                    seen.push(who);
+                    out.push_str(&l);
+                }
+            }
+            if seen.len() >= self.shared.quorum {
+                return Some(out);
+            }
+            if fallback.is_none() {
+                fallback = Some(out);
+            }
+        }
+        fallback.or_else(|| self.store().latest_checkpoint())
+    }
+
+    /// The chain's checkpoint cosigners (verifier keys) and how many make a quorum.
+    pub fn cosigners(&self) -> (Vec<String>, usize) {
+        (
+            self.shared.cosigners.iter().map(|c| c.to_vkey()).collect(),
+            self.shared.quorum,
+        )
+    }
+
     /// A receiver that changes whenever transactions are admitted.
     pub fn admissions(&self) -> watch::Receiver<u64> {
         self.shared.admissions.subscribe()
@@ -299,6 +418,7 @@ impl Node {
             }
         };
         s.metrics.commit_seconds.observe(t.elapsed().as_secs_f64());
+        cosign(s, &checkpoint);
         {
             let mut q = s.queue.lock();
             let snap = s.ledger.store().snapshot()?;
@@ -513,9 +633,12 @@ fn commit(s: &Shared, data: &(Block, Executed), batch: &[Pending], cut: Instant)
     let t = Instant::now();
     let result = s.ledger.finalize(block, executed);
     s.metrics.commit_seconds.observe(t.elapsed().as_secs_f64());
-    if let Err(e) = result {
-        fail(s, &e.to_string());
-        return false;
+    match result {
+        Ok(checkpoint) => cosign(s, &checkpoint),
+        Err(e) => {
+            fail(s, &e.to_string());
+            return false;
+        }
     }
     // The next block may be cut now (the producer checks the flag under the queue lock).
     let publish = cut.elapsed();
@@ -536,6 +659,32 @@ fn commit(s: &Shared, data: &(Block, Executed), batch: &[Pending], cut: Instant)
     s.wake.notify_one();
     published(s, block, executed);
     true
+}
+
+/// This validator cosigns the checkpoint it just published, keeps the line and passes it on.
+fn cosign(s: &Shared, checkpoint: &str) {
+    let Ok(parsed) = carechain_log::SignedNote::parse(checkpoint) else {
+        return;
+    };
+    let Ok(cp) = carechain_log::Checkpoint::parse_text(&parsed.text) else {
+        return;
+    };
+    let line = s.ledger.cosign(&parsed.text, now_ms() / 1000);
+    {
+        let mut all = s.cosignatures.lock();
+        let lines = all.entry(cp.size).or_default();
+        // One line of our own per size: the newest.
+        let me = s.ledger.node_key().did().to_string();
+        let prefix = format!("\u{2014} {me} ");
+        lines.retain(|l| !l.starts_with(&prefix));
+        lines.push(line.clone());
+        while all.len() > COSIGNED_SIZES {
+            all.pop_first();
+        }
+    }
+    if let Some(g) = s.cosign_out.read().as_ref() {
+        g(cp.size, line);
+    }
 }
 
 /// After a block became durable: metrics, and wake everybody waiting for it.

@@ -52,6 +52,7 @@ pub fn routes(node: AppState) -> Router {
         .route("/v1/checkpoints/{size}", get(get_checkpoint_at))
         .route("/v1/proofs/consistency", get(get_consistency))
         .route("/checkpoint", get(checkpoint))
+        .route("/v1/checkpoint/cosigned", get(cosigned_checkpoint))
         .route("/tile/{*path}", get(tile))
         .with_state(node)
 }
@@ -102,7 +103,10 @@ async fn status(State(node): State<AppState>) -> ApiResult<Json<Value>> {
         "log_root": log.root().to_hex(),
         "log_origin": node.ledger().origin(),
         "checkpoint_key": node.ledger().checkpoint_verifier_key(),
-        "node_key": node.ledger().validators().first().map(|k| k.did().to_string()),
+        "node_key": node.ledger().node_key().did().to_string(),
+        "validators": node.ledger().validators().iter().map(|k| k.did().to_string()).collect::<Vec<_>>(),
+        "cosigner_keys": node.cosigners().0,
+        "cosign_quorum": node.cosigners().1,
         "mempool": node.mempool_len(),
     })))
 }
@@ -438,6 +442,22 @@ async fn checkpoint(State(node): State<AppState>) -> ApiResult<Response> {
     let cp = node
         .store()
         .latest_checkpoint()
+        .ok_or_else(|| ApiError::not_found("no_checkpoint", "no block has been committed yet"))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        cp,
+    )
+        .into_response())
+}
+
+/// The latest checkpoint cosigned by a quorum of validators (C2SP `cosignature/v1` lines
+/// after the node's own signature); when none has a quorum yet, the latest with what it has.
+async fn cosigned_checkpoint(State(node): State<AppState>) -> ApiResult<Response> {
+    let cp = node
+        .cosigned_checkpoint()
         .ok_or_else(|| ApiError::not_found("no_checkpoint", "no block has been committed yet"))?;
     Ok((
         [

@@ -186,6 +186,15 @@ fn cluster_survives_a_sigkilled_validator_which_then_catches_up() {
     );
     assert_eq!((s, v["status"].as_str()), (200, Some("committed")), "{v}");
     settle(&urls);
+    // Finality for clients: the checkpoint is cosigned by at least 3 of the 4 validators.
+    let out = carechain_ok(&["verify", "--url", &urls[1], "--cosigned"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], true, "{out}");
+    assert!(
+        v["cosigned"]["cosigners"].as_array().unwrap().len() >= 3,
+        "{out}"
+    );
+    assert_eq!(v["cosigned"]["quorum"], 3);
     for n in &mut nodes {
         n.stop();
     }

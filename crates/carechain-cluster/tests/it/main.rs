@@ -155,6 +155,7 @@ async fn start_cluster(context: &deterministic::Context, link: Link) -> Cluster 
             backfill: regs.next().unwrap(),
             blocks: regs.next().unwrap(),
             gossip: regs.next().unwrap(),
+            cosign: regs.next().unwrap(),
         };
         let v = engine::start(
             context.child("validator").with_attribute("index", i),
@@ -272,6 +273,14 @@ fn four_validators_finalize_transactions_submitted_anywhere() {
         }
         // Nothing lost, nothing twice.
         assert_eq!(c.nodes[0].store().log().size(), total);
+        // Every validator serves a checkpoint cosigned by a quorum (3 of 4) of validators.
+        let cosigners = carechain_consensus::validator_cosigners(&genesis());
+        for n in &c.nodes {
+            let note = n.cosigned_checkpoint().expect("a checkpoint");
+            let (cp, who) = carechain_log::verify_cosigned(&note, &cosigners, 3)
+                .unwrap_or_else(|e| panic!("{e}: {note}"));
+            assert!(cp.size <= total && who.len() >= 3);
+        }
         // Leaders rotate: blocks come from several validators.
         let head = c.nodes[0].store().head();
         let snap = c.nodes[0].store().snapshot().unwrap();
