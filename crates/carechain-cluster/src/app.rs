@@ -20,26 +20,56 @@ use crate::{
     Scheme,
     block::{ChainBlock, hash_of},
     chain::{Chain, ChainError},
+    evidence::{Evidence, EvidenceLog},
 };
+use carechain_types::Block;
+use commonware_utils::ordered::Set;
 
 /// How far into the future a proposer's timestamp may be, by the verifier's clock.
 pub const MAX_FUTURE_SKEW_MS: u64 = 5_000;
 /// How far into the past a fresh proposal's timestamp may be, by the verifier's clock.
 pub const MAX_PAST_SKEW_MS: u64 = 60_000;
 
+/// Fault injection for tests: turns each block this validator proposes into another one
+/// (say, with a wrong state root, re-sealed), as a Byzantine proposer would.
+#[derive(Clone)]
+pub struct ProposalFault(pub Arc<dyn Fn(Block) -> Block + Send + Sync>);
+
+impl std::fmt::Debug for ProposalFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProposalFault")
+    }
+}
+
 /// The application consensus drives (through marshal's inline wrapper).
 #[derive(Clone)]
 pub struct App {
     chain: Arc<Chain>,
     /// How long a leader with an empty mempool waits for transactions before proposing an
-    /// empty block (keep it under the leader timeout).
+    /// empty block on a parent that is not final yet.
     pub idle_wait: Duration,
+    participants: Set<PublicKey>,
+    evidence: EvidenceLog,
+    fault: Option<ProposalFault>,
 }
 
 impl App {
-    /// The application over `chain`.
-    pub fn new(chain: Arc<Chain>, idle_wait: Duration) -> App {
-        App { chain, idle_wait }
+    /// The application over `chain`; invalid proposals of `participants` are recorded in
+    /// `evidence`.
+    pub fn new(
+        chain: Arc<Chain>,
+        idle_wait: Duration,
+        participants: Set<PublicKey>,
+        evidence: EvidenceLog,
+        fault: Option<ProposalFault>,
+    ) -> App {
+        App {
+            chain,
+            idle_wait,
+            participants,
+            evidence,
+            fault,
+        }
     }
 
     /// Executes every block of `ancestry` the chain does not hold, oldest first, until it
@@ -114,7 +144,11 @@ impl<E: Clock + Send + Sync + 'static> commonware_consensus::Application<E> for 
         }
         match self.chain.propose(&parent, now_ms(&rt)) {
             Ok(e) => {
-                let b = ChainBlock::block((*e.block).clone());
+                let mut block = (*e.block).clone();
+                if let Some(f) = &self.fault {
+                    block = (f.0)(block);
+                }
+                let b = ChainBlock::block(block);
                 let d = commonware_cryptography::Digestible::digest(&b);
                 Some(Digested::precomputed(b, d))
             }
@@ -130,7 +164,7 @@ impl<E: Clock + Send + Sync + 'static> commonware_consensus::Application<E> for 
         context: (E, Self::Context),
         ancestry: impl Ancestry<Self::Block>,
     ) -> bool {
-        let (rt, _ctx) = context;
+        let (rt, ctx) = context;
         let Some(newest) = ancestry.peek().cloned() else {
             return false;
         };
@@ -159,7 +193,16 @@ impl<E: Clock + Send + Sync + 'static> commonware_consensus::Application<E> for 
             Ok(_) => true,
             Err(ChainError::UnknownParent(_)) => false,
             Err(e) => {
+                // A sealed invalid block is attributable: the proposer signed it.
                 tracing::warn!(height, error = %e, "proposal rejected");
+                let proposer = crate::consensus_public(&block.header.proposer);
+                if let Some(i) = self.participants.iter().position(|p| *p == proposer) {
+                    self.evidence.record(Evidence {
+                        validator: i as u32,
+                        view: ctx.round.view().get(),
+                        kind: "invalid_proposal",
+                    });
+                }
                 false
             }
         }

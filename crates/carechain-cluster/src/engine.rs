@@ -60,6 +60,8 @@ pub struct ValidatorConfig {
     pub max_block_bytes: usize,
     /// Backfill request timeout.
     pub fetch_timeout: Duration,
+    /// Fault injection for tests (a Byzantine proposer); `None` in production.
+    pub proposal_fault: Option<crate::app::ProposalFault>,
 }
 
 impl Default for ValidatorConfig {
@@ -73,6 +75,7 @@ impl Default for ValidatorConfig {
             max_block_txs: 8_192,
             max_block_bytes: 8 * 1024 * 1024,
             fetch_timeout: Duration::from_secs(2),
+            proposal_fault: None,
         }
     }
 }
@@ -250,7 +253,13 @@ where
     actor.start(Finalizer::new(chain.clone()), broadcast, resolver);
 
     // Consensus over the application.
-    let app = App::new(chain.clone(), config.idle_wait);
+    let app = App::new(
+        chain.clone(),
+        config.idle_wait,
+        participants.clone(),
+        evidence.clone(),
+        config.proposal_fault.clone(),
+    );
     let inline = Inline::new(
         context.child("application"),
         app,

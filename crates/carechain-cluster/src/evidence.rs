@@ -21,7 +21,8 @@ pub struct Evidence {
     pub validator: u32,
     /// The view.
     pub view: u64,
-    /// `conflicting_notarize`, `conflicting_finalize` or `nullify_finalize`.
+    /// `conflicting_notarize`, `conflicting_finalize`, `nullify_finalize` (signed votes) or
+    /// `invalid_proposal` (a sealed block that does not re-execute).
     pub kind: &'static str,
 }
 
@@ -35,7 +36,8 @@ impl EvidenceLog {
         self.0.lock().clone()
     }
 
-    fn record(&self, e: Evidence) {
+    /// Records one fault (once).
+    pub fn record(&self, e: Evidence) {
         tracing::warn!(
             validator = e.validator,
             view = e.view,

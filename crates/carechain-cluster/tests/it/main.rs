@@ -84,6 +84,7 @@ const LINK: Link = Link {
 struct Cluster {
     _dirs: Vec<tempfile::TempDir>,
     nodes: Vec<Arc<Node>>,
+    /// The engines of the validators that run one (all but a conflicter).
     validators: Vec<Validator>,
     keys: Vec<PublicKey>,
     oracle: Oracle<PublicKey, deterministic::Context>,
@@ -114,7 +115,35 @@ async fn cut(oracle: &Oracle<PublicKey, deterministic::Context>, a: &[PublicKey]
     }
 }
 
+/// What each validator runs.
+#[derive(Clone)]
+enum Behaviour {
+    Honest,
+    /// Proposes blocks turned by this function (re-sealed with its key).
+    BadProposer(carechain_cluster::app::ProposalFault),
+    /// Signs two conflicting votes (notarize and finalize) for every vote it sees.
+    Conflicter,
+}
+
 async fn start_cluster(context: &deterministic::Context, link: Link) -> Cluster {
+    start_with_roles(
+        context,
+        link,
+        &[
+            Behaviour::Honest,
+            Behaviour::Honest,
+            Behaviour::Honest,
+            Behaviour::Honest,
+        ],
+    )
+    .await
+}
+
+async fn start_with_roles(
+    context: &deterministic::Context,
+    link: Link,
+    roles: &[Behaviour],
+) -> Cluster {
     let genesis = genesis();
     let participants = validator_set(&genesis);
     let keys: Vec<PublicKey> = validators()
@@ -157,10 +186,35 @@ async fn start_cluster(context: &deterministic::Context, link: Link) -> Cluster 
             gossip: regs.next().unwrap(),
             cosign: regs.next().unwrap(),
         };
+        if matches!(roles[i], Behaviour::Conflicter) {
+            let scheme = carechain_cluster::Scheme::signer(
+                engine::CONSENSUS_NAMESPACE,
+                participants.clone(),
+                consensus_key(sk),
+            )
+            .unwrap();
+            let conflicter = commonware_consensus::simplex::mocks::conflicter::Conflicter::<
+                _,
+                _,
+                commonware_cryptography::Sha256,
+            >::new(
+                context.child("conflicter"),
+                commonware_consensus::simplex::mocks::conflicter::Config { scheme },
+            );
+            conflicter.start(channels.votes);
+            dirs.push(dir);
+            nodes.push(node);
+            continue;
+        }
+        let fault = match &roles[i] {
+            Behaviour::BadProposer(f) => Some(f.clone()),
+            _ => None,
+        };
         let v = engine::start(
             context.child("validator").with_attribute("index", i),
             ValidatorConfig {
                 partition: format!("validator-{i}"),
+                proposal_fault: fault,
                 ..ValidatorConfig::default()
             },
             consensus_key(sk),
@@ -366,5 +420,81 @@ fn a_lossy_slow_network_stays_safe_and_recovers_when_it_heals() {
         wait_applied(&context, &c, &[0, 1, 2, 3], 100).await;
         context.sleep(Duration::from_secs(2)).await;
         assert_agree(&c, &[0, 1, 2, 3]);
+    });
+}
+
+#[test]
+fn a_validator_signing_conflicting_votes_is_recorded_and_changes_nothing() {
+    runner(5).start(|context| async move {
+        let roles = [
+            Behaviour::Honest,
+            Behaviour::Honest,
+            Behaviour::Honest,
+            Behaviour::Conflicter,
+        ];
+        let c = start_with_roles(&context, LINK, &roles).await;
+        submit(&c, 0, 0, 60);
+        wait_applied(&context, &c, &[0, 1, 2], 60).await;
+        context.sleep(Duration::from_secs(2)).await;
+        assert_agree(&c, &[0, 1, 2]);
+        // Every honest validator holds signed evidence against validator 3's index.
+        let participants = validator_set(&genesis());
+        let offender = participants.iter().position(|p| *p == c.keys[3]).unwrap() as u32;
+        for v in &c.validators {
+            let ev = v.evidence.all();
+            assert!(
+                ev.iter()
+                    .any(|e| e.validator == offender && e.kind.starts_with("conflicting_")),
+                "{ev:?}"
+            );
+            assert!(ev.iter().all(|e| e.validator == offender), "{ev:?}");
+        }
+    });
+}
+
+#[test]
+fn invalid_proposals_are_rejected_by_every_honest_validator() {
+    runner(6).start(|context| async move {
+        // Validator 3 re-seals each of its blocks with a wrong state root.
+        let bad = validators()[3].clone();
+        let fault =
+            carechain_cluster::app::ProposalFault(Arc::new(move |b: carechain_types::Block| {
+                let mut h = b.header.clone();
+                h.state_root = sha256(b"not the state");
+                carechain_types::Block::seal(h, b.txs, &bad)
+            }));
+        let roles = [
+            Behaviour::Honest,
+            Behaviour::Honest,
+            Behaviour::Honest,
+            Behaviour::BadProposer(fault),
+        ];
+        let c = start_with_roles(&context, LINK, &roles).await;
+        // Transactions reach every mempool (validator 3's too) by gossip.
+        submit(&c, 0, 0, 80);
+        wait_applied(&context, &c, &[0, 1, 2], 80).await;
+        context.sleep(Duration::from_secs(2)).await;
+        assert_agree(&c, &[0, 1, 2]);
+        // No block of validator 3 was finalized; its node (honest as a verifier) agrees too.
+        let snap = c.nodes[0].store().snapshot().unwrap();
+        for h in 1..=c.nodes[0].store().head() {
+            assert_ne!(
+                snap.block(h).unwrap().unwrap().header.proposer,
+                validators()[3].public()
+            );
+        }
+        assert_agree(&c, &[0, 1, 2, 3]);
+        let participants = validator_set(&genesis());
+        let offender = participants.iter().position(|p| *p == c.keys[3]).unwrap() as u32;
+        for v in &c.validators[..3] {
+            assert!(
+                v.evidence
+                    .all()
+                    .iter()
+                    .any(|e| e.validator == offender && e.kind == "invalid_proposal"),
+                "{:?}",
+                v.evidence.all()
+            );
+        }
     });
 }
