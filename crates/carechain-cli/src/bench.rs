@@ -37,6 +37,19 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 0)]
         rate: u64,
     },
+    /// A 4-validator BFT cluster on this host: committed tx/s at saturation, finality
+    /// latency at half that load, throughput with one validator down.
+    Cluster {
+        /// Transactions per phase.
+        #[arg(long, default_value_t = 60_000)]
+        txs: u64,
+        /// Distinct signers (registered in genesis).
+        #[arg(long, default_value_t = 1_000)]
+        signers: usize,
+        /// Most transactions per block.
+        #[arg(long, default_value_t = 8192)]
+        block_txs: usize,
+    },
     /// The records service: durable creates, consent-checked reads, bundle import.
     Fhir {
         /// Observations to create.
@@ -74,7 +87,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// Raw ed25519 batch verification rate using every core.
-fn raw_verify_rate(txs: &[Vec<u8>]) -> f64 {
+pub(crate) fn raw_verify_rate(txs: &[Vec<u8>]) -> f64 {
     let decoded: Vec<_> = txs
         .iter()
         .take(60_000)
@@ -146,6 +159,14 @@ fn raw_append_rate(dir: &std::path::Path, batch: usize, size: usize) -> Result<(
 }
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
+    if let BenchCmd::Cluster {
+        txs,
+        signers,
+        block_txs,
+    } = cmd
+    {
+        return crate::bench_cluster::run(txs, signers.max(4), block_txs);
+    }
     if let BenchCmd::Fhir {
         creates,
         reads,

@@ -1,0 +1,313 @@
+//! `carechain bench cluster`: 4 validators (each its own store, consensus runtime and
+//! authenticated p2p on loopback) in one process on this host; committed transactions per
+//! second at saturation, finality latency at half of that load, and throughput with one
+//! validator stopped. Transactions go to every validator's mempool in turn; a transaction is
+//! final when validator 0 has made its block durable.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Result, bail};
+use carechain_cluster::{
+    engine::ValidatorConfig,
+    net::{ClusterFile, Member, RunningValidator},
+};
+use carechain_crypto::{Hash, SecretKey, sha256};
+use carechain_node::{Node, NodeConfig, SubmitError};
+use carechain_storage::Store;
+use carechain_types::{Genesis, GenesisIdentity, Payload, Role, TxBody, encode};
+use serde_json::json;
+
+use crate::out_line;
+
+const CHAIN: &str = "bench-cluster";
+
+struct Bench {
+    _dir: tempfile::TempDir,
+    nodes: Vec<Arc<Node>>,
+    validators: Vec<Option<RunningValidator>>,
+    /// Submission instants of transactions, until final on validator 0.
+    sent: Arc<Mutex<HashMap<Hash, Instant>>>,
+    latencies: Arc<Mutex<Vec<Duration>>>,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn start(n: usize, signers: &[SecretKey], block_txs: usize) -> Result<Bench> {
+    let dir = tempfile::tempdir()?;
+    let keys: Vec<SecretKey> = (0..n)
+        .map(|_| SecretKey::generate())
+        .collect::<Result<_, _>>()?;
+    let mut identities: Vec<GenesisIdentity> = keys
+        .iter()
+        .map(|k| GenesisIdentity {
+            key: k.public(),
+            role: Role::Validator,
+            parent: None,
+        })
+        .collect();
+    identities.extend(signers.iter().map(|k| GenesisIdentity {
+        key: k.public(),
+        role: Role::Organization,
+        parent: None,
+    }));
+    let genesis = Genesis {
+        chain_id: CHAIN.into(),
+        timestamp_ms: carechain_node::now_ms(),
+        identities,
+    };
+    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let mut members = Vec::new();
+    for k in &keys {
+        members.push(Member {
+            did: k.public().did().to_string(),
+            p2p: SocketAddr::new(localhost, free_port()?),
+            http: SocketAddr::new(localhost, 0),
+        });
+    }
+    let cluster = ClusterFile {
+        chain_id: CHAIN.into(),
+        validators: members,
+    };
+    let mut nodes = Vec::new();
+    let mut validators = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let vdir = dir.path().join(format!("v{i}"));
+        std::fs::create_dir_all(&vdir)?;
+        let store = Arc::new(Store::create(&vdir.join("ledger.redb"), &genesis)?);
+        let node = Node::start_external(
+            store,
+            k.clone(),
+            NodeConfig {
+                max_block_txs: block_txs,
+                mempool_capacity: 400_000,
+                ..NodeConfig::default()
+            },
+        )?;
+        let v = carechain_cluster::net::start(
+            &cluster,
+            k,
+            node.clone(),
+            &vdir.join("consensus"),
+            ValidatorConfig {
+                partition: "bench".into(),
+                max_block_txs: block_txs,
+                ..ValidatorConfig::default()
+            },
+        )?;
+        nodes.push(node);
+        validators.push(Some(v));
+    }
+    let sent: Arc<Mutex<HashMap<Hash, Instant>>> = Arc::default();
+    let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    // Finality watcher on validator 0: each new durable block's transactions.
+    {
+        let (node, sent, latencies) = (nodes[0].clone(), sent.clone(), latencies.clone());
+        std::thread::spawn(move || {
+            let mut seen = node.store().head();
+            loop {
+                let h = node.wait_past(seen, Duration::from_secs(3600));
+                if node.is_failed() {
+                    return;
+                }
+                let now = Instant::now();
+                let Ok(snap) = node.snapshot() else { return };
+                for height in seen + 1..=h {
+                    let Ok(Some(b)) = snap.block(height) else {
+                        continue;
+                    };
+                    let mut s = sent.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut l = latencies.lock().unwrap_or_else(|e| e.into_inner());
+                    for tx in &b.txs {
+                        if let Some(t) = s.remove(&tx.hash()) {
+                            l.push(now - t);
+                        }
+                    }
+                }
+                seen = h;
+            }
+        });
+    }
+    Ok(Bench {
+        _dir: dir,
+        nodes,
+        validators,
+        sent,
+        latencies,
+    })
+}
+
+/// Pre-signed anchors: `per` transactions of each signer, nonces from `from`.
+fn make_txs(signers: &[SecretKey], from: u64, per: u64) -> Vec<Vec<(Hash, Vec<u8>)>> {
+    signers
+        .iter()
+        .map(|k| {
+            (from..from + per)
+                .map(|nonce| {
+                    let tx = TxBody {
+                        chain_id: CHAIN.into(),
+                        signer: k.public(),
+                        nonce,
+                        payload: Payload::Anchor {
+                            kind: "bench".into(),
+                            commitment: sha256(&[&k.public().0[..], &nonce.to_le_bytes()].concat()),
+                        },
+                    }
+                    .sign(k);
+                    (tx.hash(), encode(&tx))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Offers the transactions (signer i to live validator i mod live) at `rate` tx/s (0: as
+/// fast as admitted) and waits until all are final on validator 0. Returns (tx/s, p50 ms,
+/// p99 ms).
+fn phase(
+    b: &Bench,
+    txs: Vec<Vec<(Hash, Vec<u8>)>>,
+    rate: f64,
+    live: &[usize],
+) -> Result<(f64, f64, f64)> {
+    let total: usize = txs.iter().map(Vec::len).sum();
+    b.latencies
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
+    let start_log = b.nodes[0].store().log().size();
+    let start = Instant::now();
+    // Interleave signers in rounds; submit in chunks of one transaction per signer.
+    let per = txs.first().map_or(0, Vec::len);
+    let mut offered = 0usize;
+    for round in 0..per {
+        let mut by_node: Vec<Vec<(Hash, Vec<u8>)>> = vec![Vec::new(); live.len()];
+        for (i, s) in txs.iter().enumerate() {
+            by_node[i % live.len()].push(s[round].clone());
+        }
+        for (j, batch) in by_node.into_iter().enumerate() {
+            let node = &b.nodes[live[j]];
+            let mut pending = batch;
+            while !pending.is_empty() {
+                {
+                    let now = Instant::now();
+                    let mut s = b.sent.lock().unwrap_or_else(|e| e.into_inner());
+                    for (h, _) in &pending {
+                        s.entry(*h).or_insert(now);
+                    }
+                }
+                let raws: Vec<Vec<u8>> = pending.iter().map(|(_, r)| r.clone()).collect();
+                let results = node.submit_batch(raws);
+                let retry: Vec<(Hash, Vec<u8>)> = pending
+                    .into_iter()
+                    .zip(results)
+                    .filter(|(_, r)| matches!(r, Err(SubmitError::Busy)))
+                    .map(|(p, _)| p)
+                    .collect();
+                if !retry.is_empty() {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                pending = retry;
+            }
+            offered += txs.len() / live.len();
+        }
+        if rate > 0.0 {
+            let due = Duration::from_secs_f64(offered as f64 / rate);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while b.nodes[0].store().log().size() < start_log + total as u64 {
+        if Instant::now() > deadline {
+            bail!(
+                "only {} of {total} transactions final after 300 s",
+                b.nodes[0].store().log().size() - start_log
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    // Let the watcher see the last block.
+    std::thread::sleep(Duration::from_millis(50));
+    let mut l = b
+        .latencies
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    l.sort();
+    let pct = |p: f64| {
+        if l.is_empty() {
+            0.0
+        } else {
+            l[((l.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
+        }
+    };
+    Ok((total as f64 / secs, pct(0.5), pct(0.99)))
+}
+
+pub fn run(txs: u64, signers: usize, block_txs: usize) -> Result<()> {
+    let signer_keys: Vec<SecretKey> = (0..signers)
+        .map(|_| SecretKey::generate())
+        .collect::<Result<_, _>>()?;
+    let per = (txs / signers as u64).max(1);
+    let b = start(4, &signer_keys, block_txs)?;
+    // Warm up: connections, first views.
+    phase(&b, make_txs(&signer_keys, 0, 2), 0.0, &[0, 1, 2, 3])?;
+    let mut nonce = 2;
+    let (peak, peak_p50, peak_p99) =
+        phase(&b, make_txs(&signer_keys, nonce, per), 0.0, &[0, 1, 2, 3])?;
+    nonce += per;
+    let (half, p50, p99) = phase(
+        &b,
+        make_txs(&signer_keys, nonce, per / 2),
+        peak / 2.0,
+        &[0, 1, 2, 3],
+    )?;
+    nonce += per / 2;
+    // One validator down (stopped, not reachable): the other three are a quorum.
+    let mut b = b;
+    if let Some(v) = b.validators[3].take() {
+        v.stop();
+    }
+    let (down, down_p50, down_p99) =
+        phase(&b, make_txs(&signer_keys, nonce, per), 0.0, &[0, 1, 2])?;
+    for v in b.validators.iter_mut().filter_map(Option::take) {
+        v.stop();
+    }
+    let heads: Vec<u64> = b.nodes[..3].iter().map(|n| n.store().head()).collect();
+    drop(b);
+    // The raw limit, measured in this run on the same transactions: Ed25519 batch
+    // verification on every core. Each transaction is verified by the validator that
+    // admits it, by the three it gossips to, and by the three that verify its block.
+    let sample: Vec<Vec<u8>> = make_txs(&signer_keys, nonce + per, 60)
+        .into_iter()
+        .flatten()
+        .map(|(_, raw)| raw)
+        .collect();
+    let verify_per_s = crate::bench::raw_verify_rate(&sample);
+    out_line(&serde_json::to_string_pretty(&json!({
+        "bench": "cluster",
+        "validators": 4,
+        "host_cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "transactions_per_phase": per * signers as u64,
+        "signers": signers,
+        "max_block_txs": block_txs,
+        "peak": { "committed_tx_per_s": peak.round(), "finality_p50_ms": peak_p50, "finality_p99_ms": peak_p99 },
+        "half_load": { "offered_tx_per_s": (peak / 2.0).round(), "committed_tx_per_s": half.round(), "finality_p50_ms": p50, "finality_p99_ms": p99 },
+        "one_down": { "committed_tx_per_s": down.round(), "ratio_to_peak": down / peak, "finality_p50_ms": down_p50, "finality_p99_ms": down_p99 },
+        "heights": heads,
+        "raw_ed25519_batch_verify_per_s_all_cores": verify_per_s.round(),
+        "ratio_peak_to_raw_verify": peak / verify_per_s,
+        "target": { "committed_tx_per_s": 10_000, "finality_p50_ms": 50, "finality_p99_ms": 200, "one_down_ratio": 0.8 },
+        "note": "4 validators in one process (own store, consensus runtime and authenticated p2p on loopback each); final = durable on validator 0",
+    }))?);
+    Ok(())
+}
