@@ -192,3 +192,77 @@ impl PartialEq for ChainBlock {
 }
 
 impl Eq for ChainBlock {}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use carechain_crypto::{SecretKey, sha256};
+    use carechain_types::{FORMAT_VERSION, Header, Payload, TxBody};
+    use commonware_codec::{Decode, Encode};
+
+    fn block(k: &SecretKey) -> Block {
+        let txs: Vec<_> = (0..3u64)
+            .map(|n| {
+                TxBody {
+                    chain_id: "c".into(),
+                    signer: k.public(),
+                    nonce: n,
+                    payload: Payload::Anchor {
+                        kind: "t".into(),
+                        commitment: sha256(&n.to_le_bytes()),
+                    },
+                }
+                .sign(k)
+            })
+            .collect();
+        let header = Header {
+            version: FORMAT_VERSION,
+            chain_id: "c".into(),
+            height: 1,
+            parent: sha256(b"genesis"),
+            timestamp_ms: 5,
+            proposer: k.public(),
+            tx_count: txs.len() as u32,
+            tx_root: Block::compute_tx_root(&txs),
+            receipts_root: Hash::ZERO,
+            state_root: Hash::ZERO,
+            log_size: 0,
+            log_root: Hash::ZERO,
+        };
+        Block::seal(header, txs, k)
+    }
+
+    #[test]
+    fn decodes_what_it_encodes_and_refuses_anything_the_digest_does_not_bind() {
+        let k = SecretKey::from_seed(&[1; 32]);
+        let b = block(&k);
+        let cb = ChainBlock::block(b.clone());
+        let bytes = cb.encode();
+        let back = ChainBlock::decode_cfg(bytes.clone(), &(1 << 20)).unwrap();
+        assert_eq!(back, cb);
+        assert_eq!(back.digest(), digest_of(&b.header.hash()));
+        let g = ChainBlock::genesis(sha256(b"g"));
+        assert_eq!(ChainBlock::decode_cfg(g.encode(), &0).unwrap(), g);
+        // Same header (same digest), other transactions: refused.
+        let mut other = b.clone();
+        other.txs.pop();
+        other
+            .txs
+            .push(block(&SecretKey::from_seed(&[2; 32])).txs[0].clone());
+        assert!(ChainBlock::decode_cfg(ChainBlock::block(other).encode(), &(1 << 20)).is_err());
+        // Same header, a seal that is not the proposer's: refused.
+        let mut forged = b.clone();
+        forged.seal = Block::seal(b.header.clone(), vec![], &SecretKey::from_seed(&[3; 32])).seal;
+        assert!(ChainBlock::decode_cfg(ChainBlock::block(forged).encode(), &(1 << 20)).is_err());
+        // Truncated, oversized, unknown tag, garbage.
+        assert!(ChainBlock::decode_cfg(bytes.slice(..bytes.len() - 1), &(1 << 20)).is_err());
+        assert!(ChainBlock::decode_cfg(bytes.clone(), &16).is_err());
+        assert!(ChainBlock::decode_cfg(bytes::Bytes::from_static(&[9, 0, 0]), &16).is_err());
+        assert!(
+            ChainBlock::decode_cfg(bytes::Bytes::from_static(&[1, 0, 0, 0, 3, 1, 2, 3]), &16)
+                .is_err()
+        );
+    }
+}
