@@ -162,7 +162,12 @@ impl Chain {
         }
         let p = self.parent(&block.header.parent)?;
         let u = p.as_deref().map(unfinalized);
-        let executed = self.node.ledger().verify_on(u.as_ref(), block)?;
+        // Signatures this node checked when it admitted the transactions are not checked again.
+        let checked = self.node.verified_keys(&block.txs);
+        let executed = self
+            .node
+            .ledger()
+            .verify_on(u.as_ref(), block, Some(&checked))?;
         Ok(self.hold(block.clone(), executed, p.as_deref()))
     }
 
@@ -184,7 +189,7 @@ impl Chain {
         let held = self.pending.lock().get(&block.header.hash()).cloned();
         let executed = match held {
             Some(e) => e.executed.clone(),
-            None => self.node.ledger().verify_on(None, block)?,
+            None => self.node.ledger().verify_on(None, block, None)?,
         };
         self.node.commit_finalized(block, &executed)?;
         // Forget what is now durable, and every other block at or below it (forks that can

@@ -153,9 +153,25 @@ pub fn start(
     let (stop_tx, stop_rx) = futures::channel::oneshot::channel::<()>();
     let storage = storage.to_path_buf();
     let max_message = (config.max_block_bytes + 64 * 1024) as u32;
+    // The p2p port may still be held for a moment (a restart right after a kill): wait for
+    // it rather than let the engine fail to bind in the background.
+    let mut tries = 0;
+    while let Err(e) = std::net::TcpListener::bind(me.p2p) {
+        tries += 1;
+        if tries > 40 {
+            return Err(ClusterFileError::Bad {
+                path: PathBuf::from("cluster.json"),
+                reason: format!("cannot listen on {}: {e}", me.p2p),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
     let thread = std::thread::Builder::new()
         .name("carechain-consensus".into())
         .spawn(move || {
+            // A validator whose consensus engine died must not go on serving as if it were
+            // part of the cluster: the whole process stops.
+            let _exit_on_panic = ExitOnPanic;
             let runner = tokio::Runner::new(
                 tokio::Config::new()
                     .with_worker_threads(2)
@@ -232,4 +248,16 @@ pub fn start(
         stop: Some(stop_tx),
         evidence,
     })
+}
+
+/// Ends the process when the consensus thread unwinds from a panic.
+struct ExitOnPanic;
+
+impl Drop for ExitOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!("the consensus engine failed; the validator stops");
+            std::process::exit(70);
+        }
+    }
 }

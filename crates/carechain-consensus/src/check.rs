@@ -153,11 +153,14 @@ pub fn check_block<V: StateView + ?Sized>(
     validators: &[PublicKey],
     block: &Block,
 ) -> Result<Executed, BlockError> {
-    check_block_on(tip, view, commitment, None, log, validators, block)
+    check_block_on(tip, view, commitment, None, log, validators, block, None)
 }
 
 /// [`check_block`] on a parent whose bucket updates are not yet applied to `commitment`
-/// (`parent_updates`, as in [`execute`]).
+/// (`parent_updates`, as in [`execute`]). `checked[i]`, when given, is the key that already
+/// verified transaction `i`'s signature (say, at mempool admission); only the others are
+/// verified here. The state machine still requires that key to be the signer's current one.
+#[allow(clippy::too_many_arguments)]
 pub fn check_block_on<V: StateView + ?Sized>(
     tip: &ChainTip,
     view: &V,
@@ -166,6 +169,7 @@ pub fn check_block_on<V: StateView + ?Sized>(
     log: &CompactRange,
     validators: &[PublicKey],
     block: &Block,
+    checked: Option<&[Option<PublicKey>]>,
 ) -> Result<Executed, BlockError> {
     let h: &Header = &block.header;
     let height = h.height;
@@ -196,7 +200,21 @@ pub fn check_block_on<V: StateView + ?Sized>(
     if Block::compute_tx_root(&block.txs) != h.tx_root {
         return Err(BlockError::TxRoot { height });
     }
-    let verified = prevalidate_signatures(view, &block.txs)?;
+    let verified = match checked {
+        Some(known) if known.len() == block.txs.len() => {
+            let rest: Vec<usize> = (0..known.len()).filter(|&i| known[i].is_none()).collect();
+            let to_check: Vec<SignedTx> = rest.iter().map(|&i| block.txs[i].clone()).collect();
+            let mut verified = known.to_vec();
+            for (i, k) in rest
+                .into_iter()
+                .zip(prevalidate_signatures(view, &to_check)?)
+            {
+                verified[i] = k;
+            }
+            verified
+        }
+        _ => prevalidate_signatures(view, &block.txs)?,
+    };
     let ex = execute(
         view,
         commitment,

@@ -231,14 +231,15 @@ impl Ledger {
     }
 
     /// Checks `block`, proposed elsewhere, by re-executing it on `parent` (the durable tip
-    /// when `None`).
+    /// when `None`); `checked` as in [`check_block_on`].
     pub fn verify_on(
         &self,
         parent: Option<&Unfinalized<'_>>,
         block: &Block,
+        checked: Option<&[Option<PublicKey>]>,
     ) -> Result<Executed, LedgerError> {
         let (_, ex) = self.on_parent(parent, |tip, view, c, updates, log| {
-            check_block_on(tip, view, c, updates, log, &self.validators, block)
+            check_block_on(tip, view, c, updates, log, &self.validators, block, checked)
                 .map_err(LedgerError::from)
         })?;
         Ok(ex)
@@ -338,7 +339,7 @@ impl Application for Ledger {
     }
 
     fn verify(&self, block: &Block) -> Result<Executed, LedgerError> {
-        self.verify_on(None, block)
+        self.verify_on(None, block, None)
     }
 
     fn finalize(&self, block: &Block, executed: &Executed) -> Result<String, LedgerError> {

@@ -109,7 +109,8 @@ pub(crate) struct Pending {
 #[derive(Default)]
 pub(crate) struct Queue {
     pub queue: VecDeque<Pending>,
-    hashes: HashSet<Hash>,
+    /// Pending (or in-flight) transactions by hash, with the key that checked each signature.
+    hashes: HashMap<Hash, PublicKey>,
     /// signer → (next nonce after its pending txs, number of its txs pending or in flight)
     nonces: HashMap<PublicKey, (u64, usize)>,
 }
@@ -234,7 +235,7 @@ impl Queue {
     }
 
     pub fn contains(&self, hash: &Hash) -> bool {
-        self.hashes.contains(hash)
+        self.hashes.contains_key(hash)
     }
 
     /// Nonce and duplicate checks against fresh state, then enqueue.
@@ -246,7 +247,7 @@ impl Queue {
         hash: Hash,
         verified_key: PublicKey,
     ) -> Result<Admitted, SubmitError> {
-        if self.hashes.contains(&hash)
+        if self.hashes.contains_key(&hash)
             || snap
                 .tx_location(&hash)
                 .map_err(|_| SubmitError::Storage)?
@@ -270,7 +271,7 @@ impl Queue {
         let e = self.nonces.entry(signer).or_insert((expected, 0));
         e.0 = expected + 1;
         e.1 += 1;
-        self.hashes.insert(hash);
+        self.hashes.insert(hash, verified_key);
         self.queue.push_back(Pending {
             tx,
             hash,
@@ -283,6 +284,11 @@ impl Queue {
     pub fn take(&mut self, max: usize) -> Vec<Pending> {
         let n = max.min(self.queue.len());
         self.queue.drain(..n).collect()
+    }
+
+    /// The key that checked the signature of the pending transaction `hash`, if any.
+    pub fn verified_key(&self, hash: &Hash) -> Option<PublicKey> {
+        self.hashes.get(hash).copied()
     }
 
     /// Up to `max` pending transactions in queue order, left in the queue, skipping those
@@ -303,7 +309,7 @@ impl Queue {
         let mut gone: HashSet<Hash> = HashSet::new();
         for tx in block {
             let h = tx.hash();
-            if self.hashes.contains(&h) {
+            if self.hashes.contains_key(&h) {
                 gone.insert(h);
             }
             used.entry(tx.body.signer).or_insert(0);
@@ -327,7 +333,11 @@ impl Queue {
         if self.queue.len() == before {
             return;
         }
-        self.hashes = self.queue.iter().map(|p| p.hash).collect();
+        self.hashes = self
+            .queue
+            .iter()
+            .map(|p| (p.hash, p.verified_key))
+            .collect();
         self.nonces.clear();
         for p in &self.queue {
             let e = self

@@ -396,6 +396,15 @@ impl Node {
             .unzip()
     }
 
+    /// For each transaction, the key that already checked its signature when this node
+    /// admitted it (`None`: not pending here, so not checked yet). A transaction's hash covers
+    /// its signature, so a block's copy is the very transaction that was checked.
+    pub fn verified_keys(&self, txs: &[SignedTx]) -> Vec<Option<PublicKey>> {
+        let hashes: Vec<Hash> = txs.iter().map(SignedTx::hash).collect();
+        let q = self.shared.queue.lock();
+        hashes.iter().map(|h| q.verified_key(h)).collect()
+    }
+
     /// Makes a block finalized by an external engine durable (executed by this node on its
     /// parent), then drops its transactions and those it made stale from the mempool and
     /// wakes waiters. A failure is fatal, as for the node's own blocks. Returns the signed
