@@ -135,13 +135,9 @@ fn init_cluster(a: &InitArgs) -> Result<(SecretKey, SecretKey)> {
     if cluster_file.exists() || validator_dir(&a.data, 0).exists() {
         bail!("{} already holds a cluster", a.data.display());
     }
-    let (Some(p2p_end), Some(http_end)) = (
-        a.p2p_port.checked_add(n as u16),
-        a.http_port.checked_add(n as u16),
-    ) else {
+    if a.p2p_port.checked_add(n as u16).is_none() || a.http_port.checked_add(n as u16).is_none() {
         bail!("ports out of range");
-    };
-    let _ = (p2p_end, http_end);
+    }
     fs::create_dir_all(&a.data).with_context(|| format!("cannot create {}", a.data.display()))?;
     let keys = (0..n)
         .map(|_| SecretKey::generate())

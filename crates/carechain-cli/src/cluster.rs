@@ -121,18 +121,16 @@ fn up(a: UpArgs) -> Result<()> {
         loop {
             tokio::select! {
                 _ = &mut signal => break,
-                _ = tick.tick() => {
-                    for (i, c) in children.iter_mut() {
-                        if let Ok(Some(status)) = c.try_wait() {
-                            out_line(&format!(
-                                "validator {i} exited ({status}); restart it with `carechain up --data {}`",
-                                validator_dir(&a.data, *i).display()
-                            ));
-                            *i = usize::MAX;
-                        }
+                _ = tick.tick() => children.retain_mut(|(i, c)| match c.try_wait() {
+                    Ok(Some(status)) => {
+                        out_line(&format!(
+                            "validator {i} exited ({status}); restart it with `carechain up --data {}`",
+                            validator_dir(&a.data, *i).display()
+                        ));
+                        false
                     }
-                    children.retain(|(i, _)| *i != usize::MAX);
-                }
+                    _ => true,
+                }),
             }
         }
     });

@@ -11,7 +11,7 @@ use carechain_consensus::{Executed, LedgerError, Unfinalized};
 use carechain_crypto::Hash;
 use carechain_node::{Node, NodeError};
 use carechain_state::ChangeSet;
-use carechain_types::{Block, MAX_BLOCK_TXS};
+use carechain_types::{Block, MAX_BLOCK_TXS, SignedTx};
 use parking_lot::Mutex;
 
 /// Why a block could not be proposed, verified or committed.
@@ -107,7 +107,14 @@ impl Chain {
                 .is_some_and(|h| h == height)
     }
 
-    fn hold(&self, block: Block, executed: Executed, parent: Option<&Executing>) -> Arc<Executing> {
+    /// Keeps an executed block; `tx_hashes` are its transactions' hashes.
+    fn hold(
+        &self,
+        block: Block,
+        executed: Executed,
+        parent: Option<&Executing>,
+        tx_hashes: Vec<Hash>,
+    ) -> Arc<Executing> {
         let (mut changes, mut bucket_updates, mut txs) = match parent {
             Some(p) => (p.changes.clone(), p.bucket_updates.clone(), p.txs.clone()),
             None => Default::default(),
@@ -118,7 +125,7 @@ impl Chain {
         for (b, h) in &executed.execution.bucket_updates {
             bucket_updates.insert(*b, *h);
         }
-        txs.extend(block.txs.iter().map(|t| t.hash()));
+        txs.extend(tx_hashes);
         let e = Arc::new(Executing {
             block: Arc::new(block),
             executed,
@@ -151,7 +158,8 @@ impl Chain {
             self.node
                 .ledger()
                 .propose_on(u.as_ref(), txs, verified, timestamp_ms)?;
-        Ok(self.hold(block, executed, p.as_deref()))
+        let tx_hashes = block.txs.iter().map(SignedTx::hash).collect();
+        Ok(self.hold(block, executed, p.as_deref(), tx_hashes))
     }
 
     /// Verifies `block` by re-executing it on its parent, which must be durable or held.
@@ -163,12 +171,13 @@ impl Chain {
         let p = self.parent(&block.header.parent)?;
         let u = p.as_deref().map(unfinalized);
         // Signatures this node checked when it admitted the transactions are not checked again.
-        let checked = self.node.verified_keys(&block.txs);
+        let tx_hashes: Vec<Hash> = block.txs.iter().map(SignedTx::hash).collect();
+        let checked = self.node.verified_keys(&tx_hashes);
         let executed = self
             .node
             .ledger()
             .verify_on(u.as_ref(), block, Some(&checked))?;
-        Ok(self.hold(block.clone(), executed, p.as_deref()))
+        Ok(self.hold(block.clone(), executed, p.as_deref(), tx_hashes))
     }
 
     /// Commits a block consensus finalized: the next height after the durable tip, executed

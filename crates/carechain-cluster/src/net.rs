@@ -191,7 +191,7 @@ pub fn start(
                 let p2p = lookup::Config::local(
                     handshake,
                     P2P_NAMESPACE,
-                    SocketAddr::new(me.p2p.ip(), me.p2p.port()),
+                    me.p2p,
                     NonZeroUsize::new(n_peers).expect("a validator set is never empty"),
                     max_message,
                     NZUsize!(4096),

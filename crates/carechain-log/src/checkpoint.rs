@@ -122,6 +122,34 @@ pub struct NoteSignature {
     pub signature: Vec<u8>,
 }
 
+impl NoteSignature {
+    /// Parses one signature line (`— name base64(key id || signature)`, without its newline).
+    pub fn parse_line(line: &str) -> Result<NoteSignature, NoteError> {
+        let rest = line.strip_prefix(SIG_PREFIX).ok_or(NoteError::Malformed(
+            "signature line must start with an em dash",
+        ))?;
+        let (name, b64) = rest.split_once(' ').ok_or(NoteError::Malformed(
+            "signature line needs a name and a signature",
+        ))?;
+        if name.is_empty() || name.contains('+') {
+            return Err(NoteError::Malformed("bad key name"));
+        }
+        let raw = B64
+            .decode(b64)
+            .map_err(|_| NoteError::Malformed("signature is not base64"))?;
+        if raw.len() < 5 {
+            return Err(NoteError::Malformed("signature too short"));
+        }
+        let mut key_id = [0u8; 4];
+        key_id.copy_from_slice(&raw[..4]);
+        Ok(NoteSignature {
+            name: name.to_string(),
+            key_id,
+            signature: raw[4..].to_vec(),
+        })
+    }
+}
+
 /// A parsed signed note: its text and its signature lines.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SignedNote {
@@ -152,28 +180,7 @@ impl SignedNote {
             if signatures.len() == MAX_SIGNATURES {
                 return Err(NoteError::Malformed("too many signatures"));
             }
-            let rest = line.strip_prefix(SIG_PREFIX).ok_or(NoteError::Malformed(
-                "signature line must start with an em dash",
-            ))?;
-            let (name, b64) = rest.split_once(' ').ok_or(NoteError::Malformed(
-                "signature line needs a name and a signature",
-            ))?;
-            if name.is_empty() || name.contains('+') {
-                return Err(NoteError::Malformed("bad key name"));
-            }
-            let raw = B64
-                .decode(b64)
-                .map_err(|_| NoteError::Malformed("signature is not base64"))?;
-            if raw.len() < 5 {
-                return Err(NoteError::Malformed("signature too short"));
-            }
-            let mut key_id = [0u8; 4];
-            key_id.copy_from_slice(&raw[..4]);
-            signatures.push(NoteSignature {
-                name: name.to_string(),
-                key_id,
-                signature: raw[4..].to_vec(),
-            });
+            signatures.push(NoteSignature::parse_line(line)?);
         }
         if signatures.is_empty() {
             return Err(NoteError::Malformed("no signatures"));
@@ -185,11 +192,60 @@ impl SignedNote {
     }
 }
 
-fn key_id(name: &str, key: &PublicKey) -> [u8; 4] {
-    let h = sha256_parts(&[name.as_bytes(), b"\n", &[ED25519_TYPE], &key.0]);
+/// The signed-note key id: `SHA-256(name || "\n" || type || key)[:4]`.
+fn key_id(name: &str, key_type: u8, key: &PublicKey) -> [u8; 4] {
+    let h = sha256_parts(&[name.as_bytes(), b"\n", &[key_type], &key.0]);
     let mut id = [0u8; 4];
     id.copy_from_slice(&h.0[..4]);
     id
+}
+
+/// A verifier key string `name+hexid+base64(type||key)`.
+fn vkey(name: &str, key_id: [u8; 4], key_type: u8, key: &PublicKey) -> String {
+    let mut k = vec![key_type];
+    k.extend_from_slice(&key.0);
+    format!("{name}+{}+{}", hex::encode(key_id), B64.encode(k))
+}
+
+/// Parses a verifier key string of an Ed25519 key of `key_type` and checks its id.
+fn parse_vkey(
+    vkey: &str,
+    key_type: u8,
+    wrong_type: &'static str,
+) -> Result<(String, [u8; 4], PublicKey), NoteError> {
+    let mut parts = vkey.splitn(3, '+');
+    let (Some(name), Some(id_hex), Some(key_b64)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(NoteError::BadVerifierKey("expected name+id+key"));
+    };
+    let mut claimed = [0u8; 4];
+    hex::decode_to_slice(id_hex, &mut claimed)
+        .map_err(|_| NoteError::BadVerifierKey("id is not 8 hex digits"))?;
+    let raw = B64
+        .decode(key_b64)
+        .map_err(|_| NoteError::BadVerifierKey("key is not base64"))?;
+    if raw.len() != 33 || raw[0] != key_type {
+        return Err(NoteError::BadVerifierKey(wrong_type));
+    }
+    let mut k = [0u8; 32];
+    k.copy_from_slice(&raw[1..]);
+    let key = PublicKey(k);
+    if key_id(name, key_type, &key) != claimed {
+        return Err(NoteError::BadVerifierKey(
+            "key id does not match name and key",
+        ));
+    }
+    Ok((name.to_string(), claimed, key))
+}
+
+/// A signed-note key name: not empty, no `+`, spaces or newlines.
+fn check_key_name(name: &str) -> Result<(), NoteError> {
+    if name.is_empty() || name.contains(['+', ' ', '\n']) {
+        return Err(NoteError::BadVerifierKey(
+            "key name must not be empty or contain '+', spaces or newlines",
+        ));
+    }
+    Ok(())
 }
 
 /// Signs notes under a key name (Ed25519).
@@ -202,12 +258,8 @@ pub struct NoteSigner {
 impl NoteSigner {
     /// A signer for `name` (no spaces, no `+`).
     pub fn new(name: &str, key: SecretKey) -> Result<NoteSigner, NoteError> {
-        if name.is_empty() || name.contains(['+', ' ', '\n']) {
-            return Err(NoteError::BadVerifierKey(
-                "key name must not be empty or contain '+', spaces or newlines",
-            ));
-        }
-        let key_id = key_id(name, &key.public());
+        check_key_name(name)?;
+        let key_id = key_id(name, ED25519_TYPE, &key.public());
         Ok(NoteSigner {
             name: name.to_string(),
             key,
@@ -217,14 +269,7 @@ impl NoteSigner {
 
     /// The verifier key string (`name+hexid+base64(0x01||key)`) that checks this signer.
     pub fn verifier_key(&self) -> String {
-        let mut k = vec![ED25519_TYPE];
-        k.extend_from_slice(&self.key.public().0);
-        format!(
-            "{}+{}+{}",
-            self.name,
-            hex::encode(self.key_id),
-            B64.encode(k)
-        )
+        vkey(&self.name, self.key_id, ED25519_TYPE, &self.key.public())
     }
 
     /// The matching verifier.
@@ -266,54 +311,24 @@ impl NoteVerifier {
     pub fn new(name: &str, key: PublicKey) -> NoteVerifier {
         NoteVerifier {
             name: name.to_string(),
-            key_id: key_id(name, &key),
+            key_id: key_id(name, ED25519_TYPE, &key),
             key,
         }
     }
 
     /// The verifier key string `name+hexid+base64(0x01||key)`.
     pub fn to_vkey(&self) -> String {
-        let mut k = vec![ED25519_TYPE];
-        k.extend_from_slice(&self.key.0);
-        format!(
-            "{}+{}+{}",
-            self.name,
-            hex::encode(self.key_id),
-            B64.encode(k)
-        )
+        vkey(&self.name, self.key_id, ED25519_TYPE, &self.key)
     }
 
     /// Parses a verifier key string `name+hexid+base64(0x01||key)` and checks its id.
     pub fn parse(vkey: &str) -> Result<NoteVerifier, NoteError> {
-        let mut parts = vkey.splitn(3, '+');
-        let (Some(name), Some(id_hex), Some(key_b64)) = (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(NoteError::BadVerifierKey("expected name+id+key"));
-        };
-        let mut claimed = [0u8; 4];
-        hex::decode_to_slice(id_hex, &mut claimed)
-            .map_err(|_| NoteError::BadVerifierKey("id is not 8 hex digits"))?;
-        let raw = B64
-            .decode(key_b64)
-            .map_err(|_| NoteError::BadVerifierKey("key is not base64"))?;
-        if raw.len() != 33 || raw[0] != ED25519_TYPE {
-            return Err(NoteError::BadVerifierKey(
-                "only Ed25519 (type 0x01) keys are supported",
-            ));
-        }
-        let mut k = [0u8; 32];
-        k.copy_from_slice(&raw[1..]);
-        let key = PublicKey(k);
-        if key_id(name, &key) != claimed {
-            return Err(NoteError::BadVerifierKey(
-                "key id does not match name and key",
-            ));
-        }
-        Ok(NoteVerifier {
-            name: name.to_string(),
-            key_id: claimed,
-            key,
-        })
+        let (name, key_id, key) = parse_vkey(
+            vkey,
+            ED25519_TYPE,
+            "only Ed25519 (type 0x01) keys are supported",
+        )?;
+        Ok(NoteVerifier { name, key_id, key })
     }
 
     /// Checks that `note` carries a valid signature by this key; returns the parsed note.
@@ -347,13 +362,6 @@ impl NoteVerifier {
     }
 }
 
-fn cosigner_key_id(name: &str, key: &PublicKey) -> [u8; 4] {
-    let h = sha256_parts(&[name.as_bytes(), b"\n", &[COSIGNATURE_TYPE], &key.0]);
-    let mut id = [0u8; 4];
-    id.copy_from_slice(&h.0[..4]);
-    id
-}
-
 /// The message a `cosignature/v1` signs: header line, time line, whole note body.
 fn cosigned_message(note_text: &str, timestamp: u64) -> String {
     format!("{COSIGNATURE_HEADER}time {timestamp}\n{note_text}")
@@ -370,12 +378,8 @@ pub struct Cosigner {
 impl Cosigner {
     /// A cosigner named `name` (no spaces, no `+`).
     pub fn new(name: &str, key: SecretKey) -> Result<Cosigner, NoteError> {
-        if name.is_empty() || name.contains(['+', ' ', '\n']) {
-            return Err(NoteError::BadVerifierKey(
-                "key name must not be empty or contain '+', spaces or newlines",
-            ));
-        }
-        let key_id = cosigner_key_id(name, &key.public());
+        check_key_name(name)?;
+        let key_id = key_id(name, COSIGNATURE_TYPE, &key.public());
         Ok(Cosigner {
             name: name.to_string(),
             key,
@@ -417,50 +421,24 @@ impl CosignatureVerifier {
     pub fn new(name: &str, key: PublicKey) -> CosignatureVerifier {
         CosignatureVerifier {
             name: name.to_string(),
-            key_id: cosigner_key_id(name, &key),
+            key_id: key_id(name, COSIGNATURE_TYPE, &key),
             key,
         }
     }
 
     /// The verifier key string `name+hexid+base64(0x04||key)`.
     pub fn to_vkey(&self) -> String {
-        let mut k = vec![COSIGNATURE_TYPE];
-        k.extend_from_slice(&self.key.0);
-        format!(
-            "{}+{}+{}",
-            self.name,
-            hex::encode(self.key_id),
-            B64.encode(k)
-        )
+        vkey(&self.name, self.key_id, COSIGNATURE_TYPE, &self.key)
     }
 
     /// Parses a verifier key string `name+hexid+base64(0x04||key)` and checks its id.
     pub fn parse(vkey: &str) -> Result<CosignatureVerifier, NoteError> {
-        let mut parts = vkey.splitn(3, '+');
-        let (Some(name), Some(id_hex), Some(key_b64)) = (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(NoteError::BadVerifierKey("expected name+id+key"));
-        };
-        let mut claimed = [0u8; 4];
-        hex::decode_to_slice(id_hex, &mut claimed)
-            .map_err(|_| NoteError::BadVerifierKey("id is not 8 hex digits"))?;
-        let raw = B64
-            .decode(key_b64)
-            .map_err(|_| NoteError::BadVerifierKey("key is not base64"))?;
-        if raw.len() != 33 || raw[0] != COSIGNATURE_TYPE {
-            return Err(NoteError::BadVerifierKey(
-                "only Ed25519 cosigner (type 0x04) keys are supported",
-            ));
-        }
-        let mut k = [0u8; 32];
-        k.copy_from_slice(&raw[1..]);
-        let v = CosignatureVerifier::new(name, PublicKey(k));
-        if v.key_id != claimed {
-            return Err(NoteError::BadVerifierKey(
-                "key id does not match name and key",
-            ));
-        }
-        Ok(v)
+        let (name, key_id, key) = parse_vkey(
+            vkey,
+            COSIGNATURE_TYPE,
+            "only Ed25519 cosigner (type 0x04) keys are supported",
+        )?;
+        Ok(CosignatureVerifier { name, key_id, key })
     }
 
     /// Checks one signature line of a note with body `text`; returns its timestamp.

@@ -12,8 +12,8 @@ pub mod tiles;
 mod tree;
 
 pub use checkpoint::{
-    Checkpoint, CosignatureVerifier, Cosigner, NoteError, NoteSigner, NoteVerifier, SignedNote,
-    verify_cosigned,
+    Checkpoint, CosignatureVerifier, Cosigner, NoteError, NoteSignature, NoteSigner, NoteVerifier,
+    SignedNote, verify_cosigned,
 };
 pub use proof::ProofError;
 pub use tree::{

@@ -291,7 +291,12 @@ impl Node {
         if size > head_size + 100_000 {
             return false;
         }
-        if size <= head_size && self.valid_cosigner(size, &line).is_none() {
+        if size <= head_size
+            && self
+                .own_checkpoint(size)
+                .and_then(|(_, text)| self.valid_cosigner(&text, &line))
+                .is_none()
+        {
             return false;
         }
         let mut all = self.shared.cosignatures.lock();
@@ -305,19 +310,21 @@ impl Node {
         true
     }
 
-    /// The cosigner (validator did) whose valid cosignature `line` is on this node's
-    /// checkpoint at `size`.
-    fn valid_cosigner(&self, size: u64, line: &str) -> Option<String> {
+    /// This node's checkpoint at log size `size` and its signed body.
+    fn own_checkpoint(&self, size: u64) -> Option<(String, String)> {
         let note = self.snapshot().ok()?.checkpoint(size).ok()??;
-        let parsed = carechain_log::SignedNote::parse(&note).ok()?;
-        let sig = carechain_log::SignedNote::parse(&format!("x\n\n{line}"))
-            .ok()?
-            .signatures
-            .pop()?;
+        let text = carechain_log::SignedNote::parse(&note).ok()?.text;
+        Some((note, text))
+    }
+
+    /// The cosigner (validator did) whose valid cosignature `line` is on the checkpoint body
+    /// `text`.
+    fn valid_cosigner(&self, text: &str, line: &str) -> Option<String> {
+        let sig = carechain_log::NoteSignature::parse_line(line.strip_suffix('\n')?).ok()?;
         self.shared
             .cosigners
             .iter()
-            .find(|c| c.check(&parsed.text, &sig).is_ok())
+            .find(|c| c.check(text, &sig).is_ok())
             .map(|c| c.name.clone())
     }
 
@@ -336,7 +343,7 @@ impl Node {
             .collect();
         let mut fallback = None;
         for size in sizes {
-            let Some(note) = self.snapshot().ok()?.checkpoint(size).ok().flatten() else {
+            let Some((note, text)) = self.own_checkpoint(size) else {
                 continue;
             };
             let lines = self
@@ -347,9 +354,9 @@ impl Node {
                 .cloned()
                 .unwrap_or_default();
             let mut seen = Vec::new();
-            let mut out = note.clone();
+            let mut out = note;
             for l in lines {
-                if let Some(who) = self.valid_cosigner(size, &l)
+                if let Some(who) = self.valid_cosigner(&text, &l)
                     && !seen.contains(&who)
                 {
                     seen.push(who);
@@ -396,13 +403,12 @@ impl Node {
             .unzip()
     }
 
-    /// For each transaction, the key that already checked its signature when this node
+    /// For each transaction hash, the key that already checked its signature when this node
     /// admitted it (`None`: not pending here, so not checked yet). A transaction's hash covers
     /// its signature, so a block's copy is the very transaction that was checked.
-    pub fn verified_keys(&self, txs: &[SignedTx]) -> Vec<Option<PublicKey>> {
-        let hashes: Vec<Hash> = txs.iter().map(SignedTx::hash).collect();
+    pub fn verified_keys(&self, tx_hashes: &[Hash]) -> Vec<Option<PublicKey>> {
         let q = self.shared.queue.lock();
-        hashes.iter().map(|h| q.verified_key(h)).collect()
+        tx_hashes.iter().map(|h| q.verified_key(h)).collect()
     }
 
     /// Makes a block finalized by an external engine durable (executed by this node on its

@@ -93,6 +93,7 @@ async fn openapi() -> Response {
 async fn status(State(node): State<AppState>) -> ApiResult<Json<Value>> {
     let store = node.store();
     let log = store.log();
+    let (cosigner_keys, cosign_quorum) = node.cosigners();
     Ok(Json(json!({
         "chain_id": store.genesis().chain_id,
         "genesis_hash": store.genesis().hash().to_hex(),
@@ -105,8 +106,8 @@ async fn status(State(node): State<AppState>) -> ApiResult<Json<Value>> {
         "checkpoint_key": node.ledger().checkpoint_verifier_key(),
         "node_key": node.ledger().node_key().did().to_string(),
         "validators": node.ledger().validators().iter().map(|k| k.did().to_string()).collect::<Vec<_>>(),
-        "cosigner_keys": node.cosigners().0,
-        "cosign_quorum": node.cosigners().1,
+        "cosigner_keys": cosigner_keys,
+        "cosign_quorum": cosign_quorum,
         "mempool": node.mempool_len(),
     })))
 }
@@ -438,35 +439,29 @@ fn state_proof(node: &Node, key: &[u8]) -> ApiResult<Value> {
     ))
 }
 
-async fn checkpoint(State(node): State<AppState>) -> ApiResult<Response> {
-    let cp = node
-        .store()
-        .latest_checkpoint()
+/// A signed note as the latest checkpoint is served (plain text, never cached); 404 before
+/// the first block.
+fn latest_note(note: Option<String>) -> ApiResult<Response> {
+    let note = note
         .ok_or_else(|| ApiError::not_found("no_checkpoint", "no block has been committed yet"))?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        cp,
+        note,
     )
         .into_response())
+}
+
+async fn checkpoint(State(node): State<AppState>) -> ApiResult<Response> {
+    latest_note(node.store().latest_checkpoint())
 }
 
 /// The latest checkpoint cosigned by a quorum of validators (C2SP `cosignature/v1` lines
 /// after the node's own signature); when none has a quorum yet, the latest with what it has.
 async fn cosigned_checkpoint(State(node): State<AppState>) -> ApiResult<Response> {
-    let cp = node
-        .cosigned_checkpoint()
-        .ok_or_else(|| ApiError::not_found("no_checkpoint", "no block has been committed yet"))?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        cp,
-    )
-        .into_response())
+    latest_note(node.cosigned_checkpoint())
 }
 
 async fn get_checkpoint_at(
