@@ -51,6 +51,12 @@ enum Command {
         #[command(subcommand)]
         cmd: txcmd::IdentityCmd,
     },
+    /// Validator-set governance: propose and approve adding or removing a validator (two
+    /// thirds of the current set, from a future epoch), list the sets.
+    Validator {
+        #[command(subcommand)]
+        cmd: txcmd::ValidatorCmd,
+    },
     /// Submit transactions.
     Tx {
         #[command(subcommand)]
@@ -150,6 +156,7 @@ fn main() -> Result<()> {
         }
         Command::Identity { cmd } => txcmd::identity(cmd),
         Command::Tx { cmd } => txcmd::tx(cmd),
+        Command::Validator { cmd } => txcmd::validator(cmd),
         Command::Block { cmd } => txcmd::block(cmd),
         Command::Verify(a) => verify::run(&a),
         Command::Bench { cmd } => bench::run(cmd),

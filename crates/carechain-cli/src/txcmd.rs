@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use carechain_crypto::{Did, Hash, Namespace, SecretKey};
-use carechain_types::{Payload, Role, TxBody, encode, rotation_proof_message};
+use carechain_types::{
+    EPOCH_LENGTH, Payload, Role, TxBody, ValidatorChange, encode, rotation_proof_message,
+    validator_proposal_id,
+};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
@@ -69,6 +72,54 @@ pub enum IdentityCmd {
     Show {
         /// The identity (did:key).
         did: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ValidatorCmd {
+    /// Propose adding or removing a validator from a future epoch start (a multiple of the
+    /// epoch length, see `validator list`); signed by a current validator, whose signature is
+    /// the first approval. Prints the receipt with the proposal's id (`proposal`) and
+    /// effective height.
+    Propose {
+        /// Key file of a current validator (a validator's `node.key`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The validator to add (did:key).
+        #[arg(long, conflicts_with = "remove", required_unless_present = "remove")]
+        add: Option<String>,
+        /// The validator to remove (did:key).
+        #[arg(long)]
+        remove: Option<String>,
+        /// The first height the changed set proposes and votes at; defaults to the first
+        /// epoch start at least two epochs ahead.
+        #[arg(long)]
+        at: Option<u64>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Approve a pending proposal; signed by a current validator. The change is scheduled
+    /// once two thirds of the current set approved it.
+    Approve {
+        /// Key file of a current validator.
+        #[arg(long)]
+        key: PathBuf,
+        /// The proposal id (64 hex digits).
+        proposal: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// The current validator set, the approval quorum and every set past and scheduled.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// A proposal with its approvals and state.
+    Show {
+        /// The proposal id (64 hex digits).
+        proposal: String,
         #[command(flatten)]
         conn: Conn,
     },
@@ -150,6 +201,16 @@ fn send(
         None => 0,
     };
     let payload = payload(&chain_id, &signer, nonce)?;
+    let proposal = match &payload {
+        Payload::ProposeValidatorChange {
+            change,
+            effective_height,
+        } => Some((
+            validator_proposal_id(change, *effective_height),
+            *effective_height,
+        )),
+        _ => None,
+    };
     let tx = TxBody {
         chain_id,
         signer: signer.public_key(),
@@ -157,7 +218,11 @@ fn send(
         payload,
     }
     .sign(key);
-    let v = client.submit(&encode(&tx))?;
+    let mut v = client.submit(&encode(&tx))?;
+    if let Some((id, at)) = proposal {
+        v["proposal"] = id.to_hex().into();
+        v["effective_height"] = at.into();
+    }
     print_json(&v)?;
     if v["receipt"]["outcome"] == "rejected" {
         bail!(
@@ -238,6 +303,66 @@ pub fn identity(cmd: IdentityCmd) -> Result<()> {
             let v = Client::new(&conn.url)
                 .get_json_opt(&format!("/v1/identities/{did}"))?
                 .with_context(|| format!("{did} is not registered"))?;
+            print_json(&v)
+        }
+    }
+}
+
+pub fn validator(cmd: ValidatorCmd) -> Result<()> {
+    match cmd {
+        ValidatorCmd::Propose {
+            key,
+            add,
+            remove,
+            at,
+            conn,
+        } => {
+            let key = keyfile::read(&key)?;
+            let change = match (add, remove) {
+                (Some(d), None) => ValidatorChange::Add {
+                    key: parse_did(&d)?.public_key(),
+                },
+                (None, Some(d)) => ValidatorChange::Remove {
+                    key: parse_did(&d)?.public_key(),
+                },
+                _ => bail!("give one of --add or --remove"),
+            };
+            let client = Client::new(&conn.url);
+            let effective_height = match at {
+                Some(h) => h,
+                None => {
+                    let next = client.get_json("/v1/validators")?["next_height"]
+                        .as_u64()
+                        .context("validators has no next_height")?;
+                    (next / EPOCH_LENGTH + 2) * EPOCH_LENGTH
+                }
+            };
+            send(&client, &key, None, |_, _, _| {
+                Ok(Payload::ProposeValidatorChange {
+                    change,
+                    effective_height,
+                })
+            })
+        }
+        ValidatorCmd::Approve {
+            key,
+            proposal,
+            conn,
+        } => {
+            let key = keyfile::read(&key)?;
+            let proposal = Hash::from_hex(&proposal)
+                .map_err(|e| anyhow::anyhow!("{proposal} is not a proposal id: {e}"))?;
+            send(&Client::new(&conn.url), &key, None, |_, _, _| {
+                Ok(Payload::ApproveValidatorChange { proposal })
+            })
+        }
+        ValidatorCmd::List { conn } => {
+            print_json(&Client::new(&conn.url).get_json("/v1/validators")?)
+        }
+        ValidatorCmd::Show { proposal, conn } => {
+            let v = Client::new(&conn.url)
+                .get_json_opt(&format!("/v1/validators/proposals/{proposal}"))?
+                .with_context(|| format!("no proposal {proposal}"))?;
             print_json(&v)
         }
     }

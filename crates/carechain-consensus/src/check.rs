@@ -6,7 +6,7 @@ use carechain_crypto::{Hash, PublicKey};
 use carechain_log::CompactRange;
 use carechain_state::{
     BlockContext, BlockExecution, StateCommitment, StateView, ViewError, apply_block,
-    prevalidate_signatures,
+    prevalidate_signatures, validator_schedule,
 };
 use carechain_types::{Block, FORMAT_VERSION, Header, MAX_BLOCK_TXS, Receipt, SignedTx};
 
@@ -113,6 +113,7 @@ pub enum BlockError {
 /// Executes `txs` as block `height` on top of `view`/`commitment`/`log`. `parent_updates`
 /// are the bucket updates of a parent block not yet applied to `commitment` (a block being
 /// committed while this one is proposed), so the commitment need not be copied to apply them.
+/// `genesis_validators` is the validator set until governance changes it.
 #[allow(clippy::too_many_arguments)]
 pub fn execute<V: StateView + ?Sized>(
     view: &V,
@@ -120,6 +121,7 @@ pub fn execute<V: StateView + ?Sized>(
     parent_updates: Option<&BTreeMap<u16, Hash>>,
     log: &CompactRange,
     chain_id: &str,
+    genesis_validators: &[PublicKey],
     height: u64,
     txs: &[SignedTx],
     verified: &[Option<PublicKey>],
@@ -129,6 +131,7 @@ pub fn execute<V: StateView + ?Sized>(
         height,
         log_size: log.size(),
         parent_updates,
+        genesis_validators,
     };
     let execution = apply_block(view, commitment, &ctx, txs, verified)?;
     let mut log_after = log.clone();
@@ -143,8 +146,10 @@ pub fn execute<V: StateView + ?Sized>(
     })
 }
 
-/// Checks a block against its parent tip and re-executes it. `validators` lists the keys
-/// allowed to propose (empty = any key). Returns the execution to commit.
+/// Checks a block against its parent tip and re-executes it. `validators` lists the genesis
+/// validators: the proposer must be in the set in force at the block's height (the genesis
+/// set as changed by governance; an empty genesis set allows any key). Returns the execution
+/// to commit.
 pub fn check_block<V: StateView + ?Sized>(
     tip: &ChainTip,
     view: &V,
@@ -188,7 +193,12 @@ pub fn check_block_on<V: StateView + ?Sized>(
     if h.timestamp_ms < tip.timestamp_ms {
         return Err(BlockError::TimestampRegressed { height });
     }
-    if !validators.is_empty() && !validators.contains(&h.proposer) {
+    if !validators.is_empty()
+        && validator_schedule(view, validators)?
+            .at(height)
+            .binary_search(&h.proposer)
+            .is_err()
+    {
         return Err(BlockError::UnknownProposer { height });
     }
     if block.verify_seal().is_err() {
@@ -221,6 +231,7 @@ pub fn check_block_on<V: StateView + ?Sized>(
         parent_updates,
         log,
         &tip.chain_id,
+        validators,
         height,
         &block.txs,
         &verified,

@@ -23,6 +23,12 @@ pub enum LedgerError {
     /// The block was executed on another tip than the current one.
     #[error("the chain moved on since this block was executed")]
     Stale,
+    /// This node's key is not in the validator set in force at the height it would propose.
+    #[error("this node is not in the validator set at height {height}")]
+    NotValidator {
+        /// The height.
+        height: u64,
+    },
 }
 
 /// The log origin (and checkpoint key name) for a chain.
@@ -125,9 +131,27 @@ impl Ledger {
         self.cosigner.cosign(checkpoint_text, timestamp)
     }
 
-    /// The validators allowed to propose (from genesis).
-    pub fn validators(&self) -> &[PublicKey] {
+    /// The genesis validators (the set governance starts from).
+    pub fn genesis_validators(&self) -> &[PublicKey] {
         &self.validators
+    }
+
+    /// The validator schedule of the durable state: every set, past and scheduled, with the
+    /// height it starts at.
+    pub fn validator_schedule(&self) -> Result<carechain_state::ValidatorSchedule, LedgerError> {
+        let snapshot = self.store.snapshot()?;
+        carechain_state::validator_schedule(&snapshot, &self.validators)
+            .map_err(|e| LedgerError::Storage(StorageError::Db(e.to_string())))
+    }
+
+    /// A governance proposal in the durable state.
+    pub fn validator_proposal(
+        &self,
+        id: &carechain_crypto::Hash,
+    ) -> Result<Option<carechain_state::Proposal>, LedgerError> {
+        let snapshot = self.store.snapshot()?;
+        carechain_state::proposal(&snapshot, id)
+            .map_err(|e| LedgerError::Storage(StorageError::Db(e.to_string())))
     }
 
     /// The current tip.
@@ -200,13 +224,21 @@ impl Ledger {
         timestamp_ms: u64,
     ) -> Result<(Block, Executed), LedgerError> {
         let chain_id = self.store.genesis().chain_id.clone();
+        let me = self.key.public();
         let (tip, ex) = self.on_parent(parent, |tip, view, c, updates, log| {
+            let height = tip.height + 1;
+            let schedule = carechain_state::validator_schedule(view, &self.validators)
+                .map_err(|e| LedgerError::Storage(StorageError::Db(e.to_string())))?;
+            if !self.validators.is_empty() && schedule.at(height).binary_search(&me).is_err() {
+                return Err(LedgerError::NotValidator { height });
+            }
             execute(
                 view,
                 c,
                 updates,
                 log,
                 &chain_id,
+                &self.validators,
                 tip.height + 1,
                 &txs,
                 &verified,

@@ -49,6 +49,8 @@ pub fn routes(node: AppState) -> Router {
         .route("/v1/blocks/latest", get(latest_block))
         .route("/v1/blocks/{id}", get(get_block))
         .route("/v1/identities/{did}", get(get_identity))
+        .route("/v1/validators", get(validators))
+        .route("/v1/validators/proposals/{id}", get(validator_proposal))
         .route("/v1/checkpoints/{size}", get(get_checkpoint_at))
         .route("/v1/proofs/consistency", get(get_consistency))
         .route("/checkpoint", get(checkpoint))
@@ -94,6 +96,15 @@ async fn status(State(node): State<AppState>) -> ApiResult<Json<Value>> {
     let store = node.store();
     let log = store.log();
     let (cosigner_keys, cosign_quorum) = node.cosigners();
+    let schedule = node
+        .ledger()
+        .validator_schedule()
+        .map_err(ApiError::internal)?;
+    let validators: Vec<String> = schedule
+        .at(store.head() + 1)
+        .iter()
+        .map(|k| k.did().to_string())
+        .collect();
     Ok(Json(json!({
         "chain_id": store.genesis().chain_id,
         "genesis_hash": store.genesis().hash().to_hex(),
@@ -105,7 +116,7 @@ async fn status(State(node): State<AppState>) -> ApiResult<Json<Value>> {
         "log_origin": node.ledger().origin(),
         "checkpoint_key": node.ledger().checkpoint_verifier_key(),
         "node_key": node.ledger().node_key().did().to_string(),
-        "validators": node.ledger().validators().iter().map(|k| k.did().to_string()).collect::<Vec<_>>(),
+        "validators": validators,
         "cosigner_keys": cosigner_keys,
         "cosign_quorum": cosign_quorum,
         "mempool": node.mempool_len(),
@@ -395,6 +406,62 @@ async fn get_identity(
     let mut v = j::identity(&ident);
     v["state_proof"] = state_proof(&node, &key)?;
     Ok(Json(v))
+}
+
+/// The validator schedule: the set in force for the next block, and every set, past and
+/// scheduled by governance, with the height it starts at.
+async fn validators(State(node): State<AppState>) -> ApiResult<Json<Value>> {
+    let next = node.store().head() + 1;
+    let schedule = node
+        .ledger()
+        .validator_schedule()
+        .map_err(ApiError::internal)?;
+    let dids = |keys: &[carechain_crypto::PublicKey]| -> Vec<String> {
+        keys.iter().map(|k| k.did().to_string()).collect()
+    };
+    let sets: Vec<Value> = schedule
+        .sets
+        .iter()
+        .map(|s| json!({ "from_height": s.from_height, "validators": dids(&s.validators) }))
+        .collect();
+    Ok(Json(json!({
+        "next_height": next,
+        "epoch_length": carechain_types::EPOCH_LENGTH,
+        "current": dids(schedule.at(next)),
+        "approval_quorum": carechain_types::approval_quorum(schedule.at(next).len()),
+        "sets": sets,
+    })))
+}
+
+/// One validator-set proposal with its approvals.
+async fn validator_proposal(
+    State(node): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = carechain_crypto::Hash::from_hex(&id)
+        .map_err(|e| ApiError::bad_request("bad_proposal_id", e.to_string()))?;
+    let p = node
+        .ledger()
+        .validator_proposal(&id)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found("proposal_not_found", "no proposal has this id"))?;
+    let height = node.store().head();
+    let state = match p.approved_at {
+        Some(_) => "approved",
+        None if height + 1 >= p.effective_height => "expired",
+        None => "pending",
+    };
+    Ok(Json(json!({
+        "id": id.to_hex(),
+        "action": p.change.action(),
+        "validator": p.change.key().did().to_string(),
+        "effective_height": p.effective_height,
+        "proposer": p.proposer.did().to_string(),
+        "proposed_at": p.proposed_at,
+        "approvals": p.approvals.iter().map(|k| k.did().to_string()).collect::<Vec<_>>(),
+        "approved_at": p.approved_at,
+        "state": state,
+    })))
 }
 
 /// A proof of the value under `key` against the state root of the head block. A commit may

@@ -56,6 +56,20 @@ pub fn payload(p: &Payload) -> Value {
             "label": label,
             "version": version,
         }),
+        Payload::ProposeValidatorChange {
+            change,
+            effective_height,
+        } => json!({
+            "type": "propose_validator_change",
+            "action": change.action(),
+            "validator": change.key().did().to_string(),
+            "effective_height": effective_height,
+            "proposal": carechain_types::validator_proposal_id(change, *effective_height).to_hex(),
+        }),
+        Payload::ApproveValidatorChange { proposal } => json!({
+            "type": "approve_validator_change",
+            "proposal": proposal.to_hex(),
+        }),
     }
 }
 

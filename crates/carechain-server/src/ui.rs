@@ -110,6 +110,21 @@ fn details(p: &Payload) -> String {
         Payload::Deactivate { subject } => {
             format!("<code>{}</code>", escape(&subject.did().to_string()))
         }
+        Payload::ProposeValidatorChange {
+            change,
+            effective_height,
+        } => format!(
+            "{} validator <code>{}</code> from height {effective_height}, proposal <code>{}…</code>",
+            change.action(),
+            escape(&change.key().did().to_string()),
+            &carechain_types::validator_proposal_id(change, *effective_height).to_hex()[..16]
+        ),
+        Payload::ApproveValidatorChange { proposal } => {
+            format!(
+                "approves proposal <code>{}…</code>",
+                &proposal.to_hex()[..16]
+            )
+        }
     }
 }
 

@@ -6,13 +6,17 @@ use std::collections::BTreeMap;
 use borsh::{BorshDeserialize, BorshSerialize};
 use carechain_crypto::{BatchItem, Hash, Namespace, PublicKey, verify_batch};
 use carechain_types::{
-    Genesis, MAX_CHAIN_ID, MAX_KIND, Outcome, Payload, Receipt, RejectReason, Role, SignedTx,
-    encode, rotation_proof_message,
+    EPOCH_LENGTH, Genesis, MAX_CHAIN_ID, MAX_KIND, Outcome, Payload, Receipt, RejectReason, Role,
+    SignedTx, ValidatorChange, approval_quorum, encode, rotation_proof_message,
+    validator_proposal_id,
 };
 
 use crate::{
-    ChangeSet, StateCommitment, StateView, ViewError, bucket_hash, bucket_of, identity_key,
-    key_index_key, value_hash,
+    ChangeSet, StateCommitment, StateView, ViewError, bucket_hash, bucket_of,
+    gov::{
+        Proposal, SCHEDULE_KEY, ValidatorSchedule, decode_proposal, decode_schedule, proposal_key,
+    },
+    identity_key, key_index_key, value_hash,
 };
 
 /// A registered identity.
@@ -51,6 +55,8 @@ pub struct BlockContext<'a> {
     /// committed while this one is proposed): the state root is computed with them beneath
     /// this block's own, so the commitment need not be copied to apply them first.
     pub parent_updates: Option<&'a BTreeMap<u16, Hash>>,
+    /// The genesis validators: the validator set until governance changes it.
+    pub genesis_validators: &'a [PublicKey],
 }
 
 /// The result of executing a block.
@@ -313,6 +319,13 @@ fn apply_tx<V: StateView + ?Sized>(
                 Ok(())
             }
         }
+        Payload::ProposeValidatorChange {
+            change,
+            effective_height,
+        } => propose_change(o, ctx, body.signer, change, *effective_height)?,
+        Payload::ApproveValidatorChange { proposal } => {
+            approve_change(o, ctx, body.signer, proposal)?
+        }
     };
     if result.is_ok() {
         // Bump the signer's nonce (re-read: the payload may have changed the record).
@@ -431,5 +444,135 @@ fn deactivate<V: StateView + ?Sized>(
     }
     target.active = false;
     put_identity(o, &target);
+    Ok(Ok(()))
+}
+
+fn read_schedule(o: &dyn Lookup, ctx: &BlockContext<'_>) -> Result<ValidatorSchedule, ViewError> {
+    decode_schedule(o.lookup(SCHEDULE_KEY)?, ctx.genesis_validators)
+}
+
+fn read_proposal(o: &dyn Lookup, id: &Hash) -> Result<Option<Proposal>, ViewError> {
+    decode_proposal(o.lookup(&proposal_key(id))?)
+}
+
+/// A governance signer must be in the set in force at this block (by identity id: a
+/// validator that rotated its key still signs as itself).
+fn current_validator(
+    schedule: &ValidatorSchedule,
+    ctx: &BlockContext<'_>,
+    signer: &PublicKey,
+) -> bool {
+    schedule.at(ctx.height).binary_search(signer).is_ok()
+}
+
+fn propose_change<V: StateView + ?Sized>(
+    o: &mut Overlay<'_, V>,
+    ctx: &BlockContext<'_>,
+    signer: PublicKey,
+    change: &ValidatorChange,
+    effective_height: u64,
+) -> TxResult {
+    let schedule = read_schedule(o, ctx)?;
+    if !current_validator(&schedule, ctx, &signer) {
+        return Ok(Err(RejectReason::NotValidator));
+    }
+    if effective_height <= ctx.height || !effective_height.is_multiple_of(EPOCH_LENGTH) {
+        return Ok(Err(RejectReason::BadEffectiveHeight));
+    }
+    if change.key().validate().is_err() {
+        return Ok(Err(RejectReason::InvalidKey));
+    }
+    if let ValidatorChange::Add { key } = change {
+        // A new validator is a fresh key or an identity registered as a validator.
+        if o.lookup(&key_index_key(key))?.is_some() {
+            match read_identity(o, key)? {
+                Some(ident) if ident.role == Role::Validator && ident.active => {}
+                _ => return Ok(Err(RejectReason::KeyInUse)),
+            }
+        }
+    }
+    let id = validator_proposal_id(change, effective_height);
+    if read_proposal(o, &id)?.is_some() {
+        return Ok(Err(RejectReason::ProposalExists));
+    }
+    // The change must make sense for the set it would apply to, as scheduled now.
+    if !schedule.clone().schedule(change, effective_height) {
+        return Ok(Err(RejectReason::InvalidValidatorSet));
+    }
+    let proposal = Proposal {
+        change: change.clone(),
+        effective_height,
+        proposer: signer,
+        proposed_at: ctx.height,
+        approvals: vec![signer],
+        approved_at: None,
+    };
+    settle_proposal(o, ctx, schedule, id, proposal)
+}
+
+fn approve_change<V: StateView + ?Sized>(
+    o: &mut Overlay<'_, V>,
+    ctx: &BlockContext<'_>,
+    signer: PublicKey,
+    id: &Hash,
+) -> TxResult {
+    let schedule = read_schedule(o, ctx)?;
+    if !current_validator(&schedule, ctx, &signer) {
+        return Ok(Err(RejectReason::NotValidator));
+    }
+    let Some(mut proposal) = read_proposal(o, id)? else {
+        return Ok(Err(RejectReason::UnknownProposal));
+    };
+    if proposal.approved_at.is_some() || proposal.approvals.contains(&signer) {
+        return Ok(Err(RejectReason::AlreadyApproved));
+    }
+    if ctx.height >= proposal.effective_height {
+        return Ok(Err(RejectReason::ProposalExpired));
+    }
+    proposal.approvals.push(signer);
+    settle_proposal(o, ctx, schedule, *id, proposal)
+}
+
+/// Stores a proposal; if the approvals of members of the current set reach the quorum,
+/// schedules its change (and registers a new validator's identity).
+fn settle_proposal<V: StateView + ?Sized>(
+    o: &mut Overlay<'_, V>,
+    ctx: &BlockContext<'_>,
+    mut schedule: ValidatorSchedule,
+    id: Hash,
+    mut proposal: Proposal,
+) -> TxResult {
+    let current = schedule.at(ctx.height);
+    let approvals = proposal
+        .approvals
+        .iter()
+        .filter(|k| current.binary_search(k).is_ok())
+        .count();
+    if approvals >= approval_quorum(current.len()) {
+        if !schedule.schedule(&proposal.change, proposal.effective_height) {
+            return Ok(Err(RejectReason::InvalidValidatorSet));
+        }
+        if let ValidatorChange::Add { key } = &proposal.change
+            && o.lookup(&key_index_key(key))?.is_none()
+        {
+            let ident = Identity {
+                id: *key,
+                current_key: *key,
+                role: Role::Validator,
+                parent: None,
+                active: true,
+                next_nonce: 0,
+                registered_at: ctx.height,
+                registered_by: proposal.proposer,
+                rotations: 0,
+            };
+            put_identity(o, &ident);
+            o.changes.insert(key_index_key(key), Some(key.0.to_vec()));
+        }
+        proposal.approved_at = Some(ctx.height);
+        o.changes
+            .insert(SCHEDULE_KEY.to_vec(), Some(encode(&schedule)));
+    }
+    o.changes.insert(proposal_key(&id), Some(encode(&proposal)));
     Ok(Ok(()))
 }

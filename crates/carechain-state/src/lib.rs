@@ -1,6 +1,8 @@
 //! The deterministic state machine: identity registry (register, rotate key, deactivate),
-//! per-signer nonces, opaque anchors (logged, not stored in state), and the state commitment (a Merkle tree over 65,536
-//! buckets of sorted key/value hashes) with proofs of single entries.
+//! per-signer nonces, opaque anchors (logged, not stored in state), validator-set governance
+//! (proposals, two-thirds approval, a schedule of sets by height), and the state commitment
+//! (a Merkle tree over 65,536 buckets of sorted key/value hashes) with proofs of single
+//! entries.
 //!
 //! Determinism: this crate reads no clock, no randomness, no environment and iterates only
 //! ordered maps. The same state and the same transactions give the same receipts and the same
@@ -8,12 +10,17 @@
 
 mod commitment;
 mod exec;
+mod gov;
 mod keys;
 mod memory;
 
 pub use commitment::{BUCKETS, StateCommitment, StateProof, bucket_hash, bucket_of, value_hash};
 pub use exec::{
     BlockContext, BlockExecution, Identity, apply_block, genesis_changes, prevalidate_signatures,
+};
+pub use gov::{
+    Proposal, SCHEDULE_KEY, ScheduledSet, ValidatorSchedule, proposal, proposal_key,
+    validator_schedule,
 };
 pub use keys::{identity_key, key_index_key};
 pub use memory::MemoryState;

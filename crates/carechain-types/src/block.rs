@@ -108,6 +108,21 @@ pub enum RejectReason {
     KeyInUse,
     /// A field is out of bounds (too long, empty).
     Malformed,
+    /// The signer is not in the current validator set.
+    NotValidator,
+    /// A governance change's effective height is not a future epoch start.
+    BadEffectiveHeight,
+    /// The same validator change for the same height was already proposed.
+    ProposalExists,
+    /// No pending proposal has this id.
+    UnknownProposal,
+    /// The signer already approved this proposal.
+    AlreadyApproved,
+    /// The proposal's effective height has been reached without enough approvals.
+    ProposalExpired,
+    /// The change would leave the set empty, too large, or adds a member / removes a
+    /// non-member.
+    InvalidValidatorSet,
 }
 
 impl RejectReason {
@@ -126,6 +141,13 @@ impl RejectReason {
             RejectReason::BadRotationProof => "bad_rotation_proof",
             RejectReason::KeyInUse => "key_in_use",
             RejectReason::Malformed => "malformed",
+            RejectReason::NotValidator => "not_validator",
+            RejectReason::BadEffectiveHeight => "bad_effective_height",
+            RejectReason::ProposalExists => "proposal_exists",
+            RejectReason::UnknownProposal => "unknown_proposal",
+            RejectReason::AlreadyApproved => "already_approved",
+            RejectReason::ProposalExpired => "proposal_expired",
+            RejectReason::InvalidValidatorSet => "invalid_validator_set",
         }
     }
 
@@ -152,6 +174,21 @@ impl RejectReason {
             }
             RejectReason::KeyInUse => "new key already belongs to an identity".into(),
             RejectReason::Malformed => "a field is empty or too long".into(),
+            RejectReason::NotValidator => "signer is not in the current validator set".into(),
+            RejectReason::BadEffectiveHeight => format!(
+                "effective height must be a future multiple of the epoch length ({})",
+                crate::EPOCH_LENGTH
+            ),
+            RejectReason::ProposalExists => "this validator change is already proposed".into(),
+            RejectReason::UnknownProposal => "no pending validator change has this id".into(),
+            RejectReason::AlreadyApproved => "signer already approved this change".into(),
+            RejectReason::ProposalExpired => {
+                "the change's effective height passed before it was approved".into()
+            }
+            RejectReason::InvalidValidatorSet => {
+                "the change would leave an empty or oversized set, add a member or remove a non-member"
+                    .into()
+            }
         }
     }
 }

@@ -6,7 +6,9 @@
 //! input size first, so hostile bytes produce an error, never a panic or an allocation larger
 //! than the input. The ledger core knows nothing of health data: an [`Payload::Anchor`] carries
 //! an opaque commitment chosen by the layer above ([`Payload::TaggedAnchor`] adds opaque public
-//! tags: a pseudonymous subject, a label and a version).
+//! tags: a pseudonymous subject, a label and a version). Validator-set governance
+//! ([`Payload::ProposeValidatorChange`], [`Payload::ApproveValidatorChange`]) changes the set
+//! from a future epoch, once two thirds of the current set approve.
 
 mod block;
 mod codec;
@@ -17,7 +19,10 @@ pub use codec::{
     DecodeError, MAX_BLOCK_BYTES, MAX_BLOCK_TXS, MAX_TX_BYTES, decode_block, decode_genesis,
     decode_header, decode_receipts, decode_tx, encode,
 };
-pub use tx::{Payload, Role, SignedTx, TxBody, rotation_proof_message};
+pub use tx::{
+    Payload, Role, SignedTx, TxBody, ValidatorChange, approval_quorum, rotation_proof_message,
+    validator_proposal_id,
+};
 
 /// Version of the wire format; every header carries it.
 pub const FORMAT_VERSION: u16 = 1;
@@ -25,3 +30,8 @@ pub const FORMAT_VERSION: u16 = 1;
 pub const MAX_CHAIN_ID: usize = 64;
 /// Longest allowed anchor kind label, in bytes.
 pub const MAX_KIND: usize = 64;
+/// Blocks per validator epoch: the validator set can change only at a multiple of this
+/// height (consensus runs one instance per epoch, over that epoch's set).
+pub const EPOCH_LENGTH: u64 = 64;
+/// Most validators a set may hold.
+pub const MAX_VALIDATORS: usize = 128;

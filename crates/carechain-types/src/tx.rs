@@ -99,6 +99,70 @@ pub enum Payload {
         /// A version number.
         version: u64,
     },
+    /// Propose a change of the validator set, effective from `effective_height` (a future
+    /// epoch start: a multiple of [`crate::EPOCH_LENGTH`]). Signed by a current validator,
+    /// whose signature counts as the first approval. The proposal's id is
+    /// [`validator_proposal_id`].
+    ProposeValidatorChange {
+        /// The change.
+        change: ValidatorChange,
+        /// The first height at which the changed set proposes and votes.
+        effective_height: u64,
+    },
+    /// Approve a pending validator-set proposal. Signed by a current validator; the change is
+    /// scheduled once approvals reach [`approval_quorum`] of the current set.
+    ApproveValidatorChange {
+        /// The proposal's id.
+        proposal: Hash,
+    },
+}
+
+/// A change of the validator set.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum ValidatorChange {
+    /// Add a validator (registered with role `validator` if it is not an identity yet).
+    Add {
+        /// Its key.
+        key: PublicKey,
+    },
+    /// Remove a validator from the set (its identity stays).
+    Remove {
+        /// Its key.
+        key: PublicKey,
+    },
+}
+
+impl ValidatorChange {
+    /// The validator concerned.
+    pub fn key(&self) -> &PublicKey {
+        match self {
+            ValidatorChange::Add { key } | ValidatorChange::Remove { key } => key,
+        }
+    }
+
+    /// `add` or `remove`.
+    pub fn action(&self) -> &'static str {
+        match self {
+            ValidatorChange::Add { .. } => "add",
+            ValidatorChange::Remove { .. } => "remove",
+        }
+    }
+}
+
+/// The id of a validator-set proposal: SHA-256 of its canonical encoding under a fixed label,
+/// so the same change for the same height is one proposal however often it is proposed.
+pub fn validator_proposal_id(change: &ValidatorChange, effective_height: u64) -> Hash {
+    sha256(&encode(&(
+        "carechain/validator-change",
+        change,
+        effective_height,
+    )))
+}
+
+/// How many approvals of a set of `n` validators a governance change needs: at least two
+/// thirds (⌈2n/3⌉).
+pub fn approval_quorum(n: usize) -> usize {
+    (2 * n).div_ceil(3)
 }
 
 impl Payload {
@@ -110,6 +174,8 @@ impl Payload {
             Payload::Deactivate { .. } => "deactivate",
             Payload::Anchor { .. } => "anchor",
             Payload::TaggedAnchor { .. } => "tagged_anchor",
+            Payload::ProposeValidatorChange { .. } => "propose_validator_change",
+            Payload::ApproveValidatorChange { .. } => "approve_validator_change",
         }
     }
 }

@@ -9,6 +9,7 @@ mod cluster;
 mod common;
 mod crash;
 mod fhir;
+mod governance;
 mod http;
 mod s3;
 mod search;

@@ -20,7 +20,7 @@ use carechain_storage::Store;
 use carechain_types::{Genesis, GenesisIdentity, Payload, Role, TxBody, encode};
 use commonware_cryptography::ed25519::PublicKey;
 use commonware_p2p::simulated::{self, Link, Network, Oracle};
-use commonware_runtime::{Clock, Quota, Runner, Supervisor as _, deterministic};
+use commonware_runtime::{Clock, Quota, Runner, Spawner as _, Supervisor as _, deterministic};
 use commonware_utils::{NZU32, NZUsize, probability};
 
 const CHAIN: &str = "cluster-test";
@@ -123,6 +123,9 @@ enum Behaviour {
     BadProposer(carechain_cluster::app::ProposalFault),
     /// Signs two conflicting votes (notarize and finalize) for every vote it sees.
     Conflicter,
+    /// Votes under the wrong signature namespace (badly signed) and sends random, truncated
+    /// and oversized bytes on every other channel.
+    Garbage,
 }
 
 async fn start_cluster(context: &deterministic::Context, link: Link) -> Cluster {
@@ -202,6 +205,37 @@ async fn start_with_roles(
                 commonware_consensus::simplex::mocks::conflicter::Config { scheme },
             );
             conflicter.start(channels.votes);
+            dirs.push(dir);
+            nodes.push(node);
+            continue;
+        }
+        if matches!(roles[i], Behaviour::Garbage) {
+            let scheme = carechain_cluster::Scheme::signer(
+                b"not-the-consensus-namespace",
+                participants.clone(),
+                consensus_key(sk),
+            )
+            .unwrap();
+            commonware_consensus::simplex::mocks::conflicter::Conflicter::<
+                _,
+                _,
+                commonware_cryptography::Sha256,
+            >::new(
+                context.child("badly_signed"),
+                commonware_consensus::simplex::mocks::conflicter::Config { scheme },
+            )
+            .start(channels.votes);
+            let senders = vec![
+                channels.certificates.0,
+                channels.resolver.0,
+                channels.backfill.0,
+                channels.blocks.0,
+                channels.gossip.0,
+                channels.cosign.0,
+            ];
+            context
+                .child("garbage")
+                .spawn(move |ctx| garbage(ctx, senders));
             dirs.push(dir);
             nodes.push(node);
             continue;
@@ -496,5 +530,132 @@ fn invalid_proposals_are_rejected_by_every_honest_validator() {
                 v.evidence.all()
             );
         }
+    });
+}
+
+fn governance(signer: &SecretKey, payload: Payload) -> Vec<u8> {
+    encode(
+        &TxBody {
+            chain_id: CHAIN.into(),
+            signer: signer.public(),
+            nonce: 0,
+            payload,
+        }
+        .sign(signer),
+    )
+}
+
+#[test]
+fn a_validator_removed_by_governance_proposes_no_block_from_the_effective_height() {
+    runner(7).start(|context| async move {
+        let c = start_cluster(&context, LINK).await;
+        let vs = validators();
+        let at = carechain_types::EPOCH_LENGTH;
+        let change = carechain_types::ValidatorChange::Remove {
+            key: vs[3].public(),
+        };
+        let id = carechain_types::validator_proposal_id(&change, at);
+        // Validator 2 proposes, 0 and 1 approve (3 of 4): the removal is scheduled on every
+        // validator's ledger from height `at`.
+        c.nodes[0]
+            .submit(governance(
+                &vs[2],
+                Payload::ProposeValidatorChange {
+                    change,
+                    effective_height: at,
+                },
+            ))
+            .unwrap();
+        submit(&c, 0, 0, 1);
+        wait_applied(&context, &c, &[0, 1, 2, 3], 2).await;
+        for v in &vs[..2] {
+            c.nodes[0]
+                .submit(governance(
+                    v,
+                    Payload::ApproveValidatorChange { proposal: id },
+                ))
+                .unwrap();
+        }
+        submit(&c, 0, 1, 1);
+        wait_applied(&context, &c, &[0, 1, 2, 3], 5).await;
+        for n in &c.nodes {
+            let s = n.ledger().validator_schedule().unwrap();
+            assert_eq!(s.at(at - 1).len(), 4);
+            assert!(!s.at(at).contains(&vs[3].public()) && s.at(at).len() == 3);
+        }
+        // Drive the chain well past the effective height, one block at a time.
+        let mut nonce = 2;
+        while c.nodes[0].store().head() < at + 16 {
+            submit(&c, 0, nonce, 1);
+            nonce += 1;
+            wait_applied(&context, &c, &[0, 1, 2, 3], nonce + 3).await;
+        }
+        context.sleep(Duration::from_secs(2)).await;
+        assert_agree(&c, &[0, 1, 2, 3]);
+        // From the effective height on, no block of the removed validator was accepted (its
+        // turns as leader time out); before it, it proposed like the others.
+        let snap = c.nodes[0].store().snapshot().unwrap();
+        let proposer = |h: u64| snap.block(h).unwrap().unwrap().header.proposer;
+        assert!((1..at).any(|h| proposer(h) == vs[3].public()));
+        for h in at..=c.nodes[0].store().head() {
+            assert_ne!(proposer(h), vs[3].public(), "height {h}");
+        }
+    });
+}
+
+/// Sends hostile bytes on every channel, forever: random lengths and contents, a valid-looking
+/// varint prefix with nothing after it, and once in a while a message larger than any block.
+async fn garbage<S>(mut rng: deterministic::Context, mut senders: Vec<S>)
+where
+    S: commonware_p2p::Sender<PublicKey = PublicKey>,
+{
+    use rand_core::Rng as _;
+    let mut round = 0u64;
+    loop {
+        for sender in senders.iter_mut() {
+            let len = (rng.next_u32() % 4096) as usize;
+            let mut msg = vec![0u8; len];
+            rng.fill_bytes(&mut msg);
+            let _ = sender.send(commonware_p2p::Recipients::All, msg, false);
+            let _ = sender.send(commonware_p2p::Recipients::All, vec![0xff; 9], false);
+            if round.is_multiple_of(50) {
+                let _ = sender.send(
+                    commonware_p2p::Recipients::All,
+                    vec![0x42; 9 * 1024 * 1024],
+                    false,
+                );
+            }
+        }
+        round += 1;
+        rng.sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn a_validator_sending_garbage_on_every_channel_is_ignored_and_blocked() {
+    runner(8).start(|context| async move {
+        let roles = [
+            Behaviour::Honest,
+            Behaviour::Honest,
+            Behaviour::Honest,
+            Behaviour::Garbage,
+        ];
+        let c = start_with_roles(&context, LINK, &roles).await;
+        submit(&c, 0, 0, 100);
+        wait_applied(&context, &c, &[0, 1, 2], 100).await;
+        submit(&c, 1, 100, 100);
+        wait_applied(&context, &c, &[0, 1, 2], 200).await;
+        context.sleep(Duration::from_secs(2)).await;
+        assert_agree(&c, &[0, 1, 2]);
+        assert_eq!(c.nodes[0].store().log().size(), 200);
+        // The honest validators blocked the peer sending badly signed votes and garbage.
+        let blocked = c.oracle.blocked().await.unwrap();
+        let honest = &c.keys[..3];
+        assert!(
+            blocked
+                .iter()
+                .any(|(by, whom)| honest.contains(by) && *whom == c.keys[3]),
+            "{blocked:?}"
+        );
     });
 }

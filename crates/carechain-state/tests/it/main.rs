@@ -1,5 +1,5 @@
 //! State machine tests: identity registry rules, replay protection, rotation, deactivation,
-//! state proofs, and determinism properties.
+//! state proofs, validator-set governance, and determinism properties.
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,6 +11,7 @@ use proptest::prelude::*;
 const CHAIN: &str = "test-chain";
 
 struct Chain {
+    genesis_validators: Vec<PublicKey>,
     state: MemoryState,
     commitment: StateCommitment,
     height: u64,
@@ -32,6 +33,12 @@ impl Chain {
                 .collect(),
         };
         let mut c = Chain {
+            genesis_validators: g
+                .identities
+                .iter()
+                .filter(|i| i.role == Role::Validator)
+                .map(|i| i.key)
+                .collect(),
             state: MemoryState::new(),
             commitment: StateCommitment::empty(),
             height: 0,
@@ -64,6 +71,7 @@ impl Chain {
             height: self.height,
             log_size: self.log_size,
             parent_updates: None,
+            genesis_validators: &self.genesis_validators,
         };
         let ex = apply_block(&self.state, &self.commitment, &ctx, txs, &verified).unwrap();
         self.state.apply(&ex.changes);
@@ -392,4 +400,217 @@ fn tagged_anchors_apply_and_bad_tags_are_malformed() {
     assert_eq!(out[1], Outcome::Rejected(RejectReason::Malformed));
     assert_eq!(out[2], Outcome::Rejected(RejectReason::Malformed));
     assert!(applied(&out[3]), "an empty label is allowed: {out:?}");
+}
+
+impl Chain {
+    fn schedule(&self) -> ValidatorSchedule {
+        validator_schedule(&self.state, &self.genesis_validators).unwrap()
+    }
+}
+
+fn add(k: &SecretKey, at: u64) -> Payload {
+    Payload::ProposeValidatorChange {
+        change: ValidatorChange::Add { key: k.public() },
+        effective_height: at,
+    }
+}
+
+fn remove(k: &SecretKey, at: u64) -> Payload {
+    Payload::ProposeValidatorChange {
+        change: ValidatorChange::Remove { key: k.public() },
+        effective_height: at,
+    }
+}
+
+fn approve(id: Hash) -> Payload {
+    Payload::ApproveValidatorChange { proposal: id }
+}
+
+fn sorted(keys: &[&SecretKey]) -> Vec<PublicKey> {
+    let mut v: Vec<PublicKey> = keys.iter().map(|k| k.public()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_validator_is_added_by_two_thirds_of_the_set_from_the_future_epoch() {
+    let (op, v1, v2, v3, v4, new) = (key(1), key(2), key(3), key(4), key(5), key(6));
+    let vs = [&v1, &v2, &v3, &v4];
+    let mut genesis: Vec<(&SecretKey, Role)> = vs.iter().map(|v| (*v, Role::Validator)).collect();
+    genesis.push((&op, Role::Operator));
+    let mut c = Chain::new(&genesis);
+    let id = validator_proposal_id(&ValidatorChange::Add { key: new.public() }, EPOCH_LENGTH);
+    let out = c.block(&[
+        tx(&v1, 0, add(&new, EPOCH_LENGTH)),
+        tx(&v2, 0, approve(id)),
+        // twice by the same validator, by an operator, by the candidate: refused
+        tx(&v2, 1, approve(id)),
+        tx(&op, 0, approve(id)),
+        tx(&new, 0, approve(id)),
+    ]);
+    assert!(applied(&out[0]) && applied(&out[1]), "{out:?}");
+    assert_eq!(out[2], Outcome::Rejected(RejectReason::AlreadyApproved));
+    assert_eq!(out[3], Outcome::Rejected(RejectReason::NotValidator));
+    assert_eq!(out[4], Outcome::Rejected(RejectReason::UnknownSigner));
+    // Two of four approvals: nothing scheduled yet, the candidate is no identity.
+    assert_eq!(c.schedule(), ValidatorSchedule::genesis(&sorted(&vs)));
+    assert!(c.identity(&new.public()).is_none());
+    let p = proposal(&c.state, &id).unwrap().unwrap();
+    assert_eq!(p.approvals, vec![v1.public(), v2.public()]);
+    assert_eq!(p.approved_at, None);
+
+    // The third approval (⌈2·4/3⌉ = 3) schedules it from the epoch start, not before.
+    let out = c.block(&[tx(&v3, 0, approve(id)), tx(&v4, 0, approve(id))]);
+    assert!(applied(&out[0]), "{out:?}");
+    assert_eq!(out[1], Outcome::Rejected(RejectReason::AlreadyApproved));
+    let s = c.schedule();
+    assert_eq!(s.at(EPOCH_LENGTH - 1), sorted(&vs).as_slice());
+    assert_eq!(s.at(0), sorted(&vs).as_slice());
+    assert_eq!(
+        s.at(EPOCH_LENGTH),
+        sorted(&[&v1, &v2, &v3, &v4, &new]).as_slice()
+    );
+    assert_eq!(s.at(u64::MAX), s.at(EPOCH_LENGTH));
+    let ident = c.identity(&new.public()).unwrap();
+    assert_eq!((ident.role, ident.active), (Role::Validator, true));
+    assert_eq!(
+        proposal(&c.state, &id).unwrap().unwrap().approved_at,
+        Some(2)
+    );
+
+    // Before the epoch the new validator may not govern; from it on it may.
+    let gone = validator_proposal_id(
+        &ValidatorChange::Remove { key: v4.public() },
+        2 * EPOCH_LENGTH,
+    );
+    let out = c.block(&[tx(&new, 0, remove(&v4, 2 * EPOCH_LENGTH))]);
+    assert_eq!(out[0], Outcome::Rejected(RejectReason::NotValidator));
+    c.height = EPOCH_LENGTH - 1;
+    let out = c.block(&[tx(&new, 0, remove(&v4, 2 * EPOCH_LENGTH))]);
+    assert!(applied(&out[0]), "{out:?}");
+    // Five validators now: ⌈10/3⌉ = 4 approvals; three are not enough.
+    let out = c.block(&[tx(&v1, 1, approve(gone)), tx(&v2, 1, approve(gone))]);
+    assert!(out.iter().all(applied), "{out:?}");
+    assert_eq!(c.schedule().at(2 * EPOCH_LENGTH).len(), 5);
+    let out = c.block(&[tx(&v4, 0, approve(gone))]);
+    assert!(applied(&out[0]), "{out:?}");
+    assert_eq!(
+        c.schedule().at(2 * EPOCH_LENGTH),
+        sorted(&[&v1, &v2, &v3, &new]).as_slice()
+    );
+    assert_eq!(c.schedule().sets.len(), 3, "the whole history is kept");
+}
+
+#[test]
+fn bad_validator_changes_are_rejected_with_their_reason() {
+    let (op, v1, v2, v3, pat) = (key(1), key(2), key(3), key(4), key(7));
+    let mut c = Chain::new(&[
+        (&v1, Role::Validator),
+        (&v2, Role::Validator),
+        (&v3, Role::Validator),
+        (&op, Role::Operator),
+    ]);
+    c.block(&[tx(&pat, 0, register(&pat, Role::Patient, None))]);
+    let e = EPOCH_LENGTH;
+    let out = c.block(&[
+        tx(&v1, 0, add(&key(9), 0)),
+        tx(&v1, 0, add(&key(9), e + 1)),
+        tx(&v1, 0, add(&v2, e)),
+        tx(&v1, 0, remove(&key(9), e)),
+        tx(&v1, 0, add(&pat, e)),
+        tx(&v1, 0, approve(Hash([5; 32]))),
+        tx(&op, 0, add(&key(9), e)),
+        tx(&v1, 0, add(&key(9), e)),
+        tx(&v2, 0, add(&key(9), e)),
+    ]);
+    use RejectReason::*;
+    let want = [
+        Some(BadEffectiveHeight),
+        Some(BadEffectiveHeight),
+        Some(InvalidValidatorSet),
+        Some(InvalidValidatorSet),
+        Some(KeyInUse),
+        Some(UnknownProposal),
+        Some(NotValidator),
+        None,
+        Some(ProposalExists),
+    ];
+    for (o, w) in out.iter().zip(want) {
+        match w {
+            Some(r) => assert_eq!(o, &Outcome::Rejected(r)),
+            None => assert!(applied(o), "{out:?}"),
+        }
+    }
+    // An approval at or after the effective height is too late.
+    let id = validator_proposal_id(
+        &ValidatorChange::Add {
+            key: key(9).public(),
+        },
+        e,
+    );
+    c.height = e - 1;
+    let out = c.block(&[tx(&v2, 0, approve(id))]);
+    assert_eq!(out[0], Outcome::Rejected(RejectReason::ProposalExpired));
+    assert_eq!(c.schedule().sets.len(), 1);
+}
+
+#[test]
+fn the_last_validator_cannot_be_removed() {
+    let v1 = key(2);
+    let mut c = Chain::new(&[(&v1, Role::Validator)]);
+    // One validator is its own two-thirds: a removal of itself would empty the set.
+    let out = c.block(&[tx(&v1, 0, remove(&v1, EPOCH_LENGTH))]);
+    assert_eq!(out[0], Outcome::Rejected(RejectReason::InvalidValidatorSet));
+    let out = c.block(&[tx(&v1, 0, add(&key(3), EPOCH_LENGTH))]);
+    assert!(
+        applied(&out[0]),
+        "approved at once by the only validator: {out:?}"
+    );
+    assert_eq!(c.schedule().at(EPOCH_LENGTH).len(), 2);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The schedule agrees with a plain model: the set at height h is the genesis set with
+    /// every accepted change of height ≤ h applied in order (a no-op where it already holds);
+    /// a change is accepted iff it changes the set in force at its own height and leaves no
+    /// set empty.
+    #[test]
+    fn validator_schedule_matches_a_model(
+        genesis in proptest::collection::btree_set(0u8..6, 1..4),
+        changes in proptest::collection::vec((any::<bool>(), 0u8..6, 1u64..6), 0..24),
+    ) {
+        let k = |i: u8| key(i + 10).public();
+        let genesis: Vec<PublicKey> = genesis.into_iter().map(k).collect();
+        let mut schedule = ValidatorSchedule::genesis(&genesis);
+        let mut accepted: Vec<(bool, PublicKey, u64)> = Vec::new();
+        let model = |accepted: &[(bool, PublicKey, u64)], h: u64| {
+            let mut set: std::collections::BTreeSet<PublicKey> = genesis.iter().copied().collect();
+            for (is_add, key, at) in accepted {
+                if *at <= h {
+                    if *is_add { set.insert(*key); } else { set.remove(key); }
+                }
+            }
+            set.into_iter().collect::<Vec<_>>()
+        };
+        for (is_add, who, epoch) in changes {
+            let key = k(who);
+            let at = epoch * EPOCH_LENGTH;
+            let change = if is_add { ValidatorChange::Add { key } } else { ValidatorChange::Remove { key } };
+            let mut with = accepted.clone();
+            with.push((is_add, key, at));
+            let before = model(&accepted, at);
+            let expect = model(&with, at) != before
+                && (0..=6).all(|e| !model(&with, e * EPOCH_LENGTH).is_empty());
+            prop_assert_eq!(schedule.schedule(&change, at), expect);
+            if expect { accepted = with; }
+            for e in 0..=6u64 {
+                for h in [e * EPOCH_LENGTH, e * EPOCH_LENGTH + 1, (e + 1) * EPOCH_LENGTH - 1] {
+                    let want = model(&accepted, h);
+                    prop_assert_eq!(schedule.at(h), want.as_slice(), "height {}", h);
+                }
+            }
+        }
+    }
 }
