@@ -1,6 +1,7 @@
-//! FHIR search over the record store: the official parameters, chaining, `_sort`,
-//! `_include`/`_revinclude`, paging, conditional create and type-level history — every
-//! result, chained target and included resource filtered by the patient's consent.
+//! FHIR search over the record store: the official parameters, chaining, reverse chaining
+//! (`_has`), `_sort`, `_include`/`_revinclude`, paging, conditional create and type-level
+//! history — every result, chained target, reverse-chain source and included resource
+//! filtered by the patient's consent.
 
 use std::collections::BTreeSet;
 
@@ -55,6 +56,8 @@ struct Query<'a> {
     filters: Vec<(&'static SearchParam, Option<&'a str>, &'a str)>,
     /// Chained parameters, each already resolved to the references that may match.
     chains: Vec<(&'static SearchParam, BTreeSet<String>)>,
+    /// Reverse chains (`_has`), each already resolved to the ids that may match.
+    has: Vec<BTreeSet<String>>,
     sort: Vec<(SortBy, bool)>,
     include: Vec<Include>,
     revinclude: Vec<Include>,
@@ -152,6 +155,7 @@ impl Service {
             compartment: None,
             filters: Vec::new(),
             chains: Vec::new(),
+            has: Vec::new(),
             sort: Vec::new(),
             include: Vec::new(),
             revinclude: Vec::new(),
@@ -241,8 +245,12 @@ impl Service {
                             .collect(),
                     );
                 }
-                "_has" | "_text" | "_content" | "_contained" | "_containedType" | "_list"
-                | "_query" | "_filter" => {
+                "_has" => {
+                    let ids = self.parse_has(s, purpose, rt, modifier, v, depth, withheld)?;
+                    q.has.push(ids);
+                }
+                "_text" | "_content" | "_contained" | "_containedType" | "_list" | "_query"
+                | "_filter" => {
                     return Err(unsupported(format!("{code} is not supported")));
                 }
                 _ => {
@@ -328,6 +336,58 @@ impl Service {
         Ok(())
     }
 
+    /// Resolves a reverse chain, `_has:Observation:patient:code=X` on `rt` (which may nest:
+    /// `_has:Observation:patient:_has:…`), by a search on the referring type — itself
+    /// consent-filtered, so a record the caller may not see never makes a resource match.
+    /// Returns the ids of `rt` that a matching resource refers to.
+    #[allow(clippy::too_many_arguments)]
+    fn parse_has(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        rt: &str,
+        modifier: Option<&str>,
+        value: &str,
+        depth: usize,
+        withheld: &mut usize,
+    ) -> Result<BTreeSet<String>, ServiceError> {
+        let form = "_has must be _has:Type:reference-param:search-param=value";
+        let mut parts = modifier.unwrap_or_default().splitn(3, ':');
+        let (Some(source), Some(code), Some(rest)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad(form));
+        };
+        if source.is_empty() || code.is_empty() || rest.is_empty() {
+            return Err(bad(form));
+        }
+        if depth >= MAX_CHAIN {
+            return Err(unsupported(format!(
+                "chains deeper than {MAX_CHAIN} are not supported"
+            )));
+        }
+        if !carechain_fhir::model().is_resource(source) {
+            return Err(bad(format!("{source} is not a resource type")));
+        }
+        let p = search_param(source, code)
+            .filter(|p| p.kind == "reference")
+            .ok_or_else(|| {
+                bad(format!(
+                    "{source}:{code} is not a reference search parameter"
+                ))
+            })?;
+        self.check_scope(s, purpose, "search-type", source, 's', source, None)?;
+        let sub = [(rest.to_string(), value.to_string())];
+        let found = self.find(s, purpose, source, &sub, depth + 1)?;
+        *withheld += found.withheld;
+        let prefix = format!("{rt}/");
+        Ok(found
+            .hits
+            .iter()
+            .flat_map(|r| references(r, p, None))
+            .filter_map(|x| x.strip_prefix(prefix.as_str()).map(str::to_string))
+            .collect())
+    }
+
     /// Every visible resource of `rt` matching `params` (sorted if asked; not paged).
     pub(crate) fn find(
         &self,
@@ -384,6 +444,9 @@ impl Service {
             }
             for (p, refs) in &q.chains {
                 ok = ok && references(&r, p, None).iter().any(|x| refs.contains(*x));
+            }
+            for ids in &q.has {
+                ok = ok && ids.contains(&id);
             }
             if ok {
                 glass |= bg;

@@ -1,6 +1,7 @@
-//! FHIR search over HTTP beyond simple parameters: chained parameters, `_sort`, paging links,
-//! `_include`/`_revinclude`, conditional create (header and transaction `ifNoneExist`),
-//! transaction GET entries and type-level `_history` — each filtered by consent.
+//! FHIR search over HTTP beyond simple parameters: chained parameters, reverse chaining
+//! (`_has`), `_sort`, paging links, `_include`/`_revinclude`, conditional create (header and
+//! transaction `ifNoneExist`), transaction GET entries and type-level `_history` — each
+//! filtered by consent.
 
 use carechain_types::Role;
 use serde_json::{Value, json};
@@ -258,6 +259,77 @@ fn chained_sorted_included_conditional_and_type_history_searches() {
         None,
     );
     assert!(ids(&b, "match").is_empty(), "{b}");
+
+    // Reverse chaining: patients with an observation over 85/min (only A's 90), with one
+    // from 2021 on (both), and — nested — with an observation that has a provenance (A's o1);
+    // observations that have a provenance. Malformed `_has` is a 400 OperationOutcome.
+    let get_sorted = |rt: &str, q: &str, tok: &str| {
+        let (s, b, _) = call("GET", &format!("{url}/fhir/{rt}?{q}"), tok, None, None);
+        assert_eq!(s, 200, "{q}: {b}");
+        let mut v = ids(&b, "match");
+        v.sort();
+        v
+    };
+    assert_eq!(
+        get_sorted(
+            "Patient",
+            "_has:Observation:subject:value-quantity=gt85",
+            &t
+        ),
+        vec![pa.clone()]
+    );
+    let mut both = vec![pa.clone(), pb.clone()];
+    both.sort();
+    assert_eq!(
+        get_sorted("Patient", "_has:Observation:patient:date=ge2021-01-01", &t),
+        both
+    );
+    assert_eq!(
+        get_sorted(
+            "Observation",
+            "_has:Provenance:target:recorded=ge2020-01-01",
+            &t
+        ),
+        vec![o1.clone()]
+    );
+    assert_eq!(
+        get_sorted(
+            "Patient",
+            "_has:Observation:subject:_has:Provenance:target:recorded=ge2020-01-01",
+            &t
+        ),
+        vec![pa.clone()]
+    );
+    assert!(
+        get_sorted(
+            "Patient",
+            "_has:Observation:subject:value-quantity=gt1000",
+            &t
+        )
+        .is_empty()
+    );
+    // The clinic's practitioner sees its own observation about A, but not A: no match.
+    assert!(
+        get_sorted(
+            "Patient",
+            "_has:Observation:subject:value-quantity=gt70",
+            &t_other
+        )
+        .is_empty()
+    );
+    for bad in [
+        "_has:Observation:code=x",
+        "_has:Nope:subject:code=x",
+        "_has:Observation:code:code=x",
+        "_has:Observation:subject:nonsense=x",
+    ] {
+        let (s, b, _) = call("GET", &format!("{url}/fhir/Patient?{bad}"), &t, None, None);
+        assert_eq!(
+            (s, b["resourceType"].as_str()),
+            (400, Some("OperationOutcome")),
+            "{bad}: {b}"
+        );
+    }
 
     // Conditional create: an existing match is returned (200, nothing written); no match
     // creates (201); a second identical request finds the first.
