@@ -44,6 +44,20 @@ struct Include {
     source: String,
     param: &'static SearchParam,
     target: Option<String>,
+    /// `:iterate`: applied to included resources too, not only to matches.
+    iterate: bool,
+}
+
+/// Rounds of `:iterate` inclusion after the first.
+const MAX_ITERATE: usize = 4;
+
+/// `Type/id` of a resource.
+fn ref_of(r: &Value) -> Option<String> {
+    Some(format!(
+        "{}/{}",
+        r["resourceType"].as_str()?,
+        r["id"].as_str()?
+    ))
 }
 
 /// A parsed search.
@@ -101,6 +115,7 @@ fn parse_include(v: &str, what: &str) -> Result<Include, ServiceError> {
         source: source.to_string(),
         param,
         target,
+        iterate: false,
     })
 }
 
@@ -211,21 +226,24 @@ impl Service {
                         q.sort.push((by, desc));
                     }
                 }
-                "_include" => {
-                    if let Some(m) = modifier {
-                        return Err(unsupported(format!("_include:{m} is not supported")));
+                "_include" | "_revinclude" => {
+                    let iterate = match modifier {
+                        None => false,
+                        Some("iterate" | "recurse") => true,
+                        Some(m) => {
+                            return Err(unsupported(format!("{code}:{m} is not supported")));
+                        }
+                    };
+                    let mut inc = parse_include(v, code)?;
+                    inc.iterate = iterate;
+                    if code == "_include" {
+                        if !iterate && inc.source != rt {
+                            return Err(bad(format!("_include must start with {rt}:")));
+                        }
+                        q.include.push(inc);
+                    } else {
+                        q.revinclude.push(inc);
                     }
-                    let inc = parse_include(v, "_include")?;
-                    if inc.source != rt {
-                        return Err(bad(format!("_include must start with {rt}:")));
-                    }
-                    q.include.push(inc);
-                }
-                "_revinclude" => {
-                    if let Some(m) = modifier {
-                        return Err(unsupported(format!("_revinclude:{m} is not supported")));
-                    }
-                    q.revinclude.push(parse_include(v, "_revinclude")?);
                 }
                 "_summary" => match v.as_str() {
                     "count" => q.count_only = true,
@@ -496,72 +514,98 @@ impl Service {
         })
     }
 
-    /// The resources `_include` and `_revinclude` add to a page, each one consent-checked.
+    /// The resources `_include` and `_revinclude` add to a page, each one consent-checked:
+    /// first from the matches, then (`:iterate`) from what the previous round added, until a
+    /// round adds nothing, [`MAX_ITERATE`] rounds or [`MAX_INCLUDED`] resources.
     fn included(
         &self,
         s: &Session,
         purpose: &Purpose,
-        rt: &str,
         q: &Query<'_>,
         page: &[Value],
         glass: &mut bool,
     ) -> Result<Vec<Value>, ServiceError> {
-        let mut seen: BTreeSet<String> = page
-            .iter()
-            .filter_map(|r| r["id"].as_str().map(|id| format!("{rt}/{id}")))
-            .collect();
-        let mut out = Vec::new();
-        for inc in &q.include {
-            for r in page {
-                for reference in references(r, inc.param, inc.target.as_deref()) {
-                    if out.len() >= MAX_INCLUDED || !seen.insert(reference.to_string()) {
-                        continue;
-                    }
-                    if let Some(x) = self.read_visible(s, purpose, reference, glass) {
-                        out.push(x);
-                    }
-                }
-            }
-        }
-        let page_refs: BTreeSet<String> = page
-            .iter()
-            .filter_map(|r| r["id"].as_str().map(|id| format!("{rt}/{id}")))
-            .collect();
-        for inc in &q.revinclude {
-            if !(s.allows(&inc.source, 'r') || s.allows(&inc.source, 's')) {
-                continue;
-            }
-            // Every resource of the source type is a candidate: a reference need not follow
-            // the patient compartment (a Provenance's target, a performer).
-            let candidates = self.records.ids(&inc.source)?;
-            for id in candidates {
-                if out.len() >= MAX_INCLUDED {
-                    break;
-                }
-                let key = format!("{}/{id}", inc.source);
-                if seen.contains(&key) {
-                    continue;
-                }
-                let Ok(meta) = self.records.meta(&inc.source, &id, None) else {
-                    continue;
-                };
-                let Some(bg) = self.visible(s, purpose, &inc.source, &meta) else {
-                    continue;
-                };
-                let Ok(r) = self.records.read_version(&inc.source, &id, &meta) else {
-                    continue;
-                };
-                if references(&r, inc.param, inc.target.as_deref())
+        let mut seen: BTreeSet<String> = page.iter().filter_map(ref_of).collect();
+        let mut out: Vec<Value> = Vec::new();
+        let mut from = 0;
+        for round in 0..=MAX_ITERATE {
+            let start = out.len();
+            let frontier: Vec<Value> = if round == 0 {
+                page.to_vec()
+            } else {
+                out[from..].to_vec()
+            };
+            for inc in q.include.iter().filter(|i| round == 0 || i.iterate) {
+                for r in frontier
                     .iter()
-                    .any(|x| page_refs.contains(*x))
+                    .filter(|r| r["resourceType"] == inc.source.as_str())
                 {
-                    seen.insert(key);
-                    *glass |= bg;
-                    out.push(r);
+                    for reference in references(r, inc.param, inc.target.as_deref()) {
+                        if out.len() >= MAX_INCLUDED || !seen.insert(reference.to_string()) {
+                            continue;
+                        }
+                        if let Some(x) = self.read_visible(s, purpose, reference, glass) {
+                            out.push(x);
+                        }
+                    }
                 }
             }
+            let targets: BTreeSet<String> = frontier.iter().filter_map(ref_of).collect();
+            for inc in q.revinclude.iter().filter(|i| round == 0 || i.iterate) {
+                self.revinclude(s, purpose, inc, &targets, &mut seen, &mut out, glass)?;
+            }
+            if out.len() == start || out.len() >= MAX_INCLUDED {
+                break;
+            }
+            from = start;
         }
         Ok(out)
+    }
+
+    /// Adds the visible resources of `inc.source` that refer to one of `targets`.
+    #[allow(clippy::too_many_arguments)]
+    fn revinclude(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        inc: &Include,
+        targets: &BTreeSet<String>,
+        seen: &mut BTreeSet<String>,
+        out: &mut Vec<Value>,
+        glass: &mut bool,
+    ) -> Result<(), ServiceError> {
+        if !(s.allows(&inc.source, 'r') || s.allows(&inc.source, 's')) {
+            return Ok(());
+        }
+        // Every resource of the source type is a candidate: a reference need not follow
+        // the patient compartment (a Provenance's target, a performer).
+        for id in self.records.ids(&inc.source)? {
+            if out.len() >= MAX_INCLUDED {
+                break;
+            }
+            let key = format!("{}/{id}", inc.source);
+            if seen.contains(&key) {
+                continue;
+            }
+            let Ok(meta) = self.records.meta(&inc.source, &id, None) else {
+                continue;
+            };
+            let Some(bg) = self.visible(s, purpose, &inc.source, &meta) else {
+                continue;
+            };
+            let Ok(r) = self.records.read_version(&inc.source, &id, &meta) else {
+                continue;
+            };
+            if references(&r, inc.param, inc.target.as_deref())
+                .iter()
+                .any(|x| targets.contains(*x))
+            {
+                seen.insert(key);
+                *glass |= bg;
+                out.push(r);
+            }
+        }
+        Ok(())
     }
 
     /// Searches one resource type with the standard search parameters of the official
@@ -599,7 +643,7 @@ impl Service {
                 .take(q.count)
                 .collect()
         };
-        let extra = self.included(s, purpose, rt, &q, &page, &mut glass)?;
+        let extra = self.included(s, purpose, &q, &page, &mut glass)?;
         let page: Vec<Value> = page.into_iter().map(|r| subset(r, &q)).collect();
         let mut note = format!(
             "search: {total} results, {} included, {} withheld by consent",

@@ -230,6 +230,76 @@ fn chained_sorted_included_conditional_and_type_history_searches() {
     assert_eq!(ids(&b, "match"), vec![pb.clone()]);
     assert_eq!(ids(&b, "include"), vec![o4.clone()]);
 
+    // :iterate — includes applied to what was included: the provenance's target, then that
+    // observation's subject; A's observations, then the provenance of one of them (without
+    // :iterate, only A's observations).
+    let sorted_ids = |b: &Value, mode: &str| {
+        let mut v = ids(b, mode);
+        v.sort();
+        v
+    };
+    let (s, b, _) = call(
+        "GET",
+        &format!(
+            "{url}/fhir/Provenance?_include=Provenance:target&_include:iterate=Observation:subject"
+        ),
+        &t,
+        None,
+        None,
+    );
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(ids(&b, "match"), vec![prov.clone()]);
+    let mut want = vec![o1.clone(), pa.clone()];
+    want.sort();
+    assert_eq!(sorted_ids(&b, "include"), want);
+    // Without :iterate an include must start from the searched type.
+    let (s, b, _) = call(
+        "GET",
+        &format!("{url}/fhir/Provenance?_include=Provenance:target&_include=Observation:subject"),
+        &t,
+        None,
+        None,
+    );
+    assert_eq!(
+        (s, b["resourceType"].as_str()),
+        (400, Some("OperationOutcome"))
+    );
+    let a_id = pa.split('/').nth(1).unwrap();
+    let (s, b, _) = call(
+        "GET",
+        &format!(
+            "{url}/fhir/Patient?_id={a_id}&_revinclude=Observation:subject&_revinclude:iterate=Provenance:target"
+        ),
+        &t,
+        None,
+        None,
+    );
+    assert_eq!(s, 200, "{b}");
+    let mut want = vec![o1.clone(), o2.clone(), o3.clone(), prov.clone()];
+    want.sort();
+    assert_eq!(sorted_ids(&b, "include"), want);
+    let (_, b, _) = call(
+        "GET",
+        &format!("{url}/fhir/Patient?_id={a_id}&_revinclude=Observation:subject"),
+        &t,
+        None,
+        None,
+    );
+    let mut want = vec![o1.clone(), o2.clone(), o3.clone()];
+    want.sort();
+    assert_eq!(sorted_ids(&b, "include"), want);
+    let (s, b, _) = call(
+        "GET",
+        &format!("{url}/fhir/Patient?_include:often=Patient:organization"),
+        &t,
+        None,
+        None,
+    );
+    assert_eq!(
+        (s, b["resourceType"].as_str()),
+        (400, Some("OperationOutcome"))
+    );
+
     // Consent filters chains and includes: the clinic's practitioner (no consent) may write
     // an observation about patient A and see it, but cannot find it by A's name nor get A
     // included with it.
