@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use carechain_crypto::{Hash, PublicKey};
 use carechain_log::CompactRange;
 use carechain_state::{
-    BlockContext, BlockExecution, StateCommitment, StateView, ViewError, apply_block,
-    prevalidate_signatures, validator_schedule,
+    BlockContext, BlockExecution, StateCommitment, StateView, ViewError, apply_block, may_propose,
+    prevalidate_signatures,
 };
 use carechain_types::{Block, FORMAT_VERSION, Header, MAX_BLOCK_TXS, Receipt, SignedTx};
 
@@ -193,12 +193,7 @@ pub fn check_block_on<V: StateView + ?Sized>(
     if h.timestamp_ms < tip.timestamp_ms {
         return Err(BlockError::TimestampRegressed { height });
     }
-    if !validators.is_empty()
-        && validator_schedule(view, validators)?
-            .at(height)
-            .binary_search(&h.proposer)
-            .is_err()
-    {
+    if !may_propose(view, validators, height, &h.proposer)? {
         return Err(BlockError::UnknownProposer { height });
     }
     if block.verify_seal().is_err() {

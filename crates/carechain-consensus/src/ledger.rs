@@ -227,9 +227,10 @@ impl Ledger {
         let me = self.key.public();
         let (tip, ex) = self.on_parent(parent, |tip, view, c, updates, log| {
             let height = tip.height + 1;
-            let schedule = carechain_state::validator_schedule(view, &self.validators)
-                .map_err(|e| LedgerError::Storage(StorageError::Db(e.to_string())))?;
-            if !self.validators.is_empty() && schedule.at(height).binary_search(&me).is_err() {
+            let db = |e: carechain_state::ViewError| {
+                LedgerError::Storage(StorageError::Db(e.to_string()))
+            };
+            if !carechain_state::may_propose(view, &self.validators, height, &me).map_err(db)? {
                 return Err(LedgerError::NotValidator { height });
             }
             execute(
@@ -239,11 +240,11 @@ impl Ledger {
                 log,
                 &chain_id,
                 &self.validators,
-                tip.height + 1,
+                height,
                 &txs,
                 &verified,
             )
-            .map_err(|e| LedgerError::Storage(StorageError::Db(e.to_string())))
+            .map_err(db)
         })?;
         let header = Header {
             version: FORMAT_VERSION,

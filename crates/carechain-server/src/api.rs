@@ -424,11 +424,12 @@ async fn validators(State(node): State<AppState>) -> ApiResult<Json<Value>> {
         .iter()
         .map(|s| json!({ "from_height": s.from_height, "validators": dids(&s.validators) }))
         .collect();
+    let current = schedule.at(next);
     Ok(Json(json!({
         "next_height": next,
         "epoch_length": carechain_types::EPOCH_LENGTH,
-        "current": dids(schedule.at(next)),
-        "approval_quorum": carechain_types::approval_quorum(schedule.at(next).len()),
+        "current": dids(current),
+        "approval_quorum": carechain_types::approval_quorum(current.len()),
         "sets": sets,
     })))
 }

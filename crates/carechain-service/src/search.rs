@@ -530,27 +530,30 @@ impl Service {
         let mut from = 0;
         for round in 0..=MAX_ITERATE {
             let start = out.len();
-            let frontier: Vec<Value> = if round == 0 {
-                page.to_vec()
-            } else {
-                out[from..].to_vec()
-            };
+            // What this round starts from: the matches, then what the last round added.
+            let frontier: &[Value] = if round == 0 { page } else { &out[from..] };
+            let mut wanted = Vec::new();
             for inc in q.include.iter().filter(|i| round == 0 || i.iterate) {
                 for r in frontier
                     .iter()
                     .filter(|r| r["resourceType"] == inc.source.as_str())
                 {
                     for reference in references(r, inc.param, inc.target.as_deref()) {
-                        if out.len() >= MAX_INCLUDED || !seen.insert(reference.to_string()) {
-                            continue;
-                        }
-                        if let Some(x) = self.read_visible(s, purpose, reference, glass) {
-                            out.push(x);
+                        if seen.insert(reference.to_string()) {
+                            wanted.push(reference.to_string());
                         }
                     }
                 }
             }
             let targets: BTreeSet<String> = frontier.iter().filter_map(ref_of).collect();
+            for reference in &wanted {
+                if out.len() >= MAX_INCLUDED {
+                    break;
+                }
+                if let Some(x) = self.read_visible(s, purpose, reference, glass) {
+                    out.push(x);
+                }
+            }
             for inc in q.revinclude.iter().filter(|i| round == 0 || i.iterate) {
                 self.revinclude(s, purpose, inc, &targets, &mut seen, &mut out, glass)?;
             }

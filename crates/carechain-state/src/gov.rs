@@ -64,25 +64,19 @@ impl ValidatorSchedule {
     #[must_use]
     pub fn schedule(&mut self, change: &ValidatorChange, height: u64) -> bool {
         let mut next = self.clone();
-        let base = next.at(height).to_vec();
-        let pos = next.sets.iter().position(|s| s.from_height >= height);
-        match pos {
-            Some(i) if next.sets[i].from_height == height => {}
-            Some(i) => next.sets.insert(
-                i,
+        // The sets are sorted by first height: the set starting at `height` is at `first`,
+        // or is inserted there as a copy of the set in force then.
+        let first = next.sets.partition_point(|s| s.from_height < height);
+        if next.sets.get(first).is_none_or(|s| s.from_height != height) {
+            let validators = next.at(height).to_vec();
+            next.sets.insert(
+                first,
                 ScheduledSet {
                     from_height: height,
-                    validators: base,
+                    validators,
                 },
-            ),
-            None => next.sets.push(ScheduledSet {
-                from_height: height,
-                validators: base,
-            }),
+            );
         }
-        let Some(first) = next.sets.iter().position(|s| s.from_height == height) else {
-            return false;
-        };
         for (i, set) in next.sets.iter_mut().enumerate().skip(first) {
             let found = set.validators.binary_search(change.key());
             match (change, found) {
@@ -127,6 +121,21 @@ pub fn validator_schedule<V: StateView + ?Sized>(
     genesis_validators: &[PublicKey],
 ) -> Result<ValidatorSchedule, ViewError> {
     decode_schedule(view.get(SCHEDULE_KEY)?, genesis_validators)
+}
+
+/// Whether `key` may propose the block at `height` on top of `view`: it is in the set in
+/// force then (any key may when the chain has no genesis validators).
+pub fn may_propose<V: StateView + ?Sized>(
+    view: &V,
+    genesis_validators: &[PublicKey],
+    height: u64,
+    key: &PublicKey,
+) -> Result<bool, ViewError> {
+    Ok(genesis_validators.is_empty()
+        || validator_schedule(view, genesis_validators)?
+            .at(height)
+            .binary_search(key)
+            .is_ok())
 }
 
 /// A proposal in `view`.

@@ -19,7 +19,7 @@ pub use exec::{
     BlockContext, BlockExecution, Identity, apply_block, genesis_changes, prevalidate_signatures,
 };
 pub use gov::{
-    Proposal, SCHEDULE_KEY, ScheduledSet, ValidatorSchedule, proposal, proposal_key,
+    Proposal, SCHEDULE_KEY, ScheduledSet, ValidatorSchedule, may_propose, proposal, proposal_key,
     validator_schedule,
 };
 pub use keys::{identity_key, key_index_key};
