@@ -23,7 +23,8 @@ pub struct UpArgs {
     /// 127.0.0.1:8080, or a validator's HTTP address in its `cluster.json`.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
-    /// Create a demo chain with demo identities and records if the directory is empty.
+    /// Create a demo chain with demo identities and records if the directory is empty, and
+    /// offer one-click demo sign-in in the web UI (never use on a real node).
     #[arg(long)]
     pub demo: bool,
     /// Cut a block at least this often (milliseconds) when transactions are pending (and at
@@ -164,9 +165,21 @@ pub fn run(a: UpArgs) -> Result<()> {
             "checkpoint key: {}",
             node.ledger().checkpoint_verifier_key()
         ));
-        let served =
-            carechain_server::serve(node.clone(), service.clone(), listener, shutdown_signal())
-                .await;
+        let ui = carechain_server::UiOptions {
+            demo_logins: if a.demo {
+                demo_logins(&dir)?
+            } else {
+                Vec::new()
+            },
+        };
+        let served = carechain_server::serve(
+            node.clone(),
+            service.clone(),
+            listener,
+            ui,
+            shutdown_signal(),
+        )
+        .await;
         // Every queued audit event is written before the ledger stops.
         let closing = service.clone();
         tokio::task::spawn_blocking(move || closing.close()).await?;
@@ -307,14 +320,53 @@ fn load_demo(node: &Node, dir: &DataDir) -> Result<()> {
     Ok(())
 }
 
-/// Demo records: Alice's Patient resource and a few vital signs written by the demo clinician.
+/// The demo's sign-ins for the web UI (demo mode only): each demo identity whose key is in
+/// `demo-keys/`, and the operator.
+fn demo_logins(dir: &DataDir) -> Result<Vec<carechain_server::DemoLogin>> {
+    let keys = dir.root.join("demo-keys");
+    let mut out = Vec::new();
+    for (file, label) in [
+        ("patient-alice.key", "Alice Demo — patient"),
+        ("patient-bob.key", "Bob Demo — patient"),
+        (
+            "clinician.key",
+            "Dr. Carol Reyes, City Hospital — clinician",
+        ),
+        (
+            "clinic-clinician.key",
+            "Dr. Dan Okafor, Riverside Clinic — clinician",
+        ),
+    ] {
+        let path = keys.join(file);
+        if path.exists() {
+            out.push(carechain_server::DemoLogin {
+                label: label.into(),
+                key: keyfile::read(&path)?,
+            });
+        }
+    }
+    if dir.operator_key().exists() {
+        out.push(carechain_server::DemoLogin {
+            label: "Operator".into(),
+            key: keyfile::read(&dir.operator_key())?,
+        });
+    }
+    Ok(out)
+}
+
+/// Demo records: the two organizations and their clinicians (directory entries naming their
+/// dids), Alice's and Bob's Patient resources, Alice's chart written by City Hospital
+/// (encounters, conditions, vitals and labs over months, a medication, an immunization), and
+/// Alice's consent letting City Hospital treat her. Riverside Clinic sees nothing of Alice
+/// until she grants it.
 fn load_fhir_demo(service: &carechain_service::Service, dir: &DataDir) -> Result<()> {
     use carechain_service::{Purpose, Scope, Session};
-    use serde_json::json;
+    use serde_json::{Value, json};
     let keys = dir.root.join("demo-keys");
-    let alice = keyfile::read(&keys.join("patient-alice.key"))?;
-    let clinician = keyfile::read(&keys.join("clinician.key"))?;
-    let hospital = keyfile::read(&keys.join("hospital.key"))?;
+    let k = |f: &str| keyfile::read(&keys.join(f));
+    let (alice, bob) = (k("patient-alice.key")?, k("patient-bob.key")?);
+    let (hospital, clinician) = (k("hospital.key")?, k("clinician.key")?);
+    let (clinic, clinic_doc) = (k("clinic.key")?, k("clinic-clinician.key")?);
     let all = vec![Scope::parse("user/*.cruds").map_err(|e| anyhow::anyhow!("{e}"))?];
     let session = |k: &SecretKey, role: Role, org: Option<&SecretKey>| Session {
         did: k.public().did(),
@@ -327,48 +379,138 @@ fn load_fhir_demo(service: &carechain_service::Service, dir: &DataDir) -> Result
         code: "TREAT".into(),
         break_glass_reason: None,
     };
-    let fail =
-        |e: carechain_service::ServiceError| anyhow::anyhow!("demo record refused: {}", e.message);
-    let patient = json!({
-        "resourceType": "Patient",
-        "identifier": [{"system": "urn:ietf:rfc:3986", "value": alice.public().did().to_string()}],
-        "name": [{"family": "Demo", "given": ["Alice"]}],
-        "gender": "female",
-        "birthDate": "1985-06-15"
-    });
-    let p = service
-        .write(
-            &session(&alice, Role::Patient, None),
-            &purpose,
-            "Patient",
-            None,
-            None,
-            patient,
-        )
-        .map_err(fail)?;
-    let pid = p
-        .resource
-        .as_ref()
-        .and_then(|r| r["id"].as_str())
-        .unwrap_or_default()
-        .to_string();
+    let did_id = |k: &SecretKey| json!([{"system": "urn:ietf:rfc:3986", "value": k.public().did().to_string()}]);
+    let write = |s: &Session, v: Value| -> Result<String> {
+        let rt = v["resourceType"].as_str().unwrap_or_default().to_string();
+        let r = service
+            .write(s, &purpose, &rt, None, None, v)
+            .map_err(|e| anyhow::anyhow!("demo {rt} refused: {}", e.message))?;
+        Ok(r.resource
+            .as_ref()
+            .and_then(|r| r["id"].as_str())
+            .unwrap_or_default()
+            .to_string())
+    };
+    let org = |k: &SecretKey| session(k, Role::Organization, Some(k));
+    write(
+        &org(&hospital),
+        json!({"resourceType": "Organization", "identifier": did_id(&hospital), "name": "City Hospital", "active": true}),
+    )?;
+    write(
+        &org(&clinic),
+        json!({"resourceType": "Organization", "identifier": did_id(&clinic), "name": "Riverside Clinic", "active": true}),
+    )?;
+    write(
+        &org(&hospital),
+        json!({"resourceType": "Practitioner", "identifier": did_id(&clinician), "active": true, "name": [{"prefix": ["Dr."], "given": ["Carol"], "family": "Reyes"}]}),
+    )?;
+    write(
+        &org(&clinic),
+        json!({"resourceType": "Practitioner", "identifier": did_id(&clinic_doc), "active": true, "name": [{"prefix": ["Dr."], "given": ["Dan"], "family": "Okafor"}]}),
+    )?;
+    let pid = write(
+        &session(&alice, Role::Patient, None),
+        json!({"resourceType": "Patient", "identifier": did_id(&alice),
+            "name": [{"family": "Demo", "given": ["Alice"]}], "gender": "female", "birthDate": "1985-06-15"}),
+    )?;
+    write(
+        &session(&bob, Role::Patient, None),
+        json!({"resourceType": "Patient", "identifier": did_id(&bob),
+            "name": [{"family": "Demo", "given": ["Bob"]}], "gender": "male", "birthDate": "1979-02-03"}),
+    )?;
+    // Alice lets City Hospital treat her (it sees its own records anyway; this adds her
+    // demographics and anything others wrote).
+    write(
+        &session(&alice, Role::Patient, None),
+        json!({"resourceType": "Consent", "status": "active",
+            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+            "patient": {"reference": format!("Patient/{pid}")},
+            "dateTime": "2026-01-05T09:00:00Z",
+            "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
+            "provision": {"type": "permit",
+                "actor": [{"role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]},
+                    "reference": {"identifier": {"system": "urn:ietf:rfc:3986", "value": hospital.public().did().to_string()}, "display": "City Hospital"}}],
+                "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT"}]}}),
+    )?;
     let doc = session(&clinician, Role::Practitioner, Some(&hospital));
-    for (i, bpm) in [72, 68, 75].iter().enumerate() {
-        let obs = json!({
-            "resourceType": "Observation",
-            "status": "final",
-            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
-            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}]},
-            "subject": {"reference": format!("Patient/{pid}")},
-            "effectiveDateTime": format!("2026-11-0{}T09:00:00Z", i + 1),
-            "valueQuantity": {"value": bpm, "unit": "beats/minute", "system": "http://unitsofmeasure.org", "code": "/min"}
-        });
-        service
-            .write(&doc, &purpose, "Observation", None, None, obs)
-            .map_err(fail)?;
+    let subject = json!({"reference": format!("Patient/{pid}")});
+    let loinc = |code: &str, display: &str| json!({"coding": [{"system": "http://loinc.org", "code": code, "display": display}], "text": display});
+    let vital = |cat: &str| json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": cat}]}]);
+    let qty = |v: f64, unit: &str, code: &str| json!({"value": v, "unit": unit, "system": "http://unitsofmeasure.org", "code": code});
+    let dates = [
+        "2026-03-10",
+        "2026-05-12",
+        "2026-07-14",
+        "2026-09-08",
+        "2026-10-20",
+        "2026-11-02",
+    ];
+    for (i, d) in dates.iter().enumerate() {
+        let at = format!("{d}T09:00:00Z");
+        write(
+            &doc,
+            json!({"resourceType": "Observation", "status": "final", "category": vital("vital-signs"),
+            "code": loinc("8867-4", "Heart rate"), "subject": subject, "effectiveDateTime": at,
+            "valueQuantity": qty([74.0, 71.0, 69.0, 72.0, 68.0, 66.0][i], "beats/minute", "/min")}),
+        )?;
+        write(
+            &doc,
+            json!({"resourceType": "Observation", "status": "final", "category": vital("vital-signs"),
+            "code": loinc("85354-9", "Blood pressure"), "subject": subject, "effectiveDateTime": at,
+            "component": [
+                {"code": loinc("8480-6", "Systolic blood pressure"), "valueQuantity": qty([148.0, 142.0, 138.0, 134.0, 131.0, 128.0][i], "mmHg", "mm[Hg]")},
+                {"code": loinc("8462-4", "Diastolic blood pressure"), "valueQuantity": qty([94.0, 91.0, 88.0, 86.0, 84.0, 82.0][i], "mmHg", "mm[Hg]")}]}),
+        )?;
+        write(
+            &doc,
+            json!({"resourceType": "Observation", "status": "final", "category": vital("vital-signs"),
+            "code": loinc("29463-7", "Body weight"), "subject": subject, "effectiveDateTime": at,
+            "valueQuantity": qty([82.0, 81.2, 80.1, 79.5, 78.8, 78.1][i], "kg", "kg")}),
+        )?;
+        if i % 2 == 0 {
+            write(
+                &doc,
+                json!({"resourceType": "Observation", "status": "final", "category": vital("laboratory"),
+                "code": loinc("4548-4", "Hemoglobin A1c"), "subject": subject, "effectiveDateTime": at,
+                "valueQuantity": qty([6.1, 5.9, 5.7][i / 2], "%", "%")}),
+            )?;
+            write(
+                &doc,
+                json!({"resourceType": "Encounter", "status": "finished",
+                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB", "display": "ambulatory"},
+                "type": [{"coding": [{"system": "http://snomed.info/sct", "code": "185349003", "display": "Encounter for check up"}], "text": "Check-up"}],
+                "subject": subject, "period": {"start": at, "end": format!("{d}T09:30:00Z")}}),
+            )?;
+        }
     }
+    let clinical = |code: &str| json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": code}]});
+    write(
+        &doc,
+        json!({"resourceType": "Condition", "clinicalStatus": clinical("active"),
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "38341003", "display": "Hypertension"}], "text": "Hypertension"},
+        "subject": subject, "onsetDateTime": "2026-03-10T09:00:00Z"}),
+    )?;
+    write(
+        &doc,
+        json!({"resourceType": "Condition", "clinicalStatus": clinical("resolved"),
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "714628002", "display": "Prediabetes"}], "text": "Prediabetes"},
+        "subject": subject, "onsetDateTime": "2026-03-10T09:00:00Z"}),
+    )?;
+    write(
+        &doc,
+        json!({"resourceType": "MedicationRequest", "status": "active", "intent": "order",
+        "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "314076", "display": "lisinopril 10 MG Oral Tablet"}], "text": "Lisinopril 10 mg tablet"},
+        "subject": subject, "authoredOn": "2026-03-10T09:20:00Z"}),
+    )?;
+    write(
+        &doc,
+        json!({"resourceType": "Immunization", "status": "completed",
+        "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "140", "display": "Influenza, seasonal, injectable, preservative free"}], "text": "Influenza vaccine"},
+        "patient": subject, "occurrenceDateTime": "2026-10-20T09:15:00Z"}),
+    )?;
     out_line(&format!(
-        "demo records loaded: Patient/{pid} (Alice) with 3 observations"
+        "demo records loaded: Patient/{pid} (Alice Demo) with her chart from City Hospital; Bob Demo; sign in at / with the demo buttons"
     ));
     Ok(())
 }

@@ -542,7 +542,7 @@ async fn operation(
     Ok((StatusCode::OK, Json(cert)).into_response())
 }
 
-fn with_proofs(node: &Node, mut entries: Vec<Value>) -> Vec<Value> {
+pub(crate) fn with_proofs(node: &Node, mut entries: Vec<Value>) -> Vec<Value> {
     let Ok(snap) = node.snapshot() else {
         return entries;
     };

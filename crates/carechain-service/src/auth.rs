@@ -231,6 +231,11 @@ impl Tokens {
         Ok(token)
     }
 
+    /// Forgets a token (sign-out).
+    pub fn revoke(&self, token: &str) {
+        self.sessions.lock().remove(token);
+    }
+
     /// The session of a bearer token, if valid at `now_ms`.
     pub fn session(&self, token: &str, now_ms: u64) -> Result<Session, AuthError> {
         let s = self.sessions.lock();
@@ -241,10 +246,81 @@ impl Tokens {
     }
 }
 
+/// How long a sign-in challenge stays valid.
+pub const CHALLENGE_TTL_MS: u64 = 5 * 60 * 1000;
+
+/// Outstanding sign-in challenges (the browser signs one with the identity's key, WebCrypto
+/// Ed25519, over [`carechain_crypto::Namespace::Challenge`]). Each can be answered once.
+#[derive(Default)]
+pub struct Challenges {
+    open: Mutex<HashMap<String, (Did, u64)>>,
+}
+
+impl Challenges {
+    /// A fresh challenge text for `did`, naming the audience (this node) and an expiry.
+    pub fn issue(&self, did: &Did, audience: &str, now_ms: u64) -> Result<String, AuthError> {
+        let mut nonce = [0u8; 32];
+        getrandom::fill(&mut nonce).map_err(|_| AuthError::BadToken)?;
+        let expires = now_ms + CHALLENGE_TTL_MS;
+        let text = format!(
+            "carechain sign-in\naudience: {audience}\ndid: {did}\nnonce: {}\nexpires: {expires}\n",
+            hex::encode(nonce)
+        );
+        let mut open = self.open.lock();
+        if open.len() >= 10_000 {
+            open.retain(|_, (_, e)| *e > now_ms);
+            if open.len() >= 10_000 {
+                return Err(AuthError::BadAssertion("too many sign-ins in progress"));
+            }
+        }
+        open.insert(text.clone(), (*did, expires));
+        Ok(text)
+    }
+
+    /// Takes an answered challenge: it must be one this node issued to `did`, unexpired, and
+    /// never used before (it is consumed whether or not the signature then verifies).
+    pub fn take(&self, did: &Did, text: &str, now_ms: u64) -> Result<(), AuthError> {
+        match self.open.lock().remove(text) {
+            Some((d, e)) if d == *did && e > now_ms => Ok(()),
+            Some((d, _)) if d == *did => Err(AuthError::Expired),
+            _ => Err(AuthError::BadAssertion("unknown or already used challenge")),
+        }
+    }
+}
+
+/// The scopes a browser session gets for an identity's role: patients their own compartment,
+/// everyone else `user/*` — consent still decides what they see.
+pub fn web_scopes(role: Role) -> Vec<Scope> {
+    let s = match role {
+        Role::Patient => "patient/*.cruds",
+        _ => "user/*.cruds",
+    };
+    vec![Scope::parse(s).expect("constant scope")]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use carechain_crypto::SecretKey;
+
+    #[test]
+    fn challenges_are_single_use_bound_and_expire() {
+        let c = Challenges::default();
+        let a = SecretKey::from_seed(&[1; 32]).public().did();
+        let b = SecretKey::from_seed(&[2; 32]).public().did();
+        let t = c.issue(&a, "http://node", 1_000).unwrap();
+        assert!(t.contains(&a.to_string()) && t.contains("audience: http://node"));
+        assert!(c.take(&b, &t, 2_000).is_err(), "bound to its did");
+        let t = c.issue(&a, "http://node", 1_000).unwrap();
+        c.take(&a, &t, 2_000).unwrap();
+        assert!(c.take(&a, &t, 2_000).is_err(), "single use");
+        let t = c.issue(&a, "http://node", 1_000).unwrap();
+        assert_eq!(
+            c.take(&a, &t, 1_000 + CHALLENGE_TTL_MS).unwrap_err(),
+            AuthError::Expired
+        );
+        assert!(c.take(&a, "made up", 2_000).is_err());
+    }
 
     #[test]
     fn scopes_parse_and_narrow() {

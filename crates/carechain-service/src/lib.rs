@@ -135,6 +135,8 @@ pub struct Service {
     key: SecretKey,
     records: RecordStore<Box<dyn BlobStore>>,
     tokens: Tokens,
+    /// Browser sign-in challenges waiting for their signature.
+    challenges: auth::Challenges,
     /// The anchoring requests waiting to be signed and submitted together, with the node
     /// key's next nonce (see `anchor.rs`).
     anchoring: (Mutex<anchor::Queue>, parking_lot::Condvar),
@@ -223,6 +225,7 @@ impl Service {
             key,
             records,
             tokens: Tokens::default(),
+            challenges: auth::Challenges::default(),
             anchoring: Default::default(),
             consents: RwLock::new(BTreeMap::new()),
             patients: RwLock::new(BTreeMap::new()),
@@ -324,6 +327,82 @@ impl Service {
         };
         let token = self.tokens.issue(session)?;
         Ok((token, 3600, granted))
+    }
+
+    /// A sign-in challenge for a browser: the text the identity signs (WebCrypto Ed25519,
+    /// over the `Challenge` namespace) to get a session. Only active identities get one.
+    pub fn login_challenge(&self, did: &str) -> Result<String, ServiceError> {
+        let did: Did = did
+            .trim()
+            .parse()
+            .map_err(|_| ServiceError::new(400, "invalid", "not a did:key"))?;
+        if !self.identity(&did).is_some_and(|i| i.active) {
+            return Err(AuthError::UnknownClient.into());
+        }
+        Ok(self
+            .challenges
+            .issue(&did, &self.token_audience, now_ms())?)
+    }
+
+    /// Answers a sign-in challenge: `signature` (hex, 64 bytes) must verify under the
+    /// identity's current key over `Challenge` ‖ `challenge`. Returns a bearer token for a
+    /// browser session (8 hours; scopes by role, see [`auth::web_scopes`]) and its session.
+    pub fn login(
+        &self,
+        did: &str,
+        challenge: &str,
+        signature: &str,
+    ) -> Result<(String, Session), ServiceError> {
+        let did: Did = did
+            .trim()
+            .parse()
+            .map_err(|_| ServiceError::new(400, "invalid", "not a did:key"))?;
+        let now = now_ms();
+        self.challenges.take(&did, challenge, now)?;
+        let sig = hex::decode(signature.trim())
+            .ok()
+            .and_then(|b| <[u8; 64]>::try_from(b).ok())
+            .map(carechain_crypto::Signature)
+            .ok_or(AuthError::BadSignature)?;
+        let ident = self
+            .identity(&did)
+            .filter(|i| i.active)
+            .ok_or(AuthError::UnknownClient)?;
+        ident
+            .current_key
+            .verify(
+                carechain_crypto::Namespace::Challenge,
+                challenge.as_bytes(),
+                &sig,
+            )
+            .map_err(|_| AuthError::BadSignature)?;
+        let session = Session {
+            did,
+            role: ident.role,
+            organization: match ident.role {
+                Role::Organization => Some(ident.id.did()),
+                _ => ident.parent.map(|p| p.did()),
+            },
+            scopes: auth::web_scopes(ident.role),
+            expires_ms: now + 8 * 3_600_000,
+        };
+        let token = self.tokens.issue(session.clone())?;
+        Ok((token, session))
+    }
+
+    /// Ends a session: its token stops working at once.
+    pub fn logout(&self, bearer: &str) {
+        self.tokens.revoke(bearer);
+    }
+
+    /// The patient record (`Patient/<id>`) a session's identity is, if it is one.
+    pub fn patient_reference(&self, s: &Session) -> Option<String> {
+        self.patients.read().get(&s.did).cloned()
+    }
+
+    /// The node the service runs on.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
     }
 
     /// The session of a bearer token.

@@ -117,8 +117,10 @@ fn submit_commit_prove_and_verify_offline() {
     ] {
         assert!(api["paths"].get(p).is_some(), "OpenAPI lacks {p}");
     }
-    let (s, html) = get_text(&format!("{}/", node.url));
+    let (s, html) = get_text(&format!("{}/explorer", node.url));
     assert!(s == 200 && html.contains("Latest blocks"));
+    let (s, html) = get_text(&format!("{}/", node.url));
+    assert!(s == 200 && html.contains("Sign in with your key"));
 
     // Verify through the API while it runs, then offline on a copy after it stops.
     carechain_ok(&["verify", "--url", &node.url]);

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `carechain` binary: the HTTP submit → commit → proof → offline
 //! verify path, bad input, a SIGKILL crash under load, tampering detected by `verify`, and a
-//! 4-validator cluster of processes surviving a SIGKILLed validator.
+//! 4-validator cluster of processes surviving a SIGKILLed validator, and the web UI in
+//! headless Chromium.
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,6 +12,7 @@ mod crash;
 mod fhir;
 mod governance;
 mod http;
+mod portal;
 mod s3;
 mod search;
 mod tamper;

@@ -1,0 +1,217 @@
+// carechain web UI script, served by the node (no external requests). Two jobs:
+// 1. sign-in with a key file: the secret key stays in the browser, which signs the node's
+//    one-time challenge with WebCrypto Ed25519 over the "carechain/v1/challenge\0" namespace;
+// 2. "Verify" in the access log: checks, in the browser, that an audit event matches the
+//    commitment its ledger transaction carries, that the transaction is a leaf of the log
+//    (RFC 9162 inclusion proof) and that the log root is in a checkpoint (C2SP signed note)
+//    signed with the node's checkpoint key.
+'use strict';
+
+const enc = new TextEncoder();
+
+function hexToBytes(hex) {
+  if (typeof hex !== 'string' || hex.length % 2 !== 0 || /[^0-9a-f]/i.test(hex)) {
+    throw new Error('not hex');
+  }
+  const out = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.substr(2 * i, 2), 16);
+  return out;
+}
+
+function bytesToHex(b) {
+  return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+}
+
+function b64ToBytes(s) {
+  const bin = atob(s);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}
+
+function concat(...parts) {
+  const n = parts.reduce((a, p) => a + p.length, 0);
+  const out = new Uint8Array(n);
+  let o = 0;
+  for (const p of parts) { out.set(p, o); o += p.length; }
+  return out;
+}
+
+async function sha256(...parts) {
+  return new Uint8Array(await crypto.subtle.digest('SHA-256', concat(...parts)));
+}
+
+function equal(a, b) {
+  if (a.length !== b.length) return false;
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d |= a[i] ^ b[i];
+  return d === 0;
+}
+
+// ---- sign-in ---------------------------------------------------------------------------
+
+const CHALLENGE_NS = enc.encode('carechain/v1/challenge\0');
+// PKCS#8 wrapping of a raw Ed25519 seed (RFC 8410).
+const PKCS8_ED25519_PREFIX = hexToBytes('302e020100300506032b657004220420');
+
+async function signIn(ev) {
+  ev.preventDefault();
+  const status = document.getElementById('key-login-status');
+  const say = (m, bad) => { status.textContent = m; status.className = bad ? 'bad' : ''; };
+  try {
+    const file = document.getElementById('keyfile').files[0];
+    if (!file) { say('Choose your key file first.', true); return; }
+    let kf;
+    try { kf = JSON.parse(await file.text()); } catch { throw new Error('this is not a carechain key file'); }
+    if (!kf || typeof kf.did !== 'string' || typeof kf.secret_key !== 'string') {
+      throw new Error('this is not a carechain key file');
+    }
+    const seed = hexToBytes(kf.secret_key.trim());
+    if (seed.length !== 32) throw new Error('the key file\'s secret key is not 32 bytes');
+    const key = await crypto.subtle.importKey('pkcs8', concat(PKCS8_ED25519_PREFIX, seed),
+      { name: 'Ed25519' }, false, ['sign']);
+    say('Asking the node for a challenge…');
+    const c = await fetch('/login/challenge', {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ did: kf.did }),
+    });
+    const cj = await c.json();
+    if (!c.ok) throw new Error(cj.error || 'the node refused');
+    const sig = new Uint8Array(await crypto.subtle.sign({ name: 'Ed25519' }, key,
+      concat(CHALLENGE_NS, enc.encode(cj.challenge))));
+    const r = await fetch('/login', {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ did: kf.did, challenge: cj.challenge, signature: bytesToHex(sig) }),
+    });
+    const rj = await r.json();
+    if (!r.ok) throw new Error(rj.error || 'sign-in refused');
+    say('Signed in.');
+    window.location.assign(rj.redirect);
+  } catch (e) {
+    say('Sign-in failed: ' + e.message, true);
+  }
+}
+
+// ---- receipt verification ---------------------------------------------------------------
+
+const AUDIT_NS = enc.encode('carechain/v1/audit-event\0');
+
+// Reads a Borsh-encoded SignedTx far enough to return the commitment of an Anchor (3) or
+// TaggedAnchor (4) payload.
+function txCommitment(tx) {
+  const dv = new DataView(tx.buffer, tx.byteOffset, tx.byteLength);
+  let o = 0;
+  const need = (n) => { if (o + n > tx.length) throw new Error('transaction is truncated'); };
+  need(4); const chainLen = dv.getUint32(o, true); o += 4;
+  need(chainLen); o += chainLen;
+  need(32 + 8 + 1); o += 32 + 8;
+  const tag = tx[o]; o += 1;
+  if (tag !== 3 && tag !== 4) throw new Error('transaction is not an anchor');
+  need(4); const kindLen = dv.getUint32(o, true); o += 4;
+  need(kindLen + 32); o += kindLen;
+  return tx.slice(o, o + 32);
+}
+
+// RFC 9162 §2.1.3.2. Sizes stay below 2^53, so halving uses division, not 32-bit shifts.
+async function rootFromInclusion(index, size, leaf, proof) {
+  if (index >= size) throw new Error('leaf index is beyond the tree size');
+  let fn = index, sn = size - 1, r = leaf;
+  const half = (x) => Math.floor(x / 2);
+  for (const p of proof) {
+    if (sn === 0) throw new Error('inclusion proof is too long');
+    if (fn % 2 === 1 || fn === sn) {
+      r = await sha256(new Uint8Array([1]), p, r);
+      if (fn % 2 === 0) {
+        while (fn % 2 === 0 && fn !== 0) { fn = half(fn); sn = half(sn); }
+      }
+    } else {
+      r = await sha256(new Uint8Array([1]), r, p);
+    }
+    fn = half(fn); sn = half(sn);
+  }
+  if (sn !== 0) throw new Error('inclusion proof is too short');
+  return r;
+}
+
+// Verifies a C2SP signed note with a verifier key `name+hexid+base64(0x01||key)`; returns
+// the checkpoint's origin, size and root.
+async function verifyCheckpoint(note, vkey) {
+  // name+hexid+base64: the base64 part may itself contain '+'.
+  const m = /^([^+]+)\+([0-9a-f]{8})\+(.+)$/.exec(vkey || '');
+  if (!m) throw new Error('bad verifier key');
+  const [, name, idHex, keyB64] = m;
+  const kb = b64ToBytes(keyB64);
+  if (kb.length !== 33 || kb[0] !== 1) throw new Error('verifier key is not Ed25519');
+  const pub = kb.slice(1);
+  const id = (await sha256(enc.encode(name + '\n'), new Uint8Array([1]), pub)).slice(0, 4);
+  if (bytesToHex(id) !== idHex) throw new Error('verifier key id does not match');
+  const split = note.indexOf('\n\n');
+  if (split < 0) throw new Error('checkpoint is not a signed note');
+  const text = note.slice(0, split + 1);
+  let ok = false;
+  for (const line of note.slice(split + 2).split('\n')) {
+    const m = /^\u2014 (\S+) (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const sig = b64ToBytes(m[2]);
+    if (sig.length !== 68 || !equal(sig.slice(0, 4), id)) continue;
+    const key = await crypto.subtle.importKey('raw', pub, { name: 'Ed25519' }, false, ['verify']);
+    if (await crypto.subtle.verify({ name: 'Ed25519' }, key, sig.slice(4), enc.encode(text))) {
+      ok = true;
+      break;
+    }
+  }
+  if (!ok) throw new Error('checkpoint signature does not verify with the node\'s key');
+  const lines = text.split('\n');
+  const size = Number(lines[1]);
+  if (!Number.isSafeInteger(size)) throw new Error('checkpoint size is malformed');
+  return { origin: lines[0], size, root: b64ToBytes(lines[2]) };
+}
+
+async function verifyRow(row, vkey) {
+  const d = row.dataset;
+  const salt = hexToBytes(d.salt);
+  if (salt.length !== 32) throw new Error('salt is not 32 bytes');
+  const commitment = await sha256(AUDIT_NS, salt, enc.encode(d.event));
+  const tx = hexToBytes(d.tx);
+  if (!equal(txCommitment(tx), commitment)) {
+    throw new Error('the event does not match the commitment on the ledger');
+  }
+  const cp = await verifyCheckpoint(d.checkpoint, vkey);
+  const size = Number(d.size);
+  if (cp.size !== size) throw new Error('proof is for another tree size than the checkpoint');
+  const proof = JSON.parse(d.proof).map(hexToBytes);
+  const txHash = await sha256(tx);
+  const leaf = await sha256(new Uint8Array([0]), txHash);
+  const root = await rootFromInclusion(Number(d.index), size, leaf, proof);
+  if (!equal(root, cp.root)) throw new Error('inclusion proof does not lead to the signed root');
+  return `leaf ${d.index} of ${cp.size} in ${cp.origin}, transaction ${bytesToHex(txHash).slice(0, 12)}…`;
+}
+
+async function onVerify(ev) {
+  const btn = ev.currentTarget;
+  const row = btn.closest('tr');
+  const table = btn.closest('table');
+  const out = document.getElementById(btn.getAttribute('aria-describedby'));
+  out.textContent = 'Verifying…';
+  out.className = 'result';
+  try {
+    const what = await verifyRow(row, table.dataset.verifier);
+    out.textContent = '\u2713 Verified: ' + what;
+    out.className = 'result ok';
+  } catch (e) {
+    out.textContent = '\u2717 Verification failed: ' + e.message;
+    out.className = 'result bad';
+  }
+}
+
+document.addEventListener('DOMContentLoaded', () => {
+  const f = document.getElementById('key-login');
+  if (f) f.addEventListener('submit', signIn);
+  for (const b of document.querySelectorAll('button.verify')) b.addEventListener('click', onVerify);
+  // Destructive forms ask once more.
+  for (const f2 of document.querySelectorAll('form.erase-form')) {
+    f2.addEventListener('submit', (e) => {
+      if (!window.confirm('Erase this record permanently? This cannot be undone.')) e.preventDefault();
+    });
+  }
+});
