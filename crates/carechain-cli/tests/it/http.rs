@@ -114,6 +114,9 @@ fn submit_commit_prove_and_verify_offline() {
         "/tile/{path}",
         "/health",
         "/metrics",
+        "/login/challenge",
+        "/login",
+        "/explorer",
     ] {
         assert!(api["paths"].get(p).is_some(), "OpenAPI lacks {p}");
     }
