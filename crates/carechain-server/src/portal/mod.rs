@@ -49,6 +49,9 @@ pub(crate) struct Portal {
     pub node: Arc<Node>,
     pub service: Arc<Service>,
     pub demo: Arc<Vec<DemoLogin>>,
+    /// Display names by session token, found once per session (finding one reads the
+    /// patient's record or searches the directory: audited accesses, not to repeat per page).
+    names: Arc<parking_lot::Mutex<std::collections::HashMap<String, String>>>,
 }
 
 const COOKIE: &str = "carechain_session";
@@ -60,6 +63,7 @@ pub(crate) fn routes(node: Arc<Node>, service: Arc<Service>, ui: UiOptions) -> R
         node,
         service,
         demo: Arc::new(ui.demo_logins),
+        names: Default::default(),
     };
     Router::new()
         .route("/", get(home))
@@ -179,11 +183,23 @@ impl FromRequestParts<Portal> for Viewer {
         let Some(token) = cookie_token(&parts.headers) else {
             return Err(Redirect::to("/").into_response());
         };
-        let svc = st.service.clone();
+        let (svc, names) = (st.service.clone(), st.names.clone());
         let v = blocking(move || {
             let session = svc.session(Some(&token))?;
             let patient = svc.patient_reference(&session);
-            let name = display_name(&svc, &session, patient.as_deref());
+            let cached = names.lock().get(&token).cloned();
+            let name = match cached {
+                Some(n) => n,
+                None => {
+                    let n = display_name(&svc, &session, patient.as_deref());
+                    let mut names = names.lock();
+                    if names.len() >= 10_000 {
+                        names.clear();
+                    }
+                    names.insert(token, n.clone());
+                    n
+                }
+            };
             Ok(Viewer {
                 session,
                 patient,
@@ -572,6 +588,7 @@ async fn demo_login(
 
 async fn logout(State(st): State<Portal>, _: SameOrigin, h: HeaderMap) -> Response {
     if let Some(t) = cookie_token(&h) {
+        st.names.lock().remove(&t);
         st.service.logout(&t);
     }
     let mut r = Redirect::to("/").into_response();
