@@ -199,6 +199,30 @@ try {
   await phone.goto(BASE + '/patient');
   await shot(phone, '11-phone-patient-records');
 
+  step('every control on every main screen has an accessible name; keyboard-only sign-in works');
+  const unlabeled = async (page) => page.evaluate(() =>
+    [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+      .filter((el) => !((el.labels && el.labels.length) || el.getAttribute('aria-label') || el.textContent.trim()))
+      .map((el) => el.outerHTML.slice(0, 80)));
+  for (const p of ['/patient', '/patient/consents', '/patient/access', '/explorer']) {
+    await phone.goto(BASE + p);
+    assert.deepEqual(await unlabeled(phone), [], `unlabeled controls on ${p}`);
+    assert.equal(await phone.locator('main h1').count(), 1, `${p} has one h1 in main`);
+  }
+  await doc.goto(BASE + '/clinician');
+  assert.deepEqual(await unlabeled(doc), [], 'unlabeled controls on /clinician');
+  const kb = await newPage();
+  await kb.goto(BASE + '/');
+  // Tab from the top to the first demo button and press Enter: no mouse needed.
+  let reached = false;
+  for (let i = 0; i < 12 && !reached; i++) {
+    await kb.keyboard.press('Tab');
+    reached = await kb.evaluate(() => document.activeElement.textContent === 'Alice Demo — patient');
+  }
+  assert.ok(reached, 'the demo sign-in button is reachable by keyboard');
+  await kb.keyboard.press('Enter');
+  await kb.waitForURL(BASE + '/patient');
+
   assert.deepEqual(external, [], 'no external requests');
   assert.deepEqual(consoleErrors, [], 'no console errors');
   console.log('portal e2e: all passed');
