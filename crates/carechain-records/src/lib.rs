@@ -145,6 +145,22 @@ pub struct NewVersion {
     pub server_built: bool,
 }
 
+impl NewVersion {
+    /// The deletion (FHIR DELETE) of `resource_type`/`id`.
+    pub fn deletion(resource_type: &str, id: &str) -> NewVersion {
+        NewVersion {
+            resource: json!({"resourceType": resource_type}),
+            id: id.to_string(),
+            if_match: None,
+            fresh: false,
+            patient: None,
+            also: Vec::new(),
+            delete: true,
+            server_built: false,
+        }
+    }
+}
+
 /// One entry of a resource's history.
 #[derive(Clone, Debug)]
 pub struct HistoryEntry {

@@ -515,23 +515,50 @@ impl Service {
             .collect()
     }
 
-    fn anchor_written(&self, w: &Written) -> Result<Hash, ServiceError> {
-        let commitment = w
-            .meta
-            .commitment
-            .ok_or_else(|| ServiceError::new(500, "exception", "no commitment"))?;
-        let tx = self.anchor(self.record_anchor("record", w, commitment))?;
-        self.records.set_anchor(
-            &w.resource_type,
-            &w.id,
-            w.meta.version,
-            Anchor {
+    /// Anchors written versions (new content or deletions) in order and waits until their
+    /// blocks are durable: the anchors the record store then commits with the versions.
+    fn anchor_versions(&self, ws: &[Written]) -> Result<Vec<Anchor>, ServiceError> {
+        let (payloads, commitments): (Vec<Payload>, Vec<Hash>) = ws
+            .iter()
+            .map(|w| {
+                let (kind, c) = match w.meta.commitment {
+                    Some(c) => ("record", c),
+                    None => ("deletion", deletion_tombstone(w)),
+                };
+                (self.record_anchor(kind, w, c), c)
+            })
+            .unzip();
+        let txs = self.anchor_many(payloads)?;
+        Ok(txs
+            .into_iter()
+            .zip(commitments)
+            .map(|(tx, commitment)| Anchor {
                 tx,
                 commitment,
                 salt: None,
-            },
-        )?;
-        Ok(tx)
+            })
+            .collect())
+    }
+
+    /// Writes one version (an update or a deletion) anchored first: its metadata is
+    /// committed only once its anchor is durable, so no crash leaves a visible version
+    /// without one, and a failed anchor leaves the previous version current. Returns the
+    /// version with its anchoring transaction.
+    fn write_one_anchored(
+        &self,
+        item: carechain_records::NewVersion,
+        author: Option<&str>,
+    ) -> Result<(Written, Hash), ServiceError> {
+        let mut ws =
+            self.records
+                .write_many(vec![item], author, now_ms(), |ws: &[Written]| {
+                    self.anchor_versions(ws)
+                })?;
+        let w = ws
+            .pop()
+            .ok_or_else(|| ServiceError::new(500, "exception", "no version written"))?;
+        let tx = w.meta.anchor.as_ref().map(|a| a.tx).unwrap_or_default();
+        Ok((w, tx))
     }
 
     /// The SMART scope check of every interaction: `perm` (`c r u d s`) on `rt`. A refusal is
@@ -769,16 +796,19 @@ impl Service {
         let (w, tx) = match id {
             Some(i) => {
                 let also = self.recipients(rt, patient.as_deref(), &resource);
-                let w = self.records.update(
-                    resource,
-                    i,
-                    if_match,
+                self.write_one_anchored(
+                    carechain_records::NewVersion {
+                        resource,
+                        id: i.to_string(),
+                        if_match,
+                        fresh: false,
+                        patient: None,
+                        also,
+                        delete: false,
+                        server_built: false,
+                    },
                     author.as_deref(),
-                    &also,
-                    now_ms(),
-                )?;
-                let tx = self.anchor_written(&w)?;
-                (w, tx)
+                )?
             }
             None => {
                 // Visible only once anchored; the metadata commit runs while the anchor's
@@ -1094,16 +1124,7 @@ impl Service {
         let mut items = Vec::with_capacity(plan.len() + deletes.len());
         for (_, rt, id) in &deletes {
             self.may_delete(s, purpose, "transaction", rt, id)?;
-            items.push(carechain_records::NewVersion {
-                resource: json!({"resourceType": rt}),
-                id: id.clone(),
-                if_match: None,
-                fresh: false,
-                patient: None,
-                also: Vec::new(),
-                delete: true,
-                server_built: false,
-            });
+            items.push(carechain_records::NewVersion::deletion(rt, id));
         }
         for (i, rt, id, fresh) in &plan {
             let mut resource = entries[*i]["resource"].clone();
@@ -1159,27 +1180,7 @@ impl Service {
         let written =
             self.records
                 .write_many(items, author.as_deref(), now_ms(), |ws: &[Written]| {
-                    let (payloads, commitments): (Vec<Payload>, Vec<Hash>) = ws
-                        .iter()
-                        .map(|w| {
-                            let (kind, c) = match w.meta.commitment {
-                                Some(c) => ("record", c),
-                                None => ("deletion", deletion_tombstone(w)),
-                            };
-                            (self.record_anchor(kind, w, c), c)
-                        })
-                        .unzip();
-                    let txs = self.anchor_many(payloads)?;
-                    Ok::<_, ServiceError>(
-                        txs.into_iter()
-                            .zip(commitments)
-                            .map(|(tx, commitment)| Anchor {
-                                tx,
-                                commitment,
-                                salt: None,
-                            })
-                            .collect(),
-                    )
+                    self.anchor_versions(ws)
                 });
         let written = match written {
             Ok(w) => w,
@@ -1261,11 +1262,11 @@ impl Service {
     ) -> Result<Served, ServiceError> {
         let what = format!("{rt}/{id}");
         let meta = self.may_delete(s, purpose, "delete", rt, id)?;
-        let w = self.records.delete(rt, id, now_ms())?;
+        let (w, tx) =
+            self.write_one_anchored(carechain_records::NewVersion::deletion(rt, id), None)?;
         if rt == "Consent" {
             self.index_consent(id, None);
         }
-        let tx = self.anchor(self.record_anchor("deletion", &w, deletion_tombstone(&w)))?;
         self.audit(
             s,
             purpose,
