@@ -37,6 +37,8 @@ pub struct Child {
     pub max: Option<u32>,
     /// Allowed types.
     pub types: Types,
+    /// Part of the summary view (`isSummary`).
+    pub summary: bool,
 }
 
 impl Child {
@@ -120,6 +122,7 @@ impl Model {
                         min: min.parse().unwrap_or(0),
                         max: if max == "*" { None } else { max.parse().ok() },
                         types: types_,
+                        summary: parts.next() == Some("S"),
                     };
                     if let Some(t) = types.get_mut(cur) {
                         t.children
@@ -132,6 +135,29 @@ impl Model {
             }
         }
         Model { types }
+    }
+
+    /// Whether the top-level element named `key` in JSON (e.g. `valueQuantity` for
+    /// `value[x]`) of resource type `rt` is kept by `_summary=true` (in the summary view) or,
+    /// with `mandatory_only`, by `_summary=text` (required: `min ≥ 1`).
+    pub fn keeps_top_level(&self, rt: &str, key: &str, mandatory_only: bool) -> bool {
+        let Some(children) = self.types.get(rt).and_then(|t| t.children.get("")) else {
+            return false;
+        };
+        children.iter().any(|c| {
+            let named = match c.name.strip_suffix("[x]") {
+                Some(stem) => key
+                    .strip_prefix(stem)
+                    .is_some_and(|rest| rest.starts_with(|ch: char| ch.is_ascii_uppercase())),
+                None => c.name == key,
+            };
+            named
+                && if mandatory_only {
+                    c.min >= 1
+                } else {
+                    c.summary
+                }
+        })
     }
 
     /// Whether `name` is a resource type.

@@ -101,7 +101,9 @@ pub fn generate(types_bundle: &Value, resources_bundle: &Value) -> Result<String
                     }
                     codes.join(",")
                 };
-                out.push_str(&format!("E {rel} {min} {max} {types}\n"));
+                // `S`: in the summary view (`isSummary`, used by `_summary=true`).
+                let summary = if el["isSummary"] == true { " S" } else { "" };
+                out.push_str(&format!("E {rel} {min} {max} {types}{summary}\n"));
             }
         }
     }

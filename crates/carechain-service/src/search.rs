@@ -79,8 +79,20 @@ struct Query<'a> {
     count_only: bool,
     /// `_summary=data`: without the narrative.
     no_text: bool,
+    /// `_summary=true`: the summary elements only; `_summary=text`: the narrative and the
+    /// required elements only (both at the top level: nested elements are kept whole).
+    view: Option<SummaryView>,
     /// `_elements`: the top-level elements to return.
     elements: Option<BTreeSet<&'a str>>,
+}
+
+/// The subsets `_summary` names beside `count` and `data`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum SummaryView {
+    /// `_summary=true`.
+    Summary,
+    /// `_summary=text`.
+    Text,
 }
 
 /// The matches of a search, before paging.
@@ -176,6 +188,7 @@ impl Service {
             revinclude: Vec::new(),
             count_only: false,
             no_text: false,
+            view: None,
             elements: None,
         };
         for (k, v) in params {
@@ -248,10 +261,12 @@ impl Service {
                 "_summary" => match v.as_str() {
                     "count" => q.count_only = true,
                     "data" => q.no_text = true,
+                    "true" => q.view = Some(SummaryView::Summary),
+                    "text" => q.view = Some(SummaryView::Text),
                     "false" => {}
                     other => {
-                        return Err(unsupported(format!(
-                            "_summary={other} is not supported (count, data and false are)"
+                        return Err(bad(format!(
+                            "_summary={other} is not a summary mode (true, text, data, count, false)"
                         )));
                     }
                 },
@@ -948,10 +963,20 @@ pub fn parse_since(v: &str) -> Option<u64> {
 /// only the listed top-level elements (plus `resourceType`, `id` and `meta`), marked
 /// `SUBSETTED` so no client mistakes it for the whole resource.
 fn subset(mut r: Value, q: &Query<'_>) -> Value {
-    if !q.no_text && q.elements.is_none() {
+    if !q.no_text && q.elements.is_none() && q.view.is_none() {
         return r;
     }
+    let rt = r["resourceType"].as_str().unwrap_or_default().to_string();
     if let Some(obj) = r.as_object_mut() {
+        if let Some(view) = q.view {
+            let text = view == SummaryView::Text;
+            let model = carechain_fhir::model();
+            obj.retain(|k, _| {
+                matches!(k.as_str(), "resourceType" | "id" | "meta")
+                    || (text && k == "text")
+                    || model.keeps_top_level(&rt, k, text)
+            });
+        }
         if q.no_text {
             obj.remove("text");
         }

@@ -9,6 +9,92 @@ use serde_json::{Value, json};
 use crate::common::*;
 use crate::fhir::{call, envelope, register, register_practitioner, token};
 
+/// Whether a search match carries the SUBSETTED tag.
+fn subsetted(r: &Value) -> bool {
+    r["meta"]["tag"]
+        .as_array()
+        .is_some_and(|t| t.iter().any(|t| t["code"] == "SUBSETTED"))
+}
+
+#[test]
+fn summary_true_and_text_return_the_official_subsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let hospital = key(54);
+    init_chain(dir.path(), std::slice::from_ref(&hospital));
+    let mut node = NodeProc::start(dir.path(), &["--block-interval-ms", "2"]);
+    let url = node.url.clone();
+    let doc = key(55);
+    register_practitioner(&url, &hospital, &doc);
+    let t = token(&url, &doc, "user/*.cruds");
+    // Observation elements in the summary view (isSummary): status, code, subject,
+    // effective[x], value[x]; not: text, category, interpretation, note.
+    let full = json!({"resourceType": "Observation", "status": "final",
+        "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">HR 61</div>"},
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "effectiveDateTime": "2024-02-03",
+        "valueQuantity": {"value": 61, "unit": "/min"},
+        "interpretation": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": "N"}]}],
+        "note": [{"text": "resting"}]});
+    let (s, created, _) = call(
+        "POST",
+        &format!("{url}/fhir/Observation"),
+        &t,
+        None,
+        Some(&full),
+    );
+    assert_eq!(s, 201, "{created}");
+    let id = created["id"].as_str().unwrap();
+    let search = |mode: &str| {
+        let (s, b, _) = call(
+            "GET",
+            &format!("{url}/fhir/Observation?_id={id}&_summary={mode}"),
+            &t,
+            None,
+            None,
+        );
+        assert_eq!(s, 200, "{b}");
+        b["entry"][0]["resource"].clone()
+    };
+    let r = search("true");
+    for kept in [
+        "id",
+        "meta",
+        "status",
+        "code",
+        "effectiveDateTime",
+        "valueQuantity",
+    ] {
+        assert!(r.get(kept).is_some(), "_summary=true keeps {kept}: {r}");
+    }
+    for dropped in ["text", "category", "interpretation", "note"] {
+        assert!(
+            r.get(dropped).is_none(),
+            "_summary=true drops {dropped}: {r}"
+        );
+    }
+    assert!(subsetted(&r), "{r}");
+    // text: the narrative and the required elements (status, code) only.
+    let r = search("text");
+    for kept in ["id", "meta", "text", "status", "code"] {
+        assert!(r.get(kept).is_some(), "_summary=text keeps {kept}: {r}");
+    }
+    for dropped in ["category", "valueQuantity", "effectiveDateTime", "note"] {
+        assert!(
+            r.get(dropped).is_none(),
+            "_summary=text drops {dropped}: {r}"
+        );
+    }
+    assert!(subsetted(&r), "{r}");
+    // false: the whole resource, untagged.
+    let r = search("false");
+    assert!(
+        r["note"].is_array() && r["text"].is_object() && !subsetted(&r),
+        "{r}"
+    );
+    node.stop();
+}
+
 fn ids(bundle: &Value, mode: &str) -> Vec<String> {
     bundle["entry"]
         .as_array()
@@ -160,7 +246,7 @@ fn chained_sorted_included_conditional_and_type_history_searches() {
     assert_eq!(s, 400, "{b}");
 
     // _summary=count: the total only; _elements: the listed elements of each match, marked
-    // SUBSETTED (included resources stay whole); _summary=true is refused, not ignored.
+    // SUBSETTED (included resources stay whole); an unknown _summary mode is refused, not ignored.
     let get_search = |q: &str| {
         call(
             "GET",
@@ -193,7 +279,7 @@ fn chained_sorted_included_conditional_and_type_history_searches() {
             assert!(r.get("name").is_some(), "included resources are whole: {r}");
         }
     }
-    let (s, b, _) = get_search("_summary=true");
+    let (s, b, _) = get_search("_summary=nonsense");
     assert_eq!(
         (s, b["resourceType"].as_str()),
         (400, Some("OperationOutcome")),
