@@ -82,8 +82,67 @@ struct Query<'a> {
     /// `_summary=true`: the summary elements only; `_summary=text`: the narrative and the
     /// required elements only (both at the top level: nested elements are kept whole).
     view: Option<SummaryView>,
+    /// `_text` (narrative) and `_content` (every string of the resource) conditions: each
+    /// parameter a list of alternatives (comma = or), each alternative words that must all
+    /// start a word of the text (case-insensitive).
+    text: Vec<Vec<Vec<String>>>,
+    content: Vec<Vec<Vec<String>>>,
     /// `_elements`: the top-level elements to return.
     elements: Option<BTreeSet<&'a str>>,
+}
+
+/// The words of a text (lower case, split at anything not alphanumeric).
+fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+}
+
+/// Whether some alternative has each of its words as the start of a word of `haystack`
+/// (`gluc` finds "Glucose").
+fn words_match(haystack: &str, alternatives: &[Vec<String>]) -> bool {
+    let have: Vec<String> = words(haystack).collect();
+    alternatives.iter().any(|want| {
+        want.iter()
+            .all(|w| have.iter().any(|h| h.starts_with(w.as_str())))
+    })
+}
+
+/// A resource's narrative as text: the XHTML's tags dropped, the common entities decoded.
+fn narrative_text(r: &Value) -> String {
+    let div = r["text"]["div"].as_str().unwrap_or("");
+    let mut out = String::with_capacity(div.len());
+    let mut in_tag = false;
+    for c in div.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                out.push(' ');
+            }
+            _ if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&nbsp;", " ")
+        .replace("&amp;", "&")
+}
+
+/// Every string value of a resource (narrative included), space-separated.
+fn strings_of(v: &Value, out: &mut String) {
+    match v {
+        Value::String(s) => {
+            out.push_str(s);
+            out.push(' ');
+        }
+        Value::Array(a) => a.iter().for_each(|x| strings_of(x, out)),
+        Value::Object(o) => o.values().for_each(|x| strings_of(x, out)),
+        _ => {}
+    }
 }
 
 /// The subsets `_summary` names beside `count` and `data`.
@@ -189,6 +248,8 @@ impl Service {
             count_only: false,
             no_text: false,
             view: None,
+            text: Vec::new(),
+            content: Vec::new(),
             elements: None,
         };
         for (k, v) in params {
@@ -282,8 +343,25 @@ impl Service {
                     let ids = self.parse_has(s, purpose, rt, modifier, v, depth, withheld)?;
                     q.has.push(ids);
                 }
-                "_text" | "_content" | "_contained" | "_containedType" | "_list" | "_query"
-                | "_filter" => {
+                "_text" | "_content" => {
+                    if let Some(m) = modifier {
+                        return Err(unsupported(format!("{code}:{m} is not supported")));
+                    }
+                    let alternatives: Vec<Vec<String>> = v
+                        .split(',')
+                        .map(|alt| words(alt).collect())
+                        .filter(|words: &Vec<String>| !words.is_empty())
+                        .collect();
+                    if alternatives.is_empty() {
+                        return Err(bad(format!("{code} needs words to look for")));
+                    }
+                    if code == "_text" {
+                        q.text.push(alternatives);
+                    } else {
+                        q.content.push(alternatives);
+                    }
+                }
+                "_contained" | "_containedType" | "_list" | "_query" | "_filter" => {
                     return Err(unsupported(format!("{code} is not supported")));
                 }
                 _ => {
@@ -480,6 +558,15 @@ impl Service {
             }
             for ids in &q.has {
                 ok = ok && ids.contains(&id);
+            }
+            if ok && !q.text.is_empty() {
+                let narrative = narrative_text(&r);
+                ok = q.text.iter().all(|alts| words_match(&narrative, alts));
+            }
+            if ok && !q.content.is_empty() {
+                let mut all = String::new();
+                strings_of(&r, &mut all);
+                ok = q.content.iter().all(|alts| words_match(&all, alts));
             }
             if ok {
                 glass |= bg;

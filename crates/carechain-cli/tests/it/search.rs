@@ -17,7 +17,7 @@ fn subsetted(r: &Value) -> bool {
 }
 
 #[test]
-fn summary_true_and_text_return_the_official_subsets() {
+fn summary_modes_and_text_and_content_searches() {
     let dir = tempfile::tempdir().unwrap();
     let hospital = key(54);
     init_chain(dir.path(), std::slice::from_ref(&hospital));
@@ -92,6 +92,69 @@ fn summary_true_and_text_return_the_official_subsets() {
         r["note"].is_array() && r["text"].is_object() && !subsetted(&r),
         "{r}"
     );
+
+    // _text looks in the narrative only, _content in every string; each word of a value must
+    // start a word there (`gluc` finds Glucose), commas are alternatives, case does not matter.
+    let other = json!({"resourceType": "Observation", "status": "final",
+        "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Blood <b>glucose</b> &amp; fasting</div>"},
+        "code": {"text": "Glucose"}, "note": [{"text": "after breakfast"}]});
+    let (s, b, _) = call(
+        "POST",
+        &format!("{url}/fhir/Observation"),
+        &t,
+        None,
+        Some(&other),
+    );
+    assert_eq!(s, 201, "{b}");
+    let other_id = b["id"].as_str().unwrap().to_string();
+    let found = |q: &str| -> Vec<String> {
+        let (s, b, _) = call(
+            "GET",
+            &format!("{url}/fhir/Observation?{q}"),
+            &t,
+            None,
+            None,
+        );
+        assert_eq!(s, 200, "{q}: {b}");
+        let mut v: Vec<String> = b["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let mut both = vec![id.to_string(), other_id.clone()];
+    both.sort();
+    assert_eq!(found("_text=GLUCOSE%20fasting"), vec![other_id.clone()]);
+    assert_eq!(
+        found("_text=glucose%20breakfast"),
+        Vec::<String>::new(),
+        "note is not narrative"
+    );
+    assert_eq!(
+        found("_content=glucose%20breakfast"),
+        vec![other_id.clone()]
+    );
+    assert_eq!(found("_text=hr%2061,glucose"), both);
+    assert_eq!(
+        found("_text=xhtml"),
+        Vec::<String>::new(),
+        "markup is not text"
+    );
+    assert_eq!(
+        found("_content=resting&_content=vital"),
+        vec![id.to_string()]
+    );
+    let (s, b, _) = call(
+        "GET",
+        &format!("{url}/fhir/Observation?_text:exact=x"),
+        &t,
+        None,
+        None,
+    );
+    assert_eq!(s, 400, "{b}");
     node.stop();
 }
 
