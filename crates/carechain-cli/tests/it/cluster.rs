@@ -197,6 +197,17 @@ fn cluster_survives_a_sigkilled_validator_which_then_catches_up() {
         "{out}"
     );
     assert_eq!(v["cosigned"]["quorum"], 3);
+    // The web explorer shows the validator set and the checkpoint's signatures: the node's
+    // own and at least a quorum of validators' cosignatures.
+    let (s, html) = get_text(&format!("{}/explorer", urls[1]));
+    assert_eq!(s, 200);
+    assert!(html.contains("4 validator(s)"), "{html}");
+    let signatures: usize = html
+        .split_once("Latest checkpoint with its signatures (")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("no signature count in the explorer: {html}"));
+    assert!(signatures >= 4, "{signatures} signatures: {html}");
     for n in &mut nodes {
         n.stop();
     }
