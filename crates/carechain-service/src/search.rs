@@ -3,7 +3,7 @@
 //! history — every result, chained target, reverse-chain source and included resource
 //! filtered by the patient's consent.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use carechain_fhir::search::{
     SearchParam, SortValue, matches, references, search_param, single_target, sort_value,
@@ -203,6 +203,48 @@ impl Service {
             return None;
         }
         self.consent_gate(s, purpose, rt, meta).ok()
+    }
+
+    /// Records, in each patient's own access log, that a search (or type history) returned
+    /// some of their records: one audit event per patient other than `compartment` (the
+    /// search's own event covers that one), marked break-glass if any of them was visible
+    /// only by breaking the glass. Without it, a patient would not see that someone found
+    /// them by a search across patients.
+    pub(crate) fn audit_disclosed<'r>(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        interaction: &str,
+        rt: &str,
+        compartment: Option<&str>,
+        returned: impl Iterator<Item = (&'r str, &'r str)>,
+    ) {
+        let mut per_patient: BTreeMap<String, (usize, bool)> = BTreeMap::new();
+        for (t, id) in returned {
+            let Ok(meta) = self.records.meta(t, id, None) else {
+                continue;
+            };
+            let Some(p) = meta.patient.clone() else {
+                continue;
+            };
+            if Some(p.as_str()) == compartment {
+                continue;
+            }
+            let bg = self.visible(s, purpose, t, &meta).unwrap_or(false);
+            let e = per_patient.entry(p).or_default();
+            e.0 += 1;
+            e.1 |= bg;
+        }
+        for (patient, (n, bg)) in per_patient {
+            let mut note = format!("{interaction}: {n} of this patient's records returned");
+            if bg {
+                note = format!(
+                    "break-glass: {}; {note}",
+                    purpose.break_glass_reason.clone().unwrap_or_default()
+                );
+            }
+            self.audit(s, purpose, interaction, "E", rt, Some(&patient), "0", &note);
+        }
     }
 
     /// Reads a record the caller may see, for inclusion in a result.
@@ -749,6 +791,16 @@ impl Service {
                 .collect()
         };
         let extra = self.included(s, purpose, &q, &page, &mut glass)?;
+        self.audit_disclosed(
+            s,
+            purpose,
+            "search-type",
+            rt,
+            q.compartment.as_deref(),
+            page.iter()
+                .chain(&extra)
+                .filter_map(|r| Some((r["resourceType"].as_str()?, r["id"].as_str()?))),
+        );
         let page: Vec<Value> = page.into_iter().map(|r| subset(r, &q)).collect();
         let mut note = format!(
             "search: {total} results, {} included, {} withheld by consent",
@@ -1025,6 +1077,15 @@ impl Service {
         }
         out.sort_by_key(|e| std::cmp::Reverse(e.1.last_updated_ms));
         out.truncate(count);
+        let returned: BTreeSet<&str> = out.iter().map(|(id, _, _)| id.as_str()).collect();
+        self.audit_disclosed(
+            s,
+            purpose,
+            "history-type",
+            rt,
+            None,
+            returned.into_iter().map(|id| (rt, id)),
+        );
         let mut note = format!(
             "history: {} versions, {withheld} resources withheld by consent",
             out.len()

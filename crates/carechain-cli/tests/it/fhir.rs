@@ -453,6 +453,40 @@ fn consent_audit_break_glass_and_erasure_over_http() {
         .status
         .success()
     );
+    // A search across patients that finds this patient (here by name, with break-glass) is in
+    // *their* access log too, not only in the searcher's audit trail: one more alert, and a
+    // plain search without consent finds nothing and discloses nothing.
+    let by_name = format!("{url}/fhir/Patient?name=quixote");
+    let (s, b, _) = call("GET", &by_name, &t_doc_c, None, None);
+    assert_eq!((s, b["total"].as_u64()), (200, Some(0)), "{b}");
+    let (s, b, _) = call(
+        "GET",
+        &by_name,
+        &t_doc_c,
+        Some(("ETREAT", Some("found unconscious, no ID"))),
+        None,
+    );
+    assert_eq!((s, b["total"].as_u64()), (200, Some(1)), "{b}");
+    let (_, alerts, _) = call(
+        "GET",
+        &format!("{url}/patients/{pid}/alerts"),
+        &t_pat,
+        None,
+        None,
+    );
+    let alerts = alerts["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    let found = alerts
+        .iter()
+        .find(|a| a["event"]["subtype"][0]["code"] == "search-type")
+        .unwrap_or_else(|| panic!("no alert for the search: {alerts:?}"));
+    let desc = found["event"]["outcomeDesc"].as_str().unwrap();
+    assert!(
+        desc.contains("found unconscious, no ID") && desc.contains("1 of this patient's records"),
+        "{desc}"
+    );
+    carechain_service::verify_receipt(found, &verifier).unwrap();
+
     // Only the patient reads their access log.
     assert_eq!(
         call(
