@@ -414,14 +414,17 @@ fn consent_audit_break_glass_and_erasure_over_http() {
     let audit_file = dir.path().join("audit-envelope.json");
     envelope(&url, &format!("AuditEvent/{eid}"), &t_pat, &audit_file);
     assert_eq!(decrypt(&mine, &audit_file), denial["event"]);
-    let (_, alerts, _) = call(
-        "GET",
-        &format!("{url}/patients/{pid}/alerts"),
-        &t_pat,
-        None,
-        None,
-    );
-    let alerts = alerts["alerts"].as_array().unwrap();
+    let alerts_now = || -> Vec<Value> {
+        let (_, a, _) = call(
+            "GET",
+            &format!("{url}/patients/{pid}/alerts"),
+            &t_pat,
+            None,
+            None,
+        );
+        a["alerts"].as_array().unwrap().clone()
+    };
+    let alerts = alerts_now();
     assert_eq!(alerts.len(), 1);
     let (_, status) = get(&format!("{url}/v1/status"));
     let verifier = NoteVerifier::parse(status["checkpoint_key"].as_str().unwrap()).unwrap();
@@ -467,14 +470,7 @@ fn consent_audit_break_glass_and_erasure_over_http() {
         None,
     );
     assert_eq!((s, b["total"].as_u64()), (200, Some(1)), "{b}");
-    let (_, alerts, _) = call(
-        "GET",
-        &format!("{url}/patients/{pid}/alerts"),
-        &t_pat,
-        None,
-        None,
-    );
-    let alerts = alerts["alerts"].as_array().unwrap();
+    let alerts = alerts_now();
     assert_eq!(alerts.len(), 2, "{alerts:?}");
     let found = alerts
         .iter()
