@@ -164,6 +164,22 @@ fn sign_in_rules_over_http() {
     let (s, html, _) = get_with_cookie(&format!("{url}/patient"), Some(&session));
     assert_eq!(s, 200);
     assert!(html.contains("Alice Demo · patient") && html.contains("Heart rate"));
+    // Her access log (with her own accesses, e.g. that page view) lists the latest entries
+    // and offers the rest.
+    let (s, html, _) = get_with_cookie(
+        &format!("{url}/patient/access?all=1&limit=2"),
+        Some(&session),
+    );
+    assert_eq!(s, 200);
+    assert!(
+        html.contains("The latest 2 are listed.") && html.contains("limit=0"),
+        "{html}"
+    );
+    assert_eq!(
+        html.matches("<button class=\"verify\"").count(),
+        2,
+        "{html}"
+    );
 
     // The same challenge again (a replay) is refused; so is a signature by another key, and
     // a signature without the namespace.

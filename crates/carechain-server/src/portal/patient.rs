@@ -308,6 +308,9 @@ async fn revoke(
 struct AccessQuery {
     #[serde(default)]
     all: Option<String>,
+    /// How many entries to list, newest first (default 200; 0: all).
+    #[serde(default)]
+    limit: Option<usize>,
 }
 
 /// One access-log row's public facts.
@@ -395,6 +398,12 @@ async fn access(
     for a in &shown {
         *by_outcome.entry(a.allowed).or_insert(0usize) += 1;
     }
+    let limit = match q.limit.unwrap_or(200) {
+        0 => usize::MAX,
+        n => n,
+    };
+    let listed = &shown[..shown.len().min(limit)];
+    let own = if all { "all=1&" } else { "" };
     let body = html! {
         p.lead { "Every access to your records, allowed or denied, is an audit event anchored on the ledger. " strong { "Verify" } " checks, in this browser, that the event is in the public log under a checkpoint signed by the node." }
         section aria-labelledby="alerts-h" {
@@ -418,6 +427,9 @@ async fn access(
                 (shown.len()) " entries (" (by_outcome.get(&true).copied().unwrap_or(0)) " allowed, " (by_outcome.get(&false).copied().unwrap_or(0)) " denied). "
                 @if all { a href="/patient/access" { "Hide my own accesses" } } @else { a href="/patient/access?all=1" { "Include my own accesses" } }
             }
+            @if listed.len() < shown.len() {
+                p.muted { "The latest " (listed.len()) " are listed. " a href=(format!("/patient/access?{own}limit=0")) { "List all " (shown.len()) } }
+            }
             p.muted { "Checkpoint key: " code id="verifier-key" { (verifier) } }
             div.tablewrap {
                 table.access data-verifier=(verifier) {
@@ -426,7 +438,7 @@ async fn access(
                         th scope="col" { "Purpose" } th scope="col" { "Outcome" } th scope="col" { "Proof" }
                     } }
                     tbody {
-                        @for (i, a) in shown.iter().enumerate() {
+                        @for (i, a) in listed.iter().enumerate() {
                             @let e = &a.entry;
                             @let inc = &e["inclusion"];
                             tr class=(if a.break_glass { "row-glass" } else if a.allowed { "row-ok" } else { "row-denied" })
