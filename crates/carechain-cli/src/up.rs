@@ -56,6 +56,9 @@ pub struct UpArgs {
     pub s3_prefix: String,
 }
 
+/// The chain id of the chain `up --demo` creates.
+const DEMO_CHAIN: &str = "carechain-demo";
+
 pub fn run(a: UpArgs) -> Result<()> {
     let dir = DataDir::new(&a.data);
     let mut fresh_demo = false;
@@ -69,7 +72,7 @@ pub fn run(a: UpArgs) -> Result<()> {
         }
         init(&InitArgs {
             data: a.data.clone(),
-            chain_id: "carechain-demo".into(),
+            chain_id: DEMO_CHAIN.into(),
             identities: vec![],
             validators: 1,
             p2p_port: 7100,
@@ -165,8 +168,11 @@ pub fn run(a: UpArgs) -> Result<()> {
             "checkpoint key: {}",
             node.ledger().checkpoint_verifier_key()
         ));
+        // One-click sign-in only on the demo chain: `--demo` given to a real chain's node
+        // must not offer its operator key to anyone who opens the page.
+        let demo_chain = node.store().genesis().chain_id == DEMO_CHAIN;
         let ui = carechain_server::UiOptions {
-            demo_logins: if a.demo {
+            demo_logins: if a.demo && demo_chain {
                 demo_logins(&dir)?
             } else {
                 Vec::new()

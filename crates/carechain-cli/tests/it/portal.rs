@@ -230,6 +230,14 @@ fn sign_in_rules_over_http() {
     assert_eq!(s, 303);
     node.stop();
 
+    // A real chain's node given --demo by mistake offers no one-click sign-in either.
+    let real = dir.path().join("real");
+    init_chain(&real, &[]);
+    let mut node = NodeProc::start(&real, &["--demo"]);
+    let (_, html, _) = get_with_cookie(&format!("{}/", node.url), None);
+    assert!(!html.contains("Demo sign-in"), "{html}");
+    node.stop();
+
     // Without --demo the same node offers no demo sign-in, and the endpoint refuses.
     let mut node = NodeProc::start(&data, &[]);
     let (_, html, _) = get_with_cookie(&format!("{}/", node.url), None);
