@@ -160,6 +160,38 @@ fn sign_in_rules_over_http() {
     assert_eq!(v["redirect"], "/patient");
     let cookie = cookie.unwrap();
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+    assert!(
+        !cookie.contains("Secure"),
+        "plain HTTP on loopback: {cookie}"
+    );
+    // Behind a TLS proxy the cookie is Secure.
+    let (_, c, _) = post_json(
+        &format!("{url}/login/challenge"),
+        &json!({"did": did}),
+        None,
+    );
+    let ch = c["challenge"].as_str().unwrap();
+    let sig = alice.sign(Namespace::Challenge, ch.as_bytes()).to_hex();
+    let mut r = raw_agent()
+        .post(&format!("{url}/login"))
+        .header("content-type", "application/json")
+        .header("x-forwarded-proto", "https")
+        .send(
+            json!({"did": did, "challenge": ch, "signature": sig})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let secure = r
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(secure.ends_with("; Secure"), "{secure}");
+    let _ = r.body_mut().read_to_vec();
     let session = cookie.split(';').next().unwrap().to_string();
     let (s, html, _) = get_with_cookie(&format!("{url}/patient"), Some(&session));
     assert_eq!(s, 200);

@@ -519,9 +519,16 @@ struct LoginReq {
     signature: String,
 }
 
-fn session_cookie(token: &str, max_age_s: u64) -> HeaderValue {
+/// The session cookie; `Secure` when the browser reached the node over HTTPS (through a TLS
+/// proxy that says so with `X-Forwarded-Proto`), so the cookie never travels in clear text.
+fn session_cookie(h: &HeaderMap, token: &str, max_age_s: u64) -> HeaderValue {
+    let https = h
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+    let secure = if https { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}"
+        "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{secure}"
     ))
     .unwrap_or_else(|_| HeaderValue::from_static("invalid=1"))
 }
@@ -529,6 +536,7 @@ fn session_cookie(token: &str, max_age_s: u64) -> HeaderValue {
 async fn login(
     State(st): State<Portal>,
     _: SameOrigin,
+    h: HeaderMap,
     body: Result<Json<LoginReq>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Ok(Json(req)) = body else {
@@ -545,7 +553,7 @@ async fn login(
         Ok(Ok((token, s))) => {
             let mut r = Json(json!({"redirect": landing(s.role)})).into_response();
             r.headers_mut()
-                .insert(header::SET_COOKIE, session_cookie(&token, 8 * 3600));
+                .insert(header::SET_COOKIE, session_cookie(&h, &token, 8 * 3600));
             r
         }
         Ok(Err(e)) => json_error(e),
@@ -563,6 +571,7 @@ struct DemoReq {
 async fn demo_login(
     State(st): State<Portal>,
     _: SameOrigin,
+    h: HeaderMap,
     Form(req): Form<DemoReq>,
 ) -> Result<Response, PageError> {
     let Some(d) = st.demo.get(req.who).cloned() else {
@@ -582,7 +591,7 @@ async fn demo_login(
     .await?;
     let mut r = Redirect::to(landing(s.role)).into_response();
     r.headers_mut()
-        .insert(header::SET_COOKIE, session_cookie(&token, 8 * 3600));
+        .insert(header::SET_COOKIE, session_cookie(&h, &token, 8 * 3600));
     Ok(r)
 }
 
@@ -593,6 +602,6 @@ async fn logout(State(st): State<Portal>, _: SameOrigin, h: HeaderMap) -> Respon
     }
     let mut r = Redirect::to("/").into_response();
     r.headers_mut()
-        .insert(header::SET_COOKIE, session_cookie("", 0));
+        .insert(header::SET_COOKIE, session_cookie(&h, "", 0));
     r
 }
