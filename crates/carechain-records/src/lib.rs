@@ -850,27 +850,6 @@ impl<B: BlobStore> RecordStore<B> {
         Ok(self.vault.blobs().sync()?)
     }
 
-    /// Records where a version was anchored.
-    pub fn set_anchor(
-        &self,
-        resource_type: &str,
-        id: &str,
-        version: u64,
-        anchor: Anchor,
-    ) -> Result<(), RecordError> {
-        let key = format!("{resource_type}/{id}");
-        let _guard = self.writing.lock(vec![key.clone()]);
-        let mut meta = self.meta(resource_type, id, Some(version))?;
-        meta.anchor = Some(anchor);
-        self.put_grouped(Entry {
-            key,
-            meta,
-            head: false,
-            pending: false,
-            blob_mark: 0,
-        })
-    }
-
     /// Ids of every resource of a type (including deleted and erased ones).
     pub fn ids(&self, resource_type: &str) -> Result<Vec<String>, RecordError> {
         let rt = self.db.begin_read().map_err(db)?;

@@ -603,11 +603,7 @@ async fn alerts(
         svc.access_log(&sess, &id).map(|e| {
             let bg: Vec<Value> = e
                 .into_iter()
-                .filter(|x| {
-                    x["event"]["outcomeDesc"]
-                        .as_str()
-                        .is_some_and(|d| d.starts_with("break-glass"))
-                })
+                .filter(|x| carechain_service::is_break_glass(&x["event"]))
                 .collect();
             with_proofs(&node, bg)
         })

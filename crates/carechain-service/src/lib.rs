@@ -32,6 +32,25 @@ pub use search::parse_since;
 const DID_SYSTEM: &str = "urn:ietf:rfc:3986";
 const ACT_REASON: &str = "http://terminology.hl7.org/CodeSystem/v3-ActReason";
 const AUDIT_NAMESPACE: &[u8] = b"carechain/v1/audit-event\0";
+/// How an audit event's `outcomeDesc` starts when the access was by break-glass.
+const BREAK_GLASS: &str = "break-glass";
+
+/// The audit note of an access by break-glass: the marker, the reason, then `note`.
+fn break_glass_note(purpose: &Purpose, note: &str) -> String {
+    let reason = purpose.break_glass_reason.as_deref().unwrap_or_default();
+    if note.is_empty() {
+        format!("{BREAK_GLASS}: {reason}")
+    } else {
+        format!("{BREAK_GLASS}: {reason}; {note}")
+    }
+}
+
+/// Whether an audit event records an access by break-glass (the patient's alerts).
+pub fn is_break_glass(event: &Value) -> bool {
+    event["outcomeDesc"]
+        .as_str()
+        .is_some_and(|d| d.starts_with(BREAK_GLASS))
+}
 
 /// A failure with its HTTP status and OperationOutcome issue code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +210,13 @@ fn deletion_tombstone(w: &Written) -> Hash {
     ])
 }
 
+/// A did:key from a sign-in request.
+fn parse_did(did: &str) -> Result<Did, ServiceError> {
+    did.trim()
+        .parse()
+        .map_err(|_| ServiceError::new(400, "invalid", "not a did:key"))
+}
+
 fn did_of(v: &Value) -> Option<Did> {
     v["identifier"]
         .as_array()
@@ -332,10 +358,7 @@ impl Service {
     /// A sign-in challenge for a browser: the text the identity signs (WebCrypto Ed25519,
     /// over the `Challenge` namespace) to get a session. Only active identities get one.
     pub fn login_challenge(&self, did: &str) -> Result<String, ServiceError> {
-        let did: Did = did
-            .trim()
-            .parse()
-            .map_err(|_| ServiceError::new(400, "invalid", "not a did:key"))?;
+        let did = parse_did(did)?;
         if !self.identity(&did).is_some_and(|i| i.active) {
             return Err(AuthError::UnknownClient.into());
         }
@@ -353,10 +376,7 @@ impl Service {
         challenge: &str,
         signature: &str,
     ) -> Result<(String, Session), ServiceError> {
-        let did: Did = did
-            .trim()
-            .parse()
-            .map_err(|_| ServiceError::new(400, "invalid", "not a did:key"))?;
+        let did = parse_did(did)?;
         let now = now_ms();
         self.challenges.take(&did, challenge, now)?;
         let sig = hex::decode(signature.trim())
@@ -398,11 +418,6 @@ impl Service {
     /// The patient record (`Patient/<id>`) a session's identity is, if it is one.
     pub fn patient_reference(&self, s: &Session) -> Option<String> {
         self.patients.read().get(&s.did).cloned()
-    }
-
-    /// The node the service runs on.
-    pub fn node(&self) -> &Arc<Node> {
-        &self.node
     }
 
     /// The session of a bearer token.
@@ -712,10 +727,7 @@ impl Service {
         let break_glass = self.gate_read(s, purpose, rt, &meta, interaction, &what)?;
         let resource = self.records.read_version(rt, id, &meta);
         let note = if break_glass {
-            format!(
-                "break-glass: {}",
-                purpose.break_glass_reason.clone().unwrap_or_default()
-            )
+            break_glass_note(purpose, "")
         } else {
             "allowed".to_string()
         };

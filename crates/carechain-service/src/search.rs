@@ -238,10 +238,7 @@ impl Service {
         for (patient, (n, bg)) in per_patient {
             let mut note = format!("{interaction}: {n} of this patient's records returned");
             if bg {
-                note = format!(
-                    "break-glass: {}; {note}",
-                    purpose.break_glass_reason.clone().unwrap_or_default()
-                );
+                note = crate::break_glass_note(purpose, &note);
             }
             self.audit(s, purpose, interaction, "E", rt, Some(&patient), "0", &note);
         }
@@ -808,10 +805,7 @@ impl Service {
             found.withheld
         );
         if glass {
-            note = format!(
-                "break-glass: {}; {note}",
-                purpose.break_glass_reason.clone().unwrap_or_default()
-            );
+            note = crate::break_glass_note(purpose, &note);
         }
         self.audit(
             s,
@@ -1091,10 +1085,7 @@ impl Service {
             out.len()
         );
         if glass {
-            note = format!(
-                "break-glass: {}; {note}",
-                purpose.break_glass_reason.clone().unwrap_or_default()
-            );
+            note = crate::break_glass_note(purpose, &note);
         }
         self.audit(s, purpose, "history-type", "R", rt, None, "0", &note);
         Ok(out)

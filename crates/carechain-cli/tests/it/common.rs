@@ -133,6 +133,36 @@ impl Drop for NodeProc {
     }
 }
 
+/// Runs `e2e/<script>` with Node.js against a node: `package` (from `npm ci --prefix e2e`,
+/// which `scripts/test-all.sh` runs) must be installed, the script must succeed and print
+/// `marker`. `env` is passed to the script. Returns its standard output.
+pub fn run_e2e(
+    script: &str,
+    package: &str,
+    env: &[(&str, &std::ffi::OsStr)],
+    marker: &str,
+) -> String {
+    let e2e = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e");
+    assert!(
+        e2e.join("node_modules").join(package).is_dir(),
+        "{package} is not installed: run `npm ci --prefix e2e` (scripts/test-all.sh does)"
+    );
+    let out = Command::new("node")
+        .arg(e2e.join(script))
+        .current_dir(&e2e)
+        .envs(env.iter().copied())
+        .output()
+        .expect("node (Node.js) must be installed");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{script} failed (environment {env:?}):\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains(marker), "{stdout}");
+    stdout
+}
+
 pub fn agent() -> ureq::Agent {
     ureq::Agent::new_with_config(
         ureq::Agent::config_builder()

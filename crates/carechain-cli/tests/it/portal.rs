@@ -22,11 +22,6 @@ fn chromium() -> String {
 
 #[test]
 fn patient_and_clinician_story_in_headless_chromium() {
-    let e2e = workspace().join("e2e");
-    assert!(
-        e2e.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is not installed: run `npm ci --prefix e2e` (scripts/test-all.sh does)"
-    );
     assert!(
         Path::new(&chromium()).exists(),
         "Chromium is not installed at {}: `apt-get install chromium` (scripts/test-all.sh does)",
@@ -37,23 +32,20 @@ fn patient_and_clinician_story_in_headless_chromium() {
     let mut node = NodeProc::start(&data, &["--demo"]);
     let shots = workspace().join("target/e2e-artifacts/portal");
     let _ = std::fs::remove_dir_all(&shots);
-    let out = std::process::Command::new("node")
-        .arg(e2e.join("portal.mjs"))
-        .current_dir(&e2e)
-        .env("CARECHAIN_URL", &node.url)
-        .env("SCREENSHOT_DIR", &shots)
-        .env("BOB_KEY_FILE", data.join("demo-keys/patient-bob.key"))
-        .env("CHROMIUM", chromium())
-        .output()
-        .expect("node (Node.js) must be installed");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "portal e2e failed (screenshots in {}):\n{stdout}\n{stderr}",
-        shots.display()
+    // On failure, the screenshots in SCREENSHOT_DIR show what each browser showed.
+    let bob = data.join("demo-keys/patient-bob.key");
+    let chromium = chromium();
+    run_e2e(
+        "portal.mjs",
+        "playwright-core",
+        &[
+            ("CARECHAIN_URL", node.url.as_ref()),
+            ("SCREENSHOT_DIR", shots.as_os_str()),
+            ("BOB_KEY_FILE", bob.as_os_str()),
+            ("CHROMIUM", chromium.as_ref()),
+        ],
+        "portal e2e: all passed",
     );
-    assert!(stdout.contains("portal e2e: all passed"), "{stdout}");
     for s in [
         "01-sign-in",
         "02-patient-records",

@@ -69,6 +69,17 @@ fn patients_table(found: &[Value], link: impl Fn(&str) -> Markup) -> Markup {
     }
 }
 
+/// The break-glass reason a form gave (trimmed), or a refusal without one.
+fn required_reason(reason: &str, v: &Viewer) -> Result<String, PageError> {
+    let r = reason.trim();
+    if r.is_empty() {
+        return Err(
+            PageError::new(400, "Reason required", "break-glass needs a reason").seen_by(v),
+        );
+    }
+    Ok(r.to_string())
+}
+
 fn not_patient(v: &Viewer) -> Option<Response> {
     (v.session.role == Role::Patient).then(|| Redirect::to("/patient").into_response())
 }
@@ -168,12 +179,7 @@ async fn emergency_find(
     if let Some(r) = not_patient(&v) {
         return Ok(r);
     }
-    let reason = f.reason.trim().to_string();
-    if reason.is_empty() {
-        return Err(
-            PageError::new(400, "Reason required", "break-glass needs a reason").seen_by(&v),
-        );
-    }
+    let reason = required_reason(&f.reason, &v)?;
     let (svc, s) = (st.service.clone(), v.session.clone());
     let (n, r) = (f.name.trim().to_string(), reason.clone());
     let found = blocking(move || search_patients(&svc, &s, &purpose("ETREAT", Some(r)), &n))
@@ -224,18 +230,8 @@ async fn break_glass(
     if let Some(r) = not_patient(&v) {
         return Ok(r);
     }
-    if f.reason.trim().is_empty() {
-        return Err(
-            PageError::new(400, "Reason required", "break-glass needs a reason").seen_by(&v),
-        );
-    }
-    show_chart(
-        st,
-        v,
-        id,
-        purpose("ETREAT", Some(f.reason.trim().to_string())),
-    )
-    .await
+    let reason = required_reason(&f.reason, &v)?;
+    show_chart(st, v, id, purpose("ETREAT", Some(reason))).await
 }
 
 async fn show_chart(st: Portal, v: Viewer, id: String, p: Purpose) -> Result<Response, PageError> {

@@ -244,10 +244,7 @@ impl<S: Send + Sync> FromRequestParts<S> for SameOrigin {
 /// The name to show for a session: the patient's name, a practitioner's or organization's
 /// directory entry, else the did.
 fn display_name(svc: &Service, s: &Session, patient: Option<&str>) -> String {
-    let own = Purpose {
-        code: "TREAT".into(),
-        break_glass_reason: None,
-    };
+    let own = purpose("TREAT", None);
     if let Some(id) = patient.and_then(|p| p.strip_prefix("Patient/"))
         && let Ok(r) = svc.read(s, &own, "Patient", id, None)
         && let Some(p) = r.resource
@@ -272,17 +269,14 @@ pub(crate) struct DirectoryEntry {
 /// The practitioners and organizations with records on this node (readable by anyone signed
 /// in: they are not patients' records).
 pub(crate) fn directory(svc: &Service, s: &Session) -> Vec<DirectoryEntry> {
-    let purpose = Purpose {
-        code: "TREAT".into(),
-        break_glass_reason: None,
-    };
+    let treat = purpose("TREAT", None);
     let mut out = Vec::new();
     for (rt, kind) in [
         ("Practitioner", "practitioner"),
         ("Organization", "organization"),
     ] {
         let params = vec![("_count".to_string(), "1000".to_string())];
-        let Ok(b) = svc.search(s, &purpose, rt, &params, "") else {
+        let Ok(b) = svc.search(s, &treat, rt, &params, "") else {
             continue;
         };
         for e in b["entry"].as_array().into_iter().flatten() {
@@ -487,9 +481,22 @@ struct ChallengeReq {
     did: String,
 }
 
-fn json_error(e: ServiceError) -> Response {
-    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
-    (status, Json(json!({"error": e.message}))).into_response()
+fn json_error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({"error": message}))).into_response()
+}
+
+/// Runs a sign-in step off the async threads; a refusal becomes a JSON error.
+async fn json_step<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(json_error(
+            StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+            &e.message,
+        )),
+        Err(_) => Err(StatusCode::INTERNAL_SERVER_ERROR.into_response()),
+    }
 }
 
 async fn challenge(
@@ -498,17 +505,12 @@ async fn challenge(
     body: Result<Json<ChallengeReq>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Ok(Json(req)) = body else {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": "expected {\"did\": \"did:key:…\"}"})),
-        )
-            .into_response();
+        return json_error(StatusCode::BAD_REQUEST, "expected {\"did\": \"did:key:…\"}");
     };
     let svc = st.service.clone();
-    match tokio::task::spawn_blocking(move || svc.login_challenge(&req.did)).await {
-        Ok(Ok(c)) => Json(json!({"challenge": c})).into_response(),
-        Ok(Err(e)) => json_error(e),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    match json_step(move || svc.login_challenge(&req.did)).await {
+        Ok(c) => Json(json!({"challenge": c})).into_response(),
+        Err(r) => r,
     }
 }
 
@@ -540,24 +542,20 @@ async fn login(
     body: Result<Json<LoginReq>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Ok(Json(req)) = body else {
-        return (
+        return json_error(
             StatusCode::BAD_REQUEST,
-            Json(json!({"error": "expected did, challenge and signature"})),
-        )
-            .into_response();
+            "expected did, challenge and signature",
+        );
     };
     let svc = st.service.clone();
-    match tokio::task::spawn_blocking(move || svc.login(&req.did, &req.challenge, &req.signature))
-        .await
-    {
-        Ok(Ok((token, s))) => {
+    match json_step(move || svc.login(&req.did, &req.challenge, &req.signature)).await {
+        Ok((token, s)) => {
             let mut r = Json(json!({"redirect": landing(s.role)})).into_response();
             r.headers_mut()
                 .insert(header::SET_COOKIE, session_cookie(&h, &token, 8 * 3600));
             r
         }
-        Ok(Err(e)) => json_error(e),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Err(r) => r,
     }
 }
 

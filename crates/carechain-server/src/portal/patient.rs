@@ -357,7 +357,7 @@ fn access_rows(entries: Vec<Value>, own_did: &str, dir: &[DirectoryEntry]) -> Ve
                     .unwrap_or("")
                     .to_string(),
                 allowed: ev["outcome"] == "0",
-                break_glass: note.starts_with("break-glass"),
+                break_glass: carechain_service::is_break_glass(ev),
                 note,
                 entry,
             }
