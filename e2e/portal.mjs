@@ -133,7 +133,7 @@ try {
   }
   await shot(patient, '07-patient-access-log');
 
-  step('a tampered proof and a tampered event fail');
+  step('a tampered proof, a tampered event and a tampered batch proof fail');
   const allowed = patient.locator('tr.row-ok', { hasText: 'Dr. Dan Okafor' }).first();
   await allowed.evaluate((tr) => {
     const proof = JSON.parse(tr.dataset.proof);
@@ -147,6 +147,14 @@ try {
   await denied.evaluate((tr) => { tr.dataset.event = tr.dataset.event.replace('"outcome":"', '"outcome":"0'); });
   await denied.getByRole('button', { name: 'Verify' }).click();
   await denied.getByText('✗ Verification failed: the event does not match the commitment on the ledger').waitFor();
+  await glass.evaluate((tr) => {
+    const batch = JSON.parse(tr.dataset.batch);
+    if (!batch) throw new Error('audit events are anchored in batches: the row must carry its batch proof');
+    batch.proof.push('00'.repeat(32));
+    tr.dataset.batch = JSON.stringify(batch);
+  });
+  await glass.getByRole('button', { name: 'Verify' }).click();
+  await glass.getByText('✗ Verification failed: inclusion proof is too long').waitFor();
   await shot(patient, '08-patient-tampered-proof');
 
   step('the patient erases a record and downloads the certificate');

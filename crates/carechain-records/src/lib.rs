@@ -104,6 +104,22 @@ pub struct Anchor {
     /// The salt of that commitment, when the service chose it (audit events); record versions
     /// use the sealed record's salt.
     pub salt: Option<[u8; 32]>,
+    /// When the transaction carries the Merkle root of a batch of commitments (audit events)
+    /// rather than this commitment itself: where this commitment is in that batch.
+    pub batch: Option<BatchPath>,
+}
+
+/// A commitment's place in a batch anchored by one transaction: the transaction carries the
+/// RFC 6962 Merkle tree hash of the batch's commitments (each hashed as a leaf), and `proof`
+/// is the inclusion proof of leaf `index` in that tree of `size` leaves.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct BatchPath {
+    /// The commitment's index in the batch.
+    pub index: u64,
+    /// The number of commitments in the batch.
+    pub size: u64,
+    /// The inclusion proof (RFC 9162 §2.1.3) of that leaf under the batch root.
+    pub proof: Vec<Hash>,
 }
 
 /// The result of a write.

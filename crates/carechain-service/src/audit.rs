@@ -1,7 +1,8 @@
 //! Audit events: built for every interaction (allowed or denied), queued, and written by one
-//! writer thread in batches — each event sealed into the patient's compartment and anchored
-//! on the ledger (one salted commitment per event), a batch in one record-store commit and
-//! one wait for the ledger.
+//! writer thread in batches — each event sealed into the patient's compartment under a salted
+//! commitment; a batch in one record-store commit, anchored on the ledger by one transaction
+//! carrying the Merkle tree hash of the batch's commitments (each event keeps its inclusion
+//! proof in that tree, handed out with its receipt).
 //!
 //! By default an interaction is answered once its event is queued (the writer drains the
 //! queue continuously; a graceful shutdown and every access-log read wait for it). With
@@ -15,7 +16,9 @@ use std::{
 };
 
 use carechain_crypto::Hash;
-use carechain_records::{Anchor, NewVersion, Written, format_instant};
+use carechain_log::{MemoryLog, inclusion_proof};
+use carechain_records::{Anchor, BatchPath, NewVersion, Written, format_instant};
+use carechain_types::Payload;
 use carechain_vault::PublicEncryptionKey;
 use parking_lot::{Condvar, Mutex};
 use serde_json::{Value, json};
@@ -27,8 +30,10 @@ use carechain_node::now_ms;
 const QUEUE_LIMIT: usize = 65_536;
 /// Events written in one batch (one commit, one ledger wait).
 const BATCH_LIMIT: usize = 4_096;
-/// Attempts at writing a batch before its events are reported lost.
+/// Attempts at anchoring a batch before its events are reported lost.
 const ATTEMPTS: usize = 5;
+/// The anchor kind of a batch of audit events (the transaction carries the batch's Merkle root).
+pub const AUDIT_BATCH: &str = "audit-batch";
 
 #[derive(Default)]
 struct State {
@@ -176,54 +181,44 @@ impl Service {
 
     fn write_batch(&self, batch: Vec<(u64, Value, Option<String>)>) {
         let tickets: Vec<u64> = batch.iter().map(|(t, _, _)| *t).collect();
-        let mut ok = false;
-        for attempt in 0..ATTEMPTS {
-            match self.store_audits(&batch) {
-                Ok(()) => {
-                    ok = true;
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        code = e.code,
-                        attempt,
-                        events = batch.len(),
-                        "audit batch not written; retrying"
-                    );
-                    // Back off before retrying (the ledger may be busy).
-                    let st = &self.audit_queue;
-                    let mut g = st.state.lock();
-                    st.work
-                        .wait_for(&mut g, Duration::from_millis(20 << attempt));
-                }
+        let events = batch.len();
+        let ok = match self.store_audits(batch) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(code = e.code, events, "audit events could not be recorded");
+                false
             }
-        }
-        if !ok {
-            tracing::error!(events = batch.len(), "audit events could not be recorded");
-        }
+        };
         self.audit_queue.finish(&tickets, ok);
     }
 
-    /// Seals, anchors and commits a batch of audit events: all or nothing.
-    fn store_audits(&self, batch: &[(u64, Value, Option<String>)]) -> Result<(), ServiceError> {
+    /// Seals, anchors and commits a batch of audit events: all or nothing. The batch is
+    /// anchored by one transaction carrying the Merkle tree hash of the events' commitments;
+    /// each event's metadata keeps its inclusion proof in that tree ([`BatchPath`]), which the
+    /// access log hands out with the receipt.
+    fn store_audits(&self, batch: Vec<(u64, Value, Option<String>)>) -> Result<(), ServiceError> {
         let mut items = Vec::with_capacity(batch.len());
         // Each patient's key is looked up once per batch.
-        let mut keys: std::collections::BTreeMap<&str, Vec<PublicEncryptionKey>> =
+        let mut keys: std::collections::BTreeMap<String, Vec<PublicEncryptionKey>> =
             std::collections::BTreeMap::new();
         for (_, ev, patient) in batch {
-            let also = match patient {
-                Some(p) => keys
-                    .entry(p.as_str())
-                    .or_insert_with(|| self.recipients("AuditEvent", Some(p), ev))
-                    .clone(),
+            let also = match &patient {
+                Some(p) => match keys.get(p) {
+                    Some(k) => k.clone(),
+                    None => {
+                        let k = self.recipients("AuditEvent", Some(p), &ev);
+                        keys.insert(p.clone(), k.clone());
+                        k
+                    }
+                },
                 None => Vec::new(),
             };
             items.push(NewVersion {
-                resource: ev.clone(),
+                resource: ev,
                 id: carechain_records::new_id()?,
                 if_match: None,
                 fresh: true,
-                patient: patient.clone(),
+                patient,
                 // Like any record: wrapped to the node and to the patient, who can also read
                 // it offline from its envelope.
                 also,
@@ -234,6 +229,7 @@ impl Service {
         self.records
             .write_many(items, None, now_ms(), |ws: &[Written]| {
                 let mut salts = Vec::with_capacity(ws.len());
+                let mut tree = MemoryLog::new();
                 let mut commitments: Vec<Hash> = Vec::with_capacity(ws.len());
                 for w in ws {
                     let resource = w
@@ -243,27 +239,50 @@ impl Service {
                     let mut salt = [0u8; 32];
                     getrandom::fill(&mut salt)
                         .map_err(|_| ServiceError::new(500, "exception", "randomness"))?;
-                    commitments.push(audit_commitment(&salt, resource));
+                    let c = audit_commitment(&salt, resource);
+                    tree.append(&c.0);
+                    commitments.push(c);
                     salts.push(salt);
                 }
-                let payloads = commitments
-                    .iter()
-                    .map(|c| Service::plain_anchor("audit", *c))
-                    .collect();
-                let txs = self.anchor_many(payloads)?;
-                Ok::<_, ServiceError>(
-                    txs.into_iter()
-                        .zip(commitments)
-                        .zip(salts)
-                        .map(|((tx, commitment), salt)| Anchor {
+                let size = tree.size();
+                let tx = self.anchor_retrying(Service::plain_anchor(AUDIT_BATCH, tree.root()))?;
+                commitments
+                    .into_iter()
+                    .zip(salts)
+                    .enumerate()
+                    .map(|(i, (commitment, salt))| {
+                        let proof = inclusion_proof(&tree, i as u64, size)
+                            .map_err(|_| ServiceError::new(500, "exception", "batch proof"))?;
+                        Ok::<_, ServiceError>(Anchor {
                             tx,
                             commitment,
                             salt: Some(salt),
+                            batch: Some(BatchPath {
+                                index: i as u64,
+                                size,
+                                proof,
+                            }),
                         })
-                        .collect(),
-                )
+                    })
+                    .collect()
             })?;
         Ok(())
+    }
+
+    /// Anchors one payload, retrying with a growing pause while the ledger refuses it.
+    fn anchor_retrying(&self, payload: Payload) -> Result<Hash, ServiceError> {
+        let mut attempt = 0;
+        loop {
+            match self.anchor(payload.clone()) {
+                Ok(tx) => return Ok(tx),
+                Err(e) if attempt + 1 < ATTEMPTS => {
+                    tracing::warn!(code = e.code, attempt, "audit batch not anchored; retrying");
+                    std::thread::sleep(Duration::from_millis(20 << attempt));
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Records an audit event (IHE BALP style) for an interaction on a patient's record.
@@ -304,7 +323,7 @@ impl Service {
             "outcomeDesc": note,
             "purposeOfEvent": [{"coding": [{"system": ACT_REASON, "code": purpose.code}]}],
             "agent": [agent],
-            "source": {"observer": {"identifier": {"system": DID_SYSTEM, "value": self.key.public().did().to_string()}}},
+            "source": {"observer": {"identifier": {"system": DID_SYSTEM, "value": self.node_did}}},
             "entity": entity
         });
         // AuditEvent has no `patient` element: the store's compartment is given alongside.

@@ -173,6 +173,8 @@ pub struct Service {
     /// The key of patient pseudonyms on the ledger (derived from the node's key-encryption
     /// seed: without it, a pseudonym links to nobody).
     pseudonym_key: [u8; 32],
+    /// The node's did as text (the observer of every audit event).
+    node_did: String,
 }
 
 impl Drop for Service {
@@ -246,6 +248,7 @@ impl Service {
             ),
         };
         let records = RecordStore::open_with(dir, EncryptionKey::from_seed(kek_seed), blobs)?;
+        let node_did = key.public().did().to_string();
         let svc = Service {
             node,
             key,
@@ -260,6 +263,7 @@ impl Service {
             token_audience: token_audience.to_string(),
             audit_queue: Arc::new(audit::AuditQueue::new()),
             pseudonym_key: sha256_parts(&[b"carechain/v1/pseudonym-key\0", kek_seed]).0,
+            node_did,
         };
         // Creates a crash left between their metadata commit and their anchor: keep those
         // whose anchor is durable, remove the others (they were never acknowledged).
@@ -551,6 +555,7 @@ impl Service {
                 tx,
                 commitment,
                 salt: None,
+                batch: None,
             })
             .collect())
     }
@@ -843,6 +848,7 @@ impl Service {
                             tx: txs.first().copied().unwrap_or_default(),
                             commitment,
                             salt: None,
+                            batch: None,
                         })
                     },
                     |a: &Anchor| self.wait_durable(&a.tx).map(|_| ()),
@@ -1417,6 +1423,13 @@ impl Service {
                 entry["commitment"] = json!(a.commitment.to_hex());
                 entry["salt"] = json!(a.salt.map(hex::encode));
                 entry["tx_hash"] = json!(a.tx.to_hex());
+                if let Some(b) = &a.batch {
+                    entry["batch"] = json!({
+                        "index": b.index,
+                        "size": b.size,
+                        "proof": b.proof.iter().map(Hash::to_hex).collect::<Vec<_>>(),
+                    });
+                }
                 if let Ok(Some(loc)) = snap.tx_location(&a.tx)
                     && let Ok(Some(block)) = snap.block(loc.height)
                     && let Some(tx) = block.txs.get(loc.position as usize)
@@ -1464,8 +1477,9 @@ pub fn audit_commitment(salt: &[u8; 32], event: &Value) -> Hash {
 }
 
 /// Checks one access-log entry offline: the audit event matches the commitment its
-/// transaction carries (with the entry's salt), and that transaction is a leaf of the log
-/// under a checkpoint signed by `verifier`. Returns the checkpoint's log size.
+/// transaction carries (with the entry's salt) — directly, or through the entry's inclusion
+/// proof in the batch whose Merkle root the transaction carries — and that transaction is a
+/// leaf of the log under a checkpoint signed by `verifier`. Returns the checkpoint's log size.
 pub fn verify_receipt(
     entry: &Value,
     verifier: &carechain_log::NoteVerifier,
@@ -1478,9 +1492,22 @@ pub fn verify_receipt(
     let raw = hex::decode(entry["tx"].as_str().ok_or("entry has no transaction")?)
         .map_err(|_| "tx is not hex")?;
     let tx = carechain_types::decode_tx(&raw).map_err(|e| e.to_string())?;
+    let anchored = match &entry["batch"] {
+        Value::Null => commitment,
+        b => {
+            let proof = hashes(&b["proof"]).map_err(|e| format!("batch proof: {e}"))?;
+            carechain_log::proof::root_from_inclusion(
+                b["index"].as_u64().ok_or("batch has no index")?,
+                b["size"].as_u64().ok_or("batch has no size")?,
+                &carechain_crypto::merkle::leaf_hash(&commitment.0),
+                &proof,
+            )
+            .map_err(|e| format!("batch proof: {e}"))?
+        }
+    };
     match &tx.body.payload {
         Payload::Anchor { commitment: c, .. } | Payload::TaggedAnchor { commitment: c, .. }
-            if *c == commitment => {}
+            if *c == anchored => {}
         _ => {
             return Err(
                 "the transaction does not carry this event's commitment: the event was altered"
@@ -1496,12 +1523,7 @@ pub fn verify_receipt(
                 .ok_or("entry has no checkpoint")?,
         )
         .map_err(|e| e.to_string())?;
-    let proof: Vec<Hash> = inc["proof"]
-        .as_array()
-        .ok_or("entry has no proof")?
-        .iter()
-        .map(|h| Hash::from_hex(h.as_str().unwrap_or("")).map_err(|e| e.to_string()))
-        .collect::<Result<_, _>>()?;
+    let proof = hashes(&inc["proof"])?;
     let index = inc["log_index"].as_u64().ok_or("entry has no log index")?;
     carechain_log::proof::verify_inclusion(
         index,
@@ -1512,4 +1534,13 @@ pub fn verify_receipt(
     )
     .map_err(|e| format!("inclusion proof: {e}"))?;
     Ok(cp.size)
+}
+
+/// A JSON array of hex hashes.
+fn hashes(v: &Value) -> Result<Vec<Hash>, String> {
+    v.as_array()
+        .ok_or("entry has no proof")?
+        .iter()
+        .map(|h| Hash::from_hex(h.as_str().unwrap_or("")).map_err(|e| e.to_string()))
+        .collect()
 }

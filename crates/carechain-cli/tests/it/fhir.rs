@@ -433,6 +433,38 @@ fn consent_audit_break_glass_and_erasure_over_http() {
     let mut tampered = alerts[0].clone();
     tampered["event"]["outcomeDesc"] = json!("allowed");
     assert!(carechain_service::verify_receipt(&tampered, &verifier).is_err());
+    // Audit events are anchored in batches: the receipt leads from the event's commitment to
+    // the batch root its transaction carries. Without that path, or with a longer one, or at
+    // another place in the batch, it does not verify.
+    let batch = &alerts[0]["batch"];
+    let size = batch["size"].as_u64().expect("a batch receipt");
+    assert!(batch["index"].as_u64().unwrap() < size, "{batch}");
+    let mut unbatched = alerts[0].clone();
+    unbatched.as_object_mut().unwrap().remove("batch");
+    assert!(carechain_service::verify_receipt(&unbatched, &verifier).is_err());
+    let mut longer = alerts[0].clone();
+    longer["batch"]["proof"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("00".repeat(32)));
+    assert!(carechain_service::verify_receipt(&longer, &verifier).is_err());
+    let mut moved = alerts[0].clone();
+    moved["batch"]["index"] = json!((batch["index"].as_u64().unwrap() + 1) % (size + 1));
+    moved["batch"]["size"] = json!(size + 1);
+    assert!(carechain_service::verify_receipt(&moved, &verifier).is_err());
+    // Every entry of the access log verifies, whatever batch it was written in.
+    let (_, log, _) = call(
+        "GET",
+        &format!("{url}/patients/{pid}/access-log"),
+        &t_pat,
+        None,
+        None,
+    );
+    let entries = log["entries"].as_array().unwrap();
+    assert!(entries.len() > 5, "{log}");
+    for e in entries {
+        carechain_service::verify_receipt(e, &verifier).unwrap_or_else(|err| panic!("{err}: {e}"));
+    }
     // Through the CLI, offline.
     let f = dir.path().join("receipt.json");
     std::fs::write(&f, alerts[0].to_string()).unwrap();

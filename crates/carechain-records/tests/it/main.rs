@@ -294,6 +294,7 @@ fn creates_are_invisible_until_anchored_and_a_crash_in_between_is_settled() {
             tx,
             commitment: w.meta.commitment.unwrap(),
             salt: None,
+            batch: None,
         })
     };
     // The state at the moment of a crash: metadata durable, anchor not yet confirmed.
@@ -435,6 +436,7 @@ fn concurrent_writers_of_one_resource_lose_nothing() {
                                 tx: carechain_crypto::sha256(w.id.as_bytes()),
                                 commitment: w.meta.commitment.unwrap(),
                                 salt: None,
+                                batch: None,
                             })
                             .collect(),
                     )

@@ -445,6 +445,7 @@ async fn access(
                                 data-event=(serde_json::to_string(&e["event"]).unwrap_or_default())
                                 data-salt=(e["salt"].as_str().unwrap_or(""))
                                 data-tx=(e["tx"].as_str().unwrap_or(""))
+                                data-batch=(serde_json::to_string(&e["batch"]).unwrap_or_default())
                                 data-index=(inc["log_index"].as_u64().map(|x| x.to_string()).unwrap_or_default())
                                 data-size=(inc["tree_size"].as_u64().map(|x| x.to_string()).unwrap_or_default())
                                 data-proof=(serde_json::to_string(&inc["proof"]).unwrap_or_default())

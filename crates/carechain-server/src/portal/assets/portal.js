@@ -2,9 +2,9 @@
 // 1. sign-in with a key file: the secret key stays in the browser, which signs the node's
 //    one-time challenge with WebCrypto Ed25519 over the "carechain/v1/challenge\0" namespace;
 // 2. "Verify" in the access log: checks, in the browser, that an audit event matches the
-//    commitment its ledger transaction carries, that the transaction is a leaf of the log
-//    (RFC 9162 inclusion proof) and that the log root is in a checkpoint (C2SP signed note)
-//    signed with the node's checkpoint key.
+//    commitment its ledger transaction carries (directly, or through its batch's Merkle root),
+//    that the transaction is a leaf of the log (RFC 9162 inclusion proof) and that the log
+//    root is in a checkpoint (C2SP signed note) signed with the node's checkpoint key.
 'use strict';
 
 const enc = new TextEncoder();
@@ -172,8 +172,16 @@ async function verifyRow(row, vkey) {
   const salt = hexToBytes(d.salt);
   if (salt.length !== 32) throw new Error('salt is not 32 bytes');
   const commitment = await sha256(AUDIT_NS, salt, enc.encode(d.event));
+  // A batch of events is anchored by the Merkle root of their commitments: the event's
+  // commitment leads to that root through its in-batch inclusion proof.
+  let anchored = commitment;
+  const batch = JSON.parse(d.batch || 'null');
+  if (batch) {
+    const leaf = await sha256(new Uint8Array([0]), commitment);
+    anchored = await rootFromInclusion(batch.index, batch.size, leaf, batch.proof.map(hexToBytes));
+  }
   const tx = hexToBytes(d.tx);
-  if (!equal(txCommitment(tx), commitment)) {
+  if (!equal(txCommitment(tx), anchored)) {
     throw new Error('the event does not match the commitment on the ledger');
   }
   const cp = await verifyCheckpoint(d.checkpoint, vkey);
