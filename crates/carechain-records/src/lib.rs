@@ -23,6 +23,8 @@ use parking_lot::Mutex;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::{Value, json};
 
+/// Versions sealed per thread at least when a batch is sealed on several threads.
+const SEALS_PER_THREAD: usize = 32;
 const HEADS: TableDefinition<&str, u64> = TableDefinition::new("heads");
 const VERSIONS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("versions");
 /// (patient, resource type, id) → () : the patient compartment.
@@ -136,6 +138,16 @@ pub struct Written {
     /// The blob store's mark after the ciphertext was staged (what the metadata commit
     /// must have synced).
     blob_mark: u64,
+    /// The serialized resource that was sealed (empty for a deletion).
+    plaintext: Vec<u8>,
+}
+
+impl Written {
+    /// The exact bytes that were encrypted: the resource's JSON serialization (empty for a
+    /// deletion). A commitment over them needs no second serialization.
+    pub fn plaintext(&self) -> &[u8] {
+        &self.plaintext
+    }
 }
 
 /// One version to write with [`RecordStore::write_many`].
@@ -537,6 +549,7 @@ impl<B: BlobStore> RecordStore<B> {
             meta,
             resource: Some(resource),
             blob_mark: 0,
+            plaintext: Vec::new(),
         };
         if seal {
             self.seal(&mut w, also)?;
@@ -559,6 +572,7 @@ impl<B: BlobStore> RecordStore<B> {
         w.meta.commitment = Some(sealed.commitment);
         w.meta.sealed = Some(sealed);
         w.blob_mark = self.vault.blobs().staged_mark();
+        w.plaintext = bytes;
         Ok(())
     }
 
@@ -629,10 +643,39 @@ impl<B: BlobStore> RecordStore<B> {
             )?);
         }
         // Every version is valid: only now is anything encrypted and staged — on every core
-        // (each seal serializes and encrypts one version).
+        // when there are enough versions to be worth a thread (each seal serializes and
+        // encrypts one version, some microseconds; starting a thread costs about as much as
+        // sealing a few dozen).
         let threads = std::thread::available_parallelism()
             .map_or(1, std::num::NonZero::get)
-            .min(written.len().max(1));
+            .min(written.len().div_ceil(SEALS_PER_THREAD));
+        if threads <= 1 {
+            written
+                .iter_mut()
+                .zip(&recipients)
+                .filter(|(w, _)| !w.meta.deleted)
+                .try_for_each(|(w, a)| self.seal(w, a))?;
+        } else {
+            self.seal_in_parallel(&mut written, &recipients, threads)?;
+        }
+        let anchors = anchor(&written)?;
+        let mut batch = Vec::with_capacity(written.len());
+        for (w, a) in written.iter_mut().zip(anchors) {
+            w.meta.anchor = Some(a);
+            batch.push(Entry::of(w, true, false));
+        }
+        // One transaction of its own (not the shared group): all or nothing.
+        self.commit_batch(&batch)?;
+        Ok(written)
+    }
+
+    /// Seals `written` (but deletions) on `threads` threads.
+    fn seal_in_parallel(
+        &self,
+        written: &mut [Written],
+        recipients: &[Vec<PublicEncryptionKey>],
+        threads: usize,
+    ) -> Result<(), RecordError> {
         let chunk = written.len().div_ceil(threads).max(1);
         std::thread::scope(|scope| {
             let handles: Vec<_> = written
@@ -651,16 +694,7 @@ impl<B: BlobStore> RecordStore<B> {
                 h.join()
                     .unwrap_or_else(|_| Err(RecordError::Db("sealing thread panicked".into())))
             })
-        })?;
-        let anchors = anchor(&written)?;
-        let mut batch = Vec::with_capacity(written.len());
-        for (w, a) in written.iter_mut().zip(anchors) {
-            w.meta.anchor = Some(a);
-            batch.push(Entry::of(w, true, false));
-        }
-        // One transaction of its own (not the shared group): all or nothing.
-        self.commit_batch(&batch)?;
-        Ok(written)
+        })
     }
 
     /// Writes one version's metadata durably, sharing the commit with concurrent writers.
@@ -942,6 +976,7 @@ impl<B: BlobStore> RecordStore<B> {
             meta,
             resource: None,
             blob_mark: 0,
+            plaintext: Vec::new(),
         })
     }
 

@@ -23,7 +23,9 @@ use carechain_vault::PublicEncryptionKey;
 use parking_lot::{Condvar, Mutex};
 use serde_json::{Value, json};
 
-use crate::{ACT_REASON, DID_SYSTEM, Purpose, Service, ServiceError, Session, audit_commitment};
+use crate::{
+    ACT_REASON, DID_SYSTEM, Purpose, Service, ServiceError, Session, audit_commitment_of_bytes,
+};
 use carechain_node::now_ms;
 
 /// Events queued beyond this make interactions wait for the writer.
@@ -232,14 +234,15 @@ impl Service {
                 let mut tree = MemoryLog::new();
                 let mut commitments: Vec<Hash> = Vec::with_capacity(ws.len());
                 for w in ws {
-                    let resource = w
-                        .resource
-                        .as_ref()
-                        .ok_or_else(|| ServiceError::new(500, "exception", "no audit content"))?;
+                    if w.plaintext().is_empty() {
+                        return Err(ServiceError::new(500, "exception", "no audit content"));
+                    }
                     let mut salt = [0u8; 32];
                     getrandom::fill(&mut salt)
                         .map_err(|_| ServiceError::new(500, "exception", "randomness"))?;
-                    let c = audit_commitment(&salt, resource);
+                    // The sealed bytes are the event's canonical JSON (what the access log
+                    // serves and a verifier hashes).
+                    let c = audit_commitment_of_bytes(&salt, w.plaintext());
                     tree.append(&c.0);
                     commitments.push(c);
                     salts.push(salt);
@@ -313,7 +316,7 @@ impl Service {
         if let Some(p) = patient {
             entity.push(json!({"what": {"reference": p}, "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1"}}));
         }
-        let ev = json!({
+        let mut ev = json!({
             "resourceType": "AuditEvent",
             "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
             "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": interaction}],
@@ -322,10 +325,11 @@ impl Service {
             "outcome": outcome,
             "outcomeDesc": note,
             "purposeOfEvent": [{"coding": [{"system": ACT_REASON, "code": purpose.code}]}],
-            "agent": [agent],
             "source": {"observer": {"identifier": {"system": DID_SYSTEM, "value": self.node_did}}},
-            "entity": entity
         });
+        // Moved in (`json!` would copy a `Value` by serializing it).
+        ev["agent"] = Value::Array(vec![agent]);
+        ev["entity"] = Value::Array(entity);
         // AuditEvent has no `patient` element: the store's compartment is given alongside.
         let ticket = self.audit_queue.push(ev, patient.map(str::to_string));
         if self

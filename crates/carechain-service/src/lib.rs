@@ -1472,8 +1472,12 @@ fn resolve_references(v: &mut Value, map: &BTreeMap<String, String>) {
 
 /// The commitment anchored for an audit event: `SHA-256(ns || salt || canonical JSON)`.
 pub fn audit_commitment(salt: &[u8; 32], event: &Value) -> Hash {
-    let bytes = serde_json::to_vec(event).unwrap_or_default();
-    sha256_parts(&[AUDIT_NAMESPACE, salt, &bytes])
+    audit_commitment_of_bytes(salt, &serde_json::to_vec(event).unwrap_or_default())
+}
+
+/// [`audit_commitment`] of an event already serialized.
+pub(crate) fn audit_commitment_of_bytes(salt: &[u8; 32], json: &[u8]) -> Hash {
+    sha256_parts(&[AUDIT_NAMESPACE, salt, json])
 }
 
 /// Checks one access-log entry offline: the audit event matches the commitment its
