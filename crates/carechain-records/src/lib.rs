@@ -313,10 +313,17 @@ pub fn format_instant(ms: u64) -> String {
     )
 }
 
-/// A fresh resource id (32 hex digits).
+/// A fresh resource id: 32 hex digits, the first 12 the current time in milliseconds since the
+/// epoch and the other 20 random (80 bits; the layout of a UUIDv7 without its version bits).
+/// Ids made close in time sort close together, so a batch of new records lands in a few
+/// B-tree pages of each index instead of one random page per record.
 pub fn new_id() -> Result<String, RecordError> {
     let mut b = [0u8; 16];
-    getrandom::fill(&mut b).map_err(|_| RecordError::Vault(VaultError::Randomness))?;
+    getrandom::fill(&mut b[6..]).map_err(|_| RecordError::Vault(VaultError::Randomness))?;
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
     Ok(hex::encode(b))
 }
 

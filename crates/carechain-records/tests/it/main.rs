@@ -261,6 +261,25 @@ fn data_survives_a_restart() {
 }
 
 #[test]
+fn new_ids_are_fhir_ids_unique_and_ordered_by_time() {
+    let ids: Vec<String> = (0..2_000).map(|_| new_id().unwrap()).collect();
+    for id in &ids {
+        assert_eq!(id.len(), 32, "{id}");
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    }
+    let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len());
+    // The first 12 digits are the millisecond they were made: never decreasing.
+    assert!(ids.windows(2).all(|w| w[0][..12] <= w[1][..12]));
+    let ms = u64::from_str_radix(&ids[0][..12], 16).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(ms <= now && now - ms < 60_000, "{ms} vs {now}");
+}
+
+#[test]
 fn instants_format_like_fhir() {
     assert_eq!(format_instant(0), "1970-01-01T00:00:00.000Z");
     assert_eq!(format_instant(951_782_400_123), "2000-02-29T00:00:00.123Z");
