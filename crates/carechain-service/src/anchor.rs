@@ -228,7 +228,8 @@ impl Service {
     /// Whether the transaction `hash` is in a durable block.
     pub(crate) fn is_durable(&self, hash: &Hash) -> bool {
         self.node
-            .snapshot()
-            .is_ok_and(|snap| snap.tx_location(hash).ok().flatten().is_some())
+            .store()
+            .tx_location(hash)
+            .is_ok_and(|loc| loc.is_some())
     }
 }

@@ -309,6 +309,12 @@ impl Store {
         Snapshot::new(self.db.begin_read().map_err(db)?)
     }
 
+    /// Where a transaction is, if committed: [`Snapshot::tx_location`] without opening the
+    /// rest of a snapshot (callers waiting for their transaction ask this after every block).
+    pub fn tx_location(&self, tx: &Hash) -> Result<Option<TxLocation>, StorageError> {
+        tx_location_in(&self.db.begin_read().map_err(db)?, tx)
+    }
+
     /// Writes a block and all it produces in one durable transaction.
     pub fn commit_block(&self, c: &BlockCommit<'_>) -> Result<(), StorageError> {
         if self.poisoned.load(Ordering::SeqCst) {
@@ -402,6 +408,15 @@ pub struct Snapshot {
     state: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
     nodes: redb::ReadOnlyTable<(u8, u64), &'static [u8; 32]>,
     entries: redb::ReadOnlyTable<u64, &'static [u8; 32]>,
+}
+
+/// Where a transaction is in the chain read by `txn`, if committed.
+fn tx_location_in(txn: &ReadTransaction, tx: &Hash) -> Result<Option<TxLocation>, StorageError> {
+    let t = txn.open_table(TX_INDEX).map_err(db)?;
+    Ok(t.get(&tx.0)
+        .map_err(db)?
+        .map(|v| v.value())
+        .map(|(height, position)| TxLocation { height, position }))
 }
 
 fn view_err<E: std::fmt::Display>(e: E) -> ViewError {
@@ -506,11 +521,7 @@ impl Snapshot {
 
     /// Where a transaction is, if committed.
     pub fn tx_location(&self, tx: &Hash) -> Result<Option<TxLocation>, StorageError> {
-        let t = self.txn.open_table(TX_INDEX).map_err(db)?;
-        Ok(t.get(&tx.0)
-            .map_err(db)?
-            .map(|v| v.value())
-            .map(|(height, position)| TxLocation { height, position }))
+        tx_location_in(&self.txn, tx)
     }
 
     /// Log entries (transaction hashes) `from..to`.
