@@ -1038,30 +1038,52 @@ impl<B: BlobStore> RecordStore<B> {
     }
 
     /// Erases every version: ciphertext destroyed, data keys dropped; the metadata keeps only
-    /// what the ledger already has (version, time, commitment). Returns the commitments of the
-    /// destroyed versions.
-    pub fn erase(&self, resource_type: &str, id: &str) -> Result<Vec<Hash>, RecordError> {
+    /// what the ledger already has (version, time, commitment).
+    ///
+    /// `tombstone` is called first, under the resource's write lock, with the commitments of
+    /// the versions about to be destroyed (to put their tombstone on the ledger); only if it
+    /// succeeds is anything destroyed. So a destroyed version always has its tombstone, and a
+    /// failed tombstone leaves the resource as it was (the erasure can be asked again).
+    /// Returns those commitments and what `tombstone` returned. A resource with nothing left
+    /// to destroy is [`RecordError::Erased`].
+    pub fn erase<T, E: From<RecordError>>(
+        &self,
+        resource_type: &str,
+        id: &str,
+        tombstone: impl FnOnce(&[Hash]) -> Result<T, E>,
+    ) -> Result<(Vec<Hash>, T), E> {
         let key = format!("{resource_type}/{id}");
         let _guard = self.writing.lock(vec![key.clone()]);
         let cur = self
             .head(&key)?
             .ok_or_else(|| RecordError::NotFound(key.clone()))?;
-        let mut destroyed = Vec::new();
+        let mut metas = Vec::new();
+        {
+            let rt = self.db.begin_read().map_err(db)?;
+            let t = rt.open_table(VERSIONS).map_err(db)?;
+            for v in 1..=cur {
+                if let Some(g) = t.get((key.as_str(), v)).map_err(db)? {
+                    metas.push((v, VersionMeta::try_from_slice(g.value()).map_err(db)?));
+                }
+            }
+        }
+        let doomed: Vec<Hash> = metas
+            .iter()
+            .filter_map(|(_, m)| m.sealed.as_ref().map(|s| s.commitment))
+            .collect();
+        if doomed.is_empty() && metas.iter().any(|(_, m)| m.erased) {
+            return Err(RecordError::Erased(key).into());
+        }
+        let out = tombstone(&doomed)?;
+        // The metadata forgets the wrapped data keys first (durably), then the ciphertext goes.
+        let mut sealed = Vec::new();
         let mut txn = self.db.begin_write().map_err(db)?;
         txn.set_durability(Durability::Immediate).map_err(db)?;
         {
             let mut t = txn.open_table(VERSIONS).map_err(db)?;
-            for v in 1..=cur {
-                let raw = t
-                    .get((key.as_str(), v))
-                    .map_err(db)?
-                    .map(|g| g.value().to_vec());
-                let Some(raw) = raw else { continue };
-                let mut meta = VersionMeta::try_from_slice(&raw).map_err(db)?;
-                if let Some(sealed) = meta.sealed.take() {
-                    self.vault
-                        .erase(&Self::context(resource_type, id, &meta), &sealed)?;
-                    destroyed.push(sealed.commitment);
+            for (v, mut meta) in metas {
+                if let Some(s) = meta.sealed.take() {
+                    sealed.push((Self::context(resource_type, id, &meta), s));
                 }
                 meta.erased = true;
                 meta.categories.clear();
@@ -1074,6 +1096,9 @@ impl<B: BlobStore> RecordStore<B> {
             }
         }
         txn.commit().map_err(db)?;
-        Ok(destroyed)
+        for (ctx, s) in &sealed {
+            self.vault.erase(ctx, s).map_err(RecordError::from)?;
+        }
+        Ok((doomed, out))
     }
 }

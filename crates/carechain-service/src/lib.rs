@@ -1360,14 +1360,17 @@ impl Service {
                 "only the patient or an operator may erase a record",
             ));
         }
-        let destroyed = self.records.erase(rt, id)?;
+        // The tombstone is on the ledger before anything is destroyed.
+        let (destroyed, (tombstone, tx)) = self.records.erase(rt, id, |doomed: &[Hash]| {
+            let mut parts: Vec<&[u8]> = vec![b"carechain/v1/tombstone\0"];
+            parts.extend(doomed.iter().map(|h| h.0.as_slice()));
+            let tombstone = sha256_parts(&parts);
+            let tx = self.anchor(self.tagged_anchor("tombstone", rt, &meta, tombstone))?;
+            Ok::<_, ServiceError>((tombstone, tx))
+        })?;
         if rt == "Consent" {
             self.index_consent(id, None);
         }
-        let mut parts: Vec<&[u8]> = vec![b"carechain/v1/tombstone\0"];
-        parts.extend(destroyed.iter().map(|h| h.0.as_slice()));
-        let tombstone = sha256_parts(&parts);
-        let tx = self.anchor(self.tagged_anchor("tombstone", rt, &meta, tombstone))?;
         let body = json!({
             "type": "carechain-erasure-certificate",
             "chain_id": self.node.store().genesis().chain_id,

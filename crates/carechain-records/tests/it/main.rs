@@ -191,8 +191,34 @@ fn delete_keeps_history_and_erase_destroys_content() {
         assert!(on_disk(dir.path(), &c[..64]));
     }
 
-    let destroyed = s.erase("Observation", &w.id).unwrap();
+    // The tombstone comes first: when it cannot be written, nothing is destroyed.
+    let before = s.vread("Observation", &w.id, 1).unwrap();
+    let refused = s.erase("Observation", &w.id, |doomed| {
+        assert_eq!(doomed.len(), 2, "the two versions with content");
+        Err::<(), _>(RecordError::Db("ledger unavailable".into()))
+    });
+    assert!(matches!(refused, Err(RecordError::Db(_))));
+    assert_eq!(s.vread("Observation", &w.id, 1).unwrap(), before);
+    for c in &ciphertexts {
+        assert!(on_disk(dir.path(), &c[..64]));
+    }
+    let mut told = Vec::new();
+    let (destroyed, ()) = s
+        .erase("Observation", &w.id, |doomed| {
+            told = doomed.to_vec();
+            Ok::<_, RecordError>(())
+        })
+        .unwrap();
     assert_eq!(destroyed.len(), 2);
+    assert_eq!(
+        destroyed, told,
+        "the tombstone names exactly what is destroyed"
+    );
+    // Nothing is left to erase a second time.
+    assert!(matches!(
+        s.erase("Observation", &w.id, |_| Ok::<_, RecordError>(())),
+        Err(RecordError::Erased(_))
+    ));
     assert_eq!(s.vault().blobs().len(), 0, "ciphertext left behind");
     for c in &ciphertexts {
         assert!(

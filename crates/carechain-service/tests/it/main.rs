@@ -1,6 +1,7 @@
 //! The records service against a real node and store: a single update or DELETE is
 //! anchored before it becomes visible, and one whose anchor cannot be made durable leaves
-//! the previous version current (nothing half-written).
+//! the previous version current (nothing half-written); an erasure whose tombstone cannot be
+//! anchored destroys nothing.
 
 #![allow(clippy::unwrap_used)]
 
@@ -172,4 +173,45 @@ fn an_update_or_delete_that_cannot_be_anchored_leaves_the_previous_version() {
     let current = svc.records().read("Observation", &id).unwrap();
     assert_eq!(current["valueQuantity"]["value"], 70);
     assert!(svc.records().meta("Observation", &id, Some(2)).is_err());
+}
+
+#[test]
+fn an_erasure_whose_tombstone_cannot_be_anchored_destroys_nothing() {
+    let f = fixture();
+    let id = create(&f, 80);
+    let operator = Session {
+        did: SecretKey::from_seed(&[1; 32]).public().did(),
+        role: Role::Operator,
+        organization: None,
+        scopes: vec![Scope::parse("system/*.cruds").unwrap()],
+        expires_ms: u64::MAX,
+    };
+    let sealed = f
+        .svc
+        .records()
+        .meta("Observation", &id, None)
+        .unwrap()
+        .sealed
+        .unwrap();
+    f.node.shutdown();
+    let e = f
+        .svc
+        .erase(&operator, &treat(), "Observation", &id)
+        .unwrap_err();
+    assert!(e.status >= 500, "{}: {}", e.status, e.message);
+    // The record is intact: content, data keys and ciphertext.
+    let meta = f.svc.records().meta("Observation", &id, None).unwrap();
+    assert!(!meta.erased);
+    assert_eq!(meta.sealed.as_ref(), Some(&sealed));
+    assert!(
+        f.svc
+            .records()
+            .vault()
+            .blobs()
+            .get(&sealed.blob)
+            .unwrap()
+            .is_some()
+    );
+    let current = f.svc.records().read("Observation", &id).unwrap();
+    assert_eq!(current["valueQuantity"]["value"], 80);
 }
