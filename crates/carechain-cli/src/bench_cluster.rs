@@ -167,6 +167,33 @@ fn make_txs(signers: &[SecretKey], from: u64, per: u64) -> Vec<Vec<(Hash, Vec<u8
         .collect()
 }
 
+/// Submits `pending` to validator `node`, noting when each was first offered, again and again
+/// while the validator is busy.
+fn submit(b: &Bench, node: usize, mut pending: Vec<(Hash, Vec<u8>)>) {
+    let node = &b.nodes[node];
+    while !pending.is_empty() {
+        {
+            let now = Instant::now();
+            let mut s = b.sent.lock().unwrap_or_else(|e| e.into_inner());
+            for (h, _) in &pending {
+                s.entry(*h).or_insert(now);
+            }
+        }
+        let raws: Vec<Vec<u8>> = pending.iter().map(|(_, r)| r.clone()).collect();
+        let results = node.submit_batch(raws);
+        let retry: Vec<(Hash, Vec<u8>)> = pending
+            .into_iter()
+            .zip(results)
+            .filter(|(_, r)| matches!(r, Err(SubmitError::Busy)))
+            .map(|(p, _)| p)
+            .collect();
+        if !retry.is_empty() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        pending = retry;
+    }
+}
+
 /// Offers the transactions (signer i to live validator i mod live) at `rate` tx/s (0: as
 /// fast as admitted) and waits until all are final on validator 0. Returns (tx/s, p50 ms,
 /// p99 ms).
@@ -183,7 +210,11 @@ fn phase(
         .clear();
     let start_log = b.nodes[0].store().log().size();
     let start = Instant::now();
-    // Interleave signers in rounds; submit in chunks of one transaction per signer.
+    // Interleave signers in rounds (one transaction per signer); each round's transactions
+    // go to the live validators in turn. At a set rate, in chunks of 50 paced one by one
+    // (arrivals spread over time as from many independent clients, not in bursts of a whole
+    // round); at full speed, a validator's share of a round at once.
+    let chunk_len = if rate > 0.0 { 50 } else { usize::MAX };
     let per = txs.first().map_or(0, Vec::len);
     let mut offered = 0usize;
     for round in 0..per {
@@ -191,36 +222,22 @@ fn phase(
         for (i, s) in txs.iter().enumerate() {
             by_node[i % live.len()].push(s[round].clone());
         }
-        for (j, batch) in by_node.into_iter().enumerate() {
-            let node = &b.nodes[live[j]];
-            let mut pending = batch;
-            while !pending.is_empty() {
-                {
-                    let now = Instant::now();
-                    let mut s = b.sent.lock().unwrap_or_else(|e| e.into_inner());
-                    for (h, _) in &pending {
-                        s.entry(*h).or_insert(now);
+        let most = by_node.iter().map(Vec::len).max().unwrap_or(0);
+        for from in (0..most).step_by(chunk_len.min(most.max(1))) {
+            for (j, batch) in by_node.iter().enumerate() {
+                let chunk =
+                    &batch[from.min(batch.len())..from.saturating_add(chunk_len).min(batch.len())];
+                if chunk.is_empty() {
+                    continue;
+                }
+                submit(b, live[j], chunk.to_vec());
+                offered += chunk.len();
+                if rate > 0.0 {
+                    let due = Duration::from_secs_f64(offered as f64 / rate);
+                    if let Some(wait) = due.checked_sub(start.elapsed()) {
+                        std::thread::sleep(wait);
                     }
                 }
-                let raws: Vec<Vec<u8>> = pending.iter().map(|(_, r)| r.clone()).collect();
-                let results = node.submit_batch(raws);
-                let retry: Vec<(Hash, Vec<u8>)> = pending
-                    .into_iter()
-                    .zip(results)
-                    .filter(|(_, r)| matches!(r, Err(SubmitError::Busy)))
-                    .map(|(p, _)| p)
-                    .collect();
-                if !retry.is_empty() {
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                pending = retry;
-            }
-            offered += txs.len() / live.len();
-        }
-        if rate > 0.0 {
-            let due = Duration::from_secs_f64(offered as f64 / rate);
-            if let Some(wait) = due.checked_sub(start.elapsed()) {
-                std::thread::sleep(wait);
             }
         }
     }

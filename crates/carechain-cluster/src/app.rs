@@ -12,8 +12,8 @@ use commonware_consensus::{
     simplex::types::Context,
 };
 use commonware_cryptography::{Digested, ed25519::PublicKey, sha256::Digest};
-use commonware_runtime::Clock;
-use commonware_utils::Acknowledgement;
+use commonware_runtime::{Clock, Spawner};
+use commonware_utils::{Acknowledgement, acknowledgement::Exact};
 use futures::StreamExt;
 
 use crate::{
@@ -129,17 +129,27 @@ impl<E: Clock + Send + Sync + 'static> commonware_consensus::Application<E> for 
         // An idle leader does not cut empty blocks on a final parent: it waits for
         // transactions (consensus moves on to the next leader meanwhile, and cancels this).
         // On a parent that is not final yet it waits only briefly, so that parent gets a
-        // descendant and becomes final even on a quiet chain.
-        if self.chain.node().mempool_len() == 0 {
+        // descendant and becomes final even on a quiet chain. Idle means: nothing pending
+        // that the parent and its not-final ancestors do not already carry (a mempool holding
+        // only those would give an empty block, a height of delay for what arrives next).
+        let deadline = rt.sleep(self.idle_wait);
+        futures::pin_mut!(deadline);
+        let on_final = parent == self.chain.node().store().head_hash();
+        loop {
             let mut admissions = self.chain.node().admissions();
+            if self.chain.has_proposable(&parent) {
+                break;
+            }
             let changed = admissions.changed();
             futures::pin_mut!(changed);
-            if parent == self.chain.node().store().head_hash() {
-                let _ = changed.await;
-            } else {
-                let deadline = rt.sleep(self.idle_wait);
-                futures::pin_mut!(deadline);
-                let _ = futures::future::select(deadline, changed).await;
+            if on_final {
+                if changed.await.is_err() {
+                    break;
+                }
+            } else if let futures::future::Either::Left(_) =
+                futures::future::select(&mut deadline, changed).await
+            {
+                break;
             }
         }
         match self.chain.propose(&parent, now_ms(&rt)) {
@@ -209,17 +219,34 @@ impl<E: Clock + Send + Sync + 'static> commonware_consensus::Application<E> for 
     }
 }
 
-/// Marshal's reporter: commits finalized blocks in height order, acknowledging each once
-/// durable. A block that cannot be committed stops the node (never half-written).
+/// Marshal's reporter: hands each finalized block, in height order, to a committer task that
+/// commits it durably and then acknowledges it. Marshal is not held while a block is written
+/// (it keeps serving blocks and ancestry to consensus, so the next height is proposed and
+/// verified meanwhile); it delivers the next finalized block only after the acknowledgement.
+/// A block that cannot be committed is never acknowledged: marshal stops applying blocks and
+/// the node is failed (never half-written).
 #[derive(Clone)]
 pub struct Finalizer {
-    chain: Arc<Chain>,
+    blocks: futures::channel::mpsc::UnboundedSender<(Arc<Block>, Exact)>,
 }
 
 impl Finalizer {
-    /// The finalizer over `chain`.
-    pub fn new(chain: Arc<Chain>) -> Finalizer {
-        Finalizer { chain }
+    /// Starts the committer for `chain` on its own task of `context`.
+    pub fn start<E: Spawner>(context: E, chain: Arc<Chain>) -> Finalizer {
+        let (blocks, mut queue) = futures::channel::mpsc::unbounded::<(Arc<Block>, Exact)>();
+        context.dedicated().spawn(move |_| async move {
+            while let Some((block, ack)) = queue.next().await {
+                match chain.commit(&block) {
+                    Ok(_) => ack.acknowledge(),
+                    Err(e) => {
+                        tracing::error!(height = block.header.height, error = %e, "finalized block not committed; stopping");
+                        drop(ack);
+                        return;
+                    }
+                }
+            }
+        });
+        Finalizer { blocks }
     }
 }
 
@@ -234,18 +261,11 @@ impl Reporter for Finalizer {
                     ack.acknowledge();
                     return Feedback::Ok;
                 };
-                match self.chain.commit(sealed) {
-                    Ok(_) => {
-                        ack.acknowledge();
-                        Feedback::Ok
-                    }
-                    Err(e) => {
-                        // Not acknowledging stops marshal: nothing after this block is applied.
-                        tracing::error!(height = sealed.header.height, error = %e, "finalized block not committed; stopping");
-                        drop(ack);
-                        Feedback::Closed
-                    }
+                if self.blocks.unbounded_send((sealed.clone(), ack)).is_err() {
+                    // The committer stopped on a failed commit.
+                    return Feedback::Closed;
                 }
+                Feedback::Ok
             }
         }
     }

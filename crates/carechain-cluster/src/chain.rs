@@ -82,13 +82,16 @@ impl Chain {
     /// `parent` as something to execute on: `None` for the durable tip, the held execution
     /// otherwise.
     fn parent(&self, parent: &Hash) -> Result<Option<Arc<Executing>>, ChainError> {
+        // Held blocks first: a block being committed meanwhile is made durable before it is
+        // forgotten here, so one of the two always finds it (and a held block that became
+        // durable meanwhile is still a correct parent: its changes are the durable values).
+        if let Some(e) = self.pending.lock().get(parent) {
+            return Ok(Some(e.clone()));
+        }
         if *parent == self.node.store().head_hash() {
             return Ok(None);
         }
-        match self.pending.lock().get(parent) {
-            Some(e) => Ok(Some(e.clone())),
-            None => Err(ChainError::UnknownParent(*parent)),
-        }
+        Err(ChainError::UnknownParent(*parent))
     }
 
     /// Whether `hash` is the durable tip or an executed block held here.
@@ -135,6 +138,16 @@ impl Chain {
         });
         self.pending.lock().insert(e.block.header.hash(), e.clone());
         e
+    }
+
+    /// Whether a block on `parent` would carry any transaction: some pending transaction is
+    /// not already in `parent` or its not-final ancestors.
+    pub fn has_proposable(&self, parent: &Hash) -> bool {
+        let Ok(p) = self.parent(parent) else {
+            return false;
+        };
+        let skip = |h: &Hash| p.as_ref().is_some_and(|p| p.txs.contains(h));
+        !self.node.proposal(1, skip).0.is_empty()
     }
 
     /// Proposes a block on `parent` with pending transactions not already in its not-final

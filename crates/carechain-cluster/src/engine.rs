@@ -250,7 +250,11 @@ where
         marshal_config,
     )
     .await;
-    actor.start(Finalizer::new(chain.clone()), broadcast, resolver);
+    actor.start(
+        Finalizer::start(context.child("committer"), chain.clone()),
+        broadcast,
+        resolver,
+    );
 
     // Consensus over the application.
     let app = App::new(
