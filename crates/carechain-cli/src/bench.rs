@@ -50,7 +50,7 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 8192)]
         block_txs: usize,
     },
-    /// The records service: durable creates, consent-checked reads, bundle import.
+    /// The records service: durable creates, consent-checked reads, bundle import, searches.
     Fhir {
         /// Observations to create.
         #[arg(long, default_value_t = 5_000)]
@@ -58,6 +58,9 @@ pub enum BenchCmd {
         /// Reads by id.
         #[arg(long, default_value_t = 10_000)]
         reads: usize,
+        /// Searches of each kind on the imported bundles.
+        #[arg(long, default_value_t = 200)]
+        searches: usize,
         /// Concurrent clients for creates and imports.
         #[arg(long, default_value_t = 64)]
         threads: usize,
@@ -170,13 +173,19 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
     if let BenchCmd::Fhir {
         creates,
         reads,
+        searches,
         threads,
         read_threads,
         bundles,
         data,
     } = cmd
     {
-        return crate::bench_fhir::run(creates, reads, (threads, read_threads), bundles, data);
+        return crate::bench_fhir::run(
+            (creates, reads, searches),
+            (threads, read_threads),
+            bundles,
+            data,
+        );
     }
     let BenchCmd::Ledger {
         txs: n,

@@ -1,6 +1,7 @@
 //! `carechain bench fhir`: the records service in-process (no HTTP): durable creates
 //! (validate + encrypt + anchor + audit), consent-checked reads by id (decrypt + decide +
-//! audit), and transaction-bundle import of the Synthea benchmark bundles.
+//! audit), transaction-bundle import of the Synthea benchmark bundles, and searches on what
+//! was imported.
 
 use std::{
     path::PathBuf,
@@ -106,8 +107,7 @@ fn raw_limits(dir: &std::path::Path) -> Result<Value> {
 }
 
 pub fn run(
-    creates: usize,
-    reads: usize,
+    (creates, reads, searches): (usize, usize, usize),
     (threads, read_threads): (usize, usize),
     bundles: usize,
     data: Option<PathBuf>,
@@ -236,12 +236,26 @@ pub fn run(
         .map(|b| b["entry"].as_array().map_or(0, Vec::len))
         .sum();
     let start = Instant::now();
+    let patients = parking_lot::Mutex::new(Vec::new());
     let (_, bundle_lat) = run_parallel(threads.min(4), loaded.len(), |i| {
-        svc.bundle(&session, &purpose, loaded[i].clone())
+        let response = svc
+            .bundle(&session, &purpose, loaded[i].clone())
             .map_err(fail)?;
+        patients.lock().extend(
+            response["entry"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["response"]["location"].as_str())
+                .filter_map(|l| l.strip_prefix("Patient/"))
+                .filter_map(|l| l.split('/').next().map(str::to_string)),
+        );
         Ok(())
     })?;
     let import_secs = start.elapsed().as_secs_f64();
+    let mut patients = patients.into_inner();
+    patients.sort();
+    let searched = search_bench(&svc, &session, &purpose, &patients, searches, read_threads)?;
     svc.close();
     node.shutdown();
     out_line(&serde_json::to_string_pretty(&json!({
@@ -252,6 +266,7 @@ pub fn run(
         "read_by_id": {"count": reads, "per_s": read_rate.round(), "p50_ms": pct(&read_lat, 0.5), "p99_ms": pct(&read_lat, 0.99), "per_s_until_audit_written": read_audited_rate.round(), "target": {"per_s": 15000, "p50_ms": 1, "p99_ms": 5}},
         "read_by_id_durable_audit": {"count": reads.min(4000), "per_s": durable_rate.round(), "p50_ms": pct(&durable_lat, 0.5), "p99_ms": pct(&durable_lat, 0.99)},
         "transaction_import": {"bundles": loaded.len(), "resources": resources, "seconds": import_secs, "resources_per_s": (resources as f64 / import_secs).round(), "bundle_p50_ms": pct(&bundle_lat, 0.5), "target": {"resources_per_s": 8000}},
+        "search": searched,
         "raw_single_thread": raw,
         "ratios": {
             "create_to_seal": create_rate / raw["seal_per_s"].as_f64().unwrap_or(1.0),
@@ -261,4 +276,101 @@ pub fn run(
         "note": "every create is durable and anchored before it is answered; every create and read queues an audit event, written and anchored in batches by the audit writer (read_by_id_durable_audit: answered only once it is durable)",
     }))?);
     Ok(())
+}
+
+/// Searches a clinician's EHR runs, each `count` times by `clients` concurrent clients over the
+/// imported patients (consent-checked, audited, paged as over HTTP): p50/p95 latency, rate and
+/// the mean number of matches (so that an empty search cannot pass for a fast one).
+fn search_bench(
+    svc: &Service,
+    session: &Session,
+    purpose: &Purpose,
+    patients: &[String],
+    count: usize,
+    clients: usize,
+) -> Result<Value> {
+    if patients.is_empty() || count == 0 {
+        return Ok(json!({}));
+    }
+    let fail = |e: carechain_service::ServiceError| anyhow::anyhow!("{}: {}", e.status, e.message);
+    let families: Vec<String> = patients
+        .iter()
+        .map(|id| {
+            let p = svc
+                .read(session, purpose, "Patient", id, None)
+                .map_err(fail)?;
+            let family = p
+                .resource
+                .as_ref()
+                .and_then(|r| r["name"][0]["family"].as_str());
+            Ok(family.unwrap_or("x").to_string())
+        })
+        .collect::<Result<_>>()?;
+    type Query = fn(&str, &str) -> (&'static str, Vec<(String, String)>);
+    let kinds: Vec<(&str, Query)> = vec![
+        ("patient_by_name", |_, family| {
+            ("Patient", vec![("name".into(), family.into())])
+        }),
+        ("observations_of_a_patient", |id, _| {
+            (
+                "Observation",
+                vec![
+                    ("subject".into(), format!("Patient/{id}")),
+                    ("_count".into(), "50".into()),
+                ],
+            )
+        }),
+        ("vital_signs_since_2015_newest_first", |id, _| {
+            (
+                "Observation",
+                vec![
+                    ("subject".into(), format!("Patient/{id}")),
+                    ("category".into(), "vital-signs".into()),
+                    ("date".into(), "ge2015-01-01".into()),
+                    ("_sort".into(), "-date".into()),
+                    ("_count".into(), "20".into()),
+                ],
+            )
+        }),
+        ("conditions_by_patient_name_chained", |_, family| {
+            (
+                "Condition",
+                vec![("subject:Patient.name".into(), family.into())],
+            )
+        }),
+        ("encounters_with_their_conditions_revinclude", |id, _| {
+            (
+                "Encounter",
+                vec![
+                    ("subject".into(), format!("Patient/{id}")),
+                    ("_count".into(), "10".into()),
+                    ("_revinclude".into(), "Condition:encounter".into()),
+                ],
+            )
+        }),
+    ];
+    let mut out = serde_json::Map::new();
+    for (name, query) in kinds {
+        let matches = std::sync::atomic::AtomicU64::new(0);
+        let (rate, lat) = run_parallel(clients, count, |i| {
+            let (rt, params) = query(&patients[i % patients.len()], &families[i % families.len()]);
+            let bundle = svc
+                .search(session, purpose, rt, &params, "http://bench/fhir")
+                .map_err(fail)?;
+            let n = bundle["entry"].as_array().map_or(0, Vec::len) as u64;
+            matches.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        })?;
+        out.insert(
+            name.to_string(),
+            json!({
+                "count": count,
+                "per_s": rate.round(),
+                "p50_ms": pct(&lat, 0.5),
+                "p95_ms": pct(&lat, 0.95),
+                "mean_entries": matches.into_inner() as f64 / count as f64,
+            }),
+        );
+    }
+    Ok(Value::Object(out))
 }
