@@ -247,12 +247,7 @@ impl Queue {
         hash: Hash,
         verified_key: PublicKey,
     ) -> Result<Admitted, SubmitError> {
-        if self.hashes.contains_key(&hash)
-            || snap
-                .tx_location(&hash)
-                .map_err(|_| SubmitError::Storage)?
-                .is_some()
-        {
+        if self.hashes.contains_key(&hash) {
             return Err(SubmitError::Duplicate(hash.to_hex()));
         }
         if self.queue.len() >= capacity {
@@ -263,6 +258,15 @@ impl Queue {
         let expected = self.nonces.get(&signer).map_or(state_nonce, |(n, _)| *n);
         let got = tx.body.nonce;
         if got < expected {
+            // Only a transaction with a used nonce can be one already committed: the tx index
+            // is asked then, not for every fresh transaction.
+            if snap
+                .tx_location(&hash)
+                .map_err(|_| SubmitError::Storage)?
+                .is_some()
+            {
+                return Err(SubmitError::Duplicate(hash.to_hex()));
+            }
             return Err(SubmitError::NonceReplayed { expected, got });
         }
         if got > expected {
