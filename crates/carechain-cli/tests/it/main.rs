@@ -1,10 +1,11 @@
 //! End-to-end tests of the `carechain` binary: the HTTP submit → commit → proof → offline
 //! verify path, bad input, a SIGKILL crash under load, tampering detected by `verify`, and a
-//! 4-validator cluster of processes surviving a SIGKILLed validator, and the web UI in
-//! headless Chromium.
+//! 4-validator cluster of processes surviving a SIGKILLed validator, the web UI in headless
+//! Chromium, and the benchmark programs.
 
 #![allow(clippy::unwrap_used)]
 
+mod bench;
 mod client;
 mod cluster;
 mod common;
