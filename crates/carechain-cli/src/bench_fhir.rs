@@ -19,6 +19,11 @@ use serde_json::{Value, json};
 
 use crate::out_line;
 
+/// A refusal by the service, as an error of the bench.
+fn fail(e: carechain_service::ServiceError) -> anyhow::Error {
+    anyhow::anyhow!("{}: {}", e.status, e.message)
+}
+
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -161,7 +166,6 @@ pub fn run(
         code: "TREAT".into(),
         break_glass_reason: None,
     };
-    let fail = |e: carechain_service::ServiceError| anyhow::anyhow!("{}: {}", e.status, e.message);
     let patient = svc
         .write(
             &session,
@@ -292,7 +296,6 @@ fn search_bench(
     if patients.is_empty() || count == 0 {
         return Ok(json!({}));
     }
-    let fail = |e: carechain_service::ServiceError| anyhow::anyhow!("{}: {}", e.status, e.message);
     let families: Vec<String> = patients
         .iter()
         .map(|id| {
@@ -306,54 +309,45 @@ fn search_bench(
             Ok(family.unwrap_or("x").to_string())
         })
         .collect::<Result<_>>()?;
-    type Query = fn(&str, &str) -> (&'static str, Vec<(String, String)>);
-    let kinds: Vec<(&str, Query)> = vec![
-        ("patient_by_name", |_, family| {
-            ("Patient", vec![("name".into(), family.into())])
-        }),
-        ("observations_of_a_patient", |id, _| {
-            (
-                "Observation",
-                vec![
-                    ("subject".into(), format!("Patient/{id}")),
-                    ("_count".into(), "50".into()),
-                ],
-            )
-        }),
-        ("vital_signs_since_2015_newest_first", |id, _| {
-            (
-                "Observation",
-                vec![
-                    ("subject".into(), format!("Patient/{id}")),
-                    ("category".into(), "vital-signs".into()),
-                    ("date".into(), "ge2015-01-01".into()),
-                    ("_sort".into(), "-date".into()),
-                    ("_count".into(), "20".into()),
-                ],
-            )
-        }),
-        ("conditions_by_patient_name_chained", |_, family| {
-            (
-                "Condition",
-                vec![("subject:Patient.name".into(), family.into())],
-            )
-        }),
-        ("encounters_with_their_conditions_revinclude", |id, _| {
-            (
-                "Encounter",
-                vec![
-                    ("subject".into(), format!("Patient/{id}")),
-                    ("_count".into(), "10".into()),
-                    ("_revinclude".into(), "Condition:encounter".into()),
-                ],
-            )
-        }),
+    // (name, resource type, query with `{id}` and `{family}` of one imported patient).
+    let kinds = [
+        ("patient_by_name", "Patient", "name={family}"),
+        (
+            "observations_of_a_patient",
+            "Observation",
+            "subject=Patient/{id}&_count=50",
+        ),
+        (
+            "vital_signs_since_2015_newest_first",
+            "Observation",
+            "subject=Patient/{id}&category=vital-signs&date=ge2015-01-01&_sort=-date&_count=20",
+        ),
+        (
+            "conditions_by_patient_name_chained",
+            "Condition",
+            "subject:Patient.name={family}",
+        ),
+        (
+            "encounters_with_their_conditions_revinclude",
+            "Encounter",
+            "subject=Patient/{id}&_count=10&_revinclude=Condition:encounter",
+        ),
     ];
     let mut out = serde_json::Map::new();
-    for (name, query) in kinds {
+    for (name, rt, query) in kinds {
         let matches = std::sync::atomic::AtomicU64::new(0);
         let (rate, lat) = run_parallel(clients, count, |i| {
-            let (rt, params) = query(&patients[i % patients.len()], &families[i % families.len()]);
+            // Placeholders are filled after splitting, so a name is one value whatever it holds.
+            let params: Vec<(String, String)> = query
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| {
+                    let v = v
+                        .replace("{id}", &patients[i % patients.len()])
+                        .replace("{family}", &families[i % families.len()]);
+                    (k.to_string(), v)
+                })
+                .collect();
             let bundle = svc
                 .search(session, purpose, rt, &params, "http://bench/fhir")
                 .map_err(fail)?;

@@ -657,11 +657,7 @@ impl<B: BlobStore> RecordStore<B> {
             .map_or(1, std::num::NonZero::get)
             .min(written.len().div_ceil(SEALS_PER_THREAD));
         if threads <= 1 {
-            written
-                .iter_mut()
-                .zip(&recipients)
-                .filter(|(w, _)| !w.meta.deleted)
-                .try_for_each(|(w, a)| self.seal(w, a))?;
+            self.seal_all(&mut written, &recipients)?;
         } else {
             self.seal_in_parallel(&mut written, &recipients, threads)?;
         }
@@ -676,7 +672,20 @@ impl<B: BlobStore> RecordStore<B> {
         Ok(written)
     }
 
-    /// Seals `written` (but deletions) on `threads` threads.
+    /// Seals each of `written` but deletions, for its recipients in `also`.
+    fn seal_all(
+        &self,
+        written: &mut [Written],
+        also: &[Vec<PublicEncryptionKey>],
+    ) -> Result<(), RecordError> {
+        written
+            .iter_mut()
+            .zip(also)
+            .filter(|(w, _)| !w.meta.deleted)
+            .try_for_each(|(w, a)| self.seal(w, a))
+    }
+
+    /// [`RecordStore::seal_all`] on `threads` threads.
     fn seal_in_parallel(
         &self,
         written: &mut [Written],
@@ -688,14 +697,7 @@ impl<B: BlobStore> RecordStore<B> {
             let handles: Vec<_> = written
                 .chunks_mut(chunk)
                 .zip(recipients.chunks(chunk))
-                .map(|(ws, also)| {
-                    scope.spawn(move || {
-                        ws.iter_mut()
-                            .zip(also)
-                            .filter(|(w, _)| !w.meta.deleted)
-                            .try_for_each(|(w, a)| self.seal(w, a))
-                    })
-                })
+                .map(|(ws, also)| scope.spawn(move || self.seal_all(ws, also)))
                 .collect();
             handles.into_iter().try_for_each(|h| {
                 h.join()

@@ -1379,7 +1379,7 @@ impl Service {
             "destroyed_commitments": destroyed.iter().map(Hash::to_hex).collect::<Vec<_>>(),
             "tombstone": tombstone.to_hex(),
             "tombstone_tx": tx.to_hex(),
-            "issuer": self.key.public().did().to_string(),
+            "issuer": self.node_did,
         });
         let sig = self.key.sign(
             carechain_crypto::Namespace::Certificate,

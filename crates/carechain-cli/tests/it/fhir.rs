@@ -391,16 +391,20 @@ fn consent_audit_break_glass_and_erasure_over_http() {
         403
     );
 
+    // The patient's lists: `access-log` (its `entries`) and `alerts` (its `alerts`).
+    let patient_list = |what: &str, key: &str| -> Vec<Value> {
+        let (s, b, _) = call(
+            "GET",
+            &format!("{url}/patients/{pid}/{what}"),
+            &t_pat,
+            None,
+            None,
+        );
+        assert_eq!(s, 200, "{b}");
+        b[key].as_array().unwrap().clone()
+    };
     // The patient's access log holds the denials and the break-glass, each verifiable.
-    let (s, log, _) = call(
-        "GET",
-        &format!("{url}/patients/{pid}/access-log"),
-        &t_pat,
-        None,
-        None,
-    );
-    assert_eq!(s, 200, "{log}");
-    let entries = log["entries"].as_array().unwrap();
+    let entries = patient_list("access-log", "entries");
     assert!(entries.iter().any(|e| e["event"]["outcome"] == "4"
         && e["event"]["agent"][0]["who"]["identifier"]["value"]
             == doc_c.public().did().to_string()));
@@ -414,16 +418,7 @@ fn consent_audit_break_glass_and_erasure_over_http() {
     let audit_file = dir.path().join("audit-envelope.json");
     envelope(&url, &format!("AuditEvent/{eid}"), &t_pat, &audit_file);
     assert_eq!(decrypt(&mine, &audit_file), denial["event"]);
-    let alerts_now = || -> Vec<Value> {
-        let (_, a, _) = call(
-            "GET",
-            &format!("{url}/patients/{pid}/alerts"),
-            &t_pat,
-            None,
-            None,
-        );
-        a["alerts"].as_array().unwrap().clone()
-    };
+    let alerts_now = || patient_list("alerts", "alerts");
     let alerts = alerts_now();
     assert_eq!(alerts.len(), 1);
     let (_, status) = get(&format!("{url}/v1/status"));
@@ -453,16 +448,9 @@ fn consent_audit_break_glass_and_erasure_over_http() {
     moved["batch"]["size"] = json!(size + 1);
     assert!(carechain_service::verify_receipt(&moved, &verifier).is_err());
     // Every entry of the access log verifies, whatever batch it was written in.
-    let (_, log, _) = call(
-        "GET",
-        &format!("{url}/patients/{pid}/access-log"),
-        &t_pat,
-        None,
-        None,
-    );
-    let entries = log["entries"].as_array().unwrap();
-    assert!(entries.len() > 5, "{log}");
-    for e in entries {
+    let entries = patient_list("access-log", "entries");
+    assert!(entries.len() > 5, "{entries:?}");
+    for e in &entries {
         carechain_service::verify_receipt(e, &verifier).unwrap_or_else(|err| panic!("{err}: {e}"));
     }
     // Through the CLI, offline.
