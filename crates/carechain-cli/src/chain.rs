@@ -187,6 +187,49 @@ fn init_cluster(a: &InitArgs) -> Result<(SecretKey, SecretKey)> {
     Ok((keys[0].clone(), operator))
 }
 
+/// `cluster add-node`: a new node directory `vN` for the cluster rooted at `root` (a fresh
+/// node key, the cluster's genesis and operator key) listed, with the next free ports, in
+/// every node's `cluster.json` — the p2p peer set. It follows the chain as an observer until
+/// governance makes it a validator. Returns its directory and key.
+pub fn add_node(root: &Path) -> Result<(PathBuf, SecretKey)> {
+    let cluster_file = root.join("cluster.json");
+    let mut cluster = carechain_cluster::net::ClusterFile::read(&cluster_file)?;
+    let genesis_bin = DataDir::new(&validator_dir(root, 0)).genesis_bin();
+    let genesis: Genesis = carechain_types::decode_genesis(
+        &fs::read(&genesis_bin)
+            .with_context(|| format!("cannot read {}", genesis_bin.display()))?,
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", genesis_bin.display()))?;
+    let operator = keyfile::read(&root.join("operator.key"))?;
+    let i = cluster.validators.len();
+    let dir = DataDir::new(&validator_dir(root, i));
+    if dir.root.exists() {
+        bail!("{} already exists", dir.root.display());
+    }
+    let next = |port: fn(&carechain_cluster::net::Member) -> std::net::SocketAddr| -> Result<std::net::SocketAddr> {
+        let last = cluster.validators.iter().map(port).max_by_key(|a| a.port()).context("an empty cluster file")?;
+        let p = last.port().checked_add(1).context("ports out of range")?;
+        Ok(std::net::SocketAddr::new(last.ip(), p))
+    };
+    let member = carechain_cluster::net::Member {
+        did: String::new(),
+        p2p: next(|m| m.p2p)?,
+        http: next(|m| m.http)?,
+    };
+    let key = SecretKey::generate()?;
+    fs::create_dir_all(&dir.root)?;
+    write_node_dir(&dir, &key, &operator, &genesis)?;
+    cluster.validators.push(carechain_cluster::net::Member {
+        did: key.public().did().to_string(),
+        ..member
+    });
+    for j in 0..=i {
+        cluster.write(&DataDir::new(&validator_dir(root, j)).cluster())?;
+    }
+    cluster.write(&cluster_file)?;
+    Ok((dir.root, key))
+}
+
 /// Node key, operator key, genesis (JSON and canonical) and an empty database in `dir`.
 fn write_node_dir(
     dir: &DataDir,

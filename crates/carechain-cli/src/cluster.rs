@@ -1,6 +1,7 @@
 //! `carechain cluster`: a local validator cluster — `up` creates it if needed and runs one
 //! `carechain up` process per validator on 127.0.0.1 until Ctrl-C / SIGTERM (then stops them
-//! cleanly); `status` shows every validator's height and roots.
+//! cleanly); `status` shows every validator's height and roots; `add-node` adds a node that
+//! governance can then make a validator.
 
 use std::{
     fs,
@@ -25,6 +26,13 @@ pub enum ClusterCmd {
     Up(UpArgs),
     /// Height, head, state root and log root of every validator of a local cluster.
     Status {
+        /// The cluster directory.
+        #[arg(long, default_value = "./carechain-cluster")]
+        data: PathBuf,
+    },
+    /// Add a node directory (`vN`, a fresh key) to a stopped local cluster: listed in every
+    /// node's `cluster.json`, it follows the chain until governance makes it a validator.
+    AddNode {
         /// The cluster directory.
         #[arg(long, default_value = "./carechain-cluster")]
         data: PathBuf,
@@ -54,6 +62,20 @@ pub fn run(cmd: ClusterCmd) -> Result<()> {
     match cmd {
         ClusterCmd::Up(a) => up(a),
         ClusterCmd::Status { data } => status(&data),
+        ClusterCmd::AddNode { data } => {
+            read_cluster(&data)?;
+            let (dir, key) = crate::chain::add_node(&data)?;
+            let did = key.public().did();
+            out_line(&format!("node {did} added in {}", dir.display()));
+            out_line(&format!(
+                "start the cluster again (`carechain cluster up --data {}`), then make it a \
+                 validator: `carechain validator propose --key {}/v0/node.key --add {did} --url …` \
+                 and approvals by two thirds of the validators",
+                data.display(),
+                data.display()
+            ));
+            Ok(())
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use commonware_consensus::{
     Reporter,
     marshal::{Update, ancestry::Ancestry},
     simplex::types::Context,
+    types::Epoch,
 };
 use commonware_cryptography::{Digested, ed25519::PublicKey, sha256::Digest};
 use commonware_runtime::{Clock, Spawner};
@@ -20,10 +21,10 @@ use crate::{
     Scheme,
     block::{ChainBlock, hash_of},
     chain::{Chain, ChainError},
+    epoch::{EpochSchemes, epoch_of},
     evidence::{Evidence, EvidenceLog},
 };
 use carechain_types::Block;
-use commonware_utils::ordered::Set;
 
 /// How far into the future a proposer's timestamp may be, by the verifier's clock.
 pub const MAX_FUTURE_SKEW_MS: u64 = 5_000;
@@ -48,25 +49,25 @@ pub struct App {
     /// How long a leader with an empty mempool waits for transactions before proposing an
     /// empty block on a parent that is not final yet.
     pub idle_wait: Duration,
-    participants: Set<PublicKey>,
+    schemes: EpochSchemes,
     evidence: EvidenceLog,
     fault: Option<ProposalFault>,
 }
 
 impl App {
-    /// The application over `chain`; invalid proposals of `participants` are recorded in
-    /// `evidence`.
+    /// The application over `chain`; invalid proposals of a validator of the proposal's epoch
+    /// (`schemes`) are recorded in `evidence`.
     pub fn new(
         chain: Arc<Chain>,
         idle_wait: Duration,
-        participants: Set<PublicKey>,
+        schemes: EpochSchemes,
         evidence: EvidenceLog,
         fault: Option<ProposalFault>,
     ) -> App {
         App {
             chain,
             idle_wait,
-            participants,
+            schemes,
             evidence,
             fault,
         }
@@ -206,8 +207,14 @@ impl<E: Clock + Send + Sync + 'static> commonware_consensus::Application<E> for 
                 // A sealed invalid block is attributable: the proposer signed it.
                 tracing::warn!(height, error = %e, "proposal rejected");
                 let proposer = crate::consensus_public(&block.header.proposer);
-                if let Some(i) = self.participants.iter().position(|p| *p == proposer) {
+                let epoch = ctx.round.epoch();
+                let index = self
+                    .schemes
+                    .participants(epoch)
+                    .and_then(|set| set.iter().position(|p| *p == proposer));
+                if let Some(i) = index {
                     self.evidence.record(Evidence {
+                        epoch: epoch.get(),
                         validator: i as u32,
                         view: ctx.round.view().get(),
                         kind: "invalid_proposal",
@@ -224,7 +231,8 @@ impl<E: Clock + Send + Sync + 'static> commonware_consensus::Application<E> for 
 /// (it keeps serving blocks and ancestry to consensus, so the next height is proposed and
 /// verified meanwhile); it delivers the next finalized block only after the acknowledgement.
 /// A block that cannot be committed is never acknowledged: marshal stops applying blocks and
-/// the node is failed (never half-written).
+/// the node is failed (never half-written). When the last block of an epoch is durable, the
+/// next epoch is sent on `boundaries` (its validator set is fixed from then on).
 #[derive(Clone)]
 pub struct Finalizer {
     blocks: futures::channel::mpsc::UnboundedSender<(Arc<Block>, Exact)>,
@@ -232,12 +240,22 @@ pub struct Finalizer {
 
 impl Finalizer {
     /// Starts the committer for `chain` on its own task of `context`.
-    pub fn start<E: Spawner>(context: E, chain: Arc<Chain>) -> Finalizer {
+    pub fn start<E: Spawner>(
+        context: E,
+        chain: Arc<Chain>,
+        boundaries: futures::channel::mpsc::UnboundedSender<Epoch>,
+    ) -> Finalizer {
         let (blocks, mut queue) = futures::channel::mpsc::unbounded::<(Arc<Block>, Exact)>();
         context.dedicated().spawn(move |_| async move {
             while let Some((block, ack)) = queue.next().await {
                 match chain.commit(&block) {
-                    Ok(_) => ack.acknowledge(),
+                    Ok(_) => {
+                        ack.acknowledge();
+                        let next = epoch_of(block.header.height + 1);
+                        if next != epoch_of(block.header.height) {
+                            let _ = boundaries.unbounded_send(next);
+                        }
+                    }
                     Err(e) => {
                         tracing::error!(height = block.header.height, error = %e, "finalized block not committed; stopping");
                         drop(ack);

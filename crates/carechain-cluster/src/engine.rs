@@ -15,18 +15,22 @@ use commonware_consensus::{
         config::{ForwardPolicy, SkipBudget, SkipPolicy},
         elector::RoundRobin,
     },
-    types::{Epoch, FixedEpocher, ViewDelta},
+    types::{Epoch, Height, ViewDelta},
 };
 use commonware_cryptography::{
     Digested, Digestible, Sha256,
-    certificate::{ConstantProvider, Verifier as _},
+    certificate::Verifier as _,
     ed25519::{PrivateKey, PublicKey},
 };
-use commonware_p2p::{Blocker, Provider, Receiver, Recipients, Sender};
+use commonware_p2p::{
+    Blocker, Provider, Receiver, Recipients, Sender,
+    utils::mux::{Builder as _, Muxer},
+};
 use commonware_parallel::Sequential;
 use commonware_runtime::{Clock, Handle, Metrics, Spawner, Storage, buffer::paged::CacheRef};
 use commonware_storage::archive::immutable;
-use commonware_utils::{NZU16, NZU64, NZUsize, ordered::Set};
+use commonware_utils::{NZU16, NZU64, NZUsize, vec::NonEmptyVec};
+use futures::StreamExt;
 use rand_core::CryptoRng;
 
 use crate::{
@@ -34,6 +38,7 @@ use crate::{
     app::{App, Finalizer},
     block::ChainBlock,
     chain::Chain,
+    epoch::{self, EpochSchemes},
     evidence::{EvidenceLog, Recorder},
 };
 
@@ -132,19 +137,26 @@ pub struct Validator {
     pub chain: Arc<Chain>,
     /// Consensus faults it observed (equivocations), with their signed evidence.
     pub evidence: EvidenceLog,
-    /// The consensus engine task.
+    /// The consensus task (it runs each epoch's simplex instance).
     pub engine: Handle<()>,
 }
 
-/// Starts a validator: `key` signs votes, `participants` is the validator set (every
-/// validator's public key), `node` was started with [`Node::start_external`]; faults seen
-/// are recorded in `evidence`.
+/// What moves the orchestrator between epochs.
+enum EpochEvent {
+    /// The given epoch's previous epoch ended: its last block is durable here.
+    Enter(Epoch),
+    /// A peer voted in a later epoch than this validator's current one.
+    Ahead(u64, PublicKey),
+}
+
+/// Starts a validator: `key` signs votes in every epoch whose validator set (from the
+/// ledger's schedule) holds it and follows the others' certificates in the rest; `node` was
+/// started with [`Node::start_external`]; faults seen are recorded in `evidence`.
 #[allow(clippy::too_many_arguments)]
 pub async fn start<E, S, R, P, B>(
     context: E,
     config: ValidatorConfig,
     key: PrivateKey,
-    participants: Set<PublicKey>,
     node: Arc<Node>,
     peer_provider: P,
     blocker: B,
@@ -159,8 +171,7 @@ where
     B: Blocker<PublicKey = PublicKey> + Clone,
 {
     let public = commonware_cryptography::Signer::public_key(&key);
-    let scheme = Scheme::signer(CONSENSUS_NAMESPACE, participants.clone(), key)
-        .expect("the validator's key is in the validator set");
+    let schemes = EpochSchemes::new(node.clone(), key);
     let chain = Arc::new(Chain::new(
         node.clone(),
         config.max_block_txs,
@@ -175,8 +186,8 @@ where
     // Marshal: finalized blocks and their certificates in archives, blocks received by
     // broadcast or fetched from peers.
     let marshal_config = marshal::Config {
-        provider: ConstantProvider::<Scheme, Epoch>::new(scheme.clone()),
-        epocher: FixedEpocher::new(NZU64!(1 << 40)),
+        provider: schemes.clone(),
+        epocher: epoch::epocher(),
         start: marshal::Start::Genesis(Digested::precomputed(genesis.clone(), genesis.digest())),
         mailbox_size,
         view_retention: ViewDelta::new(32),
@@ -250,8 +261,9 @@ where
         marshal_config,
     )
     .await;
+    let (boundaries, entered) = futures::channel::mpsc::unbounded();
     actor.start(
-        Finalizer::start(context.child("committer"), chain.clone()),
+        Finalizer::start(context.child("committer"), chain.clone(), boundaries),
         broadcast,
         resolver,
     );
@@ -260,58 +272,176 @@ where
     let app = App::new(
         chain.clone(),
         config.idle_wait,
-        participants.clone(),
+        schemes.clone(),
         evidence.clone(),
         config.proposal_fault.clone(),
     );
     let inline = Inline::new(
         context.child("application"),
         app,
-        mailbox,
-        FixedEpocher::new(NZU64!(1 << 40)),
+        mailbox.clone(),
+        epoch::epocher(),
     );
     let reporter = Recorder::new(inline.clone(), evidence.clone());
-    let engine = simplex::Engine::new(
-        context.child("simplex"),
-        simplex::config::Config {
-            scheme,
-            elector: RoundRobin::<Sha256>::default(),
-            blocker,
-            automaton: inline.clone(),
-            relay: inline,
-            reporter,
-            strategy: Sequential,
-            partition: format!("{prefix}-simplex"),
-            mailbox_size,
-            epoch: Epoch::zero(),
-            floor: simplex::config::Floor::Genesis(crate::block::digest_of(
-                &node.store().genesis().hash(),
-            )),
-            replay_buffer: buffer,
-            write_buffer: buffer,
-            page_cache,
-            leader_timeout: config.leader_timeout,
-            certification_timeout: config.certification_timeout,
-            timeout_retry: config.timeout_retry,
-            view_retention: ViewDelta::new(32),
-            skip: SkipPolicy::Enabled {
-                timeout: config.timeout_retry + config.certification_timeout,
-                budget: SkipBudget::Participants,
-            },
-            fetch_timeout: commonware_utils::NonZeroDuration::new(config.fetch_timeout)
-                .expect("nonzero fetch timeout"),
-            fetch_retry_delay: Duration::from_millis(100),
-            forward: ForwardPolicy::SilentLeader,
-            track_historical_votes: false,
-        },
-    );
-    let engine = engine.start(channels.votes, channels.certificates, channels.resolver);
+    // One simplex instance per epoch, over that epoch's validator set: the orchestrator
+    // starts the instance of the epoch after the durable tip, and the next one as soon as
+    // the Finalizer has made an epoch's last block durable (then stops the old one).
+    let genesis_hash = node.store().genesis().hash();
+    let tip = node.clone();
+    let orchestrator = context.child("orchestrator").spawn(move |ctx| async move {
+        let (mux, mut vote_mux, mut future_votes) =
+            Muxer::builder(ctx.child("vote_mux"), channels.votes.0, channels.votes.1)
+                .with_backup()
+                .build();
+        mux.start();
+        let (mux, mut certificate_mux) = Muxer::new(
+            ctx.child("certificate_mux"),
+            channels.certificates.0,
+            channels.certificates.1,
+        );
+        mux.start();
+        let (mux, mut resolver_mux) = Muxer::new(
+            ctx.child("resolver_mux"),
+            channels.resolver.0,
+            channels.resolver.1,
+        );
+        mux.start();
+        let (events, mut next_event) = futures::channel::mpsc::unbounded::<EpochEvent>();
+        let to_events = events.clone();
+        ctx.child("future_votes").spawn(move |_| async move {
+            // Votes of an epoch this validator has not entered: it missed the end of its own
+            // epoch (the others moved on); ask their sender for that epoch's last block.
+            while let Some((epoch, (from, _))) = future_votes.recv().await {
+                if to_events
+                    .unbounded_send(EpochEvent::Ahead(epoch, from))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        ctx.child("boundaries").spawn(move |_| async move {
+            let mut entered = entered;
+            while let Some(e) = entered.next().await {
+                if events.unbounded_send(EpochEvent::Enter(e)).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut engines: std::collections::BTreeMap<u64, Handle<()>> = Default::default();
+        let mut current = epoch::epoch_of(tip.store().head() + 1);
+        let mut enter = Some(current);
+        let mut hinted = std::collections::BTreeSet::new();
+        loop {
+            if let Some(epoch) = enter.take() {
+                let Some(scheme) = schemes.scheme(epoch) else {
+                    tracing::error!(
+                        epoch = epoch.get(),
+                        "no validator set for the epoch entered"
+                    );
+                    return;
+                };
+                // An epoch starts on the previous epoch's last block (genesis for the first).
+                let start = if epoch.get() == 0 {
+                    genesis_hash
+                } else {
+                    match tip.store().snapshot().ok().and_then(|s| {
+                        s.block(epoch::last_height(epoch.previous().unwrap_or(epoch)))
+                            .ok()
+                            .flatten()
+                    }) {
+                        Some(b) => b.header.hash(),
+                        None => {
+                            tracing::error!(
+                                epoch = epoch.get(),
+                                "the previous epoch's last block is not durable"
+                            );
+                            return;
+                        }
+                    }
+                };
+                let engine = simplex::Engine::new(
+                    ctx.child("simplex").with_attribute("epoch", epoch.get()),
+                    simplex::config::Config {
+                        scheme: (*scheme).clone(),
+                        elector: RoundRobin::<Sha256>::default(),
+                        blocker: blocker.clone(),
+                        automaton: inline.clone(),
+                        relay: inline.clone(),
+                        reporter: reporter.clone(),
+                        strategy: Sequential,
+                        partition: format!("{prefix}-simplex-{}", epoch.get()),
+                        mailbox_size,
+                        epoch,
+                        floor: simplex::config::Floor::Genesis(crate::block::digest_of(&start)),
+                        replay_buffer: buffer,
+                        write_buffer: buffer,
+                        page_cache: page_cache.clone(),
+                        leader_timeout: config.leader_timeout,
+                        certification_timeout: config.certification_timeout,
+                        timeout_retry: config.timeout_retry,
+                        view_retention: ViewDelta::new(32),
+                        skip: SkipPolicy::Enabled {
+                            timeout: config.timeout_retry + config.certification_timeout,
+                            budget: SkipBudget::Participants,
+                        },
+                        fetch_timeout: commonware_utils::NonZeroDuration::new(config.fetch_timeout)
+                            .expect("nonzero fetch timeout"),
+                        fetch_retry_delay: Duration::from_millis(100),
+                        forward: ForwardPolicy::SilentLeader,
+                        track_historical_votes: false,
+                    },
+                );
+                let (Ok(votes), Ok(certificates), Ok(resolver)) = (
+                    vote_mux.register(epoch.get()).await,
+                    certificate_mux.register(epoch.get()).await,
+                    resolver_mux.register(epoch.get()).await,
+                ) else {
+                    tracing::error!(epoch = epoch.get(), "consensus channels closed");
+                    return;
+                };
+                engines.insert(epoch.get(), engine.start(votes, certificates, resolver));
+                tracing::info!(
+                    epoch = epoch.get(),
+                    voting = schemes.is_member(epoch),
+                    "entered epoch"
+                );
+                // The previous epoch ended with a finalized block this validator has made
+                // durable: its instance has nothing left to decide.
+                while let Some(entry) = engines.first_entry() {
+                    if *entry.key() >= epoch.get() {
+                        break;
+                    }
+                    entry.remove().abort();
+                }
+                schemes.forget_before(epoch);
+                hinted.clear();
+            }
+            match next_event.next().await {
+                None => return,
+                Some(EpochEvent::Enter(e)) => {
+                    if e > current {
+                        current = e;
+                        enter = Some(e);
+                    }
+                }
+                Some(EpochEvent::Ahead(theirs, from)) => {
+                    if theirs > current.get() && hinted.insert(from.clone()) {
+                        mailbox.hint_finalized(
+                            Height::new(epoch::last_height(current)),
+                            NonEmptyVec::new(from),
+                        );
+                    }
+                }
+            }
+        }
+    });
     gossip(context.child("gossip"), node.clone(), channels.gossip);
     cosignatures(context.child("cosign"), node, channels.cosign);
     Validator {
         chain,
         evidence,
-        engine,
+        engine: orchestrator,
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use commonware_actor::Feedback;
 use commonware_consensus::{
-    Reporter, Viewable,
+    Epochable, Reporter, Viewable,
     simplex::types::{Activity, Attributable},
 };
 use commonware_cryptography::sha256::Digest;
@@ -17,7 +17,9 @@ use crate::Scheme;
 /// One fault.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Evidence {
-    /// The offender's index in the validator set.
+    /// The epoch (whose validator set `validator` indexes).
+    pub epoch: u64,
+    /// The offender's index in the epoch's validator set.
     pub validator: u32,
     /// The view.
     pub view: u64,
@@ -39,6 +41,7 @@ impl EvidenceLog {
     /// Records one fault (once).
     pub fn record(&self, e: Evidence) {
         tracing::warn!(
+            epoch = e.epoch,
             validator = e.validator,
             view = e.view,
             kind = e.kind,
@@ -71,16 +74,19 @@ impl<R: Reporter<Activity = Activity<Scheme, Digest>>> Reporter for Recorder<R> 
     fn report(&mut self, activity: Self::Activity) -> Feedback {
         let fault = match &activity {
             Activity::ConflictingNotarize(c) => {
-                Some((c.signer(), c.view(), "conflicting_notarize"))
+                Some((c.epoch(), c.signer(), c.view(), "conflicting_notarize"))
             }
             Activity::ConflictingFinalize(c) => {
-                Some((c.signer(), c.view(), "conflicting_finalize"))
+                Some((c.epoch(), c.signer(), c.view(), "conflicting_finalize"))
             }
-            Activity::NullifyFinalize(c) => Some((c.signer(), c.view(), "nullify_finalize")),
+            Activity::NullifyFinalize(c) => {
+                Some((c.epoch(), c.signer(), c.view(), "nullify_finalize"))
+            }
             _ => None,
         };
-        if let Some((signer, view, kind)) = fault {
+        if let Some((epoch, signer, view, kind)) = fault {
             self.log.record(Evidence {
+                epoch: epoch.get(),
                 validator: signer.get(),
                 view: view.get(),
                 kind,

@@ -11,6 +11,7 @@ pub mod app;
 pub mod block;
 pub mod chain;
 pub mod engine;
+pub mod epoch;
 pub mod evidence;
 pub mod gossip;
 pub mod net;

@@ -30,7 +30,6 @@ use crate::{
     consensus_key, consensus_public,
     engine::{self, Channels, ValidatorConfig, channel},
     evidence::EvidenceLog,
-    validator_set,
 };
 
 /// Namespace of the p2p handshake.
@@ -137,7 +136,6 @@ pub fn start(
             reason: format!("{} is not a validator of this cluster", key.public().did()),
         })?
         .clone();
-    let participants = validator_set(node.store().genesis());
     let mut peers = Vec::new();
     for m in &cluster.validators {
         let did: Did = m.did.parse().map_err(|e| ClusterFileError::Bad {
@@ -226,7 +224,6 @@ pub fn start(
                     context.child("validator"),
                     config,
                     signer,
-                    participants,
                     node,
                     oracle.clone(),
                     oracle,

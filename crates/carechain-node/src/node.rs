@@ -90,12 +90,26 @@ struct Shared {
     admissions: watch::Sender<u64>,
     /// Passes newly admitted transactions on (a cluster's mempool gossip).
     gossip: parking_lot::RwLock<Option<Gossip>>,
-    /// Checkpoint cosignatures by log size (this validator's and those peers sent).
-    cosignatures: Mutex<std::collections::BTreeMap<u64, Vec<String>>>,
+    /// Checkpoint cosignatures by log size (this validator's and those peers sent), with the
+    /// height of the block that produced the checkpoint once it is durable here.
+    cosignatures: Mutex<std::collections::BTreeMap<u64, Cosigned>>,
     /// Passes this validator's cosignatures on (to the other validators).
     cosign_out: parking_lot::RwLock<Option<CosignGossip>>,
-    /// The chain's cosigners (its validators) and their quorum.
-    cosigners: Vec<carechain_log::CosignatureVerifier>,
+    /// The checkpoint cosigners (the validators) of recent epochs, by epoch.
+    cosigner_sets: Mutex<std::collections::BTreeMap<u64, Arc<CosignerSet>>>,
+}
+
+/// The cosignature lines held for one checkpoint.
+#[derive(Default)]
+struct Cosigned {
+    /// The height of the block that produced this node's checkpoint of that size.
+    height: Option<u64>,
+    lines: Vec<String>,
+}
+
+/// The validators of one epoch as checkpoint cosigners, and how many make a quorum.
+struct CosignerSet {
+    verifiers: Vec<carechain_log::CosignatureVerifier>,
     quorum: usize,
 }
 
@@ -141,8 +155,6 @@ impl Node {
         config: NodeConfig,
         producer: bool,
     ) -> Result<Arc<Node>, NodeError> {
-        let cosigners = carechain_consensus::validator_cosigners(store.genesis());
-        let quorum = carechain_consensus::cosign_quorum(cosigners.len());
         let ledger = Ledger::new(store, key)?;
         let head = ledger.store().head();
         let (committed, _) = watch::channel(head);
@@ -165,8 +177,7 @@ impl Node {
             gossip: parking_lot::RwLock::new(None),
             cosignatures: Mutex::new(std::collections::BTreeMap::new()),
             cosign_out: parking_lot::RwLock::new(None),
-            cosigners,
-            quorum,
+            cosigner_sets: Mutex::new(std::collections::BTreeMap::new()),
         });
         if !producer {
             return Ok(Arc::new(Node {
@@ -291,18 +302,20 @@ impl Node {
         if size > head_size + 100_000 {
             return false;
         }
+        let height = self.checkpoint_height(size);
+        let set = self.cosigner_set(height);
         if size <= head_size
             && self
                 .own_checkpoint(size)
-                .and_then(|(_, text)| self.valid_cosigner(&text, &line))
+                .and_then(|(_, text)| valid_cosigner(&set, &text, &line))
                 .is_none()
         {
             return false;
         }
         let mut all = self.shared.cosignatures.lock();
-        let lines = all.entry(size).or_default();
-        if lines.len() < 2 * self.shared.cosigners.len() && !lines.contains(&line) {
-            lines.push(line);
+        let held = all.entry(size).or_default();
+        if held.lines.len() < 2 * set.verifiers.len() && !held.lines.contains(&line) {
+            held.lines.push(line);
         }
         while all.len() > COSIGNED_SIZES {
             all.pop_first();
@@ -317,15 +330,21 @@ impl Node {
         Some((note, text))
     }
 
-    /// The cosigner (validator did) whose valid cosignature `line` is on the checkpoint body
-    /// `text`.
-    fn valid_cosigner(&self, text: &str, line: &str) -> Option<String> {
-        let sig = carechain_log::NoteSignature::parse_line(line.strip_suffix('\n')?).ok()?;
+    /// The height of the block that produced this node's checkpoint at log size `size`, if
+    /// known; else the durable head (the checkpoints cosigned are the newest ones).
+    fn checkpoint_height(&self, size: u64) -> u64 {
         self.shared
-            .cosigners
-            .iter()
-            .find(|c| c.check(text, &sig).is_ok())
-            .map(|c| c.name.clone())
+            .cosignatures
+            .lock()
+            .get(&size)
+            .and_then(|c| c.height)
+            .unwrap_or_else(|| self.store().head())
+    }
+
+    /// The cosigners of the checkpoint made at `height`: the validator set in force at that
+    /// height by the ledger's schedule (the genesis validators if it cannot be read).
+    fn cosigner_set(&self, height: u64) -> Arc<CosignerSet> {
+        cosigner_set(&self.shared, height)
     }
 
     /// The latest checkpoint cosigned by a quorum of validators (this node's signed note
@@ -351,19 +370,20 @@ impl Node {
                 .cosignatures
                 .lock()
                 .get(&size)
-                .cloned()
+                .map(|c| c.lines.clone())
                 .unwrap_or_default();
+            let set = self.cosigner_set(self.checkpoint_height(size));
             let mut seen = Vec::new();
             let mut out = note;
             for l in lines {
-                if let Some(who) = self.valid_cosigner(&text, &l)
+                if let Some(who) = valid_cosigner(&set, &text, &l)
                     && !seen.contains(&who)
                 {
                     seen.push(who);
                     out.push_str(&l);
                 }
             }
-            if seen.len() >= self.shared.quorum {
+            if seen.len() >= set.quorum {
                 return Some(out);
             }
             if fallback.is_none() {
@@ -373,11 +393,13 @@ impl Node {
         fallback.or_else(|| self.store().latest_checkpoint())
     }
 
-    /// The chain's checkpoint cosigners (verifier keys) and how many make a quorum.
+    /// The checkpoint cosigners (verifier keys) of the validator set in force at the durable
+    /// head, and how many make a quorum.
     pub fn cosigners(&self) -> (Vec<String>, usize) {
+        let set = self.cosigner_set(self.store().head());
         (
-            self.shared.cosigners.iter().map(|c| c.to_vkey()).collect(),
-            self.shared.quorum,
+            set.verifiers.iter().map(|c| c.to_vkey()).collect(),
+            set.quorum,
         )
     }
 
@@ -433,7 +455,7 @@ impl Node {
             }
         };
         s.metrics.commit_seconds.observe(t.elapsed().as_secs_f64());
-        cosign(s, &checkpoint);
+        cosign(s, &checkpoint, block.header.height);
         {
             let mut q = s.queue.lock();
             let snap = s.ledger.store().snapshot()?;
@@ -649,7 +671,7 @@ fn commit(s: &Shared, data: &(Block, Executed), batch: &[Pending], cut: Instant)
     let result = s.ledger.finalize(block, executed);
     s.metrics.commit_seconds.observe(t.elapsed().as_secs_f64());
     match result {
-        Ok(checkpoint) => cosign(s, &checkpoint),
+        Ok(checkpoint) => cosign(s, &checkpoint, block.header.height),
         Err(e) => {
             fail(s, &e.to_string());
             return false;
@@ -676,8 +698,55 @@ fn commit(s: &Shared, data: &(Block, Executed), batch: &[Pending], cut: Instant)
     true
 }
 
-/// This validator cosigns the checkpoint it just published, keeps the line and passes it on.
-fn cosign(s: &Shared, checkpoint: &str) {
+/// The cosigner (validator did) of `set` whose valid cosignature `line` is on the checkpoint
+/// body `text`.
+fn valid_cosigner(set: &CosignerSet, text: &str, line: &str) -> Option<String> {
+    let sig = carechain_log::NoteSignature::parse_line(line.strip_suffix('\n')?).ok()?;
+    set.verifiers
+        .iter()
+        .find(|c| c.check(text, &sig).is_ok())
+        .map(|c| c.name.clone())
+}
+
+/// How many epochs' cosigner sets are kept.
+const COSIGNER_EPOCHS: usize = 4;
+
+/// The validators in force at `height` as checkpoint cosigners (kept per epoch: sets change
+/// only at an epoch's first height).
+fn cosigner_set(s: &Shared, height: u64) -> Arc<CosignerSet> {
+    let epoch = height / carechain_types::EPOCH_LENGTH;
+    if let Some(set) = s.cosigner_sets.lock().get(&epoch) {
+        return set.clone();
+    }
+    let verifiers = match s.ledger.validator_schedule() {
+        Ok(schedule) => schedule
+            .at(height)
+            .iter()
+            .map(|k| carechain_log::CosignatureVerifier::new(&k.did().to_string(), *k))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "validator schedule unreadable; genesis cosigners");
+            carechain_consensus::validator_cosigners(s.ledger.store().genesis())
+        }
+    };
+    let set = Arc::new(CosignerSet {
+        quorum: carechain_consensus::cosign_quorum(verifiers.len()),
+        verifiers,
+    });
+    // Only a set whose epoch is fixed (its first height reached) is kept.
+    if height <= s.ledger.store().head() {
+        let mut sets = s.cosigner_sets.lock();
+        sets.insert(epoch, set.clone());
+        while sets.len() > COSIGNER_EPOCHS {
+            sets.pop_first();
+        }
+    }
+    set
+}
+
+/// This validator cosigns the checkpoint it just published (by the block at `height`), keeps
+/// the line and passes it on.
+fn cosign(s: &Shared, checkpoint: &str, height: u64) {
     let Ok(parsed) = carechain_log::SignedNote::parse(checkpoint) else {
         return;
     };
@@ -687,12 +756,13 @@ fn cosign(s: &Shared, checkpoint: &str) {
     let line = s.ledger.cosign(&parsed.text, now_ms() / 1000);
     {
         let mut all = s.cosignatures.lock();
-        let lines = all.entry(cp.size).or_default();
+        let held = all.entry(cp.size).or_default();
+        held.height = Some(height);
         // One line of our own per size: the newest.
         let me = s.ledger.node_key().did().to_string();
         let prefix = format!("\u{2014} {me} ");
-        lines.retain(|l| !l.starts_with(&prefix));
-        lines.push(line.clone());
+        held.lines.retain(|l| !l.starts_with(&prefix));
+        held.lines.push(line.clone());
         while all.len() > COSIGNED_SIZES {
             all.pop_first();
         }

@@ -149,7 +149,9 @@ async fn start_with_roles(
 ) -> Cluster {
     let genesis = genesis();
     let participants = validator_set(&genesis);
-    let keys: Vec<PublicKey> = validators()
+    // The first N nodes are the genesis validators; any further ones start as followers.
+    let secrets: Vec<SecretKey> = (0..roles.len() as u32).map(key).collect();
+    let keys: Vec<PublicKey> = secrets
         .iter()
         .map(|k| consensus_public(&k.public()))
         .collect();
@@ -157,7 +159,7 @@ async fn start_with_roles(
         context.child("network"),
         simulated::Config {
             max_size: 16 * 1024 * 1024,
-            max_peers_per_set: NZUsize!(N),
+            max_peers_per_set: NZUsize!(roles.len()),
             disconnect_on_block: true,
             tracked_peer_sets: NZUsize!(1),
         },
@@ -169,7 +171,7 @@ async fn start_with_roles(
     let mut dirs = Vec::new();
     let mut nodes = Vec::new();
     let mut started = Vec::new();
-    for (i, sk) in validators().iter().enumerate() {
+    for (i, sk) in secrets.iter().enumerate() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::create(&dir.path().join("ledger.redb"), &genesis).unwrap();
         let node =
@@ -204,7 +206,7 @@ async fn start_with_roles(
                 context.child("conflicter"),
                 commonware_consensus::simplex::mocks::conflicter::Config { scheme },
             );
-            conflicter.start(channels.votes);
+            conflicter.start(epoch_zero(context, channels.votes).await);
             dirs.push(dir);
             nodes.push(node);
             continue;
@@ -224,7 +226,7 @@ async fn start_with_roles(
                 context.child("badly_signed"),
                 commonware_consensus::simplex::mocks::conflicter::Config { scheme },
             )
-            .start(channels.votes);
+            .start(epoch_zero(context, channels.votes).await);
             let senders = vec![
                 channels.certificates.0,
                 channels.resolver.0,
@@ -252,7 +254,6 @@ async fn start_with_roles(
                 ..ValidatorConfig::default()
             },
             consensus_key(sk),
-            participants.clone(),
             node.clone(),
             oracle.manager(),
             oracle.control(keys[i].clone()),
@@ -272,6 +273,25 @@ async fn start_with_roles(
         keys,
         oracle,
     }
+}
+
+/// The epoch-0 sub-channel of a consensus channel (validators run one simplex instance per
+/// epoch, each on its own sub-channel).
+async fn epoch_zero<S, R>(
+    context: &deterministic::Context,
+    (sender, receiver): (S, R),
+) -> (
+    commonware_p2p::utils::mux::SubSender<S>,
+    commonware_p2p::utils::mux::SubReceiver<PublicKey>,
+)
+where
+    S: commonware_p2p::Sender<PublicKey = PublicKey>,
+    R: commonware_p2p::Receiver<PublicKey = PublicKey>,
+{
+    let (mux, mut handle) =
+        commonware_p2p::utils::mux::Muxer::new(context.child("mux"), sender, receiver);
+    mux.start();
+    handle.register(0).await.unwrap()
 }
 
 /// Waits (in simulated time) until every node in `which` has applied `txs` transactions.
@@ -534,11 +554,15 @@ fn invalid_proposals_are_rejected_by_every_honest_validator() {
 }
 
 fn governance(signer: &SecretKey, payload: Payload) -> Vec<u8> {
+    governance_at(signer, 0, payload)
+}
+
+fn governance_at(signer: &SecretKey, nonce: u64, payload: Payload) -> Vec<u8> {
     encode(
         &TxBody {
             chain_id: CHAIN.into(),
             signer: signer.public(),
-            nonce: 0,
+            nonce,
             payload,
         }
         .sign(signer),
@@ -657,5 +681,144 @@ fn a_validator_sending_garbage_on_every_channel_is_ignored_and_blocked() {
                 .any(|(by, whom)| honest.contains(by) && *whom == c.keys[3]),
             "{blocked:?}"
         );
+    });
+}
+
+#[test]
+fn a_validator_added_by_governance_votes_from_its_epoch_on_and_counts_in_the_quorum() {
+    runner(9).start(|context| async move {
+        // Five nodes: the four genesis validators and a newcomer that follows the chain.
+        let roles = [
+            Behaviour::Honest,
+            Behaviour::Honest,
+            Behaviour::Honest,
+            Behaviour::Honest,
+            Behaviour::Honest,
+        ];
+        let c = start_with_roles(&context, LINK, &roles).await;
+        let vs = validators();
+        let newcomer = key(N as u32);
+        let at = carechain_types::EPOCH_LENGTH;
+        let add = carechain_types::ValidatorChange::Add {
+            key: newcomer.public(),
+        };
+        let remove = carechain_types::ValidatorChange::Remove {
+            key: vs[3].public(),
+        };
+        let propose = |change: &carechain_types::ValidatorChange| Payload::ProposeValidatorChange {
+            change: change.clone(),
+            effective_height: at,
+        };
+        let approve = |change: &carechain_types::ValidatorChange| Payload::ApproveValidatorChange {
+            proposal: carechain_types::validator_proposal_id(change, at),
+        };
+        // From height `at`: the newcomer in, validator 3 out, each approved by 3 of 4.
+        c.nodes[0]
+            .submit(governance_at(&vs[0], 0, propose(&add)))
+            .unwrap();
+        c.nodes[0]
+            .submit(governance_at(&vs[1], 0, propose(&remove)))
+            .unwrap();
+        submit(&c, 0, 0, 1);
+        wait_applied(&context, &c, &[0, 1, 2, 3, 4], 3).await;
+        for tx in [
+            governance_at(&vs[1], 1, approve(&add)),
+            governance_at(&vs[2], 0, approve(&add)),
+            governance_at(&vs[0], 1, approve(&remove)),
+            governance_at(&vs[2], 1, approve(&remove)),
+        ] {
+            c.nodes[0].submit(tx).unwrap();
+        }
+        submit(&c, 0, 1, 1);
+        wait_applied(&context, &c, &[0, 1, 2, 3, 4], 8).await;
+        let mut next_set: Vec<_> = vec![
+            vs[0].public(),
+            vs[1].public(),
+            vs[2].public(),
+            newcomer.public(),
+        ];
+        next_set.sort();
+        for n in &c.nodes {
+            let s = n.ledger().validator_schedule().unwrap();
+            assert_eq!(s.at(at), next_set.as_slice());
+        }
+        // Drive the chain well into the next epoch, one block at a time.
+        let mut nonce = 2;
+        while c.nodes[0].store().head() < at + 24 {
+            submit(&c, 0, nonce, 1);
+            nonce += 1;
+            wait_applied(&context, &c, &[0, 1, 2, 3, 4], nonce + 6).await;
+        }
+        context.sleep(Duration::from_secs(2)).await;
+        // The newcomer followed epoch 0 without voting and agrees on everything; so does the
+        // removed validator, which now only follows.
+        assert_agree(&c, &[0, 1, 2, 3, 4]);
+        let snap = c.nodes[0].store().snapshot().unwrap();
+        let proposer = |h: u64| snap.block(h).unwrap().unwrap().header.proposer;
+        assert!((1..at).all(|h| proposer(h) != newcomer.public()));
+        assert!(
+            (at..=c.nodes[0].store().head()).any(|h| proposer(h) == newcomer.public()),
+            "the newcomer led no block of its epoch"
+        );
+        assert!((at..=c.nodes[0].store().head()).all(|h| proposer(h) != vs[3].public()));
+        // Validator 0 cut off: 1, 2 and the newcomer are 3 of the new set's 4, a quorum only
+        // with the newcomer's votes (the removed validator's no longer count).
+        cut(&c.oracle, &c.keys[..1], &c.keys[1..]).await;
+        let before = c.nodes[1].store().log().size();
+        submit(&c, 1, nonce, 20);
+        wait_applied(&context, &c, &[1, 2, 3, 4], before + 20).await;
+        context.sleep(Duration::from_secs(2)).await;
+        assert_agree(&c, &[1, 2, 3, 4]);
+        // Checkpoints are cosigned by a quorum of the set in force: the newcomer among them.
+        let cosigners: Vec<_> = next_set
+            .iter()
+            .map(|k| carechain_log::CosignatureVerifier::new(&k.did().to_string(), *k))
+            .collect();
+        let (keys, quorum) = c.nodes[1].cosigners();
+        assert_eq!((keys.len(), quorum), (4, 3));
+        let note = c.nodes[1].cosigned_checkpoint().unwrap();
+        let (_, who) = carechain_log::verify_cosigned(&note, &cosigners, 3)
+            .unwrap_or_else(|e| panic!("{e}: {note}"));
+        assert!(
+            who.contains(&newcomer.public().did().to_string()),
+            "{who:?}"
+        );
+    });
+}
+
+#[test]
+fn a_validator_cut_off_across_an_epoch_change_catches_up_and_votes_in_the_new_epoch() {
+    runner(10).start(|context| async move {
+        let c = start_cluster(&context, LINK).await;
+        let at = carechain_types::EPOCH_LENGTH;
+        let mut nonce = 0;
+        while c.nodes[0].store().head() < at / 2 {
+            submit(&c, 0, nonce, 1);
+            nonce += 1;
+            wait_applied(&context, &c, &[0, 1, 2, 3], nonce).await;
+        }
+        // Validator 3 misses the end of epoch 0 and the start of epoch 1.
+        cut(&c.oracle, &c.keys[3..], &c.keys[..3]).await;
+        let stalled = c.nodes[3].store().head();
+        while c.nodes[0].store().head() < at + 16 {
+            submit(&c, 0, nonce, 1);
+            nonce += 1;
+            wait_applied(&context, &c, &[0, 1, 2], nonce).await;
+        }
+        assert!(c.nodes[3].store().head() <= stalled + 1);
+        // Healed: it fetches epoch 0's last block, enters epoch 1 and catches up there.
+        link_all(&c.oracle, &c.keys, LINK).await;
+        submit(&c, 0, nonce, 5);
+        nonce += 5;
+        wait_applied(&context, &c, &[0, 1, 2, 3], nonce).await;
+        context.sleep(Duration::from_secs(2)).await;
+        assert_agree(&c, &[0, 1, 2, 3]);
+        // It votes in epoch 1: with validator 0 cut off, 1, 2 and 3 are the quorum.
+        cut(&c.oracle, &c.keys[..1], &c.keys[1..]).await;
+        submit(&c, 1, nonce, 20);
+        nonce += 20;
+        wait_applied(&context, &c, &[1, 2, 3], nonce).await;
+        context.sleep(Duration::from_secs(2)).await;
+        assert_agree(&c, &[1, 2, 3]);
     });
 }
