@@ -26,8 +26,9 @@ pub struct VerifyArgs {
     #[arg(long, requires = "url")]
     pub genesis: Option<PathBuf>,
     /// Also check the node's latest cosigned checkpoint (`/v1/checkpoint/cosigned`): at least
-    /// a quorum of the chain's validators (from the trusted genesis) must have cosigned it
-    /// (C2SP cosignature/v1), and it must be a checkpoint of the verified log.
+    /// a quorum of the validators in force where it was made (the trusted genesis's, as
+    /// changed by the governance the verified chain holds) must have cosigned it (C2SP
+    /// cosignature/v1), and it must be a checkpoint of the verified log.
     #[arg(long, requires = "url")]
     pub cosigned: bool,
     /// Cosigner keys to trust instead of the genesis validators (`name+id+base64(0x04||key)`,
@@ -217,24 +218,54 @@ fn check_cosigned(
     src: &HttpSource,
     report: &AuditReport,
 ) -> Result<serde_json::Value> {
-    let cosigners = if a.cosigners.is_empty() {
-        let genesis = src.genesis().map_err(anyhow::Error::msg)?;
-        carechain_consensus::validator_cosigners(&genesis)
-    } else {
-        a.cosigners
-            .iter()
-            .map(|k| carechain_log::CosignatureVerifier::parse(k))
-            .collect::<Result<Vec<_>, _>>()?
-    };
-    let need = a
-        .quorum
-        .unwrap_or_else(|| carechain_consensus::cosign_quorum(cosigners.len()));
-    if need == 0 || need > cosigners.len() {
-        bail!("--quorum must be 1 to {}", cosigners.len());
-    }
     let note = String::from_utf8(src.client.get_bytes("/v1/checkpoint/cosigned")?)?;
-    let (cp, who) = carechain_log::verify_cosigned(&note, &cosigners, need)
-        .map_err(|e| anyhow::anyhow!("cosigned checkpoint: {e}"))?;
+    // The cosigners: those given, or the validator set in force where the checkpoint was made
+    // (from the verified chain's schedule; near a set change, either candidate set).
+    let candidates: Vec<Vec<carechain_log::CosignatureVerifier>> = if a.cosigners.is_empty() {
+        let size = carechain_log::Checkpoint::parse_text(
+            &carechain_log::SignedNote::parse(&note)
+                .map_err(|e| anyhow::anyhow!("cosigned checkpoint: {e}"))?
+                .text,
+        )
+        .map_err(|e| anyhow::anyhow!("cosigned checkpoint: {e}"))?
+        .size;
+        let sets = report.cosigner_sets(size);
+        if sets.is_empty() {
+            bail!("cosigned checkpoint at size {size}: no block of the verified chain ends there");
+        }
+        sets.iter()
+            .map(|set| {
+                set.iter()
+                    .map(|k| carechain_log::CosignatureVerifier::new(&k.did().to_string(), *k))
+                    .collect()
+            })
+            .collect()
+    } else {
+        vec![
+            a.cosigners
+                .iter()
+                .map(|k| carechain_log::CosignatureVerifier::parse(k))
+                .collect::<Result<Vec<_>, _>>()?,
+        ]
+    };
+    let mut outcome = Err(anyhow::anyhow!("cosigned checkpoint: no cosigner set"));
+    let mut need = 0;
+    let mut of = 0;
+    for cosigners in &candidates {
+        need = a
+            .quorum
+            .unwrap_or_else(|| carechain_consensus::cosign_quorum(cosigners.len()));
+        of = cosigners.len();
+        if need == 0 || need > cosigners.len() {
+            bail!("--quorum must be 1 to {}", cosigners.len());
+        }
+        outcome = carechain_log::verify_cosigned(&note, cosigners, need)
+            .map_err(|e| anyhow::anyhow!("cosigned checkpoint: {e}"));
+        if outcome.is_ok() {
+            break;
+        }
+    }
+    let (cp, who) = outcome?;
     if cp.size > report.log_size {
         bail!(
             "cosigned checkpoint at size {} is beyond the verified log ({})",
@@ -260,6 +291,6 @@ fn check_cosigned(
         "root": cp.root.to_hex(),
         "cosigners": who,
         "quorum": need,
-        "of": cosigners.len(),
+        "of": of,
     }))
 }

@@ -56,6 +56,35 @@ pub struct AuditReport {
     pub log_size: u64,
     /// Final log root.
     pub log_root: Hash,
+    /// Every validator set of the chain by first height (the schedule in the re-executed
+    /// state).
+    pub validator_sets: Vec<(u64, Vec<PublicKey>)>,
+    /// The log size after each block (index `h − 1` for height `h`).
+    log_sizes: Vec<u64>,
+}
+
+impl AuditReport {
+    /// The validator sets that may have cosigned the checkpoint at log size `size`: the sets
+    /// in force at the blocks whose log ends at `size` (several blocks may end at one size
+    /// when some applied nothing). Empty when no block ends there.
+    pub fn cosigner_sets(&self, size: u64) -> Vec<Vec<PublicKey>> {
+        let first = self.log_sizes.partition_point(|&s| s < size);
+        let last = self.log_sizes.partition_point(|&s| s <= size);
+        let mut sets: Vec<Vec<PublicKey>> = Vec::new();
+        for h in (first + 1)..=last {
+            let set = self
+                .validator_sets
+                .iter()
+                .rev()
+                .find(|(from, _)| *from <= h as u64)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            if !sets.contains(&set) {
+                sets.push(set);
+            }
+        }
+        sets
+    }
 }
 
 /// Where and why an audit failed.
@@ -112,7 +141,7 @@ pub fn audit_chain(source: &dyn ChainSource) -> Result<AuditReport, AuditFailure
         .map(|i| i.key)
         .collect();
     let origin = checkpoint_origin(&genesis.chain_id);
-    let verifiers: Vec<NoteVerifier> = validators
+    let mut verifiers: Vec<NoteVerifier> = validators
         .iter()
         .map(|k| NoteVerifier::new(&origin, *k))
         .collect();
@@ -156,6 +185,8 @@ pub fn audit_chain(source: &dyn ChainSource) -> Result<AuditReport, AuditFailure
         state_root: commitment.root(),
         log_size: 0,
         log_root: log.root(),
+        validator_sets: Vec::new(),
+        log_sizes: Vec::new(),
     };
     let head = source.head().map_err(AuditFailure::other)?;
     for h in 1..=head {
@@ -203,6 +234,7 @@ pub fn audit_chain(source: &dyn ChainSource) -> Result<AuditReport, AuditFailure
         commitment.apply(&ex.execution.bucket_updates);
         log = ex.log_after;
         report.blocks += 1;
+        report.log_sizes.push(log.size());
         report.transactions += block.txs.len() as u64;
         report.applied += ex.execution.applied.len() as u64;
         tip = ChainTip {
@@ -255,8 +287,25 @@ pub fn audit_chain(source: &dyn ChainSource) -> Result<AuditReport, AuditFailure
         }
     }
 
-    // Checkpoints: signature by a validator, (size, root) equal to the rebuilt log at that size,
-    // and consistency between consecutive checkpoints.
+    // Checkpoints: signature by a validator (of any set the chain has had: each node signs its
+    // own), (size, root) equal to the rebuilt log at that size, and consistency between
+    // consecutive checkpoints.
+    let schedule = carechain_state::validator_schedule(&state, &validators)
+        .map_err(|e| AuditFailure::other(e.to_string()))?;
+    report.validator_sets = schedule
+        .sets
+        .iter()
+        .map(|s| (s.from_height, s.validators.clone()))
+        .collect();
+    let mut signers: Vec<PublicKey> = validators.clone();
+    for set in &schedule.sets {
+        for k in &set.validators {
+            if !signers.contains(k) {
+                signers.push(*k);
+                verifiers.push(NoteVerifier::new(&origin, *k));
+            }
+        }
+    }
     let checkpoints = source.checkpoints().map_err(AuditFailure::other)?;
     let mut previous: Option<(u64, Hash)> = None;
     for (size, note) in &checkpoints {

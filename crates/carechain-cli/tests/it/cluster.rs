@@ -214,3 +214,114 @@ fn cluster_survives_a_sigkilled_validator_which_then_catches_up() {
     let out = carechain_ok(&["verify", "--data", vdir(3).to_str().unwrap()]);
     assert!(out.contains("\"ok\": true"), "{out}");
 }
+
+#[test]
+fn a_node_added_to_the_cluster_becomes_a_validator_by_governance_and_is_needed_for_the_quorum() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = key(40);
+    init_cluster(dir.path(), 4, std::slice::from_ref(&signer));
+    let root = dir.path().to_str().unwrap();
+    let out = carechain_ok(&["cluster", "add-node", "--data", root]);
+    let did = out
+        .split_whitespace()
+        .find(|w| w.starts_with("did:key:"))
+        .unwrap_or_else(|| panic!("no did in: {out}"))
+        .to_string();
+    let vdir = |i: usize| dir.path().join(format!("v{i}"));
+    let cluster: Value =
+        serde_json::from_str(&std::fs::read_to_string(vdir(0).join("cluster.json")).unwrap())
+            .unwrap();
+    assert_eq!(cluster["validators"][4]["did"], did.as_str());
+    let mut nodes: Vec<NodeProc> = (0..5).map(|i| NodeProc::start(&vdir(i), &[])).collect();
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let mut nonce = 0;
+    let mut send = |url: &str| {
+        let (s, v) = post_raw(
+            &format!("{url}/v1/txs"),
+            &raw(&anchor(&signer, nonce, nonce)),
+        );
+        assert_eq!((s, v["status"].as_str()), (200, Some("committed")), "{v}");
+        nonce += 1;
+    };
+    // Before governance the new node only follows: it has every block, led none.
+    send(&urls[0]);
+    settle(&urls);
+
+    // Validator 0 proposes it from height 64, validators 1 and 2 approve (3 of 4).
+    let at = carechain_types::EPOCH_LENGTH;
+    let node_key = |i: usize| vdir(i).join("node.key").to_str().unwrap().to_string();
+    let out = carechain_ok(&[
+        "validator",
+        "propose",
+        "--key",
+        &node_key(0),
+        "--add",
+        &did,
+        "--at",
+        &at.to_string(),
+        "--url",
+        &urls[0],
+    ]);
+    assert!(out.contains("\"applied\""), "{out}");
+    let added: carechain_crypto::Did = did.parse().unwrap();
+    let id = carechain_types::validator_proposal_id(
+        &carechain_types::ValidatorChange::Add {
+            key: added.public_key(),
+        },
+        at,
+    );
+    for i in [1, 2] {
+        let out = carechain_ok(&[
+            "validator",
+            "approve",
+            "--key",
+            &node_key(i),
+            &id.to_hex(),
+            "--url",
+            &urls[i],
+        ]);
+        assert!(out.contains("\"applied\""), "{out}");
+    }
+    // Into the next epoch, a block at a time.
+    let mut to = 0;
+    while status(&urls[0])["height"].as_u64().unwrap() < at + 24 {
+        send(&urls[to % 4]);
+        to += 1;
+    }
+    let head = settle(&urls);
+    let proposer =
+        |h: u64| get(&format!("{}/v1/blocks/{h}", urls[1])).1["header"]["proposer"].clone();
+    assert!((1..at).all(|h| proposer(h) != did.as_str()));
+    assert!(
+        (at..=head).any(|h| proposer(h) == did.as_str()),
+        "the new validator led no block of its epoch"
+    );
+    // Five validators need four votes: with validator 0 killed, blocks are final only with
+    // the new validator's.
+    nodes[0].kill9();
+    let before = status(&urls[1])["height"].as_u64().unwrap();
+    for _ in 0..10 {
+        send(&urls[1]);
+    }
+    let live = urls[1..].to_vec();
+    assert!(settle(&live) >= before + 10);
+    // Checkpoints are cosigned by a quorum of the set in force: 4 of the 5.
+    let out = carechain_ok(&["verify", "--url", &urls[1], "--cosigned"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], true, "{out}");
+    assert_eq!(v["cosigned"]["quorum"], 4, "{out}");
+    assert_eq!(v["cosigned"]["of"], 5, "{out}");
+    assert!(
+        v["cosigned"]["cosigners"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from(did.as_str())),
+        "{out}"
+    );
+    // The new validator's own chain, checkpoints signed by its key, verifies too.
+    let out = carechain_ok(&["verify", "--url", &urls[4], "--cosigned"]);
+    assert!(out.contains("\"ok\": true"), "{out}");
+    for n in &mut nodes[1..] {
+        n.stop();
+    }
+}
