@@ -32,6 +32,11 @@ const BY_PATIENT: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new
 /// (resource type/id, version) → anchoring transaction: creates committed while their anchor
 /// was not yet known to be durable (see [`RecordStore::create_anchored`]).
 const PENDING: TableDefinition<(&str, u64), &[u8; 32]> = TableDefinition::new("pending_anchors");
+/// `(type/id, version)` → borsh `(RecordContext, ContentId)`: ciphertexts of erased versions
+/// whose deletion has not finished (the wrapped keys are already gone). Written in the same
+/// durable transaction that forgets the keys; removed once the blob is deleted; retried at
+/// open and by every later erasure of the resource.
+const ERASING: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("pending_erasures");
 
 /// Failures, each mapping to one HTTP status / OperationOutcome.
 #[derive(Debug, thiserror::Error)]
@@ -363,8 +368,9 @@ impl<B: BlobStore> RecordStore<B> {
         txn.open_table(VERSIONS).map_err(db)?;
         txn.open_table(BY_PATIENT).map_err(db)?;
         txn.open_table(PENDING).map_err(db)?;
+        txn.open_table(ERASING).map_err(db)?;
         txn.commit().map_err(db)?;
-        Ok(RecordStore {
+        let store = RecordStore {
             db: database,
             vault: Vault::new(blobs, kek),
             writing: KeyLocks::default(),
@@ -375,7 +381,11 @@ impl<B: BlobStore> RecordStore<B> {
             group_cv: parking_lot::Condvar::new(),
             hidden: parking_lot::RwLock::new(std::collections::HashSet::new()),
             confirmed: Mutex::new(Vec::new()),
-        })
+        };
+        // Ciphertexts an earlier erasure could not delete (their keys are gone already): a
+        // blob store still unreachable now leaves them pending for the next try.
+        let _ = store.finish_erasures(None);
+        Ok(store)
     }
 
     fn drop_hidden(&self, resource_type: &str, ids: &mut Vec<String>) {
@@ -1074,18 +1084,26 @@ impl<B: BlobStore> RecordStore<B> {
             .filter_map(|(_, m)| m.sealed.as_ref().map(|s| s.commitment))
             .collect();
         if doomed.is_empty() && metas.iter().any(|(_, m)| m.erased) {
+            self.finish_erasures(Some(&key))?;
             return Err(RecordError::Erased(key).into());
         }
         let out = tombstone(&doomed)?;
-        // The metadata forgets the wrapped data keys first (durably), then the ciphertext goes.
-        let mut sealed = Vec::new();
+        // The metadata forgets the wrapped data keys first (durably, with the ciphertexts to
+        // delete recorded as pending), then the ciphertext goes.
         let mut txn = self.db.begin_write().map_err(db)?;
         txn.set_durability(Durability::Immediate).map_err(db)?;
         {
             let mut t = txn.open_table(VERSIONS).map_err(db)?;
+            let mut pending = txn.open_table(ERASING).map_err(db)?;
             for (v, mut meta) in metas {
                 if let Some(s) = meta.sealed.take() {
-                    sealed.push((Self::context(resource_type, id, &meta), s));
+                    let ctx = Self::context(resource_type, id, &meta);
+                    pending
+                        .insert(
+                            (key.as_str(), v),
+                            borsh::to_vec(&(ctx, s.blob)).map_err(db)?.as_slice(),
+                        )
+                        .map_err(db)?;
                 }
                 meta.erased = true;
                 meta.categories.clear();
@@ -1098,9 +1116,61 @@ impl<B: BlobStore> RecordStore<B> {
             }
         }
         txn.commit().map_err(db)?;
-        for (ctx, s) in &sealed {
-            self.vault.erase(ctx, s).map_err(RecordError::from)?;
-        }
+        // The keys are gone: the erasure holds. A ciphertext the blob store cannot delete now
+        // stays pending (see `pending_erasures`) and is deleted by a later try.
+        let _ = self.finish_erasures(Some(&key));
         Ok((doomed, out))
+    }
+
+    /// Deletes the ciphertexts of erased versions still pending (of the resource `only`, as
+    /// `type/id`, or all). Returns how many were deleted; the first blob-store error, if any,
+    /// after removing those that were.
+    pub fn finish_erasures(&self, only: Option<&str>) -> Result<usize, RecordError> {
+        let mut todo = Vec::new();
+        {
+            let rt = self.db.begin_read().map_err(db)?;
+            let t = rt.open_table(ERASING).map_err(db)?;
+            let rows = match only {
+                Some(k) => t.range((k, 0)..=(k, u64::MAX)).map_err(db)?,
+                None => t.iter().map_err(db)?,
+            };
+            for row in rows {
+                let (k, v) = row.map_err(db)?;
+                let (key, version) = k.value();
+                let (ctx, blob): (RecordContext, carechain_vault::ContentId) =
+                    borsh::from_slice(v.value()).map_err(db)?;
+                todo.push((key.to_string(), version, ctx, blob));
+            }
+        }
+        let mut done = Vec::new();
+        let mut failed = None;
+        for (key, version, ctx, blob) in todo {
+            match self.vault.erase_blob(&ctx, &blob) {
+                Ok(()) => done.push((key, version)),
+                Err(e) => {
+                    failed.get_or_insert(RecordError::from(e));
+                }
+            }
+        }
+        if !done.is_empty() {
+            let txn = self.db.begin_write().map_err(db)?;
+            {
+                let mut t = txn.open_table(ERASING).map_err(db)?;
+                for (key, version) in &done {
+                    t.remove((key.as_str(), *version)).map_err(db)?;
+                }
+            }
+            txn.commit().map_err(db)?;
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(done.len()),
+        }
+    }
+
+    /// How many erased versions' ciphertexts are still waiting to be deleted.
+    pub fn pending_erasures(&self) -> Result<u64, RecordError> {
+        let rt = self.db.begin_read().map_err(db)?;
+        redb::ReadableTableMetadata::len(&rt.open_table(ERASING).map_err(db)?).map_err(db)
     }
 }

@@ -271,6 +271,12 @@ impl Service {
         if kept + removed > 0 {
             tracing::info!(kept, removed, "settled creates pending at the last stop");
         }
+        // Erased versions whose ciphertext the blob store could not delete yet (their keys are
+        // gone): the open retried them; a later erasure of the resource or open tries again.
+        let erasing = svc.records.pending_erasures()?;
+        if erasing > 0 {
+            tracing::warn!(erasing, "erased ciphertexts not deleted yet; retried later");
+        }
         // Rebuild the in-memory indexes (consents by patient, patient by did) from the store.
         for id in svc.records.ids("Patient")? {
             if let Ok(p) = svc.records.read("Patient", &id)

@@ -445,11 +445,17 @@ impl<B: BlobStore> Vault<B> {
     /// commitment that stays on the ledger. The caller deletes the [`SealedRecord`] (the
     /// wrapped keys) in the same step.
     pub fn erase(&self, ctx: &RecordContext, sealed: &SealedRecord) -> Result<Hash, VaultError> {
-        self.cache
-            .lock()
-            .remove(&cache_key(&ctx.aad(), &sealed.blob));
-        self.blobs.delete(&sealed.blob)?;
+        self.erase_blob(ctx, &sealed.blob)?;
         Ok(sealed.commitment)
+    }
+
+    /// Destroys the ciphertext `blob` of the record version `ctx` and its cached data key
+    /// (idempotent: a blob already gone is fine). For erasures finished after the wrapped
+    /// keys are gone.
+    pub fn erase_blob(&self, ctx: &RecordContext, blob: &ContentId) -> Result<(), VaultError> {
+        self.cache.lock().remove(&cache_key(&ctx.aad(), blob));
+        self.blobs.delete(blob)?;
+        Ok(())
     }
 }
 

@@ -507,3 +507,104 @@ fn concurrent_writers_of_one_resource_lose_nothing() {
     assert_eq!(values.len(), 51, "an update was lost or written twice");
     assert_eq!(s.ids("Observation").unwrap().len(), 11);
 }
+
+/// A pack blob store whose deletions fail while `fail` is set (an unreachable object store).
+struct FailingDeletes {
+    inner: carechain_vault::PackBlobStore,
+    fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BlobStore for FailingDeletes {
+    fn put(&self, bytes: &[u8]) -> Result<carechain_vault::ContentId, carechain_vault::VaultError> {
+        self.inner.put(bytes)
+    }
+    fn stage(
+        &self,
+        bytes: &[u8],
+    ) -> Result<carechain_vault::ContentId, carechain_vault::VaultError> {
+        self.inner.stage(bytes)
+    }
+    fn sync(&self) -> Result<(), carechain_vault::VaultError> {
+        self.inner.sync()
+    }
+    fn staged_mark(&self) -> u64 {
+        self.inner.staged_mark()
+    }
+    fn sync_through(&self, mark: u64) -> Result<(), carechain_vault::VaultError> {
+        self.inner.sync_through(mark)
+    }
+    fn get(
+        &self,
+        id: &carechain_vault::ContentId,
+    ) -> Result<Option<Vec<u8>>, carechain_vault::VaultError> {
+        self.inner.get(id)
+    }
+    fn delete(&self, id: &carechain_vault::ContentId) -> Result<bool, carechain_vault::VaultError> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(carechain_vault::VaultError::Store("unreachable".into()));
+        }
+        self.inner.delete(id)
+    }
+}
+
+#[test]
+fn an_erasure_whose_ciphertext_cannot_be_deleted_yet_deletes_it_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let open = || {
+        RecordStore::open_with(
+            dir.path(),
+            EncryptionKey::from_seed(&[4; 32]),
+            FailingDeletes {
+                inner: carechain_vault::PackBlobStore::open(&dir.path().join("blobs")).unwrap(),
+                fail: fail.clone(),
+            },
+        )
+        .unwrap()
+    };
+    let s = open();
+    let w = s.create(observation(60.0), None, &[], T0).unwrap();
+    let blob = s
+        .meta("Observation", &w.id, Some(1))
+        .unwrap()
+        .sealed
+        .unwrap()
+        .blob;
+    let ciphertext = s.vault().blobs().get(&blob).unwrap().unwrap();
+
+    // The blob store fails the deletion: the erasure still holds (tombstone written, keys
+    // gone, reads 410), and the ciphertext is recorded as pending.
+    fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (destroyed, ()) = s
+        .erase("Observation", &w.id, |_| Ok::<_, RecordError>(()))
+        .unwrap();
+    assert_eq!(destroyed.len(), 1);
+    assert!(matches!(
+        s.read("Observation", &w.id),
+        Err(RecordError::Erased(_))
+    ));
+    let m = s.meta("Observation", &w.id, Some(1)).unwrap();
+    assert!(m.erased && m.sealed.is_none(), "the wrapped keys are gone");
+    assert_eq!(s.pending_erasures().unwrap(), 1);
+    assert!(s.vault().blobs().get(&blob).unwrap().is_some());
+    // Erasing again retries the deletion (still failing: the error says so).
+    assert!(matches!(
+        s.erase("Observation", &w.id, |_| Ok::<_, RecordError>(())),
+        Err(RecordError::Vault(_))
+    ));
+    drop(s);
+
+    // Reachable again: the next open deletes what was pending.
+    fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    let s = open();
+    assert_eq!(s.pending_erasures().unwrap(), 0);
+    assert!(s.vault().blobs().get(&blob).unwrap().is_none());
+    assert!(
+        !on_disk(dir.path(), &ciphertext[..64]),
+        "ciphertext left on disk"
+    );
+    assert!(matches!(
+        s.erase("Observation", &w.id, |_| Ok::<_, RecordError>(())),
+        Err(RecordError::Erased(_))
+    ));
+}
