@@ -1,6 +1,7 @@
 //! `carechain bench cluster`: 4 validators (each its own store, consensus runtime and
 //! authenticated p2p on loopback) in one process on this host; committed transactions per
-//! second at saturation, finality latency at half of that load, and throughput with one
+//! second at saturation, finality latency at half of that load (and at a twentieth, the
+//! pipeline's floor), and throughput with one
 //! validator stopped. Transactions go to every validator's mempool in turn; a transaction is
 //! final when validator 0 has made its block durable.
 
@@ -289,6 +290,16 @@ pub fn run(txs: u64, signers: usize, block_txs: usize) -> Result<()> {
         &[0, 1, 2, 3],
     )?;
     nonce += per / 2;
+    // Light load (a twentieth of the peak): the latency floor of the pipeline on this host
+    // (proposal, re-execution, two vote rounds, a durable commit) when nothing queues.
+    let light_per = (per / 20).max(1);
+    let (light, light_p50, light_p99) = phase(
+        &b,
+        make_txs(&signer_keys, nonce, light_per),
+        peak / 20.0,
+        &[0, 1, 2, 3],
+    )?;
+    nonce += light_per;
     // One validator down (stopped, not reachable): the other three are a quorum.
     let mut b = b;
     if let Some(v) = b.validators[3].take() {
@@ -319,6 +330,7 @@ pub fn run(txs: u64, signers: usize, block_txs: usize) -> Result<()> {
         "max_block_txs": block_txs,
         "peak": { "committed_tx_per_s": peak.round(), "finality_p50_ms": peak_p50, "finality_p99_ms": peak_p99 },
         "half_load": { "offered_tx_per_s": (peak / 2.0).round(), "committed_tx_per_s": half.round(), "finality_p50_ms": p50, "finality_p99_ms": p99 },
+        "light_load": { "offered_tx_per_s": (peak / 20.0).round(), "committed_tx_per_s": light.round(), "finality_p50_ms": light_p50, "finality_p99_ms": light_p99 },
         "one_down": { "committed_tx_per_s": down.round(), "ratio_to_peak": down / peak, "finality_p50_ms": down_p50, "finality_p99_ms": down_p99 },
         "heights": heads,
         "raw_ed25519_batch_verify_per_s_all_cores": verify_per_s.round(),

@@ -370,7 +370,7 @@ where
                         relay: inline.clone(),
                         reporter: reporter.clone(),
                         strategy: Sequential,
-                        partition: format!("{prefix}-simplex-{}", epoch.get()),
+                        partition: simplex_partition(&prefix, epoch.get()),
                         mailbox_size,
                         epoch,
                         floor: simplex::config::Floor::Genesis(crate::block::digest_of(&start)),
@@ -416,6 +416,14 @@ where
                 }
                 schemes.forget_before(epoch);
                 hinted.clear();
+                // The journals of instances stopped an epoch ago or earlier are not read again
+                // (a restart enters the epoch after the durable tip): reclaim them. Two epochs
+                // back, so a restart between two transitions leaves nothing behind.
+                for old in [2, 3] {
+                    if let Some(e) = epoch.get().checked_sub(old) {
+                        let _ = ctx.remove(&simplex_partition(&prefix, e), None).await;
+                    }
+                }
             }
             match next_event.next().await {
                 None => return,
@@ -443,6 +451,11 @@ where
         evidence,
         engine: orchestrator,
     }
+}
+
+/// The storage partition of the simplex instance of `epoch`.
+pub fn simplex_partition(prefix: &str, epoch: u64) -> String {
+    format!("{prefix}-simplex-{epoch}")
 }
 
 fn archive_config<C: Clone>(

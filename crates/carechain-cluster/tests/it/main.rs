@@ -822,3 +822,27 @@ fn a_validator_cut_off_across_an_epoch_change_catches_up_and_votes_in_the_new_ep
         assert_agree(&c, &[1, 2, 3]);
     });
 }
+
+#[test]
+fn finished_epochs_journals_are_reclaimed_as_the_chain_moves_on() {
+    runner(11).start(|context| async move {
+        use commonware_runtime::Storage as _;
+        let c = start_cluster(&context, LINK).await;
+        let at = carechain_types::EPOCH_LENGTH;
+        let mut nonce = 0;
+        while c.nodes[0].store().head() < 2 * at + 2 {
+            submit(&c, 0, nonce, 1);
+            nonce += 1;
+            wait_applied(&context, &c, &[0, 1, 2, 3], nonce).await;
+        }
+        context.sleep(Duration::from_secs(1)).await;
+        assert_agree(&c, &[0, 1, 2, 3]);
+        for i in 0..N {
+            let partition = |e| engine::simplex_partition(&format!("validator-{i}"), e);
+            let epoch0 = context.scan(&partition(0)).await.unwrap_or_default();
+            assert!(epoch0.is_empty(), "epoch 0's journal kept: {epoch0:?}");
+            let current = context.scan(&partition(2)).await.unwrap_or_default();
+            assert!(!current.is_empty(), "no journal for the current epoch");
+        }
+    });
+}
