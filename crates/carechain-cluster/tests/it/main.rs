@@ -294,6 +294,25 @@ where
     handle.register(0).await.unwrap()
 }
 
+/// Drives the chain to height `height` (at validator 0) one block at a time: one anchor
+/// from nonce `nonce` on, each applied by every node in `which` before the next (their logs
+/// hold `extra` entries besides the anchors). Returns the next nonce.
+async fn one_block_at_a_time(
+    context: &deterministic::Context,
+    c: &Cluster,
+    which: &[usize],
+    height: u64,
+    mut nonce: u64,
+    extra: u64,
+) -> u64 {
+    while c.nodes[0].store().head() < height {
+        submit(c, 0, nonce, 1);
+        nonce += 1;
+        wait_applied(context, c, which, nonce + extra).await;
+    }
+    nonce
+}
+
 /// Waits (in simulated time) until every node in `which` has applied `txs` transactions.
 async fn wait_applied(context: &deterministic::Context, c: &Cluster, which: &[usize], txs: u64) {
     loop {
@@ -608,12 +627,8 @@ fn a_validator_removed_by_governance_proposes_no_block_from_the_effective_height
             assert!(!s.at(at).contains(&vs[3].public()) && s.at(at).len() == 3);
         }
         // Drive the chain well past the effective height, one block at a time.
-        let mut nonce = 2;
-        while c.nodes[0].store().head() < at + 16 {
-            submit(&c, 0, nonce, 1);
-            nonce += 1;
-            wait_applied(&context, &c, &[0, 1, 2, 3], nonce + 3).await;
-        }
+        let nonce = 2;
+        one_block_at_a_time(&context, &c, &[0, 1, 2, 3], at + 16, nonce, 3).await;
         context.sleep(Duration::from_secs(2)).await;
         assert_agree(&c, &[0, 1, 2, 3]);
         // From the effective height on, no block of the removed validator was accepted (its
@@ -744,11 +759,7 @@ fn a_validator_added_by_governance_votes_from_its_epoch_on_and_counts_in_the_quo
         }
         // Drive the chain well into the next epoch, one block at a time.
         let mut nonce = 2;
-        while c.nodes[0].store().head() < at + 24 {
-            submit(&c, 0, nonce, 1);
-            nonce += 1;
-            wait_applied(&context, &c, &[0, 1, 2, 3, 4], nonce + 6).await;
-        }
+        nonce = one_block_at_a_time(&context, &c, &[0, 1, 2, 3, 4], at + 24, nonce, 6).await;
         context.sleep(Duration::from_secs(2)).await;
         // The newcomer followed epoch 0 without voting and agrees on everything; so does the
         // removed validator, which now only follows.
@@ -792,19 +803,11 @@ fn a_validator_cut_off_across_an_epoch_change_catches_up_and_votes_in_the_new_ep
         let c = start_cluster(&context, LINK).await;
         let at = carechain_types::EPOCH_LENGTH;
         let mut nonce = 0;
-        while c.nodes[0].store().head() < at / 2 {
-            submit(&c, 0, nonce, 1);
-            nonce += 1;
-            wait_applied(&context, &c, &[0, 1, 2, 3], nonce).await;
-        }
+        nonce = one_block_at_a_time(&context, &c, &[0, 1, 2, 3], at / 2, nonce, 0).await;
         // Validator 3 misses the end of epoch 0 and the start of epoch 1.
         cut(&c.oracle, &c.keys[3..], &c.keys[..3]).await;
         let stalled = c.nodes[3].store().head();
-        while c.nodes[0].store().head() < at + 16 {
-            submit(&c, 0, nonce, 1);
-            nonce += 1;
-            wait_applied(&context, &c, &[0, 1, 2], nonce).await;
-        }
+        nonce = one_block_at_a_time(&context, &c, &[0, 1, 2], at + 16, nonce, 0).await;
         assert!(c.nodes[3].store().head() <= stalled + 1);
         // Healed: it fetches epoch 0's last block, enters epoch 1 and catches up there.
         link_all(&c.oracle, &c.keys, LINK).await;
@@ -829,12 +832,8 @@ fn finished_epochs_journals_are_reclaimed_as_the_chain_moves_on() {
         use commonware_runtime::Storage as _;
         let c = start_cluster(&context, LINK).await;
         let at = carechain_types::EPOCH_LENGTH;
-        let mut nonce = 0;
-        while c.nodes[0].store().head() < 2 * at + 2 {
-            submit(&c, 0, nonce, 1);
-            nonce += 1;
-            wait_applied(&context, &c, &[0, 1, 2, 3], nonce).await;
-        }
+        let nonce = 0;
+        one_block_at_a_time(&context, &c, &[0, 1, 2, 3], 2 * at + 2, nonce, 0).await;
         context.sleep(Duration::from_secs(1)).await;
         assert_agree(&c, &[0, 1, 2, 3]);
         for i in 0..N {
