@@ -186,12 +186,24 @@ fn up(a: UpArgs) -> Result<()> {
 
 fn status(data: &std::path::Path) -> Result<()> {
     let cluster = read_cluster(data)?;
+    // The set voting at the next height, as the first node that answers tells it: a node of
+    // the cluster file outside it (added, not yet approved, or removed) only follows.
+    let current: Option<Vec<serde_json::Value>> = cluster.validators.iter().find_map(|m| {
+        Client::new(&format!("http://{}", m.http))
+            .get_json("/v1/validators")
+            .ok()
+            .and_then(|v| v["current"].as_array().cloned())
+    });
     let mut rows = Vec::new();
     for (i, m) in cluster.validators.iter().enumerate() {
         let c = Client::new(&format!("http://{}", m.http));
+        let voting = current
+            .as_ref()
+            .map(|set| set.contains(&serde_json::Value::from(m.did.as_str())));
         let row = match c.get_json("/v1/status") {
             Ok(s) => serde_json::json!({
                 "validator": i,
+                "voting": voting,
                 "did": m.did,
                 "http": format!("http://{}", m.http),
                 "height": s["height"],
@@ -203,6 +215,7 @@ fn status(data: &std::path::Path) -> Result<()> {
             }),
             Err(e) => serde_json::json!({
                 "validator": i,
+                "voting": voting,
                 "did": m.did,
                 "http": format!("http://{}", m.http),
                 "down": e.to_string(),

@@ -243,9 +243,28 @@ fn a_node_added_to_the_cluster_becomes_a_validator_by_governance_and_is_needed_f
         assert_eq!((s, v["status"].as_str()), (200, Some("committed")), "{v}");
         nonce += 1;
     };
-    // Before governance the new node only follows: it has every block, led none.
+    // Before governance the new node only follows: it has every block, votes nowhere.
     send(&urls[0]);
     settle(&urls);
+    // `cluster status` reads the HTTP addresses from cluster.json: these nodes listen on
+    // ports of their own, so it gets a copy of the file with those.
+    let seen = tempfile::tempdir().unwrap();
+    let mut file = cluster.clone();
+    for (i, u) in urls.iter().enumerate() {
+        file["validators"][i]["http"] = Value::from(u.trim_start_matches("http://"));
+    }
+    std::fs::write(seen.path().join("cluster.json"), file.to_string()).unwrap();
+    let voting = || -> Vec<Value> {
+        let out = carechain_ok(&["cluster", "status", "--data", seen.path().to_str().unwrap()]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v["validators"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["voting"].clone())
+            .collect()
+    };
+    assert_eq!(voting(), [true, true, true, true, false].map(Value::from));
 
     // Validator 0 proposes it from height 64, validators 1 and 2 approve (3 of 4).
     let at = carechain_types::EPOCH_LENGTH;
@@ -289,6 +308,7 @@ fn a_node_added_to_the_cluster_becomes_a_validator_by_governance_and_is_needed_f
         to += 1;
     }
     let head = settle(&urls);
+    assert_eq!(voting(), [true; 5].map(Value::from));
     let proposer =
         |h: u64| get(&format!("{}/v1/blocks/{h}", urls[1])).1["header"]["proposer"].clone();
     assert!((1..at).all(|h| proposer(h) != did.as_str()));
