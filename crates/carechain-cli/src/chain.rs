@@ -206,15 +206,36 @@ pub fn add_node(root: &Path) -> Result<(PathBuf, SecretKey)> {
     if dir.root.exists() {
         bail!("{} already exists", dir.root.display());
     }
-    let next = |port: fn(&carechain_cluster::net::Member) -> std::net::SocketAddr| -> Result<std::net::SocketAddr> {
-        let last = cluster.validators.iter().map(port).max_by_key(|a| a.port()).context("an empty cluster file")?;
-        let p = last.port().checked_add(1).context("ports out of range")?;
-        Ok(std::net::SocketAddr::new(last.ip(), p))
+    // The next port after the highest of its kind that no node uses for anything yet.
+    let used: std::collections::BTreeSet<std::net::SocketAddr> = cluster
+        .validators
+        .iter()
+        .flat_map(|m| [m.p2p, m.http])
+        .collect();
+    let next = |port: fn(&carechain_cluster::net::Member) -> std::net::SocketAddr,
+                taken: &std::collections::BTreeSet<std::net::SocketAddr>|
+     -> Result<std::net::SocketAddr> {
+        let mut a = cluster
+            .validators
+            .iter()
+            .map(port)
+            .max_by_key(|a| a.port())
+            .context("an empty cluster file")?;
+        loop {
+            a.set_port(a.port().checked_add(1).context("ports out of range")?);
+            if !taken.contains(&a) {
+                return Ok(a);
+            }
+        }
     };
+    let p2p = next(|m| m.p2p, &used)?;
+    let mut used = used;
+    used.insert(p2p);
+    let http = next(|m| m.http, &used)?;
     let member = carechain_cluster::net::Member {
         did: String::new(),
-        p2p: next(|m| m.p2p)?,
-        http: next(|m| m.http)?,
+        p2p,
+        http,
     };
     let key = SecretKey::generate()?;
     fs::create_dir_all(&dir.root)?;

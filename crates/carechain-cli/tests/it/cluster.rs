@@ -232,6 +232,18 @@ fn a_node_added_to_the_cluster_becomes_a_validator_by_governance_and_is_needed_f
         serde_json::from_str(&std::fs::read_to_string(vdir(0).join("cluster.json")).unwrap())
             .unwrap();
     assert_eq!(cluster["validators"][4]["did"], did.as_str());
+    // Its ports are ones no other node uses, for either purpose.
+    let ports: Vec<&Value> = (0..5)
+        .flat_map(|i| {
+            [
+                &cluster["validators"][i]["p2p"],
+                &cluster["validators"][i]["http"],
+            ]
+        })
+        .collect();
+    for (i, a) in ports.iter().enumerate() {
+        assert!(!ports[..i].contains(a), "{a} twice: {cluster}");
+    }
     let mut nodes: Vec<NodeProc> = (0..5).map(|i| NodeProc::start(&vdir(i), &[])).collect();
     let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
     let mut nonce = 0;
