@@ -187,13 +187,14 @@ fn init_cluster(a: &InitArgs) -> Result<(SecretKey, SecretKey)> {
     Ok((keys[0].clone(), operator))
 }
 
-/// `cluster add-node`: a new node directory `vN` for the cluster rooted at `root` (a fresh
-/// node key, the cluster's genesis and operator key) listed, with the next free ports, in
+/// `cluster add-node`: a new node directory `vN` for `cluster` (its file read from `root`): a
+/// fresh node key, the cluster's genesis and operator key, listed with the next free ports in
 /// every node's `cluster.json` — the p2p peer set. It follows the chain as an observer until
 /// governance makes it a validator. Returns its directory and key.
-pub fn add_node(root: &Path) -> Result<(PathBuf, SecretKey)> {
-    let cluster_file = root.join("cluster.json");
-    let mut cluster = carechain_cluster::net::ClusterFile::read(&cluster_file)?;
+pub fn add_node(
+    root: &Path,
+    mut cluster: carechain_cluster::net::ClusterFile,
+) -> Result<(PathBuf, SecretKey)> {
     let genesis_bin = DataDir::new(&validator_dir(root, 0)).genesis_bin();
     let genesis: Genesis = carechain_types::decode_genesis(
         &fs::read(&genesis_bin)
@@ -207,14 +208,12 @@ pub fn add_node(root: &Path) -> Result<(PathBuf, SecretKey)> {
         bail!("{} already exists", dir.root.display());
     }
     // The next port after the highest of its kind that no node uses for anything yet.
-    let used: std::collections::BTreeSet<std::net::SocketAddr> = cluster
+    let mut used: std::collections::BTreeSet<std::net::SocketAddr> = cluster
         .validators
         .iter()
         .flat_map(|m| [m.p2p, m.http])
         .collect();
-    let next = |port: fn(&carechain_cluster::net::Member) -> std::net::SocketAddr,
-                taken: &std::collections::BTreeSet<std::net::SocketAddr>|
-     -> Result<std::net::SocketAddr> {
+    let mut next = |port: fn(&carechain_cluster::net::Member) -> std::net::SocketAddr| {
         let mut a = cluster
             .validators
             .iter()
@@ -223,31 +222,24 @@ pub fn add_node(root: &Path) -> Result<(PathBuf, SecretKey)> {
             .context("an empty cluster file")?;
         loop {
             a.set_port(a.port().checked_add(1).context("ports out of range")?);
-            if !taken.contains(&a) {
-                return Ok(a);
+            if used.insert(a) {
+                return Ok::<_, anyhow::Error>(a);
             }
         }
     };
-    let p2p = next(|m| m.p2p, &used)?;
-    let mut used = used;
-    used.insert(p2p);
-    let http = next(|m| m.http, &used)?;
-    let member = carechain_cluster::net::Member {
-        did: String::new(),
-        p2p,
-        http,
-    };
+    let (p2p, http) = (next(|m| m.p2p)?, next(|m| m.http)?);
     let key = SecretKey::generate()?;
     fs::create_dir_all(&dir.root)?;
     write_node_dir(&dir, &key, &operator, &genesis)?;
     cluster.validators.push(carechain_cluster::net::Member {
         did: key.public().did().to_string(),
-        ..member
+        p2p,
+        http,
     });
     for j in 0..=i {
         cluster.write(&DataDir::new(&validator_dir(root, j)).cluster())?;
     }
-    cluster.write(&cluster_file)?;
+    cluster.write(&root.join("cluster.json"))?;
     Ok((dir.root, key))
 }
 

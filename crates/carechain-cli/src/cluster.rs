@@ -63,8 +63,7 @@ pub fn run(cmd: ClusterCmd) -> Result<()> {
         ClusterCmd::Up(a) => up(a),
         ClusterCmd::Status { data } => status(&data),
         ClusterCmd::AddNode { data } => {
-            read_cluster(&data)?;
-            let (dir, key) = crate::chain::add_node(&data)?;
+            let (dir, key) = crate::chain::add_node(&data, read_cluster(&data)?)?;
             let did = key.public().did();
             out_line(&format!("node {did} added in {}", dir.display()));
             out_line(&format!(

@@ -233,13 +233,7 @@ fn check_cosigned(
         if sets.is_empty() {
             bail!("cosigned checkpoint at size {size}: no block of the verified chain ends there");
         }
-        sets.iter()
-            .map(|set| {
-                set.iter()
-                    .map(|k| carechain_log::CosignatureVerifier::new(&k.did().to_string(), *k))
-                    .collect()
-            })
-            .collect()
+        sets.iter().map(carechain_consensus::cosigners_of).collect()
     } else {
         vec![
             a.cosigners

@@ -232,7 +232,7 @@ impl<E: Clock + Send + Sync + 'static> commonware_consensus::Application<E> for 
 /// verified meanwhile); it delivers the next finalized block only after the acknowledgement.
 /// A block that cannot be committed is never acknowledged: marshal stops applying blocks and
 /// the node is failed (never half-written). When the last block of an epoch is durable, the
-/// next epoch is sent on `boundaries` (its validator set is fixed from then on).
+/// committer calls `epoch_ended` with the next epoch (its validator set is fixed from then on).
 #[derive(Clone)]
 pub struct Finalizer {
     blocks: futures::channel::mpsc::UnboundedSender<(Arc<Block>, Exact)>,
@@ -243,7 +243,7 @@ impl Finalizer {
     pub fn start<E: Spawner>(
         context: E,
         chain: Arc<Chain>,
-        boundaries: futures::channel::mpsc::UnboundedSender<Epoch>,
+        epoch_ended: impl Fn(Epoch) + Send + 'static,
     ) -> Finalizer {
         let (blocks, mut queue) = futures::channel::mpsc::unbounded::<(Arc<Block>, Exact)>();
         context.dedicated().spawn(move |_| async move {
@@ -253,7 +253,7 @@ impl Finalizer {
                         ack.acknowledge();
                         let next = epoch_of(block.header.height + 1);
                         if next != epoch_of(block.header.height) {
-                            let _ = boundaries.unbounded_send(next);
+                            epoch_ended(next);
                         }
                     }
                     Err(e) => {

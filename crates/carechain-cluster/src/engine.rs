@@ -261,9 +261,13 @@ where
         marshal_config,
     )
     .await;
-    let (boundaries, entered) = futures::channel::mpsc::unbounded();
+    // What moves the orchestrator (below) between epochs.
+    let (events, mut next_event) = futures::channel::mpsc::unbounded::<EpochEvent>();
+    let ended = events.clone();
     actor.start(
-        Finalizer::start(context.child("committer"), chain.clone(), boundaries),
+        Finalizer::start(context.child("committer"), chain.clone(), move |next| {
+            let _ = ended.unbounded_send(EpochEvent::Enter(next));
+        }),
         broadcast,
         resolver,
     );
@@ -306,24 +310,14 @@ where
             channels.resolver.1,
         );
         mux.start();
-        let (events, mut next_event) = futures::channel::mpsc::unbounded::<EpochEvent>();
-        let to_events = events.clone();
         ctx.child("future_votes").spawn(move |_| async move {
             // Votes of an epoch this validator has not entered: it missed the end of its own
             // epoch (the others moved on); ask their sender for that epoch's last block.
             while let Some((epoch, (from, _))) = future_votes.recv().await {
-                if to_events
+                if events
                     .unbounded_send(EpochEvent::Ahead(epoch, from))
                     .is_err()
                 {
-                    return;
-                }
-            }
-        });
-        ctx.child("boundaries").spawn(move |_| async move {
-            let mut entered = entered;
-            while let Some(e) = entered.next().await {
-                if events.unbounded_send(EpochEvent::Enter(e)).is_err() {
                     return;
                 }
             }
@@ -342,14 +336,14 @@ where
                     return;
                 };
                 // An epoch starts on the previous epoch's last block (genesis for the first).
-                let start = if epoch.get() == 0 {
-                    genesis_hash
-                } else {
-                    match tip.store().snapshot().ok().and_then(|s| {
-                        s.block(epoch::last_height(epoch.previous().unwrap_or(epoch)))
-                            .ok()
-                            .flatten()
-                    }) {
+                let start = match epoch.previous() {
+                    None => genesis_hash,
+                    Some(previous) => match tip
+                        .store()
+                        .snapshot()
+                        .ok()
+                        .and_then(|s| s.block(epoch::last_height(previous)).ok().flatten())
+                    {
                         Some(b) => b.header.hash(),
                         None => {
                             tracing::error!(
@@ -358,7 +352,7 @@ where
                             );
                             return;
                         }
-                    }
+                    },
                 };
                 let engine = simplex::Engine::new(
                     ctx.child("simplex").with_attribute("epoch", epoch.get()),

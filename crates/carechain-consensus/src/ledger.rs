@@ -36,16 +36,26 @@ pub fn checkpoint_origin(chain_id: &str) -> String {
     format!("carechain/{chain_id}")
 }
 
-/// The checkpoint cosigners of a chain: every genesis validator, named by its did (C2SP
-/// `cosignature/v1`, type 0x04 — a message no ledger, note or consensus signature can be).
+/// The checkpoint cosigners of a chain: every genesis validator (see [`cosigners_of`]).
 pub fn validator_cosigners(
     genesis: &carechain_types::Genesis,
 ) -> Vec<carechain_log::CosignatureVerifier> {
-    genesis
-        .identities
-        .iter()
-        .filter(|i| i.role == Role::Validator)
-        .map(|i| carechain_log::CosignatureVerifier::new(&i.key.did().to_string(), i.key))
+    cosigners_of(
+        genesis
+            .identities
+            .iter()
+            .filter(|i| i.role == Role::Validator)
+            .map(|i| &i.key),
+    )
+}
+
+/// Validator keys as checkpoint cosigners, each named by its did (C2SP `cosignature/v1`,
+/// type 0x04 — a message no ledger, note or consensus signature can be).
+pub fn cosigners_of<'a>(
+    keys: impl IntoIterator<Item = &'a PublicKey>,
+) -> Vec<carechain_log::CosignatureVerifier> {
+    keys.into_iter()
+        .map(|k| carechain_log::CosignatureVerifier::new(&k.did().to_string(), *k))
         .collect()
 }
 

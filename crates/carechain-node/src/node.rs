@@ -719,11 +719,7 @@ fn cosigner_set(s: &Shared, height: u64) -> Arc<CosignerSet> {
         return set.clone();
     }
     let verifiers = match s.ledger.validator_schedule() {
-        Ok(schedule) => schedule
-            .at(height)
-            .iter()
-            .map(|k| carechain_log::CosignatureVerifier::new(&k.did().to_string(), *k))
-            .collect(),
+        Ok(schedule) => carechain_consensus::cosigners_of(schedule.at(height)),
         Err(e) => {
             tracing::warn!(error = %e, "validator schedule unreadable; genesis cosigners");
             carechain_consensus::validator_cosigners(s.ledger.store().genesis())

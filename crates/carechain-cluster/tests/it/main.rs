@@ -703,13 +703,7 @@ fn a_validator_sending_garbage_on_every_channel_is_ignored_and_blocked() {
 fn a_validator_added_by_governance_votes_from_its_epoch_on_and_counts_in_the_quorum() {
     runner(9).start(|context| async move {
         // Five nodes: the four genesis validators and a newcomer that follows the chain.
-        let roles = [
-            Behaviour::Honest,
-            Behaviour::Honest,
-            Behaviour::Honest,
-            Behaviour::Honest,
-            Behaviour::Honest,
-        ];
+        let roles: Vec<Behaviour> = (0..=N).map(|_| Behaviour::Honest).collect();
         let c = start_with_roles(&context, LINK, &roles).await;
         let vs = validators();
         let newcomer = key(N as u32);
@@ -781,10 +775,7 @@ fn a_validator_added_by_governance_votes_from_its_epoch_on_and_counts_in_the_quo
         context.sleep(Duration::from_secs(2)).await;
         assert_agree(&c, &[1, 2, 3, 4]);
         // Checkpoints are cosigned by a quorum of the set in force: the newcomer among them.
-        let cosigners: Vec<_> = next_set
-            .iter()
-            .map(|k| carechain_log::CosignatureVerifier::new(&k.did().to_string(), *k))
-            .collect();
+        let cosigners = carechain_consensus::cosigners_of(&next_set);
         let (keys, quorum) = c.nodes[1].cosigners();
         assert_eq!((keys.len(), quorum), (4, 3));
         let note = c.nodes[1].cosigned_checkpoint().unwrap();
