@@ -101,6 +101,35 @@ impl App {
         }
         true
     }
+
+    /// Waits, as the leader, for something to propose on `parent`. An idle leader does not
+    /// cut empty blocks on a final parent: it waits for transactions (consensus moves on to the next leader meanwhile, and cancels this).
+    /// On a parent that is not final yet it waits only briefly, so that parent gets a
+    /// descendant and becomes final even on a quiet chain. Idle means: nothing pending
+    /// that the parent and its not-final ancestors do not already carry (a mempool holding
+    /// only those would give an empty block, a height of delay for what arrives next).
+    async fn wait_for_transactions<E: Clock>(&self, rt: &E, parent: &Hash) {
+        let deadline = rt.sleep(self.idle_wait);
+        futures::pin_mut!(deadline);
+        let on_final = *parent == self.chain.node().store().head_hash();
+        loop {
+            let mut admissions = self.chain.node().admissions();
+            if self.chain.has_proposable(parent) {
+                break;
+            }
+            let changed = admissions.changed();
+            futures::pin_mut!(changed);
+            if on_final {
+                if changed.await.is_err() {
+                    break;
+                }
+            } else if let futures::future::Either::Left(_) =
+                futures::future::select(&mut deadline, changed).await
+            {
+                break;
+            }
+        }
+    }
 }
 
 fn now_ms<E: Clock>(context: &E) -> u64 {
@@ -127,33 +156,24 @@ impl<E: Clock + Send + Sync + 'static> commonware_consensus::Application<E> for 
         if !self.chain.knows(&parent) && !self.catch_up_to(ancestry, &parent).await {
             return None;
         }
-        // An idle leader does not cut empty blocks on a final parent: it waits for
-        // transactions (consensus moves on to the next leader meanwhile, and cancels this).
-        // On a parent that is not final yet it waits only briefly, so that parent gets a
-        // descendant and becomes final even on a quiet chain. Idle means: nothing pending
-        // that the parent and its not-final ancestors do not already carry (a mempool holding
-        // only those would give an empty block, a height of delay for what arrives next).
-        let deadline = rt.sleep(self.idle_wait);
-        futures::pin_mut!(deadline);
-        let on_final = parent == self.chain.node().store().head_hash();
-        loop {
-            let mut admissions = self.chain.node().admissions();
-            if self.chain.has_proposable(&parent) {
-                break;
-            }
-            let changed = admissions.changed();
-            futures::pin_mut!(changed);
-            if on_final {
-                if changed.await.is_err() {
-                    break;
-                }
-            } else if let futures::future::Either::Left(_) =
-                futures::future::select(&mut deadline, changed).await
-            {
-                break;
-            }
+        // The first block of an epoch (after the first) is empty and proposed at once. The
+        // epoch's simplex instance is new and has heard from no one yet. Its skip heuristic
+        // takes the next view's leader for inactive unless that leader's vote for this view
+        // arrived before the view's notarization. A block with transactions takes each
+        // validator a different time to verify on a busy host. If the next leader is the
+        // slowest, the quicker ones nullify its view while the rest notarize, and nothing moves
+        // until the certification timeout (seconds). An empty block is verified by every
+        // validator at once. (At a cold start the leader waits for transactions as usual:
+        // its peers may not be connected yet.)
+        let first_of_epoch = self
+            .chain
+            .height_after(&parent)
+            .is_some_and(|h| h > 0 && h % carechain_types::EPOCH_LENGTH == 0);
+        if !first_of_epoch {
+            self.wait_for_transactions(&rt, &parent).await;
         }
-        match self.chain.propose(&parent, now_ms(&rt)) {
+        let max_txs = if first_of_epoch { 0 } else { usize::MAX };
+        match self.chain.propose(&parent, now_ms(&rt), max_txs) {
             Ok(e) => {
                 let mut block = (*e.block).clone();
                 if let Some(f) = &self.fault {

@@ -150,12 +150,23 @@ impl Chain {
         !self.node.proposal(1, skip).0.is_empty()
     }
 
-    /// Proposes a block on `parent` with pending transactions not already in its not-final
-    /// ancestors, stamped `timestamp_ms` (at least the parent's).
-    pub fn propose(&self, parent: &Hash, timestamp_ms: u64) -> Result<Arc<Executing>, ChainError> {
+    /// The height of a block on `parent`, if `parent` is known here.
+    pub fn height_after(&self, parent: &Hash) -> Option<u64> {
+        let p = self.parent(parent).ok()?;
+        Some(p.map_or_else(|| self.node.store().head(), |e| e.block.header.height) + 1)
+    }
+
+    /// Proposes a block on `parent` with up to `max_txs` pending transactions not already in
+    /// its not-final ancestors, stamped `timestamp_ms` (at least the parent's).
+    pub fn propose(
+        &self,
+        parent: &Hash,
+        timestamp_ms: u64,
+        max_txs: usize,
+    ) -> Result<Arc<Executing>, ChainError> {
         let p = self.parent(parent)?;
         let skip = |h: &Hash| p.as_ref().is_some_and(|p| p.txs.contains(h));
-        let (mut txs, mut verified) = self.node.proposal(self.max_block_txs, skip);
+        let (mut txs, mut verified) = self.node.proposal(max_txs.min(self.max_block_txs), skip);
         let mut bytes = 0usize;
         let fit = txs
             .iter()

@@ -4,7 +4,14 @@
 //! [`App`], and the mempool gossip — over any Commonware runtime and p2p network (simulated
 //! in tests, authenticated TCP in `cluster up`).
 
-use std::{num::NonZeroUsize, sync::Arc, time::Duration};
+use std::{
+    num::NonZeroUsize,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use carechain_node::Node;
 use commonware_broadcast::buffered;
@@ -38,6 +45,7 @@ use crate::{
     app::{App, Finalizer},
     block::ChainBlock,
     chain::Chain,
+    early::{Early, Prepended},
     epoch::{self, EpochSchemes},
     evidence::{EvidenceLog, Recorder},
 };
@@ -293,37 +301,70 @@ where
     let genesis_hash = node.store().genesis().hash();
     let tip = node.clone();
     let orchestrator = context.child("orchestrator").spawn(move |ctx| async move {
-        let (mux, mut vote_mux, mut future_votes) =
+        // Each mux's backup queue gets the messages of epochs without a sub-channel; those of
+        // the next epochs are kept until this validator enters them (see `early`).
+        let mut current = epoch::epoch_of(tip.store().head() + 1);
+        let entered = Arc::new(AtomicU64::new(current.get()));
+        let (mux, mut vote_mux, future_votes) =
             Muxer::builder(ctx.child("vote_mux"), channels.votes.0, channels.votes.1)
                 .with_backup()
                 .build();
         mux.start();
-        let (mux, mut certificate_mux) = Muxer::new(
+        let (mux, mut certificate_mux, future_certificates) = Muxer::builder(
             ctx.child("certificate_mux"),
             channels.certificates.0,
             channels.certificates.1,
-        );
+        )
+        .with_backup()
+        .build();
         mux.start();
-        let (mux, mut resolver_mux) = Muxer::new(
+        let (mux, mut resolver_mux, future_requests) = Muxer::builder(
             ctx.child("resolver_mux"),
             channels.resolver.0,
             channels.resolver.1,
-        );
+        )
+        .with_backup()
+        .build();
         mux.start();
-        ctx.child("future_votes").spawn(move |_| async move {
-            // Votes of an epoch this validator has not entered: it missed the end of its own
-            // epoch (the others moved on); ask their sender for that epoch's last block.
-            while let Some((epoch, (from, _))) = future_votes.recv().await {
-                if events
-                    .unbounded_send(EpochEvent::Ahead(epoch, from))
-                    .is_err()
-                {
-                    return;
+        let [early_votes, early_certificates, early_requests] =
+            [(); 3].map(|_| Early::new(entered.clone()));
+        for (name, mut backup, early, hint) in [
+            (
+                "future_votes",
+                future_votes,
+                early_votes.clone(),
+                Some(events),
+            ),
+            (
+                "future_certificates",
+                future_certificates,
+                early_certificates.clone(),
+                None,
+            ),
+            (
+                "future_requests",
+                future_requests,
+                early_requests.clone(),
+                None,
+            ),
+        ] {
+            ctx.child(name).spawn(move |_| async move {
+                while let Some((epoch, (from, message))) = backup.recv().await {
+                    // Votes of a later epoch also mean this validator may have missed the end
+                    // of its own epoch (the others moved on): ask their sender for that
+                    // epoch's last block.
+                    if let Some(events) = &hint
+                        && events
+                            .unbounded_send(EpochEvent::Ahead(epoch, from.clone()))
+                            .is_err()
+                    {
+                        return;
+                    }
+                    early.keep(epoch, (from, message));
                 }
-            }
-        });
+            });
+        }
         let mut engines: std::collections::BTreeMap<u64, Handle<()>> = Default::default();
-        let mut current = epoch::epoch_of(tip.store().head() + 1);
         let mut enter = Some(current);
         let mut hinted = std::collections::BTreeSet::new();
         loop {
@@ -394,7 +435,21 @@ where
                     tracing::error!(epoch = epoch.get(), "consensus channels closed");
                     return;
                 };
-                engines.insert(epoch.get(), engine.start(votes, certificates, resolver));
+                // Messages arriving from here on go to the new sub-channels; those kept
+                // before go ahead of them (and any still queued behind the backup are no
+                // longer kept).
+                entered.store(epoch.get(), Ordering::SeqCst);
+                let prepend = |(sender, receiver), early: &Early| {
+                    (sender, Prepended::new(early.take(epoch.get()), receiver))
+                };
+                engines.insert(
+                    epoch.get(),
+                    engine.start(
+                        prepend(votes, &early_votes),
+                        prepend(certificates, &early_certificates),
+                        prepend(resolver, &early_requests),
+                    ),
+                );
                 tracing::info!(
                     epoch = epoch.get(),
                     voting = schemes.is_member(epoch),

@@ -10,6 +10,7 @@
 pub mod app;
 pub mod block;
 pub mod chain;
+pub mod early;
 pub mod engine;
 pub mod epoch;
 pub mod evidence;

@@ -836,3 +836,36 @@ fn finished_epochs_journals_are_reclaimed_as_the_chain_moves_on() {
         }
     });
 }
+
+#[test]
+fn the_first_block_of_a_new_epoch_is_empty_and_the_pending_transactions_follow() {
+    runner(12).start(|context| async move {
+        let c = start_cluster(&context, LINK).await;
+        let at = carechain_types::EPOCH_LENGTH;
+        let mut nonce = one_block_at_a_time(&context, &c, &[0, 1, 2, 3], at - 3, 0, 0).await;
+        // Transactions keep arriving across the epoch change.
+        while c.nodes[0].store().head() < at + 3 {
+            submit(&c, (nonce % N as u64) as usize, nonce, 1);
+            nonce += 1;
+            context.sleep(Duration::from_millis(20)).await;
+        }
+        wait_applied(&context, &c, &[0, 1, 2, 3], nonce).await;
+        context.sleep(Duration::from_secs(1)).await;
+        assert_agree(&c, &[0, 1, 2, 3]);
+        let snap = c.nodes[0].store().snapshot().unwrap();
+        let txs = |h: u64| snap.block(h).unwrap().unwrap().txs.len();
+        assert_eq!(
+            txs(at),
+            0,
+            "the new epoch's instance starts on an empty block"
+        );
+        assert!(
+            txs(at - 1) > 0,
+            "the old epoch's last block carried transactions"
+        );
+        assert!(
+            txs(at + 1) > 0,
+            "the next block carries what arrived meanwhile"
+        );
+    });
+}
