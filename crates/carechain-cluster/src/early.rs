@@ -139,4 +139,35 @@ mod tests {
         assert!(early.take(4).is_empty(), "handed over once");
         assert_eq!(early.take(5).len(), 1);
     }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("closed")]
+    struct Closed;
+
+    #[derive(Debug)]
+    struct Live(VecDeque<Message<PublicKey>>);
+
+    impl Receiver for Live {
+        type Error = Closed;
+        type PublicKey = PublicKey;
+
+        async fn recv(&mut self) -> Result<Message<PublicKey>, Closed> {
+            self.0.pop_front().ok_or(Closed)
+        }
+
+        fn capacity(&self) -> NonZeroUsize {
+            NonZeroUsize::MIN
+        }
+    }
+
+    #[test]
+    fn an_entered_epoch_reads_what_was_kept_before_its_live_channel() {
+        let kept: VecDeque<_> = [msg(1), msg(2)].into();
+        let mut r = Prepended::new(kept, Live([msg(3)].into()));
+        let got: Vec<u8> = (0..3)
+            .map(|_| futures::executor::block_on(r.recv()).unwrap().1.as_ref()[0])
+            .collect();
+        assert_eq!(got, [1, 2, 3]);
+        assert!(futures::executor::block_on(r.recv()).is_err());
+    }
 }
