@@ -6,10 +6,25 @@
 //! `Durability::Immediate` (fsync): after [`Store::commit_block`] returns, the block is durable;
 //! if the process dies before, none of it is visible on restart. Any failed write poisons the
 //! handle: every later write fails, so the node never carries on half-written.
+//!
+//! The transaction index is the exception: it is derived data (every block's receipts name
+//! their transactions), and one random B-tree page per transaction made it the largest part
+//! of a block's commit. A block's transactions are held in memory ([`Recent`]) and merged into
+//! [`tables::TX_INDEX`] in bulk by a background thread, in transactions of their own (sorted,
+//! at most every [`MERGE_INTERVAL`] or [`MERGE_BLOCKS`] blocks). `meta/tx_indexed` is the height
+//! through which the table is complete; at open the blocks after it are read back into memory.
+//! Lookups consult memory, the table and, for a view older than the latest merge, the blocks
+//! merged since, so a committed transaction is always found.
 
 use std::{
+    collections::{BTreeMap, HashMap},
     path::Path,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::Duration,
 };
 
 use carechain_crypto::Hash;
@@ -20,7 +35,7 @@ use carechain_state::{
 use carechain_types::{
     Block, Genesis, Receipt, decode_block, decode_genesis, decode_receipts, encode,
 };
-use parking_lot::RwLock;
+use parking_lot::{Condvar, Mutex, RwLock};
 use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable};
 
 /// Table definitions, public so that tests (tamper and crash tests) and tools can reach the
@@ -28,7 +43,7 @@ use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTabl
 pub mod tables {
     use redb::TableDefinition;
 
-    /// Named metadata (`genesis`, `head`, `checkpoint`).
+    /// Named metadata (`genesis`, `head`, `checkpoint`, `tx_indexed`).
     pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
     /// Height → encoded block.
     pub const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
@@ -36,7 +51,8 @@ pub mod tables {
     pub const BLOCK_HASHES: TableDefinition<&[u8; 32], u64> = TableDefinition::new("block_hashes");
     /// Height → encoded receipts.
     pub const RECEIPTS: TableDefinition<u64, &[u8]> = TableDefinition::new("receipts");
-    /// Transaction hash → (height, position in block).
+    /// Transaction hash → (height, position in block), complete through `meta/tx_indexed`
+    /// (later blocks' transactions are merged in bulk by the store's background thread).
     pub const TX_INDEX: TableDefinition<&[u8; 32], (u64, u32)> = TableDefinition::new("tx_index");
     /// `bucket (2 bytes, big-endian) || state key` → value.
     pub const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
@@ -109,6 +125,33 @@ pub struct BlockCommit<'a> {
     pub checkpoint: &'a str,
 }
 
+/// Most blocks held in memory before the background thread merges them into the index.
+pub const MERGE_BLOCKS: usize = 64;
+/// Longest a committed block waits in memory before it is merged into the index.
+pub const MERGE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Transactions of durable blocks not merged into [`tables::TX_INDEX`] yet.
+#[derive(Default)]
+struct Recent {
+    /// Every height below this is merged.
+    low: u64,
+    /// First location of each transaction held.
+    by_hash: HashMap<Hash, TxLocation>,
+    /// The transactions of each block held, by height.
+    by_height: BTreeMap<u64, Vec<Hash>>,
+}
+
+/// The index state shared with the merge thread.
+struct Index {
+    recent: Mutex<Recent>,
+    wake: Condvar,
+    stop: AtomicBool,
+    /// When to merge: this many blocks held, or the oldest held this long.
+    policy: Mutex<(usize, Duration)>,
+    /// Held while merging (one merge at a time).
+    merging: Mutex<()>,
+}
+
 struct Cached {
     head: u64,
     head_hash: Hash,
@@ -120,10 +163,12 @@ struct Cached {
 
 /// A node's database.
 pub struct Store {
-    db: Database,
+    db: Arc<Database>,
     genesis: Genesis,
     cached: RwLock<Cached>,
-    poisoned: AtomicBool,
+    poisoned: Arc<AtomicBool>,
+    index: Arc<Index>,
+    merger: Option<JoinHandle<()>>,
 }
 
 fn state_db_key(key: &[u8]) -> Vec<u8> {
@@ -151,6 +196,8 @@ impl Store {
             meta.insert("genesis", encode(genesis).as_slice())
                 .map_err(db)?;
             meta.insert("head", 0u64.to_le_bytes().as_slice())
+                .map_err(db)?;
+            meta.insert("tx_indexed", 0u64.to_le_bytes().as_slice())
                 .map_err(db)?;
             let mut state = txn.open_table(STATE).map_err(db)?;
             for (k, v) in &changes {
@@ -245,12 +292,58 @@ impl Store {
                 .map_err(|e| StorageError::Corrupt(format!("block {head}: {e}")))?;
             (b.header.hash(), b.header.timestamp_ms, b.header.log_size)
         };
-        let snap = Snapshot::new(rt)?;
+        let indexed = meta_u64(&meta, "tx_indexed")?;
+        let snap = Snapshot::new(rt, None)?;
         let log = CompactRange::from_source(&snap, log_size)
             .map_err(|e| StorageError::Corrupt(format!("log: {e}")))?;
-        drop(snap);
+        // The blocks not merged into the transaction index yet (a database from before the
+        // background merge has a complete index and no mark: it gets one).
+        let mut recent = Recent {
+            low: head + 1,
+            ..Recent::default()
+        };
+        match indexed {
+            Some(indexed) => {
+                recent.low = indexed + 1;
+                for height in indexed + 1..=head {
+                    let receipts = snap.receipts(height)?.ok_or_else(|| {
+                        StorageError::Corrupt(format!("receipts {height} missing"))
+                    })?;
+                    recent.hold(height, receipts.iter().map(|r| r.tx_hash).collect());
+                }
+            }
+            None => {
+                drop(meta);
+                drop(snap);
+                let mut txn = database.begin_write().map_err(db)?;
+                txn.set_durability(Durability::Immediate).map_err(db)?;
+                txn.open_table(META)
+                    .map_err(db)?
+                    .insert("tx_indexed", head.to_le_bytes().as_slice())
+                    .map_err(db)?;
+                txn.commit().map_err(db)?;
+            }
+        }
+        let database = Arc::new(database);
+        let poisoned = Arc::new(AtomicBool::new(false));
+        let index = Arc::new(Index {
+            recent: Mutex::new(recent),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+            policy: Mutex::new((MERGE_BLOCKS, MERGE_INTERVAL)),
+            merging: Mutex::new(()),
+        });
+        let merger = {
+            let (database, poisoned, index) = (database.clone(), poisoned.clone(), index.clone());
+            std::thread::Builder::new()
+                .name("carechain-txindex".into())
+                .spawn(move || merge_loop(&database, &poisoned, &index))
+                .map_err(|e| StorageError::Db(format!("cannot start the index thread: {e}")))?
+        };
         Ok(Store {
             db: database,
+            index,
+            merger: Some(merger),
             genesis,
             cached: RwLock::new(Cached {
                 head,
@@ -260,7 +353,7 @@ impl Store {
                 log,
                 checkpoint,
             }),
-            poisoned: AtomicBool::new(false),
+            poisoned,
         })
     }
 
@@ -306,19 +399,51 @@ impl Store {
 
     /// A consistent read snapshot.
     pub fn snapshot(&self) -> Result<Snapshot, StorageError> {
-        Snapshot::new(self.db.begin_read().map_err(db)?)
+        Snapshot::new(self.db.begin_read().map_err(db)?, Some(self.index.clone()))
     }
 
     /// Where a transaction is, if committed: [`Snapshot::tx_location`] without opening the
     /// rest of a snapshot (callers waiting for their transaction ask this after every block).
     pub fn tx_location(&self, tx: &Hash) -> Result<Option<TxLocation>, StorageError> {
-        tx_location_in(&self.db.begin_read().map_err(db)?, tx)
+        tx_location_in(&self.db.begin_read().map_err(db)?, Some(&self.index), tx)
+    }
+
+    /// The height through which the transaction index table is complete (later blocks'
+    /// transactions are held in memory until the background merge).
+    pub fn tx_indexed(&self) -> Result<u64, StorageError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let meta = txn.open_table(META).map_err(db)?;
+        Ok(meta_u64(&meta, "tx_indexed")?.unwrap_or(0))
+    }
+
+    /// When the background thread merges held transactions into the index: once `blocks`
+    /// blocks are held, or `interval` after the last merge (defaults: [`MERGE_BLOCKS`],
+    /// [`MERGE_INTERVAL`]).
+    pub fn set_index_merge(&self, blocks: usize, interval: Duration) {
+        *self.index.policy.lock() = (blocks.max(1), interval);
+        self.index.wake.notify_all();
+    }
+
+    /// Merges the transactions held in memory into the index table now. A failure poisons
+    /// the handle.
+    pub fn merge_index(&self) -> Result<(), StorageError> {
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(StorageError::Poisoned);
+        }
+        merge(&self.db, &self.index).inspect_err(|_| self.poisoned.store(true, Ordering::SeqCst))
     }
 
     /// Writes a block and all it produces in one durable transaction.
     pub fn commit_block(&self, c: &BlockCommit<'_>) -> Result<(), StorageError> {
         if self.poisoned.load(Ordering::SeqCst) {
             return Err(StorageError::Poisoned);
+        }
+        if self.merger.as_ref().is_some_and(JoinHandle::is_finished) {
+            // The merge thread ended without a stop: nothing would bound what is held.
+            self.poisoned.store(true, Ordering::SeqCst);
+            return Err(StorageError::Db(
+                "the transaction index thread stopped".into(),
+            ));
         }
         let head = self.head();
         let height = c.block.header.height;
@@ -329,6 +454,16 @@ impl Store {
         if let Err(e) = result {
             self.poisoned.store(true, Ordering::SeqCst);
             return Err(e);
+        }
+        // Held for the index before the head moves, so whoever sees the block finds its
+        // transactions.
+        let held = {
+            let mut recent = self.index.recent.lock();
+            recent.hold(height, c.receipts.iter().map(|r| r.tx_hash).collect());
+            recent.by_height.len()
+        };
+        if held >= self.index.policy.lock().0 {
+            self.index.wake.notify_one();
         }
         let mut cached = self.cached.write();
         cached.head = height;
@@ -357,17 +492,6 @@ impl Store {
             receipts
                 .insert(height, encode(c.receipts).as_slice())
                 .map_err(db)?;
-            let mut index = txn.open_table(TX_INDEX).map_err(db)?;
-            for (pos, r) in c.receipts.iter().enumerate() {
-                // A transaction included twice keeps its first (applied or rejected) location.
-                let old = index
-                    .insert(&r.tx_hash.0, (height, pos as u32))
-                    .map_err(db)?
-                    .map(|v| v.value());
-                if let Some(old) = old {
-                    index.insert(&r.tx_hash.0, old).map_err(db)?;
-                }
-            }
             let mut state = txn.open_table(STATE).map_err(db)?;
             for (k, v) in c.changes {
                 let key = state_db_key(k);
@@ -405,18 +529,188 @@ impl Store {
 /// A consistent read-only view of the database at one moment.
 pub struct Snapshot {
     txn: ReadTransaction,
+    index: Option<Arc<Index>>,
     state: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
     nodes: redb::ReadOnlyTable<(u8, u64), &'static [u8; 32]>,
     entries: redb::ReadOnlyTable<u64, &'static [u8; 32]>,
 }
 
-/// Where a transaction is in the chain read by `txn`, if committed.
-fn tx_location_in(txn: &ReadTransaction, tx: &Hash) -> Result<Option<TxLocation>, StorageError> {
-    let t = txn.open_table(TX_INDEX).map_err(db)?;
-    Ok(t.get(&tx.0)
+/// A `u64` metadata value, if present.
+fn meta_u64(
+    meta: &redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    name: &str,
+) -> Result<Option<u64>, StorageError> {
+    match meta.get(name).map_err(db)? {
+        None => Ok(None),
+        Some(v) => <[u8; 8]>::try_from(v.value())
+            .map(|b| Some(u64::from_le_bytes(b)))
+            .map_err(|_| StorageError::Corrupt(format!("meta {name}"))),
+    }
+}
+
+impl Recent {
+    /// Holds the transactions of the block at `height`.
+    fn hold(&mut self, height: u64, txs: Vec<Hash>) {
+        for (position, h) in txs.iter().enumerate() {
+            // A transaction included twice keeps its first (applied or rejected) location.
+            self.by_hash.entry(*h).or_insert(TxLocation {
+                height,
+                position: position as u32,
+            });
+        }
+        self.by_height.insert(height, txs);
+    }
+}
+
+/// Where a transaction is in the chain read by `txn`, if committed: the earliest of the
+/// locations held in memory (`index`; `None` for a read-only handle), in the index table, and
+/// in the blocks merged into the table after `txn` began (they are in neither).
+fn tx_location_in(
+    txn: &ReadTransaction,
+    index: Option<&Index>,
+    tx: &Hash,
+) -> Result<Option<TxLocation>, StorageError> {
+    let meta = txn.open_table(META).map_err(db)?;
+    let head = meta_u64(&meta, "head")?.ok_or_else(|| StorageError::Corrupt("no head".into()))?;
+    let indexed = meta_u64(&meta, "tx_indexed")?.unwrap_or(head);
+    // Memory first: a merge commits to the table before it forgets, so a location missing
+    // here is in the table as `txn` or a later reader sees it, or in the gap read below.
+    let (held, low) = match index {
+        Some(index) => {
+            let recent = index.recent.lock();
+            let held = recent.by_hash.get(tx).copied();
+            (held.filter(|l| l.height <= head), recent.low)
+        }
+        None => (None, head + 1),
+    };
+    let table = txn
+        .open_table(TX_INDEX)
+        .map_err(db)?
+        .get(&tx.0)
         .map_err(db)?
         .map(|v| v.value())
-        .map(|(height, position)| TxLocation { height, position }))
+        .map(|(height, position)| TxLocation { height, position });
+    let mut gap = None;
+    if low > indexed + 1 {
+        let receipts = txn.open_table(RECEIPTS).map_err(db)?;
+        'blocks: for height in indexed + 1..low.min(head + 1) {
+            let Some(bytes) = receipts.get(height).map_err(db)? else {
+                continue;
+            };
+            let rs = decode_receipts(bytes.value())
+                .map_err(|e| StorageError::Corrupt(format!("receipts {height}: {e}")))?;
+            for (position, r) in rs.iter().enumerate() {
+                if r.tx_hash == *tx {
+                    gap = Some(TxLocation {
+                        height,
+                        position: position as u32,
+                    });
+                    break 'blocks;
+                }
+            }
+        }
+    }
+    Ok([held, table, gap]
+        .into_iter()
+        .flatten()
+        .min_by_key(|l| (l.height, l.position)))
+}
+
+/// The background merge: waits for the policy's number of held blocks or its interval, then
+/// merges what is held into the index table. A failed merge poisons the store (the next block
+/// commit fails) and ends the thread.
+fn merge_loop(database: &Database, poisoned: &AtomicBool, index: &Index) {
+    let mut last = std::time::Instant::now();
+    loop {
+        if index.stop.load(Ordering::SeqCst) || poisoned.load(Ordering::SeqCst) {
+            return;
+        }
+        let (blocks, interval) = *index.policy.lock();
+        let due = |r: &Recent| {
+            r.by_height.len() >= blocks || (!r.by_height.is_empty() && last.elapsed() >= interval)
+        };
+        let now_due = {
+            let mut recent = index.recent.lock();
+            if !due(&recent) {
+                // Woken early by enough blocks, a new policy or the stop.
+                let wait = if recent.by_height.is_empty() {
+                    interval
+                } else {
+                    interval.saturating_sub(last.elapsed())
+                };
+                index.wake.wait_for(&mut recent, wait);
+            }
+            due(&recent)
+        };
+        if now_due && !index.stop.load(Ordering::SeqCst) {
+            if merge(database, index).is_err() {
+                poisoned.store(true, Ordering::SeqCst);
+                return;
+            }
+            last = std::time::Instant::now();
+        }
+    }
+}
+
+/// Merges the blocks held in memory into the index table (sorted, in one durable
+/// transaction), then forgets them.
+fn merge(database: &Database, index: &Index) -> Result<(), StorageError> {
+    let _one = index.merging.lock();
+    let (upto, mut entries) = {
+        let recent = index.recent.lock();
+        let Some((&upto, _)) = recent.by_height.last_key_value() else {
+            return Ok(());
+        };
+        let entries: Vec<(Hash, TxLocation)> = recent
+            .by_height
+            .values()
+            .flatten()
+            .filter_map(|h| recent.by_hash.get(h).map(|l| (*h, *l)))
+            .collect();
+        (upto, entries)
+    };
+    entries.sort_unstable_by_key(|(h, _)| *h);
+    entries.dedup_by_key(|(h, _)| *h);
+    let mut txn = database.begin_write().map_err(db)?;
+    txn.set_durability(Durability::Immediate).map_err(db)?;
+    {
+        let mut table = txn.open_table(TX_INDEX).map_err(db)?;
+        for (h, l) in &entries {
+            // A location already in the table is earlier: it stays.
+            let old = table
+                .insert(&h.0, (l.height, l.position))
+                .map_err(db)?
+                .map(|v| v.value());
+            if let Some(old) = old {
+                table.insert(&h.0, old).map_err(db)?;
+            }
+        }
+        txn.open_table(META)
+            .map_err(db)?
+            .insert("tx_indexed", upto.to_le_bytes().as_slice())
+            .map_err(db)?;
+    }
+    txn.commit().map_err(db)?;
+    let mut recent = index.recent.lock();
+    let later = recent.by_height.split_off(&(upto + 1));
+    let merged = std::mem::replace(&mut recent.by_height, later);
+    for h in merged.values().flatten() {
+        if recent.by_hash.get(h).is_some_and(|l| l.height <= upto) {
+            recent.by_hash.remove(h);
+        }
+    }
+    recent.low = upto + 1;
+    Ok(())
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.index.stop.store(true, Ordering::SeqCst);
+        self.index.wake.notify_all();
+        if let Some(merger) = self.merger.take() {
+            let _ = merger.join();
+        }
+    }
 }
 
 fn view_err<E: std::fmt::Display>(e: E) -> ViewError {
@@ -424,12 +718,13 @@ fn view_err<E: std::fmt::Display>(e: E) -> ViewError {
 }
 
 impl Snapshot {
-    fn new(txn: ReadTransaction) -> Result<Snapshot, StorageError> {
+    fn new(txn: ReadTransaction, index: Option<Arc<Index>>) -> Result<Snapshot, StorageError> {
         let state = txn.open_table(STATE).map_err(db)?;
         let nodes = txn.open_table(LOG_NODES).map_err(db)?;
         let entries = txn.open_table(LOG_ENTRIES).map_err(db)?;
         Ok(Snapshot {
             txn,
+            index,
             state,
             nodes,
             entries,
@@ -521,7 +816,7 @@ impl Snapshot {
 
     /// Where a transaction is, if committed.
     pub fn tx_location(&self, tx: &Hash) -> Result<Option<TxLocation>, StorageError> {
-        tx_location_in(&self.txn, tx)
+        tx_location_in(&self.txn, self.index.as_deref(), tx)
     }
 
     /// Log entries (transaction hashes) `from..to`.
@@ -619,7 +914,7 @@ pub struct ReadOnly {
 impl ReadOnly {
     /// A read snapshot.
     pub fn snapshot(&self) -> Result<Snapshot, StorageError> {
-        Snapshot::new(self.db.begin_read().map_err(db)?)
+        Snapshot::new(self.db.begin_read().map_err(db)?, None)
     }
 
     /// The stored genesis.

@@ -354,3 +354,97 @@ fn signed_on_submission_is_admitted_and_reverifies() {
     let report = audit_chain(&StoreSource::open(&dir.path().join("ledger.redb")).unwrap()).unwrap();
     assert_eq!(report.applied, 5);
 }
+
+/// Where each of `txs` is, by the store and by `snap`: both must agree with the blocks.
+fn assert_located(node: &Node, snap: &carechain_storage::Snapshot, txs: &[carechain_crypto::Hash]) {
+    for h in txs {
+        let loc = node
+            .store()
+            .tx_location(h)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{h:?} not found by the store"));
+        assert_eq!(
+            snap.tx_location(h).unwrap(),
+            Some(loc),
+            "the snapshot disagrees"
+        );
+        let block = snap.block(loc.height).unwrap().unwrap();
+        assert_eq!(block.txs[loc.position as usize].hash(), *h);
+    }
+}
+
+/// The transaction index is merged in bulk in the background: every committed transaction is
+/// found before its merge (held in memory), after it (in the table) — also by a snapshot taken
+/// before the merge — after a crash that left blocks unmerged, and by a read-only handle.
+#[test]
+fn committed_transactions_are_found_before_and_after_the_index_merge_and_across_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let node_key = key(0);
+    let orgs: Vec<SecretKey> = (1..=4).map(key).collect();
+    let config = NodeConfig {
+        block_interval: Duration::from_millis(1),
+        fixed_interval: false,
+        max_block_txs: 3,
+        mempool_capacity: 1000,
+    };
+    let node = start(dir.path(), &node_key, &orgs, config.clone());
+    // Merges only when asked.
+    node.store()
+        .set_index_merge(usize::MAX, Duration::from_secs(3600));
+    let submit = |node: &Node, txs: &mut Vec<carechain_crypto::Hash>, round: u64| {
+        for r in node.submit_batch(orgs.iter().map(|o| anchor(o, round)).collect()) {
+            txs.push(r.unwrap().hash);
+        }
+    };
+    let mut txs = Vec::new();
+    for round in 0..5 {
+        submit(&node, &mut txs, round);
+    }
+    wait_for_log(&node, 20);
+    let before = node.snapshot().unwrap();
+    assert_eq!(node.store().tx_indexed().unwrap(), 0, "nothing merged yet");
+    assert_located(&node, &before, &txs);
+    node.store().merge_index().unwrap();
+    assert_eq!(node.store().tx_indexed().unwrap(), node.store().head());
+    // The snapshot from before the merge reads the merged blocks themselves.
+    assert_located(&node, &before, &txs);
+    assert_located(&node, &node.snapshot().unwrap(), &txs);
+    // More blocks, held in memory only, then a crash.
+    for round in 5..10 {
+        submit(&node, &mut txs, round);
+    }
+    wait_for_log(&node, 40);
+    let merged = node.store().tx_indexed().unwrap();
+    assert!(
+        merged < node.store().head(),
+        "the new blocks are not merged"
+    );
+    node.shutdown();
+    drop(node);
+    let read_only = carechain_storage::open_read_only(&dir.path().join("ledger.redb")).unwrap();
+    let snap = read_only.snapshot().unwrap();
+    for h in &txs {
+        let loc = snap
+            .tx_location(h)
+            .unwrap()
+            .expect("found by a read-only handle");
+        assert_eq!(
+            snap.block(loc.height).unwrap().unwrap().txs[loc.position as usize].hash(),
+            *h
+        );
+    }
+    drop(snap);
+    drop(read_only);
+    let node = start(dir.path(), &node_key, &orgs, config);
+    node.store()
+        .set_index_merge(usize::MAX, Duration::from_secs(3600));
+    assert_eq!(node.store().tx_indexed().unwrap(), merged);
+    assert_located(&node, &node.snapshot().unwrap(), &txs);
+    // A committed transaction submitted again is still a duplicate.
+    assert!(matches!(
+        node.submit(anchor(&orgs[2], 7)),
+        Err(SubmitError::Duplicate(_))
+    ));
+    node.store().merge_index().unwrap();
+    assert_located(&node, &node.snapshot().unwrap(), &txs);
+}
