@@ -49,6 +49,9 @@ pub struct App {
     /// How long a leader with an empty mempool waits for transactions before proposing an
     /// empty block on a parent that is not final yet.
     pub idle_wait: Duration,
+    /// How long the leader of an epoch's first block waits before proposing it, so that the
+    /// validators still making the previous epoch's last block durable enter the epoch first.
+    pub epoch_start_wait: Duration,
     schemes: EpochSchemes,
     evidence: EvidenceLog,
     fault: Option<ProposalFault>,
@@ -67,6 +70,7 @@ impl App {
         App {
             chain,
             idle_wait,
+            epoch_start_wait: Duration::from_millis(40),
             schemes,
             evidence,
             fault,
@@ -156,20 +160,24 @@ impl<E: Clock + Send + Sync + 'static> commonware_consensus::Application<E> for 
         if !self.chain.knows(&parent) && !self.catch_up_to(ancestry, &parent).await {
             return None;
         }
-        // The first block of an epoch (after the first) is empty and proposed at once. The
-        // epoch's simplex instance is new and has heard from no one yet. Its skip heuristic
-        // takes the next view's leader for inactive unless that leader's vote for this view
-        // arrived before the view's notarization. A block with transactions takes each
-        // validator a different time to verify on a busy host. If the next leader is the
-        // slowest, the quicker ones nullify its view while the rest notarize, and nothing moves
-        // until the certification timeout (seconds). An empty block is verified by every
-        // validator at once. (At a cold start the leader waits for transactions as usual:
-        // its peers may not be connected yet.)
+        // The first block of an epoch (after the first) is empty, proposed after a short
+        // wait. The epoch's simplex instance is new and has heard from no one yet. Its skip
+        // heuristic takes the next view's leader for inactive unless that leader's vote for
+        // this view arrived before the view's notarization. Validators enter the epoch when
+        // they have made its predecessor's last block durable, tens of milliseconds apart on
+        // a busy host, and a block with transactions takes each a different time to verify.
+        // If the next leader is the last, the quicker ones nullify its view while the rest
+        // notarize, and nothing moves until the certification timeout (seconds). The wait
+        // lets the last ones enter; an empty block is verified by all at once. (At a cold
+        // start the leader waits for transactions as usual: its peers may not be connected
+        // yet.)
         let first_of_epoch = self
             .chain
             .height_after(&parent)
             .is_some_and(|h| h > 0 && h % carechain_types::EPOCH_LENGTH == 0);
-        if !first_of_epoch {
+        if first_of_epoch {
+            rt.sleep(self.epoch_start_wait).await;
+        } else {
             self.wait_for_transactions(&rt, &parent).await;
         }
         let max_txs = if first_of_epoch { 0 } else { usize::MAX };

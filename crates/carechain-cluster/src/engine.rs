@@ -67,6 +67,9 @@ pub struct ValidatorConfig {
     /// How long an idle leader waits for transactions before proposing an empty block on a
     /// parent that is not final yet (on a final parent it waits for transactions).
     pub idle_wait: Duration,
+    /// How long the leader of an epoch's first block waits before proposing it (see
+    /// [`App::epoch_start_wait`]).
+    pub epoch_start_wait: Duration,
     /// Most transactions per block.
     pub max_block_txs: usize,
     /// Largest encoded block (also bounds p2p messages that carry blocks).
@@ -85,6 +88,7 @@ impl Default for ValidatorConfig {
             certification_timeout: Duration::from_secs(2),
             timeout_retry: Duration::from_secs(3),
             idle_wait: Duration::from_millis(500),
+            epoch_start_wait: Duration::from_millis(40),
             max_block_txs: 8_192,
             max_block_bytes: 8 * 1024 * 1024,
             fetch_timeout: Duration::from_secs(2),
@@ -281,13 +285,14 @@ where
     );
 
     // Consensus over the application.
-    let app = App::new(
+    let mut app = App::new(
         chain.clone(),
         config.idle_wait,
         schemes.clone(),
         evidence.clone(),
         config.proposal_fault.clone(),
     );
+    app.epoch_start_wait = config.epoch_start_wait;
     let inline = Inline::new(
         context.child("application"),
         app,

@@ -80,21 +80,30 @@ impl StateCommitment {
         if updates.is_empty() {
             return self.root();
         }
-        let mut layer: BTreeMap<usize, Hash> =
+        // The changed nodes of one level, sorted by index (a BTreeMap iterates in order, and
+        // parents of sorted nodes are sorted); a sibling not in the list is read from `self`.
+        let mut layer: Vec<(usize, Hash)> =
             updates.iter().map(|(b, h)| (usize::from(*b), *h)).collect();
+        let mut next = Vec::with_capacity(layer.len());
         for level in 0..DEPTH {
-            let mut next = BTreeMap::new();
-            for &i in layer.keys() {
-                let parent = i / 2;
-                if next.contains_key(&parent) {
-                    continue;
-                }
-                let get = |j: usize| layer.get(&j).copied().unwrap_or(self.levels[level][j]);
-                next.insert(parent, node_hash(&get(parent * 2), &get(parent * 2 + 1)));
+            next.clear();
+            let mut i = 0;
+            while i < layer.len() {
+                let (index, hash) = layer[i];
+                let (left, right) = if index % 2 == 1 {
+                    (self.levels[level][index - 1], hash)
+                } else if layer.get(i + 1).is_some_and(|(j, _)| *j == index + 1) {
+                    i += 1;
+                    (hash, layer[i].1)
+                } else {
+                    (hash, self.levels[level][index + 1])
+                };
+                next.push((index / 2, node_hash(&left, &right)));
+                i += 1;
             }
-            layer = next;
+            std::mem::swap(&mut layer, &mut next);
         }
-        layer.get(&0).copied().unwrap_or_else(|| self.root())
+        layer.first().map_or_else(|| self.root(), |(_, h)| *h)
     }
 
     /// Applies bucket updates.
@@ -201,5 +210,26 @@ mod tests {
         assert_ne!(predicted, empty_root);
         let rebuilt = StateCommitment::from_buckets(u.clone());
         assert_eq!(rebuilt.root(), c.root());
+    }
+
+    proptest::proptest! {
+        /// The predicted root equals the root after applying, over any committed buckets and
+        /// any updates (siblings, neighbours at both ends, overwrites of committed buckets).
+        #[test]
+        fn root_with_equals_apply_for_any_updates(
+            committed in proptest::collection::btree_map(proptest::prelude::any::<u16>(), proptest::prelude::any::<[u8; 32]>(), 0..64),
+            updates in proptest::collection::btree_map(proptest::prelude::any::<u16>(), proptest::prelude::any::<[u8; 32]>(), 0..64),
+            siblings in proptest::collection::vec(proptest::prelude::any::<u16>(), 0..16),
+        ) {
+            let mut c = StateCommitment::from_buckets(committed.into_iter().map(|(b, h)| (b, Hash(h))));
+            let mut u: BTreeMap<u16, Hash> = updates.into_iter().map(|(b, h)| (b, Hash(h))).collect();
+            for b in siblings {
+                u.insert(b, sha256(&b.to_le_bytes()));
+                u.insert(b ^ 1, sha256(&(b ^ 1).to_be_bytes()));
+            }
+            let predicted = c.root_with(&u);
+            c.apply(&u);
+            proptest::prop_assert_eq!(predicted, c.root());
+        }
     }
 }
