@@ -58,11 +58,13 @@ pub struct App {
 }
 
 impl App {
-    /// The application over `chain`; invalid proposals of a validator of the proposal's epoch
-    /// (`schemes`) are recorded in `evidence`.
+    /// The application over `chain`, with the leader's waits (`idle_wait`,
+    /// `epoch_start_wait`, see the fields); invalid proposals of a validator of the proposal's
+    /// epoch (`schemes`) are recorded in `evidence`.
     pub fn new(
         chain: Arc<Chain>,
         idle_wait: Duration,
+        epoch_start_wait: Duration,
         schemes: EpochSchemes,
         evidence: EvidenceLog,
         fault: Option<ProposalFault>,
@@ -70,7 +72,7 @@ impl App {
         App {
             chain,
             idle_wait,
-            epoch_start_wait: Duration::from_millis(40),
+            epoch_start_wait,
             schemes,
             evidence,
             fault,
@@ -107,8 +109,9 @@ impl App {
     }
 
     /// Waits, as the leader, for something to propose on `parent`. An idle leader does not
-    /// cut empty blocks on a final parent: it waits for transactions (consensus moves on to the next leader meanwhile, and cancels this).
-    /// On a parent that is not final yet it waits only briefly, so that parent gets a
+    /// cut empty blocks on a final parent: it waits for transactions (consensus moves on to
+    /// the next leader meanwhile, and cancels this). On a parent that is not final yet it
+    /// waits only briefly, so that parent gets a
     /// descendant and becomes final even on a quiet chain. Idle means: nothing pending
     /// that the parent and its not-final ancestors do not already carry (a mempool holding
     /// only those would give an empty block, a height of delay for what arrives next).

@@ -285,14 +285,14 @@ where
     );
 
     // Consensus over the application.
-    let mut app = App::new(
+    let app = App::new(
         chain.clone(),
         config.idle_wait,
+        config.epoch_start_wait,
         schemes.clone(),
         evidence.clone(),
         config.proposal_fault.clone(),
     );
-    app.epoch_start_wait = config.epoch_start_wait;
     let inline = Inline::new(
         context.child("application"),
         app,

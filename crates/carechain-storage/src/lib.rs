@@ -238,12 +238,7 @@ impl Store {
             .ok_or_else(|| StorageError::Corrupt("no genesis".into()))?;
         let genesis = decode_genesis(genesis_bytes.value())
             .map_err(|e| StorageError::Corrupt(format!("genesis: {e}")))?;
-        let head = meta
-            .get("head")
-            .map_err(db)?
-            .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
-            .map(u64::from_le_bytes)
-            .ok_or_else(|| StorageError::Corrupt("no head".into()))?;
+        let head = meta_head(&meta)?;
         let checkpoint = meta
             .get("checkpoint")
             .map_err(db)?
@@ -299,12 +294,11 @@ impl Store {
         // The blocks not merged into the transaction index yet (a database from before the
         // background merge has a complete index and no mark: it gets one).
         let mut recent = Recent {
-            low: head + 1,
+            low: indexed.unwrap_or(head) + 1,
             ..Recent::default()
         };
         match indexed {
             Some(indexed) => {
-                recent.low = indexed + 1;
                 for height in indexed + 1..=head {
                     let receipts = snap.receipts(height)?.ok_or_else(|| {
                         StorageError::Corrupt(format!("receipts {height} missing"))
@@ -535,6 +529,11 @@ pub struct Snapshot {
     entries: redb::ReadOnlyTable<u64, &'static [u8; 32]>,
 }
 
+/// The head height recorded in `meta`.
+fn meta_head(meta: &redb::ReadOnlyTable<&'static str, &'static [u8]>) -> Result<u64, StorageError> {
+    meta_u64(meta, "head")?.ok_or_else(|| StorageError::Corrupt("no head".into()))
+}
+
 /// A `u64` metadata value, if present.
 fn meta_u64(
     meta: &redb::ReadOnlyTable<&'static str, &'static [u8]>,
@@ -562,6 +561,21 @@ impl Recent {
     }
 }
 
+/// The receipts of the block at `height` in the chain read by `txn`.
+fn receipts_in(txn: &ReadTransaction, height: u64) -> Result<Option<Vec<Receipt>>, StorageError> {
+    match txn
+        .open_table(RECEIPTS)
+        .map_err(db)?
+        .get(height)
+        .map_err(db)?
+    {
+        None => Ok(None),
+        Some(v) => decode_receipts(v.value())
+            .map(Some)
+            .map_err(|e| StorageError::Corrupt(format!("receipts {height}: {e}"))),
+    }
+}
+
 /// Where a transaction is in the chain read by `txn`, if committed: the earliest of the
 /// locations held in memory (`index`; `None` for a read-only handle), in the index table, and
 /// in the blocks merged into the table after `txn` began (they are in neither).
@@ -571,7 +585,7 @@ fn tx_location_in(
     tx: &Hash,
 ) -> Result<Option<TxLocation>, StorageError> {
     let meta = txn.open_table(META).map_err(db)?;
-    let head = meta_u64(&meta, "head")?.ok_or_else(|| StorageError::Corrupt("no head".into()))?;
+    let head = meta_head(&meta)?;
     let indexed = meta_u64(&meta, "tx_indexed")?.unwrap_or(head);
     // Memory first: a merge commits to the table before it forgets, so a location missing
     // here is in the table as `txn` or a later reader sees it, or in the gap read below.
@@ -592,13 +606,10 @@ fn tx_location_in(
         .map(|(height, position)| TxLocation { height, position });
     let mut gap = None;
     if low > indexed + 1 {
-        let receipts = txn.open_table(RECEIPTS).map_err(db)?;
         'blocks: for height in indexed + 1..low.min(head + 1) {
-            let Some(bytes) = receipts.get(height).map_err(db)? else {
+            let Some(rs) = receipts_in(txn, height)? else {
                 continue;
             };
-            let rs = decode_receipts(bytes.value())
-                .map_err(|e| StorageError::Corrupt(format!("receipts {height}: {e}")))?;
             for (position, r) in rs.iter().enumerate() {
                 if r.tx_hash == *tx {
                     gap = Some(TxLocation {
@@ -805,13 +816,7 @@ impl Snapshot {
 
     /// The receipts of the block at `height`.
     pub fn receipts(&self, height: u64) -> Result<Option<Vec<Receipt>>, StorageError> {
-        let t = self.txn.open_table(RECEIPTS).map_err(db)?;
-        match t.get(height).map_err(db)? {
-            None => Ok(None),
-            Some(v) => decode_receipts(v.value())
-                .map(Some)
-                .map_err(|e| StorageError::Corrupt(format!("receipts {height}: {e}"))),
-        }
+        receipts_in(&self.txn, height)
     }
 
     /// Where a transaction is, if committed.
@@ -891,12 +896,7 @@ impl Snapshot {
 
     /// Height of the head recorded in this snapshot.
     pub fn head(&self) -> Result<u64, StorageError> {
-        let t = self.txn.open_table(META).map_err(db)?;
-        t.get("head")
-            .map_err(db)?
-            .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
-            .map(u64::from_le_bytes)
-            .ok_or_else(|| StorageError::Corrupt("no head".into()))
+        meta_head(&self.txn.open_table(META).map_err(db)?)
     }
 }
 
