@@ -9,7 +9,7 @@ use commonware_actor::Feedback;
 use commonware_consensus::{
     Reporter,
     marshal::{Update, ancestry::Ancestry},
-    simplex::types::Context,
+    simplex::types::{Activity, Context},
     types::Epoch,
 };
 use commonware_cryptography::{Digested, ed25519::PublicKey, sha256::Digest};
@@ -257,16 +257,36 @@ impl<E: Clock + Send + Sync + 'static> commonware_consensus::Application<E> for 
     }
 }
 
-/// Marshal's reporter: hands each finalized block, in height order, to a committer task that
-/// commits it durably and then acknowledges it. Marshal is not held while a block is written
-/// (it keeps serving blocks and ancestry to consensus, so the next height is proposed and
-/// verified meanwhile); it delivers the next finalized block only after the acknowledgement.
-/// A block that cannot be committed is never acknowledged: marshal stops applying blocks and
-/// the node is failed (never half-written). When the last block of an epoch is durable, the
-/// committer calls `epoch_ended` with the next epoch (its validator set is fixed from then on).
+/// The committer of finalized blocks, fed two ways. Marshal's reporter: each finalized
+/// block, in height order, which the committer commits durably and then acknowledges; marshal
+/// is not held while a block is written (it keeps serving blocks and ancestry to consensus,
+/// so the next height is proposed and verified meanwhile) and delivers the next finalized
+/// block only after the acknowledgement. And [`Finalized`], in front of marshal on
+/// consensus' reporter: the digest of each finalization certificate as soon as consensus has
+/// it, which the committer commits at once when it holds the block and every not-durable
+/// ancestor executed (marshal's delivery of it is then acknowledged as already durable).
+/// Marshal stores the certificate and the block in its archives and syncs them before it
+/// delivers; a commit need not wait for that, because a block whose certificate this node
+/// lost in a crash is still final, and marshal fetches the certificate from peers before it
+/// delivers anything after it. A block that cannot be committed is never acknowledged:
+/// marshal stops applying blocks and the node is failed (never half-written). When the last
+/// block of an epoch is durable, the committer calls `epoch_ended` with the next epoch (its
+/// validator set is fixed from then on).
+///
+/// Architecture Invariant: a block is committed only when consensus has finalized it (a
+/// certificate or marshal's delivery, which follows one) and only on the durable tip.
 #[derive(Clone)]
 pub struct Finalizer {
     blocks: futures::channel::mpsc::UnboundedSender<(Arc<Block>, Exact)>,
+    finalized: futures::channel::mpsc::UnboundedSender<Hash>,
+}
+
+/// What the committer is handed.
+enum Work {
+    /// Marshal's ordered delivery, to acknowledge once durable.
+    Deliver(Arc<Block>, Exact),
+    /// A finalization certificate's block, to commit now if held here.
+    Finalized(Hash),
 }
 
 impl Finalizer {
@@ -274,28 +294,84 @@ impl Finalizer {
     pub fn start<E: Spawner>(
         context: E,
         chain: Arc<Chain>,
-        epoch_ended: impl Fn(Epoch) + Send + 'static,
+        epoch_ended: impl Fn(Epoch) + Send + Sync + 'static,
     ) -> Finalizer {
-        let (blocks, mut queue) = futures::channel::mpsc::unbounded::<(Arc<Block>, Exact)>();
+        let (blocks, delivered) = futures::channel::mpsc::unbounded::<(Arc<Block>, Exact)>();
+        let (finalized, certified) = futures::channel::mpsc::unbounded::<Hash>();
+        let mut work = futures::stream::select(
+            delivered.map(|(b, ack)| Work::Deliver(b, ack)),
+            certified.map(Work::Finalized),
+        );
         context.dedicated().spawn(move |_| async move {
-            while let Some((block, ack)) = queue.next().await {
-                match chain.commit(&block) {
-                    Ok(_) => {
-                        ack.acknowledge();
-                        let next = epoch_of(block.header.height + 1);
-                        if next != epoch_of(block.header.height) {
-                            epoch_ended(next);
+            let commit = |block: &Block| -> Result<(), ChainError> {
+                let next = epoch_of(block.header.height + 1);
+                if chain.commit(block)? && next != epoch_of(block.header.height) {
+                    epoch_ended(next);
+                }
+                Ok(())
+            };
+            while let Some(w) = work.next().await {
+                let (height, result) = match w {
+                    Work::Deliver(block, ack) => match commit(&block) {
+                        Ok(()) => {
+                            ack.acknowledge();
+                            continue;
                         }
+                        Err(e) => (block.header.height, Err(e)),
+                    },
+                    Work::Finalized(hash) => {
+                        let mut result = Ok(());
+                        let mut height = 0;
+                        for block in chain.held_path(&hash) {
+                            height = block.header.height;
+                            result = commit(&block);
+                            if result.is_err() {
+                                break;
+                            }
+                        }
+                        (height, result)
                     }
-                    Err(e) => {
-                        tracing::error!(height = block.header.height, error = %e, "finalized block not committed; stopping");
-                        drop(ack);
-                        return;
-                    }
+                };
+                if let Err(e) = result {
+                    tracing::error!(height, error = %e, "finalized block not committed; stopping");
+                    return;
                 }
             }
         });
-        Finalizer { blocks }
+        Finalizer { blocks, finalized }
+    }
+
+    /// Consensus finalized the block `hash`: commit it now if it and its not-durable
+    /// ancestors are held here (executed); otherwise marshal's delivery commits it.
+    pub fn finalized(&self, hash: Hash) {
+        // A stopped committer fails the node; marshal's path reports it.
+        let _ = self.finalized.unbounded_send(hash);
+    }
+}
+
+/// Consensus' reporter in front of marshal: passes every activity on, and first hands each
+/// finalization certificate's block to the [`Finalizer`] (see there).
+#[derive(Clone)]
+pub struct Finalized<R> {
+    inner: R,
+    committer: Finalizer,
+}
+
+impl<R> Finalized<R> {
+    /// Wraps `inner`, telling `committer` of finalizations.
+    pub fn new(inner: R, committer: Finalizer) -> Self {
+        Finalized { inner, committer }
+    }
+}
+
+impl<R: Reporter<Activity = Activity<Scheme, Digest>>> Reporter for Finalized<R> {
+    type Activity = Activity<Scheme, Digest>;
+
+    fn report(&mut self, activity: Self::Activity) -> Feedback {
+        if let Activity::Finalization(f) = &activity {
+            self.committer.finalized(hash_of(&f.proposal.payload));
+        }
+        self.inner.report(activity)
     }
 }
 
@@ -317,5 +393,101 @@ impl Reporter for Finalizer {
                 Feedback::Ok
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use carechain_crypto::{SecretKey, sha256};
+    use carechain_node::{Node, NodeConfig};
+    use carechain_storage::Store;
+    use carechain_types::{Genesis, GenesisIdentity, Role};
+    use commonware_cryptography::Digestible as _;
+    use commonware_runtime::{Runner as _, Supervisor as _, deterministic};
+
+    /// A chain of one validator over a fresh store in `dir`.
+    fn chain(dir: &std::path::Path) -> Arc<Chain> {
+        let key = SecretKey::from_seed(&sha256(b"validator").0);
+        let genesis = Genesis {
+            chain_id: "finalizer-test".into(),
+            timestamp_ms: 1,
+            identities: vec![GenesisIdentity {
+                key: key.public(),
+                role: Role::Validator,
+                parent: None,
+            }],
+        };
+        let store = Arc::new(Store::create(&dir.join("ledger.redb"), &genesis).expect("store"));
+        let node = Node::start_external(store, key, NodeConfig::default()).expect("node");
+        Arc::new(Chain::new(node, 16, 1 << 20))
+    }
+
+    /// Two empty blocks proposed by `chain` on the durable tip, the second on the first.
+    fn two_blocks(chain: &Chain) -> [Arc<Block>; 2] {
+        let head = chain.node().store().head_hash();
+        let b1 = chain.propose(&head, 2, 0).expect("b1").block.clone();
+        let b2 = chain.propose(&b1.header.hash(), 3, 0).expect("b2");
+        [b1, b2.block.clone()]
+    }
+
+    /// Delivers `block` as marshal does and waits for its acknowledgement.
+    async fn deliver(committer: &Finalizer, block: &Block) {
+        let block = ChainBlock::block(block.clone());
+        let digest = block.digest();
+        let (ack, waiter) = Exact::handle();
+        let fed = committer
+            .clone()
+            .report(Update::Block(Digested::precomputed(block, digest), ack));
+        assert!(matches!(fed, Feedback::Ok));
+        waiter.await.expect("acknowledged");
+    }
+
+    #[test]
+    fn a_finalization_commits_the_held_blocks_at_once_and_marshal_delivery_is_then_acknowledged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let chain = chain(dir.path());
+        let node = chain.node().clone();
+        deterministic::Runner::default().start(|context| async move {
+            let [b1, b2] = two_blocks(&chain);
+            let committer = Finalizer::start(context.child("committer"), chain.clone(), |_| {});
+            let mut heights = node.subscribe();
+            // Nothing happens for a block not held here; the finalization of b2 makes b1 and
+            // b2 durable, in order, without any delivery by marshal.
+            committer.finalized(sha256(b"not a block"));
+            committer.finalized(b2.header.hash());
+            while *heights.borrow_and_update() < 2 {
+                heights.changed().await.expect("node running");
+            }
+            assert_eq!(node.store().head_hash(), b2.header.hash());
+            assert_eq!(chain.pending_len(), 0, "committed blocks are forgotten");
+            // Marshal delivers them later, in order: each is acknowledged as durable.
+            for b in [&b1, &b2] {
+                deliver(&committer, b).await;
+            }
+            assert_eq!(node.store().head(), 2);
+        });
+    }
+
+    #[test]
+    fn blocks_not_executed_here_are_left_to_marshal_which_commits_them_in_order() {
+        let (dir_a, dir_b) = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
+        // A proposed (executed) two blocks; B, on the same genesis, executed neither.
+        let (a, b) = (chain(dir_a.path()), chain(dir_b.path()));
+        let node = b.node().clone();
+        deterministic::Runner::default().start(|context| async move {
+            let [b1, b2] = two_blocks(&a);
+            assert!(b.held_path(&b2.header.hash()).is_empty());
+            let committer = Finalizer::start(context.child("committer"), b.clone(), |_| {});
+            committer.finalized(b2.header.hash());
+            for (i, blk) in [&b1, &b2].into_iter().enumerate() {
+                deliver(&committer, blk).await;
+                assert_eq!(node.store().head(), i as u64 + 1);
+            }
+            assert_eq!(node.store().head_hash(), b2.header.hash());
+        });
     }
 }

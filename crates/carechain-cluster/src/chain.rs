@@ -204,6 +204,27 @@ impl Chain {
         Ok(self.hold(block.clone(), executed, p.as_deref(), tx_hashes))
     }
 
+    /// The blocks from the one after the durable tip through `hash`, oldest first, when all
+    /// are held here (executed); empty otherwise (or when `hash` is durable).
+    pub fn held_path(&self, hash: &Hash) -> Vec<Arc<Block>> {
+        let head = self.node.store().head_hash();
+        let pending = self.pending.lock();
+        let mut path = Vec::new();
+        let mut next = *hash;
+        while next != head {
+            match pending.get(&next) {
+                // Heights fall by one per step, so the walk ends.
+                Some(e) if path.len() < pending.len() => {
+                    next = e.block.header.parent;
+                    path.push(e.block.clone());
+                }
+                _ => return Vec::new(),
+            }
+        }
+        path.reverse();
+        path
+    }
+
     /// Commits a block consensus finalized: the next height after the durable tip, executed
     /// here before or now. Already durable: nothing to do. Returns whether it was committed.
     pub fn commit(&self, block: &Block) -> Result<bool, ChainError> {

@@ -42,7 +42,7 @@ use rand_core::CryptoRng;
 
 use crate::{
     Scheme,
-    app::{App, Finalizer},
+    app::{App, Finalized, Finalizer},
     block::ChainBlock,
     chain::Chain,
     early::{Early, Prepended},
@@ -276,13 +276,10 @@ where
     // What moves the orchestrator (below) between epochs.
     let (events, mut next_event) = futures::channel::mpsc::unbounded::<EpochEvent>();
     let ended = events.clone();
-    actor.start(
-        Finalizer::start(context.child("committer"), chain.clone(), move |next| {
-            let _ = ended.unbounded_send(EpochEvent::Enter(next));
-        }),
-        broadcast,
-        resolver,
-    );
+    let committer = Finalizer::start(context.child("committer"), chain.clone(), move |next| {
+        let _ = ended.unbounded_send(EpochEvent::Enter(next));
+    });
+    actor.start(committer.clone(), broadcast, resolver);
 
     // Consensus over the application.
     let app = App::new(
@@ -299,7 +296,7 @@ where
         mailbox.clone(),
         epoch::epocher(),
     );
-    let reporter = Recorder::new(inline.clone(), evidence.clone());
+    let reporter = Recorder::new(Finalized::new(inline.clone(), committer), evidence.clone());
     // One simplex instance per epoch, over that epoch's validator set: the orchestrator
     // starts the instance of the epoch after the durable tip, and the next one as soon as
     // the Finalizer has made an epoch's last block durable (then stops the old one).
