@@ -21,6 +21,7 @@ use crate::{
     Scheme,
     block::{ChainBlock, hash_of},
     chain::{Chain, ChainError},
+    entered::Entered,
     epoch::{EpochSchemes, epoch_of},
     evidence::{Evidence, EvidenceLog},
 };
@@ -49,22 +50,24 @@ pub struct App {
     /// How long a leader with an empty mempool waits for transactions before proposing an
     /// empty block on a parent that is not final yet.
     pub idle_wait: Duration,
-    /// How long the leader of an epoch's first block waits before proposing it, so that the
-    /// validators still making the previous epoch's last block durable enter the epoch first.
+    /// The longest the leader of an epoch's first block waits for the epoch's validators to
+    /// enter it (those still making the previous epoch's last block durable).
     pub epoch_start_wait: Duration,
     schemes: EpochSchemes,
+    entered: Arc<Entered>,
     evidence: EvidenceLog,
     fault: Option<ProposalFault>,
 }
 
 impl App {
     /// The application over `chain`, with the leader's waits (`idle_wait`,
-    /// `epoch_start_wait`, see the fields); invalid proposals of a validator of the proposal's
-    /// epoch (`schemes`) are recorded in `evidence`.
+    /// `epoch_start_wait`, see the fields; who has `entered` an epoch ends the latter);
+    /// invalid proposals of a validator of the proposal's epoch (`schemes`) are recorded in
+    /// `evidence`.
     pub fn new(
         chain: Arc<Chain>,
-        idle_wait: Duration,
-        epoch_start_wait: Duration,
+        (idle_wait, epoch_start_wait): (Duration, Duration),
+        entered: Arc<Entered>,
         schemes: EpochSchemes,
         evidence: EvidenceLog,
         fault: Option<ProposalFault>,
@@ -73,6 +76,7 @@ impl App {
             chain,
             idle_wait,
             epoch_start_wait,
+            entered,
             schemes,
             evidence,
             fault,
@@ -163,23 +167,23 @@ impl<E: Clock + Send + Sync + 'static> commonware_consensus::Application<E> for 
         if !self.chain.knows(&parent) && !self.catch_up_to(ancestry, &parent).await {
             return None;
         }
-        // The first block of an epoch (after the first) is empty, proposed after a short
-        // wait. The epoch's simplex instance is new and has heard from no one yet. Its skip
-        // heuristic takes the next view's leader for inactive unless that leader's vote for
-        // this view arrived before the view's notarization. Validators enter the epoch when
-        // they have made its predecessor's last block durable, tens of milliseconds apart on
-        // a busy host, and a block with transactions takes each a different time to verify.
-        // If the next leader is the last, the quicker ones nullify its view while the rest
-        // notarize, and nothing moves until the certification timeout (seconds). The wait
-        // lets the last ones enter; an empty block is verified by all at once. (At a cold
-        // start the leader waits for transactions as usual: its peers may not be connected
-        // yet.)
+        // The first block of an epoch (after the first) is empty, proposed once every
+        // validator of the epoch has entered it (at most `epoch_start_wait`; see `entered`
+        // for why): an empty block is verified by all at once, so the next leader's vote is
+        // not the last to arrive. (At a cold start the leader waits for transactions as
+        // usual: its peers may not be connected yet.)
         let first_of_epoch = self
             .chain
             .height_after(&parent)
             .is_some_and(|h| h > 0 && h % carechain_types::EPOCH_LENGTH == 0);
         if first_of_epoch {
-            rt.sleep(self.epoch_start_wait).await;
+            let epoch = ctx.round.epoch();
+            if let Some(set) = self.schemes.participants(epoch) {
+                let everyone = self.entered.wait_all(epoch.get(), &set);
+                let cap = rt.sleep(self.epoch_start_wait);
+                futures::pin_mut!(everyone, cap);
+                futures::future::select(everyone, cap).await;
+            }
         } else {
             self.wait_for_transactions(&rt, &parent).await;
         }
@@ -269,9 +273,12 @@ impl<E: Clock + Send + Sync + 'static> commonware_consensus::Application<E> for 
 /// delivers; a commit need not wait for that, because a block whose certificate this node
 /// lost in a crash is still final, and marshal fetches the certificate from peers before it
 /// delivers anything after it. A block that cannot be committed is never acknowledged:
-/// marshal stops applying blocks and the node is failed (never half-written). When the last
-/// block of an epoch is durable, the committer calls `epoch_ended` with the next epoch (its
-/// validator set is fixed from then on).
+/// marshal stops applying blocks and the node is failed (never half-written). When marshal
+/// has delivered the last block of an epoch (durable here), the committer calls `epoch_ended`
+/// with the next epoch (its validator set is fixed from then on); not at a commit from the
+/// certificate, because the next epoch's instance starts on that block and the validator must
+/// not vote there before its marshal holds it (its verification of the first proposal would
+/// wait for marshal, and the next leader's vote could come last: see `entered`).
 ///
 /// Architecture Invariant: a block is committed only when consensus has finalized it (a
 /// certificate or marshal's delivery, which follows one) and only on the durable tip.
@@ -294,7 +301,7 @@ impl Finalizer {
     pub fn start<E: Spawner>(
         context: E,
         chain: Arc<Chain>,
-        epoch_ended: impl Fn(Epoch) + Send + Sync + 'static,
+        epoch_ended: impl Fn(Epoch) + Send + 'static,
     ) -> Finalizer {
         let (blocks, delivered) = futures::channel::mpsc::unbounded::<(Arc<Block>, Exact)>();
         let (finalized, certified) = futures::channel::mpsc::unbounded::<Hash>();
@@ -303,18 +310,17 @@ impl Finalizer {
             certified.map(Work::Finalized),
         );
         context.dedicated().spawn(move |_| async move {
-            let commit = |block: &Block| -> Result<(), ChainError> {
-                let next = epoch_of(block.header.height + 1);
-                if chain.commit(block)? && next != epoch_of(block.header.height) {
-                    epoch_ended(next);
-                }
-                Ok(())
-            };
             while let Some(w) = work.next().await {
                 let (height, result) = match w {
-                    Work::Deliver(block, ack) => match commit(&block) {
-                        Ok(()) => {
+                    Work::Deliver(block, ack) => match chain.commit(&block) {
+                        Ok(_) => {
                             ack.acknowledge();
+                            // The next epoch starts once marshal, too, holds this epoch's
+                            // last block (its instance starts on it).
+                            let next = epoch_of(block.header.height + 1);
+                            if next != epoch_of(block.header.height) {
+                                epoch_ended(next);
+                            }
                             continue;
                         }
                         Err(e) => (block.header.height, Err(e)),
@@ -324,7 +330,7 @@ impl Finalizer {
                         let mut height = 0;
                         for block in chain.held_path(&hash) {
                             height = block.header.height;
-                            result = commit(&block);
+                            result = chain.commit(&block).map(|_| ());
                             if result.is_err() {
                                 break;
                             }

@@ -46,6 +46,7 @@ use crate::{
     block::ChainBlock,
     chain::Chain,
     early::{Early, Prepended},
+    entered::{self, Entered},
     epoch::{self, EpochSchemes},
     evidence::{EvidenceLog, Recorder},
 };
@@ -67,8 +68,9 @@ pub struct ValidatorConfig {
     /// How long an idle leader waits for transactions before proposing an empty block on a
     /// parent that is not final yet (on a final parent it waits for transactions).
     pub idle_wait: Duration,
-    /// How long the leader of an epoch's first block waits before proposing it (see
-    /// [`App::epoch_start_wait`]).
+    /// The longest the leader of an epoch's first block waits for the epoch's validators to
+    /// enter it (see [`App::epoch_start_wait`] and [`crate::entered`]). At most half the
+    /// `leader_timeout` is used: the others must not give up on a leader while it waits.
     pub epoch_start_wait: Duration,
     /// Most transactions per block.
     pub max_block_txs: usize,
@@ -113,6 +115,8 @@ pub struct Channels<S, R> {
     pub gossip: (S, R),
     /// Checkpoint cosignatures.
     pub cosign: (S, R),
+    /// Announcements of epochs entered.
+    pub entered: (S, R),
 }
 
 /// Channel numbers on the p2p network.
@@ -131,8 +135,10 @@ pub mod channel {
     pub const GOSSIP: u64 = 5;
     /// Checkpoint cosignatures.
     pub const COSIGN: u64 = 6;
+    /// Announcements of epochs entered.
+    pub const ENTERED: u64 = 7;
     /// Every channel, in the order of [`super::Channels`]' fields.
-    pub const ALL: [u64; 7] = [
+    pub const ALL: [u64; 8] = [
         VOTES,
         CERTIFICATES,
         RESOLVER,
@@ -140,6 +146,7 @@ pub mod channel {
         BLOCKS,
         GOSSIP,
         COSIGN,
+        ENTERED,
     ];
 }
 
@@ -282,10 +289,14 @@ where
     actor.start(committer.clone(), broadcast, resolver);
 
     // Consensus over the application.
+    let entered = Arc::new(Entered::default());
     let app = App::new(
         chain.clone(),
-        config.idle_wait,
-        config.epoch_start_wait,
+        (
+            config.idle_wait,
+            config.epoch_start_wait.min(config.leader_timeout / 2),
+        ),
+        entered.clone(),
         schemes.clone(),
         evidence.clone(),
         config.proposal_fault.clone(),
@@ -302,6 +313,8 @@ where
     // the Finalizer has made an epoch's last block durable (then stops the old one).
     let genesis_hash = node.store().genesis().hash();
     let tip = node.clone();
+    let (mut announce, mut announcements) = channels.entered;
+    let entered_now = entered.clone();
     let orchestrator = context.child("orchestrator").spawn(move |ctx| async move {
         // Each mux's backup queue gets the messages of epochs without a sub-channel; those of
         // the next epochs are kept until this validator enters them (see `early`).
@@ -457,6 +470,8 @@ where
                     voting = schemes.is_member(epoch),
                     "entered epoch"
                 );
+                entered_now.enter(epoch.get(), public.clone());
+                let _ = announce.send(Recipients::All, entered::encode(epoch.get()), true);
                 // The previous epoch ended with a finalized block this validator has made
                 // durable: its instance has nothing left to decide.
                 while let Some(entry) = engines.first_entry() {
@@ -492,6 +507,13 @@ where
                         );
                     }
                 }
+            }
+        }
+    });
+    context.child("entered").spawn(move |_| async move {
+        while let Ok((peer, msg)) = announcements.recv().await {
+            if let Some(epoch) = entered::decode(msg.as_ref()) {
+                entered.record(epoch, peer);
             }
         }
     });

@@ -12,6 +12,7 @@ pub mod block;
 pub mod chain;
 pub mod early;
 pub mod engine;
+pub mod entered;
 pub mod epoch;
 pub mod evidence;
 pub mod gossip;

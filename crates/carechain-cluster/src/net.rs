@@ -218,6 +218,7 @@ pub fn start(
                     blocks: next(),
                     gossip: next(),
                     cosign: next(),
+                    entered: next(),
                 };
                 network.start();
                 let _validator = engine::start(

@@ -147,6 +147,17 @@ async fn start_with_roles(
     link: Link,
     roles: &[Behaviour],
 ) -> Cluster {
+    start_configured(context, link, roles, ValidatorConfig::default()).await
+}
+
+/// Starts validators with these `roles` and `base` configuration (the partition and the
+/// proposal fault are set per validator).
+async fn start_configured(
+    context: &deterministic::Context,
+    link: Link,
+    roles: &[Behaviour],
+    base: ValidatorConfig,
+) -> Cluster {
     let genesis = genesis();
     let participants = validator_set(&genesis);
     // The first N nodes are the genesis validators; any further ones start as followers.
@@ -190,6 +201,7 @@ async fn start_with_roles(
             blocks: regs.next().unwrap(),
             gossip: regs.next().unwrap(),
             cosign: regs.next().unwrap(),
+            entered: regs.next().unwrap(),
         };
         if matches!(roles[i], Behaviour::Conflicter) {
             let scheme = carechain_cluster::Scheme::signer(
@@ -234,6 +246,7 @@ async fn start_with_roles(
                 channels.blocks.0,
                 channels.gossip.0,
                 channels.cosign.0,
+                channels.entered.0,
             ];
             context
                 .child("garbage")
@@ -251,7 +264,7 @@ async fn start_with_roles(
             ValidatorConfig {
                 partition: format!("validator-{i}"),
                 proposal_fault: fault,
-                ..ValidatorConfig::default()
+                ..base.clone()
             },
             consensus_key(sk),
             node.clone(),
@@ -867,5 +880,57 @@ fn the_first_block_of_a_new_epoch_is_empty_and_the_pending_transactions_follow()
             txs(at + 1) > 0,
             "the next block carries what arrived meanwhile"
         );
+    });
+}
+
+#[test]
+fn the_leader_of_an_epochs_first_block_waits_for_every_validator_to_enter_the_epoch_and_no_longer()
+{
+    runner(13).start(|context| async move {
+        let cap = Duration::from_secs(2);
+        let c = start_configured(
+            &context,
+            LINK,
+            &[
+                Behaviour::Honest,
+                Behaviour::Honest,
+                Behaviour::Honest,
+                Behaviour::Honest,
+            ],
+            // The cap is below the leader timeout (else the others give up on the leader
+            // while it waits: `ValidatorConfig::epoch_start_wait`).
+            ValidatorConfig {
+                epoch_start_wait: cap,
+                leader_timeout: 3 * cap,
+                certification_timeout: 4 * cap,
+                ..ValidatorConfig::default()
+            },
+        )
+        .await;
+        let at = carechain_types::EPOCH_LENGTH;
+        let all = [0, 1, 2, 3];
+        let mut nonce = one_block_at_a_time(&context, &c, &all, at - 1, 0, 0).await;
+        // Everyone enters epoch 1 and says so: its first block does not wait for the cap.
+        let entering = context.current();
+        nonce = one_block_at_a_time(&context, &c, &all, at + 1, nonce, 0).await;
+        let took = context.current().duration_since(entering).unwrap();
+        assert!(took < cap / 4, "epoch 1 started after {took:?}");
+        // Validator 3 is cut off and never enters epoch 2: the leader waits out the cap, then
+        // the three go on without it.
+        nonce = one_block_at_a_time(&context, &c, &all, 2 * at - 8, nonce, 0).await;
+        cut(&c.oracle, &c.keys[3..], &c.keys[..3]).await;
+        nonce = one_block_at_a_time(&context, &c, &[0, 1, 2], 2 * at - 1, nonce, 0).await;
+        let entering = context.current();
+        one_block_at_a_time(&context, &c, &[0, 1, 2], 2 * at + 1, nonce, 0).await;
+        let took = context.current().duration_since(entering).unwrap();
+        assert!(
+            took >= cap,
+            "epoch 2 started after {took:?}, before the cap"
+        );
+        assert_agree(&c, &[0, 1, 2]);
+        let snap = c.nodes[0].store().snapshot().unwrap();
+        for epoch_start in [at, 2 * at] {
+            assert!(snap.block(epoch_start).unwrap().unwrap().txs.is_empty());
+        }
     });
 }
