@@ -94,6 +94,7 @@ fn start(n: usize, signers: &[SecretKey], block_txs: usize) -> Result<Bench> {
         )?;
         let v = carechain_cluster::net::start(
             &cluster,
+            None,
             k,
             node.clone(),
             &vdir.join("consensus"),

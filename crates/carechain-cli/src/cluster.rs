@@ -30,8 +30,9 @@ pub enum ClusterCmd {
         #[arg(long, default_value = "./carechain-cluster")]
         data: PathBuf,
     },
-    /// Add a node directory (`vN`, a fresh key) to a stopped local cluster: listed in every
-    /// node's `cluster.json`, it follows the chain until governance makes it a validator.
+    /// Add a node directory (`vN`, a fresh key) to a local cluster, running or stopped: listed
+    /// in every node's `cluster.json` (running validators read it again within a second), it
+    /// follows the chain once started, until governance makes it a validator.
     AddNode {
         /// The cluster directory.
         #[arg(long, default_value = "./carechain-cluster")]
@@ -67,10 +68,10 @@ pub fn run(cmd: ClusterCmd) -> Result<()> {
             let did = key.public().did();
             out_line(&format!("node {did} added in {}", dir.display()));
             out_line(&format!(
-                "start the cluster again (`carechain cluster up --data {}`), then make it a \
-                 validator: `carechain validator propose --key {}/v0/node.key --add {did} --url …` \
-                 and approvals by two thirds of the validators",
-                data.display(),
+                "start it (`carechain up --data {}`; running validators connect to it within a \
+                 second), then make it a validator: `carechain validator propose --key \
+                 {}/v0/node.key --add {did} --url …` and approvals by two thirds of the validators",
+                dir.display(),
                 data.display()
             ));
             Ok(())

@@ -100,6 +100,7 @@ pub fn run(a: UpArgs) -> Result<()> {
             let node = Node::start_external(store, key.clone(), config)?;
             let v = carechain_cluster::net::start(
                 c,
+                Some(&dir.cluster()),
                 &key,
                 node.clone(),
                 &dir.consensus(),

@@ -13,7 +13,7 @@ use std::{
 
 use carechain_crypto::{Did, SecretKey};
 use carechain_node::Node;
-use commonware_cryptography::ChaCha20Poly1305;
+use commonware_cryptography::{ChaCha20Poly1305, ed25519::PublicKey};
 use commonware_p2p::{
     Address, AddressableManager as _,
     authenticated::lookup::{self, Network},
@@ -86,10 +86,29 @@ impl ClusterFile {
         Ok(f)
     }
 
-    /// Writes the file.
+    /// Writes the file, atomically (a running validator reading it never sees half of it).
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(path, text)
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Every member's consensus key with its p2p address (the p2p peer set).
+    pub fn peers(&self) -> Result<Map<PublicKey, Address>, ClusterFileError> {
+        let bad = |reason: String| ClusterFileError::Bad {
+            path: PathBuf::from("cluster.json"),
+            reason,
+        };
+        let mut peers = Vec::new();
+        for m in &self.validators {
+            let did: Did = m.did.parse().map_err(|e| bad(format!("{}: {e}", m.did)))?;
+            peers.push((consensus_public(&did.public_key()), Address::from(m.p2p)));
+        }
+        peers
+            .try_into()
+            .map_err(|_| bad("a node is listed twice".into()))
     }
 
     /// The member whose key is `key`.
@@ -120,10 +139,20 @@ impl RunningValidator {
     }
 }
 
+/// How many nodes may be added to a running validator's cluster file beyond those it started
+/// with (the p2p layer sizes its buffers by the largest peer set; more need a restart).
+pub const ADDABLE_NODES: usize = 4;
+
+/// How often a running validator reads its cluster file again for added nodes.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Starts this node's validator: p2p on its cluster-file address, the engine's own storage
-/// under `storage`. The node must have been started with [`Node::start_external`].
+/// under `storage`. The node must have been started with [`Node::start_external`]. With
+/// `reload`, the cluster file there is read again every [`RELOAD_INTERVAL`]: nodes added to it
+/// (`carechain cluster add-node`) join the p2p peer set without a restart.
 pub fn start(
     cluster: &ClusterFile,
+    reload: Option<&Path>,
     key: &SecretKey,
     node: Arc<Node>,
     storage: &Path,
@@ -136,16 +165,10 @@ pub fn start(
             reason: format!("{} is not a validator of this cluster", key.public().did()),
         })?
         .clone();
-    let mut peers = Vec::new();
-    for m in &cluster.validators {
-        let did: Did = m.did.parse().map_err(|e| ClusterFileError::Bad {
-            path: PathBuf::from("cluster.json"),
-            reason: format!("{}: {e}", m.did),
-        })?;
-        peers.push((consensus_public(&did.public_key()), Address::from(m.p2p)));
-    }
+    let peers = cluster.peers()?;
+    let max_nodes = peers.len() + ADDABLE_NODES;
+    let reload = reload.map(|p| (p.to_path_buf(), cluster.clone(), max_nodes));
     let signer = consensus_key(key);
-    let n_peers = peers.len();
     let evidence = EvidenceLog::default();
     let ev = evidence.clone();
     let (stop_tx, stop_rx) = futures::channel::oneshot::channel::<()>();
@@ -186,23 +209,27 @@ pub fn start(
                     },
                     cups::Version::V1,
                 );
-                let p2p = lookup::Config::local(
+                let mut p2p = lookup::Config::local(
                     handshake,
                     P2P_NAMESPACE,
                     me.p2p,
-                    NonZeroUsize::new(n_peers).expect("a validator set is never empty"),
+                    NonZeroUsize::new(max_nodes).expect("nonzero"),
                     max_message,
                     NZUsize!(4096),
                 );
+                // Every set tracked is the whole cluster file, so the current and the previous
+                // one suffice. The p2p layer sizes each channel's buffers by peers per set
+                // times sets tracked: 2 × (nodes + ADDABLE_NODES) is 16 for four nodes, as the
+                // default 4 × nodes was.
+                p2p.tracked_peer_sets = NZUsize!(2);
                 let (mut network, mut oracle) = Network::new(context.child("network"), p2p);
-                let peers: Map<_, Address> = match peers.try_into() {
-                    Ok(p) => p,
-                    Err(_) => {
-                        tracing::error!("duplicate validator in the cluster file");
-                        return;
-                    }
-                };
                 let _ = oracle.track(0, peers);
+                if let Some((path, file, max_nodes)) = reload {
+                    let oracle = oracle.clone();
+                    context.child("cluster_file").spawn(move |ctx| {
+                        follow_cluster_file(ctx, path, (file, max_nodes), oracle)
+                    });
+                }
                 let quota = Quota::per_second(NZU32!(5_000));
                 let mut chans = Vec::new();
                 for ch in channel::ALL {
@@ -246,6 +273,53 @@ pub fn start(
         stop: Some(stop_tx),
         evidence,
     })
+}
+
+/// Reads the cluster file at `path` every [`RELOAD_INTERVAL`] and, when its nodes differ from
+/// `known`, tracks them as the next p2p peer set (peers of the last few sets stay connected);
+/// a file of more than `max_nodes` is refused (a restart takes it).
+async fn follow_cluster_file(
+    context: impl commonware_runtime::Clock,
+    path: PathBuf,
+    (mut known, max_nodes): (ClusterFile, usize),
+    mut oracle: impl commonware_p2p::AddressableManager<PublicKey = PublicKey>,
+) {
+    let mut id = 0;
+    let mut complained = false;
+    loop {
+        context.sleep(RELOAD_INTERVAL).await;
+        let peers = ClusterFile::read(&path).and_then(|f| {
+            if f.validators.len() > max_nodes {
+                return Err(ClusterFileError::Bad {
+                    path: path.clone(),
+                    reason: format!(
+                        "{} nodes, more than the {max_nodes} this validator can add without a restart",
+                        f.validators.len()
+                    ),
+                });
+            }
+            f.peers().map(|p| (f, p))
+        });
+        match peers {
+            Ok((file, _)) if file.validators == known.validators => complained = false,
+            Ok((file, peers)) => {
+                id += 1;
+                tracing::info!(
+                    nodes = file.validators.len(),
+                    "cluster file changed: p2p peer set updated"
+                );
+                let _ = oracle.track(id, peers);
+                known = file;
+                complained = false;
+            }
+            // Half-written or broken: keep the current set, say so once.
+            Err(e) if !complained => {
+                tracing::warn!(error = %e, "cluster file unreadable; peer set kept");
+                complained = true;
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// Ends the process when the consensus thread unwinds from a panic.

@@ -221,13 +221,23 @@ fn a_node_added_to_the_cluster_becomes_a_validator_by_governance_and_is_needed_f
     let signer = key(40);
     init_cluster(dir.path(), 4, std::slice::from_ref(&signer));
     let root = dir.path().to_str().unwrap();
+    let vdir = |i: usize| dir.path().join(format!("v{i}"));
+    // The node is added while the four validators run: they read their cluster files again
+    // and let it in, without a restart.
+    let mut nodes: Vec<NodeProc> = (0..4).map(|i| NodeProc::start(&vdir(i), &[])).collect();
+    let mut urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let mut nonce = 0;
+    // (The first block of a cold cluster may take longer than the answer waits.)
+    let (code, v) = post_raw(&format!("{}/v1/txs", urls[0]), &raw(&anchor(&signer, 0, 0)));
+    assert!(code == 200 || code == 202, "{v}");
+    nonce += 1;
+    settle(&urls);
     let out = carechain_ok(&["cluster", "add-node", "--data", root]);
     let did = out
         .split_whitespace()
         .find(|w| w.starts_with("did:key:"))
         .unwrap_or_else(|| panic!("no did in: {out}"))
         .to_string();
-    let vdir = |i: usize| dir.path().join(format!("v{i}"));
     let cluster: Value =
         serde_json::from_str(&std::fs::read_to_string(vdir(0).join("cluster.json")).unwrap())
             .unwrap();
@@ -244,9 +254,8 @@ fn a_node_added_to_the_cluster_becomes_a_validator_by_governance_and_is_needed_f
     for (i, a) in ports.iter().enumerate() {
         assert!(!ports[..i].contains(a), "{a} twice: {cluster}");
     }
-    let mut nodes: Vec<NodeProc> = (0..5).map(|i| NodeProc::start(&vdir(i), &[])).collect();
-    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
-    let mut nonce = 0;
+    nodes.push(NodeProc::start(&vdir(4), &[]));
+    urls.push(nodes[4].url.clone());
     let mut send = |url: &str| {
         let (s, v) = post_raw(
             &format!("{url}/v1/txs"),
@@ -355,7 +364,6 @@ fn a_node_added_to_the_cluster_becomes_a_validator_by_governance_and_is_needed_f
     assert!(out.contains("\"ok\": true"), "{out}");
     // Validator 0, restarted in the new epoch, catches up and takes part again.
     nodes[0] = NodeProc::start(&vdir(0), &[]);
-    let mut urls = urls;
     urls[0] = nodes[0].url.clone();
     settle(&urls);
     send(&urls[0]);
