@@ -307,7 +307,9 @@ impl Queue {
 
     /// Drops the transactions of a block finalized by consensus (whether or not this node
     /// admitted them) and those it made stale: a pending transaction whose nonce the block
-    /// used up can never apply. The nonce book is rebuilt from what stays.
+    /// used up can never apply. The books are updated for what goes, not rebuilt: a signer's
+    /// remaining transactions all have higher nonces than its dropped ones (a block uses a
+    /// signer's lowest nonces, and every lower one is stale), so its next nonce stays.
     pub fn finalized(&mut self, block: &[SignedTx], snap: &Snapshot) {
         let mut used: HashMap<PublicKey, u64> = HashMap::new();
         let mut gone: HashSet<Hash> = HashSet::new();
@@ -327,30 +329,23 @@ impl Queue {
                 .and_then(|b| Identity::try_from_slice(&b).ok())
                 .map_or(0, |i| i.next_nonce);
         }
-        let before = self.queue.len();
+        let (hashes, nonces) = (&mut self.hashes, &mut self.nonces);
         self.queue.retain(|p| {
-            !gone.contains(&p.hash)
+            let stays = !gone.contains(&p.hash)
                 && used
                     .get(&p.tx.body.signer)
-                    .is_none_or(|next| p.tx.body.nonce >= *next)
+                    .is_none_or(|next| p.tx.body.nonce >= *next);
+            if !stays {
+                hashes.remove(&p.hash);
+                if let Some(e) = nonces.get_mut(&p.tx.body.signer) {
+                    e.1 = e.1.saturating_sub(1);
+                    if e.1 == 0 {
+                        nonces.remove(&p.tx.body.signer);
+                    }
+                }
+            }
+            stays
         });
-        if self.queue.len() == before {
-            return;
-        }
-        self.hashes = self
-            .queue
-            .iter()
-            .map(|p| (p.hash, p.verified_key))
-            .collect();
-        self.nonces.clear();
-        for p in &self.queue {
-            let e = self
-                .nonces
-                .entry(p.tx.body.signer)
-                .or_insert((p.tx.body.nonce + 1, 0));
-            e.0 = e.0.max(p.tx.body.nonce + 1);
-            e.1 += 1;
-        }
     }
 
     /// Forgets transactions once their block is durable.

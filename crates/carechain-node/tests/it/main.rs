@@ -1,5 +1,6 @@
 //! Node tests through its public API: pipelined block production re-verifies from genesis,
-//! admission errors, back-pressure, restart recovery, and a storage failure that stops the node.
+//! admission errors, back-pressure, restart recovery, a storage failure that stops the node, and
+//! the mempool after blocks finalized by an external engine.
 
 #![allow(clippy::unwrap_used)]
 
@@ -447,4 +448,93 @@ fn committed_transactions_are_found_before_and_after_the_index_merge_and_across_
     ));
     node.store().merge_index().unwrap();
     assert_located(&node, &node.snapshot().unwrap(), &txs);
+}
+
+#[test]
+fn a_finalized_block_takes_its_transactions_and_the_stale_ones_out_and_the_nonce_book_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node_key, a, b) = (key(1), key(2), key(3));
+    let path = dir.path().join("ledger.redb");
+    let store = Store::create(&path, &genesis(&node_key, &[a.clone(), b.clone()])).unwrap();
+    let node = Node::start_external(Arc::new(store), node_key, NodeConfig::default()).unwrap();
+    let submit = |raw: Vec<u8>| node.submit(raw).map(|_| ());
+    for n in 0..5 {
+        submit(anchor(&a, n)).unwrap();
+    }
+    for n in 0..3 {
+        submit(anchor(&b, n)).unwrap();
+    }
+    // Another validator's block: a's nonces 0 and 1, then a different transaction of a with
+    // nonce 2 (never seen here), which makes the pending a/2 stale.
+    let other = tx(
+        &a,
+        2,
+        Payload::Anchor {
+            kind: "other".into(),
+            commitment: sha256(b"other"),
+        },
+    );
+    let (mut txs, mut keys) = node.proposal(2, |_| false);
+    txs.push(carechain_types::decode_tx(&other).unwrap());
+    keys.push(None);
+    let commit = |txs, keys, ts| {
+        let (block, executed) = node.ledger().propose_on(None, txs, keys, ts).unwrap();
+        node.commit_finalized(&block, &executed).unwrap();
+    };
+    commit(txs, keys, 2);
+    // Left: a/3, a/4 and b/0..2; a's next nonce is 5, b's 3.
+    assert_eq!(node.mempool_len(), 5);
+    let (left, _) = node.proposal(usize::MAX, |_| false);
+    let nonces: Vec<(bool, u64)> = left
+        .iter()
+        .map(|t| (t.body.signer == a.public(), t.body.nonce))
+        .collect();
+    assert_eq!(
+        nonces,
+        [(true, 3), (true, 4), (false, 0), (false, 1), (false, 2)]
+    );
+    assert_eq!(
+        submit(anchor(&a, 3)),
+        Err(SubmitError::Duplicate(sha256(&anchor(&a, 3)).to_hex()))
+    );
+    assert_eq!(
+        submit(anchor(&a, 6)),
+        Err(SubmitError::NonceGap {
+            expected: 5,
+            got: 6
+        })
+    );
+    submit(anchor(&a, 5)).unwrap();
+    // Everything pending goes into the next block: the book forgets both signers, and the
+    // state's nonces apply again.
+    let (txs, keys) = node.proposal(usize::MAX, |_| false);
+    commit(txs, keys, 3);
+    assert_eq!(node.mempool_len(), 0);
+    assert_eq!(
+        submit(anchor(&b, 2)),
+        Err(SubmitError::Duplicate(sha256(&anchor(&b, 2)).to_hex()))
+    );
+    assert_eq!(
+        submit(anchor(&b, 4)),
+        Err(SubmitError::NonceGap {
+            expected: 3,
+            got: 4
+        })
+    );
+    submit(anchor(&b, 3)).unwrap();
+    submit(anchor(&a, 6)).unwrap();
+    // Another validator's block uses b's nonces 3 and 4 with transactions never seen here:
+    // the pending b/3 is stale, and b's next nonce comes from the state again (5).
+    let theirs: Vec<_> = [3u8, 4]
+        .map(|n| {
+            let payload = Payload::Anchor {
+                kind: "other".into(),
+                commitment: sha256(&[n]),
+            };
+            carechain_types::decode_tx(&tx(&b, n.into(), payload)).unwrap()
+        })
+        .into();
+    commit(theirs, vec![None, None], 4);
+    assert_eq!(node.mempool_len(), 1, "a/6 stays");
+    submit(anchor(&b, 5)).unwrap();
 }
