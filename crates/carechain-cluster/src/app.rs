@@ -311,34 +311,28 @@ impl Finalizer {
         );
         context.dedicated().spawn(move |_| async move {
             while let Some(w) = work.next().await {
-                let (height, result) = match w {
-                    Work::Deliver(block, ack) => match chain.commit(&block) {
-                        Ok(_) => {
+                // An error carries the height of the block that could not be committed.
+                let result = match w {
+                    Work::Deliver(block, ack) => {
+                        let height = block.header.height;
+                        chain.commit(&block).map_err(|e| (height, e)).map(|_| {
                             ack.acknowledge();
                             // The next epoch starts once marshal, too, holds this epoch's
                             // last block (its instance starts on it).
-                            let next = epoch_of(block.header.height + 1);
-                            if next != epoch_of(block.header.height) {
+                            let next = epoch_of(height + 1);
+                            if next != epoch_of(height) {
                                 epoch_ended(next);
                             }
-                            continue;
-                        }
-                        Err(e) => (block.header.height, Err(e)),
-                    },
-                    Work::Finalized(hash) => {
-                        let mut result = Ok(());
-                        let mut height = 0;
-                        for block in chain.held_path(&hash) {
-                            height = block.header.height;
-                            result = chain.commit(&block).map(|_| ());
-                            if result.is_err() {
-                                break;
-                            }
-                        }
-                        (height, result)
+                        })
                     }
+                    Work::Finalized(hash) => chain.held_path(&hash).iter().try_for_each(|b| {
+                        chain
+                            .commit(b)
+                            .map(|_| ())
+                            .map_err(|e| (b.header.height, e))
+                    }),
                 };
-                if let Err(e) = result {
+                if let Err((height, e)) = result {
                     tracing::error!(height, error = %e, "finalized block not committed; stopping");
                     return;
                 }

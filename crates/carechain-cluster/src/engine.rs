@@ -310,7 +310,8 @@ where
     let reporter = Recorder::new(Finalized::new(inline.clone(), committer), evidence.clone());
     // One simplex instance per epoch, over that epoch's validator set: the orchestrator
     // starts the instance of the epoch after the durable tip, and the next one as soon as
-    // the Finalizer has made an epoch's last block durable (then stops the old one).
+    // marshal has delivered an epoch's last block to the Finalizer, durable (then stops the
+    // old one).
     let genesis_hash = node.store().genesis().hash();
     let tip = node.clone();
     let (mut announce, mut announcements) = channels.entered;

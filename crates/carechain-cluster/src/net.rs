@@ -276,8 +276,9 @@ pub fn start(
 }
 
 /// Reads the cluster file at `path` every [`RELOAD_INTERVAL`] and, when its nodes differ from
-/// `known`, tracks them as the next p2p peer set (peers of the last few sets stay connected);
-/// a file of more than `max_nodes` is refused (a restart takes it).
+/// `known`, tracks them as the next p2p peer set (the previous set's peers stay connected
+/// until the one after); a changed file of more than `max_nodes` is refused (a restart takes
+/// it).
 async fn follow_cluster_file(
     context: impl commonware_runtime::Clock,
     path: PathBuf,
@@ -288,7 +289,11 @@ async fn follow_cluster_file(
     let mut complained = false;
     loop {
         context.sleep(RELOAD_INTERVAL).await;
-        let peers = ClusterFile::read(&path).and_then(|f| {
+        // `None`: unchanged (the peer set is derived only from a changed file).
+        let changed = ClusterFile::read(&path).and_then(|f| {
+            if f.validators == known.validators {
+                return Ok(None);
+            }
             if f.validators.len() > max_nodes {
                 return Err(ClusterFileError::Bad {
                     path: path.clone(),
@@ -298,11 +303,11 @@ async fn follow_cluster_file(
                     ),
                 });
             }
-            f.peers().map(|p| (f, p))
+            f.peers().map(|p| Some((f, p)))
         });
-        match peers {
-            Ok((file, _)) if file.validators == known.validators => complained = false,
-            Ok((file, peers)) => {
+        match changed {
+            Ok(None) => complained = false,
+            Ok(Some((file, peers))) => {
                 id += 1;
                 tracing::info!(
                     nodes = file.validators.len(),
