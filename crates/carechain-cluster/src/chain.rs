@@ -182,26 +182,39 @@ impl Chain {
             self.node
                 .ledger()
                 .propose_on(u.as_ref(), txs, verified, timestamp_ms)?;
+        if block.header.parent != *parent {
+            // The durable tip moved past `parent` meanwhile: nothing can be built on it.
+            return Err(LedgerError::Stale.into());
+        }
         let tx_hashes = block.txs.iter().map(SignedTx::hash).collect();
         Ok(self.hold(block, executed, p.as_deref(), tx_hashes))
     }
 
-    /// Verifies `block` by re-executing it on its parent, which must be durable or held.
-    pub fn verify(&self, block: &Block) -> Result<Arc<Executing>, ChainError> {
+    /// Verifies `block` by re-executing it on its parent, which must be durable or held. A
+    /// block that is durable here already (final: committed meanwhile, perhaps while it was
+    /// being re-executed) is valid.
+    pub fn verify(&self, block: &Block) -> Result<(), ChainError> {
         let hash = block.header.hash();
-        if let Some(e) = self.pending.lock().get(&hash) {
-            return Ok(e.clone());
+        if self.pending.lock().contains_key(&hash) {
+            return Ok(());
         }
-        let p = self.parent(&block.header.parent)?;
-        let u = p.as_deref().map(unfinalized);
-        // Signatures this node checked when it admitted the transactions are not checked again.
-        let tx_hashes: Vec<Hash> = block.txs.iter().map(SignedTx::hash).collect();
-        let checked = self.node.verified_keys(&tx_hashes);
-        let executed = self
-            .node
-            .ledger()
-            .verify_on(u.as_ref(), block, Some(&checked))?;
-        Ok(self.hold(block.clone(), executed, p.as_deref(), tx_hashes))
+        let result = self.parent(&block.header.parent).and_then(|p| {
+            let u = p.as_deref().map(unfinalized);
+            // Signatures this node checked when it admitted the transactions are not checked
+            // again.
+            let tx_hashes: Vec<Hash> = block.txs.iter().map(SignedTx::hash).collect();
+            let checked = self.node.verified_keys(&tx_hashes);
+            let executed = self
+                .node
+                .ledger()
+                .verify_on(u.as_ref(), block, Some(&checked))?;
+            self.hold(block.clone(), executed, p.as_deref(), tx_hashes);
+            Ok(())
+        });
+        match result {
+            Err(_) if self.is_durable(block.header.height, &hash) => Ok(()),
+            other => other,
+        }
     }
 
     /// The blocks from the one after the durable tip through `hash`, oldest first, when all
@@ -267,5 +280,116 @@ fn unfinalized(e: &Executing) -> Unfinalized<'_> {
         changes: &e.changes,
         bucket_updates: &e.bucket_updates,
         log: &e.executed.log_after,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use carechain_crypto::{SecretKey, sha256};
+    use carechain_node::NodeConfig;
+    use carechain_storage::Store;
+    use carechain_types::{Genesis, GenesisIdentity, Payload, Role, TxBody, encode};
+
+    fn validator() -> SecretKey {
+        SecretKey::from_seed(&sha256(b"validator").0)
+    }
+
+    fn signer() -> SecretKey {
+        SecretKey::from_seed(&sha256(b"signer").0)
+    }
+
+    /// A chain over a fresh store in `dir`: one validator, one organization that signs.
+    fn chain(dir: &std::path::Path) -> Chain {
+        let genesis = Genesis {
+            chain_id: "chain-test".into(),
+            timestamp_ms: 1,
+            identities: [
+                (validator(), Role::Validator),
+                (signer(), Role::Organization),
+            ]
+            .into_iter()
+            .map(|(k, role)| GenesisIdentity {
+                key: k.public(),
+                role,
+                parent: None,
+            })
+            .collect(),
+        };
+        let store = Arc::new(Store::create(&dir.join("ledger.redb"), &genesis).expect("store"));
+        let node = Node::start_external(store, validator(), NodeConfig::default()).expect("node");
+        Chain::new(node, 16, 1 << 20)
+    }
+
+    /// `n` blocks proposed by `chain` from `parent` on, each on the one before, with three
+    /// anchors each; `first` blocks were proposed before.
+    fn blocks(chain: &Chain, mut parent: Hash, first: u64, n: u64) -> Vec<Arc<Block>> {
+        let raws = (3 * first..3 * (first + n))
+            .map(|nonce| {
+                let tx = TxBody {
+                    chain_id: "chain-test".into(),
+                    signer: signer().public(),
+                    nonce,
+                    payload: Payload::Anchor {
+                        kind: "test".into(),
+                        commitment: sha256(&nonce.to_le_bytes()),
+                    },
+                }
+                .sign(&signer());
+                encode(&tx)
+            })
+            .collect();
+        assert!(chain.node().submit_batch(raws).iter().all(Result::is_ok));
+        (first..first + n)
+            .map(|i| {
+                let b = chain
+                    .propose(&parent, 2 + i, 3)
+                    .expect("propose")
+                    .block
+                    .clone();
+                assert_eq!(b.txs.len(), 3);
+                parent = b.header.hash();
+                b
+            })
+            .collect()
+    }
+
+    #[test]
+    fn blocks_committed_while_they_are_verified_are_never_rejected_and_invalid_ones_still_are() {
+        let (dir_a, dir_b) = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
+        // A proposes; B verifies every block while its committer commits the same blocks (as
+        // on a validator that is behind: marshal delivers blocks it is still verifying).
+        let (a, b) = (chain(dir_a.path()), chain(dir_b.path()));
+        let chain_blocks = blocks(&a, a.node().store().head_hash(), 0, 40);
+        let start = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                start.wait();
+                for blk in &chain_blocks {
+                    b.commit(blk).expect("commit");
+                }
+            });
+            start.wait();
+            for blk in &chain_blocks {
+                if let Err(e) = b.verify(blk) {
+                    panic!("block {} rejected: {e}", blk.header.height);
+                }
+            }
+        });
+        let last = chain_blocks[39].header.hash();
+        assert_eq!(b.node().store().head_hash(), last);
+        // Every block is durable now, and still verifies (final before it was verified).
+        for blk in &chain_blocks {
+            b.verify(blk).expect("a final block is valid");
+        }
+        // A block on the tip with a wrong state root, sealed by the validator, is rejected.
+        let next = blocks(&a, last, 40, 1).pop().expect("a block");
+        let mut header = next.header.clone();
+        header.state_root = sha256(b"not the state");
+        let forged = Block::seal(header, next.txs.clone(), &validator());
+        assert!(matches!(b.verify(&forged), Err(ChainError::Invalid(_))));
     }
 }

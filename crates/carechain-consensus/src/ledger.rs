@@ -289,7 +289,9 @@ impl Ledger {
     }
 
     /// Runs `f` on the state, commitment, pending bucket updates and log of `parent` (or of
-    /// the durable tip).
+    /// the durable tip), all read from one durable block even while others are committed.
+    /// [`LedgerError::Stale`] when the durable chain has moved past `parent` (its child, or a
+    /// block conflicting with it, is durable): its changes can no longer be layered.
     fn on_parent<T>(
         &self,
         parent: Option<&Unfinalized<'_>>,
@@ -301,24 +303,26 @@ impl Ledger {
             &carechain_log::CompactRange,
         ) -> Result<T, LedgerError>,
     ) -> Result<(ChainTip, T), LedgerError> {
-        let snapshot = self.store.snapshot()?;
-        match parent {
+        self.store.with_durable(|d| match parent {
             None => {
-                let tip = self.tip();
-                let log = self.store.log();
-                let out = self
-                    .store
-                    .with_commitment(|c| f(&tip, &snapshot, c, None, &log))?;
+                let tip = ChainTip {
+                    chain_id: self.store.genesis().chain_id.clone(),
+                    height: d.height,
+                    hash: d.hash,
+                    timestamp_ms: d.timestamp_ms,
+                };
+                let out = f(&tip, d.snapshot, d.commitment, None, d.log)?;
                 Ok((tip, out))
             }
             Some(p) => {
-                let view = Layered::new(&snapshot, p.changes);
-                let out = self
-                    .store
-                    .with_commitment(|c| f(&p.tip, &view, c, Some(p.bucket_updates), p.log))?;
+                if d.height > p.tip.height || (d.height == p.tip.height && d.hash != p.tip.hash) {
+                    return Err(LedgerError::Stale);
+                }
+                let view = Layered::new(d.snapshot, p.changes);
+                let out = f(&p.tip, &view, d.commitment, Some(p.bucket_updates), p.log)?;
                 Ok((p.tip.clone(), out))
             }
-        }
+        })?
     }
 }
 

@@ -391,6 +391,39 @@ impl Store {
         self.cached.read().checkpoint.clone()
     }
 
+    /// Runs `f` on the durable state of one block, read consistently: a snapshot and the
+    /// tip, commitment and log of the same height, even while blocks are being committed.
+    /// (A commit makes its write visible a moment before it updates the cached tip; a read
+    /// that falls in between waits for the update.)
+    pub fn with_durable<R>(&self, f: impl FnOnce(&Durable<'_>) -> R) -> Result<R, StorageError> {
+        // The window is the few instructions between the database commit and the cache
+        // update; a committer preempted there is waited for, briefly, then given up on.
+        const PATIENCE: Duration = Duration::from_secs(10);
+        let start = std::time::Instant::now();
+        loop {
+            {
+                let cached = self.cached.read();
+                let snapshot = self.snapshot()?;
+                if snapshot.head()? == cached.head {
+                    return Ok(f(&Durable {
+                        height: cached.head,
+                        hash: cached.head_hash,
+                        timestamp_ms: cached.head_timestamp,
+                        snapshot: &snapshot,
+                        commitment: &cached.commitment,
+                        log: &cached.log,
+                    }));
+                }
+            }
+            if self.poisoned.load(Ordering::SeqCst) || start.elapsed() > PATIENCE {
+                return Err(StorageError::Db(
+                    "the durable head and its cached state disagree".into(),
+                ));
+            }
+            std::thread::yield_now();
+        }
+    }
+
     /// A consistent read snapshot.
     pub fn snapshot(&self) -> Result<Snapshot, StorageError> {
         Snapshot::new(self.db.begin_read().map_err(db)?, Some(self.index.clone()))
@@ -518,6 +551,22 @@ impl Store {
         }
         txn.commit().map_err(db)
     }
+}
+
+/// The durable state of one block (see [`Store::with_durable`]).
+pub struct Durable<'a> {
+    /// Its height (0 = genesis).
+    pub height: u64,
+    /// Its header hash (the genesis hash at height 0).
+    pub hash: Hash,
+    /// Its timestamp.
+    pub timestamp_ms: u64,
+    /// The database as of this block.
+    pub snapshot: &'a Snapshot,
+    /// The state commitment after it.
+    pub commitment: &'a StateCommitment,
+    /// The log after it.
+    pub log: &'a CompactRange,
 }
 
 /// A consistent read-only view of the database at one moment.
