@@ -49,6 +49,12 @@ pub enum BenchCmd {
         /// Most transactions per block.
         #[arg(long, default_value_t = 8192)]
         block_txs: usize,
+        /// Where the validators keep their data (a fresh directory is made inside and removed
+        /// at the end). `{i}` is replaced by the validator's index, to give each validator its
+        /// own disk as in production (e.g. `--dir /mnt/v{i}`). Default: the system's temporary
+        /// directory, shared by all four.
+        #[arg(long)]
+        dir: Option<String>,
     },
     /// The records service: durable creates, consent-checked reads, bundle import, searches.
     Fhir {
@@ -166,9 +172,10 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         txs,
         signers,
         block_txs,
+        dir,
     } = cmd
     {
-        return crate::bench_cluster::run(txs, signers.max(4), block_txs);
+        return crate::bench_cluster::run(txs, signers.max(4), block_txs, dir.as_deref());
     }
     if let BenchCmd::Fhir {
         creates,

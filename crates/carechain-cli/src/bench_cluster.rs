@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use carechain_cluster::{
     engine::ValidatorConfig,
     net::{ClusterFile, Member, RunningValidator},
@@ -29,7 +29,8 @@ use crate::out_line;
 const CHAIN: &str = "bench-cluster";
 
 struct Bench {
-    _dir: tempfile::TempDir,
+    /// Each validator's data directory, removed when the bench ends.
+    _dirs: Vec<tempfile::TempDir>,
     nodes: Vec<Arc<Node>>,
     validators: Vec<Option<RunningValidator>>,
     /// Submission instants of transactions, until final on validator 0.
@@ -41,8 +42,25 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn start(n: usize, signers: &[SecretKey], block_txs: usize) -> Result<Bench> {
-    let dir = tempfile::tempdir()?;
+/// A fresh data directory for validator `i`: inside `dir` (with `{i}` replaced by `i`), or in
+/// the system's temporary directory.
+fn data_dir(dir: Option<&str>, i: usize) -> Result<tempfile::TempDir> {
+    let prefix = format!("carechain-bench-v{i}-");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix);
+    Ok(match dir {
+        Some(d) => {
+            let parent = d.replace("{i}", &i.to_string());
+            builder
+                .tempdir_in(&parent)
+                .with_context(|| format!("cannot make a data directory in {parent}"))?
+        }
+        None => builder.tempdir()?,
+    })
+}
+
+fn start(n: usize, signers: &[SecretKey], block_txs: usize, dir: Option<&str>) -> Result<Bench> {
+    let dirs: Vec<tempfile::TempDir> = (0..n).map(|i| data_dir(dir, i)).collect::<Result<_>>()?;
     let keys: Vec<SecretKey> = (0..n)
         .map(|_| SecretKey::generate())
         .collect::<Result<_, _>>()?;
@@ -79,9 +97,8 @@ fn start(n: usize, signers: &[SecretKey], block_txs: usize) -> Result<Bench> {
     };
     let mut nodes = Vec::new();
     let mut validators = Vec::new();
-    for (i, k) in keys.iter().enumerate() {
-        let vdir = dir.path().join(format!("v{i}"));
-        std::fs::create_dir_all(&vdir)?;
+    for (k, vdir) in keys.iter().zip(&dirs) {
+        let vdir = vdir.path();
         let store = Arc::new(Store::create(&vdir.join("ledger.redb"), &genesis)?);
         let node = Node::start_external(
             store,
@@ -138,7 +155,7 @@ fn start(n: usize, signers: &[SecretKey], block_txs: usize) -> Result<Bench> {
         });
     }
     Ok(Bench {
-        _dir: dir,
+        _dirs: dirs,
         nodes,
         validators,
         sent,
@@ -197,21 +214,56 @@ fn submit(b: &Bench, node: usize, mut pending: Vec<(Hash, Vec<u8>)>) {
     }
 }
 
+/// What one phase measured.
+struct Phase {
+    /// Committed transactions per second.
+    tx_per_s: f64,
+    /// Finality latency percentiles, in milliseconds.
+    p50_ms: f64,
+    p99_ms: f64,
+    /// Blocks per second on validator 0.
+    heights_per_s: f64,
+    /// CPU time of the whole process (all four validators and the load) per second of the
+    /// phase, in cores; `None` where `/proc/self/stat` cannot be read.
+    cpu_cores: Option<f64>,
+}
+
+impl Phase {
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "committed_tx_per_s": self.tx_per_s.round(),
+            "finality_p50_ms": self.p50_ms,
+            "finality_p99_ms": self.p99_ms,
+            "blocks_per_s": (self.heights_per_s * 10.0).round() / 10.0,
+            "mean_block_txs": if self.heights_per_s > 0.0 { (self.tx_per_s / self.heights_per_s).round() } else { 0.0 },
+            "cpu_cores_busy": self.cpu_cores.map(|c| (c * 100.0).round() / 100.0),
+        })
+    }
+}
+
+/// CPU time (user and system) this process has used, in seconds: fields 14 and 15 of
+/// `/proc/self/stat`, in the kernel's user-visible ticks of 1/100 s.
+fn process_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ').skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
 /// Offers the transactions (signer i to live validator i mod live) at `rate` tx/s (0: as
-/// fast as admitted) and waits until all are final on validator 0. Returns (tx/s, p50 ms,
-/// p99 ms).
-fn phase(
-    b: &Bench,
-    txs: Vec<Vec<(Hash, Vec<u8>)>>,
-    rate: f64,
-    live: &[usize],
-) -> Result<(f64, f64, f64)> {
+/// fast as admitted) and waits until all are final on validator 0.
+fn phase(b: &Bench, txs: Vec<Vec<(Hash, Vec<u8>)>>, rate: f64, live: &[usize]) -> Result<Phase> {
     let total: usize = txs.iter().map(Vec::len).sum();
     b.latencies
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clear();
     let start_log = b.nodes[0].store().log().size();
+    let start_head = b.nodes[0].store().head();
+    let start_cpu = process_cpu_secs();
     let start = Instant::now();
     // Interleave signers in rounds (one transaction per signer); each round's transactions
     // go to the live validators in turn. At a set rate, in chunks of 50 paced one by one
@@ -255,6 +307,10 @@ fn phase(
         std::thread::sleep(Duration::from_millis(5));
     }
     let secs = start.elapsed().as_secs_f64();
+    let heights = b.nodes[0].store().head() - start_head;
+    let cpu_cores = start_cpu
+        .zip(process_cpu_secs())
+        .map(|(a, z)| (z - a) / secs);
     // Let the watcher see the last block.
     std::thread::sleep(Duration::from_millis(50));
     let mut l = b
@@ -270,35 +326,40 @@ fn phase(
             l[((l.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
         }
     };
-    Ok((total as f64 / secs, pct(0.5), pct(0.99)))
+    Ok(Phase {
+        tx_per_s: total as f64 / secs,
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+        heights_per_s: heights as f64 / secs,
+        cpu_cores,
+    })
 }
 
-pub fn run(txs: u64, signers: usize, block_txs: usize) -> Result<()> {
+pub fn run(txs: u64, signers: usize, block_txs: usize, dir: Option<&str>) -> Result<()> {
     let signer_keys: Vec<SecretKey> = (0..signers)
         .map(|_| SecretKey::generate())
         .collect::<Result<_, _>>()?;
     let per = (txs / signers as u64).max(1);
-    let b = start(4, &signer_keys, block_txs)?;
+    let b = start(4, &signer_keys, block_txs, dir)?;
     // Warm up: connections, first views.
     phase(&b, make_txs(&signer_keys, 0, 2), 0.0, &[0, 1, 2, 3])?;
     let mut nonce = 2;
-    let (peak, peak_p50, peak_p99) =
-        phase(&b, make_txs(&signer_keys, nonce, per), 0.0, &[0, 1, 2, 3])?;
+    let peak = phase(&b, make_txs(&signer_keys, nonce, per), 0.0, &[0, 1, 2, 3])?;
     nonce += per;
-    let (half, p50, p99) = phase(
+    let half = phase(
         &b,
         make_txs(&signer_keys, nonce, per / 2),
-        peak / 2.0,
+        peak.tx_per_s / 2.0,
         &[0, 1, 2, 3],
     )?;
     nonce += per / 2;
     // Light load (a twentieth of the peak): the latency floor of the pipeline on this host
     // (proposal, re-execution, two vote rounds, a durable commit) when nothing queues.
     let light_per = (per / 20).max(1);
-    let (light, light_p50, light_p99) = phase(
+    let light = phase(
         &b,
         make_txs(&signer_keys, nonce, light_per),
-        peak / 20.0,
+        peak.tx_per_s / 20.0,
         &[0, 1, 2, 3],
     )?;
     nonce += light_per;
@@ -311,8 +372,7 @@ pub fn run(txs: u64, signers: usize, block_txs: usize) -> Result<()> {
     if let Some(v) = b.validators[3].take() {
         v.stop();
     }
-    let (fresh, fresh_p50, fresh_p99) =
-        phase(&b, make_txs(&signer_keys, nonce, per), 0.0, &[0, 1, 2])?;
+    let fresh = phase(&b, make_txs(&signer_keys, nonce, per), 0.0, &[0, 1, 2])?;
     nonce += per;
     let config = ValidatorConfig::default();
     let skip_after = config.timeout_retry + config.certification_timeout;
@@ -320,8 +380,7 @@ pub fn run(txs: u64, signers: usize, block_txs: usize) -> Result<()> {
     // A few heights for the survivors to see the stopped leader's turn come round.
     phase(&b, make_txs(&signer_keys, nonce, 2), 0.0, &[0, 1, 2])?;
     nonce += 2;
-    let (down, down_p50, down_p99) =
-        phase(&b, make_txs(&signer_keys, nonce, per), 0.0, &[0, 1, 2])?;
+    let down = phase(&b, make_txs(&signer_keys, nonce, per), 0.0, &[0, 1, 2])?;
     for v in b.validators.iter_mut().filter_map(Option::take) {
         v.stop();
     }
@@ -336,6 +395,14 @@ pub fn run(txs: u64, signers: usize, block_txs: usize) -> Result<()> {
         .map(|(_, raw)| raw)
         .collect();
     let verify_per_s = crate::bench::raw_verify_rate(&sample);
+    let mut half_j = half.json();
+    half_j["offered_tx_per_s"] = json!((peak.tx_per_s / 2.0).round());
+    let mut light_j = light.json();
+    light_j["offered_tx_per_s"] = json!((peak.tx_per_s / 20.0).round());
+    let mut fresh_j = fresh.json();
+    fresh_j["ratio_to_peak"] = json!(fresh.tx_per_s / peak.tx_per_s);
+    let mut down_j = down.json();
+    down_j["ratio_to_peak"] = json!(down.tx_per_s / peak.tx_per_s);
     out_line(&serde_json::to_string_pretty(&json!({
         "bench": "cluster",
         "validators": 4,
@@ -343,14 +410,15 @@ pub fn run(txs: u64, signers: usize, block_txs: usize) -> Result<()> {
         "transactions_per_phase": per * signers as u64,
         "signers": signers,
         "max_block_txs": block_txs,
-        "peak": { "committed_tx_per_s": peak.round(), "finality_p50_ms": peak_p50, "finality_p99_ms": peak_p99 },
-        "half_load": { "offered_tx_per_s": (peak / 2.0).round(), "committed_tx_per_s": half.round(), "finality_p50_ms": p50, "finality_p99_ms": p99 },
-        "light_load": { "offered_tx_per_s": (peak / 20.0).round(), "committed_tx_per_s": light.round(), "finality_p50_ms": light_p50, "finality_p99_ms": light_p99 },
-        "one_down_first_seconds": { "committed_tx_per_s": fresh.round(), "ratio_to_peak": fresh / peak, "finality_p50_ms": fresh_p50, "finality_p99_ms": fresh_p99 },
-        "one_down": { "committed_tx_per_s": down.round(), "ratio_to_peak": down / peak, "finality_p50_ms": down_p50, "finality_p99_ms": down_p99 },
+        "peak": peak.json(),
+        "half_load": half_j,
+        "light_load": light_j,
+        "one_down_first_seconds": fresh_j,
+        "one_down": down_j,
         "heights": heads,
         "raw_ed25519_batch_verify_per_s_all_cores": verify_per_s.round(),
-        "ratio_peak_to_raw_verify": peak / verify_per_s,
+        "ratio_peak_to_raw_verify": peak.tx_per_s / verify_per_s,
+        "data_dir": dir.unwrap_or("the system's temporary directory"),
         "target": { "committed_tx_per_s": 10_000, "finality_p50_ms": 50, "finality_p99_ms": 200, "one_down_ratio": 0.8 },
         "note": "4 validators in one process (own store, consensus runtime and authenticated p2p on loopback each); final = durable on validator 0",
     }))?);
