@@ -338,3 +338,69 @@ impl Drop for ExitOnPanic {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use carechain_crypto::sha256;
+    use commonware_p2p::{Provider as _, simulated};
+    use commonware_runtime::{Clock as _, deterministic};
+
+    /// A cluster file of `n` nodes (the same first nodes for every `n`).
+    fn file(n: u16) -> ClusterFile {
+        ClusterFile {
+            chain_id: "follow-test".into(),
+            validators: (0..n)
+                .map(|i| Member {
+                    did: SecretKey::from_seed(&sha256(&i.to_le_bytes()).0)
+                        .public()
+                        .did()
+                        .to_string(),
+                    p2p: SocketAddr::from(([127, 0, 0, 1], 9000 + i)),
+                    http: SocketAddr::from(([127, 0, 0, 1], 8000 + i)),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_running_validator_follows_its_cluster_file_up_to_the_nodes_it_can_add() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cluster.json");
+        file(4).write(&path).expect("write");
+        deterministic::Runner::default().start(|context| async move {
+            let (network, oracle) = simulated::Network::new(
+                context.child("network"),
+                simulated::Config {
+                    max_size: 1024,
+                    max_peers_per_set: NZUsize!(16),
+                    disconnect_on_block: true,
+                    tracked_peer_sets: NZUsize!(4),
+                },
+            );
+            network.start();
+            let mut peers = oracle.socket_manager();
+            let followed = (path.clone(), peers.clone());
+            context
+                .child("follow")
+                .spawn(move |ctx| follow_cluster_file(ctx, followed.0, (file(4), 5), followed.1));
+            let written = |f: ClusterFile| {
+                f.write(&path).expect("write");
+                context.sleep(RELOAD_INTERVAL * 2)
+            };
+            let size =
+                |set: Option<commonware_p2p::TrackedPeers<PublicKey>>| set.map(|s| s.primary.len());
+            // A fifth node: the next peer set.
+            written(file(5)).await;
+            assert_eq!(size(peers.peer_set(1).await), Some(5));
+            // Six nodes, more than it can add, then a half-written file: neither is taken.
+            written(file(6)).await;
+            std::fs::write(&path, "{ \"chain_id\": ").expect("write");
+            context.sleep(RELOAD_INTERVAL * 2).await;
+            assert_eq!(size(peers.peer_set(2).await), None);
+            // Back to the four: taken again.
+            written(file(4)).await;
+            assert_eq!(size(peers.peer_set(2).await), Some(4));
+        });
+    }
+}
