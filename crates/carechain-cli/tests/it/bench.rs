@@ -59,3 +59,67 @@ fn bench_fhir_reports_creates_reads_import_and_searches_that_find_records() {
         assert!(s["mean_entries"].as_f64().unwrap() >= 1.0, "{kind}: {s}");
     }
 }
+
+#[test]
+fn bench_cluster_reports_every_phase_and_keeps_each_validators_data_where_asked() {
+    let parent = tempfile::tempdir().expect("tempdir");
+    let dir = format!("{}/disk{{i}}", parent.path().display());
+    let args = [
+        "bench",
+        "cluster",
+        "--txs",
+        "400",
+        "--signers",
+        "40",
+        "--dir",
+        &dir,
+    ];
+    // `{i}` names each validator's own directory: with the third one missing, nothing runs.
+    for i in [0, 1, 3] {
+        std::fs::create_dir(parent.path().join(format!("disk{i}"))).expect("mkdir");
+    }
+    let missing = carechain(&args);
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains("disk2"), "{err}");
+    std::fs::create_dir(parent.path().join("disk2")).expect("mkdir");
+    let out = carechain_ok(&args);
+    let r: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    for phase in [
+        "peak",
+        "half_load",
+        "light_load",
+        "one_down_first_seconds",
+        "one_down",
+    ] {
+        let p = &r[phase];
+        for key in ["committed_tx_per_s", "finality_p50_ms", "blocks_per_s"] {
+            assert!(p[key].as_f64().unwrap_or(0.0) > 0.0, "{phase}.{key}: {r}");
+        }
+        assert!(
+            p["finality_p99_ms"].as_f64() >= p["finality_p50_ms"].as_f64(),
+            "{phase}: {r}"
+        );
+        // Every transaction of the phase is in some block.
+        assert!(
+            p["mean_block_txs"].as_f64().unwrap_or(0.0) >= 1.0,
+            "{phase}: {r}"
+        );
+        assert!(
+            p["cpu_cores_busy"].as_f64().unwrap_or(0.0) > 0.0,
+            "{phase}: {r}"
+        );
+    }
+    assert_eq!(r["transactions_per_phase"], 400, "{r}");
+    assert_eq!(r["data_dir"], dir.as_str(), "{r}");
+    // Each validator's data went to its own directory, and was removed at the end.
+    for i in 0..4 {
+        let d = parent.path().join(format!("disk{i}"));
+        assert_eq!(
+            std::fs::read_dir(&d).expect("readdir").count(),
+            0,
+            "{}",
+            d.display()
+        );
+    }
+}
