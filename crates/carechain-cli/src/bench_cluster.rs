@@ -38,8 +38,24 @@ struct Bench {
     latencies: Arc<Mutex<Vec<Duration>>>,
 }
 
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// `n` consecutive free ports for the validators' p2p, below the kernel's ephemeral range
+/// (32768–60999): a port from that range could be taken as the local end of another
+/// validator's outgoing connection before its own validator listens on it.
+fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let seed = std::process::id() as usize;
+    for attempt in 0..200 {
+        let base = 12_000 + (seed.wrapping_mul(7) + attempt * 97) % 20_000;
+        let ports: Vec<u16> = (base..base + n).map(|p| p as u16).collect();
+        // All bound at once, then released together.
+        let held: std::io::Result<Vec<TcpListener>> = ports
+            .iter()
+            .map(|p| TcpListener::bind(("127.0.0.1", *p)))
+            .collect();
+        if held.is_ok() {
+            return Ok(ports);
+        }
+    }
+    bail!("no {n} consecutive free ports on 127.0.0.1 between 12000 and 32000")
 }
 
 /// A fresh data directory for validator `i`: inside `dir` (with `{i}` replaced by `i`), or in
@@ -83,14 +99,15 @@ fn start(n: usize, signers: &[SecretKey], block_txs: usize, dir: Option<&str>) -
         identities,
     };
     let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let mut members = Vec::new();
-    for k in &keys {
-        members.push(Member {
+    let members = keys
+        .iter()
+        .zip(free_ports(n)?)
+        .map(|(k, port)| Member {
             did: k.public().did().to_string(),
-            p2p: SocketAddr::new(localhost, free_port()?),
+            p2p: SocketAddr::new(localhost, port),
             http: SocketAddr::new(localhost, 0),
-        });
-    }
+        })
+        .collect();
     let cluster = ClusterFile {
         chain_id: CHAIN.into(),
         validators: members,
