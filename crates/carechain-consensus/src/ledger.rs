@@ -180,7 +180,8 @@ impl Ledger {
 /// block from the durable tip up to it (merged in chain order, later blocks winning), their
 /// bucket updates merged likewise, and the log after it. Layering changes that did become
 /// durable meanwhile is harmless (idempotent), so the durable tip may move on while this
-/// is used, as long as it stays on this parent's chain.
+/// is used, up to the parent itself; past it, execution on the parent is refused as
+/// [`LedgerError::Stale`].
 pub struct Unfinalized<'a> {
     /// The tip the parent forms.
     pub tip: ChainTip,
