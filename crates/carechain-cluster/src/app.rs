@@ -399,28 +399,13 @@ impl Reporter for Finalizer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use carechain_crypto::{SecretKey, sha256};
-    use carechain_node::{Node, NodeConfig};
-    use carechain_storage::Store;
-    use carechain_types::{Genesis, GenesisIdentity, Role};
+    use carechain_crypto::sha256;
     use commonware_cryptography::Digestible as _;
     use commonware_runtime::{Runner as _, Supervisor as _, deterministic};
 
     /// A chain of one validator over a fresh store in `dir`.
     fn chain(dir: &std::path::Path) -> Arc<Chain> {
-        let key = SecretKey::from_seed(&sha256(b"validator").0);
-        let genesis = Genesis {
-            chain_id: "finalizer-test".into(),
-            timestamp_ms: 1,
-            identities: vec![GenesisIdentity {
-                key: key.public(),
-                role: Role::Validator,
-                parent: None,
-            }],
-        };
-        let store = Arc::new(Store::create(&dir.join("ledger.redb"), &genesis).expect("store"));
-        let node = Node::start_external(store, key, NodeConfig::default()).expect("node");
-        Arc::new(Chain::new(node, 16, 1 << 20))
+        Arc::new(crate::chain::tests::chain(dir))
     }
 
     /// Two empty blocks proposed by `chain` on the durable tip, the second on the first.

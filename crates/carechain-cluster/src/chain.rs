@@ -284,7 +284,7 @@ fn unfinalized(e: &Executing) -> Unfinalized<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use carechain_crypto::{SecretKey, sha256};
     use carechain_node::NodeConfig;
@@ -299,8 +299,9 @@ mod tests {
         SecretKey::from_seed(&sha256(b"signer").0)
     }
 
-    /// A chain over a fresh store in `dir`: one validator, one organization that signs.
-    fn chain(dir: &std::path::Path) -> Chain {
+    /// A chain over a fresh store in `dir`: one validator, one organization that signs (the
+    /// app's tests use it too).
+    pub(crate) fn chain(dir: &std::path::Path) -> Chain {
         let genesis = Genesis {
             chain_id: "chain-test".into(),
             timestamp_ms: 1,
