@@ -20,12 +20,11 @@ use commonware_consensus::{
     simplex::{
         self,
         config::{ForwardPolicy, SkipBudget, SkipPolicy},
-        elector::RoundRobin,
     },
     types::{Epoch, Height, ViewDelta},
 };
 use commonware_cryptography::{
-    Digested, Digestible, Sha256,
+    Digested, Digestible,
     certificate::Verifier as _,
     ed25519::{PrivateKey, PublicKey},
 };
@@ -415,7 +414,7 @@ where
                     ctx.child("simplex").with_attribute("epoch", epoch.get()),
                     simplex::config::Config {
                         scheme: (*scheme).clone(),
-                        elector: RoundRobin::<Sha256>::default(),
+                        elector: crate::leader::SecondLeadsFirst::default(),
                         blocker: blocker.clone(),
                         automaton: inline.clone(),
                         relay: inline.clone(),

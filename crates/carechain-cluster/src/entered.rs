@@ -4,12 +4,13 @@
 //! has, instead of a fixed time.
 //!
 //! Why the leader waits at all: a new simplex instance has heard from no one, and its skip
-//! heuristic takes the next view's leader for inactive unless that leader's vote for the first
-//! view arrived before the view's notarization. Validators enter an epoch when they have made
-//! the previous epoch's last block durable, tens of milliseconds apart on a busy host; a
-//! proposal that reaches a validator still committing can leave the next leader last, the
-//! quicker ones nullify its view while the rest notarize, and nothing moves until the
-//! certification timeout (seconds). Waiting for everyone costs only the actual skew.
+//! heuristic takes a view's leader for inactive unless something of that leader's arrived in
+//! the instance before the view began (view 2's leader also leads view 1, see
+//! [`crate::leader`]; view 3's has to be heard by the end of view 2). Validators enter an
+//! epoch when they have made the previous epoch's last block durable, tens of milliseconds
+//! apart on a busy host; a validator still committing votes late, and when it leads the next
+//! view the quicker ones nullify that view while the rest notarize, and nothing moves until
+//! the certification timeout (seconds). Waiting for everyone costs only the actual skew.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -16,6 +16,7 @@ pub mod entered;
 pub mod epoch;
 pub mod evidence;
 pub mod gossip;
+pub mod leader;
 pub mod net;
 
 /// The consensus signature scheme: Ed25519, attributable (each vote individually signed),

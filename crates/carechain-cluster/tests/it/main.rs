@@ -128,18 +128,15 @@ enum Behaviour {
     Garbage,
 }
 
+const HONEST: [Behaviour; N] = [
+    Behaviour::Honest,
+    Behaviour::Honest,
+    Behaviour::Honest,
+    Behaviour::Honest,
+];
+
 async fn start_cluster(context: &deterministic::Context, link: Link) -> Cluster {
-    start_with_roles(
-        context,
-        link,
-        &[
-            Behaviour::Honest,
-            Behaviour::Honest,
-            Behaviour::Honest,
-            Behaviour::Honest,
-        ],
-    )
-    .await
+    start_with_roles(context, link, &HONEST).await
 }
 
 async fn start_with_roles(
@@ -286,6 +283,28 @@ async fn start_configured(
         keys,
         oracle,
     }
+}
+
+/// Four honest validators whose epoch's first block waits up to `cap` for everyone to enter,
+/// with leader and certification timeouts well above it (else the others give up on the
+/// leader while it waits: `ValidatorConfig::epoch_start_wait`), so a stall stands out.
+async fn start_with_epoch_start_wait(
+    context: &deterministic::Context,
+    link: Link,
+    cap: Duration,
+) -> Cluster {
+    start_configured(
+        context,
+        link,
+        &HONEST,
+        ValidatorConfig {
+            epoch_start_wait: cap,
+            leader_timeout: 3 * cap,
+            certification_timeout: 4 * cap,
+            ..ValidatorConfig::default()
+        },
+    )
+    .await
 }
 
 /// The epoch-0 sub-channel of a consensus channel (validators run one simplex instance per
@@ -525,24 +544,45 @@ fn a_validator_signing_conflicting_votes_is_recorded_and_changes_nothing() {
             Behaviour::Conflicter,
         ];
         let c = start_with_roles(&context, LINK, &roles).await;
-        // A block at a time, for views enough that every honest validator sees validator 3
-        // vote twice in one of them (in a run of two or three views, one may not).
-        let nonce = one_block_at_a_time(&context, &c, &[0, 1, 2], 24, 0, 0).await;
+        // Commonware reports a conflict only while it holds both signed votes: once a view's
+        // quorum has formed it keeps only who voted, and a second, different vote then gets
+        // its sender blocked without proof. Whichever comes first at a validator decides (a
+        // blocked sender is not heard again). An offender that wants to be counted is quick:
+        // validator 3's messages take 1 ms, so both of its votes arrive before any quorum.
+        let quick = Link {
+            latency: Duration::from_millis(1),
+            jitter: Duration::ZERO,
+            ..LINK
+        };
+        for i in 0..3 {
+            for (a, b) in [(3, i), (i, 3)] {
+                let (a, b) = (c.keys[a].clone(), c.keys[b].clone());
+                let _ = c.oracle.remove_link(a.clone(), b.clone()).await;
+                c.oracle.add_link(a, b, quick.clone()).await.unwrap();
+            }
+        }
+        let nonce = one_block_at_a_time(&context, &c, &[0, 1, 2], 8, 0, 0).await;
         wait_applied(&context, &c, &[0, 1, 2], nonce).await;
         context.sleep(Duration::from_secs(2)).await;
         assert_agree(&c, &[0, 1, 2]);
-        // Every honest validator holds signed evidence against validator 3's index.
+        // Every honest validator holds signed evidence against validator 3's index, and has
+        // blocked it and no one else.
         let participants = validator_set(&genesis());
         let offender = participants.iter().position(|p| *p == c.keys[3]).unwrap() as u32;
+        let blocked = c.oracle.blocked().await.unwrap();
         for (i, v) in c.validators.iter().enumerate() {
             let ev = v.evidence.all();
             assert!(
                 ev.iter()
                     .any(|e| e.validator == offender && e.kind.starts_with("conflicting_")),
-                "validator {i}: {ev:?}; heads {:?}",
-                c.nodes.iter().map(|n| n.store().head()).collect::<Vec<_>>()
+                "validator {i}: {ev:?}"
             );
             assert!(ev.iter().all(|e| e.validator == offender), "{ev:?}");
+            let by_i: Vec<_> = blocked.iter().filter(|(b, _)| *b == c.keys[i]).collect();
+            assert!(
+                !by_i.is_empty() && by_i.iter().all(|(_, x)| *x == c.keys[3]),
+                "{by_i:?}"
+            );
         }
     });
 }
@@ -905,25 +945,7 @@ fn the_leader_of_an_epochs_first_block_waits_for_every_validator_to_enter_the_ep
 {
     runner(13).start(|context| async move {
         let cap = Duration::from_secs(2);
-        let c = start_configured(
-            &context,
-            LINK,
-            &[
-                Behaviour::Honest,
-                Behaviour::Honest,
-                Behaviour::Honest,
-                Behaviour::Honest,
-            ],
-            // The cap is below the leader timeout (else the others give up on the leader
-            // while it waits: `ValidatorConfig::epoch_start_wait`).
-            ValidatorConfig {
-                epoch_start_wait: cap,
-                leader_timeout: 3 * cap,
-                certification_timeout: 4 * cap,
-                ..ValidatorConfig::default()
-            },
-        )
-        .await;
+        let c = start_with_epoch_start_wait(&context, LINK, cap).await;
         let at = carechain_types::EPOCH_LENGTH;
         let all = [0, 1, 2, 3];
         let mut nonce = one_block_at_a_time(&context, &c, &all, at - 1, 0, 0).await;
@@ -949,5 +971,65 @@ fn the_leader_of_an_epochs_first_block_waits_for_every_validator_to_enter_the_ep
         for epoch_start in [at, 2 * at] {
             assert!(snap.block(epoch_start).unwrap().unwrap().txs.is_empty());
         }
+    });
+}
+
+#[test]
+fn a_new_epochs_first_leaders_heard_late_by_two_validators_do_not_split_the_epoch() {
+    use commonware_consensus::{
+        simplex::elector::{Elector as _, RoundRobin},
+        types::{Epoch, Round, View},
+    };
+    runner(14).start(|context| async move {
+        let steady = Link {
+            jitter: Duration::ZERO,
+            ..LINK
+        };
+        let cap = Duration::from_secs(2);
+        let c = start_with_epoch_start_wait(&context, steady.clone(), cap).await;
+        // Commonware's plain round robin over epoch 1's validators (the genesis set).
+        let set = commonware_utils::ordered::Set::from_iter_dedup(c.keys.iter().cloned());
+        let plain =
+            commonware_consensus::simplex::elector::Config::<carechain_cluster::Scheme>::build(
+                RoundRobin::<commonware_cryptography::Sha256>::default(),
+                &set,
+            );
+        let led_by = |view: u64| {
+            let p = plain.elect(Round::new(Epoch::new(1), View::new(view)), ());
+            let key = &set[usize::from(p)];
+            c.keys.iter().position(|k| k == key).unwrap()
+        };
+        let (first, second) = (led_by(1), led_by(2));
+        // `second`'s messages reach `first` in 5 ms and the other two in 25 ms, while every
+        // other message takes 10. Under plain round robin, epoch 1's view 1 (led by `first`)
+        // is notarized 20 ms after its proposal; `first` has heard `second`'s vote by then, the
+        // other two have not: they would take `second` for inactive and nullify view 2 while
+        // `first` notarizes `second`'s proposal, a split only the timeouts (6–8 s here) end.
+        for (i, key) in c.keys.iter().enumerate() {
+            if i == second {
+                continue;
+            }
+            let ms = if i == first { 5 } else { 25 };
+            let _ = c
+                .oracle
+                .remove_link(c.keys[second].clone(), key.clone())
+                .await;
+            let link = Link {
+                latency: Duration::from_millis(ms),
+                ..steady.clone()
+            };
+            c.oracle
+                .add_link(c.keys[second].clone(), key.clone(), link)
+                .await
+                .unwrap();
+        }
+        let at = carechain_types::EPOCH_LENGTH;
+        let all = [0, 1, 2, 3];
+        let nonce = one_block_at_a_time(&context, &c, &all, at - 1, 0, 0).await;
+        let entering = context.current();
+        one_block_at_a_time(&context, &c, &all, at + 2, nonce, 0).await;
+        let took = context.current().duration_since(entering).unwrap();
+        assert!(took < cap / 2, "epoch 1's first blocks took {took:?}");
+        assert_agree(&c, &all);
     });
 }
