@@ -40,6 +40,10 @@ pub enum BenchCmd {
     /// A 4-validator BFT cluster on this host: committed tx/s at saturation, finality
     /// latency at half that load, throughput with one validator down.
     Cluster {
+        /// Validators (1 to 16; one down is measured from 4 on). One is the one-validator
+        /// network `cluster up --validators 1` runs.
+        #[arg(long, default_value_t = 4)]
+        validators: usize,
         /// Transactions per phase.
         #[arg(long, default_value_t = 60_000)]
         txs: u64,
@@ -169,13 +173,20 @@ fn raw_append_rate(dir: &std::path::Path, batch: usize, size: usize) -> Result<(
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
     if let BenchCmd::Cluster {
+        validators,
         txs,
         signers,
         block_txs,
         dir,
     } = cmd
     {
-        return crate::bench_cluster::run(txs, signers.max(4), block_txs, dir.as_deref());
+        return crate::bench_cluster::run(
+            validators,
+            txs,
+            signers.max(4),
+            block_txs,
+            dir.as_deref(),
+        );
     }
     if let BenchCmd::Fhir {
         creates,

@@ -77,6 +77,10 @@ pub struct InitArgs {
     /// `cluster.json` with every validator's keys and addresses (127.0.0.1).
     #[arg(long, default_value_t = 1)]
     pub validators: usize,
+    /// A cluster directory even for one validator: a one-validator BFT network (the same
+    /// consensus engine as a cluster's) instead of the embedded single node.
+    #[arg(long)]
+    pub cluster: bool,
     /// First consensus p2p port of a cluster (validator i listens on this + i).
     #[arg(long, default_value_t = 7100)]
     pub p2p_port: u16,
@@ -85,8 +89,8 @@ pub struct InitArgs {
     pub http_port: u16,
 }
 
-/// Creates the data directory (or, with `--validators N` > 1, a cluster of N validator
-/// directories); returns the (first) node key and the operator key.
+/// Creates the data directory (or, with `--validators N` > 1 or `--cluster`, a cluster of N
+/// validator directories); returns the (first) node key and the operator key.
 pub fn init(a: &InitArgs) -> Result<(SecretKey, SecretKey)> {
     if a.chain_id.is_empty() || a.chain_id.len() > carechain_types::MAX_CHAIN_ID {
         bail!(
@@ -97,7 +101,7 @@ pub fn init(a: &InitArgs) -> Result<(SecretKey, SecretKey)> {
     if a.validators == 0 || a.validators > 64 {
         bail!("--validators must be 1 to 64");
     }
-    if a.validators > 1 {
+    if a.validators > 1 || a.cluster {
         return init_cluster(a);
     }
     let dir = DataDir::new(&a.data);
@@ -128,7 +132,8 @@ pub fn validator_dir(root: &Path, i: usize) -> PathBuf {
     root.join(format!("v{i}"))
 }
 
-/// `init --validators N`: N validator keys in one genesis, a directory per validator.
+/// `init --validators N` (N > 1, or any N with `--cluster`): N validator keys in one genesis,
+/// a directory per validator.
 fn init_cluster(a: &InitArgs) -> Result<(SecretKey, SecretKey)> {
     let n = a.validators;
     let cluster_file = a.data.join("cluster.json");
@@ -166,8 +171,9 @@ fn init_cluster(a: &InitArgs) -> Result<(SecretKey, SecretKey)> {
         cluster.write(&dir.cluster())?;
     }
     out_line(&format!(
-        "created chain {} with {n} validators in {}",
+        "created chain {} with {n} validator{} in {}",
         genesis.chain_id,
+        if n == 1 { "" } else { "s" },
         a.data.display()
     ));
     for (i, m) in cluster.validators.iter().enumerate() {

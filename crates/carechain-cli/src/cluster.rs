@@ -98,6 +98,7 @@ fn up(a: UpArgs) -> Result<()> {
             chain_id: a.chain_id.clone(),
             identities: vec![],
             validators: a.validators,
+            cluster: true,
             p2p_port: a.p2p_port,
             http_port: a.http_port,
         })?;

@@ -75,6 +75,7 @@ pub fn run(a: UpArgs) -> Result<()> {
             chain_id: DEMO_CHAIN.into(),
             identities: vec![],
             validators: 1,
+            cluster: false,
             p2p_port: 7100,
             http_port: 8081,
         })?;

@@ -85,13 +85,59 @@ fn bench_cluster_reports_every_phase_and_keeps_each_validators_data_where_asked(
     std::fs::create_dir(parent.path().join("disk2")).expect("mkdir");
     let out = carechain_ok(&args);
     let r: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
-    for phase in [
-        "peak",
-        "half_load",
-        "light_load",
-        "one_down_first_seconds",
-        "one_down",
-    ] {
+    assert_phases_measured(
+        &r,
+        &[
+            "peak",
+            "half_load",
+            "light_load",
+            "one_down_first_seconds",
+            "one_down",
+        ],
+    );
+    assert_eq!(r["transactions_per_phase"], 400, "{r}");
+    assert_eq!(r["data_dir"], dir.as_str(), "{r}");
+    // Each validator's data went to its own directory, and was removed at the end.
+    for i in 0..4 {
+        let d = parent.path().join(format!("disk{i}"));
+        assert_eq!(
+            std::fs::read_dir(&d).expect("readdir").count(),
+            0,
+            "{}",
+            d.display()
+        );
+    }
+}
+
+#[test]
+fn bench_cluster_of_one_validator_measures_all_but_one_down() {
+    let out = carechain_ok(&[
+        "bench",
+        "cluster",
+        "--validators",
+        "1",
+        "--txs",
+        "400",
+        "--signers",
+        "40",
+    ]);
+    let r: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(r["validators"], 1, "{r}");
+    assert_phases_measured(&r, &["peak", "half_load", "light_load"]);
+    // With one down, fewer than 4 have no quorum: said, not measured.
+    for phase in ["one_down_first_seconds", "one_down"] {
+        assert!(
+            r[phase].as_str().is_some_and(|s| s.starts_with("not run")),
+            "{r}"
+        );
+    }
+    let bad = carechain(&["bench", "cluster", "--validators", "0"]);
+    assert!(!bad.status.success());
+}
+
+/// Every phase named committed transactions, at some latency, in blocks.
+fn assert_phases_measured(r: &Value, phases: &[&str]) {
+    for phase in phases {
         let p = &r[phase];
         for key in ["committed_tx_per_s", "finality_p50_ms", "blocks_per_s"] {
             assert!(p[key].as_f64().unwrap_or(0.0) > 0.0, "{phase}.{key}: {r}");
@@ -108,18 +154,6 @@ fn bench_cluster_reports_every_phase_and_keeps_each_validators_data_where_asked(
         assert!(
             p["cpu_cores_busy"].as_f64().unwrap_or(0.0) > 0.0,
             "{phase}: {r}"
-        );
-    }
-    assert_eq!(r["transactions_per_phase"], 400, "{r}");
-    assert_eq!(r["data_dir"], dir.as_str(), "{r}");
-    // Each validator's data went to its own directory, and was removed at the end.
-    for i in 0..4 {
-        let d = parent.path().join(format!("disk{i}"));
-        assert_eq!(
-            std::fs::read_dir(&d).expect("readdir").count(),
-            0,
-            "{}",
-            d.display()
         );
     }
 }

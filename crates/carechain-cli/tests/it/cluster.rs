@@ -44,6 +44,8 @@ fn init_cluster(dir: &Path, n: u16, orgs: &[SecretKey]) {
         "test-chain".into(),
         "--validators".into(),
         n.to_string(),
+        // A cluster directory even for n = 1 (a one-validator network).
+        "--cluster".into(),
         "--p2p-port".into(),
         p2p,
         "--http-port".into(),
@@ -215,31 +217,168 @@ fn cluster_survives_a_sigkilled_validator_which_then_catches_up() {
     assert!(out.contains("\"ok\": true"), "{out}");
 }
 
-#[test]
-fn a_node_added_to_the_cluster_becomes_a_validator_by_governance_and_is_needed_for_the_quorum() {
-    let dir = tempfile::tempdir().unwrap();
-    let signer = key(40);
-    init_cluster(dir.path(), 4, std::slice::from_ref(&signer));
-    let root = dir.path().to_str().unwrap();
-    let vdir = |i: usize| dir.path().join(format!("v{i}"));
-    // The node is added while the four validators run: they read their cluster files again
-    // and let it in, without a restart.
-    let mut nodes: Vec<NodeProc> = (0..4).map(|i| NodeProc::start(&vdir(i), &[])).collect();
-    let mut urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
-    let mut nonce = 0;
-    // (The first block of a cold cluster may take longer than the answer waits.)
-    let (code, v) = post_raw(&format!("{}/v1/txs", urls[0]), &raw(&anchor(&signer, 0, 0)));
-    assert!(code == 200 || code == 202, "{v}");
-    nonce += 1;
-    settle(&urls);
+/// A cluster directory for governance tests: `n` validators and one organization, whose
+/// anchors `send` submits in nonce order, each waited for until committed.
+struct Governed {
+    dir: tempfile::TempDir,
+    signer: SecretKey,
+    nonce: u64,
+}
+
+impl Governed {
+    fn init(n: u16, signer: SecretKey) -> Governed {
+        let dir = tempfile::tempdir().unwrap();
+        init_cluster(dir.path(), n, std::slice::from_ref(&signer));
+        Governed {
+            dir,
+            signer,
+            nonce: 0,
+        }
+    }
+
+    fn root(&self) -> &str {
+        self.dir.path().to_str().unwrap()
+    }
+
+    fn vdir(&self, i: usize) -> std::path::PathBuf {
+        self.dir.path().join(format!("v{i}"))
+    }
+
+    fn send(&mut self, url: &str) {
+        let tx = anchor(&self.signer, self.nonce, self.nonce);
+        let (s, v) = post_raw(&format!("{url}/v1/txs"), &raw(&tx));
+        assert_eq!((s, v["status"].as_str()), (200, Some("committed")), "{v}");
+        self.nonce += 1;
+    }
+}
+
+/// `cluster add-node` on the cluster at `root`: the new node's did.
+fn add_node(root: &str) -> String {
     let out = carechain_ok(&["cluster", "add-node", "--data", root]);
-    let did = out
-        .split_whitespace()
+    out.split_whitespace()
         .find(|w| w.starts_with("did:key:"))
         .unwrap_or_else(|| panic!("no did in: {out}"))
-        .to_string();
+        .to_string()
+}
+
+/// Validator 0 proposes adding `did` from height `at`; the validators `approvers` approve,
+/// each through its own node (`urls[i]` is validator i's API).
+fn propose_validator(g: &Governed, urls: &[String], did: &str, at: u64, approvers: &[usize]) {
+    let node_key = |i: usize| g.vdir(i).join("node.key").to_str().unwrap().to_string();
+    let out = carechain_ok(&[
+        "validator",
+        "propose",
+        "--key",
+        &node_key(0),
+        "--add",
+        did,
+        "--at",
+        &at.to_string(),
+        "--url",
+        &urls[0],
+    ]);
+    assert!(out.contains("\"applied\""), "{out}");
+    let added: carechain_crypto::Did = did.parse().unwrap();
+    let id = carechain_types::validator_proposal_id(
+        &carechain_types::ValidatorChange::Add {
+            key: added.public_key(),
+        },
+        at,
+    );
+    for &i in approvers {
+        let out = carechain_ok(&[
+            "validator",
+            "approve",
+            "--key",
+            &node_key(i),
+            &id.to_hex(),
+            "--url",
+            &urls[i],
+        ]);
+        assert!(out.contains("\"applied\""), "{out}");
+    }
+}
+
+#[test]
+fn a_one_validator_network_finalizes_alone_and_grows_into_two_by_governance() {
+    let mut g = Governed::init(1, key(41));
+    let mut nodes = vec![NodeProc::start(&g.vdir(0), &[])];
+    let mut urls = vec![nodes[0].url.clone()];
+    // Alone it is the whole quorum: each transaction is final when answered, and its
+    // checkpoints are cosigned by 1 of 1.
+    for _ in 0..5 {
+        g.send(&urls[0]);
+    }
+    assert_eq!(settle(&urls), 5);
+    let out = carechain_ok(&["verify", "--url", &urls[0], "--cosigned"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["ok"].clone(), v["cosigned"]["quorum"].clone()),
+        (Value::from(true), Value::from(1)),
+        "{out}"
+    );
+
+    // A second node joins and follows; governance by the one validator (1 of 1 approvals)
+    // makes it a validator from the next epoch.
+    let did = add_node(g.root());
+    nodes.push(NodeProc::start(&g.vdir(1), &[]));
+    urls.push(nodes[1].url.clone());
+    settle(&urls);
+    let at = carechain_types::EPOCH_LENGTH;
+    propose_validator(&g, &urls, &did, at, &[]);
+    let mut to = 0;
+    while status(&urls[0])["height"].as_u64().unwrap() < at + 8 {
+        g.send(&urls[to % 2]);
+        to += 1;
+    }
+    let head = settle(&urls);
+    assert_eq!(
+        status(&urls[1])["validators"].as_array().unwrap().len(),
+        2,
+        "{}",
+        status(&urls[1])
+    );
+    let proposer =
+        |h: u64| get(&format!("{}/v1/blocks/{h}", urls[0])).1["header"]["proposer"].clone();
+    assert!(
+        (at..=head).any(|h| proposer(h) == did.as_str()),
+        "the new validator led no block of its epoch"
+    );
+    // Two validators need both votes: checkpoints are cosigned by 2 of 2.
+    let out = carechain_ok(&["verify", "--url", &urls[1], "--cosigned"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            v["ok"].clone(),
+            v["cosigned"]["quorum"].clone(),
+            v["cosigned"]["of"].clone()
+        ),
+        (Value::from(true), Value::from(2), Value::from(2)),
+        "{out}"
+    );
+    for n in &mut nodes {
+        n.stop();
+    }
+}
+
+#[test]
+fn a_node_added_to_the_cluster_becomes_a_validator_by_governance_and_is_needed_for_the_quorum() {
+    let mut g = Governed::init(4, key(40));
+    // The node is added while the four validators run: they read their cluster files again
+    // and let it in, without a restart.
+    let mut nodes: Vec<NodeProc> = (0..4).map(|i| NodeProc::start(&g.vdir(i), &[])).collect();
+    let mut urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    // (The first block of a cold cluster may take longer than the answer waits.)
+    let (code, v) = post_raw(
+        &format!("{}/v1/txs", urls[0]),
+        &raw(&anchor(&g.signer, 0, 0)),
+    );
+    assert!(code == 200 || code == 202, "{v}");
+    g.nonce += 1;
+    settle(&urls);
+    let did = add_node(g.root());
     let cluster: Value =
-        serde_json::from_str(&std::fs::read_to_string(vdir(0).join("cluster.json")).unwrap())
+        serde_json::from_str(&std::fs::read_to_string(g.vdir(0).join("cluster.json")).unwrap())
             .unwrap();
     assert_eq!(cluster["validators"][4]["did"], did.as_str());
     // Its ports are ones no other node uses, for either purpose.
@@ -254,18 +393,10 @@ fn a_node_added_to_the_cluster_becomes_a_validator_by_governance_and_is_needed_f
     for (i, a) in ports.iter().enumerate() {
         assert!(!ports[..i].contains(a), "{a} twice: {cluster}");
     }
-    nodes.push(NodeProc::start(&vdir(4), &[]));
+    nodes.push(NodeProc::start(&g.vdir(4), &[]));
     urls.push(nodes[4].url.clone());
-    let mut send = |url: &str| {
-        let (s, v) = post_raw(
-            &format!("{url}/v1/txs"),
-            &raw(&anchor(&signer, nonce, nonce)),
-        );
-        assert_eq!((s, v["status"].as_str()), (200, Some("committed")), "{v}");
-        nonce += 1;
-    };
     // Before governance the new node only follows: it has every block, votes nowhere.
-    send(&urls[0]);
+    g.send(&urls[0]);
     settle(&urls);
     // `cluster status` reads the HTTP addresses from cluster.json: these nodes listen on
     // ports of their own, so it gets a copy of the file with those.
@@ -289,43 +420,11 @@ fn a_node_added_to_the_cluster_becomes_a_validator_by_governance_and_is_needed_f
 
     // Validator 0 proposes it from height 64, validators 1 and 2 approve (3 of 4).
     let at = carechain_types::EPOCH_LENGTH;
-    let node_key = |i: usize| vdir(i).join("node.key").to_str().unwrap().to_string();
-    let out = carechain_ok(&[
-        "validator",
-        "propose",
-        "--key",
-        &node_key(0),
-        "--add",
-        &did,
-        "--at",
-        &at.to_string(),
-        "--url",
-        &urls[0],
-    ]);
-    assert!(out.contains("\"applied\""), "{out}");
-    let added: carechain_crypto::Did = did.parse().unwrap();
-    let id = carechain_types::validator_proposal_id(
-        &carechain_types::ValidatorChange::Add {
-            key: added.public_key(),
-        },
-        at,
-    );
-    for i in [1, 2] {
-        let out = carechain_ok(&[
-            "validator",
-            "approve",
-            "--key",
-            &node_key(i),
-            &id.to_hex(),
-            "--url",
-            &urls[i],
-        ]);
-        assert!(out.contains("\"applied\""), "{out}");
-    }
+    propose_validator(&g, &urls, &did, at, &[1, 2]);
     // Into the next epoch, a block at a time.
     let mut to = 0;
     while status(&urls[0])["height"].as_u64().unwrap() < at + 24 {
-        send(&urls[to % 4]);
+        g.send(&urls[to % 4]);
         to += 1;
     }
     let head = settle(&urls);
@@ -342,7 +441,7 @@ fn a_node_added_to_the_cluster_becomes_a_validator_by_governance_and_is_needed_f
     nodes[0].kill9();
     let before = status(&urls[1])["height"].as_u64().unwrap();
     for _ in 0..10 {
-        send(&urls[1]);
+        g.send(&urls[1]);
     }
     let live = urls[1..].to_vec();
     assert!(settle(&live) >= before + 10);
@@ -363,10 +462,10 @@ fn a_node_added_to_the_cluster_becomes_a_validator_by_governance_and_is_needed_f
     let out = carechain_ok(&["verify", "--url", &urls[4], "--cosigned"]);
     assert!(out.contains("\"ok\": true"), "{out}");
     // Validator 0, restarted in the new epoch, catches up and takes part again.
-    nodes[0] = NodeProc::start(&vdir(0), &[]);
+    nodes[0] = NodeProc::start(&g.vdir(0), &[]);
     urls[0] = nodes[0].url.clone();
     settle(&urls);
-    send(&urls[0]);
+    g.send(&urls[0]);
     settle(&urls);
     for n in &mut nodes {
         n.stop();
