@@ -587,16 +587,21 @@ fn a_validator_signing_conflicting_votes_is_recorded_and_changes_nothing() {
     });
 }
 
-#[test]
-fn invalid_proposals_are_rejected_by_every_honest_validator() {
-    runner(6).start(|context| async move {
-        // Validator 3 re-seals each of its blocks with a wrong state root.
+/// Validator 3 turns each block it proposes by `fault` (re-sealed with its key, so the block
+/// is attributable): every honest validator rejects them all, the honest chain goes on
+/// without any, and each honest validator records `invalid_proposal` evidence against it —
+/// unless the fault is a matter of clocks (`provable` false), which proves nothing.
+fn a_bad_proposer_is_rejected_by_every_honest_validator(
+    seed: u64,
+    fault: fn(carechain_types::Block) -> carechain_types::Block,
+    provable: bool,
+) {
+    runner(seed).start(|context| async move {
         let bad = validators()[3].clone();
         let fault =
             carechain_cluster::app::ProposalFault(Arc::new(move |b: carechain_types::Block| {
-                let mut h = b.header.clone();
-                h.state_root = sha256(b"not the state");
-                carechain_types::Block::seal(h, b.txs, &bad)
+                let b = fault(b);
+                carechain_types::Block::seal(b.header, b.txs, &bad)
             }));
         let roles = [
             Behaviour::Honest,
@@ -625,16 +630,66 @@ fn invalid_proposals_are_rejected_by_every_honest_validator() {
         let participants = validator_set(&genesis());
         let offender = participants.iter().position(|p| *p == c.keys[3]).unwrap() as u32;
         for v in &c.validators[..3] {
-            assert!(
-                v.evidence
-                    .all()
-                    .iter()
-                    .any(|e| e.validator == offender && e.kind == "invalid_proposal"),
-                "{:?}",
-                v.evidence.all()
-            );
+            let ev = v.evidence.all();
+            let convicted = ev
+                .iter()
+                .any(|e| e.validator == offender && e.kind == "invalid_proposal");
+            assert_eq!(convicted, provable, "{ev:?}");
+            assert!(ev.iter().all(|e| e.validator == offender), "{ev:?}");
         }
     });
+}
+
+#[test]
+fn proposals_with_a_wrong_state_root_are_rejected_by_every_honest_validator() {
+    a_bad_proposer_is_rejected_by_every_honest_validator(
+        6,
+        |mut b| {
+            b.header.state_root = sha256(b"not the state");
+            b
+        },
+        true,
+    );
+}
+
+#[test]
+fn proposals_with_a_forged_transaction_are_rejected_by_every_honest_validator() {
+    // A transaction whose signature is not its signer's, slipped in with the header's
+    // transaction count and root made to match, its receipts and state as if it were not there.
+    a_bad_proposer_is_rejected_by_every_honest_validator(
+        15,
+        |mut b| {
+            let body = TxBody {
+                chain_id: CHAIN.into(),
+                signer: org().public(),
+                nonce: 1_000_000,
+                payload: Payload::Anchor {
+                    kind: "forged".into(),
+                    commitment: sha256(b"forged"),
+                },
+            };
+            // Signed, but by a key that is not the signer's.
+            b.txs.push(body.sign(&key(99)));
+            b.header.tx_count = b.txs.len() as u32;
+            b.header.tx_root = carechain_types::Block::compute_tx_root(&b.txs);
+            b
+        },
+        true,
+    );
+}
+
+#[test]
+fn proposals_stamped_outside_the_time_window_are_rejected_by_every_honest_validator() {
+    // Ten minutes ahead of every honest clock (the window allows
+    // `carechain_cluster::app::MAX_FUTURE_SKEW_MS`): refused, but a clock is no proof.
+    a_bad_proposer_is_rejected_by_every_honest_validator(
+        16,
+        |mut b| {
+            b.header.timestamp_ms += 600_000;
+            b
+        },
+        false,
+    );
 }
 
 fn governance(signer: &SecretKey, payload: Payload) -> Vec<u8> {
