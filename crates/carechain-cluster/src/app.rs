@@ -253,6 +253,12 @@ impl<E: Clock + Send + Sync + 'static> commonware_consensus::Application<E> for 
                         validator: i as u32,
                         view: ctx.round.view().get(),
                         kind: "invalid_proposal",
+                        offender: block.header.proposer.did().to_string(),
+                        proof: [
+                            carechain_types::encode(&block.header),
+                            block.seal.0.to_vec(),
+                        ]
+                        .concat(),
                     });
                 }
                 false

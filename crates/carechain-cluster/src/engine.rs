@@ -306,7 +306,11 @@ where
         mailbox.clone(),
         epoch::epocher(),
     );
-    let reporter = Recorder::new(Finalized::new(inline.clone(), committer), evidence.clone());
+    let reporter = Recorder::new(
+        Finalized::new(inline.clone(), committer),
+        evidence.clone(),
+        schemes.clone(),
+    );
     // One simplex instance per epoch, over that epoch's validator set: the orchestrator
     // starts the instance of the epoch after the durable tip, and the next one as soon as
     // marshal has delivered an epoch's last block to the Finalizer, durable (then stops the

@@ -42,6 +42,13 @@ pub fn consensus_public(key: &carechain_crypto::PublicKey) -> ed25519::PublicKey
         .expect("a 32-byte Ed25519 public key")
 }
 
+/// The ledger identity (`did:key`) of a consensus public key.
+pub fn ledger_did(key: &ed25519::PublicKey) -> String {
+    let bytes: &[u8] = key.as_ref();
+    let key = carechain_crypto::PublicKey(bytes.try_into().expect("32-byte Ed25519 key"));
+    key.did().to_string()
+}
+
 /// The validator set of a chain: every genesis identity with role `validator`.
 pub fn validator_set(genesis: &Genesis) -> Set<ed25519::PublicKey> {
     Set::from_iter_dedup(

@@ -67,6 +67,14 @@ pub enum ClusterFileError {
         /// Why.
         reason: String,
     },
+    /// The evidence file (beside the engine's storage) could not be opened.
+    #[error("evidence file {path}: {source}")]
+    Evidence {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 impl ClusterFile {
@@ -147,7 +155,8 @@ pub const ADDABLE_NODES: usize = 4;
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Starts this node's validator: p2p on its cluster-file address, the engine's own storage
-/// under `storage`. The node must have been started with [`Node::start_external`]. With
+/// under `storage`, the faults it observes in the file `evidence` beside it (shown by the
+/// node's API). The node must have been started with [`Node::start_external`]. With
 /// `reload`, the cluster file there is read again every [`RELOAD_INTERVAL`]: nodes added to it
 /// (`carechain cluster add-node`) join the p2p peer set without a restart.
 pub fn start(
@@ -169,7 +178,13 @@ pub fn start(
     let max_nodes = peers.len() + ADDABLE_NODES;
     let reload = reload.map(|p| (p.to_path_buf(), cluster.clone(), max_nodes));
     let signer = consensus_key(key);
-    let evidence = EvidenceLog::default();
+    let evidence_path = storage.with_file_name("evidence");
+    let evidence =
+        EvidenceLog::open(&evidence_path).map_err(|source| ClusterFileError::Evidence {
+            path: evidence_path,
+            source,
+        })?;
+    evidence.report_to(node.clone());
     let ev = evidence.clone();
     let (stop_tx, stop_rx) = futures::channel::oneshot::channel::<()>();
     let storage = storage.to_path_buf();

@@ -97,6 +97,27 @@ struct Shared {
     cosign_out: parking_lot::RwLock<Option<CosignGossip>>,
     /// The checkpoint cosigners (the validators) of recent epochs, by epoch.
     cosigner_sets: Mutex<std::collections::BTreeMap<u64, Arc<CosignerSet>>>,
+    /// Consensus faults the engine reported, oldest first (at most [`MAX_FAULTS`]).
+    faults: Mutex<Vec<Fault>>,
+}
+
+/// How many consensus faults a node keeps to show (the oldest go first).
+pub const MAX_FAULTS: usize = 1_000;
+
+/// A consensus fault of a validator, observed by this node's engine, with its proof: the
+/// offender's own signed messages, opaque here (the engine's encoding).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// The consensus epoch.
+    pub epoch: u64,
+    /// The view (round) in the epoch.
+    pub view: u64,
+    /// The offender's identity (`did:key`).
+    pub offender: String,
+    /// What it did, e.g. `conflicting_notarize` or `invalid_proposal`.
+    pub kind: String,
+    /// The signed messages that prove it.
+    pub proof: Vec<u8>,
 }
 
 /// The cosignature lines held for one checkpoint.
@@ -178,6 +199,7 @@ impl Node {
             cosignatures: Mutex::new(std::collections::BTreeMap::new()),
             cosign_out: parking_lot::RwLock::new(None),
             cosigner_sets: Mutex::new(std::collections::BTreeMap::new()),
+            faults: Mutex::new(Vec::new()),
         });
         if !producer {
             return Ok(Arc::new(Node {
@@ -345,6 +367,28 @@ impl Node {
     /// height by the ledger's schedule (the genesis validators if it cannot be read).
     fn cosigner_set(&self, height: u64) -> Arc<CosignerSet> {
         cosigner_set(&self.shared, height)
+    }
+
+    /// Records a consensus fault the engine observed (once: the same epoch, view, offender
+    /// and kind again is ignored), keeping the newest [`MAX_FAULTS`].
+    pub fn record_fault(&self, fault: Fault) {
+        let mut faults = self.shared.faults.lock();
+        let same = |f: &Fault| {
+            (f.epoch, f.view, &f.offender, &f.kind)
+                == (fault.epoch, fault.view, &fault.offender, &fault.kind)
+        };
+        if faults.iter().any(same) {
+            return;
+        }
+        if faults.len() == MAX_FAULTS {
+            faults.remove(0);
+        }
+        faults.push(fault);
+    }
+
+    /// The consensus faults recorded, oldest first.
+    pub fn faults(&self) -> Vec<Fault> {
+        self.shared.faults.lock().clone()
     }
 
     /// The latest checkpoint cosigned by a quorum of validators (this node's signed note

@@ -51,6 +51,7 @@ pub fn routes(node: AppState) -> Router {
         .route("/v1/identities/{did}", get(get_identity))
         .route("/v1/validators", get(validators))
         .route("/v1/validators/proposals/{id}", get(validator_proposal))
+        .route("/v1/evidence", get(evidence))
         .route("/v1/checkpoints/{size}", get(get_checkpoint_at))
         .route("/v1/proofs/consistency", get(get_consistency))
         .route("/checkpoint", get(checkpoint))
@@ -432,6 +433,26 @@ async fn validators(State(node): State<AppState>) -> ApiResult<Json<Value>> {
         "approval_quorum": carechain_types::approval_quorum(current.len()),
         "sets": sets,
     })))
+}
+
+/// Consensus faults of validators this node's engine observed (equivocating votes, invalid
+/// sealed proposals), oldest first, each with its proof in hex: the offender's own signed
+/// messages. Always empty on a single node.
+async fn evidence(State(node): State<AppState>) -> Json<Value> {
+    let faults: Vec<Value> = node
+        .faults()
+        .iter()
+        .map(|f| {
+            json!({
+                "epoch": f.epoch,
+                "view": f.view,
+                "offender": f.offender,
+                "kind": f.kind,
+                "proof": hex::encode(&f.proof),
+            })
+        })
+        .collect();
+    Json(json!({ "evidence": faults }))
 }
 
 /// One validator-set proposal with its approvals.

@@ -302,8 +302,23 @@ fn propose_validator(g: &Governed, urls: &[String], did: &str, at: u64, approver
 #[test]
 fn a_one_validator_network_finalizes_alone_and_grows_into_two_by_governance() {
     let mut g = Governed::init(1, key(41));
+    // Evidence of a fault this validator observed before a restart (a line of its evidence
+    // file) is shown by its API once it runs again.
+    let offender = key(42).public().did().to_string();
+    std::fs::write(
+        g.vdir(0).join("evidence"),
+        format!("conflicting_notarize 0 7 2 {offender} 0a0b\n"),
+    )
+    .unwrap();
     let mut nodes = vec![NodeProc::start(&g.vdir(0), &[])];
     let mut urls = vec![nodes[0].url.clone()];
+    let (code, ev) = get(&format!("{}/v1/evidence", urls[0]));
+    assert_eq!(code, 200, "{ev}");
+    assert_eq!(
+        ev["evidence"],
+        serde_json::json!([{"epoch": 0, "view": 7, "offender": offender,
+            "kind": "conflicting_notarize", "proof": "0a0b"}])
+    );
     // Alone it is the whole quorum: each transaction is final when answered, and its
     // checkpoints are cosigned by 1 of 1.
     for _ in 0..5 {
@@ -332,6 +347,10 @@ fn a_one_validator_network_finalizes_alone_and_grows_into_two_by_governance() {
         to += 1;
     }
     let head = settle(&urls);
+    assert_eq!(
+        get(&format!("{}/v1/evidence", urls[1])).1["evidence"],
+        serde_json::json!([])
+    );
     assert_eq!(
         status(&urls[1])["validators"].as_array().unwrap().len(),
         2,

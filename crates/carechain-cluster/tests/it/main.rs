@@ -18,8 +18,13 @@ use carechain_crypto::{SecretKey, sha256};
 use carechain_node::{Node, NodeConfig, SubmitError};
 use carechain_storage::Store;
 use carechain_types::{Genesis, GenesisIdentity, Payload, Role, TxBody, encode};
-use commonware_cryptography::ed25519::PublicKey;
+use commonware_codec::Decode as _;
+use commonware_consensus::simplex::types::{Activity, Attributable as _};
+use commonware_cryptography::{
+    certificate::Verifier as _, ed25519::PublicKey, sha256::Digest as Sha256Digest,
+};
 use commonware_p2p::simulated::{self, Link, Network, Oracle};
+use commonware_parallel::Sequential;
 use commonware_runtime::{Clock, Quota, Runner, Spawner as _, Supervisor as _, deterministic};
 use commonware_utils::{NZU32, NZUsize, probability};
 
@@ -536,7 +541,7 @@ fn a_lossy_slow_network_stays_safe_and_recovers_when_it_heals() {
 
 #[test]
 fn a_validator_signing_conflicting_votes_is_recorded_and_changes_nothing() {
-    runner(5).start(|context| async move {
+    runner(5).start(|mut context| async move {
         let roles = [
             Behaviour::Honest,
             Behaviour::Honest,
@@ -570,6 +575,12 @@ fn a_validator_signing_conflicting_votes_is_recorded_and_changes_nothing() {
         let participants = validator_set(&genesis());
         let offender = participants.iter().position(|p| *p == c.keys[3]).unwrap() as u32;
         let blocked = c.oracle.blocked().await.unwrap();
+        let verifier = carechain_cluster::Scheme::signer(
+            engine::CONSENSUS_NAMESPACE,
+            participants.clone(),
+            consensus_key(&validators()[0]),
+        )
+        .unwrap();
         for (i, v) in c.validators.iter().enumerate() {
             let ev = v.evidence.all();
             assert!(
@@ -578,6 +589,24 @@ fn a_validator_signing_conflicting_votes_is_recorded_and_changes_nothing() {
                 "validator {i}: {ev:?}"
             );
             assert!(ev.iter().all(|e| e.validator == offender), "{ev:?}");
+            // Each proof is the offender's two signed votes: it verifies on its own, and it
+            // names validator 3, by index and by identity.
+            for e in &ev {
+                assert_eq!(e.offender, validators()[3].public().did().to_string());
+                let activity = Activity::<carechain_cluster::Scheme, Sha256Digest>::decode_cfg(
+                    bytes::Bytes::copy_from_slice(&e.proof),
+                    &verifier.certificate_codec_config(),
+                )
+                .unwrap();
+                assert!(activity.verify(&mut context, &verifier, &Sequential));
+                let signer = match &activity {
+                    Activity::ConflictingNotarize(c) => c.signer(),
+                    Activity::ConflictingFinalize(c) => c.signer(),
+                    Activity::NullifyFinalize(c) => c.signer(),
+                    other => panic!("not a fault: {other:?}"),
+                };
+                assert_eq!(signer.get(), offender);
+            }
             let by_i: Vec<_> = blocked.iter().filter(|(b, _)| *b == c.keys[i]).collect();
             assert!(
                 !by_i.is_empty() && by_i.iter().all(|(_, x)| *x == c.keys[3]),
@@ -636,6 +665,20 @@ fn a_bad_proposer_is_rejected_by_every_honest_validator(
                 .any(|e| e.validator == offender && e.kind == "invalid_proposal");
             assert_eq!(convicted, provable, "{ev:?}");
             assert!(ev.iter().all(|e| e.validator == offender), "{ev:?}");
+            // Each proof is a header validator 3 sealed, at the height it proposed.
+            for e in &ev {
+                let (header, seal) = e.proof.split_at(e.proof.len() - 64);
+                let header = carechain_types::decode_header(header).unwrap();
+                let seal = carechain_crypto::Signature(seal.try_into().unwrap());
+                assert_eq!(header.proposer, validators()[3].public());
+                assert_eq!(e.offender, header.proposer.did().to_string());
+                let sealed = carechain_types::Block {
+                    header,
+                    txs: Vec::new(),
+                    seal,
+                };
+                sealed.verify_seal().unwrap();
+            }
         }
     });
 }
