@@ -1,6 +1,6 @@
 //! `carechain cluster`: a local validator cluster — `up` creates it if needed and runs one
 //! `carechain up` process per validator on 127.0.0.1 until Ctrl-C / SIGTERM (then stops them
-//! cleanly); `status` shows every validator's height and roots; `add-node` adds a node that
+//! cleanly); `status` shows every validator's height, roots and the faults of others it saw; `add-node` adds a node that
 //! governance can then make a validator.
 
 use std::{
@@ -201,6 +201,11 @@ fn status(data: &std::path::Path) -> Result<()> {
         let voting = current
             .as_ref()
             .map(|set| set.contains(&serde_json::Value::from(m.did.as_str())));
+        // How many consensus faults of others this node has seen (`GET /v1/evidence`).
+        let evidence = c
+            .get_json("/v1/evidence")
+            .ok()
+            .and_then(|v| v["evidence"].as_array().map(Vec::len));
         let row = match c.get_json("/v1/status") {
             Ok(s) => serde_json::json!({
                 "validator": i,
@@ -213,6 +218,7 @@ fn status(data: &std::path::Path) -> Result<()> {
                 "log_size": s["log_size"],
                 "log_root": s["log_root"],
                 "mempool": s["mempool"],
+                "evidence": evidence,
             }),
             Err(e) => serde_json::json!({
                 "validator": i,

@@ -428,12 +428,10 @@ fn a_node_added_to_the_cluster_becomes_a_validator_by_governance_and_is_needed_f
     let voting = || -> Vec<Value> {
         let out = carechain_ok(&["cluster", "status", "--data", seen.path().to_str().unwrap()]);
         let v: Value = serde_json::from_str(&out).unwrap();
-        v["validators"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n["voting"].clone())
-            .collect()
+        let rows = v["validators"].as_array().unwrap();
+        // Honest validators: none has evidence against another.
+        assert!(rows.iter().all(|n| n["evidence"] == 0), "{v}");
+        rows.iter().map(|n| n["voting"].clone()).collect()
     };
     assert_eq!(voting(), [true, true, true, true, false].map(Value::from));
 
