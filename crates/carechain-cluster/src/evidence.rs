@@ -13,15 +13,18 @@ use std::{
 };
 
 use commonware_actor::Feedback;
-use commonware_codec::Encode as _;
+use commonware_codec::{Decode as _, Encode as _};
 use commonware_consensus::{
     Epochable, Reporter, Viewable,
     simplex::types::{Activity, Attributable},
 };
-use commonware_cryptography::sha256::Digest;
+use commonware_cryptography::{certificate::Verifier as _, sha256::Digest};
+use commonware_parallel::Sequential;
+use commonware_utils::ordered::Set;
 use parking_lot::Mutex;
+use rand_core::CryptoRng;
 
-use crate::{Scheme, epoch::EpochSchemes};
+use crate::{Scheme, engine::CONSENSUS_NAMESPACE, epoch::EpochSchemes};
 
 /// One fault.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -215,6 +218,122 @@ impl EvidenceLog {
     }
 }
 
+/// Why a fault's proof does not hold.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProofError {
+    /// Not a kind of fault this validator records.
+    #[error("unknown kind of fault {0:?}")]
+    UnknownKind(String),
+    /// The proof's bytes are not what the kind says.
+    #[error("the proof does not decode as {0}")]
+    Malformed(String),
+    /// The proof is of another kind, epoch or view than the fault claims.
+    #[error("the proof is of {0}, not of the fault claimed")]
+    Mismatch(String),
+    /// A signature in the proof does not verify.
+    #[error("the signatures in the proof do not verify")]
+    BadSignature,
+    /// The proof was signed by someone other than the named offender, or by someone outside
+    /// the epoch's validator set.
+    #[error("the proof was signed by {signer}, not by the offender named")]
+    WrongOffender {
+        /// Who signed it (a did, or "no validator of the epoch").
+        signer: String,
+    },
+}
+
+/// Checks a fault's proof on its own, against `set`, the validator set of the fault's epoch
+/// (the ledger keys in force at the epoch's first height, from a chain the caller trusts):
+/// the offender's signed messages must be of the kind, epoch and view claimed, verify, and be
+/// signed by the named offender, a validator of that epoch. For `invalid_proposal` that
+/// shows the offender sealed the header; that the header is false needs the block's
+/// transactions and its parent state, which the proof does not carry.
+pub fn verify_proof<R: CryptoRng>(
+    rng: &mut R,
+    fault: &carechain_node::Fault,
+    set: &[carechain_crypto::PublicKey],
+) -> Result<(), ProofError> {
+    let kind = KINDS
+        .iter()
+        .find(|k| **k == fault.kind)
+        .ok_or_else(|| ProofError::UnknownKind(fault.kind.clone()))?;
+    let named = |signer: String| {
+        if signer == fault.offender {
+            Ok(())
+        } else {
+            Err(ProofError::WrongOffender { signer })
+        }
+    };
+    if *kind == "invalid_proposal" {
+        let cut = fault
+            .proof
+            .len()
+            .checked_sub(64)
+            .ok_or_else(|| ProofError::Malformed("a header and its seal".into()))?;
+        let header = carechain_types::decode_header(&fault.proof[..cut])
+            .map_err(|_| ProofError::Malformed("a header and its seal".into()))?;
+        let seal = carechain_crypto::Signature(
+            fault.proof[cut..]
+                .try_into()
+                .map_err(|_| ProofError::Malformed("a header and its seal".into()))?,
+        );
+        if crate::epoch::epoch_of(header.height).get() != fault.epoch {
+            return Err(ProofError::Mismatch(format!("height {}", header.height)));
+        }
+        let proposer = header.proposer;
+        let sealed = carechain_types::Block {
+            header,
+            txs: Vec::new(),
+            seal,
+        };
+        sealed.verify_seal().map_err(|_| ProofError::BadSignature)?;
+        if !set.contains(&proposer) {
+            return Err(ProofError::WrongOffender {
+                signer: "no validator of the epoch".into(),
+            });
+        }
+        return named(proposer.did().to_string());
+    }
+    let participants = Set::from_iter_dedup(set.iter().map(crate::consensus_public));
+    let scheme = Scheme::verifier(CONSENSUS_NAMESPACE, participants.clone());
+    let activity = Activity::<Scheme, Digest>::decode_cfg(
+        bytes::Bytes::copy_from_slice(&fault.proof),
+        &scheme.certificate_codec_config(),
+    )
+    .map_err(|_| ProofError::Malformed("a consensus activity".into()))?;
+    let (what, epoch, view, signer) = match &activity {
+        Activity::ConflictingNotarize(c) => {
+            ("conflicting_notarize", c.epoch(), c.view(), c.signer())
+        }
+        Activity::ConflictingFinalize(c) => {
+            ("conflicting_finalize", c.epoch(), c.view(), c.signer())
+        }
+        Activity::NullifyFinalize(c) => ("nullify_finalize", c.epoch(), c.view(), c.signer()),
+        _ => {
+            return Err(ProofError::Mismatch(
+                "a vote or certificate, not a fault".into(),
+            ));
+        }
+    };
+    if (what, epoch.get(), view.get()) != (*kind, fault.epoch, fault.view) {
+        return Err(ProofError::Mismatch(format!(
+            "{what} in epoch {} view {}",
+            epoch.get(),
+            view.get()
+        )));
+    }
+    if !activity.verify(rng, &scheme, &Sequential) {
+        return Err(ProofError::BadSignature);
+    }
+    let signer = participants
+        .get(usize::from(signer))
+        .map(crate::ledger_did)
+        .ok_or(ProofError::WrongOffender {
+            signer: "no validator of the epoch".into(),
+        })?;
+    named(signer)
+}
+
 /// A reporter that records faults and passes every activity on.
 #[derive(Clone)]
 pub struct Recorder<R> {
@@ -318,5 +437,165 @@ mod tests {
         let log = EvidenceLog::open(&path).unwrap();
         assert_eq!(log.all().len(), 3);
         assert_eq!(log.all()[2], evidence(12, "nullify_finalize"));
+    }
+
+    /// Validator keys 0..4 (ledger keys) and the consensus scheme of validator `i` over them.
+    fn validators() -> (
+        Vec<carechain_crypto::SecretKey>,
+        Vec<carechain_crypto::PublicKey>,
+    ) {
+        let keys: Vec<_> = (0..4u8)
+            .map(|i| carechain_crypto::SecretKey::from_seed(&[i + 1; 32]))
+            .collect();
+        let public = keys.iter().map(|k| k.public()).collect();
+        (keys, public)
+    }
+
+    fn signer(keys: &[carechain_crypto::SecretKey], i: usize) -> Scheme {
+        let set = Set::from_iter_dedup(keys.iter().map(|k| crate::consensus_public(&k.public())));
+        Scheme::signer(CONSENSUS_NAMESPACE, set, crate::consensus_key(&keys[i])).unwrap()
+    }
+
+    /// Validator `i`'s two notarizes of different blocks at epoch 1, view 5, as consensus
+    /// reports them.
+    fn conflicting(keys: &[carechain_crypto::SecretKey], i: usize) -> carechain_node::Fault {
+        use commonware_consensus::{
+            simplex::types::{ConflictingNotarize, Notarize, Proposal},
+            types::{Epoch, Round, View},
+        };
+        use commonware_cryptography::{Hasher as _, Sha256};
+        let scheme = signer(keys, i);
+        let round = Round::new(Epoch::new(1), View::new(5));
+        let vote = |b: &[u8]| {
+            Notarize::<Scheme, Digest>::sign(
+                &scheme,
+                Proposal::new(round, View::new(4), Sha256::hash(&[b])),
+            )
+            .unwrap()
+        };
+        let activity =
+            Activity::ConflictingNotarize(ConflictingNotarize::new(vote(b"a"), vote(b"b")));
+        carechain_node::Fault {
+            epoch: 1,
+            view: 5,
+            offender: keys[i].public().did().to_string(),
+            kind: "conflicting_notarize".into(),
+            proof: activity.encode().to_vec(),
+        }
+    }
+
+    #[test]
+    fn conflicting_votes_prove_their_signer_and_nothing_else() {
+        let (keys, set) = validators();
+        let rng = &mut commonware_utils::test_rng();
+        let f = conflicting(&keys, 2);
+        assert_eq!(verify_proof(rng, &f, &set), Ok(()));
+        // Someone else named as the offender.
+        let blamed = carechain_node::Fault {
+            offender: keys[1].public().did().to_string(),
+            ..f.clone()
+        };
+        assert_eq!(
+            verify_proof(rng, &blamed, &set),
+            Err(ProofError::WrongOffender {
+                signer: keys[2].public().did().to_string()
+            })
+        );
+        // Another view, another kind, a flipped bit, bytes that are no proof.
+        let other_view = carechain_node::Fault {
+            view: 6,
+            ..f.clone()
+        };
+        assert!(matches!(
+            verify_proof(rng, &other_view, &set),
+            Err(ProofError::Mismatch(_))
+        ));
+        let other_kind = carechain_node::Fault {
+            kind: "conflicting_finalize".into(),
+            ..f.clone()
+        };
+        assert!(matches!(
+            verify_proof(rng, &other_kind, &set),
+            Err(ProofError::Mismatch(_))
+        ));
+        let mut flipped = f.clone();
+        let last = flipped.proof.len() - 1;
+        flipped.proof[last] ^= 1;
+        assert_eq!(
+            verify_proof(rng, &flipped, &set),
+            Err(ProofError::BadSignature)
+        );
+        let garbage = carechain_node::Fault {
+            proof: vec![0x0a, 0x0b],
+            ..f.clone()
+        };
+        assert!(matches!(
+            verify_proof(rng, &garbage, &set),
+            Err(ProofError::Malformed(_))
+        ));
+        // Checked against a set without the signer, the same votes prove nothing.
+        let other_set: Vec<_> = (0..4u8)
+            .map(|i| carechain_crypto::SecretKey::from_seed(&[i + 50; 32]).public())
+            .collect();
+        assert!(verify_proof(rng, &f, &other_set).is_err());
+        let unknown = carechain_node::Fault {
+            kind: "late".into(),
+            ..f
+        };
+        assert_eq!(
+            verify_proof(rng, &unknown, &set),
+            Err(ProofError::UnknownKind("late".into()))
+        );
+    }
+
+    #[test]
+    fn an_invalid_proposal_proves_its_sealer() {
+        let (keys, set) = validators();
+        let rng = &mut commonware_utils::test_rng();
+        let header = carechain_types::Header {
+            version: carechain_types::FORMAT_VERSION,
+            chain_id: "c".into(),
+            height: 70,
+            parent: carechain_crypto::sha256(b"parent"),
+            timestamp_ms: 1,
+            proposer: keys[3].public(),
+            tx_count: 0,
+            tx_root: carechain_crypto::sha256(b"t"),
+            receipts_root: carechain_crypto::sha256(b"r"),
+            state_root: carechain_crypto::sha256(b"not the state"),
+            log_size: 0,
+            log_root: carechain_crypto::sha256(b"l"),
+        };
+        let block = carechain_types::Block::seal(header, Vec::new(), &keys[3]);
+        let f = carechain_node::Fault {
+            epoch: 1,
+            view: 9,
+            offender: keys[3].public().did().to_string(),
+            kind: "invalid_proposal".into(),
+            proof: [
+                carechain_types::encode(&block.header),
+                block.seal.0.to_vec(),
+            ]
+            .concat(),
+        };
+        assert_eq!(verify_proof(rng, &f, &set), Ok(()));
+        let mut forged = f.clone();
+        forged.proof[10] ^= 1;
+        assert!(verify_proof(rng, &forged, &set).is_err());
+        assert!(matches!(
+            verify_proof(
+                rng,
+                &carechain_node::Fault {
+                    epoch: 2,
+                    ..f.clone()
+                },
+                &set
+            ),
+            Err(ProofError::Mismatch(_))
+        ));
+        assert!(matches!(
+            verify_proof(rng, &f, &set[..3]),
+            Err(ProofError::WrongOffender { .. })
+        ));
     }
 }

@@ -12,19 +12,15 @@ use std::{
 use carechain_cluster::{
     consensus_key, consensus_public,
     engine::{self, Channels, Validator, ValidatorConfig, channel},
+    evidence::Evidence,
     validator_set,
 };
 use carechain_crypto::{SecretKey, sha256};
 use carechain_node::{Node, NodeConfig, SubmitError};
 use carechain_storage::Store;
 use carechain_types::{Genesis, GenesisIdentity, Payload, Role, TxBody, encode};
-use commonware_codec::Decode as _;
-use commonware_consensus::simplex::types::{Activity, Attributable as _};
-use commonware_cryptography::{
-    certificate::Verifier as _, ed25519::PublicKey, sha256::Digest as Sha256Digest,
-};
+use commonware_cryptography::ed25519::PublicKey;
 use commonware_p2p::simulated::{self, Link, Network, Oracle};
-use commonware_parallel::Sequential;
 use commonware_runtime::{Clock, Quota, Runner, Spawner as _, Supervisor as _, deterministic};
 use commonware_utils::{NZU32, NZUsize, probability};
 
@@ -312,6 +308,25 @@ async fn start_with_epoch_start_wait(
     .await
 }
 
+/// `e`'s proof holds on its own, against the genesis validator set, and names validator
+/// `offender`.
+fn assert_proven(rng: &mut deterministic::Context, e: &Evidence, offender: usize) {
+    assert_eq!(
+        e.offender,
+        validators()[offender].public().did().to_string()
+    );
+    let fault = carechain_node::Fault {
+        epoch: e.epoch,
+        view: e.view,
+        offender: e.offender.clone(),
+        kind: e.kind.to_string(),
+        proof: e.proof.clone(),
+    };
+    let set: Vec<_> = validators().iter().map(|k| k.public()).collect();
+    carechain_cluster::evidence::verify_proof(rng, &fault, &set)
+        .unwrap_or_else(|err| panic!("{e:?}: {err}"));
+}
+
 /// The epoch-0 sub-channel of a consensus channel (validators run one simplex instance per
 /// epoch, each on its own sub-channel).
 async fn epoch_zero<S, R>(
@@ -575,12 +590,6 @@ fn a_validator_signing_conflicting_votes_is_recorded_and_changes_nothing() {
         let participants = validator_set(&genesis());
         let offender = participants.iter().position(|p| *p == c.keys[3]).unwrap() as u32;
         let blocked = c.oracle.blocked().await.unwrap();
-        let verifier = carechain_cluster::Scheme::signer(
-            engine::CONSENSUS_NAMESPACE,
-            participants.clone(),
-            consensus_key(&validators()[0]),
-        )
-        .unwrap();
         for (i, v) in c.validators.iter().enumerate() {
             let ev = v.evidence.all();
             assert!(
@@ -589,23 +598,10 @@ fn a_validator_signing_conflicting_votes_is_recorded_and_changes_nothing() {
                 "validator {i}: {ev:?}"
             );
             assert!(ev.iter().all(|e| e.validator == offender), "{ev:?}");
-            // Each proof is the offender's two signed votes: it verifies on its own, and it
-            // names validator 3, by index and by identity.
+            // Each proof is the offender's two signed votes: it verifies on its own, against
+            // the epoch's set, and names validator 3.
             for e in &ev {
-                assert_eq!(e.offender, validators()[3].public().did().to_string());
-                let activity = Activity::<carechain_cluster::Scheme, Sha256Digest>::decode_cfg(
-                    bytes::Bytes::copy_from_slice(&e.proof),
-                    &verifier.certificate_codec_config(),
-                )
-                .unwrap();
-                assert!(activity.verify(&mut context, &verifier, &Sequential));
-                let signer = match &activity {
-                    Activity::ConflictingNotarize(c) => c.signer(),
-                    Activity::ConflictingFinalize(c) => c.signer(),
-                    Activity::NullifyFinalize(c) => c.signer(),
-                    other => panic!("not a fault: {other:?}"),
-                };
-                assert_eq!(signer.get(), offender);
+                assert_proven(&mut context, e, 3);
             }
             let by_i: Vec<_> = blocked.iter().filter(|(b, _)| *b == c.keys[i]).collect();
             assert!(
@@ -625,7 +621,7 @@ fn a_bad_proposer_is_rejected_by_every_honest_validator(
     fault: fn(carechain_types::Block) -> carechain_types::Block,
     provable: bool,
 ) {
-    runner(seed).start(|context| async move {
+    runner(seed).start(|mut context| async move {
         let bad = validators()[3].clone();
         let fault =
             carechain_cluster::app::ProposalFault(Arc::new(move |b: carechain_types::Block| {
@@ -667,17 +663,7 @@ fn a_bad_proposer_is_rejected_by_every_honest_validator(
             assert!(ev.iter().all(|e| e.validator == offender), "{ev:?}");
             // Each proof is a header validator 3 sealed, at the height it proposed.
             for e in &ev {
-                let (header, seal) = e.proof.split_at(e.proof.len() - 64);
-                let header = carechain_types::decode_header(header).unwrap();
-                let seal = carechain_crypto::Signature(seal.try_into().unwrap());
-                assert_eq!(header.proposer, validators()[3].public());
-                assert_eq!(e.offender, header.proposer.did().to_string());
-                let sealed = carechain_types::Block {
-                    header,
-                    txs: Vec::new(),
-                    seal,
-                };
-                sealed.verify_seal().unwrap();
+                assert_proven(&mut context, e, 3);
             }
         }
     });
