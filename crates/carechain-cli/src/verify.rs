@@ -1,9 +1,10 @@
 //! `carechain verify`: audits a chain offline from a (copied) data directory, or through a
-//! node's HTTP API, and names the first bad block or log leaf.
+//! node's HTTP API (with its cosigned checkpoint and the evidence it shows, if asked), and names
+//! the first bad block or log leaf.
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use carechain_consensus::{AuditReport, ChainSource, StoreSource, audit_chain};
 use carechain_crypto::Hash;
 use carechain_log::{NodeSource, root, tiles::TileNodeSource};
@@ -38,10 +39,16 @@ pub struct VerifyArgs {
     /// Cosignatures required (default: a BFT quorum, n − ⌊(n − 1)/3⌋ of n cosigners).
     #[arg(long, requires = "cosigned")]
     pub quorum: Option<usize>,
+    /// Also check every consensus fault the node shows (`/v1/evidence`): each proof must be
+    /// the named offender's own signed messages, of the kind, epoch and view claimed, under
+    /// the validator set the verified chain had in force in that epoch.
+    #[arg(long, requires = "url")]
+    pub evidence: bool,
 }
 
 pub fn run(a: &VerifyArgs) -> Result<()> {
     let mut cosigned: Option<serde_json::Value> = None;
+    let mut evidence: Option<serde_json::Value> = None;
     let result = match (&a.data, &a.url) {
         (Some(dir), _) => {
             let db = dir.join("ledger.redb");
@@ -76,6 +83,9 @@ pub fn run(a: &VerifyArgs) -> Result<()> {
                 if a.cosigned {
                     cosigned = Some(check_cosigned(a, &src, report)?);
                 }
+                if a.evidence {
+                    evidence = Some(check_evidence(&src, report)?);
+                }
             }
             r
         }
@@ -95,6 +105,7 @@ pub fn run(a: &VerifyArgs) -> Result<()> {
                 "log_size": r.log_size,
                 "log_root": r.log_root.to_hex(),
                 "cosigned": cosigned,
+                "evidence": evidence,
             }))?);
             Ok(())
         }
@@ -213,6 +224,62 @@ impl ChainSource for HttpSource {
 
 /// Checks the node's latest cosigned checkpoint against a quorum of cosigners and the
 /// verified log.
+/// Checks every fault `/v1/evidence` shows against the validator set of its epoch in the
+/// verified chain: all must hold (a node showing a proof that does not accuses falsely).
+fn check_evidence(src: &HttpSource, report: &AuditReport) -> Result<serde_json::Value> {
+    let shown = src.client.get_json("/v1/evidence")?;
+    let shown = shown["evidence"]
+        .as_array()
+        .context("/v1/evidence: no evidence list")?;
+    let rng = &mut commonware_utils::sys_rng();
+    let mut checked = Vec::new();
+    for f in shown {
+        let text = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+        let number = |k: &str| f[k].as_u64().unwrap_or(u64::MAX);
+        let fault = carechain_node::Fault {
+            epoch: number("epoch"),
+            view: number("view"),
+            offender: text("offender"),
+            kind: text("kind"),
+            proof: hex::decode(text("proof")).unwrap_or_default(),
+        };
+        // The set in force at the epoch's first height (the genesis set for epoch 0).
+        let first = fault
+            .epoch
+            .saturating_mul(carechain_types::EPOCH_LENGTH)
+            .max(1);
+        let set = report
+            .validator_sets
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= first)
+            .or(report.validator_sets.first())
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        if let Err(e) = carechain_cluster::evidence::verify_proof(rng, &fault, &set) {
+            out_line(&serde_json::to_string_pretty(&json!({
+                "ok": false,
+                "evidence": f,
+                "reason": e.to_string(),
+            }))?);
+            bail!(
+                "evidence against {} ({} in epoch {} view {}) does not hold: {e}",
+                fault.offender,
+                fault.kind,
+                fault.epoch,
+                fault.view
+            );
+        }
+        checked.push(json!({
+            "epoch": fault.epoch,
+            "view": fault.view,
+            "offender": fault.offender,
+            "kind": fault.kind,
+        }));
+    }
+    Ok(json!({ "proven": checked }))
+}
+
 fn check_cosigned(
     a: &VerifyArgs,
     src: &HttpSource,

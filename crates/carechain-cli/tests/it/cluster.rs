@@ -299,6 +299,32 @@ fn propose_validator(g: &Governed, urls: &[String], did: &str, at: u64, approver
     }
 }
 
+/// A block header of `height` sealed by `key`, followed by its seal: the proof of an
+/// `invalid_proposal` fault.
+fn sealed_header(key: &SecretKey, height: u64) -> Vec<u8> {
+    let h = carechain_crypto::sha256(b"any");
+    let header = carechain_types::Header {
+        version: carechain_types::FORMAT_VERSION,
+        chain_id: "test-chain".into(),
+        height,
+        parent: h,
+        timestamp_ms: 1,
+        proposer: key.public(),
+        tx_count: 0,
+        tx_root: h,
+        receipts_root: h,
+        state_root: h,
+        log_size: 0,
+        log_root: h,
+    };
+    let block = carechain_types::Block::seal(header, Vec::new(), key);
+    [
+        carechain_types::encode(&block.header),
+        block.seal.0.to_vec(),
+    ]
+    .concat()
+}
+
 #[test]
 fn a_one_validator_network_finalizes_alone_and_grows_into_two_by_governance() {
     let mut g = Governed::init(1, key(41));
@@ -336,6 +362,25 @@ fn a_one_validator_network_finalizes_alone_and_grows_into_two_by_governance() {
     // A second node joins and follows; governance by the one validator (1 of 1 approvals)
     // makes it a validator from the next epoch.
     let did = add_node(g.root());
+    // The newcomer starts with evidence it holds (its evidence file) that validator 0 sealed
+    // a header in epoch 1: a true proof, whatever the header says.
+    let v0_key = {
+        let kf: Value =
+            serde_json::from_str(&std::fs::read_to_string(g.vdir(0).join("node.key")).unwrap())
+                .unwrap();
+        let seed = hex::decode(kf["secret_key"].as_str().unwrap()).unwrap();
+        SecretKey::from_seed_slice(&seed).unwrap()
+    };
+    let sealed = sealed_header(&v0_key, carechain_types::EPOCH_LENGTH + 3);
+    std::fs::write(
+        g.vdir(1).join("evidence"),
+        format!(
+            "invalid_proposal 1 3 0 {} {}\n",
+            v0_key.public().did(),
+            hex::encode(&sealed)
+        ),
+    )
+    .unwrap();
     nodes.push(NodeProc::start(&g.vdir(1), &[]));
     urls.push(nodes[1].url.clone());
     settle(&urls);
@@ -348,8 +393,10 @@ fn a_one_validator_network_finalizes_alone_and_grows_into_two_by_governance() {
     }
     let head = settle(&urls);
     assert_eq!(
-        get(&format!("{}/v1/evidence", urls[1])).1["evidence"],
-        serde_json::json!([])
+        get(&format!("{}/v1/evidence", urls[1])).1["evidence"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
     );
     assert_eq!(
         status(&urls[1])["validators"].as_array().unwrap().len(),
@@ -362,6 +409,23 @@ fn a_one_validator_network_finalizes_alone_and_grows_into_two_by_governance() {
     assert!(
         (at..=head).any(|h| proposer(h) == did.as_str()),
         "the new validator led no block of its epoch"
+    );
+    // An auditor checks each node's evidence against the validator sets of the chain it
+    // re-executes: the newcomer's proof holds (validator 0 is of epoch 1's set, and sealed
+    // that header); validator 0's line from the start is no proof at all.
+    let out = carechain_ok(&["verify", "--url", &urls[1], "--evidence"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["evidence"]["proven"][0]["offender"],
+        v0_key.public().did().to_string(),
+        "{out}"
+    );
+    let refused = carechain(&["verify", "--url", &urls[0], "--evidence"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("does not hold") && err.contains(&offender),
+        "{err}"
     );
     // Two validators need both votes: checkpoints are cosigned by 2 of 2.
     let out = carechain_ok(&["verify", "--url", &urls[1], "--cosigned"]);
