@@ -75,11 +75,8 @@ impl Evidence {
     /// Parses a line of the evidence file (`None` for a torn or foreign one).
     fn parse(line: &str) -> Option<Evidence> {
         let mut f = line.split(' ');
-        let kind = KINDS
-            .iter()
-            .copied()
-            .find(|k| Some(*k) == f.clone().next())?;
-        f.next();
+        let kind = f.next()?;
+        let kind = KINDS.iter().copied().find(|k| *k == kind)?;
         let epoch = f.next()?.parse().ok()?;
         let view = f.next()?.parse().ok()?;
         let validator = f.next()?.parse().ok()?;
@@ -139,25 +136,26 @@ impl EvidenceLog {
     /// A log kept in the file at `path` too: the faults already in it are read (a torn last
     /// line is skipped), and each new one is appended and synced.
     pub fn open(path: &Path) -> io::Result<EvidenceLog> {
-        let mut all: Vec<Evidence> = Vec::new();
-        match fs::read_to_string(path) {
-            Ok(text) => {
-                for e in text.lines().filter_map(Evidence::parse) {
-                    if !all.iter().any(|x| x.same(&e)) {
-                        all.push(e);
-                    }
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
+        };
+        let mut all: Vec<Evidence> = Vec::new();
+        for e in String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter_map(Evidence::parse)
+        {
+            if !all.iter().any(|x| x.same(&e)) {
+                all.push(e);
+            }
         }
         let mut file = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)?;
         // A torn last line (a crash mid-append) is ended, so the next one starts clean.
-        let len = file.metadata()?.len();
-        if len > 0 && !fs::read(path)?.ends_with(b"\n") {
+        if !bytes.is_empty() && !bytes.ends_with(b"\n") {
             file.write_all(b"\n")?;
         }
         Ok(EvidenceLog(Arc::new(Mutex::new(Inner {
