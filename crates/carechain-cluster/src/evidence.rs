@@ -411,8 +411,10 @@ mod tests {
         log.record(evidence(7, "conflicting_notarize"));
         log.record(evidence(9, "invalid_proposal"));
         drop(log);
-        // A crash in the middle of a third append.
+        // A line that is not evidence (not even text), then a crash in the middle of a
+        // third append.
         let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"\xff\xfe not evidence\n").unwrap();
         f.write_all(b"conflicting_finalize 2 11 3 did:key:z6Mk")
             .unwrap();
         drop(f);
