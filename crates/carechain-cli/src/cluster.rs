@@ -133,6 +133,32 @@ fn up(a: UpArgs) -> Result<()> {
             validator_dir(&a.data, i).join("node.log").display()
         ));
     }
+    // "Running" means answering: each validator's API is up (or it has exited, said above).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for (i, m) in cluster.validators.iter().enumerate() {
+        let client = Client::new(&format!("http://{}", m.http));
+        while client.get_json("/v1/status").is_err() {
+            let exited = children
+                .iter_mut()
+                .find(|(j, _)| *j == i)
+                .is_none_or(|(_, c)| !matches!(c.try_wait(), Ok(None)));
+            if exited {
+                out_line(&format!(
+                    "validator {i} exited while starting; see {}",
+                    validator_dir(&a.data, i).join("node.log").display()
+                ));
+                break;
+            }
+            if Instant::now() > deadline {
+                out_line(&format!(
+                    "validator {i} does not answer on http://{} yet",
+                    m.http
+                ));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     out_line("cluster running; Ctrl-C stops every validator");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -552,3 +552,157 @@ fn a_node_added_to_the_cluster_becomes_a_validator_by_governance_and_is_needed_f
         n.stop();
     }
 }
+
+/// `carechain cluster up` as a user runs it: its stdout lines as they come, until it exits.
+struct ClusterUp {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl ClusterUp {
+    fn start(args: &[&str]) -> ClusterUp {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(BIN)
+            .args(["cluster", "up"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn cluster up");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        ClusterUp { child, lines }
+    }
+
+    /// Lines up to and including the first that contains `marker`.
+    fn until(&self, marker: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("no {marker:?} after {seen:?}"));
+            let done = line.contains(marker);
+            seen.push(line);
+            if done {
+                return seen;
+            }
+        }
+    }
+
+    /// Ctrl-C's signal: every validator stops cleanly and the command exits with success.
+    fn interrupt(mut self) -> Vec<String> {
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let lines = self.until("cluster stopped");
+        let status = self.child.wait().expect("wait");
+        assert!(
+            status.success(),
+            "cluster up exited with {status}: {lines:?}"
+        );
+        lines
+    }
+}
+
+impl Drop for ClusterUp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn cluster_up_starts_four_validators_with_one_command_and_ctrl_c_stops_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("net");
+    let base = free_ports(4);
+    let (p2p, http) = (base.to_string(), (base + 4).to_string());
+    let args = [
+        "--validators",
+        "4",
+        "--data",
+        data.to_str().unwrap(),
+        "--p2p-port",
+        &p2p,
+        "--http-port",
+        &http,
+    ];
+    let up = ClusterUp::start(&args);
+    let started = up.until("cluster running");
+    // One line per validator, with its address and process id.
+    let pids: Vec<String> = started
+        .iter()
+        .filter(|l| l.contains(" pid "))
+        .map(|l| {
+            l.split(" pid ")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(pids.len(), 4, "{started:?}");
+    let urls: Vec<String> = (0..4)
+        .map(|i| format!("http://127.0.0.1:{}", base + 4 + i))
+        .collect();
+    // A transaction sent to any validator is final on all (the operator signs anchors).
+    let key = data.join("operator.key");
+    let anchor_at = |what: &str, url: &str| {
+        let key = key.to_str().unwrap();
+        carechain_ok(&["tx", "anchor", "--key", key, "--data", what, "--url", url]);
+    };
+    anchor_at("one", &urls[2]);
+    let height = settle(&urls);
+    assert!(height >= 1);
+    let status_of = || -> Value {
+        serde_json::from_str(&carechain_ok(&[
+            "cluster",
+            "status",
+            "--data",
+            data.to_str().unwrap(),
+        ]))
+        .unwrap()
+    };
+    let s = status_of();
+    assert!(
+        s["validators"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["voting"] == true && v["height"] == height),
+        "{s}"
+    );
+    // Ctrl-C: each validator stops cleanly (no kill after the grace period), none is left.
+    let stopped = up.interrupt();
+    assert!(
+        !stopped.iter().any(|l| l.contains("did not stop")),
+        "{stopped:?}"
+    );
+    for pid in &pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "validator {pid} still runs"
+        );
+    }
+    assert!(
+        status_of()["validators"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["down"].is_string())
+    );
+    // The same command again resumes the same chain where it stopped.
+    let up = ClusterUp::start(&args);
+    up.until("cluster running");
+    anchor_at("two", &urls[0]);
+    assert!(settle(&urls) > height);
+    up.interrupt();
+}
