@@ -1,7 +1,7 @@
 //! `carechain cluster`: a local validator cluster — `up` creates it if needed and runs one
 //! `carechain up` process per validator on 127.0.0.1 until Ctrl-C / SIGTERM (then stops them
-//! cleanly); `status` shows every validator's height, roots and the faults of others it saw; `add-node` adds a node that
-//! governance can then make a validator.
+//! cleanly); `status` shows every validator's height, roots and the faults of others it saw;
+//! `add-node` adds a node that governance can then make a validator.
 
 use std::{
     fs,

@@ -243,19 +243,8 @@ fn check_evidence(src: &HttpSource, report: &AuditReport) -> Result<serde_json::
             kind: text("kind"),
             proof: hex::decode(text("proof")).unwrap_or_default(),
         };
-        // The set in force at the epoch's first height (the genesis set for epoch 0).
-        let first = fault
-            .epoch
-            .saturating_mul(carechain_types::EPOCH_LENGTH)
-            .max(1);
-        let set = report
-            .validator_sets
-            .iter()
-            .rev()
-            .find(|(from, _)| *from <= first)
-            .or(report.validator_sets.first())
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default();
+        // The set in force at the epoch's first height, as the validators derive it.
+        let set = report.validators_at(fault.epoch.saturating_mul(carechain_types::EPOCH_LENGTH));
         if let Err(e) = carechain_cluster::evidence::verify_proof(rng, &fault, &set) {
             out_line(&serde_json::to_string_pretty(&json!({
                 "ok": false,

@@ -254,11 +254,7 @@ impl<E: Clock + Send + Sync + 'static> commonware_consensus::Application<E> for 
                         view: ctx.round.view().get(),
                         kind: "invalid_proposal",
                         offender: block.header.proposer.did().to_string(),
-                        proof: [
-                            carechain_types::encode(&block.header),
-                            block.seal.0.to_vec(),
-                        ]
-                        .concat(),
+                        proof: crate::evidence::invalid_proposal_proof(&block),
                     });
                 }
                 false

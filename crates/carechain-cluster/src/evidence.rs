@@ -98,8 +98,8 @@ impl Evidence {
         })
     }
 
-    /// As the node keeps it.
-    fn fault(&self) -> carechain_node::Fault {
+    /// As the node keeps (and shows) it.
+    pub fn fault(&self) -> carechain_node::Fault {
         carechain_node::Fault {
             epoch: self.epoch,
             view: self.view,
@@ -108,6 +108,16 @@ impl Evidence {
             proof: self.proof.clone(),
         }
     }
+}
+
+/// The proof of an `invalid_proposal` fault: the block's header (its canonical encoding)
+/// followed by its 64-byte seal, the proposer's signature over it.
+pub fn invalid_proposal_proof(block: &carechain_types::Block) -> Vec<u8> {
+    [
+        carechain_types::encode(&block.header),
+        block.seal.0.to_vec(),
+    ]
+    .concat()
 }
 
 /// Every kind of fault recorded.
@@ -572,11 +582,7 @@ mod tests {
             view: 9,
             offender: keys[3].public().did().to_string(),
             kind: "invalid_proposal".into(),
-            proof: [
-                carechain_types::encode(&block.header),
-                block.seal.0.to_vec(),
-            ]
-            .concat(),
+            proof: invalid_proposal_proof(&block),
         };
         assert_eq!(verify_proof(rng, &f, &set), Ok(()));
         let mut forged = f.clone();

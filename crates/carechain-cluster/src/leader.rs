@@ -66,29 +66,21 @@ mod tests {
     use super::*;
     use crate::Scheme as Ed25519Scheme;
     use commonware_consensus::types::Epoch;
-    use commonware_cryptography::{Signer as _, ed25519::PrivateKey};
+    use commonware_cryptography::{
+        Signer as _,
+        ed25519::{self, PrivateKey},
+    };
 
-    fn elector(n: u64) -> SecondLeadsFirstElector<Ed25519Scheme> {
-        let keys: Set<_> = (0..n)
-            .map(|i| PrivateKey::from_seed(i).public_key())
-            .collect::<Vec<_>>()
-            .try_into()
-            .unwrap();
-        Config::<Ed25519Scheme>::build(SecondLeadsFirst::default(), &keys)
+    /// The consensus keys of `n` validators.
+    fn keys(n: u64) -> Set<ed25519::PublicKey> {
+        Set::from_iter_dedup((0..n).map(|i| PrivateKey::from_seed(i).public_key()))
     }
 
     #[test]
     fn view_one_is_led_by_view_twos_leader_and_every_later_view_as_round_robin_has_it() {
-        let plain = |n: u64| {
-            let keys: Set<_> = (0..n)
-                .map(|i| PrivateKey::from_seed(i).public_key())
-                .collect::<Vec<_>>()
-                .try_into()
-                .unwrap();
-            Config::<Ed25519Scheme>::build(RoundRobin::<Sha256>::default(), &keys)
-        };
         for n in [1, 4, 7] {
-            let (ours, theirs) = (elector(n), plain(n));
+            let ours = Config::<Ed25519Scheme>::build(SecondLeadsFirst::default(), &keys(n));
+            let theirs = Config::<Ed25519Scheme>::build(RoundRobin::<Sha256>::default(), &keys(n));
             for epoch in 0..5 {
                 let at = |v: u64| Round::new(Epoch::new(epoch), View::new(v));
                 assert_eq!(ours.elect(at(1), ()), theirs.elect(at(2), ()));

@@ -72,18 +72,23 @@ impl AuditReport {
         let last = self.log_sizes.partition_point(|&s| s <= size);
         let mut sets: Vec<Vec<PublicKey>> = Vec::new();
         for h in (first + 1)..=last {
-            let set = self
-                .validator_sets
-                .iter()
-                .rev()
-                .find(|(from, _)| *from <= h as u64)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default();
+            let set = self.validators_at(h as u64);
             if !sets.contains(&set) {
                 sets.push(set);
             }
         }
         sets
+    }
+
+    /// The validator set in force at `height` (as the schedule's `at`; the genesis set is in
+    /// force from height 0).
+    pub fn validators_at(&self, height: u64) -> Vec<PublicKey> {
+        self.validator_sets
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= height)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
     }
 }
 

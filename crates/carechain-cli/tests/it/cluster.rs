@@ -318,11 +318,7 @@ fn sealed_header(key: &SecretKey, height: u64) -> Vec<u8> {
         log_root: h,
     };
     let block = carechain_types::Block::seal(header, Vec::new(), key);
-    [
-        carechain_types::encode(&block.header),
-        block.seal.0.to_vec(),
-    ]
-    .concat()
+    carechain_cluster::evidence::invalid_proposal_proof(&block)
 }
 
 #[test]

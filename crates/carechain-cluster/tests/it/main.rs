@@ -315,15 +315,8 @@ fn assert_proven(rng: &mut deterministic::Context, e: &Evidence, offender: usize
         e.offender,
         validators()[offender].public().did().to_string()
     );
-    let fault = carechain_node::Fault {
-        epoch: e.epoch,
-        view: e.view,
-        offender: e.offender.clone(),
-        kind: e.kind.to_string(),
-        proof: e.proof.clone(),
-    };
     let set: Vec<_> = validators().iter().map(|k| k.public()).collect();
-    carechain_cluster::evidence::verify_proof(rng, &fault, &set)
+    carechain_cluster::evidence::verify_proof(rng, &e.fault(), &set)
         .unwrap_or_else(|err| panic!("{e:?}: {err}"));
 }
 
