@@ -154,6 +154,11 @@ pub const ADDABLE_NODES: usize = 4;
 /// How often a running validator reads its cluster file again for added nodes.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Most messages a peer may send on one channel at once before its rate applies (see the
+/// quota in [`start`]). A gossip message carries up to 256 transactions and a block is one
+/// message, so 256 covers any burst an honest validator sends.
+pub const BURST: u32 = 256;
+
 /// Starts this node's validator: p2p on its cluster-file address, the engine's own storage
 /// under `storage`, the faults it observes in the file `evidence` beside it (shown by the
 /// node's API). The node must have been started with [`Node::start_external`]. With
@@ -245,7 +250,12 @@ pub fn start(
                         follow_cluster_file(ctx, path, (file, max_nodes), oracle)
                     });
                 }
-                let quota = Quota::per_second(NZU32!(5_000));
+                // Up to 5,000 messages a second from each peer on each channel, in bursts of
+                // at most `BURST`. The p2p layer gives every channel an inbound queue of
+                // peers × burst messages, allocated up front: with the rate's default burst
+                // (5,000) that was 80,000 slots (18 MB) per channel and ~370 MB per validator.
+                // A peer over its rate waits (TCP backpressure); it is not cut off.
+                let quota = Quota::per_second(NZU32!(5_000)).allow_burst(NZU32!(BURST));
                 let mut chans = Vec::new();
                 for ch in channel::ALL {
                     chans.push(network.register(ch, quota));

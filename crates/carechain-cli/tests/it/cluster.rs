@@ -658,6 +658,20 @@ fn cluster_up_starts_four_validators_with_one_command_and_ctrl_c_stops_them_all(
     anchor_at("one", &urls[2]);
     let height = settle(&urls);
     assert!(height >= 1);
+    // Four validators fit on a laptop: each running validator stays well under 128 MiB
+    // resident (the p2p layer's up-front inbound queues once took ~370 MB per validator).
+    for pid in &pids {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let rss_kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        assert!(
+            rss_kib < 128 * 1024,
+            "validator {pid}: {rss_kib} KiB resident"
+        );
+    }
     let status_of = || -> Value {
         serde_json::from_str(&carechain_ok(&[
             "cluster",
