@@ -22,7 +22,8 @@ use crate::{
 
 #[derive(Subcommand)]
 pub enum ClusterCmd {
-    /// Start a local cluster (created first if --data holds none); stops on Ctrl-C.
+    /// Start a local cluster (created first if --data holds none); stops on Ctrl-C, and its
+    /// validators stop whenever this command ends.
     Up(UpArgs),
     /// Height, head, state root and log root of every validator of a local cluster.
     Status {
@@ -113,11 +114,14 @@ fn up(a: UpArgs) -> Result<()> {
             .append(true)
             .open(dir.join("node.log"))
             .with_context(|| format!("cannot open {}/node.log", dir.display()))?;
+        // The validator stops when this pipe closes: when this process ends, however it ends
+        // (the kernel closes the write end), no validator is left running unsupervised.
         let child = Command::new(&exe)
             .arg("up")
             .arg("--data")
             .arg(&dir)
-            .stdin(Stdio::null())
+            .arg("--stop-when-stdin-closes")
+            .stdin(Stdio::piped())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()

@@ -54,6 +54,11 @@ pub struct UpArgs {
     /// Object key prefix in the bucket.
     #[arg(long, default_value = "carechain")]
     pub s3_prefix: String,
+    /// Stop (as on Ctrl-C) when standard input reaches its end. `cluster up` starts each
+    /// validator with a pipe it holds open, so validators stop cleanly whenever their
+    /// supervisor goes, however it goes (killed, crashed, its terminal closed).
+    #[arg(long, hide = true)]
+    pub stop_when_stdin_closes: bool,
 }
 
 /// The chain id of the chain `up --demo` creates.
@@ -134,6 +139,7 @@ pub fn run(a: UpArgs) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let watch_stdin = a.stop_when_stdin_closes;
     let result = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -180,14 +186,16 @@ pub fn run(a: UpArgs) -> Result<()> {
                 Vec::new()
             },
         };
-        let served = carechain_server::serve(
-            node.clone(),
-            service.clone(),
-            listener,
-            ui,
-            shutdown_signal(),
-        )
-        .await;
+        let served =
+            carechain_server::serve(node.clone(), service.clone(), listener, ui, async move {
+                tokio::select! {
+                    _ = shutdown_signal() => {}
+                    _ = stdin_closed(watch_stdin) => {
+                        out_line("standard input closed: stopping");
+                    }
+                }
+            })
+            .await;
         // Every queued audit event is written before the ledger stops.
         let closing = service.clone();
         tokio::task::spawn_blocking(move || closing.close()).await?;
@@ -200,6 +208,28 @@ pub fn run(a: UpArgs) -> Result<()> {
     node.shutdown();
     out_line("node stopped");
     result
+}
+
+/// Resolves when standard input reaches its end (or fails), if `watch`; never otherwise.
+async fn stdin_closed(watch: bool) {
+    if !watch {
+        return std::future::pending().await;
+    }
+    // A plain thread, not the runtime's blocking pool: a read that never returns must not
+    // hold up the runtime's shutdown.
+    let (closed, when) = tokio::sync::oneshot::channel::<()>();
+    let reader = std::thread::Builder::new()
+        .name("stdin-watch".into())
+        .spawn(move || {
+            use std::io::Read;
+            let mut sink = [0u8; 256];
+            let mut stdin = std::io::stdin().lock();
+            while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+            let _ = closed.send(());
+        });
+    if reader.is_err() || when.await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 pub(crate) async fn shutdown_signal() {

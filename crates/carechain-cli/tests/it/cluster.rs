@@ -550,13 +550,54 @@ fn a_node_added_to_the_cluster_becomes_a_validator_by_governance_and_is_needed_f
 }
 
 /// `carechain cluster up` as a user runs it: its stdout lines as they come, until it exits.
+/// A cluster directory to be made by `cluster up --validators n`, on free ports.
+struct LocalCluster {
+    _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    args: Vec<String>,
+    urls: Vec<String>,
+}
+
+impl LocalCluster {
+    fn new(n: u16) -> LocalCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("net");
+        let base = free_ports(n);
+        let args = [
+            "--validators".to_string(),
+            n.to_string(),
+            "--data".to_string(),
+            data.to_str().unwrap().to_string(),
+            "--p2p-port".to_string(),
+            base.to_string(),
+            "--http-port".to_string(),
+            (base + n).to_string(),
+        ];
+        LocalCluster {
+            _dir: dir,
+            data,
+            args: args.to_vec(),
+            urls: (0..n)
+                .map(|i| format!("http://127.0.0.1:{}", base + n + i))
+                .collect(),
+        }
+    }
+
+    /// Sends an anchor of `what`, signed by the cluster's operator key, to `url`.
+    fn anchor(&self, what: &str, url: &str) {
+        let key = self.data.join("operator.key");
+        let key = key.to_str().unwrap();
+        carechain_ok(&["tx", "anchor", "--key", key, "--data", what, "--url", url]);
+    }
+}
+
 struct ClusterUp {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl ClusterUp {
-    fn start(args: &[&str]) -> ClusterUp {
+    fn start(args: &[String]) -> ClusterUp {
         use std::io::BufRead;
         let mut child = std::process::Command::new(BIN)
             .args(["cluster", "up"])
@@ -606,6 +647,27 @@ impl ClusterUp {
     }
 }
 
+/// The process ids `cluster up` printed, one line per validator.
+fn validator_pids(started: &[String]) -> Vec<String> {
+    started
+        .iter()
+        .filter_map(|l| l.split(" pid ").nth(1))
+        .filter_map(|rest| rest.split(' ').next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether process `pid` is alive (a zombie, exited but not yet reaped, is not).
+fn running(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().to_string())
+        })
+        .is_some_and(|rest| !rest.starts_with('Z'))
+}
+
 impl Drop for ClusterUp {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -615,48 +677,16 @@ impl Drop for ClusterUp {
 
 #[test]
 fn cluster_up_starts_four_validators_with_one_command_and_ctrl_c_stops_them_all() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("net");
-    let base = free_ports(4);
-    let (p2p, http) = (base.to_string(), (base + 4).to_string());
-    let args = [
-        "--validators",
-        "4",
-        "--data",
-        data.to_str().unwrap(),
-        "--p2p-port",
-        &p2p,
-        "--http-port",
-        &http,
-    ];
-    let up = ClusterUp::start(&args);
+    let local = LocalCluster::new(4);
+    let (data, urls) = (&local.data, &local.urls);
+    let up = ClusterUp::start(&local.args);
     let started = up.until("cluster running");
-    // One line per validator, with its address and process id.
-    let pids: Vec<String> = started
-        .iter()
-        .filter(|l| l.contains(" pid "))
-        .map(|l| {
-            l.split(" pid ")
-                .nth(1)
-                .unwrap()
-                .split(' ')
-                .next()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let pids = validator_pids(&started);
     assert_eq!(pids.len(), 4, "{started:?}");
-    let urls: Vec<String> = (0..4)
-        .map(|i| format!("http://127.0.0.1:{}", base + 4 + i))
-        .collect();
     // A transaction sent to any validator is final on all (the operator signs anchors).
-    let key = data.join("operator.key");
-    let anchor_at = |what: &str, url: &str| {
-        let key = key.to_str().unwrap();
-        carechain_ok(&["tx", "anchor", "--key", key, "--data", what, "--url", url]);
-    };
+    let anchor_at = |what: &str, url: &str| local.anchor(what, url);
     anchor_at("one", &urls[2]);
-    let height = settle(&urls);
+    let height = settle(urls);
     assert!(height >= 1);
     // Four validators fit on a laptop: each running validator stays well under 128 MiB
     // resident (the p2p layer's up-front inbound queues once took ~370 MB per validator).
@@ -697,10 +727,7 @@ fn cluster_up_starts_four_validators_with_one_command_and_ctrl_c_stops_them_all(
         "{stopped:?}"
     );
     for pid in &pids {
-        assert!(
-            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-            "validator {pid} still runs"
-        );
+        assert!(!running(pid), "validator {pid} still runs");
     }
     assert!(
         status_of()["validators"]
@@ -710,9 +737,50 @@ fn cluster_up_starts_four_validators_with_one_command_and_ctrl_c_stops_them_all(
             .all(|v| v["down"].is_string())
     );
     // The same command again resumes the same chain where it stopped.
-    let up = ClusterUp::start(&args);
+    let up = ClusterUp::start(&local.args);
     up.until("cluster running");
     anchor_at("two", &urls[0]);
-    assert!(settle(&urls) > height);
+    assert!(settle(urls) > height);
+    up.interrupt();
+}
+
+#[test]
+fn validators_stop_cleanly_when_cluster_up_is_killed() {
+    let local = LocalCluster::new(2);
+    let (data, urls) = (&local.data, &local.urls);
+    let mut up = ClusterUp::start(&local.args);
+    let started = up.until("cluster running");
+    let pids = validator_pids(&started);
+    assert_eq!(pids.len(), 2, "{started:?}");
+    let anchor_at = |what: &str, url: &str| local.anchor(what, url);
+    anchor_at("before", &urls[1]);
+    let height = settle(urls);
+    // SIGKILL: `cluster up` gets no chance to stop its validators. They stop by themselves,
+    // cleanly (the pipe it held open is closed by the kernel), instead of running on
+    // unsupervised with the cluster's ports.
+    up.child.kill().unwrap();
+    up.child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pids.iter().any(|p| running(p)) {
+        if Instant::now() > deadline {
+            for p in &pids {
+                let _ = std::process::Command::new("kill").args(["-9", p]).status();
+            }
+            panic!("validators {pids:?} still ran 60 s after cluster up was killed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for i in 0..2 {
+        let log = std::fs::read_to_string(data.join(format!("v{i}/node.log"))).unwrap();
+        assert!(
+            log.contains("standard input closed: stopping") && log.contains("node stopped"),
+            "validator {i}: {log}"
+        );
+    }
+    // The same command starts the same chain again, on the same ports.
+    let up = ClusterUp::start(&local.args);
+    up.until("cluster running");
+    anchor_at("after", &urls[0]);
+    assert!(settle(urls) > height);
     up.interrupt();
 }
