@@ -549,7 +549,6 @@ fn a_node_added_to_the_cluster_becomes_a_validator_by_governance_and_is_needed_f
     }
 }
 
-/// `carechain cluster up` as a user runs it: its stdout lines as they come, until it exits.
 /// A cluster directory to be made by `cluster up --validators n`, on free ports.
 struct LocalCluster {
     _dir: tempfile::TempDir,
@@ -563,7 +562,7 @@ impl LocalCluster {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("net");
         let base = free_ports(n);
-        let args = [
+        let args = vec![
             "--validators".to_string(),
             n.to_string(),
             "--data".to_string(),
@@ -576,7 +575,7 @@ impl LocalCluster {
         LocalCluster {
             _dir: dir,
             data,
-            args: args.to_vec(),
+            args,
             urls: (0..n)
                 .map(|i| format!("http://127.0.0.1:{}", base + n + i))
                 .collect(),
@@ -591,6 +590,7 @@ impl LocalCluster {
     }
 }
 
+/// `carechain cluster up` as a user runs it: its stdout lines as they come, until it exits.
 struct ClusterUp {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
