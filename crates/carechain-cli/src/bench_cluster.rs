@@ -40,11 +40,14 @@ struct Bench {
 
 /// `n` consecutive free ports for the validators' p2p, below the kernel's ephemeral range
 /// (32768–60999): a port from that range could be taken as the local end of another
-/// validator's outgoing connection before its own validator listens on it.
+/// validator's outgoing connection before its own validator listens on it. Ports 12000–31999
+/// are cut into slots of 32 (16 validators at most) and a process starts at the slot of its
+/// id, so processes running side by side (as tests do) get disjoint ranges.
 fn free_ports(n: usize) -> Result<Vec<u16>> {
+    const SLOT: usize = 32;
     let seed = std::process::id() as usize;
     for attempt in 0..200 {
-        let base = 12_000 + (seed.wrapping_mul(7) + attempt * 97) % 20_000;
+        let base = 12_000 + ((seed + attempt * 97) % (20_000 / SLOT)) * SLOT;
         let ports: Vec<u16> = (base..base + n).map(|p| p as u16).collect();
         // All bound at once, then released together.
         let held: std::io::Result<Vec<TcpListener>> = ports

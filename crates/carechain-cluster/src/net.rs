@@ -254,7 +254,9 @@ pub fn start(
                 // at most `BURST`. The p2p layer gives every channel an inbound queue of
                 // peers × burst messages, allocated up front: with the rate's default burst
                 // (5,000) that was 80,000 slots (18 MB) per channel and ~370 MB per validator.
-                // A peer over its rate waits (TCP backpressure); it is not cut off.
+                // A peer sending faster is read more slowly (TCP backpressure), not cut off;
+                // this validator's own sends beyond it are skipped for that peer, as at any
+                // rate limit (consensus and marshal fetch again what a peer missed).
                 let quota = Quota::per_second(NZU32!(5_000)).allow_burst(NZU32!(BURST));
                 let mut chans = Vec::new();
                 for ch in channel::ALL {

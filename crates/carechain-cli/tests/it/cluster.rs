@@ -20,11 +20,17 @@ use crate::common::*;
 
 /// A base port with `n` free consecutive ports for p2p and `n` more for HTTP after it, below
 /// the kernel's ephemeral range (32768–60999), so that no outgoing connection of a parallel
-/// test takes one while a validator is down.
+/// test takes one while a validator is down. Ports 12000–31999 are cut into slots of 32 and
+/// a test process starts at the slot of its process id: tests running side by side (nextest
+/// gives each its own process, their ids close together) get disjoint ranges, since a range
+/// found free is released again before the validators bind it.
 fn free_ports(n: u16) -> u16 {
-    let seed = std::process::id() as u16;
-    for attempt in 0..200u16 {
-        let base = 12_000 + (seed.wrapping_mul(7).wrapping_add(attempt * 97)) % 20_000;
+    const SLOT: u32 = 32;
+    assert!(u32::from(2 * n) <= SLOT);
+    let seed = std::process::id();
+    for attempt in 0..200u32 {
+        let slot = (seed + attempt * 97) % (20_000 / SLOT);
+        let base = (12_000 + slot * SLOT) as u16;
         let ok = (0..2 * n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
         if ok {
             return base;
@@ -582,6 +588,16 @@ impl LocalCluster {
         }
     }
 
+    /// Runs `cluster up` on this directory until it says "cluster running"; with the process
+    /// ids it printed, one per validator.
+    fn up(&self) -> (ClusterUp, Vec<String>) {
+        let up = ClusterUp::start(&self.args);
+        let started = up.until("cluster running");
+        let pids = validator_pids(&started);
+        assert_eq!(pids.len(), self.urls.len(), "{started:?}");
+        (up, pids)
+    }
+
     /// Sends an anchor of `what`, signed by the cluster's operator key, to `url`.
     fn anchor(&self, what: &str, url: &str) {
         let key = self.data.join("operator.key");
@@ -679,13 +695,9 @@ impl Drop for ClusterUp {
 fn cluster_up_starts_four_validators_with_one_command_and_ctrl_c_stops_them_all() {
     let local = LocalCluster::new(4);
     let (data, urls) = (&local.data, &local.urls);
-    let up = ClusterUp::start(&local.args);
-    let started = up.until("cluster running");
-    let pids = validator_pids(&started);
-    assert_eq!(pids.len(), 4, "{started:?}");
+    let (up, pids) = local.up();
     // A transaction sent to any validator is final on all (the operator signs anchors).
-    let anchor_at = |what: &str, url: &str| local.anchor(what, url);
-    anchor_at("one", &urls[2]);
+    local.anchor("one", &urls[2]);
     let height = settle(urls);
     assert!(height >= 1);
     // Four validators fit on a laptop: each running validator stays well under 128 MiB
@@ -737,9 +749,8 @@ fn cluster_up_starts_four_validators_with_one_command_and_ctrl_c_stops_them_all(
             .all(|v| v["down"].is_string())
     );
     // The same command again resumes the same chain where it stopped.
-    let up = ClusterUp::start(&local.args);
-    up.until("cluster running");
-    anchor_at("two", &urls[0]);
+    let (up, _) = local.up();
+    local.anchor("two", &urls[0]);
     assert!(settle(urls) > height);
     up.interrupt();
 }
@@ -748,12 +759,8 @@ fn cluster_up_starts_four_validators_with_one_command_and_ctrl_c_stops_them_all(
 fn validators_stop_cleanly_when_cluster_up_is_killed() {
     let local = LocalCluster::new(2);
     let (data, urls) = (&local.data, &local.urls);
-    let mut up = ClusterUp::start(&local.args);
-    let started = up.until("cluster running");
-    let pids = validator_pids(&started);
-    assert_eq!(pids.len(), 2, "{started:?}");
-    let anchor_at = |what: &str, url: &str| local.anchor(what, url);
-    anchor_at("before", &urls[1]);
+    let (mut up, pids) = local.up();
+    local.anchor("before", &urls[1]);
     let height = settle(urls);
     // SIGKILL: `cluster up` gets no chance to stop its validators. They stop by themselves,
     // cleanly (the pipe it held open is closed by the kernel), instead of running on
@@ -778,9 +785,8 @@ fn validators_stop_cleanly_when_cluster_up_is_killed() {
         );
     }
     // The same command starts the same chain again, on the same ports.
-    let up = ClusterUp::start(&local.args);
-    up.until("cluster running");
-    anchor_at("after", &urls[0]);
+    let (up, _) = local.up();
+    local.anchor("after", &urls[0]);
     assert!(settle(urls) > height);
     up.interrupt();
 }
