@@ -95,25 +95,26 @@ async fn openapi() -> Response {
 
 async fn status(State(node): State<AppState>) -> ApiResult<Json<Value>> {
     let store = node.store();
-    let log = store.log();
+    // One block's height, hash, roots and log: read one by one, a commit could fall between.
+    let tip = store.tip();
     let (cosigner_keys, cosign_quorum) = node.cosigners();
     let schedule = node
         .ledger()
         .validator_schedule()
         .map_err(ApiError::internal)?;
     let validators: Vec<String> = schedule
-        .at(store.head() + 1)
+        .at(tip.height + 1)
         .iter()
         .map(|k| k.did().to_string())
         .collect();
     Ok(Json(json!({
         "chain_id": store.genesis().chain_id,
         "genesis_hash": store.genesis().hash().to_hex(),
-        "height": store.head(),
-        "head_hash": store.head_hash().to_hex(),
-        "state_root": store.with_commitment(|c| c.root()).to_hex(),
-        "log_size": log.size(),
-        "log_root": log.root().to_hex(),
+        "height": tip.height,
+        "head_hash": tip.hash.to_hex(),
+        "state_root": tip.state_root.to_hex(),
+        "log_size": tip.log.size(),
+        "log_root": tip.log.root().to_hex(),
         "log_origin": node.ledger().origin(),
         "checkpoint_key": node.ledger().checkpoint_verifier_key(),
         "node_key": node.ledger().node_key().did().to_string(),
@@ -486,46 +487,42 @@ async fn validator_proposal(
     })))
 }
 
-/// A proof of the value under `key` against the state root of the head block. A commit may
-/// land between reading the snapshot and the in-memory commitment; then the proof does not
-/// check out and is rebuilt from a fresh snapshot.
+/// A proof of the value under `key` against the state root of the head block: the bucket's
+/// entries, the commitment path and the root all read at one durable height.
 fn state_proof(node: &Node, key: &[u8]) -> ApiResult<Value> {
-    for _ in 0..5 {
-        let snap = snapshot(node)?;
-        let head = snap.head().map_err(ApiError::internal)?;
-        let root = if head == 0 {
-            None
-        } else {
-            snap.block(head)
-                .map_err(ApiError::internal)?
-                .map(|b| b.header.state_root)
-        };
-        let b = bucket_of(key);
-        let entries = snap.bucket_entries(b).map_err(ApiError::internal)?;
-        let (path, current_root) = node.store().with_commitment(|c| (c.path(b), c.root()));
-        let root = root.unwrap_or(current_root);
-        let proof = StateProof {
-            bucket: b,
-            entries: entries
-                .iter()
-                .map(|(k, v)| (k.clone(), value_hash(v)))
-                .collect(),
-            path,
-        };
-        if let Ok(Some(vh)) = proof.verify(&root, key) {
-            return Ok(json!({
-                "height": head,
-                "state_root": root.to_hex(),
-                "value_hash": vh.to_hex(),
-                "proof": hex::encode(carechain_types::encode(&proof)),
-            }));
+    let b = bucket_of(key);
+    let (height, root, entries, path) = node
+        .store()
+        .with_durable(|d| {
+            d.snapshot
+                .bucket_entries(b)
+                .map(|entries| (d.height, d.commitment.root(), entries, d.commitment.path(b)))
+        })
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let proof = StateProof {
+        bucket: b,
+        entries: entries
+            .iter()
+            .map(|(k, v)| (k.clone(), value_hash(v)))
+            .collect(),
+        path,
+    };
+    let vh = match proof.verify(&root, key) {
+        Ok(Some(vh)) => vh,
+        // The entries hold the key (the caller read it) and the path is of the same height.
+        other => {
+            return Err(ApiError::internal(format!(
+                "state proof does not verify at height {height}: {other:?}"
+            )));
         }
-    }
-    Err(ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "busy",
-        "state changed while building the proof; retry",
-    ))
+    };
+    Ok(json!({
+        "height": height,
+        "state_root": root.to_hex(),
+        "value_hash": vh.to_hex(),
+        "proof": hex::encode(carechain_types::encode(&proof)),
+    }))
 }
 
 /// A signed note as the latest checkpoint is served (plain text, never cached); 404 before

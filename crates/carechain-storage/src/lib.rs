@@ -386,6 +386,19 @@ impl Store {
         self.cached.read().log.clone()
     }
 
+    /// The durable tip read at once: height, hash, state root and log of the same block
+    /// (reading them one by one may straddle a commit).
+    pub fn tip(&self) -> Tip {
+        let cached = self.cached.read();
+        Tip {
+            height: cached.head,
+            hash: cached.head_hash,
+            timestamp_ms: cached.head_timestamp,
+            state_root: cached.commitment.root(),
+            log: cached.log.clone(),
+        }
+    }
+
     /// The latest signed checkpoint, if any block was committed.
     pub fn latest_checkpoint(&self) -> Option<String> {
         self.cached.read().checkpoint.clone()
@@ -553,7 +566,21 @@ impl Store {
     }
 }
 
-/// The durable state of one block (see [`Store::with_durable`]).
+/// The durable tip's height, hash, state root and log, of one block (see [`Store::tip`]).
+pub struct Tip {
+    /// Its height (0 = genesis).
+    pub height: u64,
+    /// Its header hash (the genesis hash at height 0).
+    pub hash: Hash,
+    /// Its timestamp.
+    pub timestamp_ms: u64,
+    /// The state root after it.
+    pub state_root: Hash,
+    /// The log after it.
+    pub log: CompactRange,
+}
+
+/// The durable state of one block, read consistently (see [`Store::with_durable`]).
 pub struct Durable<'a> {
     /// Its height (0 = genesis).
     pub height: u64,

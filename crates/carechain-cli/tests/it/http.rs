@@ -33,6 +33,22 @@ fn submit_commit_prove_and_verify_offline() {
     assert!(out.contains("\"applied\""), "{out}");
     let shown = carechain_ok(&["identity", "show", &did, "--url", &node.url]);
     assert!(shown.contains("\"role\": \"patient\""), "{shown}");
+    // Its state proof holds against the state root in the header of the block it names.
+    let (_, ident) = get(&format!("{}/v1/identities/{did}", node.url));
+    let sp = &ident["state_proof"];
+    let (_, block) = get(&format!("{}/v1/blocks/{}", node.url, sp["height"]));
+    assert_eq!(sp["state_root"], block["header"]["state_root"], "{ident}");
+    let proof: carechain_state::StateProof =
+        borsh::from_slice(&hex::decode(sp["proof"].as_str().unwrap()).unwrap()).unwrap();
+    let root = Hash::from_hex(sp["state_root"].as_str().unwrap()).unwrap();
+    let patient: carechain_crypto::Did = did.parse().unwrap();
+    let value = proof
+        .verify(&root, &carechain_state::identity_key(&patient.0))
+        .unwrap();
+    assert_eq!(
+        value.map(|h| h.to_hex()),
+        sp["value_hash"].as_str().map(String::from)
+    );
 
     // HTTP: submit and wait for the receipt.
     let tx = anchor(&org, 0, 1);

@@ -1,5 +1,5 @@
 //! Node tests through its public API: pipelined block production re-verifies from genesis,
-//! admission errors, back-pressure, restart recovery, a storage failure that stops the node, and
+//! the tip read as one block during commits, admission errors, back-pressure, restart recovery, a storage failure that stops the node, and
 //! the mempool after blocks finalized by an external engine.
 
 #![allow(clippy::unwrap_used)]
@@ -128,6 +128,67 @@ fn pipelined_blocks_reexecute_to_the_same_roots() {
     let report = audit_chain(&StoreSource::open(&dir.path().join("ledger.redb")).unwrap()).unwrap();
     assert_eq!(report.applied, expected);
     assert_eq!(report.checkpoints, report.blocks);
+}
+
+#[test]
+fn the_tip_is_read_as_one_block_while_blocks_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let node_key = key(0);
+    let orgs: Vec<SecretKey> = (1..=10).map(key).collect();
+    let config = NodeConfig {
+        block_interval: Duration::from_millis(1),
+        fixed_interval: true,
+        max_block_txs: 3,
+        mempool_capacity: 100_000,
+    };
+    let node = start(dir.path(), &node_key, &orgs, config);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A reader as `/v1/status` is one: each tip it sees is the header of the block at its
+    // height, in hash, state root and log, whatever is being committed meanwhile.
+    let reader = {
+        let (node, done) = (node.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut seen = std::collections::BTreeSet::new();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let tip = node.store().tip();
+                if tip.height == 0 {
+                    continue;
+                }
+                let header = node
+                    .store()
+                    .snapshot()
+                    .unwrap()
+                    .block(tip.height)
+                    .unwrap()
+                    .unwrap()
+                    .header;
+                assert_eq!(tip.hash, header.hash(), "height {}", tip.height);
+                assert_eq!(tip.state_root, header.state_root, "height {}", tip.height);
+                assert_eq!(tip.log.size(), header.log_size, "height {}", tip.height);
+                assert_eq!(tip.log.root(), header.log_root, "height {}", tip.height);
+                assert_eq!(
+                    tip.timestamp_ms, header.timestamp_ms,
+                    "height {}",
+                    tip.height
+                );
+                seen.insert(tip.height);
+            }
+            seen.len()
+        })
+    };
+    let mut expected = 0;
+    for round in 0..20u64 {
+        let batch: Vec<Vec<u8>> = orgs.iter().map(|o| anchor(o, round)).collect();
+        expected += batch.len() as u64;
+        for r in node.submit_batch(batch) {
+            r.unwrap();
+        }
+    }
+    wait_for_log(&node, expected);
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let heights_seen = reader.join().unwrap();
+    assert!(heights_seen > 10, "the reader saw {heights_seen} heights");
+    node.shutdown();
 }
 
 #[test]
