@@ -18,7 +18,7 @@ use commonware_p2p::{
     Address, AddressableManager as _,
     authenticated::lookup::{self, Network},
 };
-use commonware_runtime::{Quota, Runner as _, Spawner as _, Supervisor as _, tokio};
+use commonware_runtime::{Metrics as _, Quota, Runner as _, Spawner as _, Supervisor as _, tokio};
 use commonware_stream::{
     cups::{self, Cups},
     sake::{self, Sake},
@@ -275,6 +275,9 @@ pub fn start(
                     entered: next(),
                 };
                 network.start();
+                // `/metrics` of this node then shows the engine's too (p2p, simplex, marshal).
+                let metrics = context.child("metrics");
+                node.set_engine_metrics(Box::new(move || metrics.encode()));
                 let _validator = engine::start(
                     context.child("validator"),
                     config,

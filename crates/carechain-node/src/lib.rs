@@ -10,4 +10,4 @@ mod node;
 
 pub use mempool::{Admitted, SubmitError};
 pub use metrics::NodeMetrics;
-pub use node::{Fault, MAX_FAULTS, Node, NodeConfig, NodeError, now_ms};
+pub use node::{EngineMetrics, Fault, MAX_FAULTS, Node, NodeConfig, NodeError, now_ms};

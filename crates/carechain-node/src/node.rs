@@ -90,6 +90,8 @@ struct Shared {
     admissions: watch::Sender<u64>,
     /// Passes newly admitted transactions on (a cluster's mempool gossip).
     gossip: parking_lot::RwLock<Option<Gossip>>,
+    /// The consensus engine's metrics, when one orders this node's blocks.
+    engine_metrics: parking_lot::RwLock<Option<EngineMetrics>>,
     /// Checkpoint cosignatures by log size (this validator's and those peers sent), with the
     /// height of the block that produced the checkpoint once it is durable here.
     cosignatures: Mutex<std::collections::BTreeMap<u64, Cosigned>>,
@@ -142,6 +144,9 @@ const COSIGNED_SIZES: usize = 1024;
 
 /// Receives the encoded transactions this node admitted from its own clients.
 pub type Gossip = Box<dyn Fn(Vec<Vec<u8>>) + Send + Sync>;
+
+/// Renders an external consensus engine's metrics (OpenMetrics text) for `/metrics`.
+pub type EngineMetrics = Box<dyn Fn() -> String + Send + Sync>;
 
 /// A running single node.
 pub struct Node {
@@ -196,6 +201,7 @@ impl Node {
             publish_latencies: Mutex::new(Vec::new()),
             admissions: watch::channel(0).0,
             gossip: parking_lot::RwLock::new(None),
+            engine_metrics: parking_lot::RwLock::new(None),
             cosignatures: Mutex::new(std::collections::BTreeMap::new()),
             cosign_out: parking_lot::RwLock::new(None),
             cosigner_sets: Mutex::new(std::collections::BTreeMap::new()),
@@ -236,6 +242,31 @@ impl Node {
     /// Metrics.
     pub fn metrics(&self) -> &NodeMetrics {
         &self.shared.metrics
+    }
+
+    /// Sets where the consensus engine's metrics come from (a cluster validator's engine).
+    pub fn set_engine_metrics(&self, source: EngineMetrics) {
+        *self.shared.engine_metrics.write() = Some(source);
+    }
+
+    /// All metrics as one OpenMetrics exposition: the node's (`carechain_…`), then the
+    /// consensus engine's, if one is set (p2p, simplex, marshal, the engine's runtime).
+    pub fn render_metrics(&self) -> String {
+        let mut out = self.shared.metrics.render();
+        if let Some(engine) = self.shared.engine_metrics.read().as_ref() {
+            // One exposition ends with one `# EOF`.
+            if let Some(body) = out.strip_suffix("# EOF\n") {
+                out.truncate(body.len());
+            }
+            out.push_str(&engine());
+            if !out.ends_with("# EOF\n") {
+                if !out.ends_with('\n') {
+                    out.push('\n');
+                }
+                out.push_str("# EOF\n");
+            }
+        }
+        out
     }
 
     /// Whether the node stopped after a fatal error.

@@ -84,7 +84,7 @@ async fn metrics(State(node): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        node.metrics().render(),
+        node.render_metrics(),
     )
         .into_response()
 }

@@ -555,6 +555,35 @@ fn a_node_added_to_the_cluster_becomes_a_validator_by_governance_and_is_needed_f
     }
 }
 
+/// A node's `/metrics`, checked to be one OpenMetrics exposition (each family declared once,
+/// every sample of a declared family, one `# EOF` at the end): sample (name and labels) → value.
+fn metrics(url: &str) -> std::collections::BTreeMap<String, f64> {
+    let (code, text) = get_text(&format!("{url}/metrics"));
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    let mut families = std::collections::BTreeSet::new();
+    let mut samples = std::collections::BTreeMap::new();
+    for line in text.lines().filter(|l| *l != "# EOF") {
+        if let Some(decl) = line.strip_prefix("# TYPE ") {
+            let family = decl.split(' ').next().unwrap().to_string();
+            assert!(families.insert(family), "declared twice: {line}");
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (name, value) = line.rsplit_once(' ').unwrap();
+        let bare = name.split('{').next().unwrap();
+        assert!(
+            families.iter().any(|f| bare.starts_with(f.as_str())),
+            "sample of no declared family: {line}"
+        );
+        samples.insert(name.to_string(), value.parse::<f64>().unwrap());
+    }
+    samples
+}
+
 /// A cluster directory to be made by `cluster up --validators n`, on free ports.
 struct LocalCluster {
     _dir: tempfile::TempDir,
@@ -731,6 +760,35 @@ fn cluster_up_starts_four_validators_with_one_command_and_ctrl_c_stops_them_all(
             .iter()
             .all(|v| v["voting"] == true && v["height"] == height),
         "{s}"
+    );
+    // An operator's `/metrics`: the node's own and the consensus engine's, in one valid
+    // OpenMetrics exposition.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let samples = loop {
+        let samples = metrics(&urls[1]);
+        if samples.get("validator_marshal_processed_height") >= Some(&(height as f64)) {
+            break samples;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "marshal never reached {height}: {samples:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(samples["carechain_blocks_committed_total"] >= height as f64);
+    let connected = samples
+        .keys()
+        .filter(|k| k.starts_with("network_tracker_directory_connected{"))
+        .count();
+    assert!(
+        connected >= 2,
+        "connected to {connected} peers: {samples:?}"
+    );
+    assert!(
+        samples.iter().any(|(k, v)| k
+            .starts_with("validator_orchestrator_simplex_voter_state_current_view{")
+            && *v >= 1.0),
+        "{samples:?}"
     );
     // Ctrl-C: each validator stops cleanly (no kill after the grace period), none is left.
     let stopped = up.interrupt();
