@@ -205,8 +205,17 @@ fn main() -> Result<()> {
     }
 }
 
-/// Prints one line of command output on stdout.
-#[allow(clippy::print_stdout)]
+/// Prints one line of command output on stdout. When the reader has gone (`carechain … |
+/// head`), nothing more can be shown: the command stops quietly, as programs in a shell
+/// pipeline do, instead of panicking; any other failure to write stops it with an error.
 pub fn out_line(s: &str) {
-    println!("{s}");
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{s}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
 }

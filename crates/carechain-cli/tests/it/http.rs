@@ -1,5 +1,6 @@
 //! The whole path over HTTP: submit → commit → receipt with inclusion proof → verified against
-//! the signed checkpoint → offline verification of the data directory; and bad input.
+//! the signed checkpoint → offline verification of the data directory; bad input; and the
+//! CLI's output into a closed pipe.
 
 use base64::Engine;
 use carechain_crypto::{Hash, Namespace, merkle};
@@ -341,4 +342,24 @@ fn a_full_mempool_answers_busy_with_retry_after() {
     node.stop();
     let out = carechain_ok(&["verify", "--data", dir.path().to_str().unwrap()]);
     assert!(out.contains("\"applied\": 1"), "{out}");
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_the_command_quietly() {
+    // `carechain … | head -1`: the reader is gone before the command writes. The work is
+    // done, the command ends with success and no panic.
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("k.key");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(BIN)
+        .args(["key", "new", "--out", key_file.to_str().unwrap()])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(key_file.exists());
 }
