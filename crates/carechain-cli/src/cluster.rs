@@ -25,7 +25,8 @@ pub enum ClusterCmd {
     /// Start a local cluster (created first if --data holds none); stops on Ctrl-C, and its
     /// validators stop whenever this command ends.
     Up(UpArgs),
-    /// Height, head, state root and log root of every validator of a local cluster.
+    /// Height, head, state root and log root of every validator of a local cluster, with
+    /// its mempool, the peers it is connected to and the faults of others it has seen.
     Status {
         /// The cluster directory.
         #[arg(long, default_value = "./carechain-cluster")]
@@ -236,6 +237,13 @@ fn status(data: &std::path::Path) -> Result<()> {
             .get_json("/v1/evidence")
             .ok()
             .and_then(|v| v["evidence"].as_array().map(Vec::len));
+        // How many peers its p2p layer is connected to (the engine's metrics).
+        let peers = c.get_bytes("/metrics").ok().map(|m| {
+            String::from_utf8_lossy(&m)
+                .lines()
+                .filter(|l| l.starts_with("network_tracker_directory_connected{"))
+                .count()
+        });
         let row = match c.get_json("/v1/status") {
             Ok(s) => serde_json::json!({
                 "validator": i,
@@ -248,6 +256,7 @@ fn status(data: &std::path::Path) -> Result<()> {
                 "log_size": s["log_size"],
                 "log_root": s["log_root"],
                 "mempool": s["mempool"],
+                "peers_connected": peers,
                 "evidence": evidence,
             }),
             Err(e) => serde_json::json!({

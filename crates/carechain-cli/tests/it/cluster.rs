@@ -758,7 +758,9 @@ fn cluster_up_starts_four_validators_with_one_command_and_ctrl_c_stops_them_all(
             .as_array()
             .unwrap()
             .iter()
-            .all(|v| v["voting"] == true && v["height"] == height),
+            .all(|v| v["voting"] == true
+                && v["height"] == height
+                && v["peers_connected"].as_u64() >= Some(2)),
         "{s}"
     );
     // An operator's `/metrics`: the node's own and the consensus engine's, in one valid
