@@ -1,6 +1,7 @@
 //! Node tests through its public API: pipelined block production re-verifies from genesis,
-//! the tip read as one block during commits, admission errors, back-pressure, restart recovery, a storage failure that stops the node, and
-//! the mempool after blocks finalized by an external engine.
+//! the tip read as one block during commits, admission errors, back-pressure, restart
+//! recovery, a storage failure that stops the node, and the mempool after blocks finalized by
+//! an external engine.
 
 #![allow(clippy::unwrap_used)]
 
