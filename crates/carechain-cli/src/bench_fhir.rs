@@ -21,7 +21,7 @@ use crate::out_line;
 
 /// A refusal by the service, as an error of the bench.
 fn fail(e: carechain_service::ServiceError) -> anyhow::Error {
-    anyhow::anyhow!("{}: {}", e.status, e.message)
+    anyhow::anyhow!("{:?}: {}", e.kind, e.message)
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -161,6 +161,7 @@ pub fn run(
         organization: Some(hospital.public().did()),
         scopes: vec![Scope::parse("user/*.cruds").map_err(|e| anyhow::anyhow!("{e}"))?],
         expires_ms: u64::MAX,
+        key: doc.public(),
     };
     let purpose = Purpose {
         code: "TREAT".into(),

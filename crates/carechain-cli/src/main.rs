@@ -99,9 +99,14 @@ enum Command {
         /// A JSON file holding one entry of `GET /patients/{id}/access-log`.
         #[arg(long)]
         file: PathBuf,
-        /// The node's checkpoint verifier key (`/v1/status` → `checkpoint_key`).
+        /// The node's checkpoint verifier key (`/v1/status` → `checkpoint_key`). The
+        /// anchoring transaction must be signed by this key (the node) or a `--signer`.
         #[arg(long)]
         checkpoint_key: String,
+        /// Another identity trusted to anchor audit events (a cluster's validator), as a
+        /// did:key; repeatable.
+        #[arg(long = "signer")]
+        signers: Vec<String>,
     },
     /// Benchmarks (print JSON).
     Bench {
@@ -183,11 +188,22 @@ fn main() -> Result<()> {
         Command::VerifyReceipt {
             file,
             checkpoint_key,
+            signers,
         } => {
             let entry: serde_json::Value = serde_json::from_slice(&std::fs::read(&file)?)?;
             let verifier = carechain_log::NoteVerifier::parse(&checkpoint_key)
                 .map_err(|e| anyhow::anyhow!("checkpoint key: {e}"))?;
-            match carechain_service::verify_receipt(&entry, &verifier) {
+            let trust = carechain_service::ReceiptTrust {
+                signers: signers
+                    .iter()
+                    .map(|d| {
+                        d.parse::<carechain_crypto::Did>()
+                            .map(|d| d.public_key())
+                            .map_err(|_| anyhow::anyhow!("--signer {d}: not a did:key"))
+                    })
+                    .collect::<Result<_>>()?,
+            };
+            match carechain_service::verify_receipt(&entry, &verifier, &trust) {
                 Ok(size) => {
                     out_line(&serde_json::to_string_pretty(
                         &serde_json::json!({"ok": true, "checkpoint_size": size, "event": entry["event"]["id"]}),

@@ -59,6 +59,11 @@ pub struct UpArgs {
     /// supervisor goes, however it goes (killed, crashed, its terminal closed).
     #[arg(long, hide = true)]
     pub stop_when_stdin_closes: bool,
+    /// A `host:port` the node answers to (the `Host` header; repeatable), e.g. the name a
+    /// proxy serves it under. Default: the listen address (and `localhost` at its port when
+    /// it is a loopback address); listening on all interfaces needs at least one.
+    #[arg(long = "allowed-host")]
+    pub allowed_hosts: Vec<String>,
 }
 
 /// The chain id of the chain `up --demo` creates.
@@ -179,12 +184,23 @@ pub fn run(a: UpArgs) -> Result<()> {
         // One-click sign-in only on the demo chain: `--demo` given to a real chain's node
         // must not offer its operator key to anyone who opens the page.
         let demo_chain = node.store().genesis().chain_id == DEMO_CHAIN;
+        let allowed_hosts = if a.allowed_hosts.is_empty() {
+            if addr.ip().is_unspecified() {
+                anyhow::bail!(
+                    "listening on all interfaces ({addr}): name the hosts this node answers to with --allowed-host"
+                );
+            }
+            carechain_server::default_allowed_hosts(addr)
+        } else {
+            a.allowed_hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
+        };
         let ui = carechain_server::UiOptions {
             demo_logins: if a.demo && demo_chain {
                 demo_logins(&dir)?
             } else {
                 Vec::new()
             },
+            allowed_hosts,
         };
         let served =
             carechain_server::serve(node.clone(), service.clone(), listener, ui, async move {
@@ -412,6 +428,7 @@ fn load_fhir_demo(service: &carechain_service::Service, dir: &DataDir) -> Result
         organization: org.map(|o| o.public().did()),
         scopes: all.clone(),
         expires_ms: u64::MAX,
+        key: k.public(),
     };
     let purpose = Purpose {
         code: "TREAT".into(),

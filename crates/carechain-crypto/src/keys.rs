@@ -45,6 +45,8 @@ pub enum Namespace {
     Challenge,
     /// A certificate the node issues (erasure certificates).
     Certificate,
+    /// A patient's claim of her record with a one-time activation code.
+    PatientClaim,
 }
 
 impl Namespace {
@@ -57,6 +59,7 @@ impl Namespace {
             Namespace::KeyRotation => b"carechain/v1/key-rotation\0",
             Namespace::Challenge => b"carechain/v1/challenge\0",
             Namespace::Certificate => b"carechain/v1/certificate\0",
+            Namespace::PatientClaim => b"carechain/v1/patient-claim\0",
         }
     }
 }
@@ -303,6 +306,7 @@ mod tests {
             Namespace::KeyRotation,
             Namespace::Challenge,
             Namespace::Certificate,
+            Namespace::PatientClaim,
         ];
         for a in all {
             for b in all {

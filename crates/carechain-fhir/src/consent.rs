@@ -8,9 +8,10 @@
 //!   when every condition it states matches (actor, action, purpose of use, data class or
 //!   category, security label, period); nested provisions are exceptions to their parent; a
 //!   deny that states no condition only restates the default;
-//! - deny overrides permit, across all of the patient's consents;
-//! - break-glass: a practitioner reading with purpose `ETREAT` is allowed whatever the consents
-//!   say, and the decision says so, so that it is audited and shown to the patient.
+//! - deny overrides permit, across all of the patient's consents.
+//!
+//! Break-glass is not a consent rule: the service's access layer grants it per patient, on
+//! top of this decision.
 
 use serde_json::Value;
 
@@ -26,8 +27,6 @@ pub struct Actor {
     pub reference: String,
     /// The organization the actor acts for (`Organization/o1`), if any.
     pub organization: Option<String>,
-    /// Whether the actor is a practitioner (break-glass is for practitioners).
-    pub practitioner: bool,
 }
 
 /// What is being done, in FHIR consent action terms.
@@ -92,9 +91,6 @@ pub enum Basis {
     Author,
     /// A consent provision (consent id).
     Consent(String),
-    /// Emergency access (purpose ETREAT) by a practitioner: allowed, to be audited and shown
-    /// to the patient.
-    BreakGlass,
     /// No consent permits it.
     NoConsent,
 }
@@ -319,15 +315,8 @@ impl Policy {
             let mut out = Vec::new();
             c.root.collect(r, None, false, &mut out);
             if out.contains(&true) {
-                // Deny overrides permit — except a practitioner's emergency read.
-                return if r.purpose == "ETREAT"
-                    && r.actor.practitioner
-                    && r.action == Action::Access
-                {
-                    Decision::Permit(Basis::BreakGlass)
-                } else {
-                    Decision::Deny(Basis::Consent(c.id.clone()))
-                };
+                // Deny overrides permit.
+                return Decision::Deny(Basis::Consent(c.id.clone()));
             }
             if out.contains(&false) && permit_by.is_none() {
                 permit_by = Some(c.id.clone());
@@ -341,9 +330,6 @@ impl Policy {
             .is_some_and(|o| Some(o) == r.actor.organization.as_deref() || o == r.actor.reference);
         if author && (r.purpose == "TREAT" || r.purpose == "ETREAT") {
             return Decision::Permit(Basis::Author);
-        }
-        if r.purpose == "ETREAT" && r.actor.practitioner && r.action == Action::Access {
-            return Decision::Permit(Basis::BreakGlass);
         }
         Decision::Deny(Basis::NoConsent)
     }

@@ -9,6 +9,7 @@
 //! nested resources, recursive elements (`contentReference`), and id / date / dateTime /
 //! instant / code / uri ... formats.
 
+pub mod compartment;
 pub mod consent;
 pub mod model;
 pub mod search;
@@ -16,9 +17,10 @@ pub mod table_gen;
 mod time;
 mod validate;
 
+pub use compartment::{patient_reference, patients_of};
 pub use model::{Model, model};
 pub use time::fhir_time_range;
-pub use validate::{Issue, validate_resource};
+pub use validate::{Issue, is_valid_id, validate_resource};
 
 /// The codes of an array of `Coding`s or `CodeableConcept`s (`[{code}]` or `[{coding: [{code}]}]`).
 pub fn codes(v: &serde_json::Value) -> Vec<String> {

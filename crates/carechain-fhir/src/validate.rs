@@ -102,7 +102,23 @@ fn resource_at(cx: &mut Ctx<'_>, v: &Value, at: &At<'_>, depth: usize) {
         At::Root("") => At::Root(rt),
         _ => At::Resource(at, rt),
     };
+    // `Resource.id` is typed `string` in the definitions, but the spec requires id syntax.
+    if let Some(id) = obj.get("id")
+        && !id.as_str().is_some_and(is_valid_id)
+    {
+        cx.issue(
+            &At::Key(&display, "id"),
+            "not a valid id ([A-Za-z0-9-.]{1,64})",
+        );
+    }
     object(cx, rt, "", obj, &display, true, depth + 1);
+}
+
+/// Whether `s` is a FHIR resource id: `[A-Za-z0-9\-\.]{1,64}`.
+pub fn is_valid_id(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 /// Whether `key` is the type name `t` with its first letter capitalized (`valueQuantity`'s

@@ -10,6 +10,8 @@
 //! ciphertext of every version (the commitments stay, marked erased) after which reads are
 //! `Gone`.
 
+mod links;
+
 use std::path::Path;
 
 use borsh::{BorshDeserialize, BorshSerialize};
@@ -22,6 +24,8 @@ use carechain_vault::{
 use parking_lot::Mutex;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::{Value, json};
+
+pub use links::{ActivationCode, LinkError, claim_message};
 
 /// Versions sealed per thread at least when a batch is sealed on several threads.
 const SEALS_PER_THREAD: usize = 32;
@@ -85,8 +89,13 @@ pub struct VersionMeta {
     pub deleted: bool,
     /// Content destroyed by erasure.
     pub erased: bool,
-    /// The patient (`Patient/<id>`) whose record this is.
+    /// The patient (`Patient/<id>`) whose record this is: the compartment its ciphertext is
+    /// bound to and its audit events go to (the first of `patients` its subject, patient or
+    /// beneficiary names, else the first of `patients`).
     pub patient: Option<String>,
+    /// Every patient whose compartment the version is in (the official Patient compartment
+    /// definition; sorted): access is decided by each of their consents.
+    pub patients: Vec<String>,
     /// The organization that wrote this version.
     pub author: Option<String>,
     /// Category codes (for consent by data class).
@@ -140,6 +149,9 @@ pub struct Written {
     pub meta: VersionMeta,
     /// The resource as stored (with `id` and `meta`), or `None` for a deletion.
     pub resource: Option<Value>,
+    /// The current version's metadata when this one was prepared (under the resource's write
+    /// lock): what an access decision on an update or deletion is taken on.
+    pub stored: Option<VersionMeta>,
     /// The blob store's mark after the ciphertext was staged (what the metadata commit
     /// must have synced).
     blob_mark: u64,
@@ -192,6 +204,21 @@ impl NewVersion {
             server_built: false,
         }
     }
+}
+
+/// A create for [`RecordStore::create_anchored`].
+#[derive(Clone, Debug)]
+pub struct NewCreate<'a> {
+    /// The resource (its id is assigned).
+    pub resource: Value,
+    /// Compartment override.
+    pub patient: Option<&'a str>,
+    /// The authoring organization.
+    pub author: Option<&'a str>,
+    /// Who else the data key is wrapped to (the patient), beside the node.
+    pub also: &'a [PublicEncryptionKey],
+    /// When (ms since the Unix epoch).
+    pub now_ms: u64,
 }
 
 /// One entry of a resource's history.
@@ -332,17 +359,33 @@ pub fn new_id() -> Result<String, RecordError> {
     Ok(hex::encode(b))
 }
 
-/// The patient a resource belongs to, from its own id (Patient) or its subject / patient /
-/// beneficiary reference.
+/// The patient a resource belongs to (its primary compartment): itself for a Patient, else
+/// the patient its subject, patient or beneficiary names, else the first patient of its
+/// compartments ([`carechain_fhir::patients_of`]).
 pub fn patient_of(resource_type: &str, id: &str, r: &Value) -> Option<String> {
+    primary_patient(
+        resource_type,
+        id,
+        r,
+        &carechain_fhir::patients_of(resource_type, id, r),
+    )
+}
+
+fn primary_patient(
+    resource_type: &str,
+    id: &str,
+    r: &Value,
+    patients: &[String],
+) -> Option<String> {
     if resource_type == "Patient" {
         return Some(format!("Patient/{id}"));
     }
     ["subject", "patient", "beneficiary"]
         .iter()
         .filter_map(|f| r[*f]["reference"].as_str())
-        .find(|s| s.starts_with("Patient/"))
-        .map(str::to_string)
+        .filter_map(carechain_fhir::patient_reference)
+        .find(|p| patients.contains(p))
+        .or_else(|| patients.first().cloned())
 }
 
 impl RecordStore {
@@ -369,6 +412,7 @@ impl<B: BlobStore> RecordStore<B> {
         txn.open_table(BY_PATIENT).map_err(db)?;
         txn.open_table(PENDING).map_err(db)?;
         txn.open_table(ERASING).map_err(db)?;
+        Self::open_link_tables(&txn)?;
         txn.commit().map_err(db)?;
         let store = RecordStore {
             db: database,
@@ -539,6 +583,21 @@ impl<B: BlobStore> RecordStore<B> {
             return Err(RecordError::Erased(key));
         }
         let version = current.unwrap_or(0) + 1;
+        // The authoring organization is the one that created the resource: an update never
+        // makes its writer the author (authorship grants access).
+        let stored = match current {
+            Some(cur) => Some(self.meta(&rt, id, Some(cur))?),
+            None => None,
+        };
+        let author = match &stored {
+            Some(m) => m.author.clone(),
+            None => author.map(str::to_string),
+        };
+        let patients = match &patient {
+            Some(p) => vec![p.clone()],
+            None => carechain_fhir::patients_of(&rt, id, &resource),
+        };
+        let patient = patient.or_else(|| primary_patient(&rt, id, &resource, &patients));
         // Server-assigned meta, then validation of exactly what will be stored.
         let mut meta_json = resource["meta"].as_object().cloned().unwrap_or_default();
         meta_json.insert("versionId".into(), json!(version.to_string()));
@@ -552,8 +611,9 @@ impl<B: BlobStore> RecordStore<B> {
             last_updated_ms: now_ms,
             deleted: false,
             erased: false,
-            patient: patient.or_else(|| patient_of(&rt, id, &resource)),
-            author: author.map(str::to_string),
+            patient,
+            patients,
+            author,
             categories: codes(&resource["category"]),
             labels: codes(&resource["meta"]["security"]),
             commitment: None,
@@ -565,6 +625,7 @@ impl<B: BlobStore> RecordStore<B> {
             id: id.to_string(),
             meta,
             resource: Some(resource),
+            stored,
             blob_mark: 0,
             plaintext: Vec::new(),
         };
@@ -613,15 +674,19 @@ impl<B: BlobStore> RecordStore<B> {
         Ok(w)
     }
 
-    /// Writes several versions atomically: all are validated and sealed first, then
-    /// `anchor` is called with them (to put their commitments on the ledger), then all
-    /// metadata is committed in one transaction with the anchors. If anything fails, nothing
-    /// becomes visible (sealed blobs left behind are unreferenced ciphertext).
+    /// Writes several versions atomically: all are validated first, then `authorize` decides
+    /// on them — each with the metadata of the version it replaces (`Written::stored`), read
+    /// under the resources' write locks, so the decision is on the records as stored — then
+    /// they are sealed, `anchor` is called with them (to put their commitments on the
+    /// ledger), and all metadata is committed in one transaction with the anchors. If
+    /// anything fails, nothing becomes visible (sealed blobs left behind are unreferenced
+    /// ciphertext).
     pub fn write_many<E: From<RecordError>>(
         &self,
         items: Vec<NewVersion>,
         author: Option<&str>,
         now_ms: u64,
+        authorize: impl FnOnce(&[Written]) -> Result<(), E>,
         anchor: impl FnOnce(&[Written]) -> Result<Vec<Anchor>, E>,
     ) -> Result<Vec<Written>, E> {
         let mut keys = std::collections::BTreeSet::new();
@@ -659,7 +724,8 @@ impl<B: BlobStore> RecordStore<B> {
                 !it.server_built,
             )?);
         }
-        // Every version is valid: only now is anything encrypted and staged — on every core
+        authorize(&written)?;
+        // Every version is valid and allowed: only now is anything encrypted and staged — on every core
         // when there are enough versions to be worth a thread (each seal serializes and
         // encrypts one version, some microseconds; starting a thread costs about as much as
         // sealing a few dozen).
@@ -774,8 +840,10 @@ impl<B: BlobStore> RecordStore<B> {
                 if e.head {
                     h.insert(key, meta.version).map_err(db)?;
                 }
-                if let (Some(pt), Some((rt, id))) = (&meta.patient, key.split_once('/')) {
-                    bp.insert((pt.as_str(), rt, id), ()).map_err(db)?;
+                if let Some((rt, id)) = key.split_once('/') {
+                    for pt in meta.patient.iter().chain(&meta.patients) {
+                        bp.insert((pt.as_str(), rt, id), ()).map_err(db)?;
+                    }
                 }
                 if e.pending
                     && let Some(a) = &meta.anchor
@@ -811,7 +879,7 @@ impl<B: BlobStore> RecordStore<B> {
             }
             match (meta, key.split_once('/')) {
                 (Some(meta), Some((rt, id))) => {
-                    if let Some(pt) = &meta.patient {
+                    for pt in meta.patient.iter().chain(&meta.patients) {
                         bp.remove((pt.as_str(), rt, id)).map_err(db)?;
                     }
                     let ctx = Self::context(rt, id, &meta);
@@ -868,30 +936,28 @@ impl<B: BlobStore> RecordStore<B> {
     /// then can anyone read the resource. A crash in between is settled at the next open by
     /// [`RecordStore::settle_pending`]; a failed `settle` removes the create again. Creates
     /// of different resources run in parallel and share their commits.
-    #[allow(clippy::too_many_arguments)]
     pub fn create_anchored<E: From<RecordError>>(
         &self,
-        resource: Value,
-        patient: Option<&str>,
-        author: Option<&str>,
-        also: &[PublicEncryptionKey],
-        now_ms: u64,
+        create: NewCreate<'_>,
+        authorize: impl FnOnce(&Written) -> Result<(), E>,
         submit: impl FnOnce(&Written) -> Result<Anchor, E>,
         settle: impl FnOnce(&Anchor) -> Result<(), E>,
     ) -> Result<Written, E> {
         let id = new_id()?;
         let mut w = self.prepare(
-            resource,
+            create.resource,
             &id,
             None,
-            author,
-            also,
-            now_ms,
+            create.author,
+            &[],
+            create.now_ms,
             true,
-            patient.map(str::to_string),
-            true,
+            create.patient.map(str::to_string),
+            false,
             true,
         )?;
+        authorize(&w)?;
+        self.seal(&mut w, create.also)?;
         let anchor = submit(&w)?;
         w.meta.anchor = Some(anchor.clone());
         let key = format!("{}/{}", w.resource_type, w.id);
@@ -987,13 +1053,14 @@ impl<B: BlobStore> RecordStore<B> {
             commitment: None,
             sealed: None,
             anchor: None,
-            ..prev
+            ..prev.clone()
         };
         Ok(Written {
             resource_type: resource_type.into(),
             id: id.into(),
             meta,
             resource: None,
+            stored: Some(prev),
             blob_mark: 0,
             plaintext: Vec::new(),
         })

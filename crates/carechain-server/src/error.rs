@@ -82,3 +82,8 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+/// The HTTP status of a service failure (the one mapping, [`ErrorKind::http_status`]).
+pub fn fhir_status(kind: carechain_service::ErrorKind) -> StatusCode {
+    StatusCode::from_u16(kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}

@@ -12,7 +12,7 @@ use axum::{
     routing::{get, post},
 };
 use carechain_node::Node;
-use carechain_service::{Purpose, Service, ServiceError, Session};
+use carechain_service::{ErrorKind, Purpose, Service, ServiceError, Session};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -54,8 +54,10 @@ struct Fail(ServiceError);
 
 impl IntoResponse for Fail {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if let Some(src) = &self.0.source {
+            tracing::error!(error = %src, "request failed");
+        }
+        let status = crate::error::fhir_status(self.0.kind);
         let mut r = (status, Json(self.0.outcome())).into_response();
         r.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
@@ -73,13 +75,8 @@ impl From<ServiceError> for Fail {
     }
 }
 
-fn err(status: u16, code: &'static str, msg: &str) -> Fail {
-    Fail(ServiceError {
-        status,
-        code,
-        message: msg.to_string(),
-        issues: vec![],
-    })
+fn err(kind: ErrorKind, msg: &str) -> Fail {
+    Fail(ServiceError::new(kind, msg))
 }
 
 fn fhir(status: StatusCode, body: Value) -> Response {
@@ -116,8 +113,7 @@ fn check_type(rt: &str) -> Result<(), Fail> {
         Ok(())
     } else {
         Err(err(
-            404,
-            "not-supported",
+            ErrorKind::UnknownType,
             &format!("unknown resource type {rt}"),
         ))
     }
@@ -128,7 +124,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, Fail> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|_| err(500, "exception", "internal error"))?
+        .map_err(|_| err(ErrorKind::Internal, "internal error"))?
         .map_err(Fail)
 }
 
@@ -144,20 +140,18 @@ fn parse_body(
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             err(
-                413,
-                "too-costly",
+                ErrorKind::TooCostly,
                 &format!("the body is larger than {MAX_RESOURCE_BYTES} bytes"),
             )
         } else {
-            err(400, "structure", "the body could not be read")
+            err(ErrorKind::Structure, "the body could not be read")
         }
     })?;
     let v: Value = serde_json::from_slice(&body)
-        .map_err(|e| err(400, "structure", &format!("body is not JSON: {e}")))?;
+        .map_err(|e| err(ErrorKind::Structure, &format!("body is not JSON: {e}")))?;
     if !v.is_object() {
         return Err(err(
-            400,
-            "structure",
+            ErrorKind::Structure,
             "body must be a JSON object (a FHIR resource)",
         ));
     }
@@ -170,12 +164,12 @@ fn if_match(h: &HeaderMap) -> Result<Option<u64>, Fail> {
     };
     let s = v
         .to_str()
-        .map_err(|_| err(400, "invalid", "bad If-Match"))?;
+        .map_err(|_| err(ErrorKind::BadRequest, "bad If-Match"))?;
     let inner = s.trim().trim_start_matches("W/").trim_matches('"');
     inner
         .parse()
         .map(Some)
-        .map_err(|_| err(400, "invalid", "If-Match must be W/\"<version>\""))
+        .map_err(|_| err(ErrorKind::BadRequest, "If-Match must be W/\"<version>\""))
 }
 
 fn served(status: StatusCode, rt: &str, id: &str, r: carechain_service::Served) -> Response {
@@ -230,7 +224,7 @@ async fn create(
     let condition = match h.get("if-none-exist") {
         Some(c) => Some(
             c.to_str()
-                .map_err(|_| err(400, "invalid", "bad If-None-Exist"))?
+                .map_err(|_| err(ErrorKind::BadRequest, "bad If-None-Exist"))?
                 .to_string(),
         ),
         None => None,
@@ -274,10 +268,10 @@ fn serde_urlencoded_pairs(q: &str) -> Result<Vec<(String, String)>, Fail> {
     axum::extract::Query::<Vec<(String, String)>>::try_from_uri(
         &format!("/?{q}")
             .parse()
-            .map_err(|_| err(400, "invalid", "bad query string"))?,
+            .map_err(|_| err(ErrorKind::BadRequest, "bad query string"))?,
     )
     .map(|axum::extract::Query(v)| v)
-    .map_err(|_| err(400, "invalid", "bad query string"))
+    .map_err(|_| err(ErrorKind::BadRequest, "bad query string"))
 }
 
 async fn update(
@@ -336,7 +330,7 @@ async fn vread(
     check_type(&rt)?;
     let v: u64 = vid
         .parse()
-        .map_err(|_| err(400, "invalid", "version id must be a number"))?;
+        .map_err(|_| err(ErrorKind::BadRequest, "version id must be a number"))?;
     let sess = session(&s, &h).await?;
     let (svc, p, rt2, id2) = (s.service.clone(), purpose(&h), rt.clone(), id.clone());
     let r = blocking(move || svc.read(&sess, &p, &rt2, &id2, Some(v))).await?;
@@ -439,23 +433,24 @@ async fn history_type(
     for (k, v) in serde_urlencoded_pairs(uri.query().unwrap_or(""))? {
         match k.as_str() {
             "_since" => {
-                since =
-                    Some(carechain_service::parse_since(&v).ok_or_else(|| {
-                        err(400, "invalid", "_since must be a FHIR instant or date")
-                    })?)
+                since = Some(carechain_service::parse_since(&v).ok_or_else(|| {
+                    err(
+                        ErrorKind::BadRequest,
+                        "_since must be a FHIR instant or date",
+                    )
+                })?)
             }
             "_count" => {
                 count = v
                     .parse()
                     .ok()
                     .filter(|c| (1..=1000).contains(c))
-                    .ok_or_else(|| err(400, "invalid", "_count must be 1..1000"))?
+                    .ok_or_else(|| err(ErrorKind::BadRequest, "_count must be 1..1000"))?
             }
             "_format" | "_pretty" => {}
             other => {
                 return Err(err(
-                    400,
-                    "not-supported",
+                    ErrorKind::NotSupported,
                     &format!("{other} is not supported on _history (_since and _count are)"),
                 ));
             }
@@ -492,8 +487,7 @@ async fn compartment(
     check_type(&target)?;
     if rt != "Patient" {
         return Err(err(
-            400,
-            "not-supported",
+            ErrorKind::NotSupported,
             "only the Patient compartment is supported",
         ));
     }
@@ -502,8 +496,7 @@ async fn compartment(
         .find(|c| carechain_fhir::search::search_param(&target, c).is_some())
         .ok_or_else(|| {
             err(
-                400,
-                "not-supported",
+                ErrorKind::NotSupported,
                 &format!("{target} is not in the Patient compartment"),
             )
         })?;
@@ -527,19 +520,38 @@ async fn operation(
     State(s): State<FhirState>,
     Path((rt, id, op)): Path<(String, String, String)>,
     h: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, Fail> {
     check_type(&rt)?;
-    if op != "$erase" {
-        return Err(err(
-            404,
-            "not-supported",
-            &format!("operation {op} is not supported"),
-        ));
-    }
     let sess = session(&s, &h).await?;
     let (svc, p) = (s.service.clone(), purpose(&h));
-    let cert = blocking(move || svc.erase(&sess, &p, &rt, &id)).await?;
-    Ok((StatusCode::OK, Json(cert)).into_response())
+    let out = match (rt.as_str(), op.as_str()) {
+        (_, "$erase") => blocking(move || svc.erase(&sess, &p, &rt, &id)).await?,
+        ("Patient", "$activation-code") => {
+            blocking(move || svc.activation_code(&sess, &p, &id)).await?
+        }
+        ("Patient", "$claim") => {
+            let v = parse_body(body)?;
+            let field = |k: &str| {
+                v[k].as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| err(ErrorKind::BadRequest, &format!("$claim needs \"{k}\"")))
+            };
+            let req = carechain_service::ClaimRequest {
+                patient_id: id,
+                code: field("code")?,
+                signature: field("signature")?,
+            };
+            blocking(move || svc.claim(&sess, &p, &req)).await?
+        }
+        _ => {
+            return Err(err(
+                ErrorKind::NotFound,
+                &format!("operation {op} is not supported on {rt}"),
+            ));
+        }
+    };
+    Ok((StatusCode::OK, Json(out)).into_response())
 }
 
 pub(crate) fn with_proofs(node: &Node, mut entries: Vec<Value>) -> Vec<Value> {
@@ -666,7 +678,8 @@ async fn token(
     let svc = s.service.clone();
     match tokio::task::spawn_blocking(move || svc.issue_token(&assertion, &scope)).await {
         Ok(Ok((token, expires, scope))) => Json(json!({"access_token": token, "token_type": "Bearer", "expires_in": expires, "scope": scope})).into_response(),
-        Ok(Err(e)) if e.status == 401 => oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", &e.message),
+        Ok(Err(e)) if e.kind == ErrorKind::Unauthenticated => oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", &e.message),
+        Ok(Err(e)) if e.kind == ErrorKind::Busy => oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", &e.message),
         Ok(Err(e)) => oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", &e.message),
         Err(_) => oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error"),
     }

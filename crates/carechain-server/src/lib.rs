@@ -31,9 +31,49 @@ pub fn router_with(
     service: Arc<carechain_service::Service>,
     ui: UiOptions,
 ) -> Router {
+    let hosts = Arc::new(ui.allowed_hosts.clone());
     api::routes(node.clone())
         .merge(portal::routes(node.clone(), service.clone(), ui))
         .merge(fhir::routes(fhir::FhirState { node, service }))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            host_allowed(hosts.clone(), req, next)
+        }))
+}
+
+/// Refuses a request whose `Host` is not one this node answers to (DNS rebinding: a page
+/// of another site resolving its name to this node's address). An empty list allows any.
+async fn host_allowed(
+    hosts: Arc<Vec<String>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let host = req
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    let ok = hosts.is_empty() || host.as_ref().is_some_and(|h| hosts.iter().any(|a| a == h));
+    if ok {
+        next.run(req).await
+    } else {
+        ApiError::new(
+            axum::http::StatusCode::MISDIRECTED_REQUEST,
+            "host_not_allowed",
+            "this node does not answer to that Host (see --allowed-host)",
+        )
+        .into_response()
+    }
+}
+
+/// The hosts a node listening on `addr` answers to by default: the address itself, and for
+/// a loopback address also `localhost` at the same port.
+pub fn default_allowed_hosts(addr: SocketAddr) -> Vec<String> {
+    let mut out = vec![addr.to_string()];
+    if addr.ip().is_loopback() {
+        out.push(format!("localhost:{}", addr.port()));
+    }
+    out
 }
 
 /// Serves the API on `addr` until `shutdown` resolves.

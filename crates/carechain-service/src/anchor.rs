@@ -11,7 +11,7 @@ use carechain_types::{Payload, TxBody};
 use carechain_vault::pseudonym;
 use parking_lot::Mutex;
 
-use crate::{Service, ServiceError};
+use crate::{ErrorKind, Service, ServiceError};
 
 /// How long a caller waits for its anchor to become durable.
 const ANCHOR_WAIT: Duration = Duration::from_secs(10);
@@ -33,7 +33,7 @@ pub(crate) struct Request {
 }
 
 fn internal(m: &str) -> ServiceError {
-    ServiceError::new(500, "exception", m.to_string())
+    ServiceError::new(ErrorKind::Internal, m.to_string())
 }
 
 impl Service {
@@ -197,7 +197,7 @@ impl Service {
                         .filter_map(|r| r.as_ref().ok().map(|a| a.hash))
                         .collect()),
                     Some(SubmitError::Busy) => {
-                        Err(ServiceError::new(503, "transient", "ledger is busy; retry"))
+                        Err(ServiceError::new(ErrorKind::Busy, "ledger is busy; retry"))
                     }
                     Some(other) => Err(internal(&other.to_string())),
                 }
@@ -216,8 +216,7 @@ impl Service {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() || self.node.is_failed() {
                 return Err(ServiceError::new(
-                    503,
-                    "transient",
+                    ErrorKind::Busy,
                     "ledger did not commit in time",
                 ));
             }

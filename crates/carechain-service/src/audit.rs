@@ -24,7 +24,8 @@ use parking_lot::{Condvar, Mutex};
 use serde_json::{Value, json};
 
 use crate::{
-    ACT_REASON, DID_SYSTEM, Purpose, Service, ServiceError, Session, audit_commitment_of_bytes,
+    ACT_REASON, DID_SYSTEM, ErrorKind, Purpose, Service, ServiceError, Session,
+    receipt::audit_commitment_of_bytes,
 };
 use carechain_node::now_ms;
 
@@ -187,7 +188,7 @@ impl Service {
         let ok = match self.store_audits(batch) {
             Ok(()) => true,
             Err(e) => {
-                tracing::error!(code = e.code, events, "audit events could not be recorded");
+                tracing::error!(error = %e, events, "audit events could not be recorded");
                 false
             }
         };
@@ -208,7 +209,7 @@ impl Service {
                 Some(p) => match keys.get(p) {
                     Some(k) => k.clone(),
                     None => {
-                        let k = self.recipients("AuditEvent", Some(p), &ev);
+                        let k = self.recipients(Some(p));
                         keys.insert(p.clone(), k.clone());
                         k
                     }
@@ -228,18 +229,22 @@ impl Service {
                 server_built: true,
             });
         }
-        self.records
-            .write_many(items, None, now_ms(), |ws: &[Written]| {
+        self.records.write_many(
+            items,
+            None,
+            now_ms(),
+            |_| Ok(()),
+            |ws: &[Written]| {
                 let mut salts = Vec::with_capacity(ws.len());
                 let mut tree = MemoryLog::new();
                 let mut commitments: Vec<Hash> = Vec::with_capacity(ws.len());
                 for w in ws {
                     if w.plaintext().is_empty() {
-                        return Err(ServiceError::new(500, "exception", "no audit content"));
+                        return Err(ServiceError::new(ErrorKind::Internal, "no audit content"));
                     }
                     let mut salt = [0u8; 32];
                     getrandom::fill(&mut salt)
-                        .map_err(|_| ServiceError::new(500, "exception", "randomness"))?;
+                        .map_err(|_| ServiceError::new(ErrorKind::Internal, "randomness"))?;
                     // The sealed bytes are the event's canonical JSON (what the access log
                     // serves and a verifier hashes).
                     let c = audit_commitment_of_bytes(&salt, w.plaintext());
@@ -255,7 +260,7 @@ impl Service {
                     .enumerate()
                     .map(|(i, (commitment, salt))| {
                         let proof = inclusion_proof(&tree, i as u64, size)
-                            .map_err(|_| ServiceError::new(500, "exception", "batch proof"))?;
+                            .map_err(|e| ServiceError::internal("batch proof", e))?;
                         Ok::<_, ServiceError>(Anchor {
                             tx,
                             commitment,
@@ -268,7 +273,8 @@ impl Service {
                         })
                     })
                     .collect()
-            })?;
+            },
+        )?;
         Ok(())
     }
 
@@ -279,7 +285,7 @@ impl Service {
             match self.anchor(payload.clone()) {
                 Ok(tx) => return Ok(tx),
                 Err(e) if attempt + 1 < ATTEMPTS => {
-                    tracing::warn!(code = e.code, attempt, "audit batch not anchored; retrying");
+                    tracing::warn!(error = %e, attempt, "audit batch not anchored; retrying");
                     std::thread::sleep(Duration::from_millis(20 << attempt));
                     attempt += 1;
                 }
@@ -288,19 +294,9 @@ impl Service {
         }
     }
 
-    /// Records an audit event (IHE BALP style) for an interaction on a patient's record.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn audit(
-        &self,
-        s: &Session,
-        purpose: &Purpose,
-        interaction: &str,
-        action: &str,
-        what: &str,
-        patient: Option<&str>,
-        outcome: &str,
-        note: &str,
-    ) {
+    /// Records an audit event (IHE BALP style) for an interaction on a patient's record (or
+    /// on none: `entry.patient` is `None`).
+    pub(crate) fn audit(&self, s: &Session, purpose: &Purpose, entry: AuditEntry<'_>) {
         let mut agent = json!({
             "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]},
             "who": {"identifier": {"system": DID_SYSTEM, "value": s.did.to_string()}},
@@ -311,19 +307,19 @@ impl Service {
             agent["extension"] = json!([{"url": "http://carechain.example/fhir/StructureDefinition/agent-organization", "valueIdentifier": {"system": DID_SYSTEM, "value": o.to_string()}}]);
         }
         let mut entity = vec![
-            json!({"what": {"reference": what}, "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"}}),
+            json!({"what": {"reference": entry.what}, "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"}}),
         ];
-        if let Some(p) = patient {
+        if let Some(p) = entry.patient {
             entity.push(json!({"what": {"reference": p}, "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1"}}));
         }
         let mut ev = json!({
             "resourceType": "AuditEvent",
             "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
-            "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": interaction}],
-            "action": action,
+            "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": entry.interaction.code()}],
+            "action": entry.interaction.balp_action(),
             "recorded": format_instant(now_ms()),
-            "outcome": outcome,
-            "outcomeDesc": note,
+            "outcome": entry.outcome.code(),
+            "outcomeDesc": entry.note,
             "purposeOfEvent": [{"coding": [{"system": ACT_REASON, "code": purpose.code}]}],
             "source": {"observer": {"identifier": {"system": DID_SYSTEM, "value": self.node_did}}},
         });
@@ -331,7 +327,7 @@ impl Service {
         ev["agent"] = Value::Array(vec![agent]);
         ev["entity"] = Value::Array(entity);
         // AuditEvent has no `patient` element: the store's compartment is given alongside.
-        let ticket = self.audit_queue.push(ev, patient.map(str::to_string));
+        let ticket = self.audit_queue.push(ev, entry.patient.map(str::to_string));
         if self
             .audit_queue
             .durable_answers
@@ -340,5 +336,156 @@ impl Service {
         {
             tracing::error!("audit event could not be recorded");
         }
+    }
+
+    /// [`Service::audit`] once for each of `patients` (once with none when it is empty): a
+    /// record in several compartments is on each patient's access log.
+    pub(crate) fn audit_each(
+        &self,
+        s: &Session,
+        purpose: &Purpose,
+        entry: AuditEntry<'_>,
+        patients: &[String],
+    ) {
+        if patients.is_empty() {
+            self.audit(s, purpose, entry);
+        }
+        for p in patients {
+            self.audit(
+                s,
+                purpose,
+                AuditEntry {
+                    patient: Some(p),
+                    ..entry
+                },
+            );
+        }
+    }
+}
+
+/// The FHIR restful interaction (or operation) an audit event records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interaction {
+    /// `read`
+    Read,
+    /// `vread`
+    Vread,
+    /// `update`
+    Update,
+    /// `create`
+    Create,
+    /// `delete`
+    Delete,
+    /// `history-instance`
+    HistoryInstance,
+    /// `history-type`
+    HistoryType,
+    /// `search-type`
+    SearchType,
+    /// `transaction`
+    Transaction,
+    /// `batch`
+    Batch,
+    /// `$erase`
+    Erase,
+    /// `$envelope` (the patient takes her ciphertext)
+    Envelope,
+    /// The patient reads her access log.
+    AccessLog,
+    /// A patient claims her record, or an activation code is issued for it.
+    Claim,
+}
+
+impl Interaction {
+    /// The `restful-interaction` code (or this node's operation name).
+    pub fn code(self) -> &'static str {
+        match self {
+            Interaction::Read | Interaction::Envelope => "read",
+            Interaction::Vread => "vread",
+            Interaction::Update => "update",
+            Interaction::Create => "create",
+            Interaction::Delete => "delete",
+            Interaction::HistoryInstance => "history-instance",
+            Interaction::HistoryType => "history-type",
+            Interaction::SearchType => "search-type",
+            Interaction::Transaction => "transaction",
+            Interaction::Batch => "batch",
+            Interaction::Erase => "erase",
+            Interaction::AccessLog => "access-log",
+            Interaction::Claim => "claim",
+        }
+    }
+
+    /// The AuditEvent `action` (C R U D E).
+    pub fn balp_action(self) -> &'static str {
+        match self {
+            Interaction::Create | Interaction::Transaction | Interaction::Claim => "C",
+            Interaction::Update => "U",
+            Interaction::Delete | Interaction::Erase => "D",
+            Interaction::SearchType | Interaction::Batch => "E",
+            _ => "R",
+        }
+    }
+}
+
+/// An audit event's outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// `0`: success.
+    Success,
+    /// `4`: refused (or a minor failure).
+    Refused,
+    /// `8`: a serious failure.
+    Failed,
+}
+
+impl Outcome {
+    /// The AuditEvent outcome code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Outcome::Success => "0",
+            Outcome::Refused => "4",
+            Outcome::Failed => "8",
+        }
+    }
+}
+
+/// What one audit event says.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AuditEntry<'a> {
+    pub(crate) interaction: Interaction,
+    /// The entity (`Type/id[/_history/n]`, or a type for searches).
+    pub(crate) what: &'a str,
+    /// The patient whose log it goes to.
+    pub(crate) patient: Option<&'a str>,
+    pub(crate) outcome: Outcome,
+    /// The note (`outcomeDesc`): never health data.
+    pub(crate) note: &'a str,
+}
+
+impl<'a> AuditEntry<'a> {
+    pub(crate) fn new(
+        interaction: Interaction,
+        what: &'a str,
+        patient: Option<&'a str>,
+        outcome: Outcome,
+        note: &'a str,
+    ) -> AuditEntry<'a> {
+        AuditEntry {
+            interaction,
+            what,
+            patient,
+            outcome,
+            note,
+        }
+    }
+
+    pub(crate) fn allowed(
+        interaction: Interaction,
+        what: &'a str,
+        patient: Option<&'a str>,
+        note: &'a str,
+    ) -> AuditEntry<'a> {
+        AuditEntry::new(interaction, what, patient, Outcome::Success, note)
     }
 }

@@ -36,6 +36,12 @@ pub enum AuthError {
     /// No token, or an unknown or expired one.
     #[error("missing, unknown or expired bearer token")]
     BadToken,
+    /// The assertion was used before (its `jti`).
+    #[error("client assertion was already used (jti)")]
+    Replayed,
+    /// Too many tokens, assertions or sign-ins at once: try again later.
+    #[error("too many tokens or sign-ins in progress; try again later")]
+    Busy,
 }
 
 /// What a scope lets through: a context (`patient`, `user`, `system`), a resource type (or
@@ -107,6 +113,8 @@ pub struct Session {
     pub scopes: Vec<Scope>,
     /// Expiry (ms since the epoch).
     pub expires_ms: u64,
+    /// The identity's key when the session began: the session ends when it rotates.
+    pub key: PublicKey,
 }
 
 impl Session {
@@ -125,6 +133,10 @@ pub struct Assertion {
     pub client: Did,
     /// Expiry (seconds).
     pub exp: u64,
+    /// The assertion's id (`jti`): each assertion mints one token.
+    pub jti: String,
+    /// The key it verified under.
+    pub key: PublicKey,
 }
 
 /// Verifies a compact JWS client assertion: `alg` must be `EdDSA`, `iss` = `sub` = a did:key,
@@ -183,6 +195,11 @@ pub fn verify_assertion(
     if exp <= now_s || exp > now_s + 300 {
         return Err(AuthError::Expired);
     }
+    let jti = claims["jti"]
+        .as_str()
+        .filter(|j| !j.is_empty() && j.len() <= 256)
+        .ok_or(AuthError::BadAssertion("no jti (1..256 characters)"))?
+        .to_string();
     let client: Did = iss
         .parse()
         .map_err(|_| AuthError::BadAssertion("iss is not a did:key"))?;
@@ -194,7 +211,12 @@ pub fn verify_assertion(
     let signing_input = &jwt[..h.len() + 1 + p.len()];
     key.verify_raw(signing_input.as_bytes(), &Signature(sig))
         .map_err(|_| AuthError::BadSignature)?;
-    Ok(Assertion { client, exp })
+    Ok(Assertion {
+        client,
+        exp,
+        jti,
+        key,
+    })
 }
 
 /// Makes a compact EdDSA JWS client assertion (for the CLI, tests and demo login).
@@ -210,81 +232,221 @@ pub fn make_assertion(key: &carechain_crypto::SecretKey, audience: &str, now_s: 
     format!("{input}.{}", B64URL.encode(sig.0))
 }
 
-/// Issued bearer tokens.
+/// Live tokens one identity may hold: issuing another ends its oldest.
+pub const TOKENS_PER_IDENTITY: usize = 32;
+/// Live tokens in all: beyond it (after expired ones are dropped) issuing refuses (`Busy`).
+pub const MAX_TOKENS: usize = 200_000;
+/// Assertion ids remembered for replay checks, per identity and in all.
+pub const JTIS_PER_IDENTITY: usize = 1_024;
+const MAX_JTIS: usize = 200_000;
+
+#[derive(Default)]
+struct TokenTable {
+    sessions: HashMap<String, Session>,
+    /// Each identity's live tokens, oldest first.
+    by_identity: HashMap<Did, std::collections::VecDeque<String>>,
+    /// Assertion `(iss, jti)` seen, with their expiry (s): each works once.
+    jtis: HashMap<(Did, String), u64>,
+    jtis_by_identity: HashMap<Did, usize>,
+}
+
+impl TokenTable {
+    fn drop_expired(&mut self, now_ms: u64) {
+        let TokenTable {
+            sessions,
+            by_identity,
+            ..
+        } = self;
+        sessions.retain(|_, s| s.expires_ms > now_ms);
+        by_identity.retain(|_, q| {
+            q.retain(|t| sessions.contains_key(t));
+            !q.is_empty()
+        });
+    }
+
+    fn drop_expired_jtis(&mut self, now_s: u64) {
+        self.jtis.retain(|_, exp| *exp > now_s);
+        let mut counts: HashMap<Did, usize> = HashMap::new();
+        for (d, _) in self.jtis.keys() {
+            *counts.entry(*d).or_default() += 1;
+        }
+        self.jtis_by_identity = counts;
+    }
+}
+
+/// Issued bearer tokens, bounded: at most [`TOKENS_PER_IDENTITY`] per identity (the oldest
+/// ends first) and [`MAX_TOKENS`] in all (expired ones are dropped first; a full table
+/// refuses new tokens rather than dropping live ones). Also the replay cache of client
+/// assertions (`jti`).
 #[derive(Default)]
 pub struct Tokens {
-    sessions: Mutex<HashMap<String, Session>>,
+    table: Mutex<TokenTable>,
 }
 
 impl Tokens {
     /// Issues an opaque token for a session.
-    pub fn issue(&self, session: Session) -> Result<String, AuthError> {
+    pub fn issue(&self, session: Session, now_ms: u64) -> Result<String, AuthError> {
         let mut b = [0u8; 32];
         getrandom::fill(&mut b).map_err(|_| AuthError::BadToken)?;
         let token = B64URL.encode(b);
-        let mut s = self.sessions.lock();
-        if s.len() > 100_000 {
-            let now = session.expires_ms.saturating_sub(3_600_000);
-            s.retain(|_, v| v.expires_ms > now);
+        let mut t = self.table.lock();
+        if t.sessions.len() >= MAX_TOKENS {
+            t.drop_expired(now_ms);
+            if t.sessions.len() >= MAX_TOKENS {
+                return Err(AuthError::Busy);
+            }
         }
-        s.insert(token.clone(), session);
+        let did = session.did;
+        let queue = t.by_identity.entry(did).or_default();
+        queue.push_back(token.clone());
+        let evicted = (queue.len() > TOKENS_PER_IDENTITY)
+            .then(|| queue.pop_front())
+            .flatten();
+        if let Some(old) = evicted {
+            t.sessions.remove(&old);
+        }
+        t.sessions.insert(token.clone(), session);
         Ok(token)
     }
 
-    /// Forgets a token (sign-out).
+    /// Records a client assertion's `jti` until it expires: `Replayed` if it was seen.
+    pub fn use_assertion(&self, a: &Assertion, now_s: u64) -> Result<(), AuthError> {
+        let mut t = self.table.lock();
+        let key = (a.client, a.jti.clone());
+        if t.jtis.get(&key).is_some_and(|exp| *exp > now_s) {
+            return Err(AuthError::Replayed);
+        }
+        if t.jtis.len() >= MAX_JTIS
+            || t.jtis_by_identity.get(&a.client).copied().unwrap_or(0) >= JTIS_PER_IDENTITY
+        {
+            t.drop_expired_jtis(now_s);
+            if t.jtis.len() >= MAX_JTIS
+                || t.jtis_by_identity.get(&a.client).copied().unwrap_or(0) >= JTIS_PER_IDENTITY
+            {
+                return Err(AuthError::Busy);
+            }
+        }
+        t.jtis.insert(key, a.exp);
+        *t.jtis_by_identity.entry(a.client).or_default() += 1;
+        Ok(())
+    }
+
+    /// Forgets a token (sign-out, revocation).
     pub fn revoke(&self, token: &str) {
-        self.sessions.lock().remove(token);
+        let mut t = self.table.lock();
+        if let Some(s) = t.sessions.remove(token)
+            && let Some(q) = t.by_identity.get_mut(&s.did)
+        {
+            q.retain(|x| x != token);
+        }
     }
 
     /// The session of a bearer token, if valid at `now_ms`.
     pub fn session(&self, token: &str, now_ms: u64) -> Result<Session, AuthError> {
-        let s = self.sessions.lock();
-        match s.get(token) {
+        let t = self.table.lock();
+        match t.sessions.get(token) {
             Some(sess) if sess.expires_ms > now_ms => Ok(sess.clone()),
             _ => Err(AuthError::BadToken),
         }
+    }
+
+    /// Live tokens (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.table.lock().sessions.len()
+    }
+
+    /// Whether no token is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
 /// How long a sign-in challenge stays valid.
 pub const CHALLENGE_TTL_MS: u64 = 5 * 60 * 1000;
+/// Answered challenges remembered (until they expire) so that each works once.
+const MAX_USED_CHALLENGES: usize = 200_000;
 
-/// Outstanding sign-in challenges (the browser signs one with the identity's key, WebCrypto
-/// Ed25519, over [`carechain_crypto::Namespace::Challenge`]). Each can be answered once.
-#[derive(Default)]
+/// Sign-in challenges (the browser signs one with the identity's key, WebCrypto Ed25519,
+/// over [`carechain_crypto::Namespace::Challenge`]). A challenge is not stored when issued:
+/// it carries its own HMAC under a key only this node has, so that anonymous requests for
+/// challenges take no memory and cannot crowd anyone out. A challenge answered with a valid
+/// signature is remembered until it expires, so each works once.
 pub struct Challenges {
-    open: Mutex<HashMap<String, (Did, u64)>>,
+    mac_key: ring::hmac::Key,
+    used: Mutex<HashMap<String, u64>>,
 }
 
 impl Challenges {
+    /// Challenges authenticated under a key derived from `secret`.
+    pub fn new(secret: &[u8; 32]) -> Challenges {
+        Challenges {
+            mac_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret),
+            used: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn mac(&self, body: &str) -> String {
+        hex::encode(ring::hmac::sign(&self.mac_key, body.as_bytes()).as_ref())
+    }
+
     /// A fresh challenge text for `did`, naming the audience (this node) and an expiry.
     pub fn issue(&self, did: &Did, audience: &str, now_ms: u64) -> Result<String, AuthError> {
-        let mut nonce = [0u8; 32];
+        let mut nonce = [0u8; 16];
         getrandom::fill(&mut nonce).map_err(|_| AuthError::BadToken)?;
         let expires = now_ms + CHALLENGE_TTL_MS;
-        let text = format!(
+        let body = format!(
             "carechain sign-in\naudience: {audience}\ndid: {did}\nnonce: {}\nexpires: {expires}\n",
             hex::encode(nonce)
         );
-        let mut open = self.open.lock();
-        if open.len() >= 10_000 {
-            open.retain(|_, (_, e)| *e > now_ms);
-            if open.len() >= 10_000 {
-                return Err(AuthError::BadAssertion("too many sign-ins in progress"));
-            }
-        }
-        open.insert(text.clone(), (*did, expires));
-        Ok(text)
+        let mac = self.mac(&body);
+        Ok(format!("{body}mac: {mac}\n"))
     }
 
-    /// Takes an answered challenge: it must be one this node issued to `did`, unexpired, and
-    /// never used before (it is consumed whether or not the signature then verifies).
-    pub fn take(&self, did: &Did, text: &str, now_ms: u64) -> Result<(), AuthError> {
-        match self.open.lock().remove(text) {
-            Some((d, e)) if d == *did && e > now_ms => Ok(()),
-            Some((d, _)) if d == *did => Err(AuthError::Expired),
-            _ => Err(AuthError::BadAssertion("unknown or already used challenge")),
+    /// Checks an answered challenge before its signature is: one this node issued to `did`,
+    /// unexpired, and not answered before. Returns its expiry.
+    pub fn check(&self, did: &Did, text: &str, now_ms: u64) -> Result<u64, AuthError> {
+        let bad = || AuthError::BadAssertion("unknown or already used challenge");
+        let (body, mac_line) = text
+            .strip_suffix('\n')
+            .and_then(|t| t.rsplit_once('\n'))
+            .map(|(b, m)| (format!("{b}\n"), m))
+            .ok_or_else(bad)?;
+        let mac = mac_line.strip_prefix("mac: ").ok_or_else(bad)?;
+        let tag = hex::decode(mac).map_err(|_| bad())?;
+        ring::hmac::verify(&self.mac_key, body.as_bytes(), &tag).map_err(|_| bad())?;
+        let field = |name: &str| {
+            body.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::to_string)
+        };
+        if field("did: ").as_deref() != Some(did.to_string().as_str()) {
+            return Err(bad());
         }
+        let expires: u64 = field("expires: ")
+            .and_then(|e| e.parse().ok())
+            .ok_or_else(bad)?;
+        if expires <= now_ms {
+            return Err(AuthError::Expired);
+        }
+        if self.used.lock().contains_key(text) {
+            return Err(bad());
+        }
+        Ok(expires)
+    }
+
+    /// Marks a challenge answered (after its signature verified): it never works again.
+    pub fn mark_used(&self, text: &str, expires: u64, now_ms: u64) -> Result<(), AuthError> {
+        let mut used = self.used.lock();
+        if used.len() >= MAX_USED_CHALLENGES {
+            used.retain(|_, e| *e > now_ms);
+            if used.len() >= MAX_USED_CHALLENGES {
+                return Err(AuthError::Busy);
+            }
+        }
+        if used.insert(text.to_string(), expires).is_some() {
+            return Err(AuthError::BadAssertion("unknown or already used challenge"));
+        }
+        Ok(())
     }
 }
 
@@ -304,22 +466,82 @@ mod tests {
     use carechain_crypto::SecretKey;
 
     #[test]
-    fn challenges_are_single_use_bound_and_expire() {
-        let c = Challenges::default();
+    fn challenges_are_single_use_bound_unforgeable_and_expire() {
+        let c = Challenges::new(&[9; 32]);
         let a = SecretKey::from_seed(&[1; 32]).public().did();
         let b = SecretKey::from_seed(&[2; 32]).public().did();
         let t = c.issue(&a, "http://node", 1_000).unwrap();
         assert!(t.contains(&a.to_string()) && t.contains("audience: http://node"));
-        assert!(c.take(&b, &t, 2_000).is_err(), "bound to its did");
-        let t = c.issue(&a, "http://node", 1_000).unwrap();
-        c.take(&a, &t, 2_000).unwrap();
-        assert!(c.take(&a, &t, 2_000).is_err(), "single use");
+        assert!(c.check(&b, &t, 2_000).is_err(), "bound to its did");
+        let e = c.check(&a, &t, 2_000).unwrap();
+        c.mark_used(&t, e, 2_000).unwrap();
+        assert!(c.check(&a, &t, 2_000).is_err(), "single use");
+        assert!(c.mark_used(&t, e, 2_000).is_err(), "single use");
         let t = c.issue(&a, "http://node", 1_000).unwrap();
         assert_eq!(
-            c.take(&a, &t, 1_000 + CHALLENGE_TTL_MS).unwrap_err(),
+            c.check(&a, &t, 1_000 + CHALLENGE_TTL_MS).unwrap_err(),
             AuthError::Expired
         );
-        assert!(c.take(&a, "made up", 2_000).is_err());
+        assert!(c.check(&a, "made up", 2_000).is_err());
+        // Another node's challenge, or one with its expiry pushed out, is not this node's.
+        let other = Challenges::new(&[8; 32])
+            .issue(&a, "http://node", 1_000)
+            .unwrap();
+        assert!(c.check(&a, &other, 2_000).is_err());
+        let t = c.issue(&a, "http://node", 1_000).unwrap();
+        let stretched = t.replace(
+            &format!("expires: {}", 1_000 + CHALLENGE_TTL_MS),
+            "expires: 99999999999999",
+        );
+        assert_ne!(stretched, t);
+        assert!(c.check(&a, &stretched, 2_000).is_err());
+    }
+
+    #[test]
+    fn token_tables_are_bounded_per_identity_and_assertions_work_once() {
+        let tokens = Tokens::default();
+        let k = SecretKey::from_seed(&[5; 32]);
+        let session = Session {
+            did: k.public().did(),
+            role: Role::Practitioner,
+            organization: None,
+            scopes: vec![],
+            expires_ms: 10_000,
+            key: k.public(),
+        };
+        let first = tokens.issue(session.clone(), 1).unwrap();
+        let mut last = String::new();
+        for _ in 0..TOKENS_PER_IDENTITY {
+            last = tokens.issue(session.clone(), 1).unwrap();
+        }
+        assert_eq!(tokens.len(), TOKENS_PER_IDENTITY);
+        assert!(tokens.session(&first, 2).is_err(), "the oldest ended");
+        assert!(tokens.session(&last, 2).is_ok());
+        assert!(tokens.session(&last, 10_000).is_err(), "expired");
+        let a = Assertion {
+            client: k.public().did(),
+            exp: 100,
+            jti: "j1".into(),
+            key: k.public(),
+        };
+        tokens.use_assertion(&a, 50).unwrap();
+        assert_eq!(
+            tokens.use_assertion(&a, 60).unwrap_err(),
+            AuthError::Replayed
+        );
+        for i in 1..JTIS_PER_IDENTITY {
+            let mut b = a.clone();
+            b.jti = format!("x{i}");
+            tokens.use_assertion(&b, 50).unwrap();
+        }
+        let mut more = a.clone();
+        more.jti = "one too many".into();
+        assert_eq!(
+            tokens.use_assertion(&more, 50).unwrap_err(),
+            AuthError::Busy
+        );
+        // Once the earlier ones expired, the identity may go on.
+        assert!(tokens.use_assertion(&more, 100).is_ok());
     }
 
     #[test]
@@ -377,7 +599,7 @@ mod tests {
         );
         // Tampered payload.
         let mut parts: Vec<String> = jwt.split('.').map(str::to_string).collect();
-        parts[1] = B64URL.encode(serde_json::json!({"iss": k.public().did().to_string(), "sub": k.public().did().to_string(), "aud": aud, "exp": now + 200}).to_string());
+        parts[1] = B64URL.encode(serde_json::json!({"iss": k.public().did().to_string(), "sub": k.public().did().to_string(), "aud": aud, "exp": now + 200, "jti": "forged"}).to_string());
         assert_eq!(
             verify_assertion(&parts.join("."), aud, now, lookup).unwrap_err(),
             AuthError::BadSignature

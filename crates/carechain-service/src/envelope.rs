@@ -10,7 +10,11 @@ use carechain_vault::{
 };
 use serde_json::{Value, json};
 
-use crate::{Purpose, Service, ServiceError, Session};
+use crate::{
+    ErrorKind, Interaction, Purpose, Service, ServiceError, Session,
+    access::{Action, Record},
+    audit::AuditEntry,
+};
 
 impl Service {
     /// The envelope of the current version (or `version`) of one of the caller's own records.
@@ -22,40 +26,40 @@ impl Service {
         id: &str,
         version: Option<u64>,
     ) -> Result<Value, ServiceError> {
+        let c = self.caller(s, purpose);
+        crate::write::check_id(id)?;
+        self.scope_first(&c, Interaction::Envelope, rt, Some(id), 'r')?;
         let what = format!("{rt}/{id}");
         let meta = self.records.meta(rt, id, version)?;
-        if !self.is_owner(s, meta.patient.as_deref()) {
-            return Err(self.refuse(
-                s,
-                purpose,
-                "read",
-                "R",
-                &what,
-                meta.patient.as_deref(),
-                "denied: envelope for someone other than the patient",
-                "only the patient may take their record's envelope",
-            ));
-        }
+        self.authorize(
+            &c,
+            Interaction::Envelope,
+            &what,
+            Action::Envelope,
+            Some(&Record::of(rt, &meta)),
+            None,
+        )?;
         let sealed = meta
             .sealed
             .as_ref()
-            .ok_or_else(|| ServiceError::new(410, "deleted", "no content: deleted or erased"))?;
+            .ok_or_else(|| ServiceError::new(ErrorKind::Gone, "no content: deleted or erased"))?;
         let ciphertext = self
             .records
             .vault()
             .blobs()
             .get(&sealed.blob)
-            .map_err(|_| ServiceError::new(500, "exception", "blob store"))?
-            .ok_or_else(|| ServiceError::new(410, "deleted", "ciphertext erased"))?;
-        self.audit(
+            .map_err(|e| ServiceError::internal("blob store", e))?
+            .ok_or_else(|| ServiceError::new(ErrorKind::Gone, "ciphertext erased"))?;
+        self.audit_each(
             s,
             purpose,
-            "read",
-            "R",
-            &format!("{what}/_history/{}", meta.version),
-            meta.patient.as_deref(),
-            "0",
-            "envelope (ciphertext and wrapped keys) to the patient",
+            AuditEntry::allowed(
+                Interaction::Envelope,
+                &format!("{what}/_history/{}", meta.version),
+                None,
+                "envelope (ciphertext and wrapped keys) to the patient",
+            ),
+            &meta.patients,
         );
         Ok(json!({
             "context": {

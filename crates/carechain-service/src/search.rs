@@ -3,7 +3,7 @@
 //! history — every result, chained target, reverse-chain source and included resource
 //! filtered by the patient's consent.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use carechain_fhir::search::{
     SearchParam, SortValue, matches, references, search_param, single_target, sort_value,
@@ -11,7 +11,12 @@ use carechain_fhir::search::{
 use carechain_records::VersionMeta;
 use serde_json::{Value, json};
 
-use crate::{Purpose, Served, Service, ServiceError, Session};
+use crate::{
+    ErrorKind, Interaction, Purpose, Service, ServiceError, Session,
+    access::{Action, Record},
+    audit::AuditEntry,
+    read::Touched,
+};
 
 /// How deep a chain (`subject:Patient.organization.name`) may go.
 const MAX_CHAIN: usize = 3;
@@ -26,11 +31,11 @@ pub(crate) fn query_pairs(query: &str) -> Vec<(String, String)> {
 }
 
 fn bad(m: impl Into<String>) -> ServiceError {
-    ServiceError::new(400, "invalid", m)
+    ServiceError::bad(m)
 }
 
 fn unsupported(m: impl Into<String>) -> ServiceError {
-    ServiceError::new(400, "not-supported", m)
+    ServiceError::unsupported(m)
 }
 
 enum SortBy {
@@ -191,7 +196,8 @@ fn parse_include(v: &str, what: &str) -> Result<Include, ServiceError> {
 }
 
 impl Service {
-    /// Whether the caller may see a record under consent: `Some(break_glass)` if so.
+    /// Whether the caller may see a record (found by a search, or included or chained by
+    /// one): `Some(break_glass)` if so. Deleted and erased records are never found.
     fn visible(
         &self,
         s: &Session,
@@ -202,46 +208,49 @@ impl Service {
         if meta.deleted || meta.erased {
             return None;
         }
-        self.consent_gate(s, purpose, rt, meta).ok()
+        let c = self.caller(s, purpose);
+        let action = if s.allows(rt, 's') {
+            Action::Search
+        } else {
+            Action::Read
+        };
+        let d = self.decide(&c, action, Some(&Record::of(rt, meta)), None);
+        d.permitted().then(|| d.break_glass())
     }
 
-    /// Records, in each patient's own access log, that a search (or type history) returned
-    /// some of their records: one audit event per patient other than `compartment` (the
-    /// search's own event covers that one), marked break-glass if any of them was visible
-    /// only by breaking the glass. Without it, a patient would not see that someone found
-    /// them by a search across patients.
+    /// Records, in each patient's own access log, that a search returned some of her
+    /// records: one audit event per patient other than `compartment` (the search's own event
+    /// covers that one), marked break-glass if any of them was visible only by breaking the
+    /// glass. Without it, a patient would not see that someone found her by a search across
+    /// patients.
     pub(crate) fn audit_disclosed<'r>(
         &self,
         s: &Session,
         purpose: &Purpose,
-        interaction: &str,
         rt: &str,
         compartment: Option<&str>,
         returned: impl Iterator<Item = (&'r str, &'r str)>,
     ) {
-        let mut per_patient: BTreeMap<String, (usize, bool)> = BTreeMap::new();
+        let mut touched = Touched::new();
         for (t, id) in returned {
             let Ok(meta) = self.records.meta(t, id, None) else {
                 continue;
             };
-            let Some(p) = meta.patient.clone() else {
-                continue;
-            };
-            if Some(p.as_str()) == compartment {
-                continue;
-            }
             let bg = self.visible(s, purpose, t, &meta).unwrap_or(false);
-            let e = per_patient.entry(p).or_default();
-            e.0 += 1;
-            e.1 |= bg;
-        }
-        for (patient, (n, bg)) in per_patient {
-            let mut note = format!("{interaction}: {n} of this patient's records returned");
-            if bg {
-                note = crate::break_glass_note(purpose, &note);
+            for p in meta
+                .patients
+                .iter()
+                .filter(|p| Some(p.as_str()) != compartment)
+            {
+                let e = touched.entry(p.clone()).or_default();
+                e.0 += 1;
+                e.1 |= bg;
             }
-            self.audit(s, purpose, interaction, "E", rt, Some(&patient), "0", &note);
         }
+        let c = self.caller(s, purpose);
+        self.audit_touched(&c, Interaction::SearchType, rt, &touched, |n| {
+            format!("search-type: {n} of this patient's records returned")
+        });
     }
 
     /// Reads a record the caller may see, for inclusion in a result.
@@ -473,7 +482,13 @@ impl Service {
         if !carechain_fhir::model().is_resource(&target) {
             return Err(bad(format!("{target} is not a resource type")));
         }
-        self.check_scope(s, purpose, "search-type", &target, 's', &target, None)?;
+        self.scope_first(
+            &self.caller(s, purpose),
+            Interaction::SearchType,
+            &target,
+            None,
+            's',
+        )?;
         let sub = [(rest.to_string(), value.to_string())];
         let found = self.find(s, purpose, &target, &sub, depth + 1)?;
         *withheld += found.withheld;
@@ -525,7 +540,13 @@ impl Service {
                     "{source}:{code} is not a reference search parameter"
                 ))
             })?;
-        self.check_scope(s, purpose, "search-type", source, 's', source, None)?;
+        self.scope_first(
+            &self.caller(s, purpose),
+            Interaction::SearchType,
+            source,
+            None,
+            's',
+        )?;
         let sub = [(rest.to_string(), value.to_string())];
         let found = self.find(s, purpose, source, &sub, depth + 1)?;
         *withheld += found.withheld;
@@ -766,14 +787,18 @@ impl Service {
     ) -> Result<Value, ServiceError> {
         if !carechain_fhir::model().is_resource(rt) {
             return Err(ServiceError::new(
-                404,
-                "not-supported",
+                ErrorKind::UnknownType,
                 format!("unknown resource type {rt}"),
             ));
         }
-        self.check_scope(s, purpose, "search-type", rt, 's', rt, None)?;
+        let c = self.caller(s, purpose);
+        self.scope_first(&c, Interaction::SearchType, rt, None, 's')?;
         let mut withheld = 0;
         let q = self.parse_query(s, purpose, rt, params, 0, &mut withheld)?;
+        // Break-glass only for a search within one patient's compartment.
+        if let Some(p) = &q.compartment {
+            self.open_break_glass(&c, std::slice::from_ref(p))?;
+        }
         let found = self.run(s, purpose, rt, &q, withheld)?;
         let mut glass = found.glass;
         let total = found.hits.len();
@@ -791,7 +816,6 @@ impl Service {
         self.audit_disclosed(
             s,
             purpose,
-            "search-type",
             rt,
             q.compartment.as_deref(),
             page.iter()
@@ -799,23 +823,17 @@ impl Service {
                 .filter_map(|r| Some((r["resourceType"].as_str()?, r["id"].as_str()?))),
         );
         let page: Vec<Value> = page.into_iter().map(|r| subset(r, &q)).collect();
-        let mut note = format!(
-            "search: {total} results, {} included, {} withheld by consent",
+        let note = format!(
+            "search: {total} results, {} included, {} withheld",
             extra.len(),
             found.withheld
         );
-        if glass {
-            note = crate::break_glass_note(purpose, &note);
-        }
+        let compartment: Vec<String> = q.compartment.iter().cloned().collect();
+        let note = self.access_note(&c, glass, &compartment, &note);
         self.audit(
             s,
             purpose,
-            "search-type",
-            "E",
-            rt,
-            q.compartment.as_deref(),
-            "0",
-            &note,
+            AuditEntry::allowed(Interaction::SearchType, rt, q.compartment.as_deref(), &note),
         );
         let link = |offset: usize| {
             let mut ser = form_urlencoded::Serializer::new(String::new());
@@ -851,244 +869,6 @@ impl Service {
             "link": links,
             "entry": entries,
         }))
-    }
-
-    /// Conditional create (`If-None-Exist`): creates the resource unless the query matches
-    /// one the caller can see — then that one is returned (`created` = false); several
-    /// matches are a 412. Matches hidden by consent are not revealed: they count as absent.
-    pub fn create_if_none_exist(
-        &self,
-        s: &Session,
-        purpose: &Purpose,
-        rt: &str,
-        query: &str,
-        resource: Value,
-    ) -> Result<(Served, bool), ServiceError> {
-        let params = conditional_query(s, rt, query, 'c', "create")?;
-        // Two conditional creates of the same thing must not both create.
-        let _one_at_a_time = self.conditional.lock();
-        let found = self.find(s, purpose, rt, &params, 0)?;
-        match found.hits.len() {
-            0 => self
-                .write(s, purpose, rt, None, None, resource)
-                .map(|sv| (sv, true)),
-            1 => {
-                let existing = found.hits.into_iter().next().unwrap_or_default();
-                let id = existing["id"].as_str().unwrap_or_default().to_string();
-                let version = existing["meta"]["versionId"]
-                    .as_str()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(1);
-                let patient = self.records.meta(rt, &id, None)?.patient;
-                self.audit(
-                    s,
-                    purpose,
-                    "create",
-                    "C",
-                    &format!("{rt}/{id}"),
-                    patient.as_deref(),
-                    "0",
-                    "conditional create: a match exists, nothing written",
-                );
-                Ok((
-                    Served {
-                        resource: Some(existing),
-                        version,
-                        tx: None,
-                        break_glass: found.glass,
-                    },
-                    false,
-                ))
-            }
-            n => Err(ServiceError::new(
-                412,
-                "duplicate",
-                format!("If-None-Exist matches {n} resources"),
-            )),
-        }
-    }
-
-    /// Conditional update (`PUT /fhir/{type}?query`): updates the one visible resource the
-    /// query matches (the body's id, if any, must be its id); with no match, creates the
-    /// resource (with the body's id, if it has one); several matches are a 412. Returns the
-    /// version written and whether it was created. As with conditional create, matches hidden
-    /// by consent count as absent.
-    pub fn update_conditional(
-        &self,
-        s: &Session,
-        purpose: &Purpose,
-        rt: &str,
-        query: &str,
-        mut resource: Value,
-    ) -> Result<(Served, bool), ServiceError> {
-        let params = conditional_query(s, rt, query, 'u', "update")?;
-        let _one_at_a_time = self.conditional.lock();
-        let id = self.one_match(
-            s,
-            purpose,
-            rt,
-            &params,
-            "multiple-matches",
-            "the conditional update",
-        )?;
-        let body_id = resource["id"].as_str().map(str::to_string);
-        match (id, body_id) {
-            (Some(id), Some(b)) if b != id => Err(bad(format!(
-                "the resource id {b} is not the id of the resource the query matches"
-            ))),
-            (Some(id), _) => {
-                resource["id"] = json!(id);
-                self.write(s, purpose, rt, Some(&id), None, resource)
-                    .map(|sv| (sv, false))
-            }
-            (None, Some(b)) => self
-                .write(s, purpose, rt, Some(&b), None, resource)
-                .map(|sv| {
-                    let created = sv.version == 1;
-                    (sv, created)
-                }),
-            (None, None) => self
-                .write(s, purpose, rt, None, None, resource)
-                .map(|sv| (sv, true)),
-        }
-    }
-
-    /// Conditional delete (`DELETE /fhir/{type}?query`): deletes the one visible resource the
-    /// query matches and returns its deletion; `None` when nothing matches; several matches
-    /// are a 412 (one resource at a time).
-    pub fn delete_conditional(
-        &self,
-        s: &Session,
-        purpose: &Purpose,
-        rt: &str,
-        query: &str,
-    ) -> Result<Option<Served>, ServiceError> {
-        let params = conditional_query(s, rt, query, 'd', "delete")?;
-        let _one_at_a_time = self.conditional.lock();
-        match self.one_match(
-            s,
-            purpose,
-            rt,
-            &params,
-            "multiple-matches",
-            "the conditional delete",
-        )? {
-            Some(id) => self.delete(s, purpose, rt, &id).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// The id an `ifNoneExist` entry of a transaction resolves to, if a visible resource
-    /// matches (`None`: create it).
-    pub(crate) fn existing_match(
-        &self,
-        s: &Session,
-        purpose: &Purpose,
-        rt: &str,
-        query: &str,
-    ) -> Result<Option<String>, ServiceError> {
-        let params: Vec<(String, String)> = query_pairs(query);
-        self.one_match(
-            s,
-            purpose,
-            rt,
-            &params,
-            "duplicate",
-            &format!("ifNoneExist {query:?}"),
-        )
-    }
-
-    /// The id of the one resource of `rt` that `params` match among those the caller may see
-    /// (`None`: none); several are a 412 (`code`, "`what` matches N resources").
-    fn one_match(
-        &self,
-        s: &Session,
-        purpose: &Purpose,
-        rt: &str,
-        params: &[(String, String)],
-        code: &'static str,
-        what: &str,
-    ) -> Result<Option<String>, ServiceError> {
-        let found = self.find(s, purpose, rt, params, 0)?;
-        match found.hits.as_slice() {
-            [] => Ok(None),
-            [one] => Ok(one["id"].as_str().map(str::to_string)),
-            more => Err(ServiceError::new(
-                412,
-                code,
-                format!("{what} matches {} resources", more.len()),
-            )),
-        }
-    }
-
-    /// Type-level history: every version of the resources of `rt` the caller may read, newest
-    /// first, optionally since a time, at most `count`.
-    pub fn history_type(
-        &self,
-        s: &Session,
-        purpose: &Purpose,
-        rt: &str,
-        since_ms: Option<u64>,
-        count: usize,
-    ) -> Result<Vec<(String, VersionMeta, Option<Value>)>, ServiceError> {
-        self.check_scope(s, purpose, "history-type", rt, 'r', rt, None)?;
-        let mut out: Vec<(String, VersionMeta, Option<Value>)> = Vec::new();
-        let mut withheld = 0usize;
-        let mut glass = false;
-        for id in self.records.ids(rt)? {
-            let Ok(meta) = self.records.meta(rt, &id, None) else {
-                continue;
-            };
-            if since_ms.is_some_and(|t| meta.last_updated_ms < t) {
-                continue;
-            }
-            // Consent is decided on the current version (deleted resources: their last one).
-            let decided = if meta.deleted || meta.erased {
-                self.records
-                    .history(rt, &id)?
-                    .into_iter()
-                    .find(|e| !e.meta.deleted && !e.meta.erased)
-                    .map(|e| e.meta)
-                    .unwrap_or(meta)
-            } else {
-                meta
-            };
-            let live = VersionMeta {
-                deleted: false,
-                erased: false,
-                ..decided
-            };
-            let Some(bg) = self.visible(s, purpose, rt, &live) else {
-                withheld += 1;
-                continue;
-            };
-            glass |= bg;
-            for e in self.records.history(rt, &id)? {
-                if since_ms.is_none_or(|t| e.meta.last_updated_ms >= t) {
-                    out.push((id.clone(), e.meta, e.resource));
-                }
-            }
-        }
-        out.sort_by_key(|e| std::cmp::Reverse(e.1.last_updated_ms));
-        out.truncate(count);
-        let returned: BTreeSet<&str> = out.iter().map(|(id, _, _)| id.as_str()).collect();
-        self.audit_disclosed(
-            s,
-            purpose,
-            "history-type",
-            rt,
-            None,
-            returned.into_iter().map(|id| (rt, id)),
-        );
-        let mut note = format!(
-            "history: {} versions, {withheld} resources withheld by consent",
-            out.len()
-        );
-        if glass {
-            note = crate::break_glass_note(purpose, &note);
-        }
-        self.audit(s, purpose, "history-type", "R", rt, None, "0", &note);
-        Ok(out)
     }
 }
 
@@ -1131,29 +911,4 @@ fn subset(mut r: Value, q: &Query<'_>) -> Value {
         None => r["meta"]["tag"] = json!([tag]),
     }
     r
-}
-
-/// The search of a conditional create, update or delete (`what`), which needs the write
-/// permission `perm` and `s` on `rt`, and a query.
-fn conditional_query(
-    s: &Session,
-    rt: &str,
-    query: &str,
-    perm: char,
-    what: &str,
-) -> Result<Vec<(String, String)>, ServiceError> {
-    let params: Vec<(String, String)> = query_pairs(query);
-    if params.is_empty() {
-        return Err(bad(format!(
-            "a conditional {what} needs a search query, e.g. identifier=sys|value"
-        )));
-    }
-    if !s.allows(rt, 's') || !s.allows(rt, perm) {
-        return Err(ServiceError::new(
-            403,
-            "forbidden",
-            format!("a conditional {what} of {rt} needs the '{perm}' and 's' scopes"),
-        ));
-    }
-    Ok(params)
 }

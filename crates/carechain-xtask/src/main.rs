@@ -34,6 +34,13 @@ fn main() -> Result<()> {
             let out = root.join("crates/carechain-fhir/src/search.table");
             std::fs::write(&out, search)?;
             eprintln!("wrote {}", out.display());
+            let compartment = carechain_fhir::table_gen::generate_compartment(&read(
+                "compartmentdefinition-patient.json",
+            )?)
+            .map_err(anyhow::Error::msg)?;
+            let out = root.join("crates/carechain-fhir/src/compartment.table");
+            std::fs::write(&out, compartment)?;
+            eprintln!("wrote {}", out.display());
             Ok(())
         }
         _ => bail!("usage: cargo xtask gen-fhir [DEFINITIONS_DIR]"),

@@ -423,11 +423,11 @@ fn consent_audit_break_glass_and_erasure_over_http() {
     assert_eq!(alerts.len(), 1);
     let (_, status) = get(&format!("{url}/v1/status"));
     let verifier = NoteVerifier::parse(status["checkpoint_key"].as_str().unwrap()).unwrap();
-    carechain_service::verify_receipt(&alerts[0], &verifier).unwrap();
+    carechain_service::verify_receipt(&alerts[0], &verifier, &Default::default()).unwrap();
     // A tampered receipt fails.
     let mut tampered = alerts[0].clone();
     tampered["event"]["outcomeDesc"] = json!("allowed");
-    assert!(carechain_service::verify_receipt(&tampered, &verifier).is_err());
+    assert!(carechain_service::verify_receipt(&tampered, &verifier, &Default::default()).is_err());
     // Audit events are anchored in batches: the receipt leads from the event's commitment to
     // the batch root its transaction carries. Without that path, or with a longer one, or at
     // another place in the batch, it does not verify.
@@ -436,22 +436,22 @@ fn consent_audit_break_glass_and_erasure_over_http() {
     assert!(batch["index"].as_u64().unwrap() < size, "{batch}");
     let mut unbatched = alerts[0].clone();
     unbatched.as_object_mut().unwrap().remove("batch");
-    assert!(carechain_service::verify_receipt(&unbatched, &verifier).is_err());
+    assert!(carechain_service::verify_receipt(&unbatched, &verifier, &Default::default()).is_err());
     let mut longer = alerts[0].clone();
     longer["batch"]["proof"]
         .as_array_mut()
         .unwrap()
         .push(json!("00".repeat(32)));
-    assert!(carechain_service::verify_receipt(&longer, &verifier).is_err());
+    assert!(carechain_service::verify_receipt(&longer, &verifier, &Default::default()).is_err());
     let mut moved = alerts[0].clone();
     moved["batch"]["index"] = json!((batch["index"].as_u64().unwrap() + 1) % (size + 1));
     moved["batch"]["size"] = json!(size + 1);
-    assert!(carechain_service::verify_receipt(&moved, &verifier).is_err());
+    assert!(carechain_service::verify_receipt(&moved, &verifier, &Default::default()).is_err());
     // Every entry of the access log verifies, whatever batch it was written in.
     let entries = patient_list("access-log", "entries");
     assert!(entries.len() > 5, "{entries:?}");
     for e in &entries {
-        carechain_service::verify_receipt(e, &verifier).unwrap_or_else(|err| panic!("{err}: {e}"));
+        carechain_service::verify_receipt(e, &verifier, &Default::default()).unwrap_or_else(|err| panic!("{err}: {e}"));
     }
     // Through the CLI, offline.
     let f = dir.path().join("receipt.json");
@@ -501,7 +501,7 @@ fn consent_audit_break_glass_and_erasure_over_http() {
         desc.contains("found unconscious, no ID") && desc.contains("1 of this patient's records"),
         "{desc}"
     );
-    carechain_service::verify_receipt(found, &verifier).unwrap();
+    carechain_service::verify_receipt(found, &verifier, &Default::default()).unwrap();
 
     // Only the patient reads their access log.
     assert_eq!(

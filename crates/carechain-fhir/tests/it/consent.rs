@@ -1,6 +1,6 @@
 //! The consent matrix: owner, authoring organization, other organization with and without
 //! consent, after revocation, wrong purpose, expired period, data class and label limits,
-//! nested exceptions, deny overriding permit, and break-glass.
+//! nested exceptions, deny overriding permit; ETREAT is no consent rule.
 
 use carechain_fhir::{
     consent::{Action, Actor, Basis, Decision, Policy, Request},
@@ -19,7 +19,6 @@ fn doctor(org: &str) -> Actor {
     Actor {
         reference: "Practitioner/dr-who".into(),
         organization: Some(org.into()),
-        practitioner: true,
     }
 }
 
@@ -86,7 +85,6 @@ fn consent_matrix() {
     let me = Actor {
         reference: PATIENT.into(),
         organization: None,
-        practitioner: false,
     };
     let none: Vec<String> = vec![];
     let empty = Policy::compile(&[]).unwrap();
@@ -146,16 +144,15 @@ fn consent_matrix() {
         Decision::Deny(Basis::NoConsent)
     );
 
-    // Break-glass: an emergency read by a practitioner is allowed and marked, even against a
-    // deny; not for writes, not for non-practitioners.
+    // Break-glass is not a consent rule (the service grants it per patient): ETREAT alone
+    // permits nothing consent does not, for anyone, reading or writing.
     let insurer = Actor {
         reference: "Organization/insurer".into(),
         organization: None,
-        practitioner: false,
     };
     assert_eq!(
         decide(&granted, &request(&other, "ETREAT", "Condition", &none)),
-        Decision::Permit(Basis::BreakGlass)
+        Decision::Deny(Basis::NoConsent)
     );
     assert!(!decide(&granted, &request(&insurer, "ETREAT", "Condition", &none)).permitted());
     let mut write = request(&other, "ETREAT", "Condition", &none);

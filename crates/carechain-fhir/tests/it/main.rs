@@ -244,6 +244,43 @@ fn committed_table_matches_the_official_definitions() {
         search == include_str!("../../src/search.table"),
         "src/search.table is stale: run `cargo xtask gen-fhir`"
     );
+    let compartment = carechain_fhir::table_gen::generate_compartment(&load(
+        &defs.join("compartmentdefinition-patient.json"),
+    ))
+    .unwrap();
+    assert!(
+        compartment == include_str!("../../src/compartment.table"),
+        "src/compartment.table is stale: run `cargo xtask gen-fhir`"
+    );
+}
+
+#[test]
+fn the_patient_compartment_follows_the_official_definition() {
+    use carechain_fhir::patients_of;
+    use serde_json::json;
+    // Task.for, Appointment participants, absolute references, several patients at once.
+    let task = json!({"resourceType": "Task", "status": "requested", "intent": "order",
+        "for": {"reference": "Patient/alice"}});
+    assert_eq!(patients_of("Task", "t1", &task), ["Patient/alice"]);
+    let appt = json!({"resourceType": "Appointment", "status": "booked", "participant": [
+        {"actor": {"reference": "https://other.example/fhir/Patient/bob/_history/2"}, "status": "accepted"},
+        {"actor": {"reference": "Patient/alice"}, "status": "accepted"},
+        {"actor": {"reference": "Practitioner/doc"}, "status": "accepted"}]});
+    assert_eq!(
+        patients_of("Appointment", "a1", &appt),
+        ["Patient/alice", "Patient/bob"]
+    );
+    let obs = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+        "subject": {"reference": "urn:uuid:5f0c"}, "performer": [{"reference": "Patient/carol"}]});
+    assert_eq!(patients_of("Observation", "o1", &obs), ["Patient/carol"]);
+    assert_eq!(
+        patients_of("Patient", "p1", &json!({"resourceType": "Patient"})),
+        ["Patient/p1"]
+    );
+    let org = json!({"resourceType": "Organization", "name": "x"});
+    assert!(patients_of("Organization", "o", &org).is_empty());
+    assert!(carechain_fhir::patient_reference("Patient/a/b").is_none());
+    assert!(carechain_fhir::patient_reference("#contained").is_none());
 }
 
 #[test]

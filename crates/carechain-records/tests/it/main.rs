@@ -347,11 +347,14 @@ fn creates_are_invisible_until_anchored_and_a_crash_in_between_is_settled() {
     let mut hidden_id = String::new();
     let w = s
         .create_anchored(
-            observation(70.0),
-            None,
-            None,
-            &[],
-            T0,
+            NewCreate {
+                resource: observation(70.0),
+                patient: None,
+                author: None,
+                also: &[],
+                now_ms: T0,
+            },
+            |_: &Written| Ok(()),
             submit,
             |_a: &Anchor| {
                 let id = s.ids("Observation").unwrap();
@@ -376,11 +379,14 @@ fn creates_are_invisible_until_anchored_and_a_crash_in_between_is_settled() {
 
     // A failed anchor: the create is taken back, ciphertext included.
     let err = s.create_anchored(
-        observation(71.0),
-        None,
-        None,
-        &[],
-        T0,
+        NewCreate {
+            resource: observation(71.0),
+            patient: None,
+            author: None,
+            also: &[],
+            now_ms: T0,
+        },
+        |_: &Written| Ok(()),
         submit,
         |_a: &Anchor| Err(RecordError::Db("ledger did not commit in time".into())),
     );
@@ -474,18 +480,24 @@ fn concurrent_writers_of_one_resource_lose_nothing() {
                         server_built: false,
                     },
                 ];
-                s.write_many(items, None, T0, |w| {
-                    Ok::<_, RecordError>(
-                        w.iter()
-                            .map(|w| Anchor {
-                                tx: carechain_crypto::sha256(w.id.as_bytes()),
-                                commitment: w.meta.commitment.unwrap(),
-                                salt: None,
-                                batch: None,
-                            })
-                            .collect(),
-                    )
-                })
+                s.write_many(
+                    items,
+                    None,
+                    T0,
+                    |_| Ok(()),
+                    |w| {
+                        Ok::<_, RecordError>(
+                            w.iter()
+                                .map(|w| Anchor {
+                                    tx: carechain_crypto::sha256(w.id.as_bytes()),
+                                    commitment: w.meta.commitment.unwrap(),
+                                    salt: None,
+                                    batch: None,
+                                })
+                                .collect(),
+                        )
+                    },
+                )
                 .unwrap();
             }
         });

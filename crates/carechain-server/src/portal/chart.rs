@@ -189,11 +189,11 @@ pub(crate) fn load(svc: &Service, s: &Session, purpose: &Purpose, patient_id: &s
     let patient = svc
         .read(s, purpose, "Patient", patient_id, None)
         .and_then(|p| {
-            p.resource.ok_or_else(|| ServiceError {
-                status: 410,
-                code: "deleted",
-                message: "the patient record is deleted".into(),
-                issues: vec![],
+            p.resource.ok_or_else(|| {
+                ServiceError::new(
+                    carechain_service::ErrorKind::Gone,
+                    "the patient record is deleted",
+                )
             })
         });
     let mut records = Vec::new();

@@ -242,12 +242,18 @@ async fn show_chart(st: Portal, v: Viewer, id: String, p: Purpose) -> Result<Res
     let glass = p.code == "ETREAT";
     let (title, denied) = match &c.patient {
         Ok(p) => (chart::human_name(p), None),
-        Err(e) if e.status == 403 || e.status == 401 => {
+        Err(e)
+            if matches!(
+                e.kind,
+                carechain_service::ErrorKind::Forbidden
+                    | carechain_service::ErrorKind::Unauthenticated
+            ) =>
+        {
             (format!("Patient/{id}"), Some(e.message.clone()))
         }
         Err(e) if c.records.is_empty() => {
             return Err(PageError::new(
-                e.status,
+                e.kind.http_status(),
                 "Chart unavailable",
                 e.message.clone(),
             ));

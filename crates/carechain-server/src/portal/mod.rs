@@ -40,8 +40,11 @@ pub struct DemoLogin {
 /// Options of the web UI.
 #[derive(Clone, Default)]
 pub struct UiOptions {
-    /// Demo sign-ins; empty unless the node runs with `--demo`.
+    /// Demo sign-ins; empty unless the node runs with `--demo`. Offered only to requests
+    /// whose `Host` is a loopback address.
     pub demo_logins: Vec<DemoLogin>,
+    /// The `Host` values every route answers to (`host:port`, lower case); empty allows any.
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -112,15 +115,21 @@ impl PageError {
 
 impl From<ServiceError> for PageError {
     fn from(e: ServiceError) -> Self {
-        let title = match e.status {
+        let status = e.kind.http_status();
+        let title = match status {
             401 => "Please sign in",
             403 => "Access denied",
             404 => "Not found",
             410 => "Erased",
-            _ if e.status < 500 => "Request refused",
+            _ if status < 500 => "Request refused",
             _ => "Something went wrong",
         };
-        PageError::new(e.status, title, e.message)
+        let message = if status >= 500 {
+            "internal error; see the node's log".to_string()
+        } else {
+            e.message
+        };
+        PageError::new(status, title, message)
     }
 }
 
@@ -223,8 +232,10 @@ impl<S: Send + Sync> FromRequestParts<S> for SameOrigin {
         let h = &parts.headers;
         let origin = h.get(header::ORIGIN).and_then(|v| v.to_str().ok());
         let host = h.get(header::HOST).and_then(|v| v.to_str().ok());
+        let fetch_site = h.get("sec-fetch-site").and_then(|v| v.to_str().ok());
         match (origin, host) {
-            (None, _) => Ok(SameOrigin),
+            // No Origin: only a browser's own same-origin request (Sec-Fetch-Site) passes.
+            (None, _) if fetch_site == Some("same-origin") => Ok(SameOrigin),
             (Some(o), Some(host))
                 if o.strip_prefix("http://")
                     .or_else(|| o.strip_prefix("https://"))
@@ -455,7 +466,7 @@ async fn home(State(st): State<Portal>, h: HeaderMap) -> Response {
                 p id="key-login-status" role="status" aria-live="polite" {}
             }
         }
-        @if !st.demo.is_empty() {
+        @if !st.demo.is_empty() && is_loopback_host(&h) {
             section aria-labelledby="demo-h" {
                 h2 id="demo-h" { "Demo sign-in" }
                 p { "This node runs in demo mode with demo identities. Pick one:" }
@@ -491,10 +502,7 @@ async fn json_step<T: Send + 'static>(
 ) -> Result<T, Response> {
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(json_error(
-            StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
-            &e.message,
-        )),
+        Ok(Err(e)) => Err(json_error(crate::error::fhir_status(e.kind), &e.message)),
         Err(_) => Err(StatusCode::INTERNAL_SERVER_ERROR.into_response()),
     }
 }
@@ -572,6 +580,13 @@ async fn demo_login(
     h: HeaderMap,
     Form(req): Form<DemoReq>,
 ) -> Result<Response, PageError> {
+    if !is_loopback_host(&h) {
+        return Err(PageError::new(
+            403,
+            "Request refused",
+            "demo sign-in is offered only on a loopback address",
+        ));
+    }
     let Some(d) = st.demo.get(req.who).cloned() else {
         return Err(PageError::new(
             404,
@@ -591,6 +606,22 @@ async fn demo_login(
     r.headers_mut()
         .insert(header::SET_COOKIE, session_cookie(&h, &token, 8 * 3600));
     Ok(r)
+}
+
+/// Whether the request's `Host` is a loopback address (`localhost`, `127.0.0.0/8`, `[::1]`).
+pub(crate) fn is_loopback_host(h: &HeaderMap) -> bool {
+    let Some(host) = h.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.rsplit_once(':') {
+        Some((n, port)) if port.chars().all(|c| c.is_ascii_digit()) => n,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 async fn logout(State(st): State<Portal>, _: SameOrigin, h: HeaderMap) -> Response {

@@ -57,6 +57,7 @@ fn fixture() -> Fixture {
         organization: Some(hospital.public().did()),
         scopes: vec![Scope::parse("user/*.cruds").unwrap()],
         expires_ms: u64::MAX,
+        key: doc.public(),
     };
     Fixture {
         _dir: dir,
@@ -164,7 +165,7 @@ fn an_update_or_delete_that_cannot_be_anchored_leaves_the_previous_version() {
             observation(Some(&id), 99),
         )
         .unwrap_err();
-    assert!(e.status >= 500, "{}: {}", e.status, e.message);
+    assert!(e.kind.http_status() >= 500, "{:?}: {}", e.kind, e.message);
     assert!(svc.delete(&f.doc, &p, "Observation", &id).is_err());
     // Nothing of either was written: version 1 is current, with its content and anchor.
     let meta = svc.records().meta("Observation", &id, None).unwrap();
@@ -185,6 +186,7 @@ fn an_erasure_whose_tombstone_cannot_be_anchored_destroys_nothing() {
         organization: None,
         scopes: vec![Scope::parse("system/*.cruds").unwrap()],
         expires_ms: u64::MAX,
+        key: SecretKey::from_seed(&[1; 32]).public(),
     };
     let sealed = f
         .svc
@@ -198,7 +200,7 @@ fn an_erasure_whose_tombstone_cannot_be_anchored_destroys_nothing() {
         .svc
         .erase(&operator, &treat(), "Observation", &id)
         .unwrap_err();
-    assert!(e.status >= 500, "{}: {}", e.status, e.message);
+    assert!(e.kind.http_status() >= 500, "{:?}: {}", e.kind, e.message);
     // The record is intact: content, data keys and ciphertext.
     let meta = f.svc.records().meta("Observation", &id, None).unwrap();
     assert!(!meta.erased);

@@ -96,21 +96,31 @@ async function signIn(ev) {
 
 const AUDIT_NS = enc.encode('carechain/v1/audit-event\0');
 
-// Reads a Borsh-encoded SignedTx far enough to return the commitment of an Anchor (3) or
-// TaggedAnchor (4) payload.
-function txCommitment(tx) {
+// Reads a Borsh-encoded SignedTx whose payload is an Anchor (3): chain id, signer key,
+// anchor kind and commitment, the body's bytes and the signature. Anything else (a
+// TaggedAnchor, another payload, trailing bytes) is not an audit anchor.
+function parseAnchorTx(tx) {
   const dv = new DataView(tx.buffer, tx.byteOffset, tx.byteLength);
   let o = 0;
   const need = (n) => { if (o + n > tx.length) throw new Error('transaction is truncated'); };
   need(4); const chainLen = dv.getUint32(o, true); o += 4;
-  need(chainLen); o += chainLen;
-  need(32 + 8 + 1); o += 32 + 8;
+  need(chainLen); const chainId = new TextDecoder().decode(tx.slice(o, o + chainLen)); o += chainLen;
+  need(32 + 8 + 1); const signer = tx.slice(o, o + 32); o += 32 + 8;
   const tag = tx[o]; o += 1;
   if (tag !== 3 && tag !== 4) throw new Error('transaction is not an anchor');
   need(4); const kindLen = dv.getUint32(o, true); o += 4;
-  need(kindLen + 32); o += kindLen;
-  return tx.slice(o, o + 32);
+  need(kindLen + 32); const kind = new TextDecoder().decode(tx.slice(o, o + kindLen)); o += kindLen;
+  const commitment = tx.slice(o, o + 32); o += 32;
+  if (tag !== 3 || kind !== 'audit-batch') {
+    return { chainId, signer, kind: tag === 3 ? kind : 'tagged', commitment, body: null, signature: null };
+  }
+  const body = tx.slice(0, o);
+  need(64); const signature = tx.slice(o, o + 64); o += 64;
+  if (o !== tx.length) throw new Error('transaction has trailing bytes');
+  return { chainId, signer, kind, commitment, body, signature };
 }
+
+const TX_NS = enc.encode('carechain/v1/transaction\0');
 
 // RFC 9162 §2.1.3.2. Sizes stay below 2^53, so halving uses division, not 32-bit shifts.
 async function rootFromInclusion(index, size, leaf, proof) {
@@ -164,7 +174,7 @@ async function verifyCheckpoint(note, vkey) {
   const lines = text.split('\n');
   const size = Number(lines[1]);
   if (!Number.isSafeInteger(size)) throw new Error('checkpoint size is malformed');
-  return { origin: lines[0], size, root: b64ToBytes(lines[2]) };
+  return { origin: lines[0], size, root: b64ToBytes(lines[2]), key: pub };
 }
 
 async function verifyRow(row, vkey) {
@@ -181,10 +191,28 @@ async function verifyRow(row, vkey) {
     anchored = await rootFromInclusion(batch.index, batch.size, leaf, batch.proof.map(hexToBytes));
   }
   const tx = hexToBytes(d.tx);
-  if (!equal(txCommitment(tx), anchored)) {
+  const anchor = parseAnchorTx(tx);
+  if (!equal(anchor.commitment, anchored)) {
     throw new Error('the event does not match the commitment on the ledger');
   }
+  if (anchor.kind !== 'audit-batch') {
+    throw new Error('the transaction is not an audit-batch anchor: it does not record audit events');
+  }
   const cp = await verifyCheckpoint(d.checkpoint, vkey);
+  // Anyone may anchor a commitment: only the node's own audit anchors count.
+  if (!equal(anchor.signer, cp.key)) {
+    throw new Error('the transaction is not signed by the node: anyone can anchor a commitment');
+  }
+  if (cp.origin !== 'carechain/' + anchor.chainId) {
+    throw new Error('the transaction is for another chain than the checkpoint');
+  }
+  const signerKey = await crypto.subtle.importKey('raw', anchor.signer, { name: 'Ed25519' }, false, ['verify']);
+  const signed = new Uint8Array(TX_NS.length + anchor.body.length);
+  signed.set(TX_NS, 0);
+  signed.set(anchor.body, TX_NS.length);
+  if (!(await crypto.subtle.verify({ name: 'Ed25519' }, signerKey, anchor.signature, signed))) {
+    throw new Error('the transaction\'s signature does not verify');
+  }
   const size = Number(d.size);
   if (cp.size !== size) throw new Error('proof is for another tree size than the checkpoint');
   const proof = JSON.parse(d.proof).map(hexToBytes);

@@ -1,0 +1,152 @@
+//! Asking the access layer: the service's [`Facts`] (consents, custodians, break-glass
+//! grants), the caller of a session, and [`Service::authorize`], which decides and, on a
+//! refusal, records it in the access log of every patient the record concerns.
+
+use std::sync::Arc;
+
+use carechain_crypto::Did;
+use carechain_fhir::consent::Policy;
+use carechain_node::now_ms;
+
+use crate::{
+    BREAK_GLASS, Interaction, Outcome, PatientConsents, Purpose, Service, ServiceError, Session,
+    access::{self, Action, Caller, Decision, Facts, PolicyState, Record},
+    audit::AuditEntry,
+    breakglass,
+};
+
+/// The service's facts at one moment.
+pub(crate) struct ServiceFacts<'a> {
+    svc: &'a Service,
+    now_ms: u64,
+}
+
+impl Facts for ServiceFacts<'_> {
+    fn policy(&self, patient: &str) -> PolicyState {
+        match self.svc.consents.read().get(patient) {
+            None => PolicyState::Active(Arc::new(Policy::default())),
+            Some(PatientConsents {
+                policy: Some(p), ..
+            }) => PolicyState::Active(p.clone()),
+            Some(PatientConsents { policy: None, .. }) => PolicyState::Broken,
+        }
+    }
+
+    fn custodian(&self, patient: &str) -> Option<String> {
+        let id = patient.strip_prefix("Patient/")?;
+        self.svc.records.meta("Patient", id, None).ok()?.author
+    }
+
+    fn break_glass(&self, actor: &Did, patient: &str) -> bool {
+        self.svc.glass.active(actor, patient, self.now_ms).is_some()
+    }
+
+    fn now_s(&self) -> i64 {
+        i64::try_from(self.now_ms / 1000).unwrap_or(i64::MAX)
+    }
+}
+
+impl Service {
+    pub(crate) fn facts(&self) -> ServiceFacts<'_> {
+        ServiceFacts {
+            svc: self,
+            now_ms: now_ms(),
+        }
+    }
+
+    /// The caller of a session: its proven patient record, if any.
+    pub(crate) fn caller<'a>(&self, s: &'a Session, purpose: &'a Purpose) -> Caller<'a> {
+        Caller {
+            session: s,
+            patient: self.patient_reference(s),
+            purpose,
+        }
+    }
+
+    /// The decision alone (searches ask it for every candidate, and audit once).
+    pub(crate) fn decide(
+        &self,
+        c: &Caller<'_>,
+        action: Action,
+        stored: Option<&Record<'_>>,
+        new: Option<&Record<'_>>,
+    ) -> Decision {
+        access::decide(&self.facts(), c, action, stored, new)
+    }
+
+    /// Decides; a refusal is audited — in the log of every patient of `stored` and `new` —
+    /// and returned as a `Forbidden` error.
+    pub(crate) fn authorize(
+        &self,
+        c: &Caller<'_>,
+        interaction: Interaction,
+        what: &str,
+        action: Action,
+        stored: Option<&Record<'_>>,
+        new: Option<&Record<'_>>,
+    ) -> Result<Decision, ServiceError> {
+        let d = self.decide(c, action, stored, new);
+        match d {
+            Decision::Permit(_) => Ok(d),
+            Decision::Deny(why) => {
+                let patients = patients_of(stored, new);
+                self.audit_each(
+                    c.session,
+                    c.purpose,
+                    AuditEntry::new(interaction, what, None, Outcome::Refused, why.note()),
+                    &patients,
+                );
+                Err(ServiceError::forbidden(why.message()))
+            }
+        }
+    }
+
+    /// A break-glass request naming `patients` (one record, or a compartment search): opens
+    /// the caller's grant for them when the purpose is `ETREAT` with a reason.
+    pub(crate) fn open_break_glass(
+        &self,
+        c: &Caller<'_>,
+        patients: &[String],
+    ) -> Result<(), ServiceError> {
+        if let Some(reason) = breakglass::reason(c.purpose)? {
+            self.glass.open(c.session, reason, patients, now_ms())?;
+        }
+        Ok(())
+    }
+
+    /// The audit note of an access: `note`, marked break-glass with the grant's reason when
+    /// the decision was by break-glass.
+    pub(crate) fn access_note(
+        &self,
+        c: &Caller<'_>,
+        break_glass: bool,
+        patients: &[String],
+        note: &str,
+    ) -> String {
+        if !break_glass {
+            return note.to_string();
+        }
+        let now = now_ms();
+        let reason = patients
+            .iter()
+            .find_map(|p| self.glass.active(&c.session.did, p, now))
+            .unwrap_or_default();
+        if note.is_empty() {
+            format!("{BREAK_GLASS}: {reason}")
+        } else {
+            format!("{BREAK_GLASS}: {reason}; {note}")
+        }
+    }
+}
+
+/// The patients of a decision's records, sorted, once each.
+pub(crate) fn patients_of(stored: Option<&Record<'_>>, new: Option<&Record<'_>>) -> Vec<String> {
+    let mut all: Vec<String> = stored
+        .into_iter()
+        .chain(new)
+        .flat_map(|r| r.patients.iter().cloned())
+        .collect();
+    all.sort();
+    all.dedup();
+    all
+}
