@@ -287,6 +287,11 @@ pub trait Facts {
     fn now_s(&self) -> i64;
 }
 
+/// Whether a role reads records at all (devices and validators never do).
+pub fn role_reads(role: Role) -> bool {
+    !matches!(role, Role::Device | Role::Validator)
+}
+
 /// Decides `action` by `caller` on a record: `stored` is the current version (absent for a
 /// create), `new` the version to be written (absent for reads, deletions and erasure).
 pub fn decide(
@@ -320,13 +325,20 @@ pub fn decide(
         return audit_event(caller, action, stored);
     }
     let mut result = Decision::Permit(Permit::Directory);
-    for r in [stored, new].into_iter().flatten() {
+    for (r, is_new) in [(stored, false), (new, true)]
+        .into_iter()
+        .filter_map(|(r, n)| Some((r?, n)))
+    {
         let d = if r.patients.is_empty() {
             directory(caller, action, stored)
         } else {
             let mut all = Decision::Permit(Permit::Owner);
             for p in r.patients {
-                let d = for_patient(facts, caller, action, r, p, stored.is_some());
+                // A patient the new version adds is new to the record: decided as a create
+                // in her compartment (the record's author is no author of hers).
+                let joins = action == Action::Create
+                    || (is_new && stored.is_some_and(|s| !s.patients.contains(p)));
+                let d = for_patient(facts, caller, action, r, p, joins);
                 all = weaker(all, d);
             }
             all
@@ -353,10 +365,10 @@ fn weaker(a: Decision, b: Decision) -> Decision {
 }
 
 fn audit_event(caller: &Caller<'_>, action: Action, stored: Option<&Record<'_>>) -> Decision {
-    if !action.reads() {
+    if !action.reads() && action != Action::Envelope {
         return Decision::Deny(Deny::AuditEvent);
     }
-    if caller.session.role == Role::Operator {
+    if caller.session.role == Role::Operator && action != Action::Envelope {
         return Decision::Permit(Permit::Operator);
     }
     let own = stored.is_some_and(|r| {
@@ -412,7 +424,7 @@ fn for_patient(
     action: Action,
     r: &Record<'_>,
     patient: &str,
-    exists: bool,
+    joins: bool,
 ) -> Decision {
     let role = caller.session.role;
     let owner = caller.patient.as_deref() == Some(patient);
@@ -449,7 +461,7 @@ fn for_patient(
             Decision::Deny(Deny::ConsentOwner)
         };
     }
-    if r.resource_type == "Patient" && action == Action::Create && !exists {
+    if r.resource_type == "Patient" && action == Action::Create {
         // Registering a patient: an organization, its staff or an operator; or a patient
         // herself, once, naming her own did.
         return match role {
@@ -479,9 +491,9 @@ fn for_patient(
         PolicyState::Active(p) => p,
         PolicyState::Broken => return Decision::Deny(Deny::Consent),
     };
-    // Who authored it: the stored author; for a create, the custodian of her Patient record
-    // (its registering organization treats her by default).
-    let author = if action == Action::Create {
+    // Who authored it: the stored author; for a create (or a patient an update adds), the
+    // custodian of her Patient record (its registering organization treats her by default).
+    let author = if joins {
         facts.custodian(patient)
     } else {
         r.author.map(str::to_string)

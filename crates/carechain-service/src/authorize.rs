@@ -19,6 +19,21 @@ use crate::{
 pub(crate) struct ServiceFacts<'a> {
     svc: &'a Service,
     now_ms: u64,
+    /// Patients registered by the same write (a transaction creating a Patient and her
+    /// records): their custodian is that write's author, though not stored yet.
+    registering: std::collections::BTreeMap<String, Option<String>>,
+}
+
+impl ServiceFacts<'_> {
+    /// Adds the Patients a batch of versions registers.
+    pub(crate) fn registering(&mut self, ws: &[carechain_records::Written]) {
+        for w in ws {
+            if w.resource_type == "Patient" && w.stored.is_none() {
+                self.registering
+                    .insert(format!("Patient/{}", w.id), w.meta.author.clone());
+            }
+        }
+    }
 }
 
 impl Facts for ServiceFacts<'_> {
@@ -33,6 +48,9 @@ impl Facts for ServiceFacts<'_> {
     }
 
     fn custodian(&self, patient: &str) -> Option<String> {
+        if let Some(a) = self.registering.get(patient) {
+            return a.clone();
+        }
         let id = patient.strip_prefix("Patient/")?;
         self.svc.records.meta("Patient", id, None).ok()?.author
     }
@@ -51,6 +69,7 @@ impl Service {
         ServiceFacts {
             svc: self,
             now_ms: now_ms(),
+            registering: Default::default(),
         }
     }
 
@@ -85,7 +104,20 @@ impl Service {
         stored: Option<&Record<'_>>,
         new: Option<&Record<'_>>,
     ) -> Result<Decision, ServiceError> {
-        let d = self.decide(c, action, stored, new);
+        self.authorize_with(&self.facts(), c, interaction, what, action, (stored, new))
+    }
+
+    /// [`Service::authorize`] with given facts; `records` is (stored, new).
+    pub(crate) fn authorize_with(
+        &self,
+        facts: &ServiceFacts<'_>,
+        c: &Caller<'_>,
+        interaction: Interaction,
+        what: &str,
+        action: Action,
+        (stored, new): (Option<&Record<'_>>, Option<&Record<'_>>),
+    ) -> Result<Decision, ServiceError> {
+        let d = access::decide(facts, c, action, stored, new);
         match d {
             Decision::Permit(_) => Ok(d),
             Decision::Deny(why) => {
@@ -126,11 +158,15 @@ impl Service {
         if !break_glass {
             return note.to_string();
         }
+        // The request's own reason when it gives one, else the grant's.
         let now = now_ms();
-        let reason = patients
-            .iter()
-            .find_map(|p| self.glass.active(&c.session.did, p, now))
-            .unwrap_or_default();
+        let reason = match breakglass::reason(c.purpose) {
+            Ok(Some(r)) => r.to_string(),
+            _ => patients
+                .iter()
+                .find_map(|p| self.glass.active(&c.session.did, p, now))
+                .unwrap_or_default(),
+        };
         if note.is_empty() {
             format!("{BREAK_GLASS}: {reason}")
         } else {

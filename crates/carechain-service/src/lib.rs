@@ -46,6 +46,7 @@ use serde_json::Value;
 pub use audit::{Interaction, Outcome};
 pub use auth::{AuthError, Scope, Session, Tokens, make_assertion, verify_assertion};
 pub use breakglass::{BREAK_GLASS_TTL_MS, MAX_REASON};
+pub use carechain_records::claim_message;
 pub use envelope::open_envelope;
 pub use error::{ErrorKind, ServiceError};
 pub use identity::ClaimRequest;

@@ -32,21 +32,25 @@ impl Service {
         id: Option<&str>,
         perm: char,
     ) -> Result<(), ServiceError> {
-        if c.session.allows(rt, perm) {
+        let reads = matches!(perm, 'r' | 's');
+        let why = if !c.session.allows(rt, perm) {
+            Deny::Scope(match perm {
+                'c' => crate::access::Permission::Create,
+                'u' => crate::access::Permission::Update,
+                'd' => crate::access::Permission::Delete,
+                's' => crate::access::Permission::Search,
+                _ => crate::access::Permission::Read,
+            })
+        } else if reads && !crate::access::role_reads(c.session.role) {
+            Deny::Role
+        } else {
             return Ok(());
-        }
+        };
         let what = id.map_or_else(|| rt.to_string(), |i| format!("{rt}/{i}"));
         let patients = id
             .and_then(|i| self.records.meta(rt, i, None).ok())
             .map(|m| m.patients)
             .unwrap_or_default();
-        let why = Deny::Scope(match perm {
-            'c' => crate::access::Permission::Create,
-            'u' => crate::access::Permission::Update,
-            'd' => crate::access::Permission::Delete,
-            's' => crate::access::Permission::Search,
-            _ => crate::access::Permission::Read,
-        });
         self.audit_each(
             c.session,
             c.purpose,
@@ -74,6 +78,7 @@ impl Service {
         } else {
             Interaction::Read
         };
+        crate::write::check_id(id)?;
         self.scope_first(&c, interaction, rt, Some(id), 'r')?;
         let what = format!("{rt}/{id}");
         let meta = self.records.meta(rt, id, version)?;
@@ -121,6 +126,7 @@ impl Service {
     ) -> Result<Versions, ServiceError> {
         let c = self.caller(s, purpose);
         let interaction = Interaction::HistoryInstance;
+        crate::write::check_id(id)?;
         self.scope_first(&c, interaction, rt, Some(id), 'r')?;
         let what = format!("{rt}/{id}");
         let head = self.records.meta(rt, id, None)?;

@@ -13,6 +13,7 @@ use crate::{
     DELEGATION_SYSTEM, ErrorKind, Interaction, Purpose, Served, Service, ServiceError, Session,
     access::{Action, Caller, Record},
     audit::AuditEntry,
+    authorize::ServiceFacts,
     deletion_tombstone, did_of,
 };
 
@@ -41,6 +42,7 @@ impl Service {
     /// a create. Refusals are audited.
     pub(crate) fn authorize_version(
         &self,
+        facts: &ServiceFacts<'_>,
         c: &Caller<'_>,
         interaction: Interaction,
         w: &Written,
@@ -49,7 +51,14 @@ impl Service {
         let what = format!("{rt}/{}", w.id);
         let stored = w.stored.as_ref().map(|m| Record::of(rt, m));
         if w.resource.is_none() {
-            self.authorize(c, interaction, &what, Action::Delete, stored.as_ref(), None)?;
+            self.authorize_with(
+                facts,
+                c,
+                interaction,
+                &what,
+                Action::Delete,
+                (stored.as_ref(), None),
+            )?;
             return Ok(());
         }
         let resource = w.resource.as_ref().unwrap_or(&Value::Null);
@@ -63,7 +72,14 @@ impl Service {
         } else {
             Action::Create
         };
-        self.authorize(c, interaction, &what, action, stored.as_ref(), Some(&new))?;
+        self.authorize_with(
+            facts,
+            c,
+            interaction,
+            &what,
+            action,
+            (stored.as_ref(), Some(&new)),
+        )?;
         Ok(())
     }
 
@@ -140,7 +156,7 @@ impl Service {
                         also: &also,
                         now_ms: now_ms(),
                     },
-                    |w: &Written| self.authorize_version(&c, interaction, w),
+                    |w: &Written| self.authorize_version(&self.facts(), &c, interaction, w),
                     |w: &Written| {
                         let commitment = w.meta.commitment.ok_or_else(|| {
                             ServiceError::new(ErrorKind::Internal, "no commitment")
@@ -191,8 +207,10 @@ impl Service {
             author,
             now_ms(),
             |ws: &[Written]| {
+                let mut facts = self.facts();
+                facts.registering(ws);
                 ws.iter()
-                    .try_for_each(|w| self.authorize_version(c, interaction, w))
+                    .try_for_each(|w| self.authorize_version(&facts, c, interaction, w))
             },
             |ws: &[Written]| self.anchor_versions(ws),
         )

@@ -85,6 +85,29 @@ fn decrypt(key: &std::path::Path, envelope: &std::path::Path) -> Value {
     serde_json::from_str(&out).unwrap()
 }
 
+/// The patient (`t_pat`) lets `org` treat her (`Patient/{pid}`): a Consent, created.
+pub(crate) fn grant_treatment(url: &str, t_pat: &str, pid: &str, org: &SecretKey) -> Value {
+    let treat = json!({
+        "resourceType": "Consent", "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": format!("Patient/{pid}")},
+        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
+        "provision": {"type": "permit",
+            "actor": [{"role": {"text": "treating organization"}, "reference": {"identifier": {"system": "urn:ietf:rfc:3986", "value": org.public().did().to_string()}}}],
+            "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT"}]}
+    });
+    let (s, v, _) = call(
+        "POST",
+        &format!("{url}/fhir/Consent"),
+        t_pat,
+        None,
+        Some(&treat),
+    );
+    assert_eq!(s, 201, "{v}");
+    v
+}
+
 pub(crate) fn token(url: &str, key: &SecretKey, scope: &str) -> String {
     let aud = format!("{url}/auth/token");
     let now = std::time::SystemTime::now()
@@ -244,6 +267,10 @@ fn consent_audit_break_glass_and_erasure_over_http() {
     );
     assert_eq!(s, 201, "{pv}");
     let pid = pv["id"].as_str().unwrap().to_string();
+
+    // The patient lets the hospital treat them (no one writes into a patient's record
+    // without her consent, or being the custodian that registered her).
+    grant_treatment(&url, &t_pat, &pid, &hospital);
 
     // A hospital practitioner writes an observation for them.
     let obs = json!({"resourceType": "Observation", "status": "final", "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}, "subject": {"reference": format!("Patient/{pid}")}, "valueQuantity": {"value": 72, "unit": "/min"}});
@@ -451,7 +478,8 @@ fn consent_audit_break_glass_and_erasure_over_http() {
     let entries = patient_list("access-log", "entries");
     assert!(entries.len() > 5, "{entries:?}");
     for e in &entries {
-        carechain_service::verify_receipt(e, &verifier, &Default::default()).unwrap_or_else(|err| panic!("{err}: {e}"));
+        carechain_service::verify_receipt(e, &verifier, &Default::default())
+            .unwrap_or_else(|err| panic!("{err}: {e}"));
     }
     // Through the CLI, offline.
     let f = dir.path().join("receipt.json");
@@ -795,7 +823,7 @@ fn synthea_transactions_round_trip_and_no_identifier_leaks() {
     let (s, oo, _) = call("POST", &format!("{url}/fhir"), &t, None, Some(&bad));
     assert_eq!(
         (s, oo["resourceType"].as_str()),
-        (400, Some("OperationOutcome")),
+        (422, Some("OperationOutcome")),
         "{oo}"
     );
     assert!(
@@ -962,7 +990,7 @@ fn import_loads_bundles_with_a_summary() {
         &node.url,
     ]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("junk.json: HTTP 400"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("junk.json: HTTP 422"));
     // A whole Synthea directory on three connections: the shared hospital and practitioner
     // bundles first, then the patients in parallel; every bundle lands.
     let bundles = std::fs::read_dir(&s).unwrap().count();

@@ -74,13 +74,14 @@ fn raw_agent() -> ureq::Agent {
     )
 }
 
+/// POSTs JSON as a browser page of `origin` would (default: the node's own origin, as its
+/// own pages do).
 fn post_json(url: &str, body: &Value, origin: Option<&str>) -> (u16, Value, Option<String>) {
-    let mut req = raw_agent()
+    let own: String = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+    let req = raw_agent()
         .post(url)
-        .header("content-type", "application/json");
-    if let Some(o) = origin {
-        req = req.header("origin", o);
-    }
+        .header("content-type", "application/json")
+        .header("origin", origin.unwrap_or(&own));
     let mut r = req.send(body.to_string().as_bytes()).expect("POST");
     let cookie = r
         .headers()
@@ -167,6 +168,7 @@ fn sign_in_rules_over_http() {
     let mut r = raw_agent()
         .post(&format!("{url}/login"))
         .header("content-type", "application/json")
+        .header("origin", &url)
         .header("x-forwarded-proto", "https")
         .send(
             json!({"did": did, "challenge": ch, "signature": sig})
@@ -245,6 +247,7 @@ fn sign_in_rules_over_http() {
     // Signing out ends the session at once.
     let mut r = raw_agent()
         .post(&format!("{url}/logout"))
+        .header("origin", &url)
         .header("cookie", &session)
         .send(&[][..])
         .unwrap();
@@ -268,6 +271,7 @@ fn sign_in_rules_over_http() {
     assert!(!html.contains("Demo sign-in"));
     let mut r = raw_agent()
         .post(&format!("{}/login/demo", node.url))
+        .header("origin", &node.url)
         .header("content-type", "application/x-www-form-urlencoded")
         .send(&b"who=0"[..])
         .unwrap();

@@ -7,7 +7,7 @@ use carechain_types::Role;
 use serde_json::json;
 
 use crate::common::*;
-use crate::fhir::{call, register, register_practitioner, token};
+use crate::fhir::{call, grant_treatment, register, register_practitioner, token};
 
 fn keys(s3: &MotoServer, bucket: &str) -> std::collections::BTreeSet<String> {
     let (s, body) = get_text(&format!("{}/{bucket}?list-type=2", s3.endpoint));
@@ -54,6 +54,7 @@ fn records_live_in_s3_and_erasure_deletes_the_object() {
         Some(&p),
     );
     assert_eq!(s, 201, "{pv}");
+    grant_treatment(&url, &t_pat, pv["id"].as_str().unwrap(), &hospital);
     let obs = json!({"resourceType": "Observation", "status": "final",
         "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
         "subject": {"reference": format!("Patient/{}", pv["id"].as_str().unwrap())},

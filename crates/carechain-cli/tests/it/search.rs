@@ -449,18 +449,17 @@ fn chained_sorted_included_conditional_and_type_history_searches() {
         (400, Some("OperationOutcome"))
     );
 
-    // Consent filters chains and includes: the clinic's practitioner (no consent) may write
-    // an observation about patient A and see it, but cannot find it by A's name nor get A
-    // included with it.
-    let (s, mine, _) = call(
+    // Consent filters chains and includes: the clinic's practitioner (no consent) may not
+    // write into patient A's record, finds nothing of A's by her name, and gets nothing
+    // included.
+    let (s, refused, _) = call(
         "POST",
         &format!("{url}/fhir/Observation"),
         &t_other,
         None,
         Some(&obs(pa, "2023-01-01", 75.0)),
     );
-    assert_eq!(s, 201, "{mine}");
-    let mine = format!("Observation/{}", mine["id"].as_str().unwrap());
+    assert_eq!(s, 403, "{refused}");
     let (_, b, _) = call(
         "GET",
         &format!("{url}/fhir/Observation?_include=Observation:subject"),
@@ -468,8 +467,10 @@ fn chained_sorted_included_conditional_and_type_history_searches() {
         None,
         None,
     );
-    assert_eq!(ids(&b, "match"), vec![mine.clone()]);
-    assert!(ids(&b, "include").is_empty(), "{b}");
+    assert!(
+        ids(&b, "match").is_empty() && ids(&b, "include").is_empty(),
+        "{b}"
+    );
     let (_, b, _) = call(
         "GET",
         &format!("{url}/fhir/Observation?subject:Patient.name=zeta"),
@@ -478,6 +479,25 @@ fn chained_sorted_included_conditional_and_type_history_searches() {
         None,
     );
     assert!(ids(&b, "match").is_empty(), "{b}");
+    // The clinic registers a patient of its own and writes her an observation: its own.
+    let (s, pc, _) = call(
+        "POST",
+        &format!("{url}/fhir/Patient"),
+        &t_other,
+        None,
+        Some(&json!({"resourceType": "Patient", "name": [{"family": "Clinicpatient"}]})),
+    );
+    assert_eq!(s, 201, "{pc}");
+    let pc = format!("Patient/{}", pc["id"].as_str().unwrap());
+    let (s, mine, _) = call(
+        "POST",
+        &format!("{url}/fhir/Observation"),
+        &t_other,
+        None,
+        Some(&obs(&pc, "2023-01-01", 75.0)),
+    );
+    assert_eq!(s, 201, "{mine}");
+    let mine = format!("Observation/{}", mine["id"].as_str().unwrap());
 
     // Reverse chaining: patients with an observation over 85/min (only A's 90), with one
     // from 2021 on (both), and — nested — with an observation that has a provenance (A's o1);
@@ -527,14 +547,15 @@ fn chained_sorted_included_conditional_and_type_history_searches() {
         )
         .is_empty()
     );
-    // The clinic's practitioner sees its own observation about A, but not A: no match.
-    assert!(
+    // The clinic's practitioner finds only its own patient: A's observations over 70/min
+    // are not its to see, so A does not match.
+    assert_eq!(
         get_sorted(
             "Patient",
             "_has:Observation:subject:value-quantity=gt70",
             &t_other
-        )
-        .is_empty()
+        ),
+        vec![pc.clone()]
     );
     for bad in [
         "_has:Observation:code=x",
@@ -738,8 +759,10 @@ fn chained_sorted_included_conditional_and_type_history_searches() {
         410
     );
 
-    // A patient created in the same transaction as their records (with their did): those
-    // records' data keys are wrapped to them too, so their envelope has two recipients.
+    // A patient registered by the hospital in the same transaction as her records (naming her
+    // did, which links nothing) claims her record with the hospital's activation code and her
+    // signature; records written from then on are wrapped to her too, so their envelope has
+    // two recipients.
     let pat = key(54);
     register(&url, &pat, 0, &pat, Role::Patient, None);
     let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
@@ -748,10 +771,50 @@ fn chained_sorted_included_conditional_and_type_history_searches() {
     ]});
     let (s, resp, _) = call("POST", &format!("{url}/fhir"), &t, None, Some(&bundle));
     assert_eq!(s, 200, "{resp}");
-    let loc = resp["entry"][1]["response"]["location"].as_str().unwrap();
-    let obs_path = loc.split("/_history").next().unwrap();
+    let me = resp["entry"][0]["response"]["location"].as_str().unwrap();
+    let me = me.split("/_history").next().unwrap().to_string();
     let t_pat = token(&url, &pat, "patient/*.rs");
-    envelope(&url, obs_path, &t_pat, &dir.path().join("envelope.json"));
+    assert_eq!(
+        call("GET", &format!("{url}/fhir/{me}"), &t_pat, None, None).0,
+        403,
+        "naming her did in the record does not make it hers"
+    );
+    let (s, code, _) = call(
+        "POST",
+        &format!("{url}/fhir/{me}/$activation-code"),
+        &t,
+        None,
+        None,
+    );
+    assert_eq!(s, 200, "{code}");
+    let code = code["code"].as_str().unwrap();
+    let msg = carechain_service::claim_message(
+        &format!("{url}/auth/token"),
+        &me,
+        code,
+        &pat.public().did().to_string(),
+    );
+    let sig = pat
+        .sign(carechain_crypto::Namespace::PatientClaim, msg.as_bytes())
+        .to_hex();
+    let (s, claimed, _) = call(
+        "POST",
+        &format!("{url}/fhir/{me}/$claim"),
+        &t_pat,
+        None,
+        Some(&json!({"code": code, "signature": sig})),
+    );
+    assert_eq!(s, 200, "{claimed}");
+    let (s, later, _) = call(
+        "POST",
+        &format!("{url}/fhir/Observation"),
+        &t,
+        None,
+        Some(&obs(&me, "2024-03-04", 78.0)),
+    );
+    assert_eq!(s, 201, "{later}");
+    let obs_path = format!("Observation/{}", later["id"].as_str().unwrap());
+    envelope(&url, &obs_path, &t_pat, &dir.path().join("envelope.json"));
 
     // Conditional delete: the one match is deleted (204, then 410 on read); no match is a
     // 204 that deletes nothing; several matches are a 412.
