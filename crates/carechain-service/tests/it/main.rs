@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod access;
+
 use carechain_crypto::SecretKey;
 use carechain_node::{Node, NodeConfig};
 use carechain_service::{Purpose, Scope, Service, Session};
