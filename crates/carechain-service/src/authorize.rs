@@ -19,9 +19,10 @@ use crate::{
 pub(crate) struct ServiceFacts<'a> {
     svc: &'a Service,
     now_ms: u64,
-    /// Patients registered by the same write (a transaction creating a Patient and her
-    /// records): their custodian is that write's author, though not stored yet.
-    registering: std::collections::BTreeMap<String, Option<String>>,
+    /// Each patient's custodian, looked up once per decision batch — and, for patients
+    /// registered by the same write (a transaction creating a Patient and her records), that
+    /// write's author, though not stored yet.
+    custodians: std::cell::RefCell<std::collections::BTreeMap<String, Option<String>>>,
 }
 
 impl ServiceFacts<'_> {
@@ -29,7 +30,8 @@ impl ServiceFacts<'_> {
     pub(crate) fn registering(&mut self, ws: &[carechain_records::Written]) {
         for w in ws {
             if w.resource_type == "Patient" && w.stored.is_none() {
-                self.registering
+                self.custodians
+                    .get_mut()
                     .insert(format!("Patient/{}", w.id), w.meta.author.clone());
             }
         }
@@ -48,11 +50,17 @@ impl Facts for ServiceFacts<'_> {
     }
 
     fn custodian(&self, patient: &str) -> Option<String> {
-        if let Some(a) = self.registering.get(patient) {
+        if let Some(a) = self.custodians.borrow().get(patient) {
             return a.clone();
         }
-        let id = patient.strip_prefix("Patient/")?;
-        self.svc.records.meta("Patient", id, None).ok()?.author
+        let author = patient
+            .strip_prefix("Patient/")
+            .and_then(|id| self.svc.records.meta("Patient", id, None).ok())
+            .and_then(|m| m.author);
+        self.custodians
+            .borrow_mut()
+            .insert(patient.to_string(), author.clone());
+        author
     }
 
     fn break_glass(&self, actor: &Did, patient: &str) -> bool {
@@ -69,7 +77,7 @@ impl Service {
         ServiceFacts {
             svc: self,
             now_ms: now_ms(),
-            registering: Default::default(),
+            custodians: Default::default(),
         }
     }
 

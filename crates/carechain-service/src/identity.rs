@@ -78,6 +78,21 @@ impl Service {
         Ok(())
     }
 
+    /// Records a refused claim or activation code in the patient's log.
+    fn audit_claim_refused(&self, s: &Session, purpose: &Purpose, patient: &str, note: &str) {
+        self.audit(
+            s,
+            purpose,
+            AuditEntry::new(
+                Interaction::Claim,
+                patient,
+                Some(patient),
+                Outcome::Refused,
+                note,
+            ),
+        );
+    }
+
     /// After a patient registered herself (a Patient created by her, naming her own did).
     pub(crate) fn link_self_registration(&self, s: &Session, patient: &str) {
         if let Err(e) = self.link(s.did, patient) {
@@ -94,22 +109,18 @@ impl Service {
         purpose: &Purpose,
         patient_id: &str,
     ) -> Result<Value, ServiceError> {
+        crate::write::check_id(patient_id)?;
         let patient = format!("Patient/{patient_id}");
         let meta = self.records.meta("Patient", patient_id, None)?;
         let custodian =
             meta.author.is_some() && meta.author == s.organization.map(|o| o.to_string());
         let staff = matches!(s.role, Role::Organization | Role::Practitioner) && custodian;
         if !(staff || s.role == Role::Operator) || !s.allows("Patient", 'u') {
-            self.audit(
+            self.audit_claim_refused(
                 s,
                 purpose,
-                AuditEntry::new(
-                    Interaction::Claim,
-                    &patient,
-                    Some(&patient),
-                    Outcome::Refused,
-                    "denied: activation code only from the custodian organization",
-                ),
+                &patient,
+                "denied: activation code only from the custodian organization",
             );
             return Err(ServiceError::forbidden(
                 "only the organization that registered this patient (or an operator) may issue its activation code",
@@ -153,19 +164,10 @@ impl Service {
         purpose: &Purpose,
         req: &ClaimRequest,
     ) -> Result<Value, ServiceError> {
+        crate::write::check_id(&req.patient_id)?;
         let patient = format!("Patient/{}", req.patient_id);
         let refuse = |note: &str, e: ServiceError| {
-            self.audit(
-                s,
-                purpose,
-                AuditEntry::new(
-                    Interaction::Claim,
-                    &patient,
-                    Some(&patient),
-                    Outcome::Refused,
-                    note,
-                ),
-            );
+            self.audit_claim_refused(s, purpose, &patient, note);
             e
         };
         if s.role != Role::Patient {
