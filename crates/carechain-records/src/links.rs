@@ -11,7 +11,7 @@
 use carechain_crypto::sha256_parts;
 use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::{RecordError, RecordStore, db};
+use crate::{RecordError, RecordStore};
 use carechain_vault::BlobStore;
 
 /// did → `Patient/<id>`.
@@ -45,6 +45,8 @@ pub enum LinkError {
     Store(#[from] RecordError),
 }
 
+crate::error::from_redb!(LinkError, |e| LinkError::Store(RecordError::Db(e)));
+
 /// The key an activation code is stored under (the code itself is never stored).
 fn code_key(code: &str) -> [u8; 32] {
     sha256_parts(&[b"carechain/v1/activation-code\0", code.trim().as_bytes()]).0
@@ -63,19 +65,19 @@ pub struct ActivationCode {
 
 impl<B: BlobStore> RecordStore<B> {
     pub(crate) fn open_link_tables(txn: &redb::WriteTransaction) -> Result<(), RecordError> {
-        txn.open_table(LINKS).map_err(db)?;
-        txn.open_table(LINKED).map_err(db)?;
-        txn.open_table(CODES).map_err(db)?;
+        txn.open_table(LINKS)?;
+        txn.open_table(LINKED)?;
+        txn.open_table(CODES)?;
         Ok(())
     }
 
     /// Every link, `(did, Patient/<id>)`.
     pub fn links(&self) -> Result<Vec<(String, String)>, RecordError> {
-        let rt = self.db.begin_read().map_err(db)?;
-        let t = rt.open_table(LINKS).map_err(db)?;
+        let rt = self.db.begin_read()?;
+        let t = rt.open_table(LINKS)?;
         let mut out = Vec::new();
-        for item in t.iter().map_err(db)? {
-            let (k, v) = item.map_err(db)?;
+        for item in t.iter()? {
+            let (k, v) = item?;
             out.push((k.value().to_string(), v.value().to_string()));
         }
         Ok(out)
@@ -85,26 +87,26 @@ impl<B: BlobStore> RecordStore<B> {
     /// registering herself). Refused when either is linked to another already; linking the
     /// same pair again is a no-op.
     pub fn link_patient(&self, did: &str, patient: &str) -> Result<(), LinkError> {
-        let mut txn = self.db.begin_write().map_err(db)?;
-        txn.set_durability(Durability::Immediate).map_err(db)?;
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
         Self::link_in(&txn, did, patient)?;
-        txn.commit().map_err(db)?;
+        txn.commit()?;
         Ok(())
     }
 
     fn link_in(txn: &redb::WriteTransaction, did: &str, patient: &str) -> Result<(), LinkError> {
-        let mut links = txn.open_table(LINKS).map_err(db)?;
-        let mut linked = txn.open_table(LINKED).map_err(db)?;
-        match links.get(did).map_err(db)?.map(|g| g.value().to_string()) {
+        let mut links = txn.open_table(LINKS)?;
+        let mut linked = txn.open_table(LINKED)?;
+        match links.get(did)?.map(|g| g.value().to_string()) {
             Some(p) if p == patient => return Ok(()),
             Some(_) => return Err(LinkError::IdentityLinked),
             None => {}
         }
-        if linked.get(patient).map_err(db)?.is_some() {
+        if linked.get(patient)?.is_some() {
             return Err(LinkError::PatientLinked);
         }
-        links.insert(did, patient).map_err(db)?;
-        linked.insert(patient, did).map_err(db)?;
+        links.insert(did, patient)?;
+        linked.insert(patient, did)?;
         Ok(())
     }
 
@@ -117,7 +119,8 @@ impl<B: BlobStore> RecordStore<B> {
         expires_ms: u64,
     ) -> Result<ActivationCode, RecordError> {
         let mut raw = [0u8; 15];
-        getrandom::fill(&mut raw).map_err(db)?;
+        getrandom::fill(&mut raw)
+            .map_err(|_| RecordError::Vault(carechain_vault::VaultError::Randomness))?;
         // Five groups of five base32 letters: easy to read out and type.
         const ALPHABET: &[u8; 32] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
         let mut bits: u128 = 0;
@@ -131,14 +134,13 @@ impl<B: BlobStore> RecordStore<B> {
             }
             code.push(char::from(ALPHABET[(bits >> (i * 5) & 31) as usize]));
         }
-        let mut txn = self.db.begin_write().map_err(db)?;
-        txn.set_durability(Durability::Immediate).map_err(db)?;
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
         {
-            let mut t = txn.open_table(CODES).map_err(db)?;
-            t.insert(&code_key(&code), (patient, expires_ms, issuer))
-                .map_err(db)?;
+            let mut t = txn.open_table(CODES)?;
+            t.insert(&code_key(&code), (patient, expires_ms, issuer))?;
         }
-        txn.commit().map_err(db)?;
+        txn.commit()?;
         Ok(ActivationCode {
             code,
             patient: patient.to_string(),
@@ -149,9 +151,9 @@ impl<B: BlobStore> RecordStore<B> {
     /// The patient and issuer of an unused activation code (whether or not it has expired:
     /// `(patient, expires_ms, issuer)`), without using it.
     pub fn activation(&self, code: &str) -> Result<Option<(String, u64, String)>, RecordError> {
-        let rt = self.db.begin_read().map_err(db)?;
-        let t = rt.open_table(CODES).map_err(db)?;
-        Ok(t.get(&code_key(code)).map_err(db)?.map(|g| {
+        let rt = self.db.begin_read()?;
+        let t = rt.open_table(CODES)?;
+        Ok(t.get(&code_key(code))?.map(|g| {
             let (p, e, i) = g.value();
             (p.to_string(), e, i.to_string())
         }))
@@ -168,11 +170,11 @@ impl<B: BlobStore> RecordStore<B> {
         did: &str,
         now_ms: u64,
     ) -> Result<(), LinkError> {
-        let mut txn = self.db.begin_write().map_err(db)?;
-        txn.set_durability(Durability::Immediate).map_err(db)?;
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
         let found = {
-            let mut t = txn.open_table(CODES).map_err(db)?;
-            t.remove(&code_key(code)).map_err(db)?.map(|g| {
+            let mut t = txn.open_table(CODES)?;
+            t.remove(&code_key(code))?.map(|g| {
                 let (p, e, _) = g.value();
                 (p.to_string(), e)
             })
@@ -184,7 +186,7 @@ impl<B: BlobStore> RecordStore<B> {
             Some(_) => Self::link_in(&txn, did, patient),
         };
         if result.is_ok() || found_used(&result) {
-            txn.commit().map_err(db)?;
+            txn.commit()?;
         }
         result
     }

@@ -195,9 +195,9 @@ fn delete_keeps_history_and_erase_destroys_content() {
     let before = s.vread("Observation", &w.id, 1).unwrap();
     let refused = s.erase("Observation", &w.id, |doomed| {
         assert_eq!(doomed.len(), 2, "the two versions with content");
-        Err::<(), _>(RecordError::Db("ledger unavailable".into()))
+        Err::<(), _>(RecordError::BadRequest("ledger unavailable".into()))
     });
-    assert!(matches!(refused, Err(RecordError::Db(_))));
+    assert!(matches!(refused, Err(RecordError::BadRequest(_))));
     assert_eq!(s.vread("Observation", &w.id, 1).unwrap(), before);
     for c in &ciphertexts {
         assert!(on_disk(dir.path(), &c[..64]));
@@ -388,9 +388,13 @@ fn creates_are_invisible_until_anchored_and_a_crash_in_between_is_settled() {
         },
         |_: &Written| Ok(()),
         submit,
-        |_a: &Anchor| Err(RecordError::Db("ledger did not commit in time".into())),
+        |_a: &Anchor| {
+            Err(RecordError::BadRequest(
+                "ledger did not commit in time".into(),
+            ))
+        },
     );
-    assert!(matches!(err, Err(RecordError::Db(_))));
+    assert!(matches!(err, Err(RecordError::BadRequest(_))));
     assert_eq!(s.ids("Observation").unwrap(), vec![w.id.clone()]);
     let failed_blob = blob.borrow().unwrap();
     assert_ne!(failed_blob, hidden_blob);
