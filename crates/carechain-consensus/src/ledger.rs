@@ -151,7 +151,7 @@ impl Ledger {
     pub fn validator_schedule(&self) -> Result<carechain_state::ValidatorSchedule, LedgerError> {
         let snapshot = self.store.snapshot()?;
         carechain_state::validator_schedule(&snapshot, &self.validators)
-            .map_err(|e| LedgerError::Storage(StorageError::Db(e.to_string())))
+            .map_err(|e| LedgerError::Storage(StorageError::View(e)))
     }
 
     /// A governance proposal in the durable state.
@@ -161,7 +161,7 @@ impl Ledger {
     ) -> Result<Option<carechain_state::Proposal>, LedgerError> {
         let snapshot = self.store.snapshot()?;
         carechain_state::proposal(&snapshot, id)
-            .map_err(|e| LedgerError::Storage(StorageError::Db(e.to_string())))
+            .map_err(|e| LedgerError::Storage(StorageError::View(e)))
     }
 
     /// The current tip.
@@ -238,9 +238,7 @@ impl Ledger {
         let me = self.key.public();
         let (tip, ex) = self.on_parent(parent, |tip, view, c, updates, log| {
             let height = tip.height + 1;
-            let db = |e: carechain_state::ViewError| {
-                LedgerError::Storage(StorageError::Db(e.to_string()))
-            };
+            let db = |e: carechain_state::ViewError| LedgerError::Storage(StorageError::View(e));
             if !carechain_state::may_propose(view, &self.validators, height, &me).map_err(db)? {
                 return Err(LedgerError::NotValidator { height });
             }

@@ -7,10 +7,12 @@
 //! elements, wrong JSON or FHIR types, cardinality (arrays vs single values, required
 //! elements), choice types (`value[x]`), primitive extensions (`_birthDate`), contained and
 //! nested resources, recursive elements (`contentReference`), and id / date / dateTime /
-//! instant / code / uri ... formats.
+//! instant / code / uri ... formats; then the FHIRPath invariants of the core definitions
+//! (`invariants.table`) on every element that carries them.
 
 pub mod compartment;
 pub mod consent;
+mod invariants;
 pub mod model;
 pub mod search;
 pub mod table_gen;
@@ -18,6 +20,7 @@ mod time;
 mod validate;
 
 pub use compartment::{patient_reference, patients_of};
+pub use invariants::invariant_coverage;
 pub use model::{Model, model};
 pub use time::fhir_time_range;
 pub use validate::{Issue, is_valid_id, validate_resource};

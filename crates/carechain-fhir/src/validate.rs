@@ -2,6 +2,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::invariants::{Invariant, invariants};
 use crate::model::{Child, Kind, Model, Types, model};
 
 /// One problem found, with a FHIRPath-like location.
@@ -16,9 +17,23 @@ pub struct Issue {
 const MAX_ISSUES: usize = 100;
 const MAX_DEPTH: usize = 64;
 
-struct Ctx<'m> {
+struct Ctx<'m, 'v> {
     model: &'m Model,
     issues: Vec<Issue>,
+    /// The resources being walked, outermost first, each with its `%rootResource` (itself,
+    /// or for a contained resource the resource containing it).
+    resources: Vec<(&'v Value, &'v Value)>,
+    /// Elements carrying FHIRPath invariants, evaluated once the structure is valid.
+    focus: Vec<Focus<'v>>,
+}
+
+/// An element to check invariants on.
+struct Focus<'v> {
+    invariants: &'static [Invariant],
+    node: &'v Value,
+    resource: &'v Value,
+    root: &'v Value,
+    path: String,
 }
 
 /// Where a value sits (`Patient.name[0].given`), built as the walk descends and rendered
@@ -58,7 +73,7 @@ impl At<'_> {
     }
 }
 
-impl Ctx<'_> {
+impl<'v> Ctx<'_, 'v> {
     fn issue(&mut self, at: &At<'_>, message: impl Into<String>) {
         if self.issues.len() < MAX_ISSUES {
             let mut path = String::new();
@@ -69,15 +84,57 @@ impl Ctx<'_> {
             });
         }
     }
+
+    /// Notes the invariants of element `rel` of `ty` (if any) for evaluation on `node`.
+    fn note_invariants(&mut self, ty: &str, rel: &str, node: &'v Value, at: &At<'_>) {
+        let Some(list) = invariants().on(ty, rel) else {
+            return;
+        };
+        let Some(&(resource, root)) = self.resources.last() else {
+            return;
+        };
+        let mut path = String::new();
+        at.render(&mut path);
+        self.focus.push(Focus {
+            invariants: list,
+            node,
+            resource,
+            root,
+            path,
+        });
+    }
+
+    /// Evaluates the invariants noted during the walk.
+    fn check_invariants(&mut self) {
+        let inv = invariants();
+        for f in std::mem::take(&mut self.focus) {
+            for i in f.invariants {
+                if !inv.holds(i, f.node, f.resource, f.root) && self.issues.len() < MAX_ISSUES {
+                    self.issues.push(Issue {
+                        path: f.path.clone(),
+                        message: format!("{}: {}", i.key, i.human),
+                    });
+                }
+            }
+        }
+    }
 }
+
+/// R4 resources that are not DomainResources (whose invariants, dom-*, do not apply to them).
+const NOT_DOMAIN_RESOURCES: [&str; 3] = ["Bundle", "Binary", "Parameters"];
 
 /// Validates a FHIR R4 resource in JSON form. Returns every issue found (up to 100).
 pub fn validate_resource(resource: &Value) -> Result<(), Vec<Issue>> {
     let mut cx = Ctx {
         model: model(),
         issues: Vec::new(),
+        resources: Vec::new(),
+        focus: Vec::new(),
     };
     resource_at(&mut cx, resource, &At::Root(""), 0);
+    if cx.issues.is_empty() {
+        cx.check_invariants();
+    }
     if cx.issues.is_empty() {
         Ok(())
     } else {
@@ -85,7 +142,7 @@ pub fn validate_resource(resource: &Value) -> Result<(), Vec<Issue>> {
     }
 }
 
-fn resource_at(cx: &mut Ctx<'_>, v: &Value, at: &At<'_>, depth: usize) {
+fn resource_at<'v>(cx: &mut Ctx<'_, 'v>, v: &'v Value, at: &At<'_>, depth: usize) {
     let Some(obj) = v.as_object() else {
         cx.issue(at, "a resource must be a JSON object");
         return;
@@ -111,7 +168,37 @@ fn resource_at(cx: &mut Ctx<'_>, v: &Value, at: &At<'_>, depth: usize) {
             "not a valid id ([A-Za-z0-9-.]{1,64})",
         );
     }
-    object(cx, rt, "", obj, &display, true, depth + 1);
+    let contained = matches!(at, At::Index(At::Key(_, "contained"), _));
+    let root = match cx.resources.last() {
+        Some(&(_, outer_root)) if contained => outer_root,
+        _ => v,
+    };
+    cx.resources.push((v, root));
+    if !NOT_DOMAIN_RESOURCES.contains(&rt) {
+        cx.note_invariants("DomainResource", "", v, &display);
+    }
+    if rt == "Questionnaire" {
+        questionnaire_link_ids(cx, v, &display);
+    }
+    object(cx, rt, "", v, &display, true, depth + 1);
+    cx.resources.pop();
+}
+
+/// que-2 (natively: the engine's `descendants()` is quadratic): every `linkId` of a
+/// Questionnaire's items, at any depth, is unique.
+fn questionnaire_link_ids(cx: &mut Ctx<'_, '_>, q: &Value, at: &At<'_>) {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut stack: Vec<&Value> = vec![q];
+    while let Some(v) = stack.pop() {
+        for item in v["item"].as_array().into_iter().flatten() {
+            if let Some(id) = item["linkId"].as_str()
+                && !seen.insert(id)
+            {
+                cx.issue(at, format!("que-2: the linkId {id:?} is not unique"));
+            }
+            stack.push(item);
+        }
+    }
 }
 
 /// Whether `s` is a FHIR resource id: `[A-Za-z0-9\-\.]{1,64}`.
@@ -158,11 +245,11 @@ fn is_primitive(m: &Model, t: &str) -> bool {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn object(
-    cx: &mut Ctx<'_>,
+fn object<'v>(
+    cx: &mut Ctx<'_, 'v>,
     def: &str,
     rel: &str,
-    obj: &Map<String, Value>,
+    node: &'v Value,
     at: &At<'_>,
     root: bool,
     depth: usize,
@@ -171,6 +258,12 @@ fn object(
         cx.issue(at, "nesting too deep");
         return;
     }
+    let Some(obj) = node.as_object() else {
+        cx.issue(at, "must be an object");
+        return;
+    };
+    native_invariants(cx, def, rel, obj, at);
+    cx.note_invariants(def, rel, node, at);
     let m = cx.model;
     let Some(td) = m.types.get(def) else {
         cx.issue(at, format!("no definition for type {def}"));
@@ -204,9 +297,15 @@ fn object(
                     for (i, it) in items.iter().enumerate() {
                         match it {
                             Value::Null => {}
-                            Value::Object(o) => {
-                                object(cx, "Element", "", o, &At::Index(&here, i), false, depth + 1)
-                            }
+                            Value::Object(_) => object(
+                                cx,
+                                "Element",
+                                "",
+                                it,
+                                &At::Index(&here, i),
+                                false,
+                                depth + 1,
+                            ),
                             _ => cx.issue(&here, "a primitive's extension must be an object"),
                         }
                     }
@@ -276,22 +375,19 @@ fn object(
 
 /// Checks the value of element `child` (of the element at `rel` in type `def`).
 #[allow(clippy::too_many_arguments)]
-fn value(
-    cx: &mut Ctx<'_>,
+fn value<'v>(
+    cx: &mut Ctx<'_, 'v>,
     def: &str,
     rel: &str,
     child: &Child,
     chosen: Option<&str>,
-    v: &Value,
+    v: &'v Value,
     at: &At<'_>,
     depth: usize,
 ) {
     let m = cx.model;
     if let Types::Ref(path) = &child.types {
-        match v.as_object() {
-            Some(o) => object(cx, def, path, o, at, false, depth + 1),
-            None => cx.issue(at, "must be an object"),
-        }
+        object(cx, def, path, v, at, false, depth + 1);
         return;
     }
     let Some(t) = chosen else {
@@ -308,10 +404,7 @@ fn value(
             .get(def)
             .is_some_and(|d| d.children.contains_key(&child_rel))
         {
-            match v.as_object() {
-                Some(o) => object(cx, def, &child_rel, o, at, false, depth + 1),
-                None => cx.issue(at, "must be an object"),
-            }
+            object(cx, def, &child_rel, v, at, false, depth + 1);
             return;
         }
     }
@@ -321,15 +414,13 @@ fn value(
     }
     match m.types.get(t).map(|d| &d.kind) {
         Some(Kind::Primitive(re)) => primitive(cx, t, re.as_ref(), v, at),
-        Some(_) => match v.as_object() {
-            Some(o) => object(cx, t, "", o, at, false, depth + 1),
-            None => cx.issue(at, format!("must be a {t} object")),
-        },
+        Some(_) if v.is_object() => object(cx, t, "", v, at, false, depth + 1),
+        Some(_) => cx.issue(at, format!("must be a {t} object")),
         None => cx.issue(at, format!("unknown type {t}")),
     }
 }
 
-fn primitive(cx: &mut Ctx<'_>, t: &str, re: Option<&regex::Regex>, v: &Value, at: &At<'_>) {
+fn primitive(cx: &mut Ctx<'_, '_>, t: &str, re: Option<&regex::Regex>, v: &Value, at: &At<'_>) {
     match t {
         "boolean" => {
             if !v.is_boolean() {
@@ -375,4 +466,96 @@ fn primitive(cx: &mut Ctx<'_>, t: &str, re: Option<&regex::Regex>, v: &Value, at
             }
         }
     }
+}
+
+/// Invariants checked in the walk rather than with FHIRPath: ele-1 and ext-1 (they apply to
+/// every element and every extension), an Attachment's `size` and `hash` against its `data`,
+/// and `Coding.system` an absolute URI.
+fn native_invariants(
+    cx: &mut Ctx<'_, '_>,
+    def: &str,
+    rel: &str,
+    obj: &Map<String, Value>,
+    at: &At<'_>,
+) {
+    if !obj.is_empty() && obj.keys().all(|k| k == "id") {
+        cx.issue(
+            at,
+            "ele-1: all FHIR elements must have a @value or children",
+        );
+    }
+    if !rel.is_empty() {
+        return;
+    }
+    match def {
+        "Extension" => {
+            let nested = obj.contains_key("extension");
+            let valued = obj.keys().any(|k| {
+                k.strip_prefix("value")
+                    .is_some_and(|t| t.starts_with(|c: char| c.is_ascii_uppercase()))
+            });
+            if nested == valued {
+                cx.issue(
+                    at,
+                    "ext-1: must have either extensions or value[x], not both",
+                );
+            }
+        }
+        "Attachment" => attachment(cx, obj, at),
+        "Coding" => {
+            if let Some(system) = obj.get("system").and_then(Value::as_str)
+                && !is_absolute_uri(system)
+            {
+                cx.issue(
+                    &At::Key(at, "system"),
+                    "Coding.system must be an absolute URI (a code system's canonical URL, urn:oid: or urn:uuid:)",
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+/// An Attachment's `size` (bytes) and `hash` (base64 of its SHA-1) describe its `data`.
+fn attachment(cx: &mut Ctx<'_, '_>, obj: &Map<String, Value>, at: &At<'_>) {
+    use base64::Engine as _;
+    let Some(data) = obj.get("data").and_then(Value::as_str) else {
+        return;
+    };
+    let compact: String = data.split_whitespace().collect();
+    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(compact) else {
+        return; // the base64Binary regex reports it
+    };
+    if let Some(size) = obj.get("size").and_then(Value::as_u64)
+        && size != bytes.len() as u64
+    {
+        cx.issue(
+            &At::Key(at, "size"),
+            format!(
+                "Attachment.size is {size} but the data has {} bytes",
+                bytes.len()
+            ),
+        );
+    }
+    if let Some(hash) = obj.get("hash").and_then(Value::as_str) {
+        let sha1 = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &bytes);
+        let want = base64::engine::general_purpose::STANDARD.encode(sha1.as_ref());
+        if hash.trim() != want {
+            cx.issue(
+                &At::Key(at, "hash"),
+                "Attachment.hash is not the base64 SHA-1 of the data",
+            );
+        }
+    }
+}
+
+/// `scheme:rest` with an RFC 3986 scheme (`http:`, `urn:`, ...).
+fn is_absolute_uri(s: &str) -> bool {
+    s.split_once(':').is_some_and(|(scheme, rest)| {
+        !rest.is_empty()
+            && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    })
 }

@@ -1,5 +1,6 @@
 //! `cargo xtask`: developer tasks. `gen-fhir [DEFINITIONS_DIR]` regenerates
-//! `crates/carechain-fhir/src/r4.table` from the official FHIR R4 definitions.
+//! the tables of `crates/carechain-fhir/src/` (structure, invariants, search parameters,
+//! Patient compartment) from the official FHIR R4 definitions.
 
 use std::path::PathBuf;
 
@@ -27,6 +28,14 @@ fn main() -> Result<()> {
             .map_err(anyhow::Error::msg)?;
             let out = root.join("crates/carechain-fhir/src/r4.table");
             std::fs::write(&out, table)?;
+            eprintln!("wrote {}", out.display());
+            let invariants = carechain_fhir::table_gen::generate_invariants(
+                &read("profiles-types.json")?,
+                &read("profiles-resources.json")?,
+            )
+            .map_err(anyhow::Error::msg)?;
+            let out = root.join("crates/carechain-fhir/src/invariants.table");
+            std::fs::write(&out, invariants)?;
             eprintln!("wrote {}", out.display());
             let search =
                 carechain_fhir::table_gen::generate_search(&read("search-parameters.json")?)

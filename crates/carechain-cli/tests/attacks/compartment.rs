@@ -16,7 +16,8 @@ fn records_naming_a_patient_anywhere_are_hers_to_consent() {
         "for": {"reference": format!("Patient/{alice_id}")}, "description": "call back"});
     let (s, t) = fhir(&d, "POST", "Task", &carol_t, Some(&task));
     assert_eq!(s, 201, "{t}");
-    let appt = json!({"resourceType": "Appointment", "status": "booked", "participant": [
+    let appt = json!({"resourceType": "Appointment", "status": "booked",
+        "start": "2026-12-10T09:00:00Z", "end": "2026-12-10T09:30:00Z", "participant": [
         {"actor": {"reference": format!("{}/fhir/Patient/{alice_id}", d.url)}, "status": "accepted"}]});
     let (s, a) = fhir(&d, "POST", "Appointment", &carol_t, Some(&appt));
     assert_eq!(s, 201, "{a}");

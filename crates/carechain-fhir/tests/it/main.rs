@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod consent;
+mod invariants;
 
 use std::path::PathBuf;
 
@@ -88,7 +89,7 @@ fn synthea_bundles_are_accepted() {
     assert!(n >= 5, "expected the Synthea bundles, found {n}");
 }
 
-fn issues(v: Value) -> Vec<String> {
+pub(crate) fn issues(v: Value) -> Vec<String> {
     match validate_resource(&v) {
         Ok(()) => vec![],
         Err(i) => i
@@ -98,7 +99,7 @@ fn issues(v: Value) -> Vec<String> {
     }
 }
 
-fn patient() -> Value {
+pub(crate) fn patient() -> Value {
     json!({
         "resourceType": "Patient",
         "id": "p1",
@@ -248,6 +249,15 @@ fn committed_table_matches_the_official_definitions() {
         &defs.join("compartmentdefinition-patient.json"),
     ))
     .unwrap();
+    let invariants = carechain_fhir::table_gen::generate_invariants(
+        &load(&defs.join("profiles-types.json")),
+        &load(&defs.join("profiles-resources.json")),
+    )
+    .unwrap();
+    assert!(
+        invariants == include_str!("../../src/invariants.table"),
+        "src/invariants.table is stale: run `cargo xtask gen-fhir`"
+    );
     assert!(
         compartment == include_str!("../../src/compartment.table"),
         "src/compartment.table is stale: run `cargo xtask gen-fhir`"
