@@ -1,7 +1,6 @@
 //! Erasure: data keys forgotten durably first, then ciphertexts deleted (retried until they
 //! are).
 
-use borsh::BorshDeserialize;
 use carechain_crypto::Hash;
 use carechain_vault::{BlobStore, RecordContext};
 use redb::{Durability, ReadableDatabase, ReadableTable};
@@ -47,19 +46,6 @@ impl<B: BlobStore> RecordStore<B> {
         // stays pending (see `pending_erasures`) and is deleted by a later try.
         let _ = self.finish_erasures(Some(&key));
         Ok((doomed, out))
-    }
-
-    /// Every version's metadata, `(version, meta)`, oldest first.
-    fn version_metas(&self, key: &str, cur: u64) -> Result<Vec<(u64, VersionMeta)>, RecordError> {
-        let rt = self.db.begin_read()?;
-        let t = rt.open_table(VERSIONS)?;
-        let mut metas = Vec::new();
-        for v in 1..=cur {
-            if let Some(g) = t.get((key, v))? {
-                metas.push((v, VersionMeta::try_from_slice(g.value())?));
-            }
-        }
-        Ok(metas)
     }
 
     /// Drops the sealed keys (and the categories and labels) of `metas` durably, recording

@@ -22,6 +22,17 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    /// A stored version's metadata rewritten in place (its head and anchor as they were).
+    pub(crate) fn rewrapped(key: &str, meta: VersionMeta) -> Entry {
+        Entry {
+            key: key.to_string(),
+            meta,
+            head: false,
+            pending: false,
+            blob_mark: 0,
+        }
+    }
+
     pub(crate) fn of(w: &Written, head: bool, pending: bool) -> Entry {
         Entry {
             key: format!("{}/{}", w.resource_type, w.id),

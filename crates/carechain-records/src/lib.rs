@@ -19,6 +19,7 @@ mod ids;
 mod links;
 mod locks;
 mod read;
+mod rewrap;
 mod tables;
 mod write;
 

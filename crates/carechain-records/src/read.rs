@@ -166,4 +166,21 @@ impl<B: BlobStore> RecordStore<B> {
         }
         Ok(out)
     }
+
+    /// Every version's metadata, `(version, meta)`, oldest first.
+    pub(crate) fn version_metas(
+        &self,
+        key: &str,
+        cur: u64,
+    ) -> Result<Vec<(u64, VersionMeta)>, RecordError> {
+        let rt = self.db.begin_read()?;
+        let t = rt.open_table(VERSIONS)?;
+        let mut metas = Vec::new();
+        for v in 1..=cur {
+            if let Some(g) = t.get((key, v))? {
+                metas.push((v, VersionMeta::try_from_slice(g.value())?));
+            }
+        }
+        Ok(metas)
+    }
 }

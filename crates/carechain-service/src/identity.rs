@@ -215,6 +215,10 @@ impl Service {
             return Err(refuse("denied: claim refused", e.into()));
         }
         self.links.write().insert(s.did, patient.clone());
+        // Her records written before the claim become hers to decrypt too.
+        for key in self.encryption_keys(&s.did) {
+            self.records.wrap_patient_records(&patient, &key)?;
+        }
         self.audit(
             s,
             purpose,

@@ -378,27 +378,10 @@ impl<B: BlobStore> Vault<B> {
         let id = self.blobs.stage(&blob)?;
         let mut recipients = vec![self.kek.public()];
         recipients.extend(also.iter().copied().filter(|r| *r != self.kek.public()));
-        let mut wrapped = Vec::with_capacity(recipients.len());
-        for r in recipients {
-            let session = self.session(&r)?;
-            let kwk = session_wrapping_key(|c, out| session.ctx.export(c, out), &aad, &id)?;
-            let mut ciphertext = Vec::with_capacity(1 + 32 + 16);
-            ciphertext.push(SESSION_TAG);
-            ciphertext.extend_from_slice(dek.as_ref());
-            let tag = kwk
-                .seal_in_place_separate_tag(
-                    Nonce::assume_unique_for_key([0; NONCE_LEN]),
-                    Aad::from(&aad),
-                    &mut ciphertext[1..],
-                )
-                .map_err(|_| VaultError::Wrap)?;
-            ciphertext.extend_from_slice(tag.as_ref());
-            wrapped.push(WrappedKey {
-                recipient: r,
-                enc: session.enc.clone(),
-                ciphertext,
-            });
-        }
+        let wrapped = recipients
+            .iter()
+            .map(|r| self.wrap(r, &aad, &id, &dek))
+            .collect::<Result<Vec<_>, _>>()?;
         self.cache_put(cache_key(&aad, &id), dek);
         let salt = random::<32>()?;
         Ok(SealedRecord {
@@ -407,6 +390,61 @@ impl<B: BlobStore> Vault<B> {
             commitment: commitment(&salt, &id),
             wrapped,
         })
+    }
+
+    /// Wraps data key `dek` of ciphertext `blob` (record context `aad`) for recipient `r`.
+    fn wrap(
+        &self,
+        r: &PublicEncryptionKey,
+        aad: &[u8],
+        blob: &ContentId,
+        dek: &Zeroizing<[u8; 32]>,
+    ) -> Result<WrappedKey, VaultError> {
+        let session = self.session(r)?;
+        let kwk = session_wrapping_key(|c, out| session.ctx.export(c, out), aad, blob)?;
+        let mut ciphertext = Vec::with_capacity(1 + 32 + 16);
+        ciphertext.push(SESSION_TAG);
+        ciphertext.extend_from_slice(dek.as_ref());
+        let tag = kwk
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key([0; NONCE_LEN]),
+                Aad::from(aad),
+                &mut ciphertext[1..],
+            )
+            .map_err(|_| VaultError::Wrap)?;
+        ciphertext.extend_from_slice(tag.as_ref());
+        Ok(WrappedKey {
+            recipient: *r,
+            enc: session.enc.clone(),
+            ciphertext,
+        })
+    }
+
+    /// `sealed` with its data key also wrapped for `recipient` (unchanged if it already is):
+    /// for a patient who proves her identity after her records were written. The ciphertext
+    /// and the commitment stay as they are.
+    pub fn wrap_to(
+        &self,
+        ctx: &RecordContext,
+        sealed: &SealedRecord,
+        recipient: &PublicEncryptionKey,
+    ) -> Result<SealedRecord, VaultError> {
+        let mut out = sealed.clone();
+        if sealed.wrapped.iter().any(|w| w.recipient == *recipient) {
+            return Ok(out);
+        }
+        let aad = ctx.aad();
+        let w = sealed
+            .wrapped
+            .iter()
+            .find(|w| w.recipient == self.kek.public())
+            .ok_or(VaultError::NotARecipient)?;
+        let dek = self
+            .kek
+            .unwrap_key(&aad, &sealed.blob, w, Some(&self.receivers))?;
+        out.wrapped
+            .push(self.wrap(recipient, &aad, &sealed.blob, &dek)?);
+        Ok(out)
     }
 
     fn cache_put(&self, k: Hash, dek: Zeroizing<[u8; 32]>) {

@@ -157,7 +157,7 @@ fn a_registered_patient_claims_her_record_with_a_code_and_her_signature() {
     assert_eq!(s, 201, "{eve}");
     let eve_id = eve["id"].as_str().unwrap().to_string();
     let eve_ref = format!("Patient/{eve_id}");
-    let (s, _) = fhir(
+    let (s, before) = fhir(
         &d,
         "POST",
         "Observation",
@@ -165,6 +165,7 @@ fn a_registered_patient_claims_her_record_with_a_code_and_her_signature() {
         Some(&observation(&eve_ref, 70)),
     );
     assert_eq!(s, 201);
+    let before_id = before["id"].as_str().unwrap().to_string();
     // Eve's key, registered on the ledger.
     let eve_key = SecretKey::from_seed(&[92; 32]);
     submit(
@@ -239,4 +240,22 @@ fn a_registered_patient_claims_her_record_with_a_code_and_her_signature() {
     assert!(!d.access_log(&eve_key, &eve_id).is_empty());
     let (s, _) = claim(&eve_key, &eve_t, &code2);
     assert!(s == 403 || s == 409);
+    // The record written before her claim is wrapped to her key too: she decrypts it
+    // herself, without the node.
+    let (s, env) = fhir(
+        &d,
+        "GET",
+        &format!("Observation/{before_id}/$envelope"),
+        &eve_t,
+        None,
+    );
+    assert_eq!(s, 200, "{env}");
+    assert_eq!(
+        env["wrapped"].as_array().unwrap().len(),
+        2,
+        "node and Eve: {env}"
+    );
+    let plain = carechain_service::open_envelope(&env, &eve_key).unwrap();
+    assert_eq!(plain["id"], before_id.as_str());
+    assert!(carechain_service::open_envelope(&env, &d.bob()).is_err());
 }

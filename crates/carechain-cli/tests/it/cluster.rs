@@ -644,7 +644,7 @@ struct ClusterUp {
 impl ClusterUp {
     fn start(args: &[String]) -> ClusterUp {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(BIN)
+        let mut child = std::process::Command::new(bin())
             .args(["cluster", "up"])
             .args(args)
             .env("RUST_LOG", "warn")

@@ -12,10 +12,16 @@ use carechain_crypto::{Hash, SecretKey};
 use carechain_types::{Payload, SignedTx, TxBody, encode};
 use serde_json::Value;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_carechain");
+/// The binary under test: this build's, or another one named by `CARECHAIN_TEST_BIN` (to run
+/// the same black-box suite against an older build, e.g. to show which attacks it lets
+/// through).
+pub fn bin() -> String {
+    std::env::var("CARECHAIN_TEST_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_carechain").to_string())
+}
 
 pub fn carechain(args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
+    Command::new(bin())
         .args(args)
         .env("RUST_LOG", "warn")
         .output()
@@ -80,7 +86,7 @@ impl NodeProc {
         level: &str,
         env: &[(&str, &str)],
     ) -> NodeProc {
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .args([
                 "up",
                 "--data",

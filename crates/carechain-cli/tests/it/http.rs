@@ -352,7 +352,7 @@ fn output_into_a_closed_pipe_ends_the_command_quietly() {
     let key_file = dir.path().join("k.key");
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(bin())
         .args(["key", "new", "--out", key_file.to_str().unwrap()])
         .stdout(writer)
         .stderr(std::process::Stdio::piped())
