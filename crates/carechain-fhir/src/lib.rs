@@ -23,7 +23,7 @@ pub use compartment::{patient_reference, patients_of};
 pub use invariants::invariant_coverage;
 pub use model::{Model, model};
 pub use time::fhir_time_range;
-pub use validate::{Issue, is_valid_id, validate_resource};
+pub use validate::{Issue, is_valid_id, validate_bundle, validate_resource};
 
 /// The codes of an array of `Coding`s or `CodeableConcept`s (`[{code}]` or `[{coding: [{code}]}]`).
 pub fn codes(v: &serde_json::Value) -> Vec<String> {

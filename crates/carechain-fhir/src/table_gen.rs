@@ -247,6 +247,10 @@ pub const NOT_BY_FHIRPATH: &[(&str, &str)] = &[
         "htmlChecks() is not available; the narrative's <div> is checked natively",
     ),
     (
+        "dom-3",
+        "checked natively: the evaluator's descendants() costs milliseconds per resource",
+    ),
+    (
         "que-2",
         "checked natively: descendants().linkId.isDistinct() is quadratic in the evaluator",
     ),

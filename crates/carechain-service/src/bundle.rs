@@ -89,7 +89,7 @@ impl Service {
                 "POST /fhir takes a Bundle",
             ));
         }
-        if let Err(issues) = carechain_fhir::validate_resource(&bundle) {
+        if let Err(issues) = carechain_fhir::validate_bundle(&bundle) {
             self.audit_bundle_refused(s, purpose, &format!("{} validation issues", issues.len()));
             return Err(ServiceError {
                 issues: issues.into_iter().map(|i| (i.path, i.message)).collect(),

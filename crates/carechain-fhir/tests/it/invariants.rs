@@ -66,7 +66,9 @@ fn data_type_invariants_are_checked_wherever_the_type_appears() {
     o["performer"] = json!([{"reference": "#nobody"}]);
     assert!(!violations(o.clone(), "ref-1").is_empty());
     o["contained"] = json!([{"resourceType": "Practitioner", "id": "nobody"}]);
-    assert!(violations(o, "ref-1").is_empty());
+    assert!(violations(o.clone(), "ref-1").is_empty());
+    // ... and a contained resource that is referred to meets dom-3.
+    assert!(violations(o, "dom-3").is_empty());
 }
 
 #[test]
@@ -175,4 +177,22 @@ fn coding_system_is_an_absolute_uri() {
     let mut o = observation();
     o["code"]["coding"][0]["system"] = json!("urn:oid:2.16.840.1.113883.6.1");
     assert_eq!(issues(o), Vec::<String>::new());
+}
+
+#[test]
+fn a_bundle_to_process_defers_its_entries_invariants_to_their_writes() {
+    let mut o = observation();
+    o["dataAbsentReason"] = json!({"text": "not measured"});
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": o.clone(), "request": {"method": "POST", "url": "Observation"}}]});
+    // The entry's obs-6 is found when the entry itself is validated (as it is written)...
+    assert!(carechain_fhir::validate_bundle(&bundle).is_ok());
+    assert!(!violations(o, "obs-6").is_empty());
+    // ...while the Bundle's own invariants and everyone's structure are checked up front.
+    let mut bad = bundle.clone();
+    bad["type"] = json!("collection");
+    assert!(carechain_fhir::validate_bundle(&bad).is_err(), "bdl-3");
+    let mut broken = bundle;
+    broken["entry"][0]["resource"]["status"] = json!(7);
+    assert!(carechain_fhir::validate_bundle(&broken).is_err());
 }
