@@ -70,6 +70,19 @@ pub fn payload(p: &Payload) -> Value {
             "type": "approve_validator_change",
             "proposal": proposal.to_hex(),
         }),
+        Payload::GrantConsent { id, rule } => json!({
+            "type": "grant_consent",
+            "id": id.to_hex(),
+            "grantee": rule.grantee.did().to_string(),
+            "purposes": rule.purposes.iter().map(|p| p.code()).collect::<Vec<_>>(),
+            "classes": rule.classes,
+            "not_before_ms": rule.not_before_ms,
+            "not_after_ms": rule.not_after_ms,
+        }),
+        Payload::RevokeConsent { id } => json!({
+            "type": "revoke_consent",
+            "id": id.to_hex(),
+        }),
     }
 }
 

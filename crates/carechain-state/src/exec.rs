@@ -95,7 +95,10 @@ pub fn genesis_changes(genesis: &Genesis) -> ChangeSet {
     changes
 }
 
-fn read_identity(view: &dyn Lookup, id: &PublicKey) -> Result<Option<Identity>, ViewError> {
+pub(crate) fn read_identity(
+    view: &dyn Lookup,
+    id: &PublicKey,
+) -> Result<Option<Identity>, ViewError> {
     let key = identity_key(id);
     match view.lookup(&key)? {
         None => Ok(None),
@@ -105,7 +108,7 @@ fn read_identity(view: &dyn Lookup, id: &PublicKey) -> Result<Option<Identity>, 
     }
 }
 
-trait Lookup {
+pub(crate) trait Lookup {
     fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError>;
 }
 
@@ -248,6 +251,17 @@ pub fn apply_block<V: StateView + ?Sized>(
 
 type TxResult = Result<Result<(), RejectReason>, ViewError>;
 
+/// Applies the writes of an accepted payload.
+fn write_all<V: StateView + ?Sized>(
+    o: &mut Overlay<'_, V>,
+    writes: Result<crate::consent::Writes, RejectReason>,
+) -> Result<(), RejectReason> {
+    for (k, v) in writes? {
+        o.changes.insert(k, Some(v));
+    }
+    Ok(())
+}
+
 fn put_identity<V: StateView + ?Sized>(o: &mut Overlay<'_, V>, ident: &Identity) {
     o.changes
         .insert(identity_key(&ident.id), Some(encode(ident)));
@@ -326,6 +340,14 @@ fn apply_tx<V: StateView + ?Sized>(
         Payload::ApproveValidatorChange { proposal } => {
             approve_change(o, ctx, body.signer, proposal)?
         }
+        Payload::GrantConsent { id, rule } => match &signer {
+            Some(s) => write_all(o, crate::consent::grant(o, s, *id, rule, ctx.height)?),
+            None => Err(RejectReason::UnknownSigner),
+        },
+        Payload::RevokeConsent { id } => match &signer {
+            Some(s) => write_all(o, crate::consent::revoke(o, s, *id, ctx.height)?),
+            None => Err(RejectReason::UnknownSigner),
+        },
     };
     if result.is_ok() {
         // Bump the signer's nonce (re-read: the payload may have changed the record).

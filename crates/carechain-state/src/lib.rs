@@ -1,6 +1,7 @@
 //! The deterministic state machine: identity registry (register, rotate key, deactivate),
 //! per-signer nonces, opaque anchors (logged, not stored in state), validator-set governance
-//! (proposals, two-thirds approval, a schedule of sets by height), and the state commitment
+//! (proposals, two-thirds approval, a schedule of sets by height), patients' consents
+//! (granted and revoked by the patient's own key), and the state commitment
 //! (a Merkle tree over 65,536 buckets of sorted key/value hashes) with proofs of single
 //! entries.
 //!
@@ -9,12 +10,16 @@
 //! state root on every machine.
 
 mod commitment;
+mod consent;
 mod exec;
 mod gov;
 mod keys;
 mod memory;
 
 pub use commitment::{BUCKETS, StateCommitment, StateProof, bucket_hash, bucket_of, value_hash};
+pub use consent::{
+    ConsentQuery, ConsentState, consent_allows, consent_index_key, consent_key, consents_of,
+};
 pub use exec::{
     BlockContext, BlockExecution, Identity, apply_block, genesis_changes, prevalidate_signatures,
 };

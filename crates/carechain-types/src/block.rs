@@ -123,6 +123,14 @@ pub enum RejectReason {
     /// The change would leave the set empty, too large, or adds a member / removes a
     /// non-member.
     InvalidValidatorSet,
+    /// The patient already has a consent with this id.
+    ConsentExists,
+    /// The signer has no consent with this id.
+    UnknownConsent,
+    /// The consent was already revoked.
+    ConsentRevoked,
+    /// The patient holds the most consents allowed.
+    TooManyConsents,
 }
 
 impl RejectReason {
@@ -139,6 +147,10 @@ impl RejectReason {
             RejectReason::UnknownSubject => "unknown_subject",
             RejectReason::InvalidKey => "invalid_key",
             RejectReason::BadRotationProof => "bad_rotation_proof",
+            RejectReason::ConsentExists => "consent_exists",
+            RejectReason::UnknownConsent => "unknown_consent",
+            RejectReason::ConsentRevoked => "consent_revoked",
+            RejectReason::TooManyConsents => "too_many_consents",
             RejectReason::KeyInUse => "key_in_use",
             RejectReason::Malformed => "malformed",
             RejectReason::NotValidator => "not_validator",
@@ -185,6 +197,13 @@ impl RejectReason {
             RejectReason::ProposalExpired => {
                 "the change's effective height passed before it was approved".into()
             }
+            RejectReason::ConsentExists => "the patient already has a consent with this id".into(),
+            RejectReason::UnknownConsent => "the signer has no consent with this id".into(),
+            RejectReason::ConsentRevoked => "the consent is already revoked".into(),
+            RejectReason::TooManyConsents => format!(
+                "a patient holds at most {} consents",
+                crate::MAX_CONSENTS_PER_PATIENT
+            ),
             RejectReason::InvalidValidatorSet => {
                 "the change would leave an empty or oversized set, add a member or remove a non-member"
                     .into()

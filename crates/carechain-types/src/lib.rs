@@ -12,12 +12,16 @@
 
 mod block;
 mod codec;
+mod consent;
 mod tx;
 
 pub use block::{Block, Genesis, GenesisIdentity, Header, Outcome, Receipt, RejectReason};
 pub use codec::{
     DecodeError, MAX_BLOCK_BYTES, MAX_BLOCK_TXS, MAX_TX_BYTES, decode_block, decode_genesis,
     decode_header, decode_receipts, decode_tx, encode,
+};
+pub use consent::{
+    ConsentPurpose, ConsentRule, MAX_CLASS_CODE, MAX_CONSENT_CLASSES, MAX_CONSENTS_PER_PATIENT,
 };
 pub use tx::{
     Payload, Role, SignedTx, TxBody, ValidatorChange, approval_quorum, rotation_proof_message,

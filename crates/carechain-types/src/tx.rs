@@ -4,6 +4,7 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use carechain_crypto::{Did, Hash, Namespace, PublicKey, Signature, sha256};
 
 use crate::codec::encode;
+use crate::consent::ConsentRule;
 
 /// The role an identity plays in the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, BorshSerialize, BorshDeserialize)]
@@ -115,6 +116,20 @@ pub enum Payload {
         /// The proposal's id.
         proposal: Hash,
     },
+    /// Grant a consent: signed by the patient it belongs to (role `patient`). `id` is chosen
+    /// by her (unique per patient); the rule is public ledger data (see ARCHITECTURE.md).
+    GrantConsent {
+        /// The consent's id.
+        id: Hash,
+        /// What it allows.
+        rule: ConsentRule,
+    },
+    /// Revoke one of the signer's consents: it denies from this block's height on, at every
+    /// node.
+    RevokeConsent {
+        /// The consent's id.
+        id: Hash,
+    },
 }
 
 /// A change of the validator set.
@@ -176,6 +191,8 @@ impl Payload {
             Payload::TaggedAnchor { .. } => "tagged_anchor",
             Payload::ProposeValidatorChange { .. } => "propose_validator_change",
             Payload::ApproveValidatorChange { .. } => "approve_validator_change",
+            Payload::GrantConsent { .. } => "grant_consent",
+            Payload::RevokeConsent { .. } => "revoke_consent",
         }
     }
 }

@@ -165,6 +165,13 @@ fn details(p: &Payload) -> Markup {
         Payload::ApproveValidatorChange { proposal } => {
             html! { "approves proposal " code { (short(&proposal.to_hex())) "…" } }
         }
+        Payload::GrantConsent { id, rule } => html! {
+            "consent " code { (short(&id.to_hex())) "…" } " to "
+            code { (rule.grantee.did().to_string()) }
+        },
+        Payload::RevokeConsent { id } => {
+            html! { "revokes consent " code { (short(&id.to_hex())) "…" } }
+        }
     }
 }
 

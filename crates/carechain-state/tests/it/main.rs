@@ -8,6 +8,8 @@ use carechain_state::*;
 use carechain_types::*;
 use proptest::prelude::*;
 
+mod consent;
+
 const CHAIN: &str = "test-chain";
 
 struct Chain {

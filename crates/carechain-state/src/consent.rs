@@ -1,0 +1,153 @@
+//! Patients' consents as state: granted and revoked by transactions the patient signs, read
+//! by every node at the same height. No health data: a consent names the patient's identity
+//! (a key), the grantee's identity, purposes, data-class codes and a period.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use carechain_crypto::{Hash, PublicKey};
+use carechain_types::{
+    ConsentPurpose, ConsentRule, MAX_CONSENTS_PER_PATIENT, RejectReason, Role, encode,
+};
+
+use crate::exec::{Identity, Lookup};
+use crate::{StateView, ViewError};
+
+/// State writes of an accepted payload.
+pub(crate) type Writes = Vec<(Vec<u8>, Vec<u8>)>;
+/// A payload's writes, or why it is rejected (a state read failure is fatal to the block).
+pub(crate) type Decided = Result<Result<Writes, RejectReason>, ViewError>;
+
+/// An access to decide against a patient's consents.
+#[derive(Clone, Copy, Debug)]
+pub struct ConsentQuery<'a> {
+    /// The patient whose record it is (her identity).
+    pub patient: &'a PublicKey,
+    /// Who asks: the identity and the organization it acts for.
+    pub who: &'a [PublicKey],
+    /// Why.
+    pub purpose: ConsentPurpose,
+    /// The record's data class (`None`: unclassified).
+    pub class: Option<&'a str>,
+    /// When (ms since the Unix epoch).
+    pub at_ms: u64,
+}
+
+/// A consent as the ledger holds it.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct ConsentState {
+    /// Its id (chosen by the patient).
+    pub id: Hash,
+    /// The patient it belongs to (her identity).
+    pub patient: PublicKey,
+    /// What it allows.
+    pub rule: ConsentRule,
+    /// The height of the block that granted it.
+    pub granted_at: u64,
+    /// The height of the block that revoked it: it denies from there on.
+    pub revoked_at: Option<u64>,
+}
+
+impl ConsentState {
+    /// Whether it was in force in the state after block `height` (granted at or before,
+    /// not revoked at or before).
+    pub fn in_force_at(&self, height: u64) -> bool {
+        self.granted_at <= height && self.revoked_at.is_none_or(|r| r > height)
+    }
+}
+
+/// `consent/<patient key><id>` → [`ConsentState`].
+pub fn consent_key(patient: &PublicKey, id: &Hash) -> Vec<u8> {
+    [b"consent/".as_slice(), &patient.0, &id.0].concat()
+}
+
+/// `consents/<patient key>` → the ids of her consents, in the order granted.
+pub fn consent_index_key(patient: &PublicKey) -> Vec<u8> {
+    [b"consents/".as_slice(), &patient.0].concat()
+}
+
+fn decode_consent(bytes: Vec<u8>) -> Result<ConsentState, ViewError> {
+    ConsentState::try_from_slice(&bytes).map_err(|_| ViewError::Corrupt("consent".into()))
+}
+
+fn decode_index(value: Option<Vec<u8>>) -> Result<Vec<Hash>, ViewError> {
+    value.map_or(Ok(Vec::new()), |bytes| {
+        Vec::<Hash>::try_from_slice(&bytes).map_err(|_| ViewError::Corrupt("consents".into()))
+    })
+}
+
+/// Every consent of `patient` in `view` (in force or not), in the order granted.
+pub fn consents_of<V: StateView + ?Sized>(
+    view: &V,
+    patient: &PublicKey,
+) -> Result<Vec<ConsentState>, ViewError> {
+    decode_index(view.get(&consent_index_key(patient))?)?
+        .iter()
+        .filter_map(|id| view.get(&consent_key(patient, id)).transpose())
+        .map(|v| v.and_then(decode_consent))
+        .collect()
+}
+
+/// Whether the patient's consents in `view`, as of the state after block `height`, allow
+/// the access `q`: one consent in force that allows it.
+pub fn consent_allows<V: StateView + ?Sized>(
+    view: &V,
+    height: u64,
+    q: &ConsentQuery<'_>,
+) -> Result<bool, ViewError> {
+    Ok(consents_of(view, q.patient)?
+        .iter()
+        .any(|c| c.in_force_at(height) && c.rule.allows(q.who, q.purpose, q.class, q.at_ms)))
+}
+
+/// The state writes of a grant by `signer`, or why it is rejected.
+pub(crate) fn grant(
+    o: &dyn Lookup,
+    signer: &Identity,
+    id: Hash,
+    rule: &ConsentRule,
+    height: u64,
+) -> Decided {
+    if signer.role != Role::Patient {
+        return Ok(Err(RejectReason::Unauthorized));
+    }
+    if !rule.is_well_formed() {
+        return Ok(Err(RejectReason::Malformed));
+    }
+    let grantee = crate::exec::read_identity(o, &rule.grantee)?;
+    if !grantee.is_some_and(|g| g.active) {
+        return Ok(Err(RejectReason::UnknownSubject));
+    }
+    let key = consent_key(&signer.id, &id);
+    if o.lookup(&key)?.is_some() {
+        return Ok(Err(RejectReason::ConsentExists));
+    }
+    let mut index = decode_index(o.lookup(&consent_index_key(&signer.id))?)?;
+    if index.len() >= MAX_CONSENTS_PER_PATIENT {
+        return Ok(Err(RejectReason::TooManyConsents));
+    }
+    index.push(id);
+    let state = ConsentState {
+        id,
+        patient: signer.id,
+        rule: rule.clone(),
+        granted_at: height,
+        revoked_at: None,
+    };
+    Ok(Ok(vec![
+        (key, encode(&state)),
+        (consent_index_key(&signer.id), encode(&index)),
+    ]))
+}
+
+/// The state write of a revocation by `signer`, or why it is rejected.
+pub(crate) fn revoke(o: &dyn Lookup, signer: &Identity, id: Hash, height: u64) -> Decided {
+    let key = consent_key(&signer.id, &id);
+    let Some(bytes) = o.lookup(&key)? else {
+        return Ok(Err(RejectReason::UnknownConsent));
+    };
+    let mut state = decode_consent(bytes)?;
+    if state.revoked_at.is_some() {
+        return Ok(Err(RejectReason::ConsentRevoked));
+    }
+    state.revoked_at = Some(height);
+    Ok(Ok(vec![(key, encode(&state))]))
+}
