@@ -7,6 +7,7 @@ mod bench_fhir;
 mod chain;
 mod client;
 mod cluster;
+mod consentcmd;
 mod import;
 mod keyfile;
 mod txcmd;
@@ -50,6 +51,11 @@ enum Command {
     Identity {
         #[command(subcommand)]
         cmd: txcmd::IdentityCmd,
+    },
+    /// A patient's consents on the ledger: grant, revoke (signed with her key), list.
+    Consent {
+        #[command(subcommand)]
+        cmd: consentcmd::ConsentCmd,
     },
     /// Validator-set governance: propose and approve adding or removing a validator (two
     /// thirds of the current set, from a future epoch), list the sets.
@@ -160,6 +166,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Identity { cmd } => txcmd::identity(cmd),
+        Command::Consent { cmd } => consentcmd::consent(cmd),
         Command::Tx { cmd } => txcmd::tx(cmd),
         Command::Validator { cmd } => txcmd::validator(cmd),
         Command::Block { cmd } => txcmd::block(cmd),

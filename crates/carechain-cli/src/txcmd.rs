@@ -168,18 +168,18 @@ pub enum BlockCmd {
     },
 }
 
-fn print_json(v: &Value) -> Result<()> {
+pub(crate) fn print_json(v: &Value) -> Result<()> {
     out_line(&serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
-fn parse_did(s: &str) -> Result<Did> {
+pub(crate) fn parse_did(s: &str) -> Result<Did> {
     s.parse::<Did>()
         .with_context(|| format!("{s} is not a did:key"))
 }
 
 /// Signs and submits `payload` from the identity `signer_id` with `key`; prints the receipt.
-fn send(
+pub(crate) fn send(
     client: &Client,
     key: &SecretKey,
     signer_id: Option<&str>,

@@ -4,6 +4,7 @@
 //! (patient portal, clinician console, ledger explorer).
 
 mod api;
+mod consents;
 mod error;
 mod fhir;
 mod json;
@@ -33,6 +34,7 @@ pub fn router_with(
 ) -> Router {
     let hosts = Arc::new(ui.allowed_hosts.clone());
     api::routes(node.clone())
+        .merge(consents::routes(node.clone()))
         .merge(portal::routes(node.clone(), service.clone(), ui))
         .merge(fhir::routes(fhir::FhirState { node, service }))
         .layer(axum::middleware::from_fn(move |req, next| {

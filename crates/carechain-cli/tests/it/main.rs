@@ -9,6 +9,7 @@ mod bench;
 mod client;
 mod cluster;
 mod common;
+mod consent;
 mod crash;
 mod fhir;
 mod governance;

@@ -1,0 +1,125 @@
+//! `carechain consent`: a patient grants, revokes and lists her consents on the ledger,
+//! signing with her own key.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use carechain_crypto::Hash;
+use carechain_types::{ConsentPurpose, ConsentRule, Payload};
+use clap::Subcommand;
+
+use crate::client::Client;
+use crate::keyfile;
+use crate::txcmd::{Conn, parse_did, print_json, send};
+
+#[derive(Subcommand)]
+pub enum ConsentCmd {
+    /// Grant a consent, signed by the patient's key: who, for which purposes, which data
+    /// classes (all if none), for how long. Prints the receipt and the consent's id.
+    Grant {
+        /// The patient's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Who may access: a practitioner's or an organization's did:key.
+        #[arg(long)]
+        grantee: String,
+        /// Purposes of use (HL7 v3: TREAT, ETREAT, HPAYMT, HRESCH, HOPERAT, PUBHLTH).
+        #[arg(long = "purpose", required = true)]
+        purposes: Vec<String>,
+        /// Data classes (record category codes, e.g. vital-signs); all when none is given.
+        #[arg(long = "class")]
+        classes: Vec<String>,
+        /// In force from (ms since the Unix epoch; default now).
+        #[arg(long)]
+        from_ms: Option<u64>,
+        /// Until (ms since the Unix epoch, exclusive; default open-ended).
+        #[arg(long)]
+        until_ms: Option<u64>,
+        /// The consent's id (64 hex digits; default random).
+        #[arg(long)]
+        id: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Revoke one of the patient's consents: it denies at every node from the block that
+    /// applies the revocation.
+    Revoke {
+        /// The patient's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The consent's id.
+        #[arg(long)]
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// A patient's consents on the ledger.
+    List {
+        /// The patient (did:key).
+        did: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub fn consent(cmd: ConsentCmd) -> Result<()> {
+    match cmd {
+        ConsentCmd::Grant {
+            key,
+            grantee,
+            purposes,
+            classes,
+            from_ms,
+            until_ms,
+            id,
+            conn,
+        } => {
+            let key = keyfile::read(&key)?;
+            let purposes = purposes
+                .iter()
+                .map(|p| ConsentPurpose::parse(p).with_context(|| format!("unknown purpose {p}")))
+                .collect::<Result<Vec<_>>>()?;
+            let rule = ConsentRule {
+                grantee: parse_did(&grantee)?.public_key(),
+                purposes,
+                classes,
+                not_before_ms: from_ms.unwrap_or_else(now_ms),
+                not_after_ms: until_ms,
+            };
+            if !rule.is_well_formed() {
+                bail!(
+                    "the consent is not well formed (a purpose, distinct classes, a non-empty period)"
+                );
+            }
+            let id = match id {
+                Some(h) => Hash::from_hex(&h).context("id must be 64 hex digits")?,
+                None => {
+                    let mut b = [0u8; 32];
+                    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("randomness: {e}"))?;
+                    Hash(b)
+                }
+            };
+            eprintln!("consent id {}", id.to_hex());
+            send(&Client::new(&conn.url), &key, None, |_, _, _| {
+                Ok(Payload::GrantConsent { id, rule })
+            })
+        }
+        ConsentCmd::Revoke { key, id, conn } => {
+            let key = keyfile::read(&key)?;
+            let id = Hash::from_hex(&id).context("id must be 64 hex digits")?;
+            send(&Client::new(&conn.url), &key, None, |_, _, _| {
+                Ok(Payload::RevokeConsent { id })
+            })
+        }
+        ConsentCmd::List { did, conn } => {
+            let did = parse_did(&did)?;
+            print_json(&Client::new(&conn.url).get_json(&format!("/v1/identities/{did}/consents"))?)
+        }
+    }
+}
