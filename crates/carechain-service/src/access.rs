@@ -117,6 +117,14 @@ pub enum Permit {
     Author,
     /// A consent of the patient (its id).
     Consent(String),
+    /// A consent the patient granted on the ledger (its id, hex), in force in the state at
+    /// `height`: the same answer at every node for that height.
+    LedgerConsent {
+        /// The consent's id.
+        id: String,
+        /// The height of the state the decision read.
+        height: u64,
+    },
     /// A break-glass grant for this patient.
     BreakGlass,
     /// Directory data outside every compartment.
@@ -285,6 +293,16 @@ pub trait Facts {
     fn break_glass(&self, actor: &Did, patient: &str) -> bool;
     /// Now, in Unix seconds (consent periods).
     fn now_s(&self) -> i64;
+    /// A consent `patient` granted on the ledger that lets `caller` read a record of these
+    /// categories for the caller's purpose now: its id and the height decided at.
+    fn ledger_consent(
+        &self,
+        _patient: &str,
+        _caller: &Caller<'_>,
+        _categories: &[String],
+    ) -> Option<(String, u64)> {
+        None
+    }
 }
 
 /// Whether a role reads records at all (devices and validators never do).
@@ -332,7 +350,8 @@ pub fn decide(
         let d = if r.patients.is_empty() {
             directory(caller, action, stored)
         } else {
-            let mut all = Decision::Permit(Permit::Owner);
+            // Neutral start (`weaker` keeps the other side): the decision keeps its basis.
+            let mut all = Decision::Permit(Permit::Directory);
             for p in r.patients {
                 // A patient the new version adds is new to the record: decided as a create
                 // in her compartment (the record's author is no author of hers).
@@ -519,6 +538,12 @@ fn for_patient(
             Decision::Permit(Permit::Consent(id))
         }
         consent::Decision::Permit(_) => Decision::Permit(Permit::Owner),
+        consent::Decision::Deny(consent::Basis::NoConsent)
+            if action.reads()
+                && let Some((id, height)) = facts.ledger_consent(patient, caller, r.categories) =>
+        {
+            Decision::Permit(Permit::LedgerConsent { id, height })
+        }
         consent::Decision::Deny(_) => {
             if action.reads()
                 && role == Role::Practitioner

@@ -70,6 +70,41 @@ impl Facts for ServiceFacts<'_> {
     fn now_s(&self) -> i64 {
         i64::try_from(self.now_ms / 1000).unwrap_or(i64::MAX)
     }
+
+    fn ledger_consent(
+        &self,
+        patient: &str,
+        caller: &Caller<'_>,
+        categories: &[String],
+    ) -> Option<(String, u64)> {
+        let purpose = carechain_types::ConsentPurpose::parse(&caller.purpose.code)?;
+        let did = self.svc.linked_did(patient)?;
+        let (height, consents) = self
+            .svc
+            .node
+            .store()
+            .with_durable(|d| {
+                carechain_state::consents_of(d.snapshot, &did.public_key()).map(|l| (d.height, l))
+            })
+            .ok()?
+            .ok()?;
+        let mut who = vec![caller.session.did.public_key()];
+        who.extend(caller.session.organization.map(|o| o.public_key()));
+        let classes: Vec<Option<&str>> = if categories.is_empty() {
+            vec![None]
+        } else {
+            categories.iter().map(|c| Some(c.as_str())).collect()
+        };
+        consents
+            .iter()
+            .find(|c| {
+                c.in_force_at(height)
+                    && classes
+                        .iter()
+                        .any(|class| c.rule.allows(&who, purpose, *class, self.now_ms))
+            })
+            .map(|c| (c.id.to_hex(), height))
+    }
 }
 
 impl Service {

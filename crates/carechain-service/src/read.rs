@@ -93,10 +93,19 @@ impl Service {
         )?;
         let break_glass = d.break_glass();
         let resource = self.records.read_version(rt, id, &meta);
+        let basis = match &d {
+            crate::access::Decision::Permit(crate::access::Permit::LedgerConsent {
+                id,
+                height,
+            }) => {
+                format!("allowed by ledger consent {id} at height {height}")
+            }
+            _ => "allowed".to_string(),
+        };
         let (outcome, note) = match &resource {
             Ok(_) => (
                 Outcome::Success,
-                self.access_note(&c, break_glass, &meta.patients, "allowed"),
+                self.access_note(&c, break_glass, &meta.patients, &basis),
             ),
             Err(_) => (Outcome::Refused, "not available".to_string()),
         };

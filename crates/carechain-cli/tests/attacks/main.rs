@@ -16,6 +16,7 @@ mod common;
 mod breakglass;
 mod compartment;
 mod identity;
+mod ledger_consent;
 mod receipts;
 mod tokens;
 mod writes;
