@@ -62,12 +62,6 @@ pub enum ConsentCmd {
     },
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 pub fn consent(cmd: ConsentCmd) -> Result<()> {
     match cmd {
         ConsentCmd::Grant {
@@ -89,7 +83,7 @@ pub fn consent(cmd: ConsentCmd) -> Result<()> {
                 grantee: parse_did(&grantee)?.public_key(),
                 purposes,
                 classes,
-                not_before_ms: from_ms.unwrap_or_else(now_ms),
+                not_before_ms: from_ms.unwrap_or_else(carechain_node::now_ms),
                 not_after_ms: until_ms,
             };
             if !rule.is_well_formed() {

@@ -2,7 +2,7 @@
 //! grants), the caller of a session, and [`Service::authorize`], which decides and, on a
 //! refusal, records it in the access log of every patient the record concerns.
 
-use std::sync::Arc;
+use std::{rc::Rc, sync::Arc};
 
 use carechain_crypto::Did;
 use carechain_fhir::consent::Policy;
@@ -23,6 +23,37 @@ pub(crate) struct ServiceFacts<'a> {
     /// registered by the same write (a transaction creating a Patient and her records), that
     /// write's author, though not stored yet.
     custodians: std::cell::RefCell<std::collections::BTreeMap<String, Option<String>>>,
+    /// Each patient's ledger consents with the height they were read at, read once per
+    /// decision batch (`None`: she is no proven identity).
+    ledger: std::cell::RefCell<std::collections::BTreeMap<String, Option<LedgerConsents>>>,
+}
+
+/// A patient's consents in the durable state, and its height.
+type LedgerConsents = Rc<(u64, Vec<carechain_state::ConsentState>)>;
+
+impl ServiceFacts<'_> {
+    /// `patient`'s ledger consents (memoized for the batch).
+    fn ledger_consents(&self, patient: &str) -> Option<LedgerConsents> {
+        if let Some(l) = self.ledger.borrow().get(patient) {
+            return l.clone();
+        }
+        let read = self.svc.linked_did(patient).and_then(|did| {
+            self.svc
+                .node
+                .store()
+                .with_durable(|d| {
+                    carechain_state::consents_of(d.snapshot, &did.public_key())
+                        .map(|l| (d.height, l))
+                })
+                .ok()?
+                .ok()
+                .map(Rc::new)
+        });
+        self.ledger
+            .borrow_mut()
+            .insert(patient.to_string(), read.clone());
+        read
+    }
 }
 
 impl ServiceFacts<'_> {
@@ -78,16 +109,8 @@ impl Facts for ServiceFacts<'_> {
         categories: &[String],
     ) -> Option<(String, u64)> {
         let purpose = carechain_types::ConsentPurpose::parse(&caller.purpose.code)?;
-        let did = self.svc.linked_did(patient)?;
-        let (height, consents) = self
-            .svc
-            .node
-            .store()
-            .with_durable(|d| {
-                carechain_state::consents_of(d.snapshot, &did.public_key()).map(|l| (d.height, l))
-            })
-            .ok()?
-            .ok()?;
+        let ledger = self.ledger_consents(patient)?;
+        let (height, consents) = (ledger.0, &ledger.1);
         let mut who = vec![caller.session.did.public_key()];
         who.extend(caller.session.organization.map(|o| o.public_key()));
         let classes: Vec<Option<&str>> = if categories.is_empty() {
@@ -113,6 +136,7 @@ impl Service {
             svc: self,
             now_ms: now_ms(),
             custodians: Default::default(),
+            ledger: Default::default(),
         }
     }
 

@@ -434,17 +434,33 @@ impl<B: BlobStore> Vault<B> {
             return Ok(out);
         }
         let aad = ctx.aad();
+        let dek = self.data_key(&aad, sealed)?;
+        out.wrapped
+            .push(self.wrap(recipient, &aad, &sealed.blob, &dek)?);
+        Ok(out)
+    }
+
+    /// The data key of `sealed` (record context `aad`), unwrapped with the node key; cached,
+    /// so repeated use pays no HPKE operation.
+    fn data_key(
+        &self,
+        aad: &[u8],
+        sealed: &SealedRecord,
+    ) -> Result<Zeroizing<[u8; 32]>, VaultError> {
+        let ck = cache_key(aad, &sealed.blob);
+        if let Some(k) = self.cache.lock().get(&ck).cloned() {
+            return Ok(k);
+        }
         let w = sealed
             .wrapped
             .iter()
             .find(|w| w.recipient == self.kek.public())
             .ok_or(VaultError::NotARecipient)?;
-        let dek = self
+        let k = self
             .kek
-            .unwrap_key(&aad, &sealed.blob, w, Some(&self.receivers))?;
-        out.wrapped
-            .push(self.wrap(recipient, &aad, &sealed.blob, &dek)?);
-        Ok(out)
+            .unwrap_key(aad, &sealed.blob, w, Some(&self.receivers))?;
+        self.cache_put(ck, k.clone());
+        Ok(k)
     }
 
     fn cache_put(&self, k: Hash, dek: Zeroizing<[u8; 32]>) {
@@ -459,23 +475,7 @@ impl<B: BlobStore> Vault<B> {
         sealed: &SealedRecord,
     ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
         let aad = ctx.aad();
-        let ck = cache_key(&aad, &sealed.blob);
-        let cached = self.cache.lock().get(&ck).cloned();
-        let dek = match cached {
-            Some(k) => k,
-            None => {
-                let w = sealed
-                    .wrapped
-                    .iter()
-                    .find(|w| w.recipient == self.kek.public())
-                    .ok_or(VaultError::NotARecipient)?;
-                let k = self
-                    .kek
-                    .unwrap_key(&aad, &sealed.blob, w, Some(&self.receivers))?;
-                self.cache_put(ck, k.clone());
-                k
-            }
-        };
+        let dek = self.data_key(&aad, sealed)?;
         decrypt(&self.blobs, &aad, sealed, &dek)
     }
 
