@@ -14,6 +14,7 @@ pub mod compartment;
 pub mod consent;
 mod invariants;
 pub mod model;
+mod native;
 pub mod search;
 pub mod table_gen;
 mod time;
