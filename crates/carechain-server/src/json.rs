@@ -83,6 +83,21 @@ pub fn payload(p: &Payload) -> Value {
             "type": "revoke_consent",
             "id": id.to_hex(),
         }),
+        Payload::RegisterNode { node, endpoint } => json!({
+            "type": "register_node",
+            "node": node.did().to_string(),
+            "endpoint": endpoint,
+        }),
+        Payload::LocateRecords {
+            patient,
+            held,
+            node,
+        } => json!({
+            "type": "locate_records",
+            "patient": patient.did().to_string(),
+            "held": held,
+            "node": node.did().to_string(),
+        }),
     }
 }
 

@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 use borsh::{BorshDeserialize, BorshSerialize};
 use carechain_crypto::{BatchItem, Hash, Namespace, PublicKey, verify_batch};
 use carechain_types::{
-    EPOCH_LENGTH, Genesis, MAX_CHAIN_ID, MAX_KIND, Outcome, Payload, Receipt, RejectReason, Role,
-    SignedTx, ValidatorChange, approval_quorum, encode, rotation_proof_message,
-    validator_proposal_id,
+    EPOCH_LENGTH, Genesis, MAX_KIND, Outcome, Payload, Receipt, RejectReason, Role, SignedTx,
+    ValidatorChange, approval_quorum, encode, validator_proposal_id,
 };
 
 use crate::{
@@ -112,9 +111,9 @@ pub(crate) trait Lookup {
     fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError>;
 }
 
-struct Overlay<'a, V: StateView + ?Sized> {
+pub(crate) struct Overlay<'a, V: StateView + ?Sized> {
     view: &'a V,
-    changes: ChangeSet,
+    pub(crate) changes: ChangeSet,
 }
 
 impl<V: StateView + ?Sized> Lookup for Overlay<'_, V> {
@@ -249,7 +248,7 @@ pub fn apply_block<V: StateView + ?Sized>(
     })
 }
 
-type TxResult = Result<Result<(), RejectReason>, ViewError>;
+pub(crate) type TxResult = Result<Result<(), RejectReason>, ViewError>;
 
 /// Applies the writes of an accepted payload.
 fn write_all<V: StateView + ?Sized>(
@@ -262,7 +261,7 @@ fn write_all<V: StateView + ?Sized>(
     Ok(())
 }
 
-fn put_identity<V: StateView + ?Sized>(o: &mut Overlay<'_, V>, ident: &Identity) {
+pub(crate) fn put_identity<V: StateView + ?Sized>(o: &mut Overlay<'_, V>, ident: &Identity) {
     o.changes
         .insert(identity_key(&ident.id), Some(encode(ident)));
 }
@@ -303,7 +302,7 @@ fn apply_tx<V: StateView + ?Sized>(
             subject,
             role,
             parent,
-        } => register(
+        } => crate::registry::register(
             o,
             ctx,
             signer.as_ref(),
@@ -313,9 +312,11 @@ fn apply_tx<V: StateView + ?Sized>(
             *parent,
         )?,
         Payload::RotateKey { new_key, proof } => {
-            rotate(o, ctx, signer.as_ref(), *new_key, proof, body.nonce)?
+            crate::registry::rotate(o, ctx, signer.as_ref(), *new_key, proof, body.nonce)?
         }
-        Payload::Deactivate { subject } => deactivate(o, signer.as_ref(), *subject)?,
+        Payload::Deactivate { subject } => {
+            crate::registry::deactivate(o, signer.as_ref(), *subject)?
+        }
         // An anchor's commitment lives in the block and, once applied, in the verifiable log
         // (its transaction hash is a leaf): that is its proof of existence. It is not kept in
         // state, so anchoring does not grow the state.
@@ -348,6 +349,24 @@ fn apply_tx<V: StateView + ?Sized>(
             Some(s) => write_all(o, crate::consent::revoke(o, s, *id, ctx.height)?),
             None => Err(RejectReason::UnknownSigner),
         },
+        Payload::RegisterNode { node, endpoint } => match &signer {
+            Some(s) => write_all(
+                o,
+                crate::network::register_node(o, s, *node, endpoint, ctx.height)?,
+            ),
+            None => Err(RejectReason::UnknownSigner),
+        },
+        Payload::LocateRecords {
+            patient,
+            held,
+            node,
+        } => match &signer {
+            Some(s) => write_all(
+                o,
+                crate::network::locate(o, s, *patient, *held, *node, ctx.height)?,
+            ),
+            None => Err(RejectReason::UnknownSigner),
+        },
     };
     if result.is_ok() {
         // Bump the signer's nonce (re-read: the payload may have changed the record).
@@ -357,116 +376,6 @@ fn apply_tx<V: StateView + ?Sized>(
         }
     }
     Ok(result)
-}
-
-fn register<V: StateView + ?Sized>(
-    o: &mut Overlay<'_, V>,
-    ctx: &BlockContext<'_>,
-    signer: Option<&Identity>,
-    signer_id: PublicKey,
-    subject: PublicKey,
-    role: Role,
-    parent: Option<PublicKey>,
-) -> TxResult {
-    if subject.validate().is_err() {
-        return Ok(Err(RejectReason::InvalidKey));
-    }
-    if o.lookup(&identity_key(&subject))?.is_some() || o.lookup(&key_index_key(&subject))?.is_some()
-    {
-        return Ok(Err(RejectReason::AlreadyRegistered));
-    }
-    if let Some(p) = parent {
-        match read_identity(o, &p)? {
-            Some(org) if org.active && org.role == Role::Organization => {}
-            _ => return Ok(Err(RejectReason::UnknownSubject)),
-        }
-    }
-    let allowed = match signer {
-        None => subject == signer_id && role == Role::Patient && parent.is_none(),
-        Some(s) => match s.role {
-            Role::Operator => true,
-            Role::Organization => match role {
-                Role::Practitioner | Role::Device => parent == Some(s.id),
-                Role::Patient => parent.is_none(),
-                _ => false,
-            },
-            _ => false,
-        },
-    };
-    if !allowed {
-        return Ok(Err(RejectReason::Unauthorized));
-    }
-    if ctx.chain_id.len() > MAX_CHAIN_ID {
-        return Ok(Err(RejectReason::Malformed));
-    }
-    let ident = Identity {
-        id: subject,
-        current_key: subject,
-        role,
-        parent,
-        active: true,
-        next_nonce: 0,
-        registered_at: ctx.height,
-        registered_by: signer_id,
-        rotations: 0,
-    };
-    put_identity(o, &ident);
-    o.changes
-        .insert(key_index_key(&subject), Some(subject.0.to_vec()));
-    Ok(Ok(()))
-}
-
-fn rotate<V: StateView + ?Sized>(
-    o: &mut Overlay<'_, V>,
-    ctx: &BlockContext<'_>,
-    signer: Option<&Identity>,
-    new_key: PublicKey,
-    proof: &carechain_crypto::Signature,
-    nonce: u64,
-) -> TxResult {
-    let Some(s) = signer else {
-        return Ok(Err(RejectReason::UnknownSigner));
-    };
-    if new_key.validate().is_err() {
-        return Ok(Err(RejectReason::InvalidKey));
-    }
-    if o.lookup(&key_index_key(&new_key))?.is_some() {
-        return Ok(Err(RejectReason::KeyInUse));
-    }
-    let msg = rotation_proof_message(ctx.chain_id, &s.id, &new_key, nonce);
-    if new_key.verify(Namespace::KeyRotation, &msg, proof).is_err() {
-        return Ok(Err(RejectReason::BadRotationProof));
-    }
-    let mut updated = s.clone();
-    updated.current_key = new_key;
-    updated.rotations += 1;
-    put_identity(o, &updated);
-    o.changes
-        .insert(key_index_key(&new_key), Some(s.id.0.to_vec()));
-    Ok(Ok(()))
-}
-
-fn deactivate<V: StateView + ?Sized>(
-    o: &mut Overlay<'_, V>,
-    signer: Option<&Identity>,
-    subject: PublicKey,
-) -> TxResult {
-    let Some(s) = signer else {
-        return Ok(Err(RejectReason::UnknownSigner));
-    };
-    let Some(mut target) = read_identity(o, &subject)? else {
-        return Ok(Err(RejectReason::UnknownSubject));
-    };
-    if !target.active {
-        return Ok(Err(RejectReason::UnknownSubject));
-    }
-    let allowed = s.id == subject || s.role == Role::Operator || target.parent == Some(s.id);
-    if !allowed {
-        return Ok(Err(RejectReason::Unauthorized));
-    }
-    target.active = false;
-    put_identity(o, &target);
-    Ok(Ok(()))
 }
 
 fn read_schedule(o: &dyn Lookup, ctx: &BlockContext<'_>) -> Result<ValidatorSchedule, ViewError> {

@@ -15,6 +15,8 @@ mod exec;
 mod gov;
 mod keys;
 mod memory;
+mod network;
+mod registry;
 
 pub use commitment::{BUCKETS, StateCommitment, StateProof, bucket_hash, bucket_of, value_hash};
 pub use consent::{
@@ -29,6 +31,10 @@ pub use gov::{
 };
 pub use keys::{identity_key, key_index_key};
 pub use memory::MemoryState;
+pub use network::{
+    Located, NodeEntry, locator, locator_key, node_entry, node_key, node_of_organization,
+    org_node_key,
+};
 
 /// A failure to read state: fatal to the block being applied (never a transaction outcome).
 #[derive(Debug, thiserror::Error)]

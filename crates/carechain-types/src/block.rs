@@ -131,6 +131,10 @@ pub enum RejectReason {
     ConsentRevoked,
     /// The patient holds the most consents allowed.
     TooManyConsents,
+    /// The signer (or the node named) is not a node registered by an organization.
+    UnknownNode,
+    /// A node serves the most organizations allowed, or a patient's locator is full.
+    TooManyEntries,
 }
 
 impl RejectReason {
@@ -151,6 +155,8 @@ impl RejectReason {
             RejectReason::UnknownConsent => "unknown_consent",
             RejectReason::ConsentRevoked => "consent_revoked",
             RejectReason::TooManyConsents => "too_many_consents",
+            RejectReason::UnknownNode => "unknown_node",
+            RejectReason::TooManyEntries => "too_many_entries",
             RejectReason::KeyInUse => "key_in_use",
             RejectReason::Malformed => "malformed",
             RejectReason::NotValidator => "not_validator",
@@ -203,6 +209,14 @@ impl RejectReason {
             RejectReason::TooManyConsents => format!(
                 "a patient holds at most {} consents",
                 crate::MAX_CONSENTS_PER_PATIENT
+            ),
+            RejectReason::UnknownNode => {
+                "the node is not registered by an organization (register_node)".into()
+            }
+            RejectReason::TooManyEntries => format!(
+                "a node serves at most {} organizations and a patient's locator names at most {} nodes",
+                crate::MAX_NODE_ORGANIZATIONS,
+                crate::MAX_LOCATOR_NODES
             ),
             RejectReason::InvalidValidatorSet => {
                 "the change would leave an empty or oversized set, add a member or remove a non-member"

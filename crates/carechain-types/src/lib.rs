@@ -39,3 +39,9 @@ pub const MAX_KIND: usize = 64;
 pub const EPOCH_LENGTH: u64 = 64;
 /// Most validators a set may hold.
 pub const MAX_VALIDATORS: usize = 128;
+/// The longest node endpoint URL (`register_node`).
+pub const MAX_ENDPOINT: usize = 256;
+/// The most organizations one node serves.
+pub const MAX_NODE_ORGANIZATIONS: usize = 64;
+/// The most nodes a patient's record locator names.
+pub const MAX_LOCATOR_NODES: usize = 256;

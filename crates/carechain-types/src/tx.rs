@@ -130,6 +130,27 @@ pub enum Payload {
         /// The consent's id.
         id: Hash,
     },
+    /// Declare that `node` serves the signer organization's records to the network at
+    /// `endpoint` (an `http(s)://host:port` base URL, at most [`crate::MAX_ENDPOINT`] bytes).
+    /// Signed by the organization: other nodes accept requests signed by `node` as made for
+    /// the organization's members. Re-registering moves the organization to the new node.
+    RegisterNode {
+        /// The node's key (it signs node-to-node requests and answers).
+        node: PublicKey,
+        /// Where other nodes reach it.
+        endpoint: String,
+    },
+    /// Record (`held`) or withdraw that the signer, a registered node, holds records of
+    /// `patient`: the patient's record locator. The patient herself may withdraw any node
+    /// from her locator. Nothing about the records is said, only where to ask.
+    LocateRecords {
+        /// The patient (her identity).
+        patient: PublicKey,
+        /// Whether the node holds records of hers (false: withdraw).
+        held: bool,
+        /// The node concerned (the signer, unless the patient withdraws it).
+        node: PublicKey,
+    },
 }
 
 /// A change of the validator set.
@@ -193,6 +214,8 @@ impl Payload {
             Payload::ApproveValidatorChange { .. } => "approve_validator_change",
             Payload::GrantConsent { .. } => "grant_consent",
             Payload::RevokeConsent { .. } => "revoke_consent",
+            Payload::RegisterNode { .. } => "register_node",
+            Payload::LocateRecords { .. } => "locate_records",
         }
     }
 }

@@ -172,6 +172,13 @@ fn details(p: &Payload) -> Markup {
         Payload::RevokeConsent { id } => {
             html! { "revokes consent " code { (short(&id.to_hex())) "…" } }
         }
+        Payload::RegisterNode { node, endpoint } => html! {
+            "node " code { (node.did().to_string()) } " serves at " code { (endpoint) }
+        },
+        Payload::LocateRecords { held, node, .. } => html! {
+            "node " code { (node.did().to_string()) }
+            @if *held { " holds records of a patient" } @else { " withdrawn from a patient's locator" }
+        },
     }
 }
 

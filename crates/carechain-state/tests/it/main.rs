@@ -9,6 +9,7 @@ use carechain_types::*;
 use proptest::prelude::*;
 
 mod consent;
+mod network;
 
 const CHAIN: &str = "test-chain";
 
