@@ -162,6 +162,7 @@ pub fn run(
         scopes: vec![Scope::parse("user/*.cruds").map_err(|e| anyhow::anyhow!("{e}"))?],
         expires_ms: u64::MAX,
         key: doc.public(),
+        origin: Default::default(),
     };
     let purpose = Purpose {
         code: "TREAT".into(),

@@ -17,6 +17,7 @@ use clap::{Args, Subcommand};
 use crate::{
     chain::{InitArgs, init, validator_dir},
     client::Client,
+    demo::{CLUSTER_ORGS, DemoKeys, Who},
     out_line,
 };
 
@@ -59,6 +60,11 @@ pub struct UpArgs {
     /// First HTTP port (when creating).
     #[arg(long, default_value_t = 8081)]
     pub http_port: u16,
+    /// A demo network (when creating): four organizations — City Hospital, Riverside Clinic,
+    /// Acme Health Insurance, Corner Pharmacy — each running validator i, demo patients with
+    /// records at the hospital, and one-click sign-ins at each node (never on a real network).
+    #[arg(long)]
+    pub demo: bool,
 }
 
 pub fn run(cmd: ClusterCmd) -> Result<()> {
@@ -94,16 +100,28 @@ fn read_cluster(data: &std::path::Path) -> Result<ClusterFile> {
 }
 
 fn up(a: UpArgs) -> Result<()> {
+    let mut fresh_demo = false;
     if !a.data.join("cluster.json").exists() {
+        if a.demo && a.validators != CLUSTER_ORGS.len() {
+            bail!("the demo network has {} validators", CLUSTER_ORGS.len());
+        }
         init(&InitArgs {
             data: a.data.clone(),
-            chain_id: a.chain_id.clone(),
+            chain_id: if a.demo {
+                crate::demo::DEMO_CHAIN.into()
+            } else {
+                a.chain_id.clone()
+            },
             identities: vec![],
             validators: a.validators,
             cluster: true,
             p2p_port: a.p2p_port,
             http_port: a.http_port,
         })?;
+        if a.demo {
+            demo_keys(&a.data)?;
+            fresh_demo = true;
+        }
     }
     let cluster = read_cluster(&a.data)?;
     let exe = std::env::current_exe().context("cannot find the carechain binary")?;
@@ -122,6 +140,7 @@ fn up(a: UpArgs) -> Result<()> {
             .arg("--data")
             .arg(&dir)
             .arg("--stop-when-stdin-closes")
+            .args(a.demo.then_some("--demo"))
             .stdin(Stdio::piped())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -163,6 +182,9 @@ fn up(a: UpArgs) -> Result<()> {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+    if fresh_demo {
+        load_demo(&a.data, &cluster)?;
     }
     out_line("cluster running; Ctrl-C stops every validator");
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -213,6 +235,71 @@ fn up(a: UpArgs) -> Result<()> {
         }
     }
     out_line("cluster stopped");
+    Ok(())
+}
+
+/// The demo's keys: all under `demo-keys/`, and in each validator's own `demo-keys/` the
+/// patients and the staff of the organization it serves (its one-click sign-ins).
+fn demo_keys(root: &std::path::Path) -> Result<()> {
+    let keys_dir = root.join("demo-keys");
+    DemoKeys::create(&keys_dir, &Who::ALL)?;
+    for (i, org) in CLUSTER_ORGS.iter().enumerate() {
+        let dir = validator_dir(root, i).join("demo-keys");
+        fs::create_dir_all(&dir)?;
+        for w in Who::ALL {
+            if w.role() == carechain_types::Role::Patient || w.organization() == Some(*org) {
+                fs::copy(keys_dir.join(w.file()), dir.join(w.file()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Loads the demo into the running cluster: identities and each organization's node on the
+/// ledger, then the records, each at its organization's node (Alice's chart at City Hospital).
+fn load_demo(root: &std::path::Path, cluster: &ClusterFile) -> Result<()> {
+    let keys = DemoKeys::read(&root.join("demo-keys"))?;
+    let operator = crate::keyfile::read(&root.join("operator.key"))?;
+    let bases: Vec<String> = cluster
+        .validators
+        .iter()
+        .map(|m| format!("http://{}", m.http))
+        .collect();
+    let mut nodes = Vec::new();
+    for (i, org) in CLUSTER_ORGS.iter().enumerate() {
+        let key = crate::keyfile::read(&validator_dir(root, i).join("node.key"))?;
+        nodes.push((*org, key.public(), bases[i].clone()));
+    }
+    let client = Client::new(&bases[0]);
+    let chain_id = client.get_json("/v1/status")?["chain_id"]
+        .as_str()
+        .context("status has no chain_id")?
+        .to_string();
+    crate::demo::submit_waves(
+        &client,
+        crate::demo::ledger_waves(&keys, &operator, &chain_id, &nodes),
+    )?;
+    let pid = crate::demo::load_fhir_remote(&keys, &bases)?;
+    out_line(&format!(
+        "demo network loaded: Alice Demo (Patient/{pid}) has her chart at City Hospital ({}).",
+        bases[0]
+    ));
+    for (i, org) in CLUSTER_ORGS.iter().enumerate() {
+        out_line(&format!(
+            "  {} runs validator {i}: {}",
+            org.name(),
+            bases[i]
+        ));
+    }
+    out_line(&format!(
+        "  sign in at Riverside Clinic ({}) as Dr. Okafor: Alice's records are refused until she \
+         grants the clinic (`carechain consent grant --key {}/demo-keys/patient-alice.key --grantee {} \
+         --purpose TREAT --url {}`); then they come from City Hospital's node.",
+        bases[1],
+        root.display(),
+        keys.did(Who::Clinic),
+        bases[1]
+    ));
     Ok(())
 }
 

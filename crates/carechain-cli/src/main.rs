@@ -8,6 +8,7 @@ mod chain;
 mod client;
 mod cluster;
 mod consentcmd;
+mod demo;
 mod import;
 mod keyfile;
 mod txcmd;

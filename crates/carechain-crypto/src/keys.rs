@@ -47,6 +47,10 @@ pub enum Namespace {
     Certificate,
     /// A patient's claim of her record with a one-time activation code.
     PatientClaim,
+    /// A request one node makes of another for a patient's records.
+    PeerRequest,
+    /// A custodian node's answer to a peer request.
+    PeerAnswer,
 }
 
 impl Namespace {
@@ -60,6 +64,8 @@ impl Namespace {
             Namespace::Challenge => b"carechain/v1/challenge\0",
             Namespace::Certificate => b"carechain/v1/certificate\0",
             Namespace::PatientClaim => b"carechain/v1/patient-claim\0",
+            Namespace::PeerRequest => b"carechain/v1/peer-request\0",
+            Namespace::PeerAnswer => b"carechain/v1/peer-answer\0",
         }
     }
 }
@@ -307,6 +313,8 @@ mod tests {
             Namespace::Challenge,
             Namespace::Certificate,
             Namespace::PatientClaim,
+            Namespace::PeerRequest,
+            Namespace::PeerAnswer,
         ];
         for a in all {
             for b in all {

@@ -117,6 +117,30 @@ impl<B: BlobStore> RecordStore<B> {
         Ok(out)
     }
 
+    /// Every resource in a patient's compartment: (type, id), sorted.
+    pub fn patient_resources(&self, patient: &str) -> Result<Vec<(String, String)>, RecordError> {
+        let rt = self.db.begin_read()?;
+        let t = rt.open_table(BY_PATIENT)?;
+        let mut by_type: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for item in t.range((patient, "", "")..)? {
+            let (k, _) = item?;
+            let (p, ty, id) = k.value();
+            if p != patient {
+                break;
+            }
+            by_type
+                .entry(ty.to_string())
+                .or_default()
+                .push(id.to_string());
+        }
+        let mut out = Vec::new();
+        for (ty, mut ids) in by_type {
+            self.drop_hidden(&ty, &mut ids);
+            out.extend(ids.into_iter().map(|id| (ty.clone(), id)));
+        }
+        Ok(out)
+    }
+
     /// The current version.
     pub fn read(&self, resource_type: &str, id: &str) -> Result<Value, RecordError> {
         let meta = self.meta(resource_type, id, None)?;

@@ -8,6 +8,7 @@ mod consents;
 mod error;
 mod fhir;
 mod json;
+mod peer;
 mod portal;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -16,6 +17,7 @@ use axum::Router;
 use carechain_node::Node;
 
 pub use error::ApiError;
+pub use peer::HttpTransport;
 pub use portal::{DemoLogin, UiOptions};
 
 /// The OpenAPI 3.1 document served at `/openapi.json`.
@@ -33,7 +35,9 @@ pub fn router_with(
     ui: UiOptions,
 ) -> Router {
     let hosts = Arc::new(ui.allowed_hosts.clone());
+    service.set_transport(Arc::new(HttpTransport::default()));
     api::routes(node.clone())
+        .merge(peer::routes(node.clone(), service.clone()))
         .merge(consents::routes(node.clone()))
         .merge(portal::routes(node.clone(), service.clone(), ui))
         .merge(fhir::routes(fhir::FhirState { node, service }))

@@ -306,6 +306,23 @@ impl Service {
         if let Some(o) = &s.organization {
             agent["extension"] = json!([{"url": "http://carechain.example/fhir/StructureDefinition/agent-organization", "valueIdentifier": {"system": DID_SYSTEM, "value": o.to_string()}}]);
         }
+        let mut agents = vec![agent];
+        let note = match &s.origin.peer {
+            // Asked by another node for its user: that node is an agent too, and the note
+            // says at which height this node decided.
+            Some(p) => {
+                agents.push(json!({
+                    "type": {"text": "requesting node"},
+                    "who": {"identifier": {"system": DID_SYSTEM, "value": p.node.to_string()}},
+                    "requestor": false
+                }));
+                format!(
+                    "{} (asked by node {} at height {})",
+                    entry.note, p.node, p.height
+                )
+            }
+            None => entry.note.to_string(),
+        };
         let mut entity = vec![
             json!({"what": {"reference": entry.what}, "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"}}),
         ];
@@ -319,12 +336,12 @@ impl Service {
             "action": entry.interaction.balp_action(),
             "recorded": format_instant(now_ms()),
             "outcome": entry.outcome.code(),
-            "outcomeDesc": entry.note,
+            "outcomeDesc": note,
             "purposeOfEvent": [{"coding": [{"system": ACT_REASON, "code": purpose.code}]}],
             "source": {"observer": {"identifier": {"system": DID_SYSTEM, "value": self.node_did}}},
         });
         // Moved in (`json!` would copy a `Value` by serializing it).
-        ev["agent"] = Value::Array(vec![agent]);
+        ev["agent"] = Value::Array(agents);
         ev["entity"] = Value::Array(entity);
         // AuditEvent has no `patient` element: the store's compartment is given alongside.
         let ticket = self.audit_queue.push(ev, entry.patient.map(str::to_string));

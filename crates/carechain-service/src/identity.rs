@@ -33,6 +33,16 @@ pub(crate) struct Links {
 }
 
 impl Links {
+    /// `Patient/<id>` linked to `did`, if any.
+    pub(crate) fn by_did_get(&self, did: &Did) -> Option<String> {
+        self.by_did.get(did).cloned()
+    }
+
+    /// Every linked identity.
+    pub(crate) fn dids(&self) -> Vec<Did> {
+        self.by_did.keys().copied().collect()
+    }
+
     fn insert(&mut self, did: Did, patient: String) {
         self.by_patient.insert(patient.clone(), did);
         self.by_did.insert(did, patient);
@@ -75,6 +85,7 @@ impl Service {
     fn link(&self, did: Did, patient: &str) -> Result<(), ServiceError> {
         self.records.link_patient(&did.to_string(), patient)?;
         self.links.write().insert(did, patient.to_string());
+        self.publish_location(&did);
         Ok(())
     }
 

@@ -10,7 +10,7 @@
 //! `session` (tokens, sign-in), `identity` (who a patient is: claims, activation codes),
 //! `access` (the decision) and `authorize` (asking it, auditing the answer), `breakglass`,
 //! `read` (read, vread, history), `write` (create, update, delete), `bundle` (batch and
-//! transaction), `conditional`, `search`, `erase`, `envelope`, `receipt` (access log, receipt
+//! transaction), `conditional`, `search`, `everything`, `peer` (records across nodes), `erase`, `envelope`, `receipt` (access log, receipt
 //! verification), `audit` and `anchor`.
 
 pub mod access;
@@ -24,7 +24,9 @@ mod conditional;
 mod envelope;
 mod erase;
 mod error;
+mod everything;
 mod identity;
+pub mod peer;
 mod read;
 mod receipt;
 mod search;
@@ -127,6 +129,10 @@ pub struct Service {
     pseudonym_key: [u8; 32],
     /// The node's did as text (the observer of every audit event).
     node_did: String,
+    /// How this node reaches other nodes (`peer`), once the HTTP edge sets it.
+    transport: RwLock<Option<Arc<dyn peer::Transport>>>,
+    /// Nonces of node requests served recently (each is served once).
+    peer_nonces: peer::Nonces,
 }
 
 impl Drop for Service {
@@ -197,6 +203,8 @@ impl Service {
             audit_queue: Arc::new(audit::AuditQueue::new()),
             pseudonym_key: sha256_parts(&[b"carechain/v1/pseudonym-key\0", kek_seed]).0,
             node_did,
+            transport: RwLock::new(None),
+            peer_nonces: peer::Nonces::default(),
         };
         // Creates a crash left between their metadata commit and their anchor: keep those
         // whose anchor is durable, remove the others (they were never acknowledged).

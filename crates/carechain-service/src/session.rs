@@ -66,6 +66,12 @@ impl Service {
             scopes,
             expires_ms: now + TOKEN_TTL_MS,
             key: a.key,
+            origin: auth::Origin {
+                proof: Some(auth::SignInProof::Assertion {
+                    jwt: assertion.to_string(),
+                }),
+                peer: None,
+            },
         };
         let token = self.tokens.issue(session, now)?;
         Ok((token, TOKEN_TTL_MS / 1000, granted))
@@ -120,6 +126,13 @@ impl Service {
             scopes: auth::web_scopes(ident.role),
             expires_ms: now + WEB_SESSION_TTL_MS,
             key: ident.current_key,
+            origin: auth::Origin {
+                proof: Some(auth::SignInProof::Challenge {
+                    text: challenge.to_string(),
+                    signature: sig,
+                }),
+                peer: None,
+            },
         };
         let token = self.tokens.issue(session.clone(), now)?;
         Ok((token, session))

@@ -186,7 +186,7 @@ pub(crate) fn locate(
         if node != signer.id {
             return Ok(Err(RejectReason::Unauthorized));
         }
-        if !read_node(o, &node)?.is_some_and(|n| !n.organizations.is_empty()) {
+        if read_node(o, &node)?.is_none_or(|n| n.organizations.is_empty()) {
             return Ok(Err(RejectReason::UnknownNode));
         }
         match read_identity(o, &patient)? {

@@ -49,7 +49,7 @@ pub enum AuthError {
     Busy,
 }
 
-pub use assertion::{Assertion, make_assertion, verify_assertion};
+pub use assertion::{Assertion, make_assertion, verify_assertion, verify_assertion_signature};
 pub use challenges::{CHALLENGE_TTL_MS, Challenges};
-pub use scope::{Scope, Session, web_scopes};
+pub use scope::{Origin, PeerOrigin, Scope, Session, SignInProof, web_scopes};
 pub use tokens::{JTIS_PER_IDENTITY, MAX_TOKENS, TOKENS_PER_IDENTITY, Tokens};

@@ -74,6 +74,45 @@ pub struct Session {
     pub expires_ms: u64,
     /// The identity's key when the session began: the session ends when it rotates.
     pub key: PublicKey,
+    /// How the identity proved itself, and for whom a request is made.
+    pub origin: Origin,
+}
+
+/// How a session came to be.
+#[derive(Clone, Debug, Default)]
+pub struct Origin {
+    /// The identity's own signed sign-in, kept so that this node can show other nodes that
+    /// the identity, not the node, is asking (absent for sessions the node made itself).
+    pub proof: Option<SignInProof>,
+    /// Set when another node asks on the identity's behalf (see `peer`).
+    pub peer: Option<PeerOrigin>,
+}
+
+/// An identity's signed sign-in.
+#[derive(Clone, Debug, PartialEq, Eq, borsh::BorshSerialize, borsh::BorshDeserialize)]
+pub enum SignInProof {
+    /// A browser sign-in: the challenge text (naming the node's token URL as audience, the
+    /// did and an expiry) and the identity's signature over it (namespace `Challenge`).
+    Challenge {
+        /// The challenge text.
+        text: String,
+        /// The signature.
+        signature: carechain_crypto::Signature,
+    },
+    /// An API client's `private_key_jwt` assertion (audience: the node's token URL).
+    Assertion {
+        /// The compact JWS.
+        jwt: String,
+    },
+}
+
+/// The node that asked on an identity's behalf.
+#[derive(Clone, Debug)]
+pub struct PeerOrigin {
+    /// The requesting node.
+    pub node: Did,
+    /// The ledger height the decision was taken at (this node's).
+    pub height: u64,
 }
 
 impl Session {

@@ -148,6 +148,7 @@ mod tests {
             scopes: vec![],
             expires_ms: 10_000,
             key: k.public(),
+            origin: Default::default(),
         };
         let first = tokens.issue(session.clone(), 1).unwrap();
         let mut last = String::new();

@@ -50,6 +50,7 @@ fn session(who: u8) -> (Session, Option<String>) {
             scopes: vec![Scope::parse(scope).unwrap()],
             expires_ms: u64::MAX,
             key: k.public(),
+            origin: Default::default(),
         },
         patient,
     )

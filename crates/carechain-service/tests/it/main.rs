@@ -60,6 +60,7 @@ fn fixture() -> Fixture {
         scopes: vec![Scope::parse("user/*.cruds").unwrap()],
         expires_ms: u64::MAX,
         key: doc.public(),
+        origin: Default::default(),
     };
     Fixture {
         _dir: dir,
@@ -189,6 +190,7 @@ fn an_erasure_whose_tombstone_cannot_be_anchored_destroys_nothing() {
         scopes: vec![Scope::parse("system/*.cruds").unwrap()],
         expires_ms: u64::MAX,
         key: SecretKey::from_seed(&[1; 32]).public(),
+        origin: Default::default(),
     };
     let sealed = f
         .svc

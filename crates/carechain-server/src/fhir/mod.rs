@@ -16,6 +16,12 @@ use carechain_service::{ErrorKind, Purpose, Service, ServiceError, Session};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+mod log;
+mod network;
+
+pub(crate) use log::with_proofs;
+use log::{access_log, alerts};
+
 #[derive(Clone)]
 pub struct FhirState {
     pub node: Arc<Node>,
@@ -45,6 +51,7 @@ pub fn routes(state: FhirState) -> Router {
         .route("/fhir/{rt}/{id}/_history/{vid}", get(vread))
         .route("/fhir/{rt}/{id}/{op}", post(operation).get(compartment))
         .route("/patients/{id}/access-log", get(access_log))
+        .route("/me/access-log", get(network::my_access_log))
         .route("/patients/{id}/alerts", get(alerts))
         .layer(DefaultBodyLimit::max(MAX_RESOURCE_BYTES))
         .with_state(state)
@@ -260,7 +267,7 @@ async fn search(
     let params: Vec<(String, String)> = serde_urlencoded_pairs(uri.query().unwrap_or(""))?;
     let base = base_url(&h);
     let (svc, p) = (s.service.clone(), purpose(&h));
-    let out = blocking(move || svc.search(&sess, &p, &rt, &params, &base)).await?;
+    let out = blocking(move || svc.network_search(&sess, &p, &rt, &params, &base)).await?;
     Ok(fhir(StatusCode::OK, out))
 }
 
@@ -484,6 +491,9 @@ async fn compartment(
         let env = blocking(move || svc.envelope(&sess, &p, &rt, &id, None)).await?;
         return Ok((StatusCode::OK, Json(env)).into_response());
     }
+    if target == "$everything" && rt == "Patient" {
+        return network::everything(&s, id, &h).await;
+    }
     check_type(&target)?;
     if rt != "Patient" {
         return Err(err(
@@ -552,76 +562,6 @@ async fn operation(
         }
     };
     Ok((StatusCode::OK, Json(out)).into_response())
-}
-
-pub(crate) fn with_proofs(node: &Node, mut entries: Vec<Value>) -> Vec<Value> {
-    let Ok(snap) = node.snapshot() else {
-        return entries;
-    };
-    let cp = snap.latest_checkpoint().ok().flatten();
-    for e in &mut entries {
-        let Some(hash) = e["tx_hash"]
-            .as_str()
-            .and_then(|h| carechain_crypto::Hash::from_hex(h).ok())
-        else {
-            continue;
-        };
-        let Ok(Some(loc)) = snap.tx_location(&hash) else {
-            continue;
-        };
-        let Ok(Some(receipts)) = snap.receipts(loc.height) else {
-            continue;
-        };
-        let Some(carechain_types::Outcome::Applied { log_index }) = receipts
-            .get(loc.position as usize)
-            .map(|r| r.outcome.clone())
-        else {
-            continue;
-        };
-        if let Some((size, note)) = &cp
-            && let Ok(proof) = carechain_log::inclusion_proof(&snap, log_index, *size)
-        {
-            e["inclusion"] = json!({
-                "log_index": log_index,
-                "tree_size": size,
-                "proof": proof.iter().map(carechain_crypto::Hash::to_hex).collect::<Vec<_>>(),
-                "checkpoint": note,
-            });
-        }
-    }
-    entries
-}
-
-async fn access_log(
-    State(s): State<FhirState>,
-    Path(id): Path<String>,
-    h: HeaderMap,
-) -> Result<Response, Fail> {
-    let sess = session(&s, &h).await?;
-    let (svc, node) = (s.service.clone(), s.node.clone());
-    let entries =
-        blocking(move || svc.access_log(&sess, &id).map(|e| with_proofs(&node, e))).await?;
-    Ok(Json(json!({"entries": entries})).into_response())
-}
-
-async fn alerts(
-    State(s): State<FhirState>,
-    Path(id): Path<String>,
-    h: HeaderMap,
-) -> Result<Response, Fail> {
-    let sess = session(&s, &h).await?;
-    let (svc, node) = (s.service.clone(), s.node.clone());
-    let entries = blocking(move || {
-        svc.access_log(&sess, &id).map(|e| {
-            let bg: Vec<Value> = e
-                .into_iter()
-                .filter(|x| carechain_service::is_break_glass(&x["event"]))
-                .collect();
-            with_proofs(&node, bg)
-        })
-    })
-    .await?;
-    Ok(Json(json!({"alerts": entries})).into_response())
 }
 
 #[derive(Deserialize)]
