@@ -24,7 +24,7 @@ use crate::common::*;
 /// a test process starts at the slot of its process id: tests running side by side (nextest
 /// gives each its own process, their ids close together) get disjoint ranges, since a range
 /// found free is released again before the validators bind it.
-fn free_ports(n: u16) -> u16 {
+pub fn free_ports(n: u16) -> u16 {
     const SLOT: u32 = 32;
     assert!(u32::from(2 * n) <= SLOT);
     let seed = std::process::id();

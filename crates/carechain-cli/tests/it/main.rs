@@ -14,6 +14,7 @@ mod crash;
 mod fhir;
 mod governance;
 mod http;
+mod network;
 mod portal;
 mod s3;
 mod search;

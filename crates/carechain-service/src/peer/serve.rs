@@ -153,6 +153,9 @@ impl Service {
                 ),
             );
         }
+        // Records leave this node only once their disclosure is durable in her log: a crash
+        // right after answering must not lose the only trace of a cross-organization access.
+        self.flush_audit();
         (height, result)
     }
 
