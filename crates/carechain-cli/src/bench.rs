@@ -37,6 +37,17 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 0)]
         rate: u64,
     },
+    /// The demo network (`cluster up --demo`, four validator processes on loopback): a
+    /// consented cross-organization search against the same search at the custodian, and
+    /// consent grants per second.
+    Network {
+        /// Searches timed (each way).
+        #[arg(long, default_value_t = 300)]
+        reads: usize,
+        /// Consent grants (by as many fresh patients).
+        #[arg(long, default_value_t = 20_000)]
+        grants: usize,
+    },
     /// A 4-validator BFT cluster on this host: committed tx/s at saturation, finality
     /// latency at half that load, throughput with one validator down.
     Cluster {
@@ -172,6 +183,9 @@ fn raw_append_rate(dir: &std::path::Path, batch: usize, size: usize) -> Result<(
 }
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
+    if let BenchCmd::Network { reads, grants } = cmd {
+        return crate::bench_network::run(reads, grants.max(1));
+    }
     if let BenchCmd::Cluster {
         validators,
         txs,

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_cluster;
 mod bench_fhir;
+mod bench_network;
 mod chain;
 mod client;
 mod cluster;

@@ -68,6 +68,28 @@ pub enum IdentityCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Declare, signed by an organization, the node that serves its records to the network
+    /// and where other nodes reach it (its API base URL, the one its users sign in at).
+    RegisterNode {
+        /// The organization's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The node's did:key (its `node.key`).
+        #[arg(long)]
+        node: String,
+        /// The node's base URL, e.g. `https://records.cityhospital.example`.
+        #[arg(long)]
+        endpoint: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// A patient's record locator: the nodes that hold records of hers.
+    Locator {
+        /// The patient (did:key).
+        did: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Show an identity with its state proof.
     Show {
         /// The identity (did:key).
@@ -297,6 +319,25 @@ pub fn identity(cmd: IdentityCmd) -> Result<()> {
                     })
                 },
             )
+        }
+        IdentityCmd::RegisterNode {
+            key,
+            node,
+            endpoint,
+            conn,
+        } => {
+            let key = keyfile::read(&key)?;
+            let node = parse_did(&node)?.public_key();
+            send(&Client::new(&conn.url), &key, None, |_, _, _| {
+                Ok(Payload::RegisterNode {
+                    node,
+                    endpoint: endpoint.trim_end_matches('/').to_string(),
+                })
+            })
+        }
+        IdentityCmd::Locator { did, conn } => {
+            let did = parse_did(&did)?;
+            print_json(&Client::new(&conn.url).get_json(&format!("/v1/identities/{did}/locator"))?)
         }
         IdentityCmd::Show { did, conn } => {
             let did = parse_did(&did)?;
