@@ -431,8 +431,58 @@ fn records_cross_organizations_only_with_the_patients_ledger_consent() {
         verified += 1;
     }
     assert!(verified > 0);
+
+    // In the browser, at the pharmacy's node (which holds nothing of hers), signed in with
+    // her key: her access log page lists the hospital's decisions, each saying where it was
+    // decided and for which node, with what verifies it against her custodian's anchors.
+    let page = portal_access_page(&net, 3);
+    assert!(page.contains("Who accessed my data"), "{page}");
+    assert!(page.contains("asked by node"), "{page}");
+    let hospital_hex = hex::encode(read_key(&net.root.join("v0").join("node.key")).public().0);
+    assert!(page.contains(&format!("data-trusted=\"{hospital_hex}\"")));
     drop(restarted);
     net.pids.clear();
+}
+
+/// Signs Alice in at node `i` as a browser does (a challenge signed with her key) and returns
+/// her access-log page.
+fn portal_access_page(net: &Network, i: usize) -> String {
+    let alice = net.key("patient-alice.key");
+    let did = alice.public().did().to_string();
+    let url = &net.urls[i];
+    let post = |path: &str, body: Value| -> (Value, Option<String>) {
+        let mut r = agent()
+            .post(&format!("{url}{path}"))
+            .header("content-type", "application/json")
+            .header("origin", url.as_str())
+            .send(body.to_string().as_bytes())
+            .unwrap();
+        let cookie = r
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .map(|c| c.split(';').next().unwrap_or("").to_string());
+        (
+            serde_json::from_slice(&r.body_mut().read_to_vec().unwrap()).unwrap_or_default(),
+            cookie,
+        )
+    };
+    let (c, _) = post("/login/challenge", serde_json::json!({"did": did}));
+    let challenge = c["challenge"].as_str().expect("challenge").to_string();
+    let sig = alice
+        .sign(carechain_crypto::Namespace::Challenge, challenge.as_bytes())
+        .to_hex();
+    let (_, cookie) = post(
+        "/login",
+        serde_json::json!({"did": did, "challenge": challenge, "signature": sig}),
+    );
+    let mut r = agent()
+        .get(&format!("{url}/patient/access?all=1"))
+        .header("cookie", cookie.expect("session cookie"))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    r.body_mut().read_to_string().unwrap()
 }
 
 /// A child process killed when dropped (also when the test fails).

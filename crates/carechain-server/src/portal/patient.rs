@@ -325,6 +325,10 @@ struct Access {
     allowed: bool,
     note: String,
     break_glass: bool,
+    /// The node that decided (the event's observer) and, for a request another node made,
+    /// that node.
+    at: String,
+    via: Option<String>,
     entry: Value,
 }
 
@@ -359,6 +363,14 @@ fn access_rows(entries: Vec<Value>, own_did: &str, dir: &[DirectoryEntry]) -> Ve
                 allowed: ev["outcome"] == "0",
                 break_glass: carechain_service::is_break_glass(ev),
                 note,
+                at: short_did(
+                    ev["source"]["observer"]["identifier"]["value"]
+                        .as_str()
+                        .unwrap_or(""),
+                ),
+                via: ev["agent"][1]["who"]["identifier"]["value"]
+                    .as_str()
+                    .map(short_did),
                 entry,
             }
         })
@@ -378,16 +390,32 @@ async fn access(
     v: Viewer,
     Query(q): Query<AccessQuery>,
 ) -> Result<Response, PageError> {
-    let pid = own(&v)?;
+    // Her log at every node: this one's (if it holds a record of hers) and every node of her
+    // record locator, asked with her own signed sign-in.
+    if v.session.role != carechain_types::Role::Patient {
+        own(&v)?;
+    }
     let all = q.all.is_some();
     let (svc, s, node) = (st.service.clone(), v.session.clone(), st.node.clone());
-    let (rows, verifier) = blocking(move || {
-        let entries = svc.access_log(&s, &pid)?;
+    let (rows, verifier, trusted, unavailable) = blocking(move || {
+        let (entries, unavailable) = svc.network_access_log(&s)?;
         let entries = crate::fhir::with_proofs(&node, entries);
         let dir = directory(&svc, &s);
+        // The nodes whose audit anchors count beside this one's: those of her locator.
+        let trusted: Vec<String> = node
+            .store()
+            .with_durable(|d| carechain_state::locator(d.snapshot, &s.did.public_key()))
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+            .iter()
+            .map(|l| hex::encode(l.node.0))
+            .collect();
         Ok((
             access_rows(entries, &s.did.to_string(), &dir),
             node.ledger().checkpoint_verifier_key(),
+            trusted.join(","),
+            unavailable,
         ))
     })
     .await
@@ -430,12 +458,15 @@ async fn access(
             @if listed.len() < shown.len() {
                 p.muted { "The latest " (listed.len()) " are listed. " a href=(format!("/patient/access?{own}limit=0")) { "List all " (shown.len()) } }
             }
+            @for u in &unavailable {
+                p.alert role="status" { "Node " code { (short_did(&u.node)) } " (" (u.endpoint) ") did not answer: its part of your log is missing here. " (u.reason) }
+            }
             p.muted { "Checkpoint key: " code id="verifier-key" { (verifier) } }
             div.tablewrap {
-                table.access data-verifier=(verifier) {
+                table.access data-verifier=(verifier) data-trusted=(trusted) {
                     thead { tr {
                         th scope="col" { "When" } th scope="col" { "Who" } th scope="col" { "What" }
-                        th scope="col" { "Purpose" } th scope="col" { "Outcome" } th scope="col" { "Proof" }
+                        th scope="col" { "Purpose" } th scope="col" { "Outcome" } th scope="col" { "Where" } th scope="col" { "Proof" }
                     } }
                     tbody {
                         @for (i, a) in listed.iter().enumerate() {
@@ -459,6 +490,10 @@ async fn access(
                                     @else if a.allowed { span.badge.ok { "Allowed" } }
                                     @else { span.badge.denied { "Denied" } }
                                     @if !a.allowed { br; span.muted { (a.note) } }
+                                }
+                                td {
+                                    code { (a.at) }
+                                    @if let Some(n) = &a.via { br; span.muted { "asked by node " code { (n) } } }
                                 }
                                 td {
                                     @if inc.is_object() {
