@@ -435,7 +435,15 @@ fn records_cross_organizations_only_with_the_patients_ledger_consent() {
     // In the browser, at the pharmacy's node (which holds nothing of hers), signed in with
     // her key: her access log page lists the hospital's decisions, each saying where it was
     // decided and for which node, with what verifies it against her custodian's anchors.
-    let page = portal_access_page(&net, 3);
+    let (page, records) = portal_pages(&net, 3);
+    assert!(
+        records.contains("This node holds no record of yours"),
+        "{records}"
+    );
+    assert!(
+        records.contains(&net.urls[0]),
+        "her locator names the hospital: {records}"
+    );
     assert!(page.contains("Who accessed my data"), "{page}");
     assert!(page.contains("asked by node"), "{page}");
     let hospital_hex = hex::encode(read_key(&net.root.join("v0").join("node.key")).public().0);
@@ -445,8 +453,8 @@ fn records_cross_organizations_only_with_the_patients_ledger_consent() {
 }
 
 /// Signs Alice in at node `i` as a browser does (a challenge signed with her key) and returns
-/// her access-log page.
-fn portal_access_page(net: &Network, i: usize) -> String {
+/// her access-log page and her records page.
+fn portal_pages(net: &Network, i: usize) -> (String, String) {
     let alice = net.key("patient-alice.key");
     let did = alice.public().did().to_string();
     let url = &net.urls[i];
@@ -476,13 +484,17 @@ fn portal_access_page(net: &Network, i: usize) -> String {
         "/login",
         serde_json::json!({"did": did, "challenge": challenge, "signature": sig}),
     );
-    let mut r = agent()
-        .get(&format!("{url}/patient/access?all=1"))
-        .header("cookie", cookie.expect("session cookie"))
-        .call()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    r.body_mut().read_to_string().unwrap()
+    let cookie = cookie.expect("session cookie");
+    let page = |path: &str| {
+        let mut r = agent()
+            .get(&format!("{url}{path}"))
+            .header("cookie", cookie.as_str())
+            .call()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        r.body_mut().read_to_string().unwrap()
+    };
+    (page("/patient/access?all=1"), page("/patient"))
 }
 
 /// A child process killed when dropped (also when the test fails).

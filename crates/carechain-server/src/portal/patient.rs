@@ -43,6 +43,9 @@ fn own(v: &Viewer) -> Result<String, PageError> {
 }
 
 async fn records(State(st): State<Portal>, v: Viewer) -> Result<Response, PageError> {
+    if v.patient_id().is_none() && v.session.role == carechain_types::Role::Patient {
+        return Ok(elsewhere(&st, &v));
+    }
     let pid = own(&v)?;
     let (svc, s, p2) = (st.service.clone(), v.session.clone(), pid.clone());
     let c = blocking(move || Ok(chart::load(&svc, &s, &purpose("PATRQT", None), &p2)))
@@ -61,6 +64,41 @@ fn name_of(dir: &[DirectoryEntry], did: &str) -> String {
         .find(|e| e.did == did)
         .map(|e| e.name.clone())
         .unwrap_or_else(|| short_did(did))
+}
+
+/// For a patient with no record on this node: where her records are (her record locator on
+/// the ledger), and her access log from every node.
+fn elsewhere(st: &Portal, v: &Viewer) -> Response {
+    let nodes = st
+        .node
+        .store()
+        .with_durable(|d| {
+            let mut out = Vec::new();
+            for l in carechain_state::locator(d.snapshot, &v.session.did.public_key())? {
+                let endpoint = carechain_state::node_entry(d.snapshot, &l.node)?
+                    .map(|e| e.endpoint)
+                    .unwrap_or_default();
+                out.push((l.node.did().to_string(), endpoint, l.since));
+            }
+            Ok::<_, carechain_state::ViewError>(out)
+        })
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let body = html! {
+        p.lead { "This node holds no record of yours. The ledger names the nodes that do (your record locator); only their organizations see what the records are." }
+        @if nodes.is_empty() {
+            p { "No node holds records of yours yet." }
+        } @else {
+            ul role="list" {
+                @for (node, endpoint, since) in &nodes {
+                    li { "Node " code { (short_did(node)) } " at " a href=(endpoint) { (endpoint) } ", since block " (since) }
+                }
+            }
+        }
+        p { a href="/patient/access" { "Who accessed my data" } ", at every one of them, is here too." }
+    };
+    page("My records", Some(v), body)
 }
 
 pub(crate) fn short_did(did: &str) -> String {
