@@ -187,6 +187,21 @@ fn consent(net: &Network, args: &[&str], node: usize) -> String {
     )
 }
 
+/// Waits until every node has applied the block at height `h`.
+fn wait_height(urls: &[String], h: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for url in urls {
+        while get(&format!("{url}/v1/status")).1["height"]
+            .as_u64()
+            .unwrap_or(0)
+            < h
+        {
+            assert!(Instant::now() < deadline, "{url} never reached height {h}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 fn height_of(receipt_output: &str) -> u64 {
     receipt_output
         .lines()
@@ -231,6 +246,8 @@ fn records_cross_organizations_only_with_the_patients_ledger_consent() {
         .find_map(|l| l.strip_prefix("consent id "))
         .expect("consent id")
         .to_string();
+    // Each node applies a finalized block in its own time: ask once all have.
+    wait_height(&net.urls, height_of(&granted));
     let (seen, outcomes) = riverside_sees(&net, &alice);
     assert!(seen >= 6, "Riverside sees {seen} of Alice's observations");
     assert!(outcomes.is_empty(), "{outcomes:?}");
@@ -252,6 +269,7 @@ fn records_cross_organizations_only_with_the_patients_ledger_consent() {
     // validators finalize it); every running node holds the revocation at the same height.
     let revoked = consent(&net, &["revoke", "--id", &id], 3);
     let h = height_of(&revoked);
+    wait_height(&net.urls[1..], h);
     for url in &net.urls[1..] {
         let (_, list) = get(&format!("{url}/v1/identities/{alice}/consents"));
         let c = list["consents"]
