@@ -31,6 +31,14 @@ pub fn compartment_params(resource_type: &str) -> &'static [&'static str] {
     table().get(resource_type).map_or(&[], Vec::as_slice)
 }
 
+/// The search parameter that links a resource type to its patient in a compartment search
+/// (`patient`, else `subject`), if the type has one.
+pub fn patient_link(resource_type: &str) -> Option<&'static str> {
+    ["patient", "subject"]
+        .into_iter()
+        .find(|c| crate::search::search_param(resource_type, c).is_some())
+}
+
 /// `Patient/<id>` of a reference string naming a patient, relative or absolute; `None` for
 /// anything else (another type, a contained `#ref`, an unresolved `urn:uuid:`).
 pub fn patient_reference(reference: &str) -> Option<String> {

@@ -33,11 +33,6 @@ pub(crate) struct Links {
 }
 
 impl Links {
-    /// `Patient/<id>` linked to `did`, if any.
-    pub(crate) fn by_did_get(&self, did: &Did) -> Option<String> {
-        self.by_did.get(did).cloned()
-    }
-
     /// Every linked identity.
     pub(crate) fn dids(&self) -> Vec<Did> {
         self.by_did.keys().copied().collect()
@@ -73,7 +68,12 @@ impl Service {
 
     /// The patient record (`Patient/<id>`) a session's identity is proven to be, if any.
     pub fn patient_reference(&self, s: &Session) -> Option<String> {
-        self.links.read().by_did.get(&s.did).cloned()
+        self.linked_patient(&s.did)
+    }
+
+    /// The patient record (`Patient/<id>`) `did` is proven to be here, if any.
+    pub(crate) fn linked_patient(&self, did: &Did) -> Option<String> {
+        self.links.read().by_did.get(did).cloned()
     }
 
     /// The identity proven to be `patient`, if any.

@@ -17,9 +17,9 @@ fn parse_did(did: &str) -> Result<Did, ServiceError> {
 }
 
 /// How long an API token lasts.
-const TOKEN_TTL_MS: u64 = 3_600_000;
+pub(crate) const TOKEN_TTL_MS: u64 = 3_600_000;
 /// How long a browser session lasts.
-const WEB_SESSION_TTL_MS: u64 = 8 * 3_600_000;
+pub(crate) const WEB_SESSION_TTL_MS: u64 = 8 * 3_600_000;
 
 impl Service {
     /// `client_credentials` with a `private_key_jwt` assertion: returns (token, expires_in s,
@@ -166,7 +166,7 @@ impl Service {
 }
 
 /// The organization an identity acts for: itself, or its registering parent.
-fn organization_of(ident: &carechain_state::Identity) -> Option<Did> {
+pub(crate) fn organization_of(ident: &carechain_state::Identity) -> Option<Did> {
     match ident.role {
         Role::Organization => Some(ident.id.did()),
         _ => ident.parent.map(|p| p.did()),

@@ -501,15 +501,12 @@ async fn compartment(
             "only the Patient compartment is supported",
         ));
     }
-    let link = ["patient", "subject"]
-        .into_iter()
-        .find(|c| carechain_fhir::search::search_param(&target, c).is_some())
-        .ok_or_else(|| {
-            err(
-                ErrorKind::NotSupported,
-                &format!("{target} is not in the Patient compartment"),
-            )
-        })?;
+    let link = carechain_fhir::compartment::patient_link(&target).ok_or_else(|| {
+        err(
+            ErrorKind::NotSupported,
+            &format!("{target} is not in the Patient compartment"),
+        )
+    })?;
     let sess = session(&s, &h).await?;
     let mut params = serde_urlencoded_pairs(uri.query().unwrap_or(""))?;
     params.insert(0, (link.to_string(), format!("Patient/{id}")));

@@ -8,6 +8,12 @@ pub const CHALLENGE_TTL_MS: u64 = 5 * 60 * 1000;
 /// Answered challenges remembered (until they expire) so that each works once.
 const MAX_USED_CHALLENGES: usize = 200_000;
 
+/// The value of a `name: value` line of a challenge text (its first such line).
+pub fn challenge_field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+}
+
 /// Sign-in challenges (the browser signs one with the identity's key, WebCrypto Ed25519,
 /// over [`carechain_crypto::Namespace::Challenge`]). A challenge is not stored when issued:
 /// it carries its own HMAC under a key only this node has, so that anonymous requests for
@@ -56,15 +62,10 @@ impl Challenges {
         let mac = mac_line.strip_prefix("mac: ").ok_or_else(bad)?;
         let tag = hex::decode(mac).map_err(|_| bad())?;
         ring::hmac::verify(&self.mac_key, body.as_bytes(), &tag).map_err(|_| bad())?;
-        let field = |name: &str| {
-            body.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(str::to_string)
-        };
-        if field("did: ").as_deref() != Some(did.to_string().as_str()) {
+        if challenge_field(&body, "did") != Some(did.to_string().as_str()) {
             return Err(bad());
         }
-        let expires: u64 = field("expires: ")
+        let expires: u64 = challenge_field(&body, "expires")
             .and_then(|e| e.parse().ok())
             .ok_or_else(bad)?;
         if expires <= now_ms {

@@ -50,6 +50,6 @@ pub enum AuthError {
 }
 
 pub use assertion::{Assertion, make_assertion, verify_assertion, verify_assertion_signature};
-pub use challenges::{CHALLENGE_TTL_MS, Challenges};
+pub use challenges::{CHALLENGE_TTL_MS, Challenges, challenge_field};
 pub use scope::{Origin, PeerOrigin, Scope, Session, SignInProof, web_scopes};
 pub use tokens::{JTIS_PER_IDENTITY, MAX_TOKENS, TOKENS_PER_IDENTITY, Tokens};

@@ -118,7 +118,7 @@ impl Service {
                     .collect();
                 handles.into_iter().filter_map(|h| h.join().ok()).collect()
             });
-        let local = self.links.read().by_did_get(patient);
+        let local = self.linked_patient(patient);
         let what = local.clone().unwrap_or_else(|| "Patient".into());
         let mut out = Gathered::default();
         for (node, endpoint, result) in answers {

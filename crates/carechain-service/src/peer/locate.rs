@@ -16,17 +16,17 @@ impl Service {
         let needed = self.node.store().with_durable(|d| {
             let serves = carechain_state::node_entry(d.snapshot, &me)?
                 .is_some_and(|n| !n.organizations.is_empty());
-            let patient_ok = carechain_state::StateView::get(
-                d.snapshot,
-                &carechain_state::identity_key(&patient),
-            )?
-            .and_then(|b| borsh::from_slice::<carechain_state::Identity>(&b).ok())
-            .is_some_and(|i| i.active && i.role == carechain_types::Role::Patient);
             let located = carechain_state::locator(d.snapshot, &patient)?
                 .iter()
                 .any(|l| l.node == me);
-            Ok::<_, carechain_state::ViewError>(serves && patient_ok && !located)
+            Ok::<_, carechain_state::ViewError>(serves && !located)
         });
+        let patient_ok = self
+            .identity(did)
+            .is_some_and(|i| i.active && i.role == carechain_types::Role::Patient);
+        if !patient_ok {
+            return false;
+        }
         if !matches!(needed, Ok(Ok(true))) {
             return false;
         }

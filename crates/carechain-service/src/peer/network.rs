@@ -8,7 +8,9 @@ use carechain_crypto::Did;
 use serde_json::{Value, json};
 
 use super::{Gathered, PeerQuery};
-use crate::{DID_SYSTEM, Purpose, Service, ServiceError, Session};
+use crate::{
+    DID_SYSTEM, Purpose, Service, ServiceError, Session, search::searchset_entry as entry,
+};
 
 /// Parameters that page or shape one node's answer and are not forwarded.
 const LOCAL_ONLY: &[&str] = &[
@@ -126,16 +128,6 @@ impl Service {
         });
         Ok((events, g.unavailable))
     }
-}
-
-fn entry(base: &str, r: Value, mode: &str) -> Value {
-    let full = format!(
-        "{}/fhir/{}/{}",
-        base.trim_end_matches('/'),
-        r["resourceType"].as_str().unwrap_or_default(),
-        r["id"].as_str().unwrap_or_default()
-    );
-    json!({"fullUrl": full, "resource": r, "search": {"mode": mode}})
 }
 
 fn searchset(resources: impl Iterator<Item = (String, Value)>, mode: &str) -> Value {

@@ -16,13 +16,13 @@ use super::{
 use crate::{
     Interaction, Outcome, Purpose, Service, ServiceError, Session,
     audit::AuditEntry,
-    auth::{CHALLENGE_TTL_MS, Origin, PeerOrigin, Scope, SignInProof, verify_assertion_signature},
+    auth::{
+        CHALLENGE_TTL_MS, Origin, PeerOrigin, Scope, SignInProof, challenge_field,
+        verify_assertion_signature,
+    },
+    session::{TOKEN_TTL_MS, WEB_SESSION_TTL_MS, organization_of},
 };
 
-/// How long a session begun by a browser sign-in lasts (as at the requesting node).
-const WEB_SESSION_TTL_MS: u64 = 8 * 3_600_000;
-/// How long a session begun by a client assertion lasts.
-const TOKEN_TTL_MS: u64 = 3_600_000;
 /// Nonces remembered at most (each for [`PEER_CLOCK_SKEW_MS`] twice over).
 const MAX_NONCES: usize = 200_000;
 
@@ -112,7 +112,7 @@ impl Service {
         }
         // From here the requester is an authenticated node: a refusal is audited in the
         // patient's log, as any refused access is.
-        let local = self.linked_did_patient(&r.patient);
+        let local = self.linked_patient(&r.patient.did());
         let (height, result) = match self.admit(r, &from) {
             Err(refused) => (self.node.store().head(), Err(refused)),
             Ok((height, session)) => (height, self.run_query(&session, r, local.as_deref())),
@@ -169,11 +169,6 @@ impl Service {
             .filter(|n| !n.organizations.is_empty())
     }
 
-    /// `Patient/<id>` of the local record linked to `patient`'s identity, if any.
-    fn linked_did_patient(&self, patient: &carechain_crypto::PublicKey) -> Option<String> {
-        self.links.read().by_did_get(&patient.did())
-    }
-
     /// Freshness, height and the user's sign-in: the height to decide at and the session.
     fn admit(&self, r: &PeerRequest, from: &NodeEntry) -> Result<(u64, Session), Refused> {
         let now = now_ms();
@@ -218,13 +213,10 @@ impl Service {
             .filter(|i| i.active)
             .ok_or_else(|| refuse(PeerRefusal::BadActor, "the user is not an active identity"))?;
         let expires = self.check_proof(r, from, &actor, now)?;
-        let organization = match actor.role {
-            Role::Organization => Some(actor.id),
-            _ => actor.parent,
-        };
+        let organization = organization_of(&actor);
         // A node speaks only for its organizations' members; a patient may sign in anywhere.
         if actor.role != Role::Patient
-            && !organization.is_some_and(|o| from.organizations.contains(&o))
+            && !organization.is_some_and(|o| from.organizations.contains(&o.public_key()))
         {
             return Err(refuse(
                 PeerRefusal::BadActor,
@@ -238,7 +230,7 @@ impl Service {
         let session = Session {
             did: actor.id.did(),
             role: actor.role,
-            organization: organization.map(|o| o.did()),
+            organization,
             scopes: vec![Scope::parse(scope).expect("constant scope")],
             expires_ms: expires,
             key: actor.current_key,
@@ -266,10 +258,7 @@ impl Service {
         let bad = |m: &str| refuse(PeerRefusal::BadActor, m);
         let ends = match &r.proof {
             SignInProof::Challenge { text, signature } => {
-                let field = |name: &str| {
-                    text.lines()
-                        .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
-                };
+                let field = |name: &str| challenge_field(text, name);
                 if field("audience") != Some(audience.as_str())
                     || field("did") != Some(actor.id.did().to_string().as_str())
                 {
@@ -324,15 +313,14 @@ impl Service {
                 let link = if resource_type == "Patient" {
                     ("_id".to_string(), id.to_string())
                 } else {
-                    let p = ["patient", "subject"]
-                        .into_iter()
-                        .find(|c| carechain_fhir::search::search_param(resource_type, c).is_some())
-                        .ok_or_else(|| {
+                    let p = carechain_fhir::compartment::patient_link(resource_type).ok_or_else(
+                        || {
                             refuse(
                                 PeerRefusal::Malformed,
                                 "the type is not in the Patient compartment",
                             )
-                        })?;
+                        },
+                    )?;
                     (p.to_string(), patient.to_string())
                 };
                 params.insert(0, link);

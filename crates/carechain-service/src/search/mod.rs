@@ -215,16 +215,15 @@ impl Service {
                 json!({"relation": "previous", "url": link(q.offset.saturating_sub(q.count))}),
             );
         }
-        let entry = |r: Value, mode: &str| {
-            let full = format!(
-                "{base}/fhir/{}/{}",
-                r["resourceType"].as_str().unwrap_or_default(),
-                r["id"].as_str().unwrap_or_default()
-            );
-            json!({"fullUrl": full, "resource": r, "search": {"mode": mode}})
-        };
-        let mut entries: Vec<Value> = page.into_iter().map(|r| entry(r, "match")).collect();
-        entries.extend(extra.into_iter().map(|r| entry(r, "include")));
+        let mut entries: Vec<Value> = page
+            .into_iter()
+            .map(|r| searchset_entry(base, r, "match"))
+            .collect();
+        entries.extend(
+            extra
+                .into_iter()
+                .map(|r| searchset_entry(base, r, "include")),
+        );
         Ok(json!({
             "resourceType": "Bundle",
             "type": "searchset",
@@ -233,6 +232,17 @@ impl Service {
             "entry": entries,
         }))
     }
+}
+
+/// A searchset entry: the resource with its `fullUrl` at the node whose base URL is `base`.
+pub(crate) fn searchset_entry(base: &str, r: Value, mode: &str) -> Value {
+    let full = format!(
+        "{}/fhir/{}/{}",
+        base.trim_end_matches('/'),
+        r["resourceType"].as_str().unwrap_or_default(),
+        r["id"].as_str().unwrap_or_default()
+    );
+    json!({"fullUrl": full, "resource": r, "search": {"mode": mode}})
 }
 
 /// `YYYY-MM-DDThh:mm:ss[.sss]Z` or a date for `_since`, as ms since the epoch.

@@ -7,7 +7,7 @@ use super::*;
 impl Service {
     /// Whether the caller may see a record (found by a search, or included or chained by
     /// one): `Some(break_glass)` if so. Deleted and erased records are never found.
-    pub(super) fn visible(
+    pub(crate) fn visible(
         &self,
         s: &Session,
         purpose: &Purpose,
