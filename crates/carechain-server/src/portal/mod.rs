@@ -5,6 +5,7 @@
 //! audit apply exactly as they do there; a little JavaScript (served by the node, no external
 //! requests) signs challenges and verifies access-log receipts in the browser.
 
+mod access;
 mod chart;
 mod clinician;
 mod explorer;
