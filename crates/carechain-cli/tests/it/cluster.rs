@@ -752,17 +752,20 @@ fn cluster_up_starts_four_validators_with_one_command_and_ctrl_c_stops_them_all(
         ]))
         .unwrap()
     };
-    let s = status_of();
-    assert!(
-        s["validators"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|v| v["voting"] == true
-                && v["height"] == height
-                && v["peers_connected"].as_u64() >= Some(2)),
-        "{s}"
-    );
+    // Connections come and go as peers redial: wait (bounded) until every validator holds
+    // at least two at once.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status_of();
+        let ok = s["validators"].as_array().unwrap().iter().all(|v| {
+            v["voting"] == true && v["height"] == height && v["peers_connected"].as_u64() >= Some(2)
+        });
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // An operator's `/metrics`: the node's own and the consensus engine's, in one valid
     // OpenMetrics exposition.
     let deadline = Instant::now() + Duration::from_secs(30);
