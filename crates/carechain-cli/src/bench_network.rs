@@ -178,6 +178,7 @@ pub fn run(reads: usize, grants: usize) -> Result<()> {
         &alice,
         nonce,
         Payload::GrantConsent {
+            patient: alice.public(),
             id: Hash([7; 32]),
             rule: rule(&clinic),
         },
@@ -224,6 +225,7 @@ pub fn run(reads: usize, grants: usize) -> Result<()> {
                 p,
                 1,
                 Payload::GrantConsent {
+                    patient: p.public(),
                     id: Hash([1; 32]),
                     rule: rule(&clinic),
                 },

@@ -1,10 +1,10 @@
 //! `carechain consent`: a patient grants, revokes and lists her consents on the ledger,
-//! signing with her own key.
+//! signing with her own key (or a delegate she recorded signs for her), and delegates.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use carechain_crypto::Hash;
+use carechain_crypto::{Hash, PublicKey};
 use carechain_types::{ConsentPurpose, ConsentRule, Payload};
 use clap::Subcommand;
 
@@ -26,7 +26,11 @@ pub enum ConsentCmd {
         /// Purposes of use (HL7 v3: TREAT, ETREAT, HPAYMT, HRESCH, HOPERAT, PUBHLTH).
         #[arg(long = "purpose", required = true)]
         purposes: Vec<String>,
-        /// Data classes (record category codes, e.g. vital-signs); all when none is given.
+        /// The patient, when the key is a delegate's (default: the key's own identity).
+        #[arg(long = "for")]
+        patient: Option<String>,
+        /// Data classes (record category codes such as vital-signs, or FHIR resource types
+        /// such as Observation); all when none is given.
         #[arg(long = "class")]
         classes: Vec<String>,
         /// In force from (ms since the Unix epoch; default now).
@@ -50,6 +54,24 @@ pub enum ConsentCmd {
         /// The consent's id.
         #[arg(long)]
         id: String,
+        /// The patient, when the key is a delegate's (default: the key's own identity).
+        #[arg(long = "for")]
+        patient: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Let an identity (your custodian's node, say) grant and revoke consents for you, as
+    /// your FHIR `Consent` writes at that node need; `--withdraw` stops it.
+    Delegate {
+        /// The patient's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The delegate (did:key).
+        #[arg(long)]
+        to: String,
+        /// Withdraw the delegation instead.
+        #[arg(long)]
+        withdraw: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -67,6 +89,7 @@ pub fn consent(cmd: ConsentCmd) -> Result<()> {
         ConsentCmd::Grant {
             key,
             grantee,
+            patient,
             purposes,
             classes,
             from_ms,
@@ -75,6 +98,7 @@ pub fn consent(cmd: ConsentCmd) -> Result<()> {
             conn,
         } => {
             let key = keyfile::read(&key)?;
+            let patient = patient_of(&key, patient.as_deref())?;
             let purposes = purposes
                 .iter()
                 .map(|p| ConsentPurpose::parse(p).with_context(|| format!("unknown purpose {p}")))
@@ -101,14 +125,35 @@ pub fn consent(cmd: ConsentCmd) -> Result<()> {
             };
             eprintln!("consent id {}", id.to_hex());
             send(&Client::new(&conn.url), &key, None, |_, _, _| {
-                Ok(Payload::GrantConsent { id, rule })
+                Ok(Payload::GrantConsent { patient, id, rule })
             })
         }
-        ConsentCmd::Revoke { key, id, conn } => {
+        ConsentCmd::Revoke {
+            key,
+            id,
+            patient,
+            conn,
+        } => {
             let key = keyfile::read(&key)?;
+            let patient = patient_of(&key, patient.as_deref())?;
             let id = Hash::from_hex(&id).context("id must be 64 hex digits")?;
             send(&Client::new(&conn.url), &key, None, |_, _, _| {
-                Ok(Payload::RevokeConsent { id })
+                Ok(Payload::RevokeConsent { patient, id })
+            })
+        }
+        ConsentCmd::Delegate {
+            key,
+            to,
+            withdraw,
+            conn,
+        } => {
+            let key = keyfile::read(&key)?;
+            let delegate = parse_did(&to)?.public_key();
+            send(&Client::new(&conn.url), &key, None, |_, _, _| {
+                Ok(Payload::DelegateConsents {
+                    delegate,
+                    allowed: !withdraw,
+                })
             })
         }
         ConsentCmd::List { did, conn } => {
@@ -116,4 +161,12 @@ pub fn consent(cmd: ConsentCmd) -> Result<()> {
             print_json(&Client::new(&conn.url).get_json(&format!("/v1/identities/{did}/consents"))?)
         }
     }
+}
+
+/// The patient a consent change is for: `--for`, or the key's own identity.
+fn patient_of(key: &carechain_crypto::SecretKey, given: Option<&str>) -> Result<PublicKey> {
+    Ok(match given {
+        Some(d) => parse_did(d)?.public_key(),
+        None => key.public(),
+    })
 }

@@ -70,8 +70,9 @@ pub fn payload(p: &Payload) -> Value {
             "type": "approve_validator_change",
             "proposal": proposal.to_hex(),
         }),
-        Payload::GrantConsent { id, rule } => json!({
+        Payload::GrantConsent { patient, id, rule } => json!({
             "type": "grant_consent",
+            "patient": patient.did().to_string(),
             "id": id.to_hex(),
             "grantee": rule.grantee.did().to_string(),
             "purposes": rule.purposes.iter().map(|p| p.code()).collect::<Vec<_>>(),
@@ -79,9 +80,15 @@ pub fn payload(p: &Payload) -> Value {
             "not_before_ms": rule.not_before_ms,
             "not_after_ms": rule.not_after_ms,
         }),
-        Payload::RevokeConsent { id } => json!({
+        Payload::RevokeConsent { patient, id } => json!({
             "type": "revoke_consent",
+            "patient": patient.did().to_string(),
             "id": id.to_hex(),
+        }),
+        Payload::DelegateConsents { delegate, allowed } => json!({
+            "type": "delegate_consents",
+            "delegate": delegate.did().to_string(),
+            "allowed": allowed,
         }),
         Payload::RegisterNode { node, endpoint } => json!({
             "type": "register_node",

@@ -5,7 +5,8 @@
 use borsh::{BorshDeserialize, BorshSerialize};
 use carechain_crypto::{Hash, PublicKey};
 use carechain_types::{
-    ConsentPurpose, ConsentRule, MAX_CONSENTS_PER_PATIENT, RejectReason, Role, encode,
+    ConsentPurpose, ConsentRule, MAX_CONSENT_DELEGATES, MAX_CONSENTS_PER_PATIENT, RejectReason,
+    Role, encode,
 };
 
 use crate::exec::{Identity, Lookup};
@@ -64,6 +65,27 @@ pub fn consent_index_key(patient: &PublicKey) -> Vec<u8> {
     [b"consents/".as_slice(), &patient.0].concat()
 }
 
+/// `consent-delegates/<patient key>` → the identities that may grant and revoke her
+/// consents, in the order delegated.
+pub fn delegates_key(patient: &PublicKey) -> Vec<u8> {
+    [b"consent-delegates/".as_slice(), &patient.0].concat()
+}
+
+fn decode_keys(value: Option<Vec<u8>>) -> Result<Vec<PublicKey>, ViewError> {
+    value.map_or(Ok(Vec::new()), |bytes| {
+        Vec::<PublicKey>::try_from_slice(&bytes)
+            .map_err(|_| ViewError::Corrupt("consent delegates".into()))
+    })
+}
+
+/// The identities `patient` lets grant and revoke consents for her.
+pub fn consent_delegates<V: StateView + ?Sized>(
+    view: &V,
+    patient: &PublicKey,
+) -> Result<Vec<PublicKey>, ViewError> {
+    decode_keys(view.get(&delegates_key(patient))?)
+}
+
 fn decode_consent(bytes: Vec<u8>) -> Result<ConsentState, ViewError> {
     ConsentState::try_from_slice(&bytes).map_err(|_| ViewError::Corrupt("consent".into()))
 }
@@ -98,16 +120,45 @@ pub fn consent_allows<V: StateView + ?Sized>(
         .any(|c| c.in_force_at(height) && c.rule.allows(q.who, q.purpose, q.class, q.at_ms)))
 }
 
-/// The state writes of a grant by `signer`, or why it is rejected.
+/// Whether `signer` may sign consent changes of `patient`: she herself (an active patient),
+/// or an identity she delegated to. `Err`: why not.
+fn may_sign_for(
+    o: &dyn Lookup,
+    signer: &Identity,
+    patient: &PublicKey,
+) -> Result<Result<(), RejectReason>, ViewError> {
+    if signer.id == *patient {
+        return Ok(if signer.role == Role::Patient {
+            Ok(())
+        } else {
+            Err(RejectReason::Unauthorized)
+        });
+    }
+    let Some(p) = crate::exec::read_identity(o, patient)? else {
+        return Ok(Err(RejectReason::UnknownSubject));
+    };
+    if p.role != Role::Patient || !p.active {
+        return Ok(Err(RejectReason::UnknownSubject));
+    }
+    let delegated = decode_keys(o.lookup(&delegates_key(patient))?)?.contains(&signer.id);
+    Ok(if delegated {
+        Ok(())
+    } else {
+        Err(RejectReason::Unauthorized)
+    })
+}
+
+/// The state writes of a grant of `patient`'s consent by `signer`, or why it is rejected.
 pub(crate) fn grant(
     o: &dyn Lookup,
     signer: &Identity,
+    patient: &PublicKey,
     id: Hash,
     rule: &ConsentRule,
     height: u64,
 ) -> Decided {
-    if signer.role != Role::Patient {
-        return Ok(Err(RejectReason::Unauthorized));
+    if let Err(r) = may_sign_for(o, signer, patient)? {
+        return Ok(Err(r));
     }
     if !rule.is_well_formed() {
         return Ok(Err(RejectReason::Malformed));
@@ -116,31 +167,41 @@ pub(crate) fn grant(
     if !grantee.is_some_and(|g| g.active) {
         return Ok(Err(RejectReason::UnknownSubject));
     }
-    let key = consent_key(&signer.id, &id);
+    let key = consent_key(patient, &id);
     if o.lookup(&key)?.is_some() {
         return Ok(Err(RejectReason::ConsentExists));
     }
-    let mut index = decode_index(o.lookup(&consent_index_key(&signer.id))?)?;
+    let mut index = decode_index(o.lookup(&consent_index_key(patient))?)?;
     if index.len() >= MAX_CONSENTS_PER_PATIENT {
         return Ok(Err(RejectReason::TooManyConsents));
     }
     index.push(id);
     let state = ConsentState {
         id,
-        patient: signer.id,
+        patient: *patient,
         rule: rule.clone(),
         granted_at: height,
         revoked_at: None,
     };
     Ok(Ok(vec![
         (key, encode(&state)),
-        (consent_index_key(&signer.id), encode(&index)),
+        (consent_index_key(patient), encode(&index)),
     ]))
 }
 
-/// The state write of a revocation by `signer`, or why it is rejected.
-pub(crate) fn revoke(o: &dyn Lookup, signer: &Identity, id: Hash, height: u64) -> Decided {
-    let key = consent_key(&signer.id, &id);
+/// The state write of a revocation of `patient`'s consent `id` by `signer`, or why it is
+/// rejected.
+pub(crate) fn revoke(
+    o: &dyn Lookup,
+    signer: &Identity,
+    patient: &PublicKey,
+    id: Hash,
+    height: u64,
+) -> Decided {
+    if let Err(r) = may_sign_for(o, signer, patient)? {
+        return Ok(Err(r));
+    }
+    let key = consent_key(patient, &id);
     let Some(bytes) = o.lookup(&key)? else {
         return Ok(Err(RejectReason::UnknownConsent));
     };
@@ -150,4 +211,36 @@ pub(crate) fn revoke(o: &dyn Lookup, signer: &Identity, id: Hash, height: u64) -
     }
     state.revoked_at = Some(height);
     Ok(Ok(vec![(key, encode(&state))]))
+}
+
+/// The state write of a patient's (`signer`) delegation to `delegate`, or of its withdrawal.
+pub(crate) fn delegate(
+    o: &dyn Lookup,
+    signer: &Identity,
+    delegate: &PublicKey,
+    allowed: bool,
+) -> Decided {
+    if signer.role != Role::Patient {
+        return Ok(Err(RejectReason::Unauthorized));
+    }
+    let mut list = decode_keys(o.lookup(&delegates_key(&signer.id))?)?;
+    if allowed {
+        if *delegate == signer.id || list.contains(delegate) {
+            return Ok(Err(RejectReason::Malformed));
+        }
+        if !crate::exec::read_identity(o, delegate)?.is_some_and(|d| d.active) {
+            return Ok(Err(RejectReason::UnknownSubject));
+        }
+        if list.len() >= MAX_CONSENT_DELEGATES {
+            return Ok(Err(RejectReason::TooManyEntries));
+        }
+        list.push(*delegate);
+    } else {
+        let before = list.len();
+        list.retain(|d| d != delegate);
+        if list.len() == before {
+            return Ok(Err(RejectReason::UnknownSubject));
+        }
+    }
+    Ok(Ok(vec![(delegates_key(&signer.id), encode(&list))]))
 }

@@ -341,12 +341,19 @@ fn apply_tx<V: StateView + ?Sized>(
         Payload::ApproveValidatorChange { proposal } => {
             approve_change(o, ctx, body.signer, proposal)?
         }
-        Payload::GrantConsent { id, rule } => match &signer {
-            Some(s) => write_all(o, crate::consent::grant(o, s, *id, rule, ctx.height)?),
+        Payload::GrantConsent { patient, id, rule } => match &signer {
+            Some(s) => write_all(
+                o,
+                crate::consent::grant(o, s, patient, *id, rule, ctx.height)?,
+            ),
             None => Err(RejectReason::UnknownSigner),
         },
-        Payload::RevokeConsent { id } => match &signer {
-            Some(s) => write_all(o, crate::consent::revoke(o, s, *id, ctx.height)?),
+        Payload::RevokeConsent { patient, id } => match &signer {
+            Some(s) => write_all(o, crate::consent::revoke(o, s, patient, *id, ctx.height)?),
+            None => Err(RejectReason::UnknownSigner),
+        },
+        Payload::DelegateConsents { delegate, allowed } => match &signer {
+            Some(s) => write_all(o, crate::consent::delegate(o, s, delegate, *allowed)?),
             None => Err(RejectReason::UnknownSigner),
         },
         Payload::RegisterNode { node, endpoint } => match &signer {

@@ -20,7 +20,8 @@ mod registry;
 
 pub use commitment::{BUCKETS, StateCommitment, StateProof, bucket_hash, bucket_of, value_hash};
 pub use consent::{
-    ConsentQuery, ConsentState, consent_allows, consent_index_key, consent_key, consents_of,
+    ConsentQuery, ConsentState, consent_allows, consent_delegates, consent_index_key, consent_key,
+    consents_of, delegates_key,
 };
 pub use exec::{
     BlockContext, BlockExecution, Identity, apply_block, genesis_changes, prevalidate_signatures,

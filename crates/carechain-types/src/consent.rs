@@ -10,6 +10,8 @@ pub const MAX_CONSENT_CLASSES: usize = 32;
 pub const MAX_CLASS_CODE: usize = 64;
 /// Most consents (granted, in force or not) one patient holds.
 pub const MAX_CONSENTS_PER_PATIENT: usize = 256;
+/// Most delegates that may grant and revoke consents for one patient.
+pub const MAX_CONSENT_DELEGATES: usize = 8;
 
 /// Why the grantee may access the records (HL7 v3 PurposeOfUse).
 #[derive(
@@ -68,7 +70,8 @@ pub struct ConsentRule {
     pub grantee: PublicKey,
     /// For which purposes (at least one).
     pub purposes: Vec<ConsentPurpose>,
-    /// Which data classes (record category codes, e.g. `vital-signs`); empty: all.
+    /// Which data classes: record category codes (`vital-signs`) or FHIR resource types
+    /// (`Observation`), as a FHIR Consent's `provision.class`; empty: all.
     pub classes: Vec<String>,
     /// In force from (ms since the Unix epoch, compared with the time of each access).
     pub not_before_ms: u64,

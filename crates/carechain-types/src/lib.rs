@@ -21,7 +21,8 @@ pub use codec::{
     decode_header, decode_receipts, decode_tx, encode,
 };
 pub use consent::{
-    ConsentPurpose, ConsentRule, MAX_CLASS_CODE, MAX_CONSENT_CLASSES, MAX_CONSENTS_PER_PATIENT,
+    ConsentPurpose, ConsentRule, MAX_CLASS_CODE, MAX_CONSENT_CLASSES, MAX_CONSENT_DELEGATES,
+    MAX_CONSENTS_PER_PATIENT,
 };
 pub use tx::{
     Payload, Role, SignedTx, TxBody, ValidatorChange, approval_quorum, rotation_proof_message,

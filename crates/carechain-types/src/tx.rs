@@ -116,17 +116,22 @@ pub enum Payload {
         /// The proposal's id.
         proposal: Hash,
     },
-    /// Grant a consent: signed by the patient it belongs to (role `patient`). `id` is chosen
-    /// by her (unique per patient); the rule is public ledger data (see ARCHITECTURE.md).
+    /// Grant a consent of `patient`: signed by her (role `patient`) or by a delegate she
+    /// recorded ([`Payload::DelegateConsents`]). `id` is unique per patient; the rule is
+    /// public ledger data (see ARCHITECTURE.md).
     GrantConsent {
+        /// The patient (her identity).
+        patient: PublicKey,
         /// The consent's id.
         id: Hash,
         /// What it allows.
         rule: ConsentRule,
     },
-    /// Revoke one of the signer's consents: it denies from this block's height on, at every
-    /// node.
+    /// Revoke one of `patient`'s consents (signed by her or a delegate of hers): it denies
+    /// from this block's height on, at every node.
     RevokeConsent {
+        /// The patient (her identity).
+        patient: PublicKey,
         /// The consent's id.
         id: Hash,
     },
@@ -150,6 +155,15 @@ pub enum Payload {
         held: bool,
         /// The node concerned (the signer, unless the patient withdraws it).
         node: PublicKey,
+    },
+    /// Let `delegate` (an active identity: her custodian's node, say) grant and revoke
+    /// consents for the signer, a patient, from this block on (`allowed`), or stop it. At most
+    /// [`crate::MAX_CONSENT_DELEGATES`] delegates per patient.
+    DelegateConsents {
+        /// The delegate's identity.
+        delegate: PublicKey,
+        /// Whether it may sign for her (false: withdraw).
+        allowed: bool,
     },
 }
 
@@ -216,6 +230,7 @@ impl Payload {
             Payload::RevokeConsent { .. } => "revoke_consent",
             Payload::RegisterNode { .. } => "register_node",
             Payload::LocateRecords { .. } => "locate_records",
+            Payload::DelegateConsents { .. } => "delegate_consents",
         }
     }
 }

@@ -48,7 +48,15 @@ fn a_ledger_consent_opens_one_data_class_to_one_clinician_until_revoked() {
         not_before_ms: now - 60_000,
         not_after_ms: None,
     };
-    submit(&d, &alice, Payload::GrantConsent { id, rule });
+    submit(
+        &d,
+        &alice,
+        Payload::GrantConsent {
+            patient: alice.public(),
+            id,
+            rule,
+        },
+    );
     let (s, b) = fhir(&d, "GET", &vitals[0], &dan_t, None);
     assert_eq!(s, 200, "{b}");
     // Only that class, only for that purpose.
@@ -76,7 +84,14 @@ fn a_ledger_consent_opens_one_data_class_to_one_clinician_until_revoked() {
         "one read allowed by the ledger consent: {notes:?}"
     );
     // She revokes it on the ledger: denied again from that block on.
-    submit(&d, &alice, Payload::RevokeConsent { id });
+    submit(
+        &d,
+        &alice,
+        Payload::RevokeConsent {
+            patient: alice.public(),
+            id,
+        },
+    );
     let (s, b) = fhir(&d, "GET", &vitals[0], &dan_t, None);
     refused(s, &b, "a vital sign after the revocation");
 }

@@ -165,11 +165,15 @@ fn details(p: &Payload) -> Markup {
         Payload::ApproveValidatorChange { proposal } => {
             html! { "approves proposal " code { (short(&proposal.to_hex())) "…" } }
         }
-        Payload::GrantConsent { id, rule } => html! {
+        Payload::GrantConsent { id, rule, .. } => html! {
             "consent " code { (short(&id.to_hex())) "…" } " to "
             code { (rule.grantee.did().to_string()) }
         },
-        Payload::RevokeConsent { id } => {
+        Payload::DelegateConsents { delegate, allowed } => html! {
+            @if *allowed { "lets " } @else { "stops " }
+            code { (delegate.did().to_string()) } " sign consents for a patient"
+        },
+        Payload::RevokeConsent { id, .. } => {
             html! { "revokes consent " code { (short(&id.to_hex())) "…" } }
         }
         Payload::RegisterNode { node, endpoint } => html! {
