@@ -277,7 +277,7 @@ fn load_demo(root: &std::path::Path, cluster: &ClusterFile) -> Result<()> {
         .to_string();
     crate::demo::submit_waves(
         &client,
-        crate::demo::ledger_waves(&keys, &operator, &chain_id, &nodes),
+        crate::demo::ledger_waves(&keys, &operator, &chain_id, &nodes, &nodes[0].1),
     )?;
     let pid = crate::demo::load_fhir_remote(&keys, &bases)?;
     out_line(&format!(

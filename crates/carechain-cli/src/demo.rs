@@ -185,6 +185,7 @@ pub fn ledger_waves(
     operator: &SecretKey,
     chain_id: &str,
     nodes: &[(Who, PublicKey, String)],
+    custodian: &PublicKey,
 ) -> Vec<Vec<Vec<u8>>> {
     let mut nonces: BTreeMap<PublicKey, u64> = BTreeMap::new();
     let mut tx = |signer: &SecretKey, payload: Payload| {
@@ -216,6 +217,19 @@ pub fn ledger_waves(
             _ => {}
         }
     }
+    // Each patient lets the node holding her records sign the consents she writes there as
+    // FHIR (the portal without her key file, an EHR recording her paper consent).
+    for w in Who::ALL.into_iter().filter(|w| keys.has(*w)) {
+        if w.role() == Role::Patient {
+            second.push(tx(
+                keys.key(w),
+                Payload::DelegateConsents {
+                    delegate: *custodian,
+                    allowed: true,
+                },
+            ));
+        }
+    }
     for (org, node, endpoint) in nodes {
         second.push(tx(
             keys.key(*org),
@@ -242,7 +256,8 @@ pub fn load_ledger(node: &Node, root: &Path, operator: &SecretKey) -> Result<()>
     let keys_dir = root.join("demo-keys");
     let keys = DemoKeys::create(&keys_dir, &Who::ALL[..7])?;
     let chain_id = node.store().genesis().chain_id.clone();
-    for wave in ledger_waves(&keys, operator, &chain_id, &[]) {
+    let me = node.ledger().node_key();
+    for wave in ledger_waves(&keys, operator, &chain_id, &[], &me) {
         let mut rx = node.subscribe();
         let target = node.store().head() + 1;
         for r in node.submit_batch(wave) {

@@ -293,13 +293,14 @@ pub trait Facts {
     fn break_glass(&self, actor: &Did, patient: &str) -> bool;
     /// Now, in Unix seconds (consent periods).
     fn now_s(&self) -> i64;
-    /// A consent `patient` granted on the ledger that lets `caller` read a record of these
-    /// categories for the caller's purpose now: its id and the height decided at.
+    /// A consent `patient` granted on the ledger that lets `caller` read record `r` (a data
+    /// class of a ledger consent is one of its categories or its resource type) for the
+    /// caller's purpose now: its id and the height decided at.
     fn ledger_consent(
         &self,
         _patient: &str,
         _caller: &Caller<'_>,
-        _categories: &[String],
+        _r: &Record<'_>,
     ) -> Option<(String, u64)> {
         None
     }
@@ -540,7 +541,7 @@ fn for_patient(
         consent::Decision::Permit(_) => Decision::Permit(Permit::Owner),
         consent::Decision::Deny(consent::Basis::NoConsent)
             if action.reads()
-                && let Some((id, height)) = facts.ledger_consent(patient, caller, r.categories) =>
+                && let Some((id, height)) = facts.ledger_consent(patient, caller, r) =>
         {
             Decision::Permit(Permit::LedgerConsent { id, height })
         }

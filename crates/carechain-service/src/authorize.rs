@@ -106,18 +106,19 @@ impl Facts for ServiceFacts<'_> {
         &self,
         patient: &str,
         caller: &Caller<'_>,
-        categories: &[String],
+        r: &Record<'_>,
     ) -> Option<(String, u64)> {
         let purpose = carechain_types::ConsentPurpose::parse(&caller.purpose.code)?;
         let ledger = self.ledger_consents(patient)?;
         let (height, consents) = (ledger.0, &ledger.1);
         let mut who = vec![caller.session.did.public_key()];
         who.extend(caller.session.organization.map(|o| o.public_key()));
-        let classes: Vec<Option<&str>> = if categories.is_empty() {
-            vec![None]
-        } else {
-            categories.iter().map(|c| Some(c.as_str())).collect()
-        };
+        let classes: Vec<Option<&str>> = r
+            .categories
+            .iter()
+            .map(|c| Some(c.as_str()))
+            .chain([Some(r.resource_type)])
+            .collect();
         consents
             .iter()
             .find(|c| {

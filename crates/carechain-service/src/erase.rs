@@ -36,6 +36,10 @@ impl Service {
             Some(&Record::of(rt, &meta)),
             None,
         )?;
+        // An erased Consent grants nothing any more, at any node: revoked first.
+        if rt == "Consent" {
+            self.revoke_erased(&meta.patients, id, meta.version)?;
+        }
         // The tombstone is on the ledger before anything is destroyed.
         let (destroyed, (tombstone, tx)) = self.records.erase(rt, id, |doomed: &[Hash]| {
             let mut parts: Vec<&[u8]> = vec![b"carechain/v1/tombstone\0"];

@@ -26,6 +26,7 @@ mod erase;
 mod error;
 mod everything;
 mod identity;
+mod ledger_consent;
 pub mod peer;
 mod read;
 mod receipt;
@@ -262,6 +263,9 @@ impl Service {
                 pc.recompile();
             }
         }
+        // A Consent the ledger holds is the ledger's to enforce (`ledger_consent.rs`).
+        let consent =
+            consent.filter(|c| self.ledger_status(c) == ledger_consent::LedgerStatus::Local);
         if let Some(c) = consent
             && let Some(p) = c["patient"]["reference"]
                 .as_str()

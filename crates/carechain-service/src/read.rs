@@ -92,7 +92,10 @@ impl Service {
             None,
         )?;
         let break_glass = d.break_glass();
-        let resource = self.records.read_version(rt, id, &meta);
+        let resource = self.records.read_version(rt, id, &meta).map(|mut r| {
+            self.consent_view(&mut r);
+            r
+        });
         let basis = match &d {
             crate::access::Decision::Permit(crate::access::Permit::LedgerConsent {
                 id,

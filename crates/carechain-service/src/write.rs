@@ -148,6 +148,7 @@ impl Service {
                 // Visible only once anchored; the metadata commit runs while the anchor's
                 // block is made durable.
                 let also = self.write_recipients(s, rt, "", &resource);
+                let consent_txs = std::cell::RefCell::new(Vec::new());
                 self.records.create_anchored(
                     NewCreate {
                         resource,
@@ -161,16 +162,24 @@ impl Service {
                         let commitment = w.meta.commitment.ok_or_else(|| {
                             ServiceError::new(ErrorKind::Internal, "no commitment")
                         })?;
-                        let txs =
-                            self.submit_anchors(vec![self.record_anchor("record", w, commitment)])?;
+                        // A Consent's ledger transactions go first: the record's anchor,
+                        // last, durable means they are.
+                        let mut payloads = self.consent_payloads(w)?;
+                        let ledger = payloads.len();
+                        payloads.push(self.record_anchor("record", w, commitment));
+                        let txs = self.submit_anchors(payloads)?;
+                        consent_txs.borrow_mut().extend_from_slice(&txs[..ledger]);
                         Ok::<_, ServiceError>(Anchor {
-                            tx: txs.first().copied().unwrap_or_default(),
+                            tx: txs.last().copied().unwrap_or_default(),
                             commitment,
                             salt: None,
                             batch: None,
                         })
                     },
-                    |a: &Anchor| self.wait_durable(&a.tx).map(|_| ()),
+                    |a: &Anchor| {
+                        self.wait_durable(&a.tx)?;
+                        self.check_consent_receipts(&consent_txs.borrow())
+                    },
                 )?
             }
         };
@@ -219,22 +228,29 @@ impl Service {
     /// Anchors written versions (new content or deletions) in order and waits until their
     /// blocks are durable: the anchors the record store then commits with the versions.
     pub(crate) fn anchor_versions(&self, ws: &[Written]) -> Result<Vec<Anchor>, ServiceError> {
-        let (payloads, commitments): (Vec<_>, Vec<_>) = ws
-            .iter()
-            .map(|w| {
-                let (kind, c) = match w.meta.commitment {
-                    Some(c) => ("record", c),
-                    None => ("deletion", deletion_tombstone(w)),
-                };
-                (self.record_anchor(kind, w, c), c)
-            })
-            .unzip();
+        // Each Consent's ledger transactions go before its anchor (see `ledger_consent.rs`).
+        let mut payloads = Vec::new();
+        let mut ledger = Vec::new();
+        let mut commitments = Vec::new();
+        for w in ws {
+            for p in self.consent_payloads(w)? {
+                ledger.push(payloads.len());
+                payloads.push(p);
+            }
+            let (kind, c) = match w.meta.commitment {
+                Some(c) => ("record", c),
+                None => ("deletion", deletion_tombstone(w)),
+            };
+            commitments.push((payloads.len(), c));
+            payloads.push(self.record_anchor(kind, w, c));
+        }
         let txs = self.anchor_many(payloads)?;
-        Ok(txs
+        let ledger_txs: Vec<_> = ledger.iter().filter_map(|i| txs.get(*i).copied()).collect();
+        self.check_consent_receipts(&ledger_txs)?;
+        Ok(commitments
             .into_iter()
-            .zip(commitments)
-            .map(|(tx, commitment)| Anchor {
-                tx,
+            .map(|(i, commitment)| Anchor {
+                tx: txs.get(i).copied().unwrap_or_default(),
                 commitment,
                 salt: None,
                 batch: None,

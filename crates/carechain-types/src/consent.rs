@@ -47,18 +47,19 @@ impl ConsentPurpose {
         }
     }
 
+    /// Every purpose, in code order.
+    pub const ALL: [ConsentPurpose; 6] = [
+        ConsentPurpose::Treatment,
+        ConsentPurpose::Emergency,
+        ConsentPurpose::Payment,
+        ConsentPurpose::Research,
+        ConsentPurpose::Operations,
+        ConsentPurpose::PublicHealth,
+    ];
+
     /// From an HL7 v3 ActReason code.
     pub fn parse(code: &str) -> Option<ConsentPurpose> {
-        [
-            ConsentPurpose::Treatment,
-            ConsentPurpose::Emergency,
-            ConsentPurpose::Payment,
-            ConsentPurpose::Research,
-            ConsentPurpose::Operations,
-            ConsentPurpose::PublicHealth,
-        ]
-        .into_iter()
-        .find(|p| p.code() == code)
+        ConsentPurpose::ALL.into_iter().find(|p| p.code() == code)
     }
 }
 

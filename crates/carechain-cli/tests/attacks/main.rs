@@ -15,6 +15,7 @@ mod common;
 
 mod breakglass;
 mod compartment;
+mod fhir_consent;
 mod identity;
 mod ledger_consent;
 mod receipts;
@@ -53,6 +54,12 @@ impl Demo {
             data,
             _dir: dir,
         }
+    }
+
+    /// The node's identity (from `/v1/status`).
+    pub(crate) fn node_did(&self) -> carechain_crypto::Did {
+        let (_, st) = get(&format!("{}/v1/status", self.url));
+        st["node_key"].as_str().unwrap().parse().unwrap()
     }
 
     pub(crate) fn key(&self, name: &str) -> SecretKey {

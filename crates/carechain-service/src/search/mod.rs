@@ -217,7 +217,10 @@ impl Service {
         }
         let mut entries: Vec<Value> = page
             .into_iter()
-            .map(|r| searchset_entry(base, r, "match"))
+            .map(|mut r| {
+                self.consent_view(&mut r);
+                searchset_entry(base, r, "match")
+            })
             .collect();
         entries.extend(
             extra
