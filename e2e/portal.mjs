@@ -15,6 +15,7 @@ import path from 'node:path';
 const BASE = process.env.CARECHAIN_URL;
 const SHOTS = process.env.SCREENSHOT_DIR;
 const BOB_KEY = process.env.BOB_KEY_FILE;
+const ALICE_KEY = process.env.ALICE_KEY_FILE;
 assert.ok(BASE && SHOTS && BOB_KEY, 'CARECHAIN_URL, SCREENSHOT_DIR and BOB_KEY_FILE must be set');
 fs.mkdirSync(SHOTS, { recursive: true });
 
@@ -108,11 +109,48 @@ try {
 
   step('the patient revokes; the clinician is denied on the next request');
   await patient.getByRole('button', { name: 'Revoke access for Dr. Dan Okafor' }).click();
-  await patient.getByText('Status: inactive').waitFor();
+  await patient.getByText('Revoked · granted at height').first().waitFor();
   resp = await doc.reload();
   assert.equal(resp.status(), 403);
   await doc.getByText('Access denied.').waitFor();
   assert.equal(await doc.getByText('Hypertension (active)').count(), 0);
+
+  step('the patient signs a grant with her own key in the browser; then its revocation');
+  // The page confirms the transaction her browser signed; the node's record of it says who
+  // signed what.
+  const signedBy = async (action) => {
+    const before = new URL(patient.url()).searchParams.get('signed');
+    await action();
+    await patient.waitForURL((u) => u.searchParams.get('signed') && u.searchParams.get('signed') !== before);
+    const hash = new URL(patient.url()).searchParams.get('signed');
+    await patient.locator(`[data-signed-tx="${hash}"]`).waitFor();
+    const r = await patient.request.get(`${BASE}/v1/txs/${hash}`);
+    assert.equal(r.status(), 200);
+    const j = await r.json();
+    assert.equal(j.receipt.outcome, 'applied', JSON.stringify(j));
+    return j.transaction;
+  };
+  const aliceDid = await patient.locator('#consent-keyfile').getAttribute('data-did');
+  await patient.getByLabel('Key file').setInputFiles(ALICE_KEY);
+  await patient.getByLabel('Who').selectOption({ label: 'Dr. Dan Okafor (practitioner)' });
+  await patient.getByLabel('For what purpose').selectOption('TREAT');
+  await patient.getByLabel('Demographics').check();
+  await patient.getByLabel('Observations (vitals, labs)').check();
+  let t = await signedBy(() => patient.getByRole('button', { name: 'Grant access' }).click());
+  assert.equal(t.signer, aliceDid, 'signed by her key, not by the node');
+  assert.equal(t.payload.type, 'grant_consent');
+  assert.deepEqual(t.payload.classes, ['Patient', 'Observation']);
+  await patient.getByRole('button', { name: 'Revoke access for Dr. Dan Okafor' }).waitFor();
+  await shot(patient, '04b-patient-signed-consent');
+  resp = await doc.goto(`${BASE}/clinician/patients/${pid}?purpose=TREAT`);
+  assert.equal(resp.status(), 200, 'her signed consent lets him in');
+  await patient.getByLabel('Key file').setInputFiles(ALICE_KEY);
+  t = await signedBy(() => patient.getByRole('button', { name: 'Revoke access for Dr. Dan Okafor' }).click());
+  assert.equal(t.signer, aliceDid);
+  assert.equal(t.payload.type, 'revoke_consent');
+  await patient.getByRole('button', { name: 'Revoke access for Dr. Dan Okafor' }).waitFor({ state: 'detached' });
+  resp = await doc.reload();
+  assert.equal(resp.status(), 403, 'denied again once she revoked it');
 
   step('the clinician breaks the glass with a reason');
   await doc.getByLabel('Reason (required)').fill('Unconscious in the emergency room');

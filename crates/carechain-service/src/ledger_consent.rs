@@ -139,6 +139,54 @@ pub(crate) enum LedgerStatus {
 }
 
 impl Service {
+    /// `did`'s consents on the ledger at the durable head (public ledger data), with the
+    /// height.
+    pub fn ledger_consents(
+        &self,
+        did: &carechain_crypto::Did,
+    ) -> Result<(u64, Vec<carechain_state::ConsentState>), ServiceError> {
+        self.ledger_consents_now(&did.public_key())
+    }
+
+    /// The signed-in patient revokes one of her ledger consents, with this node signing as
+    /// her delegate (the portal without her key file); recorded in her access log.
+    pub fn revoke_on_ledger(
+        &self,
+        s: &crate::Session,
+        purpose: &crate::Purpose,
+        id: Hash,
+    ) -> Result<(), ServiceError> {
+        let what = format!("Consent/ledger-{}", id.to_hex());
+        let patient = self.patient_reference(s);
+        if s.role != carechain_types::Role::Patient || patient.is_none() {
+            return Err(ServiceError::forbidden(
+                "only the patient revokes her consents",
+            ));
+        }
+        let me = s.did.public_key();
+        let (height, consents) = self.ledger_consents_now(&me)?;
+        if !consents.iter().any(|c| c.id == id && c.in_force_at(height)) {
+            return Err(ServiceError::new(
+                ErrorKind::NotFound,
+                "no consent of yours in force has this id",
+            ));
+        }
+        self.may_sign_consents_for(&me)?;
+        let txs = self.anchor_many(vec![Payload::RevokeConsent { patient: me, id }])?;
+        self.check_consent_receipts(&txs)?;
+        self.audit(
+            s,
+            purpose,
+            crate::audit::AuditEntry::allowed(
+                crate::Interaction::Update,
+                &what,
+                patient.as_deref(),
+                "revoked on the ledger",
+            ),
+        );
+        Ok(())
+    }
+
     /// Her ledger identity, if the Consent's patient is a proven one.
     fn consent_patient(&self, patients: &[String]) -> Option<PublicKey> {
         patients

@@ -53,6 +53,7 @@ pub use carechain_records::claim_message;
 pub use envelope::open_envelope;
 pub use error::{ErrorKind, ServiceError};
 pub use identity::ClaimRequest;
+pub use ledger_consent::{LEDGER_SYSTEM, ledger_rules};
 pub use receipt::{ReceiptTrust, audit_commitment, verify_receipt};
 pub use search::parse_since;
 

@@ -34,6 +34,7 @@ fn patient_and_clinician_story_in_headless_chromium() {
     let _ = std::fs::remove_dir_all(&shots);
     // On failure, the screenshots in SCREENSHOT_DIR show what each browser showed.
     let bob = data.join("demo-keys/patient-bob.key");
+    let alice = data.join("demo-keys/patient-alice.key");
     let chromium = chromium();
     run_e2e(
         "portal.mjs",
@@ -42,6 +43,7 @@ fn patient_and_clinician_story_in_headless_chromium() {
             ("CARECHAIN_URL", node.url.as_ref()),
             ("SCREENSHOT_DIR", shots.as_os_str()),
             ("BOB_KEY_FILE", bob.as_os_str()),
+            ("ALICE_KEY_FILE", alice.as_os_str()),
             ("CHROMIUM", chromium.as_ref()),
         ],
         "portal e2e: all passed",

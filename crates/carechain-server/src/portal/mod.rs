@@ -8,6 +8,7 @@
 mod access;
 mod chart;
 mod clinician;
+mod consents;
 mod explorer;
 mod patient;
 
@@ -80,6 +81,7 @@ pub(crate) fn routes(node: Arc<Node>, service: Arc<Service>, ui: UiOptions) -> R
         .route("/login/demo", post(demo_login))
         .route("/logout", post(logout))
         .merge(patient::routes())
+        .merge(consents::routes())
         .merge(clinician::routes())
         .merge(explorer::routes())
         .with_state(state)

@@ -4,7 +4,10 @@
 // 2. "Verify" in the access log: checks, in the browser, that an audit event matches the
 //    commitment its ledger transaction carries (directly, or through its batch's Merkle root),
 //    that the transaction is a leaf of the log (RFC 9162 inclusion proof) and that the log
-//    root is in a checkpoint (C2SP signed note) signed with the node's checkpoint key.
+//    root is in a checkpoint (C2SP signed note) signed with the node's checkpoint key;
+// 3. consents signed by the patient herself: with her key file chosen on the consents page,
+//    a grant or revocation is a ledger transaction (Borsh-encoded, signed over the
+//    "carechain/v1/transaction\0" namespace) the browser signs and submits to /v1/txs.
 'use strict';
 
 const enc = new TextEncoder();
@@ -242,10 +245,136 @@ async function onVerify(ev) {
   }
 }
 
+// ---- consents signed in the browser -------------------------------------------------------
+
+const B58 = '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz';
+
+// The Ed25519 key of a did:key (multibase base58btc of 0xed 0x01 || key).
+function didKey(did) {
+  if (typeof did !== 'string' || !did.startsWith('did:key:z')) throw new Error('not a did:key');
+  let n = 0n;
+  for (const ch of did.slice('did:key:z'.length)) {
+    const v = B58.indexOf(ch);
+    if (v < 0) throw new Error('not a did:key');
+    n = n * 58n + BigInt(v);
+  }
+  const bytes = [];
+  while (n > 0n) { bytes.unshift(Number(n & 255n)); n >>= 8n; }
+  if (bytes.length !== 34 || bytes[0] !== 0xed || bytes[1] !== 0x01) throw new Error('not an Ed25519 did:key');
+  return new Uint8Array(bytes.slice(2));
+}
+
+// A little Borsh writer: the ledger's canonical encoding.
+class Borsh {
+  constructor() { this.parts = []; }
+  u8(v) { this.parts.push(Uint8Array.of(v)); return this; }
+  u32(v) { const b = new Uint8Array(4); new DataView(b.buffer).setUint32(0, v, true); this.parts.push(b); return this; }
+  u64(v) { const b = new Uint8Array(8); new DataView(b.buffer).setBigUint64(0, BigInt(v), true); this.parts.push(b); return this; }
+  fixed(b) { this.parts.push(b); return this; }
+  str(s) { const b = enc.encode(s); this.u32(b.length); this.parts.push(b); return this; }
+  bytes() { return concat(...this.parts); }
+}
+
+// Payload variants and purposes, as carechain-types numbers them.
+const GRANT_CONSENT = 7;
+const REVOKE_CONSENT = 8;
+const PURPOSE_CODES = ['TREAT', 'ETREAT', 'HPAYMT', 'HRESCH', 'HOPERAT', 'PUBHLTH'];
+
+// The patient's signing key and public key from the chosen key file, or null.
+async function consentKey() {
+  const input = document.getElementById('consent-keyfile');
+  const file = input && input.files[0];
+  if (!file) return null;
+  let kf;
+  try { kf = JSON.parse(await file.text()); } catch { throw new Error('this is not a carechain key file'); }
+  if (!kf || typeof kf.secret_key !== 'string' || kf.did !== input.dataset.did) {
+    throw new Error('this is not the key file of the patient signed in');
+  }
+  const seed = hexToBytes(kf.secret_key.trim());
+  if (seed.length !== 32) throw new Error('the key file\'s secret key is not 32 bytes');
+  const key = await crypto.subtle.importKey('pkcs8', concat(PKCS8_ED25519_PREFIX, seed),
+    { name: 'Ed25519' }, false, ['sign']);
+  return { key, did: kf.did, public: didKey(kf.did) };
+}
+
+// Signs `payload` (its Borsh bytes) as the patient's next transaction and submits it; resolves
+// with the node's answer (height, receipt, inclusion) once applied.
+async function signAndSubmit(k, payload) {
+  const st = await (await fetch('/v1/status')).json();
+  const ident = await (await fetch('/v1/identities/' + encodeURIComponent(k.did))).json();
+  const nonce = (ident.identity && ident.identity.next_nonce) ?? ident.next_nonce;
+  if (typeof nonce !== 'number') throw new Error('the node does not know your identity');
+  const body = new Borsh().str(st.chain_id).fixed(k.public).u64(nonce).fixed(payload).bytes();
+  const sig = new Uint8Array(await crypto.subtle.sign({ name: 'Ed25519' }, k.key, concat(TX_NS, body)));
+  const r = await fetch('/v1/txs', {
+    method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: concat(body, sig),
+  });
+  const rj = await r.json();
+  if (!r.ok) throw new Error(rj.message || rj.error || 'the node refused the transaction');
+  if (!rj.receipt || rj.receipt.outcome !== 'applied') {
+    const why = rj.receipt && rj.receipt.reason ? rj.receipt.reason.message : 'not applied in time';
+    throw new Error('the ledger refused it: ' + why);
+  }
+  return rj;
+}
+
+function consentSay(m, bad) {
+  const s = document.getElementById('consent-status');
+  if (s) { s.textContent = m; s.className = bad ? 'bad' : 'ok'; }
+}
+
+// The grant form, signed by the patient when her key file is chosen (else posted as usual).
+async function onGrant(ev) {
+  const form = ev.currentTarget;
+  if (!document.getElementById('consent-keyfile').files[0]) return;
+  const purpose = PURPOSE_CODES.indexOf(form.elements.purpose.value);
+  if (purpose < 0) return; // not a ledger purpose: this node's consent, posted as usual
+  ev.preventDefault();
+  try {
+    const k = await consentKey();
+    const who = (form.elements.actor_did.value.trim() || form.elements.actor.value);
+    if (!who) throw new Error('choose who gets access');
+    const classes = Array.from(form.querySelectorAll('input[name=class]:checked'), (c) => c.value);
+    const end = form.elements.end.value;
+    const id = crypto.getRandomValues(new Uint8Array(32));
+    const p = new Borsh().u8(GRANT_CONSENT).fixed(k.public).fixed(id)
+      .fixed(didKey(who)).u32(1).u8(purpose).u32(classes.length);
+    for (const c of classes) p.str(c);
+    p.u64(Date.now());
+    if (end) p.u8(1).u64(Date.parse(end + 'T00:00:00Z') + 86400000); else p.u8(0);
+    consentSay('Signing and submitting your consent…');
+    const rc = await signAndSubmit(k, p.bytes());
+    consentSay('Granted on the ledger at height ' + rc.height + '.');
+    window.location.assign('/patient/consents?signed=' + rc.tx_hash);
+  } catch (e) {
+    consentSay('Not granted: ' + e.message, true);
+  }
+}
+
+// A revocation, signed by the patient when her key file is chosen (else posted as usual).
+async function onLedgerRevoke(ev) {
+  const form = ev.currentTarget;
+  if (!document.getElementById('consent-keyfile').files[0]) return;
+  ev.preventDefault();
+  try {
+    const k = await consentKey();
+    const p = new Borsh().u8(REVOKE_CONSENT).fixed(k.public).fixed(hexToBytes(form.dataset.id));
+    consentSay('Signing and submitting your revocation…');
+    const rc = await signAndSubmit(k, p.bytes());
+    consentSay('Revoked on the ledger at height ' + rc.height + '.');
+    window.location.assign('/patient/consents?signed=' + rc.tx_hash);
+  } catch (e) {
+    consentSay('Not revoked: ' + e.message, true);
+  }
+}
+
 document.addEventListener('DOMContentLoaded', () => {
   const f = document.getElementById('key-login');
   if (f) f.addEventListener('submit', signIn);
   for (const b of document.querySelectorAll('button.verify')) b.addEventListener('click', onVerify);
+  const g = document.getElementById('grant-form');
+  if (g) g.addEventListener('submit', onGrant);
+  for (const r of document.querySelectorAll('form.ledger-revoke')) r.addEventListener('submit', onLedgerRevoke);
   // Destructive forms ask once more.
   for (const f2 of document.querySelectorAll('form.erase-form')) {
     f2.addEventListener('submit', (e) => {
