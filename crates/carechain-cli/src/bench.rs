@@ -246,6 +246,8 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         parent: None,
     }));
     let genesis = Genesis {
+        token: Default::default(),
+        contracts: Default::default(),
         chain_id: chain_id.clone(),
         timestamp_ms: carechain_node::now_ms(),
         identities,

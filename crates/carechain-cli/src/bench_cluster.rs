@@ -97,6 +97,8 @@ fn start(n: usize, signers: &[SecretKey], block_txs: usize, dir: Option<&str>) -
         parent: None,
     }));
     let genesis = Genesis {
+        token: Default::default(),
+        contracts: Default::default(),
         chain_id: CHAIN.into(),
         timestamp_ms: carechain_node::now_ms(),
         identities,

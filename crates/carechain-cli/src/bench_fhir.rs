@@ -123,6 +123,8 @@ pub fn run(
     let hospital = SecretKey::generate()?;
     let doc = SecretKey::generate()?;
     let genesis = Genesis {
+        token: Default::default(),
+        contracts: Default::default(),
         chain_id: "carechain-bench-fhir".into(),
         timestamp_ms: carechain_node::now_ms(),
         identities: vec![

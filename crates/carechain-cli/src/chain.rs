@@ -300,6 +300,8 @@ fn make_genesis(a: &InitArgs, validators: &[SecretKey], operator: &SecretKey) ->
         });
     }
     Ok(Genesis {
+        token: Default::default(),
+        contracts: Default::default(),
         chain_id: a.chain_id.clone(),
         timestamp_ms: carechain_node::now_ms(),
         identities,

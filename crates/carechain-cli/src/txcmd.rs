@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use carechain_crypto::{Did, Hash, Namespace, SecretKey};
 use carechain_types::{
-    EPOCH_LENGTH, Payload, Role, TxBody, ValidatorChange, encode, rotation_proof_message,
-    validator_proposal_id,
+    EPOCH_LENGTH, GovernanceChange, Payload, Role, TxBody, encode, proposal_id,
+    rotation_proof_message,
 };
 use clap::{Args, Subcommand};
 use serde_json::Value;
@@ -101,20 +101,27 @@ pub enum IdentityCmd {
 
 #[derive(Subcommand)]
 pub enum ValidatorCmd {
-    /// Propose adding or removing a validator from a future epoch start (a multiple of the
-    /// epoch length, see `validator list`); signed by a current validator, whose signature is
-    /// the first approval. Prints the receipt with the proposal's id (`proposal`) and
-    /// effective height.
+    /// Propose a governance change from a future epoch start (a multiple of the epoch
+    /// length, see `validator list`): adding or removing a validator, or a token issuer;
+    /// signed by a current validator, whose signature is the first approval. Prints the
+    /// receipt with the proposal's id (`proposal`) and effective height.
+    #[command(group(clap::ArgGroup::new("change").required(true).multiple(false)))]
     Propose {
         /// Key file of a current validator (a validator's `node.key`).
         #[arg(long)]
         key: PathBuf,
         /// The validator to add (did:key).
-        #[arg(long, conflicts_with = "remove", required_unless_present = "remove")]
+        #[arg(long, group = "change")]
         add: Option<String>,
         /// The validator to remove (did:key).
-        #[arg(long)]
+        #[arg(long, group = "change")]
         remove: Option<String>,
+        /// An identity to let mint the care token (did:key).
+        #[arg(long, group = "change")]
+        add_issuer: Option<String>,
+        /// A token issuer to stop (did:key).
+        #[arg(long, group = "change")]
+        remove_issuer: Option<String>,
         /// The first height the changed set proposes and votes at; defaults to the first
         /// epoch start at least two epochs ahead.
         #[arg(long)]
@@ -224,13 +231,10 @@ pub(crate) fn send(
     };
     let payload = payload(&chain_id, &signer, nonce)?;
     let proposal = match &payload {
-        Payload::ProposeValidatorChange {
+        Payload::ProposeChange {
             change,
             effective_height,
-        } => Some((
-            validator_proposal_id(change, *effective_height),
-            *effective_height,
-        )),
+        } => Some((proposal_id(change, *effective_height), *effective_height)),
         _ => None,
     };
     let tx = TxBody {
@@ -355,18 +359,26 @@ pub fn validator(cmd: ValidatorCmd) -> Result<()> {
             key,
             add,
             remove,
+            add_issuer,
+            remove_issuer,
             at,
             conn,
         } => {
             let key = keyfile::read(&key)?;
-            let change = match (add, remove) {
-                (Some(d), None) => ValidatorChange::Add {
+            let change = match (add, remove, add_issuer, remove_issuer) {
+                (Some(d), None, None, None) => GovernanceChange::AddValidator {
                     key: parse_did(&d)?.public_key(),
                 },
-                (None, Some(d)) => ValidatorChange::Remove {
+                (None, Some(d), None, None) => GovernanceChange::RemoveValidator {
                     key: parse_did(&d)?.public_key(),
                 },
-                _ => bail!("give one of --add or --remove"),
+                (None, None, Some(d), None) => GovernanceChange::AddIssuer {
+                    key: parse_did(&d)?.public_key(),
+                },
+                (None, None, None, Some(d)) => GovernanceChange::RemoveIssuer {
+                    key: parse_did(&d)?.public_key(),
+                },
+                _ => bail!("give one of --add, --remove, --add-issuer or --remove-issuer"),
             };
             let client = Client::new(&conn.url);
             let effective_height = match at {
@@ -379,7 +391,7 @@ pub fn validator(cmd: ValidatorCmd) -> Result<()> {
                 }
             };
             send(&client, &key, None, |_, _, _| {
-                Ok(Payload::ProposeValidatorChange {
+                Ok(Payload::ProposeChange {
                     change,
                     effective_height,
                 })
@@ -394,7 +406,7 @@ pub fn validator(cmd: ValidatorCmd) -> Result<()> {
             let proposal = Hash::from_hex(&proposal)
                 .map_err(|e| anyhow::anyhow!("{proposal} is not a proposal id: {e}"))?;
             send(&Client::new(&conn.url), &key, None, |_, _, _| {
-                Ok(Payload::ApproveValidatorChange { proposal })
+                Ok(Payload::ApproveChange { proposal })
             })
         }
         ValidatorCmd::List { conn } => {

@@ -303,6 +303,8 @@ pub(crate) mod tests {
     /// app's tests use it too).
     pub(crate) fn chain(dir: &std::path::Path) -> Chain {
         let genesis = Genesis {
+            token: Default::default(),
+            contracts: Default::default(),
             chain_id: "chain-test".into(),
             timestamp_ms: 1,
             identities: [

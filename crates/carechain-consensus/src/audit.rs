@@ -200,7 +200,8 @@ pub fn audit_chain(source: &dyn ChainSource) -> Result<AuditReport, AuditFailure
             .map_err(|e| AuditFailure::block(h, e))?;
         let block = decode_block(&bytes)
             .map_err(|e| AuditFailure::block(h, format!("does not decode: {e}")))?;
-        let ex = check_block(&tip, &state, &commitment, &log, &validators, &block)
+        let rules = carechain_state::ChainRules::of(&genesis, &validators);
+        let ex = check_block(&tip, &state, &commitment, &log, &rules, &block)
             .map_err(|e| AuditFailure::block(h, e.to_string()))?;
         if let Some(stored) = source.receipts(h).map_err(|e| AuditFailure::block(h, e))?
             && stored != ex.execution.receipts

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use carechain_crypto::{Hash, PublicKey};
 use carechain_log::CompactRange;
 use carechain_state::{
-    BlockContext, BlockExecution, StateCommitment, StateView, ViewError, apply_block, may_propose,
-    prevalidate_signatures,
+    BlockContext, BlockExecution, ChainRules, StateCommitment, StateView, ViewError, apply_block,
+    may_propose, prevalidate_signatures,
 };
 use carechain_types::{Block, FORMAT_VERSION, Header, MAX_BLOCK_TXS, Receipt, SignedTx};
 
@@ -110,28 +110,20 @@ pub enum BlockError {
     View(#[from] ViewError),
 }
 
-/// Executes `txs` as block `height` on top of `view`/`commitment`/`log`. `parent_updates`
-/// are the bucket updates of a parent block not yet applied to `commitment` (a block being
-/// committed while this one is proposed), so the commitment need not be copied to apply them.
-/// `genesis_validators` is the validator set until governance changes it.
-#[allow(clippy::too_many_arguments)]
+/// Executes `txs` as the block `ctx` describes on top of `view`/`commitment`/`log` (the
+/// context's `parent_updates` are the bucket updates of a parent block not yet applied to
+/// `commitment`; its `log_size` is taken from `log`).
 pub fn execute<V: StateView + ?Sized>(
     view: &V,
     commitment: &StateCommitment,
-    parent_updates: Option<&BTreeMap<u16, Hash>>,
     log: &CompactRange,
-    chain_id: &str,
-    genesis_validators: &[PublicKey],
-    height: u64,
+    ctx: &BlockContext<'_>,
     txs: &[SignedTx],
     verified: &[Option<PublicKey>],
 ) -> Result<Executed, ViewError> {
     let ctx = BlockContext {
-        chain_id,
-        height,
         log_size: log.size(),
-        parent_updates,
-        genesis_validators,
+        ..ctx.clone()
     };
     let execution = apply_block(view, commitment, &ctx, txs, verified)?;
     let mut log_after = log.clone();
@@ -146,19 +138,19 @@ pub fn execute<V: StateView + ?Sized>(
     })
 }
 
-/// Checks a block against its parent tip and re-executes it. `validators` lists the genesis
-/// validators: the proposer must be in the set in force at the block's height (the genesis
-/// set as changed by governance; an empty genesis set allows any key). Returns the execution
-/// to commit.
+/// Checks a block against its parent tip and re-executes it under the chain's `rules`: the
+/// proposer must be in the set in force at the block's height (the genesis validators as
+/// changed by governance; an empty genesis set allows any key). Returns the execution to
+/// commit.
 pub fn check_block<V: StateView + ?Sized>(
     tip: &ChainTip,
     view: &V,
     commitment: &StateCommitment,
     log: &CompactRange,
-    validators: &[PublicKey],
+    rules: &ChainRules<'_>,
     block: &Block,
 ) -> Result<Executed, BlockError> {
-    check_block_on(tip, view, commitment, None, log, validators, block, None)
+    check_block_on(tip, view, commitment, None, log, rules, block, None)
 }
 
 /// [`check_block`] on a parent whose bucket updates are not yet applied to `commitment`
@@ -172,7 +164,7 @@ pub fn check_block_on<V: StateView + ?Sized>(
     commitment: &StateCommitment,
     parent_updates: Option<&BTreeMap<u16, Hash>>,
     log: &CompactRange,
-    validators: &[PublicKey],
+    rules: &ChainRules<'_>,
     block: &Block,
     checked: Option<&[Option<PublicKey>]>,
 ) -> Result<Executed, BlockError> {
@@ -193,7 +185,7 @@ pub fn check_block_on<V: StateView + ?Sized>(
     if h.timestamp_ms < tip.timestamp_ms {
         return Err(BlockError::TimestampRegressed { height });
     }
-    if !may_propose(view, validators, height, &h.proposer)? {
+    if !may_propose(view, rules.genesis_validators, height, &h.proposer)? {
         return Err(BlockError::UnknownProposer { height });
     }
     if block.verify_seal().is_err() {
@@ -220,17 +212,15 @@ pub fn check_block_on<V: StateView + ?Sized>(
         }
         _ => prevalidate_signatures(view, &block.txs)?,
     };
-    let ex = execute(
-        view,
-        commitment,
-        parent_updates,
-        log,
-        &tip.chain_id,
-        validators,
+    let ctx = BlockContext {
+        rules: *rules,
         height,
-        &block.txs,
-        &verified,
-    )?;
+        timestamp_ms: h.timestamp_ms,
+        proposer: h.proposer,
+        log_size: log.size(),
+        parent_updates,
+    };
+    let ex = execute(view, commitment, log, &ctx, &block.txs, &verified)?;
     if Receipt::compute_root(&ex.execution.receipts) != h.receipts_root {
         return Err(BlockError::ReceiptsRoot { height });
     }

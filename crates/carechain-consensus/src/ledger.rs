@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use carechain_crypto::{PublicKey, SecretKey};
 use carechain_log::{Checkpoint, NoteSigner};
-use carechain_state::{ChangeSet, Entries, StateView, ViewError, bucket_of};
+use carechain_state::{
+    BlockContext, ChainRules, ChangeSet, Entries, StateView, ViewError, bucket_of,
+};
 use carechain_storage::{BlockCommit, StorageError, Store};
 use carechain_types::{Block, FORMAT_VERSION, Header, Receipt, Role, SignedTx};
 use std::collections::BTreeMap;
@@ -234,7 +236,9 @@ impl Ledger {
         verified: Vec<Option<PublicKey>>,
         timestamp_ms: u64,
     ) -> Result<(Block, Executed), LedgerError> {
-        let chain_id = self.store.genesis().chain_id.clone();
+        let genesis = self.store.genesis();
+        let chain_id = genesis.chain_id.clone();
+        let rules = ChainRules::of(genesis, &self.validators);
         let me = self.key.public();
         let (tip, ex) = self.on_parent(parent, |tip, view, c, updates, log| {
             let height = tip.height + 1;
@@ -242,18 +246,15 @@ impl Ledger {
             if !carechain_state::may_propose(view, &self.validators, height, &me).map_err(db)? {
                 return Err(LedgerError::NotValidator { height });
             }
-            execute(
-                view,
-                c,
-                updates,
-                log,
-                &chain_id,
-                &self.validators,
+            let ctx = BlockContext {
+                rules,
                 height,
-                &txs,
-                &verified,
-            )
-            .map_err(db)
+                timestamp_ms: timestamp_ms.max(tip.timestamp_ms),
+                proposer: me,
+                log_size: log.size(),
+                parent_updates: updates,
+            };
+            execute(view, c, log, &ctx, &txs, &verified).map_err(db)
         })?;
         let header = Header {
             version: FORMAT_VERSION,
@@ -281,7 +282,8 @@ impl Ledger {
         checked: Option<&[Option<PublicKey>]>,
     ) -> Result<Executed, LedgerError> {
         let (_, ex) = self.on_parent(parent, |tip, view, c, updates, log| {
-            check_block_on(tip, view, c, updates, log, &self.validators, block, checked)
+            let rules = ChainRules::of(self.store.genesis(), &self.validators);
+            check_block_on(tip, view, c, updates, log, &rules, block, checked)
                 .map_err(LedgerError::from)
         })?;
         Ok(ex)

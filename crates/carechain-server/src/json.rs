@@ -56,18 +56,18 @@ pub fn payload(p: &Payload) -> Value {
             "label": label,
             "version": version,
         }),
-        Payload::ProposeValidatorChange {
+        Payload::ProposeChange {
             change,
             effective_height,
         } => json!({
-            "type": "propose_validator_change",
+            "type": "propose_change",
             "action": change.action(),
-            "validator": change.key().did().to_string(),
+            "identity": change.key().did().to_string(),
             "effective_height": effective_height,
-            "proposal": carechain_types::validator_proposal_id(change, *effective_height).to_hex(),
+            "proposal": carechain_types::proposal_id(change, *effective_height).to_hex(),
         }),
-        Payload::ApproveValidatorChange { proposal } => json!({
-            "type": "approve_validator_change",
+        Payload::ApproveChange { proposal } => json!({
+            "type": "approve_change",
             "proposal": proposal.to_hex(),
         }),
         Payload::GrantConsent { patient, id, rule } => json!({
@@ -105,12 +105,68 @@ pub fn payload(p: &Payload) -> Value {
             "held": held,
             "node": node.did().to_string(),
         }),
+        Payload::Mint { to, amount } => json!({
+            "type": "mint", "to": to.to_string(), "amount": amount,
+        }),
+        Payload::Transfer { to, amount } => json!({
+            "type": "transfer", "to": to.to_string(), "amount": amount,
+        }),
+        Payload::Burn { amount } => json!({ "type": "burn", "amount": amount }),
+        Payload::SetAllowance {
+            spender,
+            amount,
+            expires_at,
+        } => json!({
+            "type": "set_allowance", "spender": spender.to_string(), "amount": amount,
+            "expires_at": expires_at,
+        }),
+        Payload::TransferFrom { owner, to, amount } => json!({
+            "type": "transfer_from", "owner": owner.did().to_string(), "to": to.to_string(),
+            "amount": amount,
+        }),
+        Payload::DeployCode { code } => json!({
+            "type": "deploy_code",
+            "code_hash": carechain_crypto::sha256(code).to_hex(),
+            "code_bytes": code.len(),
+        }),
+        Payload::Instantiate {
+            code,
+            msg,
+            funds,
+            label,
+        } => json!({
+            "type": "instantiate", "code_hash": code.to_hex(), "msg": message(msg),
+            "funds": funds, "label": label,
+        }),
+        Payload::Execute {
+            contract,
+            msg,
+            funds,
+        } => json!({
+            "type": "execute",
+            "contract": carechain_types::Account::Contract(*contract).to_string(),
+            "msg": message(msg), "funds": funds,
+        }),
     }
+}
+
+/// A contract message or result: its JSON, or its hex when it is not JSON.
+pub fn message(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes).unwrap_or_else(|_| json!({ "hex": hex::encode(bytes) }))
+}
+
+/// An event.
+pub fn event(e: &carechain_types::Event) -> Value {
+    json!({
+        "emitter": e.emitter.to_string(),
+        "type": e.kind,
+        "attributes": e.attributes.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
+    })
 }
 
 /// A receipt.
 pub fn receipt(r: &Receipt) -> Value {
-    match &r.outcome {
+    let mut v = match &r.outcome {
         Outcome::Applied { log_index } => json!({
             "tx_hash": r.tx_hash.to_hex(), "outcome": "applied", "log_index": log_index,
         }),
@@ -118,7 +174,17 @@ pub fn receipt(r: &Receipt) -> Value {
             "tx_hash": r.tx_hash.to_hex(), "outcome": "rejected",
             "reason": { "code": reason.code(), "message": reason.message() },
         }),
+    };
+    if r.fuel_used > 0 {
+        v["fuel_used"] = json!(r.fuel_used);
     }
+    if !r.events.is_empty() {
+        v["events"] = r.events.iter().map(event).collect();
+    }
+    if !r.data.is_empty() {
+        v["data"] = message(&r.data);
+    }
+    v
 }
 
 /// A header.

@@ -101,9 +101,16 @@ pub fn consents_of<V: StateView + ?Sized>(
     view: &V,
     patient: &PublicKey,
 ) -> Result<Vec<ConsentState>, ViewError> {
-    decode_index(view.get(&consent_index_key(patient))?)?
+    consents_in(&crate::exec::ViewLookup(view), patient)
+}
+
+pub(crate) fn consents_in(
+    o: &dyn Lookup,
+    patient: &PublicKey,
+) -> Result<Vec<ConsentState>, ViewError> {
+    decode_index(o.lookup(&consent_index_key(patient))?)?
         .iter()
-        .filter_map(|id| view.get(&consent_key(patient, id)).transpose())
+        .filter_map(|id| o.lookup(&consent_key(patient, id)).transpose())
         .map(|v| v.and_then(decode_consent))
         .collect()
 }
@@ -115,7 +122,15 @@ pub fn consent_allows<V: StateView + ?Sized>(
     height: u64,
     q: &ConsentQuery<'_>,
 ) -> Result<bool, ViewError> {
-    Ok(consents_of(view, q.patient)?
+    allows_in(&crate::exec::ViewLookup(view), height, q)
+}
+
+pub(crate) fn allows_in(
+    o: &dyn Lookup,
+    height: u64,
+    q: &ConsentQuery<'_>,
+) -> Result<bool, ViewError> {
+    Ok(consents_in(o, q.patient)?
         .iter()
         .any(|c| c.in_force_at(height) && c.rule.allows(q.who, q.purpose, q.class, q.at_ms)))
 }

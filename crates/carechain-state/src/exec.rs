@@ -6,16 +6,13 @@ use std::collections::BTreeMap;
 use borsh::{BorshDeserialize, BorshSerialize};
 use carechain_crypto::{BatchItem, Hash, Namespace, PublicKey, verify_batch};
 use carechain_types::{
-    EPOCH_LENGTH, Genesis, MAX_KIND, Outcome, Payload, Receipt, RejectReason, Role, SignedTx,
-    ValidatorChange, approval_quorum, encode, validator_proposal_id,
+    Account, Allowance, ContractConfig, Event, Genesis, MAX_KIND, Outcome, Payload, Receipt,
+    RejectReason, Role, SignedTx, TokenConfig, encode,
 };
 
 use crate::{
-    ChangeSet, StateCommitment, StateView, ViewError, bucket_hash, bucket_of,
-    gov::{
-        Proposal, SCHEDULE_KEY, ValidatorSchedule, decode_proposal, decode_schedule, proposal_key,
-    },
-    identity_key, key_index_key, value_hash,
+    ChangeSet, StateCommitment, StateView, ViewError, bucket_hash, bucket_of, identity_key,
+    key_index_key, value_hash,
 };
 
 /// A registered identity.
@@ -41,21 +38,49 @@ pub struct Identity {
     pub rotations: u32,
 }
 
+/// The rules of a chain, from its genesis: the same for every block.
+#[derive(Clone, Copy, Debug)]
+pub struct ChainRules<'a> {
+    /// The chain id transactions must carry.
+    pub chain_id: &'a str,
+    /// The genesis validators: the validator set until governance changes it.
+    pub genesis_validators: &'a [PublicKey],
+    /// The token's metadata and fee.
+    pub token: &'a TokenConfig,
+    /// The contract runtime's cost table and limits.
+    pub contracts: &'a ContractConfig,
+}
+
+impl<'a> ChainRules<'a> {
+    /// The rules of `genesis`, with its validators (`genesis_validators`, derived by the
+    /// caller from its identities).
+    pub fn of(genesis: &'a Genesis, genesis_validators: &'a [PublicKey]) -> ChainRules<'a> {
+        ChainRules {
+            chain_id: &genesis.chain_id,
+            genesis_validators,
+            token: &genesis.token,
+            contracts: &genesis.contracts,
+        }
+    }
+}
+
 /// What the state machine knows about the block being applied (from its header).
 #[derive(Clone, Debug)]
 pub struct BlockContext<'a> {
-    /// The chain id transactions must carry.
-    pub chain_id: &'a str,
+    /// The chain's rules.
+    pub rules: ChainRules<'a>,
     /// The height of the block.
     pub height: u64,
+    /// The block's time (ms since the Unix epoch, from its header).
+    pub timestamp_ms: u64,
+    /// Who proposed it (fees go to it).
+    pub proposer: PublicKey,
     /// Size of the verifiable log before this block (the first applied transaction's index).
     pub log_size: u64,
     /// Bucket updates of a parent block not yet applied to the commitment (a block being
     /// committed while this one is proposed): the state root is computed with them beneath
     /// this block's own, so the commitment need not be copied to apply them first.
     pub parent_updates: Option<&'a BTreeMap<u16, Hash>>,
-    /// The genesis validators: the validator set until governance changes it.
-    pub genesis_validators: &'a [PublicKey],
 }
 
 /// The result of executing a block.
@@ -91,6 +116,17 @@ pub fn genesis_changes(genesis: &Genesis) -> ChangeSet {
         changes.insert(identity_key(&gi.key), Some(encode(&ident)));
         changes.insert(key_index_key(&gi.key), Some(gi.key.0.to_vec()));
     }
+    let mut supply = 0u64;
+    for (who, amount) in &genesis.token.balances {
+        supply = supply.saturating_add(*amount);
+        changes.insert(
+            crate::token::balance_key(&Account::Identity(*who)),
+            Some(encode(amount)),
+        );
+    }
+    if supply > 0 {
+        changes.insert(crate::token::SUPPLY_KEY.to_vec(), Some(encode(&supply)));
+    }
     changes
 }
 
@@ -111,21 +147,82 @@ pub(crate) trait Lookup {
     fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError>;
 }
 
+/// State a payload may change (its transaction's layer).
+pub(crate) trait Writer: Lookup {
+    fn put(&mut self, key: Vec<u8>, value: Option<Vec<u8>>);
+}
+
+/// What a transaction produced beside state changes: for its receipt.
+#[derive(Default)]
+pub(crate) struct Effects {
+    pub(crate) fuel_used: u64,
+    pub(crate) events: Vec<Event>,
+    pub(crate) data: Vec<u8>,
+}
+
+/// The state as a block sees it while applying: the committed view, beneath the changes of
+/// the block's applied transactions, beneath the changes of the transaction being applied
+/// (dropped whole if it is rejected).
 pub(crate) struct Overlay<'a, V: StateView + ?Sized> {
     view: &'a V,
+    block: ChangeSet,
     pub(crate) changes: ChangeSet,
+    pub(crate) effects: Effects,
+    pub(crate) block_fuel: u64,
+}
+
+impl<'a, V: StateView + ?Sized> Overlay<'a, V> {
+    pub(crate) fn new(view: &'a V) -> Self {
+        Overlay {
+            view,
+            block: ChangeSet::new(),
+            changes: ChangeSet::new(),
+            effects: Effects::default(),
+            block_fuel: 0,
+        }
+    }
+
+    pub(crate) fn charge_fuel(&mut self, fuel: u64) {
+        self.effects.fuel_used += fuel;
+        self.block_fuel += fuel;
+    }
+
+    /// Ends the transaction: keeps its changes if it was applied, else drops them (and its
+    /// events). Returns its effects.
+    fn finish_tx(&mut self, applied: bool) -> Effects {
+        if applied {
+            self.block.append(&mut self.changes);
+        } else {
+            self.changes.clear();
+        }
+        let mut fx = std::mem::take(&mut self.effects);
+        if !applied {
+            fx.events.clear();
+            fx.data.clear();
+        }
+        fx
+    }
 }
 
 impl<V: StateView + ?Sized> Lookup for Overlay<'_, V> {
     fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError> {
-        match self.changes.get(key) {
+        if let Some(v) = self.changes.get(key) {
+            return Ok(v.clone());
+        }
+        match self.block.get(key) {
             Some(v) => Ok(v.clone()),
             None => self.view.get(key),
         }
     }
 }
 
-struct ViewLookup<'a, V: StateView + ?Sized>(&'a V);
+impl<V: StateView + ?Sized> Writer for Overlay<'_, V> {
+    fn put(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.changes.insert(key, value);
+    }
+}
+
+pub(crate) struct ViewLookup<'a, V: StateView + ?Sized>(pub(crate) &'a V);
 
 impl<V: StateView + ?Sized> Lookup for ViewLookup<'_, V> {
     fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError> {
@@ -194,16 +291,15 @@ pub fn apply_block<V: StateView + ?Sized>(
     txs: &[SignedTx],
     verified: &[Option<PublicKey>],
 ) -> Result<BlockExecution, ViewError> {
-    let mut overlay = Overlay {
-        view,
-        changes: ChangeSet::new(),
-    };
+    let mut overlay = Overlay::new(view);
     let mut receipts = Vec::with_capacity(txs.len());
     let mut applied = Vec::new();
     for (i, tx) in txs.iter().enumerate() {
         let tx_hash = tx.hash();
         let pre = verified.get(i).copied().flatten();
-        let outcome = match apply_tx(&mut overlay, ctx, tx, pre)? {
+        let result = apply_tx(&mut overlay, ctx, tx, pre)?;
+        let fx = overlay.finish_tx(result.is_ok());
+        let outcome = match result {
             Ok(()) => {
                 let log_index = ctx.log_size + applied.len() as u64;
                 applied.push(tx_hash);
@@ -211,9 +307,15 @@ pub fn apply_block<V: StateView + ?Sized>(
             }
             Err(reason) => Outcome::Rejected(reason),
         };
-        receipts.push(Receipt { tx_hash, outcome });
+        receipts.push(Receipt {
+            tx_hash,
+            outcome,
+            fuel_used: fx.fuel_used,
+            events: fx.events,
+            data: fx.data,
+        });
     }
-    let changes = overlay.changes;
+    let changes = overlay.block;
     type Change<'c> = (&'c Vec<u8>, &'c Option<Vec<u8>>);
     let mut by_bucket: BTreeMap<u16, Vec<Change<'_>>> = BTreeMap::new();
     for (k, v) in &changes {
@@ -250,6 +352,15 @@ pub fn apply_block<V: StateView + ?Sized>(
 
 pub(crate) type TxResult = Result<Result<(), RejectReason>, ViewError>;
 
+/// Records a token payload's events.
+fn events<V: StateView + ?Sized>(
+    o: &mut Overlay<'_, V>,
+    r: Result<Vec<Event>, RejectReason>,
+) -> Result<(), RejectReason> {
+    o.effects.events.extend(r?);
+    Ok(())
+}
+
 /// Applies the writes of an accepted payload.
 fn write_all<V: StateView + ?Sized>(
     o: &mut Overlay<'_, V>,
@@ -273,7 +384,7 @@ fn apply_tx<V: StateView + ?Sized>(
     pre_verified: Option<PublicKey>,
 ) -> TxResult {
     let body = &tx.body;
-    if body.chain_id != ctx.chain_id {
+    if body.chain_id != ctx.rules.chain_id {
         return Ok(Err(RejectReason::WrongChain));
     }
     let signer = read_identity(o, &body.signer)?;
@@ -334,12 +445,12 @@ fn apply_tx<V: StateView + ?Sized>(
                 Ok(())
             }
         }
-        Payload::ProposeValidatorChange {
+        Payload::ProposeChange {
             change,
             effective_height,
-        } => propose_change(o, ctx, body.signer, change, *effective_height)?,
-        Payload::ApproveValidatorChange { proposal } => {
-            approve_change(o, ctx, body.signer, proposal)?
+        } => crate::gov::propose_change(o, ctx, body.signer, change, *effective_height)?,
+        Payload::ApproveChange { proposal } => {
+            crate::gov::approve_change(o, ctx, body.signer, proposal)?
         }
         Payload::GrantConsent { patient, id, rule } => match &signer {
             Some(s) => write_all(
@@ -374,6 +485,66 @@ fn apply_tx<V: StateView + ?Sized>(
             ),
             None => Err(RejectReason::UnknownSigner),
         },
+        Payload::Mint { to, amount } => {
+            let r = crate::token::mint(o, ctx.height, &body.signer, to, *amount)?;
+            events(o, r)
+        }
+        Payload::Transfer { to, amount } => {
+            let r = crate::token::transfer(o, &body.signer, to, *amount)?;
+            events(o, r)
+        }
+        Payload::Burn { amount } => {
+            let r = crate::token::burn(o, &body.signer, *amount)?;
+            events(o, r)
+        }
+        Payload::SetAllowance {
+            spender,
+            amount,
+            expires_at,
+        } => {
+            let a = Allowance {
+                amount: *amount,
+                expires_at: *expires_at,
+            };
+            let r = crate::token::set_allowance(o, &body.signer, spender, a)?;
+            events(o, r)
+        }
+        Payload::TransferFrom { owner, to, amount } => {
+            let spender = Account::Identity(body.signer);
+            let r = crate::token::transfer_from(o, ctx.height, &spender, owner, to, *amount)?;
+            events(o, r)
+        }
+        Payload::DeployCode { code } => crate::contract::deploy(o, ctx, code)?,
+        Payload::Instantiate {
+            code,
+            msg,
+            funds,
+            label,
+        } => {
+            let inv = crate::contract::Invocation {
+                sender: body.signer,
+                msg,
+                funds: *funds,
+            };
+            crate::contract::instantiate(o, ctx, body.nonce, code, label, &inv)?
+        }
+        Payload::Execute {
+            contract,
+            msg,
+            funds,
+        } => {
+            let inv = crate::contract::Invocation {
+                sender: body.signer,
+                msg,
+                funds: *funds,
+            };
+            crate::contract::execute(o, ctx, contract, &inv)?
+        }
+    };
+    let fee = ctx.rules.token.tx_fee;
+    let result = match result {
+        Ok(()) if fee > 0 => crate::token::pay_fee(o, &body.signer, &ctx.proposer, fee)?,
+        r => r,
     };
     if result.is_ok() {
         // Bump the signer's nonce (re-read: the payload may have changed the record).
@@ -383,134 +554,4 @@ fn apply_tx<V: StateView + ?Sized>(
         }
     }
     Ok(result)
-}
-
-fn read_schedule(o: &dyn Lookup, ctx: &BlockContext<'_>) -> Result<ValidatorSchedule, ViewError> {
-    decode_schedule(o.lookup(SCHEDULE_KEY)?, ctx.genesis_validators)
-}
-
-fn read_proposal(o: &dyn Lookup, id: &Hash) -> Result<Option<Proposal>, ViewError> {
-    decode_proposal(o.lookup(&proposal_key(id))?)
-}
-
-/// A governance signer must be in the set in force at this block (by identity id: a
-/// validator that rotated its key still signs as itself).
-fn current_validator(
-    schedule: &ValidatorSchedule,
-    ctx: &BlockContext<'_>,
-    signer: &PublicKey,
-) -> bool {
-    schedule.at(ctx.height).binary_search(signer).is_ok()
-}
-
-fn propose_change<V: StateView + ?Sized>(
-    o: &mut Overlay<'_, V>,
-    ctx: &BlockContext<'_>,
-    signer: PublicKey,
-    change: &ValidatorChange,
-    effective_height: u64,
-) -> TxResult {
-    let schedule = read_schedule(o, ctx)?;
-    if !current_validator(&schedule, ctx, &signer) {
-        return Ok(Err(RejectReason::NotValidator));
-    }
-    if effective_height <= ctx.height || !effective_height.is_multiple_of(EPOCH_LENGTH) {
-        return Ok(Err(RejectReason::BadEffectiveHeight));
-    }
-    if change.key().validate().is_err() {
-        return Ok(Err(RejectReason::InvalidKey));
-    }
-    if let ValidatorChange::Add { key } = change {
-        // A new validator is a fresh key or an identity registered as a validator.
-        if o.lookup(&key_index_key(key))?.is_some() {
-            match read_identity(o, key)? {
-                Some(ident) if ident.role == Role::Validator && ident.active => {}
-                _ => return Ok(Err(RejectReason::KeyInUse)),
-            }
-        }
-    }
-    let id = validator_proposal_id(change, effective_height);
-    if read_proposal(o, &id)?.is_some() {
-        return Ok(Err(RejectReason::ProposalExists));
-    }
-    // The change must make sense for the set it would apply to, as scheduled now.
-    if !schedule.clone().schedule(change, effective_height) {
-        return Ok(Err(RejectReason::InvalidValidatorSet));
-    }
-    let proposal = Proposal {
-        change: change.clone(),
-        effective_height,
-        proposer: signer,
-        proposed_at: ctx.height,
-        approvals: vec![signer],
-        approved_at: None,
-    };
-    settle_proposal(o, ctx, schedule, id, proposal)
-}
-
-fn approve_change<V: StateView + ?Sized>(
-    o: &mut Overlay<'_, V>,
-    ctx: &BlockContext<'_>,
-    signer: PublicKey,
-    id: &Hash,
-) -> TxResult {
-    let schedule = read_schedule(o, ctx)?;
-    if !current_validator(&schedule, ctx, &signer) {
-        return Ok(Err(RejectReason::NotValidator));
-    }
-    let Some(mut proposal) = read_proposal(o, id)? else {
-        return Ok(Err(RejectReason::UnknownProposal));
-    };
-    if proposal.approved_at.is_some() || proposal.approvals.contains(&signer) {
-        return Ok(Err(RejectReason::AlreadyApproved));
-    }
-    if ctx.height >= proposal.effective_height {
-        return Ok(Err(RejectReason::ProposalExpired));
-    }
-    proposal.approvals.push(signer);
-    settle_proposal(o, ctx, schedule, *id, proposal)
-}
-
-/// Stores a proposal; if the approvals of members of the current set reach the quorum,
-/// schedules its change (and registers a new validator's identity).
-fn settle_proposal<V: StateView + ?Sized>(
-    o: &mut Overlay<'_, V>,
-    ctx: &BlockContext<'_>,
-    mut schedule: ValidatorSchedule,
-    id: Hash,
-    mut proposal: Proposal,
-) -> TxResult {
-    let current = schedule.at(ctx.height);
-    let approvals = proposal
-        .approvals
-        .iter()
-        .filter(|k| current.binary_search(k).is_ok())
-        .count();
-    if approvals >= approval_quorum(current.len()) {
-        if !schedule.schedule(&proposal.change, proposal.effective_height) {
-            return Ok(Err(RejectReason::InvalidValidatorSet));
-        }
-        if let ValidatorChange::Add { key } = &proposal.change
-            && o.lookup(&key_index_key(key))?.is_none()
-        {
-            let ident = Identity {
-                id: *key,
-                current_key: *key,
-                role: Role::Validator,
-                parent: None,
-                active: true,
-                next_nonce: 0,
-                registered_at: ctx.height,
-                registered_by: proposal.proposer,
-                rotations: 0,
-            };
-            put_identity(o, &ident);
-            o.changes.insert(key_index_key(key), Some(key.0.to_vec()));
-        }
-        proposal.approved_at = Some(ctx.height);
-        o.changes
-            .insert(SCHEDULE_KEY.to_vec(), Some(encode(&schedule)));
-    }
-    o.changes.insert(proposal_key(&id), Some(encode(&proposal)));
-    Ok(Ok(()))
 }

@@ -1,11 +1,17 @@
-//! Validator-set governance: proposals, approvals, and the schedule of validator sets by
-//! height that consensus and block checks read.
+//! Governance: proposals, approvals, the schedule of validator sets by height that consensus
+//! and block checks read, the token's issuers by height, and the transactions that propose
+//! and approve changes (settled once two thirds of the set in force approve).
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use carechain_crypto::{Hash, PublicKey};
-use carechain_types::{MAX_VALIDATORS, ValidatorChange};
+use carechain_types::{
+    EPOCH_LENGTH, GovernanceChange, MAX_VALIDATORS, RejectReason, Role, approval_quorum, encode,
+    proposal_id,
+};
 
-use crate::{StateView, ViewError};
+use crate::exec::{BlockContext, Identity, Lookup, Overlay, TxResult, put_identity, read_identity};
+use crate::token::{IssuerTerm, decode_issuer, issuer_key};
+use crate::{StateView, ViewError, key_index_key};
 
 /// `gov/validators` → [`ValidatorSchedule`]. Absent until the first change is approved: the
 /// genesis validators are the set.
@@ -62,7 +68,10 @@ impl ValidatorSchedule {
     /// larger than [`MAX_VALIDATORS`], or the change adds a member or removes a non-member of
     /// the set in force at `height`.
     #[must_use]
-    pub fn schedule(&mut self, change: &ValidatorChange, height: u64) -> bool {
+    pub fn schedule(&mut self, change: &GovernanceChange, height: u64) -> bool {
+        if !change.is_validator_change() {
+            return false;
+        }
         let mut next = self.clone();
         // The sets are sorted by first height: the set starting at `height` is at `first`,
         // or is inserted there as a copy of the set in force then.
@@ -80,8 +89,10 @@ impl ValidatorSchedule {
         for (i, set) in next.sets.iter_mut().enumerate().skip(first) {
             let found = set.validators.binary_search(change.key());
             match (change, found) {
-                (ValidatorChange::Add { key }, Err(at)) => set.validators.insert(at, *key),
-                (ValidatorChange::Remove { .. }, Ok(at)) => {
+                (GovernanceChange::AddValidator { key }, Err(at)) => {
+                    set.validators.insert(at, *key)
+                }
+                (GovernanceChange::RemoveValidator { .. }, Ok(at)) => {
                     set.validators.remove(at);
                 }
                 // The set in force at `height` must be changed by it; a later set may already
@@ -98,11 +109,11 @@ impl ValidatorSchedule {
     }
 }
 
-/// A proposed validator change and who approved it.
+/// A proposed governance change and who approved it.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct Proposal {
     /// The change.
-    pub change: ValidatorChange,
+    pub change: GovernanceChange,
     /// The height it takes effect at.
     pub effective_height: u64,
     /// The validator that proposed it.
@@ -162,4 +173,172 @@ pub(crate) fn decode_proposal(value: Option<Vec<u8>>) -> Result<Option<Proposal>
             Proposal::try_from_slice(&bytes).map_err(|_| ViewError::Corrupt("gov/proposal".into()))
         })
         .transpose()
+}
+
+fn read_schedule(o: &dyn Lookup, ctx: &BlockContext<'_>) -> Result<ValidatorSchedule, ViewError> {
+    decode_schedule(o.lookup(SCHEDULE_KEY)?, ctx.rules.genesis_validators)
+}
+
+fn read_proposal(o: &dyn Lookup, id: &Hash) -> Result<Option<Proposal>, ViewError> {
+    decode_proposal(o.lookup(&proposal_key(id))?)
+}
+
+/// A governance signer must be in the set in force at this block (by identity id: a
+/// validator that rotated its key still signs as itself).
+fn current_validator(
+    schedule: &ValidatorSchedule,
+    ctx: &BlockContext<'_>,
+    signer: &PublicKey,
+) -> bool {
+    schedule.at(ctx.height).binary_search(signer).is_ok()
+}
+
+pub(crate) fn propose_change<V: StateView + ?Sized>(
+    o: &mut Overlay<'_, V>,
+    ctx: &BlockContext<'_>,
+    signer: PublicKey,
+    change: &GovernanceChange,
+    effective_height: u64,
+) -> TxResult {
+    let schedule = read_schedule(o, ctx)?;
+    if !current_validator(&schedule, ctx, &signer) {
+        return Ok(Err(RejectReason::NotValidator));
+    }
+    if effective_height <= ctx.height || !effective_height.is_multiple_of(EPOCH_LENGTH) {
+        return Ok(Err(RejectReason::BadEffectiveHeight));
+    }
+    if change.key().validate().is_err() {
+        return Ok(Err(RejectReason::InvalidKey));
+    }
+    if let GovernanceChange::AddValidator { key } = change {
+        // A new validator is a fresh key or an identity registered as a validator.
+        if o.lookup(&key_index_key(key))?.is_some() {
+            match read_identity(o, key)? {
+                Some(ident) if ident.role == Role::Validator && ident.active => {}
+                _ => return Ok(Err(RejectReason::KeyInUse)),
+            }
+        }
+    }
+    let id = proposal_id(change, effective_height);
+    if read_proposal(o, &id)?.is_some() {
+        return Ok(Err(RejectReason::ProposalExists));
+    }
+    // The change must make sense for the set it would apply to, as scheduled now.
+    if change.is_validator_change() {
+        if !schedule.clone().schedule(change, effective_height) {
+            return Ok(Err(RejectReason::InvalidValidatorSet));
+        }
+    } else if !issuer_change_fits(o, change)? {
+        return Ok(Err(RejectReason::InvalidIssuerChange));
+    }
+    let proposal = Proposal {
+        change: change.clone(),
+        effective_height,
+        proposer: signer,
+        proposed_at: ctx.height,
+        approvals: vec![signer],
+        approved_at: None,
+    };
+    settle_proposal(o, ctx, schedule, id, proposal)
+}
+
+pub(crate) fn approve_change<V: StateView + ?Sized>(
+    o: &mut Overlay<'_, V>,
+    ctx: &BlockContext<'_>,
+    signer: PublicKey,
+    id: &Hash,
+) -> TxResult {
+    let schedule = read_schedule(o, ctx)?;
+    if !current_validator(&schedule, ctx, &signer) {
+        return Ok(Err(RejectReason::NotValidator));
+    }
+    let Some(mut proposal) = read_proposal(o, id)? else {
+        return Ok(Err(RejectReason::UnknownProposal));
+    };
+    if proposal.approved_at.is_some() || proposal.approvals.contains(&signer) {
+        return Ok(Err(RejectReason::AlreadyApproved));
+    }
+    if ctx.height >= proposal.effective_height {
+        return Ok(Err(RejectReason::ProposalExpired));
+    }
+    proposal.approvals.push(signer);
+    settle_proposal(o, ctx, schedule, *id, proposal)
+}
+
+/// Stores a proposal; if the approvals of members of the current set reach the quorum,
+/// schedules its change (and registers a new validator's identity).
+fn settle_proposal<V: StateView + ?Sized>(
+    o: &mut Overlay<'_, V>,
+    ctx: &BlockContext<'_>,
+    mut schedule: ValidatorSchedule,
+    id: Hash,
+    mut proposal: Proposal,
+) -> TxResult {
+    let current = schedule.at(ctx.height);
+    let approvals = proposal
+        .approvals
+        .iter()
+        .filter(|k| current.binary_search(k).is_ok())
+        .count();
+    if approvals >= approval_quorum(current.len()) && !proposal.change.is_validator_change() {
+        if !issuer_change_fits(o, &proposal.change)? {
+            return Ok(Err(RejectReason::InvalidIssuerChange));
+        }
+        let key = issuer_key(proposal.change.key());
+        let term = match proposal.change {
+            GovernanceChange::AddIssuer { .. } => IssuerTerm {
+                from_height: proposal.effective_height,
+                until_height: None,
+            },
+            _ => match decode_issuer(o.lookup(&key)?)? {
+                Some(t) => IssuerTerm {
+                    until_height: Some(proposal.effective_height),
+                    ..t
+                },
+                None => return Ok(Err(RejectReason::InvalidIssuerChange)),
+            },
+        };
+        o.changes.insert(key, Some(encode(&term)));
+        proposal.approved_at = Some(ctx.height);
+    } else if approvals >= approval_quorum(current.len()) {
+        if !schedule.schedule(&proposal.change, proposal.effective_height) {
+            return Ok(Err(RejectReason::InvalidValidatorSet));
+        }
+        if let GovernanceChange::AddValidator { key } = &proposal.change
+            && o.lookup(&key_index_key(key))?.is_none()
+        {
+            let ident = Identity {
+                id: *key,
+                current_key: *key,
+                role: Role::Validator,
+                parent: None,
+                active: true,
+                next_nonce: 0,
+                registered_at: ctx.height,
+                registered_by: proposal.proposer,
+                rotations: 0,
+            };
+            put_identity(o, &ident);
+            o.changes.insert(key_index_key(key), Some(key.0.to_vec()));
+        }
+        proposal.approved_at = Some(ctx.height);
+        o.changes
+            .insert(SCHEDULE_KEY.to_vec(), Some(encode(&schedule)));
+    }
+    o.changes.insert(proposal_key(&id), Some(encode(&proposal)));
+    Ok(Ok(()))
+}
+
+/// Whether an issuer change applies to the issuers as they are: adding an identity that is
+/// registered and not an issuer (or one removed), removing one with no removal scheduled.
+fn issuer_change_fits(o: &dyn Lookup, change: &GovernanceChange) -> Result<bool, ViewError> {
+    let term = decode_issuer(o.lookup(&issuer_key(change.key()))?)?;
+    Ok(match change {
+        GovernanceChange::AddIssuer { key } => {
+            read_identity(o, key)?.is_some_and(|i| i.active)
+                && term.is_none_or(|t| t.until_height.is_some())
+        }
+        GovernanceChange::RemoveIssuer { .. } => term.is_some_and(|t| t.until_height.is_none()),
+        _ => false,
+    })
 }

@@ -11,20 +11,27 @@
 
 mod commitment;
 mod consent;
+mod contract;
 mod exec;
 mod gov;
 mod keys;
 mod memory;
 mod network;
 mod registry;
+mod token;
 
 pub use commitment::{BUCKETS, StateCommitment, StateProof, bucket_hash, bucket_of, value_hash};
 pub use consent::{
     ConsentQuery, ConsentState, consent_allows, consent_delegates, consent_index_key, consent_key,
     consents_of, delegates_key,
 };
+pub use contract::{
+    ContractInstance, QueryContext, code, code_hash, code_key, contract, contract_storage_key,
+    instance_key, query,
+};
 pub use exec::{
-    BlockContext, BlockExecution, Identity, apply_block, genesis_changes, prevalidate_signatures,
+    BlockContext, BlockExecution, ChainRules, Identity, apply_block, genesis_changes,
+    prevalidate_signatures,
 };
 pub use gov::{
     Proposal, SCHEDULE_KEY, ScheduledSet, ValidatorSchedule, may_propose, proposal, proposal_key,
@@ -35,6 +42,10 @@ pub use memory::MemoryState;
 pub use network::{
     Located, NodeEntry, locator, locator_key, node_entry, node_key, node_of_organization,
     org_node_key,
+};
+pub use token::{
+    IssuerTerm, SUPPLY_KEY, allowance, allowance_key, balance, balance_key, issuer, issuer_key,
+    total_supply,
 };
 
 /// A failure to read state: fatal to the block being applied (never a transaction outcome).

@@ -46,7 +46,7 @@ pub(crate) fn register<V: StateView + ?Sized>(
     if !allowed {
         return Ok(Err(RejectReason::Unauthorized));
     }
-    if ctx.chain_id.len() > MAX_CHAIN_ID {
+    if ctx.rules.chain_id.len() > MAX_CHAIN_ID {
         return Ok(Err(RejectReason::Malformed));
     }
     let ident = Identity {
@@ -83,7 +83,7 @@ pub(crate) fn rotate<V: StateView + ?Sized>(
     if o.lookup(&key_index_key(&new_key))?.is_some() {
         return Ok(Err(RejectReason::KeyInUse));
     }
-    let msg = rotation_proof_message(ctx.chain_id, &s.id, &new_key, nonce);
+    let msg = rotation_proof_message(ctx.rules.chain_id, &s.id, &new_key, nonce);
     if new_key.verify(Namespace::KeyRotation, &msg, proof).is_err() {
         return Ok(Err(RejectReason::BadRotationProof));
     }

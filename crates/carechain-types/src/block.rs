@@ -5,6 +5,8 @@ use carechain_crypto::{Hash, Namespace, PublicKey, SecretKey, Signature, merkle,
 
 use crate::{
     codec::encode,
+    contract::{CodeError, ContractConfig, ContractFailure, Event},
+    token::TokenConfig,
     tx::{Role, SignedTx},
 };
 
@@ -135,6 +137,28 @@ pub enum RejectReason {
     UnknownNode,
     /// A node serves the most organizations allowed, or a patient's locator is full.
     TooManyEntries,
+    /// The signer is not an issuer of the token.
+    NotIssuer,
+    /// An issuer change adds an issuer, or removes a non-issuer, or names no active identity.
+    InvalidIssuerChange,
+    /// The account does not hold enough tokens.
+    InsufficientFunds,
+    /// The amount would overflow the supply or a balance.
+    Overflow,
+    /// The signer's allowance from the owner is missing, expired or too small.
+    AllowanceExceeded,
+    /// The receiving account is not a registered identity or a contract.
+    UnknownAccount,
+    /// This code is already stored.
+    CodeExists,
+    /// No stored code has this hash.
+    UnknownCode,
+    /// No contract has this address.
+    UnknownContract,
+    /// The code was refused at deploy.
+    InvalidCode(CodeError),
+    /// The contract call failed; its changes are dropped.
+    ContractFailed(ContractFailure),
 }
 
 impl RejectReason {
@@ -166,6 +190,27 @@ impl RejectReason {
             RejectReason::AlreadyApproved => "already_approved",
             RejectReason::ProposalExpired => "proposal_expired",
             RejectReason::InvalidValidatorSet => "invalid_validator_set",
+            RejectReason::NotIssuer => "not_issuer",
+            RejectReason::InvalidIssuerChange => "invalid_issuer_change",
+            RejectReason::InsufficientFunds => "insufficient_funds",
+            RejectReason::Overflow => "overflow",
+            RejectReason::AllowanceExceeded => "allowance_exceeded",
+            RejectReason::UnknownAccount => "unknown_account",
+            RejectReason::CodeExists => "code_exists",
+            RejectReason::UnknownCode => "unknown_code",
+            RejectReason::UnknownContract => "unknown_contract",
+            RejectReason::InvalidCode(_) => "invalid_code",
+            RejectReason::ContractFailed(f) => match f {
+                ContractFailure::OutOfFuel => "out_of_fuel",
+                ContractFailure::BlockFuelExhausted => "block_fuel_exhausted",
+                ContractFailure::Trap(_) => "contract_trap",
+                ContractFailure::CallDepth => "call_depth",
+                ContractFailure::MemoryLimit => "memory_limit",
+                ContractFailure::Aborted(_) => "contract_error",
+                ContractFailure::HostMisuse(_) => "host_misuse",
+                ContractFailure::BadMessage => "bad_message",
+                ContractFailure::NoEntryPoint(_) => "no_entry_point",
+            },
         }
     }
 
@@ -222,6 +267,23 @@ impl RejectReason {
                 "the change would leave an empty or oversized set, add a member or remove a non-member"
                     .into()
             }
+            RejectReason::NotIssuer => "signer is not an issuer of the token".into(),
+            RejectReason::InvalidIssuerChange => {
+                "the issuer change does not apply to the issuers as they are".into()
+            }
+            RejectReason::InsufficientFunds => "the account does not hold enough tokens".into(),
+            RejectReason::Overflow => "the amount would overflow a balance or the supply".into(),
+            RejectReason::AllowanceExceeded => {
+                "no allowance from the owner covers this amount at this height".into()
+            }
+            RejectReason::UnknownAccount => {
+                "the account is not a registered identity or a contract".into()
+            }
+            RejectReason::CodeExists => "this code is already stored".into(),
+            RejectReason::UnknownCode => "no stored code has this hash".into(),
+            RejectReason::UnknownContract => "no contract has this address".into(),
+            RejectReason::InvalidCode(e) => e.message(),
+            RejectReason::ContractFailed(f) => f.message(),
         }
     }
 }
@@ -245,6 +307,12 @@ pub struct Receipt {
     pub tx_hash: Hash,
     /// Its outcome.
     pub outcome: Outcome,
+    /// Contract fuel it burned (applied or not; 0 for transactions that run no contract).
+    pub fuel_used: u64,
+    /// What it emitted (only when applied).
+    pub events: Vec<Event>,
+    /// What the contract returned (JSON; empty for other transactions).
+    pub data: Vec<u8>,
 }
 
 impl Receipt {
@@ -278,6 +346,10 @@ pub struct Genesis {
     pub timestamp_ms: u64,
     /// Initial identities (operators, validators, organizations, ...).
     pub identities: Vec<GenesisIdentity>,
+    /// The care token's metadata and fee.
+    pub token: TokenConfig,
+    /// The contract runtime's cost table and limits.
+    pub contracts: ContractConfig,
 }
 
 impl Genesis {

@@ -4,8 +4,8 @@ use borsh::{BorshDeserialize, BorshSerialize};
 
 use crate::{Block, Genesis, Header, Receipt, SignedTx};
 
-/// Largest encoded transaction accepted anywhere.
-pub const MAX_TX_BYTES: usize = 16 * 1024;
+/// Largest encoded transaction accepted anywhere (a contract deploy carries its code).
+pub const MAX_TX_BYTES: usize = 256 * 1024;
 /// Most transactions in one block.
 pub const MAX_BLOCK_TXS: usize = 20_000;
 /// Largest encoded block.

@@ -7,12 +7,14 @@
 //! than the input. The ledger core knows nothing of health data: an [`Payload::Anchor`] carries
 //! an opaque commitment chosen by the layer above ([`Payload::TaggedAnchor`] adds opaque public
 //! tags: a pseudonymous subject, a label and a version). Validator-set governance
-//! ([`Payload::ProposeValidatorChange`], [`Payload::ApproveValidatorChange`]) changes the set
+//! ([`Payload::ProposeChange`], [`Payload::ApproveChange`]) changes the set
 //! from a future epoch, once two thirds of the current set approve.
 
 mod block;
 mod codec;
 mod consent;
+mod contract;
+mod token;
 mod tx;
 
 pub use block::{Block, Genesis, GenesisIdentity, Header, Outcome, Receipt, RejectReason};
@@ -24,9 +26,14 @@ pub use consent::{
     ConsentPurpose, ConsentRule, MAX_CLASS_CODE, MAX_CONSENT_CLASSES, MAX_CONSENT_DELEGATES,
     MAX_CONSENTS_PER_PATIENT,
 };
+pub use contract::{
+    CodeError, ContractConfig, ContractFailure, Event, FuelCosts, MAX_CONTRACT_LABEL,
+    MAX_EVENT_ATTRIBUTES, MAX_EVENT_VALUE, MAX_EVENTS, contract_address,
+};
+pub use token::{Account, AccountParseError, Allowance, MAX_TOKEN_NAME, TokenConfig};
 pub use tx::{
-    Payload, Role, SignedTx, TxBody, ValidatorChange, approval_quorum, rotation_proof_message,
-    validator_proposal_id,
+    GovernanceChange, Payload, Role, SignedTx, TxBody, approval_quorum, proposal_id,
+    rotation_proof_message,
 };
 
 /// Version of the wire format; every header carries it.

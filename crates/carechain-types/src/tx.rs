@@ -5,6 +5,7 @@ use carechain_crypto::{Did, Hash, Namespace, PublicKey, Signature, sha256};
 
 use crate::codec::encode;
 use crate::consent::ConsentRule;
+use crate::token::Account;
 
 /// The role an identity plays in the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, BorshSerialize, BorshDeserialize)]
@@ -100,19 +101,19 @@ pub enum Payload {
         /// A version number.
         version: u64,
     },
-    /// Propose a change of the validator set, effective from `effective_height` (a future
-    /// epoch start: a multiple of [`crate::EPOCH_LENGTH`]). Signed by a current validator,
-    /// whose signature counts as the first approval. The proposal's id is
-    /// [`validator_proposal_id`].
-    ProposeValidatorChange {
+    /// Propose a governance change (of the validator set or the token's issuers), effective
+    /// from `effective_height` (a future epoch start: a multiple of [`crate::EPOCH_LENGTH`]).
+    /// Signed by a current validator, whose signature counts as the first approval. The
+    /// proposal's id is [`proposal_id`].
+    ProposeChange {
         /// The change.
-        change: ValidatorChange,
-        /// The first height at which the changed set proposes and votes.
+        change: GovernanceChange,
+        /// The first height at which it holds.
         effective_height: u64,
     },
-    /// Approve a pending validator-set proposal. Signed by a current validator; the change is
+    /// Approve a pending governance proposal. Signed by a current validator; the change is
     /// scheduled once approvals reach [`approval_quorum`] of the current set.
-    ApproveValidatorChange {
+    ApproveChange {
         /// The proposal's id.
         proposal: Hash,
     },
@@ -165,45 +166,135 @@ pub enum Payload {
         /// Whether it may sign for her (false: withdraw).
         allowed: bool,
     },
+    /// Create `amount` new tokens for `to`. Signed by an issuer governance approved.
+    Mint {
+        /// Who receives them.
+        to: Account,
+        /// How many minor units.
+        amount: u64,
+    },
+    /// Move `amount` of the signer's tokens to `to`.
+    Transfer {
+        /// Who receives them.
+        to: Account,
+        /// How many minor units.
+        amount: u64,
+    },
+    /// Destroy `amount` of the signer's tokens.
+    Burn {
+        /// How many minor units.
+        amount: u64,
+    },
+    /// Let `spender` move up to `amount` of the signer's tokens until block `expires_at`:
+    /// replaces any allowance before it (absolute, not added), so there is no race between
+    /// changing an allowance and spending it; `amount` 0 withdraws it.
+    SetAllowance {
+        /// Who may spend.
+        spender: Account,
+        /// How much, at most.
+        amount: u64,
+        /// The first height at which it no longer holds.
+        expires_at: u64,
+    },
+    /// Move `amount` of `owner`'s tokens to `to`, spending the allowance she gave the signer.
+    TransferFrom {
+        /// Whose tokens.
+        owner: PublicKey,
+        /// Who receives them.
+        to: Account,
+        /// How many minor units.
+        amount: u64,
+    },
+    /// Store WebAssembly code, by its SHA-256 (validated: see ARCHITECTURE.md).
+    DeployCode {
+        /// The module.
+        code: Vec<u8>,
+    },
+    /// Create a contract instance of stored code, at [`crate::contract_address`] of the
+    /// code, the signer and this nonce, running its `instantiate` with `msg` (JSON) and
+    /// moving `funds` of the signer's tokens to it first.
+    Instantiate {
+        /// The code's hash.
+        code: Hash,
+        /// The instantiate message (JSON).
+        msg: Vec<u8>,
+        /// Tokens the signer sends along.
+        funds: u64,
+        /// A human label (at most [`crate::MAX_CONTRACT_LABEL`] bytes).
+        label: String,
+    },
+    /// Run a contract's `execute` with `msg` (JSON), moving `funds` of the signer's tokens
+    /// to it first.
+    Execute {
+        /// The contract's address.
+        contract: Hash,
+        /// The message (JSON).
+        msg: Vec<u8>,
+        /// Tokens the signer sends along.
+        funds: u64,
+    },
 }
 
-/// A change of the validator set.
+/// A change governance decides: the validator set, or who may mint the token.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
-pub enum ValidatorChange {
+pub enum GovernanceChange {
     /// Add a validator (registered with role `validator` if it is not an identity yet).
-    Add {
+    AddValidator {
         /// Its key.
         key: PublicKey,
     },
     /// Remove a validator from the set (its identity stays).
-    Remove {
+    RemoveValidator {
         /// Its key.
+        key: PublicKey,
+    },
+    /// Let an identity mint the token from the effective height on.
+    AddIssuer {
+        /// The issuer's identity.
+        key: PublicKey,
+    },
+    /// Stop an issuer from minting from the effective height on.
+    RemoveIssuer {
+        /// The issuer's identity.
         key: PublicKey,
     },
 }
 
-impl ValidatorChange {
-    /// The validator concerned.
+impl GovernanceChange {
+    /// The identity concerned.
     pub fn key(&self) -> &PublicKey {
         match self {
-            ValidatorChange::Add { key } | ValidatorChange::Remove { key } => key,
+            GovernanceChange::AddValidator { key }
+            | GovernanceChange::RemoveValidator { key }
+            | GovernanceChange::AddIssuer { key }
+            | GovernanceChange::RemoveIssuer { key } => key,
         }
     }
 
-    /// `add` or `remove`.
+    /// `add`, `remove`, `add_issuer` or `remove_issuer`.
     pub fn action(&self) -> &'static str {
         match self {
-            ValidatorChange::Add { .. } => "add",
-            ValidatorChange::Remove { .. } => "remove",
+            GovernanceChange::AddValidator { .. } => "add",
+            GovernanceChange::RemoveValidator { .. } => "remove",
+            GovernanceChange::AddIssuer { .. } => "add_issuer",
+            GovernanceChange::RemoveIssuer { .. } => "remove_issuer",
         }
+    }
+
+    /// Whether it changes the validator set (else the issuers).
+    pub fn is_validator_change(&self) -> bool {
+        matches!(
+            self,
+            GovernanceChange::AddValidator { .. } | GovernanceChange::RemoveValidator { .. }
+        )
     }
 }
 
-/// The id of a validator-set proposal: SHA-256 of its canonical encoding under a fixed label,
+/// The id of a governance proposal: SHA-256 of its canonical encoding under a fixed label,
 /// so the same change for the same height is one proposal however often it is proposed.
-pub fn validator_proposal_id(change: &ValidatorChange, effective_height: u64) -> Hash {
+pub fn proposal_id(change: &GovernanceChange, effective_height: u64) -> Hash {
     sha256(&encode(&(
-        "carechain/validator-change",
+        "carechain/governance-change",
         change,
         effective_height,
     )))
@@ -224,13 +315,21 @@ impl Payload {
             Payload::Deactivate { .. } => "deactivate",
             Payload::Anchor { .. } => "anchor",
             Payload::TaggedAnchor { .. } => "tagged_anchor",
-            Payload::ProposeValidatorChange { .. } => "propose_validator_change",
-            Payload::ApproveValidatorChange { .. } => "approve_validator_change",
+            Payload::ProposeChange { .. } => "propose_change",
+            Payload::ApproveChange { .. } => "approve_change",
             Payload::GrantConsent { .. } => "grant_consent",
             Payload::RevokeConsent { .. } => "revoke_consent",
             Payload::RegisterNode { .. } => "register_node",
             Payload::LocateRecords { .. } => "locate_records",
             Payload::DelegateConsents { .. } => "delegate_consents",
+            Payload::Mint { .. } => "mint",
+            Payload::Transfer { .. } => "transfer",
+            Payload::Burn { .. } => "burn",
+            Payload::SetAllowance { .. } => "set_allowance",
+            Payload::TransferFrom { .. } => "transfer_from",
+            Payload::DeployCode { .. } => "deploy_code",
+            Payload::Instantiate { .. } => "instantiate",
+            Payload::Execute { .. } => "execute",
         }
     }
 }

@@ -285,8 +285,8 @@ fn propose_validator(g: &Governed, urls: &[String], did: &str, at: u64, approver
     ]);
     assert!(out.contains("\"applied\""), "{out}");
     let added: carechain_crypto::Did = did.parse().unwrap();
-    let id = carechain_types::validator_proposal_id(
-        &carechain_types::ValidatorChange::Add {
+    let id = carechain_types::proposal_id(
+        &carechain_types::GovernanceChange::AddValidator {
             key: added.public_key(),
         },
         at,

@@ -1,7 +1,7 @@
 //! Validator-set governance through the CLI and the HTTP API of a single node (whose node key
 //! is the only genesis validator, so its proposal is its own two-thirds).
 
-use carechain_types::{EPOCH_LENGTH, ValidatorChange, validator_proposal_id};
+use carechain_types::{EPOCH_LENGTH, GovernanceChange, proposal_id};
 
 use crate::common::*;
 
@@ -39,8 +39,8 @@ fn validators_are_proposed_approved_and_listed_with_their_schedule() {
     assert!(out.contains("\"applied\""), "{out}");
     let at = 2 * EPOCH_LENGTH;
     let did: carechain_crypto::Did = new_did.parse().unwrap();
-    let id = validator_proposal_id(
-        &ValidatorChange::Add {
+    let id = proposal_id(
+        &GovernanceChange::AddValidator {
             key: did.public_key(),
         },
         at,

@@ -191,7 +191,11 @@ fn bad_input_gets_clear_errors_and_loses_nothing() {
 
     let cases: Vec<(Vec<u8>, u16, &str)> = vec![
         (b"not a transaction".to_vec(), 400, "malformed_tx"),
-        (vec![0u8; 40_000], 413, "tx_too_large"),
+        (
+            vec![0u8; carechain_types::MAX_TX_BYTES + 1],
+            413,
+            "tx_too_large",
+        ),
         (
             {
                 let mut t = anchor(&org, 1, 8);

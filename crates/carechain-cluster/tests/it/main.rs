@@ -54,6 +54,8 @@ fn genesis() -> Genesis {
         parent: None,
     });
     Genesis {
+        token: Default::default(),
+        contracts: Default::default(),
         chain_id: CHAIN.into(),
         timestamp_ms: 1,
         identities,
@@ -736,16 +738,16 @@ fn a_validator_removed_by_governance_proposes_no_block_from_the_effective_height
         let c = start_cluster(&context, LINK).await;
         let vs = validators();
         let at = carechain_types::EPOCH_LENGTH;
-        let change = carechain_types::ValidatorChange::Remove {
+        let change = carechain_types::GovernanceChange::RemoveValidator {
             key: vs[3].public(),
         };
-        let id = carechain_types::validator_proposal_id(&change, at);
+        let id = carechain_types::proposal_id(&change, at);
         // Validator 2 proposes, 0 and 1 approve (3 of 4): the removal is scheduled on every
         // validator's ledger from height `at`.
         c.nodes[0]
             .submit(governance(
                 &vs[2],
-                Payload::ProposeValidatorChange {
+                Payload::ProposeChange {
                     change,
                     effective_height: at,
                 },
@@ -755,10 +757,7 @@ fn a_validator_removed_by_governance_proposes_no_block_from_the_effective_height
         wait_applied(&context, &c, &[0, 1, 2, 3], 2).await;
         for v in &vs[..2] {
             c.nodes[0]
-                .submit(governance(
-                    v,
-                    Payload::ApproveValidatorChange { proposal: id },
-                ))
+                .submit(governance(v, Payload::ApproveChange { proposal: id }))
                 .unwrap();
         }
         submit(&c, 0, 1, 1);
@@ -850,18 +849,18 @@ fn a_validator_added_by_governance_votes_from_its_epoch_on_and_counts_in_the_quo
         let vs = validators();
         let newcomer = key(N as u32);
         let at = carechain_types::EPOCH_LENGTH;
-        let add = carechain_types::ValidatorChange::Add {
+        let add = carechain_types::GovernanceChange::AddValidator {
             key: newcomer.public(),
         };
-        let remove = carechain_types::ValidatorChange::Remove {
+        let remove = carechain_types::GovernanceChange::RemoveValidator {
             key: vs[3].public(),
         };
-        let propose = |change: &carechain_types::ValidatorChange| Payload::ProposeValidatorChange {
+        let propose = |change: &carechain_types::GovernanceChange| Payload::ProposeChange {
             change: change.clone(),
             effective_height: at,
         };
-        let approve = |change: &carechain_types::ValidatorChange| Payload::ApproveValidatorChange {
-            proposal: carechain_types::validator_proposal_id(change, at),
+        let approve = |change: &carechain_types::GovernanceChange| Payload::ApproveChange {
+            proposal: carechain_types::proposal_id(change, at),
         };
         // From height `at`: the newcomer in, validator 3 out, each approved by 3 of 4.
         c.nodes[0]

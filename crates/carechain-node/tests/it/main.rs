@@ -33,6 +33,8 @@ fn genesis(node: &SecretKey, orgs: &[SecretKey]) -> Genesis {
         parent: None,
     }));
     Genesis {
+        token: Default::default(),
+        contracts: Default::default(),
         chain_id: CHAIN.into(),
         timestamp_ms: 1,
         identities,

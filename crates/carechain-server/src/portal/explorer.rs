@@ -154,15 +154,16 @@ fn details(p: &Payload) -> Markup {
         }
         Payload::RotateKey { .. } => html! { "key rotation" },
         Payload::Deactivate { subject } => html! { code { (subject.did().to_string()) } },
-        Payload::ProposeValidatorChange {
+        Payload::ProposeChange {
             change,
             effective_height,
         } => html! {
-            (change.action()) " validator " code { (change.key().did().to_string()) }
+            (change.action()) @if change.is_validator_change() { " validator " } @else { " token issuer " }
+            code { (change.key().did().to_string()) }
             " from height " (effective_height) ", proposal "
-            code { (short(&carechain_types::validator_proposal_id(change, *effective_height).to_hex())) "…" }
+            code { (short(&carechain_types::proposal_id(change, *effective_height).to_hex())) "…" }
         },
-        Payload::ApproveValidatorChange { proposal } => {
+        Payload::ApproveChange { proposal } => {
             html! { "approves proposal " code { (short(&proposal.to_hex())) "…" } }
         }
         Payload::GrantConsent { id, rule, .. } => html! {
@@ -182,6 +183,33 @@ fn details(p: &Payload) -> Markup {
         Payload::LocateRecords { held, node, .. } => html! {
             "node " code { (node.did().to_string()) }
             @if *held { " holds records of a patient" } @else { " withdrawn from a patient's locator" }
+        },
+        Payload::Mint { to, amount } => {
+            html! { "mints " (amount) " to " code { (to.to_string()) } }
+        }
+        Payload::Transfer { to, amount } => {
+            html! { "transfers " (amount) " to " code { (to.to_string()) } }
+        }
+        Payload::Burn { amount } => html! { "burns " (amount) },
+        Payload::SetAllowance {
+            spender,
+            amount,
+            expires_at,
+        } => html! {
+            "allows " code { (spender.to_string()) } " " (amount) " until height " (expires_at)
+        },
+        Payload::TransferFrom { owner, to, amount } => html! {
+            "moves " (amount) " of " code { (owner.did().to_string()) } " to " code { (to.to_string()) }
+        },
+        Payload::DeployCode { code } => html! {
+            "deploys code " code { (short(&carechain_crypto::sha256(code).to_hex())) "…" }
+            " (" (code.len()) " bytes)"
+        },
+        Payload::Instantiate { code, label, .. } => html! {
+            "instantiates " code { (short(&code.to_hex())) "…" } " as " (label)
+        },
+        Payload::Execute { contract, .. } => html! {
+            "calls contract " code { (short(&contract.to_hex())) "…" }
         },
     }
 }

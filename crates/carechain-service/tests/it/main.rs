@@ -33,6 +33,8 @@ fn fixture() -> Fixture {
         parent: parent.map(SecretKey::public),
     };
     let genesis = Genesis {
+        token: Default::default(),
+        contracts: Default::default(),
         chain_id: "service-test".into(),
         timestamp_ms: carechain_node::now_ms(),
         identities: vec![

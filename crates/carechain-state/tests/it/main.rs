@@ -10,10 +10,12 @@ use proptest::prelude::*;
 
 mod consent;
 mod network;
+mod token;
 
 const CHAIN: &str = "test-chain";
 
 struct Chain {
+    genesis: Genesis,
     genesis_validators: Vec<PublicKey>,
     state: MemoryState,
     commitment: StateCommitment,
@@ -23,7 +25,14 @@ struct Chain {
 
 impl Chain {
     fn new(genesis: &[(&SecretKey, Role)]) -> Chain {
-        let g = Genesis {
+        Chain::with(genesis, |_| {})
+    }
+
+    /// A chain of `genesis`, its genesis adjusted by `tune` (fees, contract limits).
+    fn with(genesis: &[(&SecretKey, Role)], tune: impl FnOnce(&mut Genesis)) -> Chain {
+        let mut g = Genesis {
+            token: Default::default(),
+            contracts: Default::default(),
             chain_id: CHAIN.into(),
             timestamp_ms: 0,
             identities: genesis
@@ -35,7 +44,9 @@ impl Chain {
                 })
                 .collect(),
         };
+        tune(&mut g);
         let mut c = Chain {
+            genesis: g.clone(),
             genesis_validators: g
                 .identities
                 .iter()
@@ -67,21 +78,31 @@ impl Chain {
     }
 
     fn block(&mut self, txs: &[SignedTx]) -> Vec<Outcome> {
+        self.receipts(txs).into_iter().map(|r| r.outcome).collect()
+    }
+
+    /// The proposer of every block (fees go to it).
+    fn proposer() -> PublicKey {
+        key(250).public()
+    }
+
+    fn receipts(&mut self, txs: &[SignedTx]) -> Vec<Receipt> {
         self.height += 1;
         let verified = prevalidate_signatures(&self.state, txs).unwrap();
         let ctx = BlockContext {
-            chain_id: CHAIN,
+            rules: ChainRules::of(&self.genesis, &self.genesis_validators),
             height: self.height,
+            timestamp_ms: 1_700_000_000_000 + self.height * 1_000,
+            proposer: Chain::proposer(),
             log_size: self.log_size,
             parent_updates: None,
-            genesis_validators: &self.genesis_validators,
         };
         let ex = apply_block(&self.state, &self.commitment, &ctx, txs, &verified).unwrap();
         self.state.apply(&ex.changes);
         self.commitment.apply(&ex.bucket_updates);
         assert_eq!(self.commitment.root(), ex.state_root);
         self.log_size += ex.applied.len() as u64;
-        ex.receipts.into_iter().map(|r| r.outcome).collect()
+        ex.receipts
     }
 
     fn identity(&self, id: &PublicKey) -> Option<Identity> {
@@ -412,21 +433,21 @@ impl Chain {
 }
 
 fn add(k: &SecretKey, at: u64) -> Payload {
-    Payload::ProposeValidatorChange {
-        change: ValidatorChange::Add { key: k.public() },
+    Payload::ProposeChange {
+        change: GovernanceChange::AddValidator { key: k.public() },
         effective_height: at,
     }
 }
 
 fn remove(k: &SecretKey, at: u64) -> Payload {
-    Payload::ProposeValidatorChange {
-        change: ValidatorChange::Remove { key: k.public() },
+    Payload::ProposeChange {
+        change: GovernanceChange::RemoveValidator { key: k.public() },
         effective_height: at,
     }
 }
 
 fn approve(id: Hash) -> Payload {
-    Payload::ApproveValidatorChange { proposal: id }
+    Payload::ApproveChange { proposal: id }
 }
 
 fn sorted(keys: &[&SecretKey]) -> Vec<PublicKey> {
@@ -442,7 +463,10 @@ fn a_validator_is_added_by_two_thirds_of_the_set_from_the_future_epoch() {
     let mut genesis: Vec<(&SecretKey, Role)> = vs.iter().map(|v| (*v, Role::Validator)).collect();
     genesis.push((&op, Role::Operator));
     let mut c = Chain::new(&genesis);
-    let id = validator_proposal_id(&ValidatorChange::Add { key: new.public() }, EPOCH_LENGTH);
+    let id = proposal_id(
+        &GovernanceChange::AddValidator { key: new.public() },
+        EPOCH_LENGTH,
+    );
     let out = c.block(&[
         tx(&v1, 0, add(&new, EPOCH_LENGTH)),
         tx(&v2, 0, approve(id)),
@@ -482,8 +506,8 @@ fn a_validator_is_added_by_two_thirds_of_the_set_from_the_future_epoch() {
     );
 
     // Before the epoch the new validator may not govern; from it on it may.
-    let gone = validator_proposal_id(
-        &ValidatorChange::Remove { key: v4.public() },
+    let gone = proposal_id(
+        &GovernanceChange::RemoveValidator { key: v4.public() },
         2 * EPOCH_LENGTH,
     );
     let out = c.block(&[tx(&new, 0, remove(&v4, 2 * EPOCH_LENGTH))]);
@@ -545,8 +569,8 @@ fn bad_validator_changes_are_rejected_with_their_reason() {
         }
     }
     // An approval at or after the effective height is too late.
-    let id = validator_proposal_id(
-        &ValidatorChange::Add {
+    let id = proposal_id(
+        &GovernanceChange::AddValidator {
             key: key(9).public(),
         },
         e,
@@ -600,7 +624,7 @@ proptest! {
         for (is_add, who, epoch) in changes {
             let key = k(who);
             let at = epoch * EPOCH_LENGTH;
-            let change = if is_add { ValidatorChange::Add { key } } else { ValidatorChange::Remove { key } };
+            let change = if is_add { GovernanceChange::AddValidator { key } } else { GovernanceChange::RemoveValidator { key } };
             let mut with = accepted.clone();
             with.push((is_add, key, at));
             let before = model(&accepted, at);

@@ -36,6 +36,9 @@ fn fixture_block() -> Block {
         receipts_root: Receipt::compute_root(&[Receipt {
             tx_hash: txs[0].hash(),
             outcome: Outcome::Applied { log_index: 0 },
+            fuel_used: 0,
+            events: Vec::new(),
+            data: Vec::new(),
         }]),
         state_root: sha256(b"state"),
         log_size: 1,
