@@ -58,6 +58,7 @@ mod sys {
         pub fn transfer(tp: *const u8, tl: i32, amount: i64) -> i32;
         pub fn emit(p: *const u8, l: i32);
         pub fn consent_allows(p: *const u8, l: i32) -> i32;
+        pub fn identity(p: *const u8, l: i32) -> i32;
         pub fn abort(p: *const u8, l: i32);
     }
 }
@@ -150,6 +151,27 @@ pub fn consent_allows(patient: &str, grantee: &str, purpose: &str, class: Option
         Ok(b) => unsafe { sys::consent_allows(b.as_ptr(), b.len() as i32) == 1 },
         Err(_) => false,
     }
+}
+
+/// A ledger identity as a contract sees it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Identity {
+    /// Its role (`patient`, `practitioner`, `organization`, ...).
+    pub role: String,
+    /// The organization it belongs to, if any (a did:key).
+    pub organization: Option<String>,
+    /// Whether it may still sign.
+    pub active: bool,
+}
+
+/// The identity registered under `did` (a did:key), if any.
+pub fn identity(did: &str) -> Option<Identity> {
+    // SAFETY: pointer and length of a live string.
+    let n = unsafe { sys::identity(did.as_ptr(), did.len() as i32) };
+    if n < 0 {
+        return None;
+    }
+    serde_json_wasm::from_slice(&register(n)).ok()
 }
 
 /// Stops the call with an error message: the transaction fails, its changes are dropped.

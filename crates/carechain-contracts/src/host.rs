@@ -110,7 +110,7 @@ pub const HOST_FUNCTIONS: &[HostFunction] = &[
         params: &[I32, I32, I64],
         results: &[I32],
     },
-    // (json_ptr, json_len): {"type": "...", "attributes": {"key": "value", ...}}.
+    // (json_ptr, json_len): {"type": "...", "attributes": [["key", "value"], ...]}.
     HostFunction {
         name: "emit",
         params: &[I32, I32],

@@ -13,11 +13,13 @@
 //! `(ptr: i32, len: i32) -> i64` that read the input JSON at `ptr` and return
 //! `(out_ptr << 32) | out_len` of their JSON result. Host functions live in module
 //! `carechain` (see [`host`]). Nothing here reads a clock, randomness or the environment.
+//! [`shipped`] holds the contracts this repository ships, as built.
 
 mod error;
 pub mod host;
 pub mod meter;
 mod runtime;
+pub mod shipped;
 mod validate;
 
 pub use error::{CallError, HostFailure};

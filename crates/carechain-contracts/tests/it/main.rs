@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 
+mod shipped;
+
 use carechain_contracts::*;
 use carechain_crypto::{Hash, PublicKey, sha256};
 use carechain_types::{Account, CodeError, ConsentPurpose, ContractConfig, ContractFailure};
