@@ -24,6 +24,8 @@ use commonware_p2p::simulated::{self, Link, Network, Oracle};
 use commonware_runtime::{Clock, Quota, Runner, Spawner as _, Supervisor as _, deterministic};
 use commonware_utils::{NZU32, NZUsize, probability};
 
+mod contracts;
+
 const CHAIN: &str = "cluster-test";
 const N: usize = 4;
 

@@ -10,6 +10,7 @@ use proptest::prelude::*;
 
 mod consent;
 mod network;
+mod shipped;
 mod token;
 
 const CHAIN: &str = "test-chain";

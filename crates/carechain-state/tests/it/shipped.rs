@@ -1,0 +1,648 @@
+//! The shipped contracts run by the state machine, block by block: escrow (release by the
+//! arbiter only, refund only after expiry), claims (every adjudication rule, payment to the
+//! provider in the deciding transaction), and the mutual pool (premiums, lapse, automatic and
+//! voted payouts; its books balance at every height). A contract's error is a rejected
+//! receipt that changes nothing.
+
+use carechain_contracts::shipped::{CLAIMS, ESCROW, POOL};
+use carechain_crypto::{Hash, SecretKey};
+use carechain_state::*;
+use carechain_types::*;
+use serde_json::{Value, json};
+
+use crate::{Chain, applied, key, register, tx};
+
+/// A chain with a bank of tokens for the first key, and a nonce counter per signer.
+pub(crate) struct Net {
+    pub(crate) c: Chain,
+    nonces: std::collections::BTreeMap<PublicKeyBytes, u64>,
+}
+
+type PublicKeyBytes = [u8; 32];
+
+pub(crate) fn acct(k: &SecretKey) -> Account {
+    Account::Identity(k.public())
+}
+
+impl Net {
+    pub(crate) fn new(ids: &[(&SecretKey, Role)], balances: &[(&SecretKey, u64)]) -> Net {
+        let balances: Vec<_> = balances.iter().map(|(k, n)| (k.public(), *n)).collect();
+        let c = Chain::with(ids, |g| g.token.balances = balances);
+        Net {
+            c,
+            nonces: Default::default(),
+        }
+    }
+
+    pub(crate) fn signed(&mut self, k: &SecretKey, payload: Payload) -> SignedTx {
+        let n = self.nonces.entry(k.public().0).or_default();
+        let t = tx(k, *n, payload);
+        *n += 1;
+        t
+    }
+
+    /// One transaction in its own block; its receipt. A rejected one does not use its nonce.
+    pub(crate) fn run(&mut self, k: &SecretKey, payload: Payload) -> Receipt {
+        let t = self.signed(k, payload);
+        let r = self.c.receipts(&[t]).remove(0);
+        if !applied(&r.outcome) {
+            *self.nonces.get_mut(&k.public().0).unwrap() -= 1;
+        }
+        r
+    }
+
+    pub(crate) fn deploy(&mut self, k: &SecretKey, code: &[u8]) -> Hash {
+        let r = self.run(
+            k,
+            Payload::DeployCode {
+                code: code.to_vec(),
+            },
+        );
+        assert!(applied(&r.outcome), "{r:?}");
+        code_hash(code)
+    }
+
+    pub(crate) fn instantiate(
+        &mut self,
+        k: &SecretKey,
+        code: Hash,
+        msg: Value,
+        funds: u64,
+    ) -> Hash {
+        let r = self.run(
+            k,
+            Payload::Instantiate {
+                code,
+                msg: msg.to_string().into_bytes(),
+                funds,
+                label: "test".into(),
+            },
+        );
+        assert!(applied(&r.outcome), "{r:?}");
+        let data: Value = serde_json::from_slice(&r.data).unwrap();
+        let addr = data["contract"].as_str().unwrap();
+        match addr.parse::<Account>().unwrap() {
+            Account::Contract(h) => h,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    pub(crate) fn exec(
+        &mut self,
+        k: &SecretKey,
+        contract: Hash,
+        msg: Value,
+        funds: u64,
+    ) -> Receipt {
+        self.run(
+            k,
+            Payload::Execute {
+                contract,
+                msg: msg.to_string().into_bytes(),
+                funds,
+            },
+        )
+    }
+
+    /// Executes and expects success; the contract's reply.
+    pub(crate) fn ok(&mut self, k: &SecretKey, contract: Hash, msg: Value, funds: u64) -> Value {
+        let r = self.exec(k, contract, msg, funds);
+        assert!(applied(&r.outcome), "{r:?}");
+        serde_json::from_slice(&r.data).unwrap()
+    }
+
+    pub(crate) fn query(&self, contract: Hash, msg: Value) -> Value {
+        let rules = ChainRules::of(&self.c.genesis, &self.c.genesis_validators);
+        let q = QueryContext {
+            rules: &rules,
+            height: self.c.height,
+            timestamp_ms: self.now(),
+        };
+        let (out, _) = query(&self.c.state, &q, &contract, msg.to_string().as_bytes())
+            .unwrap()
+            .unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    pub(crate) fn balance(&self, a: &Account) -> u64 {
+        balance(&self.c.state, a).unwrap()
+    }
+
+    /// The time of the last block.
+    pub(crate) fn now(&self) -> u64 {
+        1_700_000_000_000 + self.c.height * 1_000
+    }
+
+    pub(crate) fn until(&mut self, height: u64) {
+        while self.c.height < height {
+            self.c.block(&[]);
+        }
+    }
+}
+
+fn aborted(r: &Receipt, text: &str) -> bool {
+    matches!(&r.outcome, Outcome::Rejected(RejectReason::ContractFailed(ContractFailure::Aborted(m))) if m.contains(text))
+}
+
+#[test]
+fn escrow_releases_only_to_the_arbiter_and_refunds_only_after_expiry() {
+    let (op, dep, ben, arb, eve) = (key(1), key(2), key(3), key(4), key(5));
+    let ids = [
+        (&op, Role::Operator),
+        (&dep, Role::Patient),
+        (&ben, Role::Organization),
+        (&arb, Role::Organization),
+        (&eve, Role::Patient),
+    ];
+    let mut n = Net::new(&ids, &[(&dep, 1_000)]);
+    let code = n.deploy(&op, ESCROW.code);
+    let msg = |exp: u64| json!({"beneficiary": ben.public().did().to_string(), "arbiter": arb.public().did().to_string(), "expires_at": exp});
+    let e1 = n.instantiate(&dep, code, msg(100), 600);
+    assert_eq!(n.balance(&Account::Contract(e1)), 600);
+    assert_eq!(n.balance(&acct(&dep)), 400);
+
+    let root = n.c.commitment.root();
+    let r = n.exec(&eve, e1, json!({"release": {}}), 0);
+    assert!(aborted(&r, "only the arbiter"), "{r:?}");
+    assert!(
+        r.fuel_used > 0,
+        "a failed call is charged the fuel it burned"
+    );
+    assert_eq!(
+        n.c.commitment.root(),
+        root,
+        "a rejected call changes nothing"
+    );
+    let r = n.exec(&dep, e1, json!({"refund": {}}), 0);
+    assert!(aborted(&r, "not expired"), "{r:?}");
+
+    let paid = n.ok(&arb, e1, json!({"release": {}}), 0);
+    assert_eq!(
+        paid,
+        json!({"to": ben.public().did().to_string(), "amount": 600})
+    );
+    assert_eq!(n.balance(&acct(&ben)), 600);
+    assert_eq!(n.balance(&Account::Contract(e1)), 0);
+
+    let h = n.c.height;
+    let e2 = n.instantiate(&dep, code, msg(h + 5), 400);
+    let r = n.exec(&eve, e2, json!({"refund": {}}), 0);
+    assert!(aborted(&r, "not expired"), "{r:?}");
+    n.until(h + 5);
+    let paid = n.ok(&eve, e2, json!({"refund": {}}), 0);
+    assert_eq!(paid["to"], json!(dep.public().did().to_string()));
+    assert_eq!(n.balance(&acct(&dep)), 400);
+    assert_eq!(n.query(e2, json!({"config": {}}))["balance"], json!(0));
+    assert_eq!(total_supply(&n.c.state).unwrap(), 1_000);
+}
+
+const DAY: u64 = 86_400_000;
+
+struct Insurer {
+    n: Net,
+    insurer: SecretKey,
+    org: SecretKey,
+    doc: SecretKey,
+    contract: Hash,
+}
+
+fn plan() -> Value {
+    json!({
+        "name": "Silver",
+        "period_ms": 365 * DAY,
+        "pend_above": 5_000,
+        "benefits": [
+            {"code": "99213", "price": 100, "max_units": 3, "pays_percent": 80},
+            {"code": "93000", "price": 50, "max_units": 5, "pays_percent": 100, "preauth": true},
+            {"code": "70450", "price": 900, "max_units": 2, "pays_percent": 100, "review": true},
+        ]
+    })
+}
+
+fn insurer() -> Insurer {
+    let (op, insurer, org, doc, other) = (key(1), key(2), key(3), key(4), key(5));
+    let ids = [
+        (&op, Role::Operator),
+        (&insurer, Role::Organization),
+        (&org, Role::Organization),
+        (&other, Role::Organization),
+    ];
+    let mut n = Net::new(&ids, &[(&insurer, 100_000)]);
+    let out =
+        n.c.block(&[tx(&org, 0, register(&doc, Role::Practitioner, Some(&org)))]);
+    assert!(applied(&out[0]), "{out:?}");
+    n.nonces.insert(org.public().0, 1);
+    let code = n.deploy(&op, CLAIMS.code);
+    let msg = json!({"plan": plan(), "providers": [org.public().did().to_string()]});
+    let contract = n.instantiate(&insurer, code, msg, 20_000);
+    let now = n.now();
+    n.ok(&insurer, contract, json!({"enroll": {"member": "m-alice", "from_ms": now - 30 * DAY, "until_ms": now + 30 * DAY}}), 0);
+    Insurer {
+        n,
+        insurer,
+        org,
+        doc,
+        contract,
+    }
+}
+
+fn claim(id: &str, member: &str, provider: &SecretKey, service_ms: u64, items: Value) -> Value {
+    json!({"submit": {
+        "claim_id": id, "member": member, "provider": provider.public().did().to_string(),
+        "service_ms": service_ms, "items": items, "inputs": "ab".repeat(32),
+    }})
+}
+
+fn item(seq: u32, code: &str, quantity: u32, unit_price: u64) -> Value {
+    json!({"sequence": seq, "code": code, "quantity": quantity, "unit_price": unit_price})
+}
+
+#[test]
+fn a_claim_is_adjudicated_line_by_line_and_paid_in_the_same_transaction() {
+    let mut i = insurer();
+    let (doc, c) = (i.doc.clone(), i.contract);
+    let day = i.n.now() - 2 * DAY;
+    let msg = claim(
+        "c1",
+        "m-alice",
+        &doc,
+        day,
+        json!([item(1, "99213", 1, 150), item(2, "12345", 1, 70)]),
+    );
+    let d = i.n.ok(&doc, c, msg.clone(), 0);
+    assert_eq!(d["outcome"], "complete", "{d}");
+    assert_eq!(d["items"][0]["eligible"], 100);
+    assert_eq!(d["items"][0]["benefit"], 80);
+    assert_eq!(d["items"][0]["reasons"], json!(["45", "2"]));
+    assert_eq!(d["items"][1]["benefit"], 0);
+    assert_eq!(d["items"][1]["reasons"], json!(["96"]));
+    assert_eq!(
+        (d["submitted"].clone(), d["paid"].clone()),
+        (json!(220), json!(80))
+    );
+    assert_eq!(
+        i.n.balance(&acct(&doc)),
+        80,
+        "paid to the provider by the deciding transaction"
+    );
+    assert_eq!(i.n.balance(&Account::Contract(c)), 20_000 - 80);
+
+    // The same claim again, and the same service on the same day under a new id.
+    let again = i.n.ok(&doc, c, msg, 0);
+    assert_eq!(
+        (again["outcome"].clone(), again["errors"].clone()),
+        (json!("error"), json!(["18"]))
+    );
+    let d = i.n.ok(
+        &doc,
+        c,
+        claim(
+            "c2",
+            "m-alice",
+            &doc,
+            day,
+            json!([item(1, "99213", 1, 100)]),
+        ),
+        0,
+    );
+    assert_eq!(d["items"][0]["reasons"], json!(["18"]));
+    // Units per period: 1 used, 2 left of 3.
+    let d = i.n.ok(
+        &doc,
+        c,
+        claim(
+            "c3",
+            "m-alice",
+            &doc,
+            day + DAY,
+            json!([item(1, "99213", 4, 100)]),
+        ),
+        0,
+    );
+    assert_eq!(
+        (
+            d["items"][0]["units"].clone(),
+            d["items"][0]["reasons"].clone()
+        ),
+        (json!(2), json!(["119", "2"]))
+    );
+    assert_eq!(d["paid"], 160);
+    assert_eq!(
+        i.n.query(c, json!({"member": {"member": "m-alice"}}))["usage"],
+        json!([["99213", 3]])
+    );
+    assert_eq!(
+        i.n.query(c, json!({"claim": {"claim_id": "c3"}}))["paid"],
+        160
+    );
+}
+
+#[test]
+fn coverage_eligibility_and_preauthorization_decide_before_any_payment() {
+    let mut i = insurer();
+    let (doc, org, ins, c) = (i.doc.clone(), i.org.clone(), i.insurer.clone(), i.contract);
+    let now = i.n.now();
+    let one = || json!([item(1, "99213", 1, 100)]);
+    let d =
+        i.n.ok(&doc, c, claim("u", "m-nobody", &doc, now - DAY, one()), 0);
+    assert_eq!(d["errors"], json!(["31"]));
+    let d = i.n.ok(
+        &doc,
+        c,
+        claim("late", "m-alice", &doc, now - 40 * DAY, one()),
+        0,
+    );
+    assert_eq!(d["errors"], json!(["26"]));
+    i.n.ok(&ins, c, json!({"enroll": {"member": "m-bob", "from_ms": now - 90 * DAY, "until_ms": now - 10 * DAY}}), 0);
+    let d = i.n.ok(
+        &doc,
+        c,
+        claim("lapsed", "m-bob", &doc, now - 5 * DAY, one()),
+        0,
+    );
+    assert_eq!(
+        (d["outcome"].clone(), d["errors"].clone(), d["paid"].clone()),
+        (json!("error"), json!(["27"]), json!(0))
+    );
+    // A provider outside the plan's network, and a submitter who is not the provider.
+    let outsider = key(5);
+    let d = i.n.ok(
+        &outsider,
+        c,
+        claim("o", "m-alice", &outsider, now - DAY, one()),
+        0,
+    );
+    assert_eq!(d["errors"], json!(["B7"]));
+    let r = i.n.exec(
+        &outsider,
+        c,
+        claim("f", "m-alice", &doc, now - DAY, one()),
+        0,
+    );
+    assert!(aborted(&r, "only the provider"), "{r:?}");
+    // Its organization may submit for the practitioner.
+    let d = i.n.ok(
+        &org,
+        c,
+        claim("by-org", "m-alice", &doc, now - DAY, one()),
+        0,
+    );
+    assert_eq!(d["outcome"], "complete");
+    assert_eq!(i.n.balance(&acct(&doc)), 80);
+    // Pre-authorization: absent, then granted for 2 units and used.
+    let ecg = |id: &str, preauth: Option<&str>| {
+        let mut m = claim(
+            id,
+            "m-alice",
+            &doc,
+            now - DAY,
+            json!([item(1, "93000", 2, 50)]),
+        );
+        m["submit"]["preauth"] = json!(preauth);
+        m
+    };
+    let d = i.n.ok(&doc, c, ecg("e1", None), 0);
+    assert_eq!(d["items"][0]["reasons"], json!(["197"]));
+    let r = i.n.exec(&doc, c, json!({"preauthorize": {"reference": "PA-1", "member": "m-alice", "code": "93000", "units": 2}}), 0);
+    assert!(aborted(&r, "only the insurer"), "{r:?}");
+    i.n.ok(&ins, c, json!({"preauthorize": {"reference": "PA-1", "member": "m-alice", "code": "93000", "units": 2}}), 0);
+    let d = i.n.ok(&doc, c, ecg("e2", Some("PA-1")), 0);
+    assert_eq!(
+        (d["outcome"].clone(), d["paid"].clone()),
+        (json!("complete"), json!(100))
+    );
+}
+
+#[test]
+fn pended_lines_are_queued_until_the_insurer_decides() {
+    let mut i = insurer();
+    let (doc, ins, c) = (i.doc.clone(), i.insurer.clone(), i.contract);
+    let now = i.n.now();
+    let d = i.n.ok(
+        &doc,
+        c,
+        claim(
+            "ct",
+            "m-alice",
+            &doc,
+            now - DAY,
+            json!([item(1, "70450", 1, 900)]),
+        ),
+        0,
+    );
+    assert_eq!(
+        (d["outcome"].clone(), d["pended"].clone(), d["paid"].clone()),
+        (json!("queued"), json!(900), json!(0))
+    );
+    let d = i.n.ok(
+        &doc,
+        c,
+        claim(
+            "mix",
+            "m-alice",
+            &doc,
+            now - 3 * DAY,
+            json!([item(1, "99213", 1, 100), item(2, "70450", 1, 900)]),
+        ),
+        0,
+    );
+    assert_eq!(d["outcome"], "partial");
+    assert_eq!(d["paid"], 80);
+    let r = i.n.exec(
+        &doc,
+        c,
+        json!({"decide": {"claim_id": "ct", "approve": true}}),
+        0,
+    );
+    assert!(aborted(&r, "only the insurer"), "{r:?}");
+    let d = i.n.ok(
+        &ins,
+        c,
+        json!({"decide": {"claim_id": "ct", "approve": true}}),
+        0,
+    );
+    assert_eq!(
+        (d["outcome"].clone(), d["paid"].clone()),
+        (json!("complete"), json!(900))
+    );
+    let d = i.n.ok(
+        &ins,
+        c,
+        json!({"decide": {"claim_id": "mix", "approve": false}}),
+        0,
+    );
+    assert_eq!(
+        (
+            d["outcome"].clone(),
+            d["paid"].clone(),
+            d["items"][1]["reasons"].clone()
+        ),
+        (json!("complete"), json!(80), json!(["96"]))
+    );
+    assert_eq!(i.n.balance(&acct(&doc)), 980);
+    // The insurer publishes a new plan (a bad one is refused): a claim over its review
+    // threshold is pended whole.
+    let r = i.n.exec(
+        &ins,
+        c,
+        json!({"set_plan": {"plan": {"name": "x", "period_ms": 0, "benefits": []}}}),
+        0,
+    );
+    assert!(aborted(&r, "period_ms"), "{r:?}");
+    let mut p = plan();
+    p["pend_above"] = json!(50);
+    i.n.ok(&ins, c, json!({"set_plan": {"plan": p}}), 0);
+    let big = i.n.ok(
+        &doc,
+        c,
+        claim(
+            "big",
+            "m-alice",
+            &doc,
+            now - 4 * DAY,
+            json!([item(1, "99213", 1, 100)]),
+        ),
+        0,
+    );
+    assert_eq!(
+        (big["outcome"].clone(), big["pended"].clone()),
+        (json!("queued"), json!(80))
+    );
+    assert_eq!(
+        i.n.query(c, json!({"config": {}}))["plan"]["pend_above"],
+        50
+    );
+}
+
+fn pool_rules(assessor: &SecretKey) -> Value {
+    json!({
+        "name": "Village mutual", "premium": 100, "period_ms": 100_000, "grace_ms": 50_000,
+        "cover_limit": 1_000, "auto_pay_up_to": 50, "voting_period_ms": 10_000, "quorum": 2,
+        "min_capital": 200, "assessors": [assessor.public().did().to_string()],
+    })
+}
+
+#[test]
+fn the_pool_pays_under_its_rules_or_by_vote_and_its_books_balance_at_every_height() {
+    let (op, a, b, m, s) = (key(1), key(2), key(3), key(4), key(5));
+    let ids = [
+        (&op, Role::Operator),
+        (&a, Role::Patient),
+        (&b, Role::Patient),
+        (&m, Role::Patient),
+        (&s, Role::Organization),
+    ];
+    let mut n = Net::new(&ids, &[(&a, 1_000), (&b, 1_000), (&m, 1_000)]);
+    let code = n.deploy(&op, POOL.code);
+    let pool = n.instantiate(&op, code, pool_rules(&s), 0);
+    let books = |n: &Net| {
+        let v = n.query(pool, json!({"books": {}}));
+        assert_eq!(v["balanced"], true, "{v}");
+        assert_eq!(v["reserves"], json!(n.balance(&Account::Contract(pool))));
+        v
+    };
+    let r = n.exec(&a, pool, json!({"join": {}}), 150);
+    assert!(aborted(&r, "whole number"), "{r:?}");
+    for (k, f) in [(&a, 300), (&b, 100), (&m, 100)] {
+        n.ok(k, pool, json!({"join": {}}), f);
+        books(&n);
+    }
+    assert_eq!(books(&n)["solvency_permille"], 2_500);
+    // Small: paid at once. Large: open for vote.
+    let c = n.ok(
+        &b,
+        pool,
+        json!({"claim": {"claim_id": "k1", "amount": 40, "commitment": "00"}}),
+        0,
+    );
+    assert_eq!(c["status"], "paid");
+    assert_eq!(n.balance(&acct(&b)), 940);
+    let c = n.ok(
+        &a,
+        pool,
+        json!({"claim": {"claim_id": "k2", "amount": 300, "commitment": "11"}}),
+        0,
+    );
+    assert_eq!(c["status"], "open");
+    assert_eq!(books(&n)["open_claims"], 1);
+    let r = n.exec(
+        &a,
+        pool,
+        json!({"vote": {"claim_id": "k2", "approve": true}}),
+        0,
+    );
+    assert!(aborted(&r, "own claim"), "{r:?}");
+    let r = n.exec(
+        &op,
+        pool,
+        json!({"vote": {"claim_id": "k2", "approve": true}}),
+        0,
+    );
+    assert!(aborted(&r, "good standing"), "{r:?}");
+    n.ok(
+        &b,
+        pool,
+        json!({"vote": {"claim_id": "k2", "approve": true}}),
+        0,
+    );
+    let r = n.exec(
+        &b,
+        pool,
+        json!({"vote": {"claim_id": "k2", "approve": true}}),
+        0,
+    );
+    assert!(aborted(&r, "already voted"), "{r:?}");
+    n.ok(
+        &s,
+        pool,
+        json!({"vote": {"claim_id": "k2", "approve": true}}),
+        0,
+    );
+    let r = n.exec(&m, pool, json!({"close": {"claim_id": "k2"}}), 0);
+    assert!(aborted(&r, "voting period"), "{r:?}");
+    let h = n.c.height;
+    n.until(h + 10);
+    let c = n.ok(&m, pool, json!({"close": {"claim_id": "k2"}}), 0);
+    assert_eq!(
+        (c["status"].clone(), c["votes_for"].clone()),
+        (json!("paid"), json!(2))
+    );
+    let v = books(&n);
+    assert_eq!(
+        (
+            v["premiums"].clone(),
+            v["payouts"].clone(),
+            v["reserves"].clone()
+        ),
+        (json!(500), json!(340), json!(160))
+    );
+    assert_eq!(v["solvency_permille"], 800);
+    // m paid one period (100 s, a block is 1 s here) with 50 s grace: after that a claim is
+    // refused as lapsed, until the next premium.
+    n.until(160);
+    let c = n.ok(
+        &m,
+        pool,
+        json!({"claim": {"claim_id": "k3", "amount": 10, "commitment": "22"}}),
+        0,
+    );
+    assert_eq!(c["status"], "rejected");
+    assert!(c["reason"].as_str().unwrap().contains("lapsed"));
+    assert_eq!(
+        n.query(
+            pool,
+            json!({"member": {"member": m.public().did().to_string()}})
+        )["covered"],
+        false
+    );
+    n.ok(&m, pool, json!({"pay_premium": {}}), 100);
+    let c = n.ok(
+        &m,
+        pool,
+        json!({"claim": {"claim_id": "k4", "amount": 10, "commitment": "33"}}),
+        0,
+    );
+    assert_eq!(c["status"], "paid");
+    books(&n);
+    assert_eq!(total_supply(&n.c.state).unwrap(), 3_000);
+}
