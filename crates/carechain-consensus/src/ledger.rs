@@ -33,6 +33,15 @@ pub enum LedgerError {
     },
 }
 
+/// A contract query's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContractAnswer {
+    /// The height of the state it ran on.
+    pub height: u64,
+    /// The contract's JSON and the fuel it burned, or why it failed.
+    pub result: Result<(Vec<u8>, u64), carechain_types::RejectReason>,
+}
+
 /// The log origin (and checkpoint key name) for a chain.
 pub fn checkpoint_origin(chain_id: &str) -> String {
     format!("carechain/{chain_id}")
@@ -163,6 +172,30 @@ impl Ledger {
     ) -> Result<Option<carechain_state::Proposal>, LedgerError> {
         let snapshot = self.store.snapshot()?;
         carechain_state::proposal(&snapshot, id)
+            .map_err(|e| LedgerError::Storage(StorageError::View(e)))
+    }
+
+    /// Runs the `query` entry point of contract `address` with `msg` (JSON) on the durable
+    /// state, at its height and block time: the contract's answer with the fuel it burned,
+    /// or why it failed.
+    pub fn query_contract(
+        &self,
+        address: &carechain_crypto::Hash,
+        msg: &[u8],
+    ) -> Result<ContractAnswer, LedgerError> {
+        let rules = ChainRules::of(self.store.genesis(), &self.validators);
+        self.store
+            .with_durable(|d| {
+                let q = carechain_state::QueryContext {
+                    rules: &rules,
+                    height: d.height,
+                    timestamp_ms: d.timestamp_ms,
+                };
+                carechain_state::query(d.snapshot, &q, address, msg).map(|result| ContractAnswer {
+                    height: d.height,
+                    result,
+                })
+            })?
             .map_err(|e| LedgerError::Storage(StorageError::View(e)))
     }
 

@@ -299,6 +299,15 @@ pub fn apply_block<V: StateView + ?Sized>(
         let pre = verified.get(i).copied().flatten();
         let result = apply_tx(&mut overlay, ctx, tx, pre)?;
         let fx = overlay.finish_tx(result.is_ok());
+        if matches!(result, Err(RejectReason::ContractFailed(_))) {
+            // A contract that ran and failed was charged its fuel: its transaction is used
+            // up (the nonce moves on), so it cannot be replayed to burn block fuel again.
+            if let Some(mut s) = read_identity(&mut overlay, &tx.body.signer)? {
+                s.next_nonce += 1;
+                put_identity(&mut overlay, &s);
+            }
+            overlay.finish_tx(true);
+        }
         let outcome = match result {
             Ok(()) => {
                 let log_index = ctx.log_size + applied.len() as u64;

@@ -36,6 +36,25 @@ impl MemoryState {
         self.entries.len()
     }
 
+    /// The keys whose value differs between `self` and `earlier` (added, changed or
+    /// removed), in order.
+    pub fn changed_since(&self, earlier: &MemoryState) -> Vec<Vec<u8>> {
+        let mut keys: Vec<Vec<u8>> = self
+            .entries
+            .iter()
+            .filter(|(k, v)| earlier.entries.get(*k) != Some(*v))
+            .chain(
+                earlier
+                    .entries
+                    .iter()
+                    .filter(|(k, _)| !self.entries.contains_key(*k)),
+            )
+            .map(|((_, k), _)| k.clone())
+            .collect();
+        keys.sort();
+        keys
+    }
+
     /// Whether there are no entries.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
