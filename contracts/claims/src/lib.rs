@@ -77,6 +77,10 @@ struct Config {
     plan: Plan,
     /// Eligible providers: practitioners, or organizations (whose practitioners are eligible).
     providers: Vec<String>,
+    /// Submitters the insurer accepts claims from on a provider's behalf (a clearinghouse,
+    /// or the node of the provider's organization, which authenticated the provider).
+    #[serde(default)]
+    submitters: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -96,6 +100,8 @@ struct PreAuth {
 struct InstantiateMsg {
     plan: Plan,
     providers: Vec<String>,
+    #[serde(default)]
+    submitters: Vec<String>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -141,6 +147,12 @@ enum ExecuteMsg {
     },
     RemoveProvider {
         provider: String,
+    },
+    AddSubmitter {
+        submitter: String,
+    },
+    RemoveSubmitter {
+        submitter: String,
     },
     Preauthorize {
         reference: String,
@@ -241,6 +253,7 @@ fn instantiate(_env: Env, info: Info, msg: InstantiateMsg) -> Result<Config, Str
         insurer: info.sender,
         plan: msg.plan,
         providers: msg.providers,
+        submitters: msg.submitters,
     };
     sdk::save(CONFIG, &config);
     Ok(config)
@@ -271,7 +284,9 @@ fn provider_checks(config: &Config, sender: &str, provider: &str) -> (bool, bool
     let ident = sdk::identity(provider);
     let org = ident.as_ref().and_then(|i| i.organization.clone());
     let active = ident.as_ref().is_some_and(|i| i.active);
-    let may_submit = sender == provider || org.as_deref() == Some(sender);
+    let may_submit = sender == provider
+        || org.as_deref() == Some(sender)
+        || config.submitters.iter().any(|s| s == sender);
     let eligible = active
         && config
             .providers
@@ -509,20 +524,35 @@ fn only_insurer(config: &Config, info: &Info) -> Result<(), String> {
     }
 }
 
+/// A decision with what the call read to reach it, so that anyone can run the contract
+/// again offline on the same reads and get the same decision (`carechain verify-claim`).
+#[derive(Serialize)]
+struct Decided {
+    decision: Decision,
+    witness: sdk::witness::Witness,
+}
+
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Reply {
     Done { ok: bool },
-    Decision(Decision),
+    Decided(Decided),
+}
+
+fn decided(d: Decision) -> Reply {
+    Reply::Decided(Decided {
+        decision: d,
+        witness: sdk::witness::take(),
+    })
 }
 
 fn execute(env: Env, info: Info, msg: ExecuteMsg) -> Result<Reply, String> {
     let done = Ok(Reply::Done { ok: true });
     match msg {
-        ExecuteMsg::Submit(claim) => return submit(&env, &info, claim).map(Reply::Decision),
+        ExecuteMsg::Submit(claim) => return submit(&env, &info, claim).map(decided),
         ExecuteMsg::Decide { claim_id, approve } => {
             only_insurer(&config()?, &info)?;
-            return decide(&env, &claim_id, approve).map(Reply::Decision);
+            return decide(&env, &claim_id, approve).map(decided);
         }
         _ => {}
     }
@@ -553,6 +583,16 @@ fn execute(env: Env, info: Info, msg: ExecuteMsg) -> Result<Reply, String> {
         }
         ExecuteMsg::RemoveProvider { provider } => {
             config.providers.retain(|p| *p != provider);
+            sdk::save(CONFIG, &config);
+        }
+        ExecuteMsg::AddSubmitter { submitter } => {
+            if !config.submitters.contains(&submitter) {
+                config.submitters.push(submitter);
+                sdk::save(CONFIG, &config);
+            }
+        }
+        ExecuteMsg::RemoveSubmitter { submitter } => {
+            config.submitters.retain(|p| *p != submitter);
             sdk::save(CONFIG, &config);
         }
         ExecuteMsg::Preauthorize {

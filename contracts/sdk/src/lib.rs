@@ -74,19 +74,111 @@ fn register(len: i32) -> Vec<u8> {
 pub fn get(key: &[u8]) -> Option<Vec<u8>> {
     // SAFETY: pointer and length of a live slice.
     let n = unsafe { sys::storage_read(key.as_ptr(), key.len() as i32) };
-    (n >= 0).then(|| register(n))
+    let v = (n >= 0).then(|| register(n));
+    witness::storage_read(key, v.as_deref());
+    v
 }
 
 /// Sets the value under `key`.
 pub fn set(key: &[u8], value: &[u8]) {
+    witness::storage_written(key);
     // SAFETY: pointers and lengths of live slices.
     unsafe { sys::storage_write(key.as_ptr(), key.len() as i32, value.as_ptr(), value.len() as i32) }
 }
 
 /// Removes the value under `key`.
 pub fn remove(key: &[u8]) {
+    witness::storage_written(key);
     // SAFETY: pointer and length of a live slice.
     unsafe { sys::storage_remove(key.as_ptr(), key.len() as i32) }
+}
+
+/// What a call read from the ledger before changing it: enough to run the call again
+/// offline and get the same result (a contract returns it with a decision that must be
+/// verifiable, as the claims contract does). Storage values are recorded on their first
+/// read unless the call wrote the key first; identities and balances on their first read.
+pub mod witness {
+    use alloc::collections::BTreeSet;
+    use alloc::string::String;
+    use alloc::vec::Vec;
+    use core::cell::UnsafeCell;
+    use serde::Serialize;
+
+    /// The reads of one call.
+    #[derive(Default, Serialize)]
+    pub struct Witness {
+        /// `[key (hex), value (hex) or null]`, in the order first read.
+        pub storage: Vec<(String, Option<String>)>,
+        /// `[did, the identity's JSON or null]`.
+        pub identities: Vec<(String, Option<String>)>,
+        /// `[account, balance]`.
+        pub balances: Vec<(String, u64)>,
+    }
+
+    struct State {
+        w: Witness,
+        seen: BTreeSet<Vec<u8>>,
+    }
+
+    struct Cell(UnsafeCell<Option<State>>);
+    // SAFETY: wasm32-unknown-unknown contracts are single-threaded.
+    unsafe impl Sync for Cell {}
+    static STATE: Cell = Cell(UnsafeCell::new(None));
+
+    fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
+        // SAFETY: single-threaded, and no reference escapes `f`.
+        let s = unsafe { &mut *STATE.0.get() };
+        f(s.get_or_insert_with(|| State {
+            w: Witness::default(),
+            seen: BTreeSet::new(),
+        }))
+    }
+
+    fn hex(b: &[u8]) -> String {
+        const D: &[u8; 16] = b"0123456789abcdef";
+        b.iter()
+            .flat_map(|x| [D[(x >> 4) as usize] as char, D[(x & 15) as usize] as char])
+            .collect()
+    }
+
+    pub(crate) fn storage_read(key: &[u8], value: Option<&[u8]>) {
+        with(|s| {
+            if s.seen.insert(key.to_vec()) {
+                s.w.storage.push((hex(key), value.map(hex)));
+            }
+        })
+    }
+
+    pub(crate) fn storage_written(key: &[u8]) {
+        with(|s| {
+            s.seen.insert(key.to_vec());
+        })
+    }
+
+    pub(crate) fn identity_read(did: &str, json: Option<&[u8]>) {
+        with(|s| {
+            if !s.w.identities.iter().any(|(d, _)| d == did) {
+                let j = json.map(|b| String::from_utf8_lossy(b).into_owned());
+                s.w.identities.push((did.into(), j));
+            }
+        })
+    }
+
+    pub(crate) fn balance_read(account: &str, amount: u64) {
+        with(|s| {
+            if !s.w.balances.iter().any(|(a, _)| a == account) {
+                s.w.balances.push((account.into(), amount));
+            }
+        })
+    }
+
+    /// The reads so far (and starts recording afresh).
+    pub fn take() -> Witness {
+        with(|s| {
+            s.seen.clear();
+            core::mem::take(&mut s.w)
+        })
+    }
 }
 
 /// Reads a JSON value stored under `key`.
@@ -105,7 +197,9 @@ pub fn save<T: Serialize>(key: &[u8], value: &T) {
 /// The token balance of `account` (a did:key or `contract:<hex>`).
 pub fn balance(account: &str) -> u64 {
     // SAFETY: pointer and length of a live string.
-    unsafe { sys::balance(account.as_ptr(), account.len() as i32) as u64 }
+    let n = unsafe { sys::balance(account.as_ptr(), account.len() as i32) as u64 };
+    witness::balance_read(account, n);
+    n
 }
 
 /// Pays `amount` of this contract's tokens to `to`.
@@ -169,9 +263,12 @@ pub fn identity(did: &str) -> Option<Identity> {
     // SAFETY: pointer and length of a live string.
     let n = unsafe { sys::identity(did.as_ptr(), did.len() as i32) };
     if n < 0 {
+        witness::identity_read(did, None);
         return None;
     }
-    serde_json_wasm::from_slice(&register(n)).ok()
+    let raw = register(n);
+    witness::identity_read(did, Some(&raw));
+    serde_json_wasm::from_slice(&raw).ok()
 }
 
 /// Stops the call with an error message: the transaction fails, its changes are dropped.

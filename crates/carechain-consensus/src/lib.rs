@@ -15,7 +15,6 @@ mod ledger;
 pub use audit::{AuditFailure, AuditReport, ChainSource, StoreSource, audit_chain};
 pub use check::{BlockError, ChainTip, Executed, check_block, check_block_on, execute};
 pub use ledger::{
-    ContractAnswer,
-    Application, Ledger, LedgerError, Unfinalized, checkpoint_origin, cosign_quorum, cosigners_of,
-    validator_cosigners,
+    Application, ContractAnswer, Ledger, LedgerError, Unfinalized, checkpoint_origin,
+    cosign_quorum, cosigners_of, validator_cosigners,
 };

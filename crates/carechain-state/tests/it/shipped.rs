@@ -46,7 +46,10 @@ impl Net {
     pub(crate) fn run(&mut self, k: &SecretKey, payload: Payload) -> Receipt {
         let t = self.signed(k, payload);
         let r = self.c.receipts(&[t]).remove(0);
-        let ran = matches!(r.outcome, Outcome::Rejected(RejectReason::ContractFailed(_)));
+        let ran = matches!(
+            r.outcome,
+            Outcome::Rejected(RejectReason::ContractFailed(_))
+        );
         if !applied(&r.outcome) && !ran {
             *self.nonces.get_mut(&k.public().0).unwrap() -= 1;
         }
@@ -113,6 +116,24 @@ impl Net {
         serde_json::from_slice(&r.data).unwrap()
     }
 
+    /// Executes a claims message that decides; the decision (its witness checked present).
+    pub(crate) fn decided(
+        &mut self,
+        k: &SecretKey,
+        contract: Hash,
+        msg: Value,
+        funds: u64,
+    ) -> Value {
+        let v = self.ok(k, contract, msg, funds);
+        assert!(
+            v["witness"]["storage"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty()),
+            "{v}"
+        );
+        v["decision"].clone()
+    }
+
     pub(crate) fn query(&self, contract: Hash, msg: Value) -> Value {
         let rules = ChainRules::of(&self.c.genesis, &self.c.genesis_validators);
         let q = QueryContext {
@@ -166,9 +187,15 @@ fn escrow_releases_only_to_the_arbiter_and_refunds_only_after_expiry() {
     let before = n.c.state.clone();
     let r = n.exec(&eve, e1, json!({"release": {}}), 0);
     assert!(aborted(&r, "only the arbiter"), "{r:?}");
-    assert!(r.fuel_used > 0, "a failed call is charged the fuel it burned");
+    assert!(
+        r.fuel_used > 0,
+        "a failed call is charged the fuel it burned"
+    );
     // A rejected call changes nothing but its signer's nonce (it cannot be replayed).
-    assert_eq!(n.c.state.changed_since(&before), vec![identity_key(&eve.public())]);
+    assert_eq!(
+        n.c.state.changed_since(&before),
+        vec![identity_key(&eve.public())]
+    );
     assert_eq!(n.c.identity(&eve.public()).unwrap().next_nonce, 1);
     let r = n.exec(&dep, e1, json!({"refund": {}}), 0);
     assert!(aborted(&r, "not expired"), "{r:?}");
@@ -266,7 +293,7 @@ fn a_claim_is_adjudicated_line_by_line_and_paid_in_the_same_transaction() {
         day,
         json!([item(1, "99213", 1, 150), item(2, "12345", 1, 70)]),
     );
-    let d = i.n.ok(&doc, c, msg.clone(), 0);
+    let d = i.n.decided(&doc, c, msg.clone(), 0);
     assert_eq!(d["outcome"], "complete", "{d}");
     assert_eq!(d["items"][0]["eligible"], 100);
     assert_eq!(d["items"][0]["benefit"], 80);
@@ -285,12 +312,12 @@ fn a_claim_is_adjudicated_line_by_line_and_paid_in_the_same_transaction() {
     assert_eq!(i.n.balance(&Account::Contract(c)), 20_000 - 80);
 
     // The same claim again, and the same service on the same day under a new id.
-    let again = i.n.ok(&doc, c, msg, 0);
+    let again = i.n.decided(&doc, c, msg, 0);
     assert_eq!(
         (again["outcome"].clone(), again["errors"].clone()),
         (json!("error"), json!(["18"]))
     );
-    let d = i.n.ok(
+    let d = i.n.decided(
         &doc,
         c,
         claim(
@@ -304,7 +331,7 @@ fn a_claim_is_adjudicated_line_by_line_and_paid_in_the_same_transaction() {
     );
     assert_eq!(d["items"][0]["reasons"], json!(["18"]));
     // Units per period: 1 used, 2 left of 3.
-    let d = i.n.ok(
+    let d = i.n.decided(
         &doc,
         c,
         claim(
@@ -341,9 +368,9 @@ fn coverage_eligibility_and_preauthorization_decide_before_any_payment() {
     let now = i.n.now();
     let one = || json!([item(1, "99213", 1, 100)]);
     let d =
-        i.n.ok(&doc, c, claim("u", "m-nobody", &doc, now - DAY, one()), 0);
+        i.n.decided(&doc, c, claim("u", "m-nobody", &doc, now - DAY, one()), 0);
     assert_eq!(d["errors"], json!(["31"]));
-    let d = i.n.ok(
+    let d = i.n.decided(
         &doc,
         c,
         claim("late", "m-alice", &doc, now - 40 * DAY, one()),
@@ -351,7 +378,7 @@ fn coverage_eligibility_and_preauthorization_decide_before_any_payment() {
     );
     assert_eq!(d["errors"], json!(["26"]));
     i.n.ok(&ins, c, json!({"enroll": {"member": "m-bob", "from_ms": now - 90 * DAY, "until_ms": now - 10 * DAY}}), 0);
-    let d = i.n.ok(
+    let d = i.n.decided(
         &doc,
         c,
         claim("lapsed", "m-bob", &doc, now - 5 * DAY, one()),
@@ -363,7 +390,7 @@ fn coverage_eligibility_and_preauthorization_decide_before_any_payment() {
     );
     // A provider outside the plan's network, and a submitter who is not the provider.
     let outsider = key(5);
-    let d = i.n.ok(
+    let d = i.n.decided(
         &outsider,
         c,
         claim("o", "m-alice", &outsider, now - DAY, one()),
@@ -377,15 +404,32 @@ fn coverage_eligibility_and_preauthorization_decide_before_any_payment() {
         0,
     );
     assert!(aborted(&r, "only the provider"), "{r:?}");
+    // A submitter the insurer accepts (a clearinghouse, a provider's node) may, once added.
+    let r = i.n.exec(
+        &outsider,
+        c,
+        claim("f2", "m-alice", &doc, now - 2 * DAY, one()),
+        0,
+    );
+    assert!(aborted(&r, "only the provider"), "{r:?}");
+    let add = json!({"add_submitter": {"submitter": outsider.public().did().to_string()}});
+    i.n.ok(&ins, c, add, 0);
+    let d = i.n.decided(
+        &outsider,
+        c,
+        claim("f3", "m-alice", &doc, now - 2 * DAY, one()),
+        0,
+    );
+    assert_eq!(d["outcome"], "complete");
     // Its organization may submit for the practitioner.
-    let d = i.n.ok(
+    let d = i.n.decided(
         &org,
         c,
         claim("by-org", "m-alice", &doc, now - DAY, one()),
         0,
     );
     assert_eq!(d["outcome"], "complete");
-    assert_eq!(i.n.balance(&acct(&doc)), 80);
+    assert_eq!(i.n.balance(&acct(&doc)), 160);
     // Pre-authorization: absent, then granted for 2 units and used.
     let ecg = |id: &str, preauth: Option<&str>| {
         let mut m = claim(
@@ -398,12 +442,12 @@ fn coverage_eligibility_and_preauthorization_decide_before_any_payment() {
         m["submit"]["preauth"] = json!(preauth);
         m
     };
-    let d = i.n.ok(&doc, c, ecg("e1", None), 0);
+    let d = i.n.decided(&doc, c, ecg("e1", None), 0);
     assert_eq!(d["items"][0]["reasons"], json!(["197"]));
     let r = i.n.exec(&doc, c, json!({"preauthorize": {"reference": "PA-1", "member": "m-alice", "code": "93000", "units": 2}}), 0);
     assert!(aborted(&r, "only the insurer"), "{r:?}");
     i.n.ok(&ins, c, json!({"preauthorize": {"reference": "PA-1", "member": "m-alice", "code": "93000", "units": 2}}), 0);
-    let d = i.n.ok(&doc, c, ecg("e2", Some("PA-1")), 0);
+    let d = i.n.decided(&doc, c, ecg("e2", Some("PA-1")), 0);
     assert_eq!(
         (d["outcome"].clone(), d["paid"].clone()),
         (json!("complete"), json!(100))
@@ -415,7 +459,7 @@ fn pended_lines_are_queued_until_the_insurer_decides() {
     let mut i = insurer();
     let (doc, ins, c) = (i.doc.clone(), i.insurer.clone(), i.contract);
     let now = i.n.now();
-    let d = i.n.ok(
+    let d = i.n.decided(
         &doc,
         c,
         claim(
@@ -431,7 +475,7 @@ fn pended_lines_are_queued_until_the_insurer_decides() {
         (d["outcome"].clone(), d["pended"].clone(), d["paid"].clone()),
         (json!("queued"), json!(900), json!(0))
     );
-    let d = i.n.ok(
+    let d = i.n.decided(
         &doc,
         c,
         claim(
@@ -452,7 +496,7 @@ fn pended_lines_are_queued_until_the_insurer_decides() {
         0,
     );
     assert!(aborted(&r, "only the insurer"), "{r:?}");
-    let d = i.n.ok(
+    let d = i.n.decided(
         &ins,
         c,
         json!({"decide": {"claim_id": "ct", "approve": true}}),
@@ -462,7 +506,7 @@ fn pended_lines_are_queued_until_the_insurer_decides() {
         (d["outcome"].clone(), d["paid"].clone()),
         (json!("complete"), json!(900))
     );
-    let d = i.n.ok(
+    let d = i.n.decided(
         &ins,
         c,
         json!({"decide": {"claim_id": "mix", "approve": false}}),
@@ -489,7 +533,7 @@ fn pended_lines_are_queued_until_the_insurer_decides() {
     let mut p = plan();
     p["pend_above"] = json!(50);
     i.n.ok(&ins, c, json!({"set_plan": {"plan": p}}), 0);
-    let big = i.n.ok(
+    let big = i.n.decided(
         &doc,
         c,
         claim(
