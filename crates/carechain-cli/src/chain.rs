@@ -72,6 +72,13 @@ pub struct InitArgs {
     /// validator, operator). Repeatable.
     #[arg(long = "identity", value_name = "ROLE=DID")]
     pub identities: Vec<String>,
+    /// Initial care-token balances as DID=AMOUNT (minor units) of genesis identities (the
+    /// initial supply is their sum). Repeatable.
+    #[arg(long = "balance", value_name = "DID=AMOUNT")]
+    pub balances: Vec<String>,
+    /// A fee in minor units every applied transaction pays its block's proposer (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub tx_fee: u64,
     /// Create a validator cluster of this many validators instead of a single node: one
     /// data directory per validator (`v0`, `v1`, …) under --data, sharing one genesis and a
     /// `cluster.json` with every validator's keys and addresses (127.0.0.1).
@@ -299,8 +306,30 @@ fn make_genesis(a: &InitArgs, validators: &[SecretKey], operator: &SecretKey) ->
             parent: None,
         });
     }
+    let mut token = carechain_types::TokenConfig {
+        tx_fee: a.tx_fee,
+        ..Default::default()
+    };
+    for spec in &a.balances {
+        let (did, amount) = spec.split_once('=').context("--balance takes DID=AMOUNT")?;
+        let did: Did = did.parse().with_context(|| format!("bad did {did}"))?;
+        let amount: u64 = amount
+            .parse()
+            .with_context(|| format!("--balance {spec}: the amount is a whole number of minor units"))?;
+        if !identities.iter().any(|i| i.key == did.public_key()) {
+            bail!("--balance {spec}: not a genesis identity (add it with --identity)");
+        }
+        token.balances.push((did.public_key(), amount));
+    }
+    let supply = token
+        .balances
+        .iter()
+        .try_fold(0u64, |s, (_, n)| s.checked_add(*n));
+    if supply.is_none() {
+        bail!("the initial balances overflow the supply");
+    }
     Ok(Genesis {
-        token: Default::default(),
+        token,
         contracts: Default::default(),
         chain_id: a.chain_id.clone(),
         timestamp_ms: carechain_node::now_ms(),

@@ -103,6 +103,20 @@ impl Client {
         Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
     }
 
+    /// POSTs a JSON body; returns status and JSON body (any status).
+    pub fn post_json(&self, path: &str, body: &[u8]) -> Result<(u16, Value)> {
+        let url = format!("{}{}", self.base, path);
+        let mut resp = self
+            .agent
+            .post(&url)
+            .header("content-type", "application/json")
+            .send(body)
+            .with_context(|| format!("POST {url}"))?;
+        let status = resp.status().as_u16();
+        let body = read_body(&mut resp)?;
+        Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+    }
+
     /// Exchanges a client assertion for an access token.
     pub fn token(&self, assertion: &str, scope: &str) -> Result<Value> {
         let url = format!("{}/auth/token", self.base);

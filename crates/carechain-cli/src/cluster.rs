@@ -113,6 +113,8 @@ fn up(a: UpArgs) -> Result<()> {
                 a.chain_id.clone()
             },
             identities: vec![],
+            balances: vec![],
+            tx_fee: 0,
             validators: a.validators,
             cluster: true,
             p2p_port: a.p2p_port,

@@ -9,6 +9,7 @@ mod chain;
 mod client;
 mod cluster;
 mod consentcmd;
+mod contractcmd;
 mod demo;
 mod import;
 mod keyfile;
@@ -80,9 +81,27 @@ enum Command {
     /// Load FHIR Bundles (transaction or batch, e.g. Synthea) from files or directories into a
     /// node, with a progress bar and a summary.
     Import(import::ImportArgs),
+    /// Contracts: deploy code, instantiate, call, query.
+    Contract {
+        #[command(subcommand)]
+        cmd: contractcmd::ContractCmd,
+    },
+    /// The care token: balances, transfers, mints, burns, allowances.
+    Token {
+        #[command(subcommand)]
+        cmd: contractcmd::TokenCmd,
+    },
+    /// Insurance claims: a member's pseudonym for an insurer.
+    Claims {
+        #[command(subcommand)]
+        cmd: contractcmd::ClaimsCmd,
+    },
+    /// Verify a claim's decision offline: its ClaimResponse against the claim bundle, the
+    /// log under a signed checkpoint, the block, and the contract run again on its reads.
+    VerifyClaim(contractcmd::VerifyClaimArgs),
     /// Get an API access token: signs a private_key_jwt assertion with KEY and exchanges it at
     /// the node's token endpoint; prints the bearer token.
-    Token {
+    AccessToken {
         /// The identity's key file.
         #[arg(long)]
         key: PathBuf,
@@ -175,7 +194,11 @@ fn main() -> Result<()> {
         Command::Verify(a) => verify::run(&a),
         Command::Bench { cmd } => bench::run(cmd),
         Command::Import(a) => import::run(&a),
-        Command::Token { key, scope, conn } => {
+        Command::Contract { cmd } => contractcmd::contract_cmd(cmd),
+        Command::Token { cmd } => contractcmd::token_cmd(cmd),
+        Command::Claims { cmd } => contractcmd::claims_cmd(cmd),
+        Command::VerifyClaim(a) => contractcmd::verify_claim(&a),
+        Command::AccessToken { key, scope, conn } => {
             let key = keyfile::read(&key)?;
             let aud = format!("{}/auth/token", conn.url.trim_end_matches('/'));
             let now = std::time::SystemTime::now()

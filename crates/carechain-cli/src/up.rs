@@ -81,6 +81,8 @@ pub fn run(a: UpArgs) -> Result<()> {
             data: a.data.clone(),
             chain_id: DEMO_CHAIN.into(),
             identities: vec![],
+            balances: vec![],
+            tx_fee: 0,
             validators: 1,
             cluster: false,
             p2p_port: 7100,

@@ -490,6 +490,12 @@ async fn validator_proposal(
 /// A proof of the value under `key` against the state root of the head block: the bucket's
 /// entries, the commitment path and the root all read at one durable height.
 fn state_proof(node: &Node, key: &[u8]) -> ApiResult<Value> {
+    proven_value(node, key).map(|(_, proof)| proof)
+}
+
+/// The value under `key` in the durable state (absent: `None`) and its state proof against
+/// that block's state root (of presence, or of absence: the key's whole bucket).
+pub(crate) fn proven_value(node: &Node, key: &[u8]) -> ApiResult<(Option<Vec<u8>>, Value)> {
     let b = bucket_of(key);
     let (height, root, entries, path) = node
         .store()
@@ -500,6 +506,10 @@ fn state_proof(node: &Node, key: &[u8]) -> ApiResult<Value> {
         })
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
+    let value = entries
+        .iter()
+        .find(|(k, _)| k.as_slice() == key)
+        .map(|(_, v)| v.clone());
     let proof = StateProof {
         bucket: b,
         entries: entries
@@ -509,20 +519,22 @@ fn state_proof(node: &Node, key: &[u8]) -> ApiResult<Value> {
         path,
     };
     let vh = match proof.verify(&root, key) {
-        Ok(Some(vh)) => vh,
-        // The entries hold the key (the caller read it) and the path is of the same height.
-        other => {
+        Ok(vh) => vh,
+        Err(e) => {
             return Err(ApiError::internal(format!(
-                "state proof does not verify at height {height}: {other:?}"
+                "state proof does not verify at height {height}: {e:?}"
             )));
         }
     };
-    Ok(json!({
-        "height": height,
-        "state_root": root.to_hex(),
-        "value_hash": vh.to_hex(),
-        "proof": hex::encode(carechain_types::encode(&proof)),
-    }))
+    Ok((
+        value,
+        json!({
+            "height": height,
+            "state_root": root.to_hex(),
+            "value_hash": vh.map(|h| h.to_hex()),
+            "proof": hex::encode(carechain_types::encode(&proof)),
+        }),
+    ))
 }
 
 /// A signed note as the latest checkpoint is served (plain text, never cached); 404 before

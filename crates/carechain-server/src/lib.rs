@@ -5,6 +5,7 @@
 
 mod api;
 mod consents;
+mod economy;
 mod error;
 mod fhir;
 mod json;
@@ -39,6 +40,7 @@ pub fn router_with(
     api::routes(node.clone())
         .merge(peer::routes(node.clone(), service.clone()))
         .merge(consents::routes(node.clone()))
+        .merge(economy::routes(node.clone()))
         .merge(portal::routes(node.clone(), service.clone(), ui))
         .merge(fhir::routes(fhir::FhirState { node, service }))
         .layer(axum::middleware::from_fn(move |req, next| {

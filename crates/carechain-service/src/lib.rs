@@ -27,6 +27,7 @@ mod error;
 mod everything;
 mod identity;
 mod ledger_consent;
+mod node_tx;
 pub mod peer;
 mod read;
 mod receipt;
@@ -54,7 +55,8 @@ pub use envelope::open_envelope;
 pub use error::{ErrorKind, ServiceError};
 pub use identity::ClaimRequest;
 pub use ledger_consent::{LEDGER_SYSTEM, ledger_rules};
-pub use receipt::{ReceiptTrust, audit_commitment, verify_receipt};
+pub use node_tx::NodeTx;
+pub use receipt::{ReceiptTrust, audit_commitment, verify_receipt, with_inclusion};
 pub use search::parse_since;
 
 const DID_SYSTEM: &str = "urn:ietf:rfc:3986";

@@ -188,3 +188,45 @@ fn hashes(v: &Value) -> Result<Vec<Hash>, String> {
         .map(|h| Hash::from_hex(h.as_str().unwrap_or("")).map_err(|e| e.to_string()))
         .collect()
 }
+
+/// Adds to each entry naming a `tx_hash` the transaction's `inclusion` in the log under the
+/// latest checkpoint (`{log_index, tree_size, proof, checkpoint}`), when it is applied and
+/// checkpointed.
+pub fn with_inclusion(node: &carechain_node::Node, mut entries: Vec<Value>) -> Vec<Value> {
+    let Ok(snap) = node.snapshot() else {
+        return entries;
+    };
+    let cp = snap.latest_checkpoint().ok().flatten();
+    for e in &mut entries {
+        let Some(hash) = e["tx_hash"]
+            .as_str()
+            .and_then(|h| carechain_crypto::Hash::from_hex(h).ok())
+        else {
+            continue;
+        };
+        let Ok(Some(loc)) = snap.tx_location(&hash) else {
+            continue;
+        };
+        let Ok(Some(receipts)) = snap.receipts(loc.height) else {
+            continue;
+        };
+        let Some(carechain_types::Outcome::Applied { log_index }) = receipts
+            .get(loc.position as usize)
+            .map(|r| r.outcome.clone())
+        else {
+            continue;
+        };
+        if let Some((size, note)) = &cp
+            && let Ok(proof) = carechain_log::inclusion_proof(&snap, log_index, *size)
+        {
+            e["inclusion"] = json!({
+                "log_index": log_index,
+                "tree_size": size,
+                "proof": proof.iter().map(carechain_crypto::Hash::to_hex).collect::<Vec<_>>(),
+                "checkpoint": note,
+            });
+        }
+    }
+    entries
+}
+

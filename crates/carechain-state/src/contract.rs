@@ -142,22 +142,34 @@ impl Host for StateHost<'_> {
     }
 }
 
-/// The input of a call: where and when it runs, who calls with what, and the message.
-fn input(
-    ctx: &BlockContext<'_>,
-    contract: &Hash,
-    sender: &Account,
-    funds: u64,
-    msg: Value,
-) -> Vec<u8> {
+/// Where, when and by whom a call runs: what its input says beside the message.
+#[derive(Clone, Copy, Debug)]
+pub struct CallEnv<'a> {
+    /// The chain.
+    pub chain_id: &'a str,
+    /// The block's height.
+    pub height: u64,
+    /// The block's time.
+    pub time_ms: u64,
+    /// The contract called.
+    pub contract: &'a Hash,
+    /// The caller.
+    pub sender: &'a Account,
+    /// Tokens sent along.
+    pub funds: u64,
+}
+
+/// The exact input bytes of an `instantiate` or `execute` call (an offline verifier builds
+/// the same to run a call again and get the same fuel).
+pub fn call_input(env: &CallEnv<'_>, msg: Value) -> Vec<u8> {
     json!({
         "env": {
-            "chain_id": ctx.rules.chain_id,
-            "height": ctx.height,
-            "time_ms": ctx.timestamp_ms,
-            "contract": Account::Contract(*contract).to_string(),
+            "chain_id": env.chain_id,
+            "height": env.height,
+            "time_ms": env.time_ms,
+            "contract": Account::Contract(*env.contract).to_string(),
         },
-        "info": { "sender": sender.to_string(), "funds": funds },
+        "info": { "sender": env.sender.to_string(), "funds": env.funds },
         "msg": msg,
     })
     .to_string()
@@ -265,7 +277,17 @@ fn run<V: StateView + ?Sized>(
         )));
     }
     let fuel = cfg.tx_fuel_limit.min(left_in_block);
-    let input = input(ctx, address, &sender, inv.funds, msg);
+    let input = call_input(
+        &CallEnv {
+            chain_id: ctx.rules.chain_id,
+            height: ctx.height,
+            time_ms: ctx.timestamp_ms,
+            contract: address,
+            sender: &sender,
+            funds: inv.funds,
+        },
+        msg,
+    );
     let runtime = Runtime::shared(cfg);
     let call = Call {
         code_hash: &instance.code,

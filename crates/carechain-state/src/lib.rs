@@ -26,7 +26,7 @@ pub use consent::{
     consents_of, delegates_key,
 };
 pub use contract::{
-    ContractInstance, QueryContext, code, code_hash, code_key, contract, contract_storage_key,
+    CallEnv, ContractInstance, QueryContext, call_input, code, code_hash, code_key, contract, contract_storage_key,
     instance_key, query,
 };
 pub use exec::{

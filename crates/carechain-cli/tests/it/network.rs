@@ -95,7 +95,7 @@ impl Network {
     /// A bearer token for a demo identity at node `i`.
     fn token(&self, file: &str, scope: &str, i: usize) -> String {
         carechain_ok(&[
-            "token",
+            "access-token",
             "--key",
             &self.key_path(file),
             "--scope",

@@ -19,6 +19,17 @@ fn log_of(n: u64) -> MemoryLog {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
+    /// The in-memory path (for a block's transactions and receipts) is the log's proof.
+    #[test]
+    fn in_memory_inclusion_paths_equal_the_logs_proofs(n in 1u64..300, seed in any::<u64>()) {
+        let log = log_of(n);
+        let index = seed % n;
+        let leaves: Vec<Hash> = (0..n).map(|i| merkle::leaf_hash(&i.to_be_bytes())).collect();
+        let path = merkle::inclusion_path(&leaves, index as usize);
+        prop_assert_eq!(&path, &inclusion_proof(&log, index, n).unwrap());
+        prop_assert!(verify_inclusion(index, n, &leaves[index as usize], &path, &merkle::root_of_leaf_hashes(&leaves)).is_ok());
+    }
+
     #[test]
     fn inclusion_proofs_verify_and_detect_changes(n in 1u64..600, seed in any::<u64>(), flip in any::<usize>()) {
         let log = log_of(n);

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 mod log;
+mod claims;
 mod network;
 
 pub(crate) use log::with_proofs;
@@ -45,6 +46,7 @@ pub fn routes(state: FhirState) -> Router {
                 .put(update_conditional)
                 .delete(delete_conditional),
         )
+        .route("/fhir/Claim/$submit", post(claims::submit))
         .route("/fhir/{rt}/_history", get(history_type))
         .route("/fhir/{rt}/{id}", get(read).put(update).delete(delete))
         .route("/fhir/{rt}/{id}/_history", get(history))

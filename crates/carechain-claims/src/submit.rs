@@ -1,0 +1,167 @@
+//! `Claim/$submit`: the provider's bundle is stored encrypted like every record (the Claim in
+//! the patient's compartment, through the access layer), the node submits the contract's
+//! `submit` message, signed as the provider's submitter, and the decision comes back as a
+//! ClaimResponse (and an ExplanationOfBenefit for the patient) once its block is durable:
+//! payment, if any, moved in the same transaction.
+
+use std::sync::Arc;
+
+use carechain_crypto::{Did, Hash};
+use carechain_service::{NodeTx, Purpose, Service, ServiceError, Session};
+use carechain_types::{Outcome, Payload, RejectReason, Role};
+use serde_json::{Value, json};
+
+use crate::{
+    BundleProblem, ClaimBundle, Evidence, claim_response, explanation_of_benefit,
+    inputs_commitment, submit_message,
+};
+
+/// Why a submission got no decision.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The bundle is not a claim that can be decided (each problem named).
+    #[error("the claim bundle is invalid")]
+    Invalid(Vec<BundleProblem>),
+    /// The caller is not a provider (a practitioner or an organization).
+    #[error("only a practitioner or an organization submits claims")]
+    NotAProvider,
+    /// The contract refused the submission (no such contract, this node is no accepted
+    /// submitter, ...): nothing was decided.
+    #[error("the insurer's contract refused the claim: {0}")]
+    Refused(String),
+    /// Storing the claim or reaching the ledger failed.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+/// A decided claim.
+#[derive(Clone, Debug)]
+pub struct Submitted {
+    /// The ClaimResponse as stored.
+    pub claim_response: Value,
+    /// The patient's ExplanationOfBenefit as stored.
+    pub explanation_of_benefit: Value,
+    /// What the contract paid the provider (minor units).
+    pub paid: u64,
+    /// Fuel the decision burned.
+    pub fuel_used: u64,
+}
+
+/// Claims, on a node's records service.
+pub struct Claims {
+    service: Arc<Service>,
+}
+
+fn salt() -> Result<[u8; 32], ServiceError> {
+    let mut s = [0u8; 32];
+    getrandom::fill(&mut s).map_err(|_| ServiceError::bad("no randomness for the claim's salt"))?;
+    Ok(s)
+}
+
+impl Claims {
+    /// Claims through `service`.
+    pub fn new(service: Arc<Service>) -> Claims {
+        Claims { service }
+    }
+
+    fn decimals(&self) -> u8 {
+        self.service.node().store().genesis().token.decimals
+    }
+
+    /// Submits a claim bundle for the caller (the rendering provider) and returns the
+    /// decision as FHIR.
+    pub fn submit(&self, s: &Session, bundle: &Value) -> Result<Submitted, SubmitError> {
+        if !matches!(s.role, Role::Practitioner | Role::Organization) {
+            return Err(SubmitError::NotAProvider);
+        }
+        let decimals = self.decimals();
+        let claim = ClaimBundle::parse(bundle, decimals).map_err(SubmitError::Invalid)?;
+        let code_hash = self.code_hash(&claim.contract)?;
+        let purpose = Purpose::treatment();
+        // The Claim is a record of the patient's: encrypted, anchored, under her consent.
+        let stored = self
+            .service
+            .write(s, &purpose, "Claim", None, None, claim.claim.clone())?;
+        let claim_id = stored
+            .resource
+            .as_ref()
+            .and_then(|r| r["id"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        let salt = salt()?;
+        let msg = submit_message(&claim, &s.did, &inputs_commitment(&salt, bundle));
+        let node_tx = self.service.submit_node_tx(Payload::Execute {
+            contract: claim.contract,
+            msg: msg.to_string().into_bytes(),
+            funds: 0,
+        })?;
+        let decided = decision_of(&node_tx)?;
+        let evidence = Evidence::of(
+            &node_tx,
+            claim.contract,
+            code_hash,
+            salt,
+            self.inclusion(&node_tx.hash),
+        );
+        let decision = &decided["decision"];
+        let response = claim_response(&claim, &claim_id, decision, &evidence, decimals);
+        let response = self
+            .service
+            .write(s, &purpose, "ClaimResponse", None, None, response)?
+            .resource
+            .unwrap_or(Value::Null);
+        let response_id = response["id"].as_str().unwrap_or_default();
+        let eob = explanation_of_benefit(&claim, &claim_id, response_id, decision, &evidence, decimals);
+        let eob = self
+            .service
+            .write(s, &purpose, "ExplanationOfBenefit", None, None, eob)?
+            .resource
+            .unwrap_or(Value::Null);
+        Ok(Submitted {
+            paid: decision["paid"].as_u64().unwrap_or(0),
+            fuel_used: node_tx.receipt().fuel_used,
+            claim_response: response,
+            explanation_of_benefit: eob,
+        })
+    }
+
+    /// The code hash of the contract at `address` (refused when there is none).
+    fn code_hash(&self, address: &Hash) -> Result<Hash, SubmitError> {
+        let snap = self
+            .service
+            .node()
+            .snapshot()
+            .map_err(|e| ServiceError::internal("storage", e))?;
+        match carechain_state::contract(&snap, address) {
+            Ok(Some(i)) => Ok(i.code),
+            Ok(None) => Err(SubmitError::Refused(format!(
+                "no contract at contract:{}",
+                address.to_hex()
+            ))),
+            Err(e) => Err(ServiceError::internal("state", e).into()),
+        }
+    }
+
+    /// The deciding transaction's inclusion under the latest checkpoint.
+    fn inclusion(&self, tx: &Hash) -> Value {
+        let entries = vec![json!({ "tx_hash": tx.to_hex() })];
+        let with = carechain_service::with_inclusion(self.service.node(), entries);
+        with[0]["inclusion"].clone()
+    }
+
+    /// The did of this node (the submitter an insurer must accept).
+    pub fn submitter(&self) -> Did {
+        self.service.node().ledger().node_key().did()
+    }
+}
+
+/// The contract's reply in the receipt of `node_tx`, or why it refused.
+fn decision_of(node_tx: &NodeTx) -> Result<Value, SubmitError> {
+    let r = node_tx.receipt();
+    match &r.outcome {
+        Outcome::Applied { .. } => serde_json::from_slice(&r.data)
+            .map_err(|_| SubmitError::Refused("the contract's reply is not JSON".into())),
+        Outcome::Rejected(RejectReason::ContractFailed(f)) => Err(SubmitError::Refused(f.message())),
+        Outcome::Rejected(reason) => Err(SubmitError::Refused(reason.message())),
+    }
+}
