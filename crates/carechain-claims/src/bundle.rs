@@ -66,14 +66,20 @@ fn problem(path: &str, message: impl Into<String>) -> BundleProblem {
 /// Finds the resource a reference points to among the bundle's entries (by `fullUrl` or by
 /// `Type/id`).
 fn resolve<'a>(entries: &'a [Value], reference: &str) -> Option<&'a Value> {
-    entries.iter().find_map(|e| {
-        let r = &e["resource"];
-        let local = format!("{}/{}", r["resourceType"].as_str()?, r["id"].as_str()?);
-        (e["fullUrl"].as_str() == Some(reference)
-            || local == reference
-            || reference.ends_with(&format!("/{local}")))
-        .then_some(r)
-    })
+    entries
+        .iter()
+        .map(|e| (e, &e["resource"]))
+        .find_map(|(e, r)| {
+            let by_url = e["fullUrl"].as_str() == Some(reference);
+            let by_id = match (r["resourceType"].as_str(), r["id"].as_str()) {
+                (Some(t), Some(id)) => {
+                    let local = format!("{t}/{id}");
+                    local == reference || reference.ends_with(&format!("/{local}"))
+                }
+                _ => false,
+            };
+            (by_url || by_id).then_some(r)
+        })
 }
 
 fn contract_of(v: &Value) -> Option<Hash> {
@@ -105,7 +111,11 @@ pub fn minor_units(v: &Value, decimals: u8) -> Option<u64> {
     } else {
         frac.parse::<u64>().ok()? * 10u64.pow(u32::from(decimals) - frac.len() as u32)
     };
-    whole.parse::<u64>().ok()?.checked_mul(scale)?.checked_add(frac_units)
+    whole
+        .parse::<u64>()
+        .ok()?
+        .checked_mul(scale)?
+        .checked_add(frac_units)
 }
 
 fn date_ms(s: &str) -> Option<u64> {
@@ -148,7 +158,10 @@ impl ClaimBundle {
             .filter(|r| r.starts_with("Patient/") && r.len() > 8)
             .map(str::to_string);
         if patient.is_none() {
-            problems.push(problem("Claim.patient", "a reference Patient/<id> is required"));
+            problems.push(problem(
+                "Claim.patient",
+                "a reference Patient/<id> is required",
+            ));
         }
         let insurer = &claim["insurer"];
         let contract = contract_of(insurer).or_else(|| {
@@ -182,13 +195,19 @@ impl ClaimBundle {
             ));
         }
         let preauth = insurance["preAuthRef"][0].as_str().map(str::to_string);
-        let identifier = match (&claim["identifier"][0]["system"], &claim["identifier"][0]["value"]) {
+        let identifier = match (
+            &claim["identifier"][0]["system"],
+            &claim["identifier"][0]["value"],
+        ) {
             (Value::String(s), Value::String(v)) => format!("{s}|{v}"),
             (_, Value::String(v)) => v.clone(),
             _ => claim["id"].as_str().unwrap_or_default().to_string(),
         };
         if identifier.is_empty() {
-            problems.push(problem("Claim.identifier", "a claim needs an identifier or an id"));
+            problems.push(problem(
+                "Claim.identifier",
+                "a claim needs an identifier or an id",
+            ));
         }
         let lines = Self::lines(&claim, decimals, &mut problems);
         let service = claim["item"][0]["servicedDate"]
@@ -202,7 +221,13 @@ impl ClaimBundle {
                 "a service date (item.servicedDate, billablePeriod.start or created) is required",
             ));
         }
-        match (patient, contract, subscriber_id, service_ms, problems.is_empty()) {
+        match (
+            patient,
+            contract,
+            subscriber_id,
+            service_ms,
+            problems.is_empty(),
+        ) {
             (Some(patient), Some(contract), Some(subscriber_id), Some(service_ms), true) => {
                 Ok(ClaimBundle {
                     claim,
@@ -230,13 +255,18 @@ impl ClaimBundle {
         let mut lines: Vec<Line> = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let at = |f: &str| format!("Claim.item[{i}]{f}");
-            let sequence = item["sequence"].as_u64().and_then(|s| u32::try_from(s).ok());
+            let sequence = item["sequence"]
+                .as_u64()
+                .and_then(|s| u32::try_from(s).ok());
             let code = item["productOrService"]["coding"][0]["code"]
                 .as_str()
                 .filter(|c| !c.is_empty() && c.len() <= 32);
             let quantity = match &item["quantity"]["value"] {
                 Value::Null => Some(1),
-                v => v.as_u64().and_then(|q| u32::try_from(q).ok()).filter(|q| *q > 0),
+                v => v
+                    .as_u64()
+                    .and_then(|q| u32::try_from(q).ok())
+                    .filter(|q| *q > 0),
             };
             let unit_price = minor_units(&item["unitPrice"]["value"], decimals);
             match (sequence, code, quantity, unit_price) {
@@ -251,7 +281,9 @@ impl ClaimBundle {
                         unit_price,
                     });
                 }
-                (None, ..) => problems.push(problem(&at(".sequence"), "a positive sequence is required")),
+                (None, ..) => {
+                    problems.push(problem(&at(".sequence"), "a positive sequence is required"))
+                }
                 (_, None, ..) => problems.push(problem(
                     &at(".productOrService"),
                     "a billing code (productOrService.coding[0].code) is required",

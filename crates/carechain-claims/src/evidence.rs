@@ -59,7 +59,13 @@ fn hash_list(v: &Value, f: &str) -> Result<Vec<Hash>, String> {
 
 impl Evidence {
     /// The evidence of `tx`, a claims contract's deciding transaction.
-    pub fn of(node_tx: &NodeTx, contract: Hash, code_hash: Hash, salt: [u8; 32], inclusion: Value) -> Evidence {
+    pub fn of(
+        node_tx: &NodeTx,
+        contract: Hash,
+        code_hash: Hash,
+        salt: [u8; 32],
+        inclusion: Value,
+    ) -> Evidence {
         let tx_leaves: Vec<Hash> = node_tx
             .block
             .txs
@@ -89,6 +95,11 @@ impl Evidence {
     /// The block time as a FHIR instant.
     pub fn date(&self) -> String {
         carechain_records::format_instant(self.header.timestamp_ms)
+    }
+
+    /// The block's day as a FHIR date.
+    pub fn day(&self) -> String {
+        self.date().chars().take(10).collect()
     }
 
     /// The deciding transaction's hash.

@@ -21,6 +21,8 @@ pub mod verify;
 pub use bundle::{BundleProblem, CONTRACT_SYSTEM, ClaimBundle, Line};
 pub use evidence::Evidence;
 pub use message::{claim_id, inputs_commitment, member_pseudonym, submit_message};
-pub use response::{CARC_SYSTEM, EVIDENCE_URL, claim_response, evidence_of, explanation_of_benefit};
+pub use response::{
+    CARC_SYSTEM, EVIDENCE_URL, claim_response, evidence_of, explanation_of_benefit,
+};
 pub use submit::{Claims, SubmitError, Submitted};
 pub use verify::{VerifiedClaim, VerifyInputs, verify_claim};

@@ -21,8 +21,12 @@ pub fn member_pseudonym(contract: &Hash, subscriber_id: &str) -> String {
 /// The claim's id at the contract: one per provider and claim identifier, so a resubmission
 /// is a duplicate and two providers never collide.
 pub fn claim_id(provider: &Did, identifier: &str) -> String {
-    sha256_parts(&[CLAIM_NS, provider.to_string().as_bytes(), identifier.as_bytes()]).to_hex()
-        [..32]
+    sha256_parts(&[
+        CLAIM_NS,
+        provider.to_string().as_bytes(),
+        identifier.as_bytes(),
+    ])
+    .to_hex()[..32]
         .to_string()
 }
 

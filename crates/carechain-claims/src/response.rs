@@ -96,7 +96,7 @@ fn payment(decision: &Value, evidence: &Evidence, decimals: u8) -> Option<Value>
         "type": { "coding": [{
             "system": "http://terminology.hl7.org/CodeSystem/ex-paymenttype", "code": kind,
         }]},
-        "date": evidence.date(),
+        "date": evidence.day(),
         "amount": money(paid, decimals),
         "identifier": { "system": "urn:carechain:tx", "value": evidence.tx_hash() },
     }))
@@ -143,27 +143,54 @@ pub fn claim_response(
         "total": totals(decision, decimals),
         "extension": [evidence_extension(evidence)],
     });
-    common(&mut r, &v);
+    common(&mut r, &v, false);
     r
 }
 
-fn common(r: &mut Value, v: &View<'_>) {
-    let errors: Vec<Value> = reasons(&v.decision["errors"])
+fn common(r: &mut Value, v: &View<'_>, eob: bool) {
+    prune(r);
+    let codes: Vec<&str> = v.decision["errors"]
+        .as_array()
         .into_iter()
-        .map(|code| json!({ "code": code }))
+        .flatten()
+        .filter_map(Value::as_str)
         .collect();
-    if !errors.is_empty() {
-        r["error"] = json!(errors);
+    let mut notes = Vec::new();
+    if !codes.is_empty() {
+        if eob {
+            // An ExplanationOfBenefit has no errors: it says them in a note.
+            notes.push(format!("Not adjudicated (CARC {})", codes.join(", ")));
+        } else {
+            let errors: Vec<Value> = reasons(&v.decision["errors"])
+                .into_iter()
+                .map(|code| json!({ "code": code }))
+                .collect();
+            r["error"] = json!(errors);
+        }
     }
     if let Some(p) = payment(v.decision, v.evidence, v.decimals) {
         r["payment"] = p;
     }
     if v.decision["pended"].as_u64().unwrap_or(0) > 0 {
-        r["processNote"] = json!([{ "number": 1, "type": "display",
-            "text": "Pended for the insurer's review (CARC 133)" }]);
+        notes.push("Pended for the insurer's review (CARC 133)".into());
+    }
+    if !notes.is_empty() {
+        let notes: Vec<Value> = notes
+            .iter()
+            .enumerate()
+            .map(|(i, t)| json!({ "number": i + 1, "type": "display", "text": t }))
+            .collect();
+        r["processNote"] = json!(notes);
     }
     if let Some(p) = &v.claim.preauth {
-        r["preAuthRef"] = json!(p);
+        r["preAuthRef"] = if eob { json!([p]) } else { json!(p) };
+    }
+}
+
+/// FHIR has no empty arrays or nulls: drops them (a claim in error has no adjudicated items).
+fn prune(r: &mut Value) {
+    if let Some(o) = r.as_object_mut() {
+        o.retain(|_, v| !(v.is_null() || v.as_array().is_some_and(Vec::is_empty)));
     }
 }
 
@@ -211,8 +238,14 @@ pub fn explanation_of_benefit(
     };
     let c = &claim.claim;
     let mut items: Vec<Value> = items(decision, decimals);
-    for (item, line) in items.iter_mut().zip(c["item"].as_array().into_iter().flatten()) {
-        let seq = item["itemSequence"].take();
+    for (item, line) in items
+        .iter_mut()
+        .zip(c["item"].as_array().into_iter().flatten())
+    {
+        let seq = item
+            .as_object_mut()
+            .and_then(|o| o.remove("itemSequence"))
+            .unwrap_or(Value::Null);
         item["sequence"] = seq;
         item["productOrService"] = line["productOrService"].clone();
         if let Some(d) = line.get("servicedDate") {
@@ -236,6 +269,6 @@ pub fn explanation_of_benefit(
         "item": items,
         "total": totals(decision, decimals),
     });
-    common(&mut r, &v);
+    common(&mut r, &v, true);
     r
 }

@@ -111,7 +111,14 @@ impl Claims {
             .resource
             .unwrap_or(Value::Null);
         let response_id = response["id"].as_str().unwrap_or_default();
-        let eob = explanation_of_benefit(&claim, &claim_id, response_id, decision, &evidence, decimals);
+        let eob = explanation_of_benefit(
+            &claim,
+            &claim_id,
+            response_id,
+            decision,
+            &evidence,
+            decimals,
+        );
         let eob = self
             .service
             .write(s, &purpose, "ExplanationOfBenefit", None, None, eob)?
@@ -161,7 +168,9 @@ fn decision_of(node_tx: &NodeTx) -> Result<Value, SubmitError> {
     match &r.outcome {
         Outcome::Applied { .. } => serde_json::from_slice(&r.data)
             .map_err(|_| SubmitError::Refused("the contract's reply is not JSON".into())),
-        Outcome::Rejected(RejectReason::ContractFailed(f)) => Err(SubmitError::Refused(f.message())),
+        Outcome::Rejected(RejectReason::ContractFailed(f)) => {
+            Err(SubmitError::Refused(f.message()))
+        }
         Outcome::Rejected(reason) => Err(SubmitError::Refused(reason.message())),
     }
 }

@@ -14,15 +14,11 @@
 
 use std::collections::BTreeMap;
 
-use carechain_contracts::{
-    Call, Entry, Host, HostFailure, HostIdentity, Runtime, TransferOutcome,
-};
+use carechain_contracts::{Call, Entry, Host, HostFailure, HostIdentity, Runtime, TransferOutcome};
 use carechain_crypto::{Did, Hash, Namespace, PublicKey, merkle, sha256};
 use carechain_log::NoteVerifier;
 use carechain_state::{CallEnv, call_input};
-use carechain_types::{
-    Account, ConsentPurpose, ContractConfig, Outcome, Payload, Role, encode,
-};
+use carechain_types::{Account, ConsentPurpose, ContractConfig, Outcome, Payload, Role, encode};
 use serde_json::Value;
 
 use crate::{ClaimBundle, evidence_of, inputs_commitment, submit_message};
@@ -71,52 +67,108 @@ pub fn verify_claim(
     // 1. The message is this bundle's.
     let claim = ClaimBundle::parse(bundle, inputs.decimals)
         .map_err(|p| format!("the bundle is not a claim: {}", p[0]))?;
-    let Payload::Execute { contract, msg, funds } = &tx.body.payload else {
+    let Payload::Execute {
+        contract,
+        msg,
+        funds,
+    } = &tx.body.payload
+    else {
         return Err("the deciding transaction is not a contract call".into());
     };
-    check(*contract == ev.contract && claim.contract == ev.contract, "the transaction calls another contract than the claim's insurer")?;
-    let sent: Value = serde_json::from_slice(msg).map_err(|_| "the on-chain message is not JSON")?;
+    check(
+        *contract == ev.contract && claim.contract == ev.contract,
+        "the transaction calls another contract than the claim's insurer",
+    )?;
+    let sent: Value =
+        serde_json::from_slice(msg).map_err(|_| "the on-chain message is not JSON")?;
     let provider: Did = sent["submit"]["provider"]
         .as_str()
         .and_then(|p| p.parse().ok())
         .ok_or("the on-chain message names no provider")?;
     let expected = submit_message(&claim, &provider, &inputs_commitment(&ev.salt, bundle));
-    check(sent == expected, "the on-chain message is not this bundle's: the claim was altered, or the salt is wrong")?;
+    check(
+        sent == expected,
+        "the on-chain message is not this bundle's: the claim was altered, or the salt is wrong",
+    )?;
     // 2. The transaction is signed, and logged under a trusted checkpoint.
     let trusted = |k: &PublicKey| *k == inputs.verifier.key || inputs.trusted.contains(k);
-    check(trusted(&tx.body.signer), "the transaction is not signed by the node or a trusted validator")?;
-    tx.verify_with(&tx.body.signer).map_err(|_| "the transaction's signature does not verify")?;
+    check(
+        trusted(&tx.body.signer),
+        "the transaction is not signed by the node or a trusted validator",
+    )?;
+    tx.verify_with(&tx.body.signer)
+        .map_err(|_| "the transaction's signature does not verify")?;
     let inc = &ev.inclusion;
     let cp = inputs
         .verifier
-        .verify_checkpoint(inc["checkpoint"].as_str().ok_or("the evidence has no checkpoint")?)
+        .verify_checkpoint(
+            inc["checkpoint"]
+                .as_str()
+                .ok_or("the evidence has no checkpoint")?,
+        )
         .map_err(|e| format!("checkpoint: {e}"))?;
-    check(cp.origin == format!("carechain/{}", tx.body.chain_id), "the checkpoint is of another chain")?;
+    check(
+        cp.origin == format!("carechain/{}", tx.body.chain_id),
+        "the checkpoint is of another chain",
+    )?;
     let proof: Vec<Hash> = inc["proof"]
         .as_array()
         .ok_or("the evidence has no inclusion proof")?
         .iter()
         .map(|h| Hash::from_hex(h.as_str().unwrap_or("")).map_err(|e| e.to_string()))
         .collect::<Result<_, _>>()?;
-    let log_index = inc["log_index"].as_u64().ok_or("the evidence has no log index")?;
-    carechain_log::proof::verify_inclusion(log_index, cp.size, &merkle::leaf_hash(&tx.hash().0), &proof, &cp.root)
-        .map_err(|e| format!("inclusion proof: {e}"))?;
+    let log_index = inc["log_index"]
+        .as_u64()
+        .ok_or("the evidence has no log index")?;
+    carechain_log::proof::verify_inclusion(
+        log_index,
+        cp.size,
+        &merkle::leaf_hash(&tx.hash().0),
+        &proof,
+        &cp.root,
+    )
+    .map_err(|e| format!("inclusion proof: {e}"))?;
     // 3. The block, the transaction's place in it and its receipt.
     let h = &ev.header;
-    check(trusted(&h.proposer), "the block is not proposed by a trusted key")?;
+    check(
+        trusted(&h.proposer),
+        "the block is not proposed by a trusted key",
+    )?;
     h.proposer
         .verify(Namespace::Block, &h.hash().0, &ev.seal)
         .map_err(|_| "the block's seal does not verify")?;
     let n = u64::from(h.tx_count);
-    carechain_log::proof::verify_inclusion(ev.position, n, &merkle::leaf_hash(&tx.hash().0), &ev.tx_path, &h.tx_root)
-        .map_err(|e| format!("the transaction is not in the block: {e}"))?;
-    carechain_log::proof::verify_inclusion(ev.position, n, &merkle::leaf_hash(&encode(&ev.receipt)), &ev.receipt_path, &h.receipts_root)
-        .map_err(|e| format!("the receipt is not the block's: {e}"))?;
-    check(ev.receipt.tx_hash == tx.hash(), "the receipt is of another transaction")?;
-    check(matches!(ev.receipt.outcome, Outcome::Applied { .. }), "the deciding transaction was not applied")?;
+    carechain_log::proof::verify_inclusion(
+        ev.position,
+        n,
+        &merkle::leaf_hash(&tx.hash().0),
+        &ev.tx_path,
+        &h.tx_root,
+    )
+    .map_err(|e| format!("the transaction is not in the block: {e}"))?;
+    carechain_log::proof::verify_inclusion(
+        ev.position,
+        n,
+        &merkle::leaf_hash(&encode(&ev.receipt)),
+        &ev.receipt_path,
+        &h.receipts_root,
+    )
+    .map_err(|e| format!("the receipt is not the block's: {e}"))?;
+    check(
+        ev.receipt.tx_hash == tx.hash(),
+        "the receipt is of another transaction",
+    )?;
+    check(
+        matches!(ev.receipt.outcome, Outcome::Applied { .. }),
+        "the deciding transaction was not applied",
+    )?;
     // 4. The code, run again on the decision's reads.
-    check(sha256(inputs.code) == ev.code_hash, "the code given is not the contract's code")?;
-    let reply: Value = serde_json::from_slice(&ev.receipt.data).map_err(|_| "the receipt's data is not JSON")?;
+    check(
+        sha256(inputs.code) == ev.code_hash,
+        "the code given is not the contract's code",
+    )?;
+    let reply: Value =
+        serde_json::from_slice(&ev.receipt.data).map_err(|_| "the receipt's data is not JSON")?;
     let mut host = WitnessHost::from_witness(&reply["witness"], &ev.contract)?;
     let sender = Account::Identity(tx.body.signer);
     let input = call_input(
@@ -144,15 +196,29 @@ pub fn verify_claim(
             &mut host,
         )
         .map_err(|e| format!("running the contract again failed: {e}"))?;
-    check(out.data == ev.receipt.data, "run again, the contract decides differently")?;
-    check(out.fuel_used == ev.receipt.fuel_used, "run again, the contract burns different fuel")?;
+    check(
+        out.data == ev.receipt.data,
+        "run again, the contract decides differently",
+    )?;
+    check(
+        out.fuel_used == ev.receipt.fuel_used,
+        "run again, the contract burns different fuel",
+    )?;
     // 5. The ClaimResponse says what the decision says.
     let d = &reply["decision"];
-    check(claim_response["outcome"] == d["outcome"], "the ClaimResponse's outcome is not the decision's")?;
+    check(
+        claim_response["outcome"] == d["outcome"],
+        "the ClaimResponse's outcome is not the decision's",
+    )?;
     let paid = d["paid"].as_u64().unwrap_or(0);
-    let shown = claim_response["payment"]["amount"]["value"].as_f64().unwrap_or(0.0);
+    let shown = claim_response["payment"]["amount"]["value"]
+        .as_f64()
+        .unwrap_or(0.0);
     let scale = 10f64.powi(i32::from(inputs.decimals));
-    check((shown * scale).round() as u64 == paid, "the ClaimResponse's payment is not the decision's")?;
+    check(
+        (shown * scale).round() as u64 == paid,
+        "the ClaimResponse's payment is not the decision's",
+    )?;
     Ok(VerifiedClaim {
         outcome: d["outcome"].as_str().unwrap_or_default().to_string(),
         paid,
@@ -177,10 +243,15 @@ fn missing(what: &str) -> HostFailure {
 
 impl WitnessHost {
     fn from_witness(w: &Value, contract: &Hash) -> Result<WitnessHost, String> {
-        let pairs = |f: &str| w[f].as_array().cloned().ok_or(format!("the decision has no witness {f}"));
+        let pairs = |f: &str| {
+            w[f].as_array()
+                .cloned()
+                .ok_or(format!("the decision has no witness {f}"))
+        };
         let mut storage = BTreeMap::new();
         for p in pairs("storage")? {
-            let k = hex::decode(p[0].as_str().unwrap_or("")).map_err(|_| "witness key is not hex")?;
+            let k =
+                hex::decode(p[0].as_str().unwrap_or("")).map_err(|_| "witness key is not hex")?;
             let v = match p[1].as_str() {
                 Some(v) => Some(hex::decode(v).map_err(|_| "witness value is not hex")?),
                 None => None,
@@ -193,13 +264,15 @@ impl WitnessHost {
             let ident = match p[1].as_str() {
                 None => None,
                 Some(j) => {
-                    let v: Value = serde_json::from_str(j).map_err(|_| "witness identity is not JSON")?;
+                    let v: Value =
+                        serde_json::from_str(j).map_err(|_| "witness identity is not JSON")?;
                     let organization = match v["organization"].as_str() {
                         Some(o) => Some(o.parse::<Did>().map_err(|e| e.to_string())?.public_key()),
                         None => None,
                     };
                     Some(HostIdentity {
-                        role: Role::parse(v["role"].as_str().unwrap_or("")).ok_or("witness role")?,
+                        role: Role::parse(v["role"].as_str().unwrap_or(""))
+                            .ok_or("witness role")?,
                         organization,
                         active: v["active"] == true,
                     })
@@ -209,7 +282,12 @@ impl WitnessHost {
         }
         let balances = pairs("balances")?
             .iter()
-            .map(|p| (p[0].as_str().unwrap_or_default().to_string(), p[1].as_u64().unwrap_or(0)))
+            .map(|p| {
+                (
+                    p[0].as_str().unwrap_or_default().to_string(),
+                    p[1].as_u64().unwrap_or(0),
+                )
+            })
             .collect();
         Ok(WitnessHost {
             storage,
@@ -222,7 +300,10 @@ impl WitnessHost {
 
 impl Host for WitnessHost {
     fn storage_get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, HostFailure> {
-        self.storage.get(key).cloned().ok_or_else(|| missing("a storage key read"))
+        self.storage
+            .get(key)
+            .cloned()
+            .ok_or_else(|| missing("a storage key read"))
     }
 
     fn storage_set(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), HostFailure> {
@@ -231,11 +312,18 @@ impl Host for WitnessHost {
     }
 
     fn balance(&mut self, account: &Account) -> Result<u64, HostFailure> {
-        self.balances.get(&account.to_string()).copied().ok_or_else(|| missing("a balance read"))
+        self.balances
+            .get(&account.to_string())
+            .copied()
+            .ok_or_else(|| missing("a balance read"))
     }
 
     fn transfer(&mut self, to: &Account, amount: u64) -> Result<TransferOutcome, HostFailure> {
-        let have = self.balances.get(&self.contract).copied().ok_or_else(|| missing("the contract's balance"))?;
+        let have = self
+            .balances
+            .get(&self.contract)
+            .copied()
+            .ok_or_else(|| missing("the contract's balance"))?;
         if have < amount {
             return Ok(TransferOutcome::InsufficientFunds);
         }
@@ -257,6 +345,9 @@ impl Host for WitnessHost {
     }
 
     fn identity(&mut self, who: &PublicKey) -> Result<Option<HostIdentity>, HostFailure> {
-        self.identities.get(&who.did().to_string()).cloned().ok_or_else(|| missing("an identity read"))
+        self.identities
+            .get(&who.did().to_string())
+            .cloned()
+            .ok_or_else(|| missing("an identity read"))
     }
 }

@@ -313,9 +313,9 @@ fn make_genesis(a: &InitArgs, validators: &[SecretKey], operator: &SecretKey) ->
     for spec in &a.balances {
         let (did, amount) = spec.split_once('=').context("--balance takes DID=AMOUNT")?;
         let did: Did = did.parse().with_context(|| format!("bad did {did}"))?;
-        let amount: u64 = amount
-            .parse()
-            .with_context(|| format!("--balance {spec}: the amount is a whole number of minor units"))?;
+        let amount: u64 = amount.parse().with_context(|| {
+            format!("--balance {spec}: the amount is a whole number of minor units")
+        })?;
         if !identities.iter().any(|i| i.key == did.public_key()) {
             bail!("--balance {spec}: not a genesis identity (add it with --identity)");
         }

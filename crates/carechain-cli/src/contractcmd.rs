@@ -210,7 +210,8 @@ fn shipped_code(name: &str) -> Result<&'static [u8]> {
 fn code_hash(s: &str) -> Result<Hash> {
     match shipped_code(s) {
         Ok(code) => Ok(sha256(code)),
-        Err(_) => Hash::from_hex(s).context("--code is a code hash (64 hex digits) or a shipped contract's name"),
+        Err(_) => Hash::from_hex(s)
+            .context("--code is a code hash (64 hex digits) or a shipped contract's name"),
     }
 }
 
@@ -223,12 +224,16 @@ pub fn contract_cmd(cmd: ContractCmd) -> Result<()> {
             conn,
         } => {
             let code = match (wasm, shipped) {
-                (Some(p), _) => std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?,
+                (Some(p), _) => {
+                    std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?
+                }
                 (None, Some(name)) => shipped_code(&name)?.to_vec(),
                 (None, None) => bail!("give --wasm FILE or --shipped NAME"),
             };
             let key = keyfile::read(&key)?;
-            send(&Client::new(&conn.url), &key, None, |_, _, _| Ok(Payload::DeployCode { code }))
+            send(&Client::new(&conn.url), &key, None, |_, _, _| {
+                Ok(Payload::DeployCode { code })
+            })
         }
         ContractCmd::Instantiate {
             key,
@@ -241,7 +246,12 @@ pub fn contract_cmd(cmd: ContractCmd) -> Result<()> {
             let (code, msg) = (code_hash(&code)?, json_msg(&msg)?);
             let key = keyfile::read(&key)?;
             send(&Client::new(&conn.url), &key, None, |_, _, _| {
-                Ok(Payload::Instantiate { code, msg, funds, label })
+                Ok(Payload::Instantiate {
+                    code,
+                    msg,
+                    funds,
+                    label,
+                })
             })
         }
         ContractCmd::Call {
@@ -254,7 +264,11 @@ pub fn contract_cmd(cmd: ContractCmd) -> Result<()> {
             let (contract, msg) = (contract(&c)?, json_msg(&msg)?);
             let key = keyfile::read(&key)?;
             send(&Client::new(&conn.url), &key, None, |_, _, _| {
-                Ok(Payload::Execute { contract, msg, funds })
+                Ok(Payload::Execute {
+                    contract,
+                    msg,
+                    funds,
+                })
             })
         }
         ContractCmd::Query {
@@ -264,10 +278,14 @@ pub fn contract_cmd(cmd: ContractCmd) -> Result<()> {
         } => {
             contract(&c)?;
             let msg = json_msg(&msg)?;
-            let (status, v) = Client::new(&conn.url).post_json(&format!("/v1/contracts/{c}/query"), &msg)?;
+            let (status, v) =
+                Client::new(&conn.url).post_json(&format!("/v1/contracts/{c}/query"), &msg)?;
             print_json(&v)?;
             if status != 200 {
-                bail!("query failed: {}", v["error"]["message"].as_str().unwrap_or("?"));
+                bail!(
+                    "query failed: {}",
+                    v["error"]["message"].as_str().unwrap_or("?")
+                );
             }
             Ok(())
         }
@@ -289,12 +307,32 @@ pub fn token_cmd(cmd: TokenCmd) -> Result<()> {
             account(&a)?;
             print_json(&Client::new(&conn.url).get_json(&format!("/v1/token/balances/{a}"))?)
         }
-        TokenCmd::Transfer { key, to, amount, conn } => {
-            sign(&key, &conn.url, Payload::Transfer { to: account(&to)?, amount })
-        }
-        TokenCmd::Mint { key, to, amount, conn } => {
-            sign(&key, &conn.url, Payload::Mint { to: account(&to)?, amount })
-        }
+        TokenCmd::Transfer {
+            key,
+            to,
+            amount,
+            conn,
+        } => sign(
+            &key,
+            &conn.url,
+            Payload::Transfer {
+                to: account(&to)?,
+                amount,
+            },
+        ),
+        TokenCmd::Mint {
+            key,
+            to,
+            amount,
+            conn,
+        } => sign(
+            &key,
+            &conn.url,
+            Payload::Mint {
+                to: account(&to)?,
+                amount,
+            },
+        ),
         TokenCmd::Burn { key, amount, conn } => sign(&key, &conn.url, Payload::Burn { amount }),
         TokenCmd::Allow {
             key,
@@ -362,8 +400,10 @@ pub struct VerifyClaimArgs {
 
 pub fn verify_claim(a: &VerifyClaimArgs) -> Result<()> {
     let read_json = |p: &PathBuf| -> Result<Value> {
-        serde_json::from_slice(&std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?)
-            .with_context(|| format!("{} is not JSON", p.display()))
+        serde_json::from_slice(
+            &std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
+        )
+        .with_context(|| format!("{} is not JSON", p.display()))
     };
     let (bundle, response) = (read_json(&a.bundle)?, read_json(&a.response)?);
     let verifier = carechain_log::NoteVerifier::parse(&a.checkpoint_key)
@@ -378,10 +418,16 @@ pub fn verify_claim(a: &VerifyClaimArgs) -> Result<()> {
         None => shipped::CLAIMS.code.to_vec(),
     };
     let genesis = match &a.genesis {
-        Some(p) => Some(carechain_types::decode_genesis(&std::fs::read(p)?).map_err(|e| anyhow::anyhow!("genesis: {e}"))?),
+        Some(p) => Some(
+            carechain_types::decode_genesis(&std::fs::read(p)?)
+                .map_err(|e| anyhow::anyhow!("genesis: {e}"))?,
+        ),
         None => None,
     };
-    let defaults = (carechain_types::ContractConfig::default(), carechain_types::TokenConfig::default().decimals);
+    let defaults = (
+        carechain_types::ContractConfig::default(),
+        carechain_types::TokenConfig::default().decimals,
+    );
     let (contracts, decimals) = match &genesis {
         Some(g) => (g.contracts.clone(), g.token.decimals),
         None => defaults,

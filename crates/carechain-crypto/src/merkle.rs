@@ -48,6 +48,29 @@ pub fn root_of_leaf_hashes(leaves: &[Hash]) -> Hash {
     }
 }
 
+/// The RFC 6962 inclusion path (audit path) of leaf `index` in the tree of `leaves`
+/// (already-hashed), from the leaf's sibling up; empty for a tree of one leaf or an index out
+/// of range.
+pub fn inclusion_path(leaves: &[Hash], index: usize) -> Vec<Hash> {
+    if leaves.len() <= 1 || index >= leaves.len() {
+        return Vec::new();
+    }
+    let k = split_point(leaves.len() as u64) as usize;
+    let (mut path, sibling) = if index < k {
+        (
+            inclusion_path(&leaves[..k], index),
+            root_of_leaf_hashes(&leaves[k..]),
+        )
+    } else {
+        (
+            inclusion_path(&leaves[k..], index - k),
+            root_of_leaf_hashes(&leaves[..k]),
+        )
+    };
+    path.push(sibling);
+    path
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,21 +114,4 @@ mod tests {
         assert_eq!(split_point(5), 4);
         assert_eq!(split_point(1 << 40), 1 << 39);
     }
-}
-
-/// The RFC 6962 inclusion path (audit path) of leaf `index` in the tree of `leaves`
-/// (already-hashed), from the leaf's sibling up; empty for a tree of one leaf or an index out
-/// of range.
-pub fn inclusion_path(leaves: &[Hash], index: usize) -> Vec<Hash> {
-    if leaves.len() <= 1 || index >= leaves.len() {
-        return Vec::new();
-    }
-    let k = split_point(leaves.len() as u64) as usize;
-    let (mut path, sibling) = if index < k {
-        (inclusion_path(&leaves[..k], index), root_of_leaf_hashes(&leaves[k..]))
-    } else {
-        (inclusion_path(&leaves[k..], index - k), root_of_leaf_hashes(&leaves[..k]))
-    };
-    path.push(sibling);
-    path
 }

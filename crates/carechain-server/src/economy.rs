@@ -14,7 +14,7 @@ use axum::{
 };
 use carechain_crypto::Hash;
 use carechain_node::Node;
-use carechain_state::{allowance_key, balance_key, code_key, instance_key, SUPPLY_KEY};
+use carechain_state::{SUPPLY_KEY, allowance_key, balance_key, code_key, instance_key};
 use carechain_types::{Account, Outcome};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -40,14 +40,21 @@ pub fn routes(node: Arc<Node>) -> Router {
 }
 
 fn account(s: &str) -> ApiResult<Account> {
-    s.parse::<Account>()
-        .map_err(|_| ApiError::bad_request("bad_account", format!("{s} is not a did:key or contract:<hex>")))
+    s.parse::<Account>().map_err(|_| {
+        ApiError::bad_request(
+            "bad_account",
+            format!("{s} is not a did:key or contract:<hex>"),
+        )
+    })
 }
 
 fn contract_address(s: &str) -> ApiResult<Hash> {
     match account(s)? {
         Account::Contract(h) => Ok(h),
-        Account::Identity(_) => Err(ApiError::bad_request("bad_contract", "a contract address is contract:<hex>")),
+        Account::Identity(_) => Err(ApiError::bad_request(
+            "bad_contract",
+            "a contract address is contract:<hex>",
+        )),
     }
 }
 
@@ -84,7 +91,10 @@ async fn allowance(
     Path((owner, spender)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let Account::Identity(owner) = account(&owner)? else {
-        return Err(ApiError::bad_request("bad_owner", "an allowance's owner is an identity"));
+        return Err(ApiError::bad_request(
+            "bad_owner",
+            "an allowance's owner is an identity",
+        ));
     };
     let spender = account(&spender)?;
     let (v, proof) = proven_value(&node, &allowance_key(&owner, &spender))?;
@@ -116,13 +126,21 @@ async fn transfers(
     Query(q): Query<TransfersQuery>,
 ) -> ApiResult<Json<Value>> {
     let limit = q.limit.unwrap_or(20).clamp(1, 200);
-    let who = q.account.as_deref().map(account).transpose()?.map(|a| a.to_string());
+    let who = q
+        .account
+        .as_deref()
+        .map(account)
+        .transpose()?
+        .map(|a| a.to_string());
     let snap = node.snapshot().map_err(ApiError::internal)?;
     let head = snap.head().map_err(ApiError::internal)?;
     let mut out = Vec::new();
     let mut h = head;
     while h > 0 && head - h < TRANSFER_SCAN_BLOCKS && out.len() < limit {
-        let receipts = snap.receipts(h).map_err(ApiError::internal)?.unwrap_or_default();
+        let receipts = snap
+            .receipts(h)
+            .map_err(ApiError::internal)?
+            .unwrap_or_default();
         for r in receipts.iter().rev() {
             if !matches!(r.outcome, Outcome::Applied { .. }) {
                 continue;
@@ -148,17 +166,22 @@ async fn transfers(
 }
 
 async fn code(State(node): State<Arc<Node>>, Path(hash): Path<String>) -> ApiResult<Response> {
-    let hash = Hash::from_hex(&hash).map_err(|e| ApiError::bad_request("bad_hash", e.to_string()))?;
+    let hash =
+        Hash::from_hex(&hash).map_err(|e| ApiError::bad_request("bad_hash", e.to_string()))?;
     let (v, _) = proven_value(&node, &code_key(&hash))?;
-    let code = v.ok_or_else(|| ApiError::not_found("code_not_found", "no code is stored under this hash"))?;
+    let code = v.ok_or_else(|| {
+        ApiError::not_found("code_not_found", "no code is stored under this hash")
+    })?;
     Ok(([(header::CONTENT_TYPE, "application/wasm")], code).into_response())
 }
 
 async fn instance(State(node): State<Arc<Node>>, Path(a): Path<String>) -> ApiResult<Json<Value>> {
     let address = contract_address(&a)?;
     let (v, proof) = proven_value(&node, &instance_key(&address))?;
-    let raw = v.ok_or_else(|| ApiError::not_found("contract_not_found", "no contract at this address"))?;
-    let i: carechain_state::ContractInstance = borsh::from_slice(&raw).map_err(ApiError::internal)?;
+    let raw =
+        v.ok_or_else(|| ApiError::not_found("contract_not_found", "no contract at this address"))?;
+    let i: carechain_state::ContractInstance =
+        borsh::from_slice(&raw).map_err(ApiError::internal)?;
     let (bal, _) = proven_value(&node, &balance_key(&Account::Contract(address)))?;
     Ok(Json(json!({
         "address": Account::Contract(address).to_string(),
@@ -179,7 +202,10 @@ async fn query(
 ) -> ApiResult<Response> {
     let address = contract_address(&a)?;
     if serde_json::from_slice::<Value>(&body).is_err() {
-        return Err(ApiError::bad_request("bad_message", "the query message is JSON"));
+        return Err(ApiError::bad_request(
+            "bad_message",
+            "the query message is JSON",
+        ));
     }
     let n = node.clone();
     let answer = tokio::task::spawn_blocking(move || n.ledger().query_contract(&address, &body))
@@ -193,6 +219,11 @@ async fn query(
             "result": serde_json::from_slice::<Value>(&data).unwrap_or(Value::Null),
         }))
         .into_response(),
-        Err(reason) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, reason.code(), reason.message()).into_response(),
+        Err(reason) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            reason.code(),
+            reason.message(),
+        )
+        .into_response(),
     })
 }

@@ -229,4 +229,3 @@ pub fn with_inclusion(node: &carechain_node::Node, mut entries: Vec<Value>) -> V
     }
     entries
 }
-

@@ -302,7 +302,7 @@ pub fn apply_block<V: StateView + ?Sized>(
         if matches!(result, Err(RejectReason::ContractFailed(_))) {
             // A contract that ran and failed was charged its fuel: its transaction is used
             // up (the nonce moves on), so it cannot be replayed to burn block fuel again.
-            if let Some(mut s) = read_identity(&mut overlay, &tx.body.signer)? {
+            if let Some(mut s) = read_identity(&overlay, &tx.body.signer)? {
                 s.next_nonce += 1;
                 put_identity(&mut overlay, &s);
             }

@@ -26,8 +26,8 @@ pub use consent::{
     consents_of, delegates_key,
 };
 pub use contract::{
-    CallEnv, ContractInstance, QueryContext, call_input, code, code_hash, code_key, contract, contract_storage_key,
-    instance_key, query,
+    CallEnv, ContractInstance, QueryContext, call_input, code, code_hash, code_key, contract,
+    contract_storage_key, instance_key, query,
 };
 pub use exec::{
     BlockContext, BlockExecution, ChainRules, Identity, apply_block, genesis_changes,

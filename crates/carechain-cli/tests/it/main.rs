@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod bench;
+mod claims;
 mod client;
 mod cluster;
 mod common;

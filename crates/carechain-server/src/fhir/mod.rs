@@ -16,8 +16,8 @@ use carechain_service::{ErrorKind, Purpose, Service, ServiceError, Session};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-mod log;
 mod claims;
+mod log;
 mod network;
 
 pub(crate) use log::with_proofs;
