@@ -79,6 +79,23 @@ try {
   const pid = (await patient.locator('#my-patient-id').textContent()).replace('Patient/', '');
   await shot(patient, '02-patient-records');
 
+  step('patient sees her balance, a paid and a denied claim, and her pool');
+  await patient.getByRole('link', { name: 'Payments' }).click();
+  await patient.waitForURL(BASE + '/patient/payments');
+  await patient.getByRole('heading', { name: 'My claims' }).waitFor();
+  assert.match(await patient.locator('#my-balance').textContent(), /^\d+\.\d\d CARE$/);
+  const paidClaim = patient.locator('article.claim[data-paid="true"]');
+  const deniedClaim = patient.locator('article.claim[data-paid="false"]');
+  assert.equal(await paidClaim.count(), 1, 'one paid claim');
+  assert.equal(await deniedClaim.count(), 1, 'one denied claim');
+  await paidClaim.getByText('Office visit').waitFor();
+  await paidClaim.getByText('above the plan\'s fee schedule (CARC 45)').first().waitFor();
+  await deniedClaim.getByText('not covered by your plan (CARC 96)').waitFor();
+  await deniedClaim.getByText('Nothing was paid on this claim.').waitFor();
+  assert.equal(await patient.locator('article.pool[data-covered="true"]').count(), 1, 'a covered pool membership');
+  await shot(patient, '02b-patient-payments');
+  await patient.goto(BASE + '/patient');
+
   step('a clinician of another organization is denied without consent');
   const doc = await newPage();
   await demoSignIn(doc, 'Dr. Dan Okafor, Riverside Clinic — clinician');

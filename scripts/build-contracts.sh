@@ -12,7 +12,9 @@ out="${1:-$root/contracts/wasm}"
 target="${CARECHAIN_CONTRACTS_TARGET:-$root/target/contracts}"
 rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
 cargo_home="${CARGO_HOME:-$HOME/.cargo}"
-export RUSTFLAGS="-D warnings --remap-path-prefix=$root=/carechain --remap-path-prefix=$cargo_home=/cargo"
+# A contract instance lives for one call: a 64 KiB stack (not the 1 MiB default) keeps its
+# initial memory, allocated and zeroed on every call, to a few pages.
+export RUSTFLAGS="-D warnings -C link-arg=-zstack-size=65536 --remap-path-prefix=$root=/carechain --remap-path-prefix=$cargo_home=/cargo"
 export CARGO_INCREMENTAL=0
 cargo build --quiet --release --locked --manifest-path contracts/Cargo.toml \
   --target wasm32-unknown-unknown --target-dir "$target"

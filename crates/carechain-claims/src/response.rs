@@ -65,13 +65,20 @@ fn items(decision: &Value, decimals: u8) -> Vec<Value> {
         .collect()
 }
 
-fn disposition(decision: &Value) -> String {
+fn units(minor: &Value, decimals: u8) -> String {
+    let n = minor.as_u64().unwrap_or(0);
+    let scale = 10u64.pow(u32::from(decimals));
+    format!("{}.{:0w$}", n / scale, n % scale, w = decimals as usize)
+}
+
+fn disposition(decision: &Value, decimals: u8) -> String {
+    let (paid, pended) = (
+        units(&decision["paid"], decimals),
+        units(&decision["pended"], decimals),
+    );
     match decision["outcome"].as_str() {
-        Some("complete") => format!("Adjudicated: {} paid", decision["paid"]),
-        Some("partial") => format!(
-            "Adjudicated in part: {} paid, {} pended for review",
-            decision["paid"], decision["pended"]
-        ),
+        Some("complete") => format!("Adjudicated: {paid} paid"),
+        Some("partial") => format!("Adjudicated in part: {paid} paid, {pended} pended for review"),
         Some("queued") => "Pended for the insurer's review".into(),
         _ => "Not adjudicated: see the errors".into(),
     }
@@ -138,7 +145,7 @@ pub fn claim_response(
         "requestor": c["provider"],
         "request": { "reference": format!("Claim/{claim_id}") },
         "outcome": decision["outcome"],
-        "disposition": disposition(decision),
+        "disposition": disposition(decision, decimals),
         "item": items(decision, decimals),
         "total": totals(decision, decimals),
         "extension": [evidence_extension(evidence)],
@@ -262,7 +269,7 @@ pub fn explanation_of_benefit(
         "insurer": c["insurer"],
         "provider": c["provider"],
         "outcome": decision["outcome"],
-        "disposition": disposition(decision),
+        "disposition": disposition(decision, decimals),
         "claim": { "reference": format!("Claim/{}", v.claim_id) },
         "claimResponse": { "reference": format!("ClaimResponse/{response_id}") },
         "insurance": [{ "focal": true, "coverage": c["insurance"][0]["coverage"] }],

@@ -4,8 +4,6 @@
 //! ClaimResponse (and an ExplanationOfBenefit for the patient) once its block is durable:
 //! payment, if any, moved in the same transaction.
 
-use std::sync::Arc;
-
 use carechain_crypto::{Did, Hash};
 use carechain_service::{NodeTx, Purpose, Service, ServiceError, Session};
 use carechain_types::{Outcome, Payload, RejectReason, Role};
@@ -48,8 +46,8 @@ pub struct Submitted {
 }
 
 /// Claims, on a node's records service.
-pub struct Claims {
-    service: Arc<Service>,
+pub struct Claims<'a> {
+    service: &'a Service,
 }
 
 fn salt() -> Result<[u8; 32], ServiceError> {
@@ -58,9 +56,9 @@ fn salt() -> Result<[u8; 32], ServiceError> {
     Ok(s)
 }
 
-impl Claims {
+impl Claims<'_> {
     /// Claims through `service`.
-    pub fn new(service: Arc<Service>) -> Claims {
+    pub fn new(service: &Service) -> Claims<'_> {
         Claims { service }
     }
 

@@ -36,6 +36,10 @@ pub enum BenchCmd {
         /// Offered load in transactions per second (0 = as fast as possible, i.e. saturation).
         #[arg(long, default_value_t = 0)]
         rate: u64,
+        /// What the transactions do: anchor a commitment, transfer care tokens, or call a
+        /// trivial contract (the shipped counter).
+        #[arg(long, value_enum, default_value_t = Workload::Anchor)]
+        workload: Workload,
     },
     /// The demo network (`cluster up --demo`, four validator processes on loopback): a
     /// consented cross-organization search against the same search at the custodian, and
@@ -96,6 +100,69 @@ pub enum BenchCmd {
         #[arg(long)]
         data: Option<std::path::PathBuf>,
     },
+}
+
+/// The ledger benchmark's transactions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// Anchors of distinct commitments.
+    Anchor,
+    /// Token transfers of 1 minor unit between funded signers.
+    Transfer,
+    /// `increment` calls of the shipped counter contract.
+    Contract,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Anchor => "anchor",
+            Workload::Transfer => "transfer",
+            Workload::Contract => "contract",
+        }
+    }
+}
+
+/// The counter the contract workload calls: deployed and instantiated by the node key with
+/// its nonces 0 and 1.
+fn counter_address(node: &SecretKey) -> carechain_crypto::Hash {
+    let code = sha256(carechain_contracts::shipped::COUNTER.code);
+    carechain_types::contract_address(&code, &node.public(), 1)
+}
+
+/// The node key deploys and instantiates the counter, and waits for both to apply.
+fn setup_counter(node: &Node, key: &SecretKey, chain_id: &str) -> Result<()> {
+    let code = carechain_contracts::shipped::COUNTER.code.to_vec();
+    let payloads = [
+        Payload::DeployCode { code: code.clone() },
+        Payload::Instantiate {
+            code: sha256(&code),
+            msg: b"{}".to_vec(),
+            funds: 0,
+            label: "bench counter".into(),
+        },
+    ];
+    let bodies = payloads
+        .into_iter()
+        .enumerate()
+        .map(|(i, payload)| TxBody {
+            chain_id: chain_id.to_string(),
+            signer: key.public(),
+            nonce: i as u64,
+            payload,
+        })
+        .collect();
+    for r in node.sign_and_submit(key, bodies) {
+        r.map_err(|e| anyhow::anyhow!("counter setup refused: {e}"))?;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    let mut rx = node.subscribe();
+    while node.store().log().size() < 2 {
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), rx.changed()).await })??;
+    }
+    Ok(())
 }
 
 fn threads() -> usize {
@@ -225,6 +292,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         block_txs,
         submitters,
         rate,
+        workload,
     } = cmd
     else {
         unreachable!("handled above")
@@ -245,22 +313,43 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         role: Role::Organization,
         parent: None,
     }));
+    let mut token = carechain_types::TokenConfig::default();
+    if workload == Workload::Transfer {
+        token.balances = keys.iter().map(|k| (k.public(), 1_000_000_000)).collect();
+    }
     let genesis = Genesis {
-        token: Default::default(),
+        token,
         contracts: Default::default(),
         chain_id: chain_id.clone(),
         timestamp_ms: carechain_node::now_ms(),
         identities,
     };
+    let counter = counter_address(&node_key);
+    let call = br#"{"increment":{}}"#.to_vec();
+    let payload_of = |i: usize| match workload {
+        Workload::Anchor => Payload::Anchor {
+            kind: "bench".into(),
+            commitment: sha256(&(i as u64).to_le_bytes()),
+        },
+        Workload::Transfer => Payload::Transfer {
+            to: carechain_types::Account::Identity(keys[(i + 1) % keys.len()].public()),
+            amount: 1,
+        },
+        Workload::Contract => Payload::Execute {
+            contract: counter,
+            msg: call.clone(),
+            funds: 0,
+        },
+    };
 
-    // Pre-sign every transaction (not timed): anchors of distinct commitments, nonces in order.
+    // Pre-sign every transaction (not timed): nonces in order per signer.
     let sign_start = Instant::now();
     let per_thread = n.div_ceil(threads());
     let mut raw: Vec<Vec<u8>> = Vec::with_capacity(n);
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads())
             .map(|t| {
-                let (keys, chain_id) = (&keys, &chain_id);
+                let (keys, chain_id, payload_of) = (&keys, &chain_id, &payload_of);
                 s.spawn(move || {
                     let lo = t * per_thread;
                     let hi = ((t + 1) * per_thread).min(n);
@@ -273,10 +362,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
                                     chain_id: chain_id.clone(),
                                     signer: k.public(),
                                     nonce,
-                                    payload: Payload::Anchor {
-                                        kind: "bench".into(),
-                                        commitment: sha256(&(i as u64).to_le_bytes()),
-                                    },
+                                    payload: payload_of(i),
                                 }
                                 .sign(k),
                             )
@@ -302,7 +388,13 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         max_block_txs: block_txs,
         mempool_capacity: block_txs * 8,
     };
-    let node = Node::start(store, node_key, config)?;
+    let node = Node::start(store, node_key.clone(), config)?;
+    let setup = if workload == Workload::Contract {
+        setup_counter(&node, &node_key, &chain_id)?;
+        2
+    } else {
+        0
+    };
     let mut rx = node.subscribe();
 
     // Submitters take transactions in order of their index within each signer's stream: one
@@ -376,11 +468,11 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()?;
-    while node.store().log().size() < n as u64 {
+    while node.store().log().size() < n as u64 + setup {
         rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), rx.changed()).await })??;
     }
     let secs = start.elapsed().as_secs_f64();
-    let committed = node.store().log().size();
+    let committed = node.store().log().size() - setup;
     let blocks = node.store().head();
     let mut lat = node.take_publish_latencies();
     lat.sort();
@@ -388,6 +480,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
     let tps = committed as f64 / secs;
     out_line(&serde_json::to_string_pretty(&json!({
         "bench": "ledger",
+        "workload": workload.name(),
         "cores": threads(),
         "transactions": committed,
         "blocks": blocks,
@@ -407,7 +500,11 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             "tx_per_s_over_batch_verify_per_s": tps / verify_rate,
             "tx_per_s_over_durable_appends_per_s": tps / append_rate,
         },
-        "target": { "tx_per_s": 30000, "checkpoint_p99_ms": 100 },
+        "target": { "tx_per_s": match workload {
+            Workload::Anchor => 30_000,
+            Workload::Transfer => 50_000,
+            Workload::Contract => 20_000,
+        }, "checkpoint_p99_ms": 100 },
     }))?);
     Ok(())
 }

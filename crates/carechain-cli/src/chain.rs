@@ -72,8 +72,8 @@ pub struct InitArgs {
     /// validator, operator). Repeatable.
     #[arg(long = "identity", value_name = "ROLE=DID")]
     pub identities: Vec<String>,
-    /// Initial care-token balances as DID=AMOUNT (minor units) of genesis identities (the
-    /// initial supply is their sum). Repeatable.
+    /// Initial care-token balances as DID=AMOUNT (minor units; the initial supply is their
+    /// sum). An identity registered later holds its balance from then. Repeatable.
     #[arg(long = "balance", value_name = "DID=AMOUNT")]
     pub balances: Vec<String>,
     /// A fee in minor units every applied transaction pays its block's proposer (0: none).
@@ -316,9 +316,9 @@ fn make_genesis(a: &InitArgs, validators: &[SecretKey], operator: &SecretKey) ->
         let amount: u64 = amount.parse().with_context(|| {
             format!("--balance {spec}: the amount is a whole number of minor units")
         })?;
-        if !identities.iter().any(|i| i.key == did.public_key()) {
-            bail!("--balance {spec}: not a genesis identity (add it with --identity)");
-        }
+        did.public_key()
+            .validate()
+            .context("the did's key is not a valid Ed25519 key")?;
         token.balances.push((did.public_key(), amount));
     }
     let supply = token

@@ -17,6 +17,19 @@ use serde_json::{Value, json};
 
 use crate::{client::Client, keyfile, out_line};
 
+/// How many of [`Who::ALL`] the single-node demo has (all but the pharmacy's).
+pub const SINGLE_NODE: usize = 9;
+
+/// Care tokens at genesis (minor units, 2 decimals): the insurer funds its claims contract,
+/// the patients pay premiums into the mutual pool.
+pub fn genesis_balances(keys: &DemoKeys) -> Vec<String> {
+    [(Insurer, 100_000_000u64), (Alice, 500_000), (Bob, 500_000)]
+        .into_iter()
+        .filter(|(w, _)| keys.has(*w))
+        .map(|(w, n)| format!("{}={n}", keys.did(w)))
+        .collect()
+}
+
 /// The chain id of the demo chains (one-click sign-in is offered only on it).
 pub const DEMO_CHAIN: &str = "carechain-demo";
 
@@ -254,7 +267,7 @@ pub fn ledger_waves(
 /// Loads the single-node demo's ledger data through `node` (keys under `dir/demo-keys`).
 pub fn load_ledger(node: &Node, root: &Path, operator: &SecretKey) -> Result<()> {
     let keys_dir = root.join("demo-keys");
-    let keys = DemoKeys::create(&keys_dir, &Who::ALL[..7])?;
+    let keys = DemoKeys::read(&keys_dir)?;
     let chain_id = node.store().genesis().chain_id.clone();
     let me = node.ledger().node_key();
     for wave in ledger_waves(&keys, operator, &chain_id, &[], &me) {
@@ -466,7 +479,7 @@ pub fn fhir_records(keys: &DemoKeys, write: &mut Writer<'_>) -> Result<String> {
 }
 
 /// Loads the demo records into one node's service, each written by its demo author.
-pub fn load_fhir_local(service: &carechain_service::Service, root: &Path) -> Result<()> {
+pub fn load_fhir_local(service: &carechain_service::Service, root: &Path) -> Result<String> {
     use carechain_service::{Purpose, Scope, Session};
     let keys = DemoKeys::read(&root.join("demo-keys"))?;
     let all = vec![Scope::parse("user/*.cruds").map_err(|e| anyhow::anyhow!("{e}"))?];
@@ -500,7 +513,7 @@ pub fn load_fhir_local(service: &carechain_service::Service, root: &Path) -> Res
     out_line(&format!(
         "demo records loaded: Patient/{pid} (Alice Demo) with her chart from City Hospital; Bob Demo; sign in at / with the demo buttons"
     ));
-    Ok(())
+    Ok(pid)
 }
 
 /// Loads the demo records into a running cluster over its FHIR API: each organization's

@@ -11,6 +11,7 @@ mod cluster;
 mod consentcmd;
 mod contractcmd;
 mod demo;
+mod demo_claims;
 mod import;
 mod keyfile;
 mod txcmd;

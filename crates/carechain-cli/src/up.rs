@@ -77,11 +77,17 @@ pub fn run(a: UpArgs) -> Result<()> {
                 a.data.display()
             );
         }
+        // The demo identities' keys first: the insurer and the patients hold care tokens
+        // from genesis (registered on the ledger right after).
+        let keys = crate::demo::DemoKeys::create(
+            &a.data.join("demo-keys"),
+            &crate::demo::Who::ALL[..crate::demo::SINGLE_NODE],
+        )?;
         init(&InitArgs {
             data: a.data.clone(),
             chain_id: DEMO_CHAIN.into(),
             identities: vec![],
-            balances: vec![],
+            balances: crate::demo::genesis_balances(&keys),
             tx_fee: 0,
             validators: 1,
             cluster: false,
@@ -168,7 +174,8 @@ pub fn run(a: UpArgs) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("records service: {}", e.message))?;
         service.set_audit_durable(a.audit_durable);
         if fresh_demo {
-            crate::demo::load_fhir_local(&service, &dir.root)?;
+            let pid = crate::demo::load_fhir_local(&service, &dir.root)?;
+            crate::demo_claims::load(&service, &dir.root, &pid)?;
         }
         out_line(&format!(
             "carechain node for chain {} at height {}",

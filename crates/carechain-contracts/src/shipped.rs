@@ -29,5 +29,11 @@ pub const POOL: Shipped = Shipped {
     code: include_bytes!("../../../contracts/wasm/pool.wasm"),
 };
 
+/// Counter: one stored number, incremented per call (benchmarks, an SDK example).
+pub const COUNTER: Shipped = Shipped {
+    name: "counter",
+    code: include_bytes!("../../../contracts/wasm/counter.wasm"),
+};
+
 /// Every shipped contract.
-pub const ALL: [Shipped; 3] = [ESCROW, CLAIMS, POOL];
+pub const ALL: [Shipped; 4] = [ESCROW, CLAIMS, POOL, COUNTER];

@@ -50,8 +50,8 @@ pub(super) async fn submit(
 ) -> Result<Response, Fail> {
     let sess = session(&s, &h).await?;
     let bundle = parse_body(body)?;
-    let claims = Claims::new(s.service.clone());
-    let out = blocking(move || Ok(claims.submit(&sess, &bundle))).await?;
+    let svc = s.service.clone();
+    let out = blocking(move || Ok(Claims::new(&svc).submit(&sess, &bundle))).await?;
     Ok(match out {
         Ok(done) => {
             let mut r = (StatusCode::OK, Json(done.claim_response)).into_response();

@@ -76,6 +76,9 @@ async fn index(State(st): State<Portal>, v: Option<Viewer>) -> Result<Response, 
         .map(|s| s.at(head + 1).iter().map(|k| k.did().to_string()).collect())
         .unwrap_or_default();
     let cosigned = node.cosigned_checkpoint();
+    let token = &store.genesis().token;
+    let supply = carechain_state::total_supply(&snap).unwrap_or(0);
+    let (moves, contracts) = economy(&snap, head);
     let body = html! {
         section aria-labelledby="s-h" {
             h2 id="s-h" { "Status" }
@@ -107,6 +110,28 @@ async fn index(State(st): State<Portal>, v: Option<Viewer>) -> Result<Response, 
                 }
             }
         }
+        section aria-labelledby="t-h" {
+            h2 id="t-h" { (token.name) " and contracts" }
+            dl.facts {
+                dt { "Total supply" } dd id="total-supply" { (supply) " minor units (" (token.decimals) " decimals, " (token.symbol) ")" }
+                dt { "Fee per transaction" } dd { (token.tx_fee) }
+            }
+            h3 { "Recent token movements" }
+            @if moves.is_empty() { p.muted { "None in the latest blocks." } }
+            ul.moves {
+                @for (h, kind, attrs) in &moves {
+                    li { "Block " a href=(format!("/explorer/blocks/{h}")) { (h) } ": " (kind) " "
+                        @for (k, val) in attrs { span.attr { (k) " " code { (short(val)) } " " } } }
+                }
+            }
+            h3 { "Recent contracts" }
+            @if contracts.is_empty() { p.muted { "None in the latest blocks." } }
+            ul.contracts {
+                @for (h, addr, label) in &contracts {
+                    li { code { (addr) } " “" (label) "”, block " (h) " · " a href=(format!("/v1/contracts/{addr}")) { "instance" } }
+                }
+            }
+        }
         section aria-labelledby="v-h" {
             h2 id="v-h" { "Validators and signatures" }
             p { (validators.len()) " validator(s) sign blocks from height " (head + 1) ":" }
@@ -129,6 +154,47 @@ async fn index(State(st): State<Portal>, v: Option<Viewer>) -> Result<Response, 
         p { "API: " a href="/openapi.json" { "OpenAPI" } " · " a href="/v1/status" { "status" } " · " a href="/checkpoint" { "checkpoint" } " · " a href="/metrics" { "metrics" } }
     };
     Ok(page("Ledger", v.as_ref(), body))
+}
+
+/// Movement of a token: (height, kind, attributes).
+type Move = (u64, String, Vec<(String, String)>);
+
+/// The latest token movements and contract instances (up to 10 each, from the last 500
+/// blocks).
+fn economy(
+    snap: &carechain_storage::Snapshot,
+    head: u64,
+) -> (Vec<Move>, Vec<(u64, String, String)>) {
+    let (mut moves, mut contracts) = (Vec::new(), Vec::new());
+    let mut h = head;
+    while h > 0 && head - h < 500 && (moves.len() < 10 || contracts.len() < 10) {
+        let (Ok(Some(b)), Ok(Some(rs))) = (snap.block(h), snap.receipts(h)) else {
+            break;
+        };
+        for (tx, r) in b.txs.iter().zip(&rs).rev() {
+            if !matches!(r.outcome, carechain_types::Outcome::Applied { .. }) {
+                continue;
+            }
+            for e in r
+                .events
+                .iter()
+                .filter(|e| matches!(e.kind.as_str(), "transfer" | "mint" | "burn"))
+            {
+                if moves.len() < 10 {
+                    moves.push((h, e.kind.clone(), e.attributes.clone()));
+                }
+            }
+            if let carechain_types::Payload::Instantiate { label, .. } = &tx.body.payload
+                && contracts.len() < 10
+                && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&r.data)
+                && let Some(a) = v["contract"].as_str()
+            {
+                contracts.push((h, a.to_string(), label.clone()));
+            }
+        }
+        h -= 1;
+    }
+    (moves, contracts)
 }
 
 /// What a transaction says in public: for anchors, the kind and commitment (and for tagged

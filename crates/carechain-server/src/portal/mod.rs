@@ -11,6 +11,7 @@ mod clinician;
 mod consents;
 mod explorer;
 mod patient;
+mod payments;
 
 use std::sync::Arc;
 
@@ -81,6 +82,7 @@ pub(crate) fn routes(node: Arc<Node>, service: Arc<Service>, ui: UiOptions) -> R
         .route("/login/demo", post(demo_login))
         .route("/logout", post(logout))
         .merge(patient::routes())
+        .merge(payments::routes())
         .merge(consents::routes())
         .merge(clinician::routes())
         .merge(explorer::routes())
@@ -360,6 +362,7 @@ pub(crate) fn page(title: &str, viewer: Option<&Viewer>, body: Markup) -> Respon
                                         li { a href="/patient" { "My records" } }
                                         li { a href="/patient/consents" { "Consents" } }
                                         li { a href="/patient/access" { "Who accessed my data" } }
+                                        li { a href="/patient/payments" { "Payments" } }
                                     }
                                     Role::Operator => {}
                                     _ => { li { a href="/clinician" { "Patients" } } }
