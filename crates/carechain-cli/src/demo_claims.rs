@@ -237,7 +237,8 @@ pub fn load(service: &Service, root: &Path, pid: &str) -> Result<()> {
         c.submit(&session, &b)
             .map_err(|e| anyhow::anyhow!("demo claim: {e}"))?;
     }
-    // A mutual pool, started by the clinic; Alice joins with three months' premiums.
+    // A mutual pool, started by the clinic; Alice joins with a year's premiums, Bob with six
+    // months'.
     let pool = instantiate(
         service,
         keys.key(Who::Clinic),
@@ -251,14 +252,14 @@ pub fn load(service: &Service, root: &Path, pid: &str) -> Result<()> {
         keys.key(Who::Alice),
         pool,
         json!({"join": {}}),
-        3_000,
+        12_000,
     )?;
     exec(
         service,
         keys.key(Who::Bob),
         pool,
         json!({"join": {}}),
-        1_000,
+        6_000,
     )?;
     let acct = |h: &Hash| Account::Contract(*h).to_string();
     std::fs::write(

@@ -134,6 +134,10 @@ fn submit_commit_prove_and_verify_offline() {
         "/login/challenge",
         "/login",
         "/explorer",
+        "/v1/token",
+        "/v1/token/balances/{account}",
+        "/v1/contracts/{address}/query",
+        "/fhir/Claim/$submit",
     ] {
         assert!(api["paths"].get(p).is_some(), "OpenAPI lacks {p}");
     }
