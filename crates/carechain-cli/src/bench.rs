@@ -74,6 +74,18 @@ pub enum BenchCmd {
         /// directory, shared by all four.
         #[arg(long)]
         dir: Option<String>,
+        /// Anchors, or token transfers between funded signers.
+        #[arg(long, value_enum, default_value_t = Workload::Anchor)]
+        workload: Workload,
+    },
+    /// Claims from `Claim/$submit` to ClaimResponse with payment final (in-process).
+    Claims {
+        /// Claims to submit.
+        #[arg(long, default_value_t = 2_000)]
+        claims: usize,
+        /// Concurrent providers submitting.
+        #[arg(long, default_value_t = 64)]
+        threads: usize,
     },
     /// The records service: durable creates, consent-checked reads, bundle import, searches.
     Fhir {
@@ -250,6 +262,9 @@ fn raw_append_rate(dir: &std::path::Path, batch: usize, size: usize) -> Result<(
 }
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
+    if let BenchCmd::Claims { claims, threads } = cmd {
+        return crate::bench_claims::run(claims.max(1), threads.max(1));
+    }
     if let BenchCmd::Network { reads, grants } = cmd {
         return crate::bench_network::run(reads, grants.max(1));
     }
@@ -259,15 +274,17 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         signers,
         block_txs,
         dir,
+        workload,
     } = cmd
     {
-        return crate::bench_cluster::run(
+        return crate::bench_cluster::run(&crate::bench_cluster::ClusterBench {
             validators,
             txs,
-            signers.max(4),
+            signers: signers.max(4),
             block_txs,
-            dir.as_deref(),
-        );
+            dir: dir.as_deref(),
+            workload,
+        });
     }
     if let BenchCmd::Fhir {
         creates,

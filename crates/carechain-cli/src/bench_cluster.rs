@@ -24,6 +24,7 @@ use carechain_storage::Store;
 use carechain_types::{Genesis, GenesisIdentity, Payload, Role, TxBody, encode};
 use serde_json::json;
 
+use crate::bench::Workload;
 use crate::out_line;
 
 const CHAIN: &str = "bench-cluster";
@@ -78,7 +79,13 @@ fn data_dir(dir: Option<&str>, i: usize) -> Result<tempfile::TempDir> {
     })
 }
 
-fn start(n: usize, signers: &[SecretKey], block_txs: usize, dir: Option<&str>) -> Result<Bench> {
+fn start(
+    n: usize,
+    signers: &[SecretKey],
+    block_txs: usize,
+    dir: Option<&str>,
+    w: Workload,
+) -> Result<Bench> {
     let dirs: Vec<tempfile::TempDir> = (0..n).map(|i| data_dir(dir, i)).collect::<Result<_>>()?;
     let keys: Vec<SecretKey> = (0..n)
         .map(|_| SecretKey::generate())
@@ -96,8 +103,15 @@ fn start(n: usize, signers: &[SecretKey], block_txs: usize, dir: Option<&str>) -
         role: Role::Organization,
         parent: None,
     }));
+    let mut token = carechain_types::TokenConfig::default();
+    if w == Workload::Transfer {
+        token.balances = signers
+            .iter()
+            .map(|k| (k.public(), 1_000_000_000))
+            .collect();
+    }
     let genesis = Genesis {
-        token: Default::default(),
+        token,
         contracts: Default::default(),
         chain_id: CHAIN.into(),
         timestamp_ms: carechain_node::now_ms(),
@@ -185,20 +199,32 @@ fn start(n: usize, signers: &[SecretKey], block_txs: usize, dir: Option<&str>) -
     })
 }
 
-/// Pre-signed anchors: `per` transactions of each signer, nonces from `from`.
-fn make_txs(signers: &[SecretKey], from: u64, per: u64) -> Vec<Vec<(Hash, Vec<u8>)>> {
+/// Pre-signed anchors (or token transfers to the next signer): `per` transactions of each
+/// signer, nonces from `from`.
+fn make_txs(w: Workload, signers: &[SecretKey], from: u64, per: u64) -> Vec<Vec<(Hash, Vec<u8>)>> {
     signers
         .iter()
-        .map(|k| {
+        .enumerate()
+        .map(|(i, k)| {
             (from..from + per)
                 .map(|nonce| {
                     let tx = TxBody {
                         chain_id: CHAIN.into(),
                         signer: k.public(),
                         nonce,
-                        payload: Payload::Anchor {
-                            kind: "bench".into(),
-                            commitment: sha256(&[&k.public().0[..], &nonce.to_le_bytes()].concat()),
+                        payload: match w {
+                            Workload::Transfer => Payload::Transfer {
+                                to: carechain_types::Account::Identity(
+                                    signers[(i + 1) % signers.len()].public(),
+                                ),
+                                amount: 1,
+                            },
+                            _ => Payload::Anchor {
+                                kind: "bench".into(),
+                                commitment: sha256(
+                                    &[&k.public().0[..], &nonce.to_le_bytes()].concat(),
+                                ),
+                            },
                         },
                     }
                     .sign(k);
@@ -357,13 +383,34 @@ fn phase(b: &Bench, txs: Vec<Vec<(Hash, Vec<u8>)>>, rate: f64, live: &[usize]) -
     })
 }
 
-pub fn run(
-    validators: usize,
-    txs: u64,
-    signers: usize,
-    block_txs: usize,
-    dir: Option<&str>,
-) -> Result<()> {
+/// What `bench cluster` runs.
+pub struct ClusterBench<'a> {
+    /// Validators.
+    pub validators: usize,
+    /// Transactions per phase.
+    pub txs: u64,
+    /// Distinct signers.
+    pub signers: usize,
+    /// Most transactions per block.
+    pub block_txs: usize,
+    /// Where the validators keep their data.
+    pub dir: Option<&'a str>,
+    /// Anchors or token transfers.
+    pub workload: Workload,
+}
+
+pub fn run(c: &ClusterBench<'_>) -> Result<()> {
+    let (validators, txs, signers, block_txs, dir, w) = (
+        c.validators,
+        c.txs,
+        c.signers,
+        c.block_txs,
+        c.dir,
+        c.workload,
+    );
+    if w == Workload::Contract {
+        bail!("bench cluster runs --workload anchor or transfer");
+    }
     if !(1..=16).contains(&validators) {
         bail!("--validators must be 1 to 16");
     }
@@ -372,16 +419,16 @@ pub fn run(
         .map(|_| SecretKey::generate())
         .collect::<Result<_, _>>()?;
     let per = (txs / signers as u64).max(1);
-    let b = start(n, &signer_keys, block_txs, dir)?;
+    let b = start(n, &signer_keys, block_txs, dir, w)?;
     let all: Vec<usize> = (0..n).collect();
     // Warm up: connections, first views.
-    phase(&b, make_txs(&signer_keys, 0, 2), 0.0, &all)?;
+    phase(&b, make_txs(w, &signer_keys, 0, 2), 0.0, &all)?;
     let mut nonce = 2;
-    let peak = phase(&b, make_txs(&signer_keys, nonce, per), 0.0, &all)?;
+    let peak = phase(&b, make_txs(w, &signer_keys, nonce, per), 0.0, &all)?;
     nonce += per;
     let half = phase(
         &b,
-        make_txs(&signer_keys, nonce, per / 2),
+        make_txs(w, &signer_keys, nonce, per / 2),
         peak.tx_per_s / 2.0,
         &all,
     )?;
@@ -391,7 +438,7 @@ pub fn run(
     let light_per = (per / 20).max(1);
     let light = phase(
         &b,
-        make_txs(&signer_keys, nonce, light_per),
+        make_txs(w, &signer_keys, nonce, light_per),
         peak.tx_per_s / 20.0,
         &all,
     )?;
@@ -409,15 +456,15 @@ pub fn run(
         if let Some(v) = b.validators[n - 1].take() {
             v.stop();
         }
-        let fresh = phase(&b, make_txs(&signer_keys, nonce, per), 0.0, &live)?;
+        let fresh = phase(&b, make_txs(w, &signer_keys, nonce, per), 0.0, &live)?;
         nonce += per;
         let config = ValidatorConfig::default();
         let skip_after = config.timeout_retry + config.certification_timeout;
         std::thread::sleep(skip_after.saturating_sub(stopped.elapsed()) + Duration::from_secs(1));
         // A few heights for the survivors to see the stopped leader's turn come round.
-        phase(&b, make_txs(&signer_keys, nonce, 2), 0.0, &live)?;
+        phase(&b, make_txs(w, &signer_keys, nonce, 2), 0.0, &live)?;
         nonce += 2;
-        let down = phase(&b, make_txs(&signer_keys, nonce, per), 0.0, &live)?;
+        let down = phase(&b, make_txs(w, &signer_keys, nonce, per), 0.0, &live)?;
         let mut fresh_j = fresh.json();
         fresh_j["ratio_to_peak"] = json!(fresh.tx_per_s / peak.tx_per_s);
         let mut down_j = down.json();
@@ -432,7 +479,7 @@ pub fn run(
     // The raw limit, measured in this run on the same transactions: Ed25519 batch
     // verification on every core. Each transaction is verified by the validator that
     // admits it, by those it gossips to, and by those that verify its block.
-    let sample: Vec<Vec<u8>> = make_txs(&signer_keys, nonce + per, 60)
+    let sample: Vec<Vec<u8>> = make_txs(w, &signer_keys, nonce + per, 60)
         .into_iter()
         .flatten()
         .map(|(_, raw)| raw)
@@ -448,6 +495,7 @@ pub fn run(
     ));
     out_line(&serde_json::to_string_pretty(&json!({
         "bench": "cluster",
+        "workload": if w == Workload::Transfer { "transfer" } else { "anchor" },
         "validators": n,
         "host_cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "transactions_per_phase": per * signers as u64,

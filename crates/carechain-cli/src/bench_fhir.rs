@@ -20,11 +20,11 @@ use serde_json::{Value, json};
 use crate::out_line;
 
 /// A refusal by the service, as an error of the bench.
-fn fail(e: carechain_service::ServiceError) -> anyhow::Error {
+pub(crate) fn fail(e: carechain_service::ServiceError) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", e.kind, e.message)
 }
 
-fn pct(sorted: &[Duration], p: f64) -> f64 {
+pub(crate) fn pct(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -32,7 +32,7 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// Runs `total` operations on `threads` threads; returns (ops/s, sorted latencies).
-fn run_parallel(
+pub(crate) fn run_parallel(
     threads: usize,
     total: usize,
     op: impl Fn(usize) -> Result<()> + Sync,
@@ -70,7 +70,7 @@ fn run_parallel(
 /// The raw limits the service is built from, measured single-threaded in the same run:
 /// sealing a record version (AES-256-GCM + HPKE wrap + staging the ciphertext), a durable
 /// append (1 KiB + `fdatasync`), and an Ed25519 signature.
-fn raw_limits(dir: &std::path::Path) -> Result<Value> {
+pub(crate) fn raw_limits(dir: &std::path::Path) -> Result<Value> {
     use carechain_vault::{BlobStore, EncryptionKey, PackBlobStore, RecordContext, Vault};
     use std::io::Write;
     let vault = Vault::new(

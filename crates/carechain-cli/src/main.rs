@@ -2,6 +2,7 @@
 //! transactions, inspect blocks, verify a chain offline, and benchmark the ledger.
 
 mod bench;
+mod bench_claims;
 mod bench_cluster;
 mod bench_fhir;
 mod bench_network;

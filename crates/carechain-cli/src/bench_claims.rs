@@ -1,0 +1,223 @@
+//! `carechain bench claims`: claims from `Claim/$submit` (in-process, no HTTP) to the
+//! ClaimResponse with payment final: the Claim stored, the contract's decision durable on the
+//! ledger (payment in the same transaction), the ClaimResponse and ExplanationOfBenefit
+//! stored. Concurrent providers' claims share blocks.
+
+use std::sync::Arc;
+
+use anyhow::{Result, bail};
+use carechain_claims::{Claims, member_pseudonym};
+use carechain_contracts::shipped;
+use carechain_crypto::{Hash, SecretKey, sha256};
+use carechain_node::{Node, NodeConfig};
+use carechain_service::{Purpose, Scope, Service, Session};
+use carechain_storage::Store;
+use carechain_types::{Account, Genesis, GenesisIdentity, Payload, Role, TokenConfig, TxBody};
+use serde_json::json;
+
+use crate::bench_fhir::{fail, pct, raw_limits, run_parallel};
+use crate::demo_claims::{demo_bundle, demo_plan};
+use crate::out_line;
+
+/// Members enrolled (claims cycle through them, one service per member, code and day).
+const MEMBERS: usize = 250;
+
+fn id(k: &SecretKey, role: Role, parent: Option<&SecretKey>) -> GenesisIdentity {
+    GenesisIdentity {
+        key: k.public(),
+        role,
+        parent: parent.map(SecretKey::public),
+    }
+}
+
+/// Signs `payloads` from `key` (nonces from `first`) and waits until all are applied.
+fn run_txs(
+    node: &Node,
+    key: &SecretKey,
+    first: u64,
+    payloads: Vec<Payload>,
+) -> Result<Vec<Vec<u8>>> {
+    let chain_id = node.store().genesis().chain_id.clone();
+    let bodies: Vec<TxBody> = payloads
+        .into_iter()
+        .enumerate()
+        .map(|(i, payload)| TxBody {
+            chain_id: chain_id.clone(),
+            signer: key.public(),
+            nonce: first + i as u64,
+            payload,
+        })
+        .collect();
+    let hashes: Vec<Hash> = node
+        .sign_and_submit(key, bodies)
+        .into_iter()
+        .map(|r| r.map(|a| a.hash).map_err(|e| anyhow::anyhow!("{e}")))
+        .collect::<Result<_>>()?;
+    let mut out = Vec::new();
+    for h in &hashes {
+        let loc = loop {
+            if let Some(loc) = node.store().tx_location(h)? {
+                break loc;
+            }
+            node.wait_past(node.store().head(), std::time::Duration::from_secs(5));
+        };
+        let r = node.snapshot()?.receipts(loc.height)?.unwrap_or_default()[loc.position as usize]
+            .clone();
+        if !matches!(r.outcome, carechain_types::Outcome::Applied { .. }) {
+            bail!("bench setup transaction rejected: {:?}", r.outcome);
+        }
+        out.push(r.data);
+    }
+    Ok(out)
+}
+
+pub fn run(claims: usize, threads: usize) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let raw = raw_limits(dir.path())?;
+    let (node_key, hospital, doc, insurer) = (
+        SecretKey::generate()?,
+        SecretKey::generate()?,
+        SecretKey::generate()?,
+        SecretKey::generate()?,
+    );
+    let genesis = Genesis {
+        token: TokenConfig {
+            balances: vec![(insurer.public(), 1_000_000_000_000)],
+            ..Default::default()
+        },
+        contracts: Default::default(),
+        chain_id: "carechain-bench-claims".into(),
+        timestamp_ms: carechain_node::now_ms(),
+        identities: vec![
+            id(&node_key, Role::Validator, None),
+            id(&hospital, Role::Organization, None),
+            id(&doc, Role::Practitioner, Some(&hospital)),
+            id(&insurer, Role::Organization, None),
+        ],
+    };
+    let store = Arc::new(Store::create(&dir.path().join("ledger.redb"), &genesis)?);
+    let node = Node::start(store, node_key.clone(), NodeConfig::default())?;
+    let svc = Service::open(
+        node.clone(),
+        node_key.clone(),
+        &dir.path().join("records"),
+        &[7; 32],
+        "http://bench/auth/token",
+        None,
+    )
+    .map_err(|e| anyhow::anyhow!(e.message))?;
+    let session = Session {
+        did: doc.public().did(),
+        role: Role::Practitioner,
+        organization: Some(hospital.public().did()),
+        scopes: vec![Scope::parse("user/*.cruds").map_err(|e| anyhow::anyhow!("{e}"))?],
+        expires_ms: u64::MAX,
+        key: doc.public(),
+        origin: Default::default(),
+    };
+    let purpose = Purpose::treatment();
+    let patient = svc
+        .write(
+            &session,
+            &purpose,
+            "Patient",
+            None,
+            None,
+            json!({"resourceType": "Patient", "name": [{"family": "Bench"}]}),
+        )
+        .map_err(fail)?;
+    let pid = patient
+        .resource
+        .as_ref()
+        .and_then(|r| r["id"].as_str())
+        .unwrap_or_default()
+        .to_string();
+
+    // The insurer's contract, funded, with every member enrolled.
+    let code = shipped::CLAIMS.code.to_vec();
+    let mut plan = demo_plan(
+        &hospital.public().did().to_string(),
+        &node_key.public().did().to_string(),
+    );
+    plan["plan"]["benefits"][0]["max_units"] = json!(1_000_000);
+    plan["plan"]["pend_above"] = json!(null);
+    let data = run_txs(
+        &node,
+        &insurer,
+        0,
+        vec![
+            Payload::DeployCode { code: code.clone() },
+            Payload::Instantiate {
+                code: sha256(&code),
+                msg: plan.to_string().into_bytes(),
+                funds: 100_000_000_000,
+                label: "bench".into(),
+            },
+        ],
+    )?;
+    let reply: serde_json::Value = serde_json::from_slice(&data[1])?;
+    let Some(Ok(Account::Contract(contract))) =
+        reply["contract"].as_str().map(str::parse::<Account>)
+    else {
+        bail!("no contract address");
+    };
+    let now = carechain_node::now_ms();
+    let year = 31_536_000_000u64;
+    let enroll: Vec<Payload> = (0..MEMBERS)
+        .map(|m| Payload::Execute {
+            contract,
+            msg: json!({"enroll": {"member": member_pseudonym(&contract, &format!("B-{m}")), "from_ms": now - year, "until_ms": now + year}}).to_string().into_bytes(),
+            funds: 0,
+        })
+        .collect();
+    run_txs(&node, &insurer, 2, enroll)?;
+
+    // The claims: member i % MEMBERS, one office visit on a day of its own.
+    let bundles: Vec<serde_json::Value> = (0..claims)
+        .map(|i| {
+            let day =
+                carechain_records::format_instant(now - 86_400_000 * (1 + (i / MEMBERS) as u64))
+                    [..10]
+                    .to_string();
+            let mut b = demo_bundle(
+                &pid,
+                &contract,
+                &format!("BENCH-{i}"),
+                &day,
+                &[("99213", "Office visit", 150.0)],
+            );
+            b["entry"][1]["resource"]["subscriberId"] = json!(format!("B-{}", i % MEMBERS));
+            b
+        })
+        .collect();
+    let fuel = parking_lot::Mutex::new(Vec::with_capacity(claims));
+    let paid = std::sync::atomic::AtomicU64::new(0);
+    let (rate, lat) = run_parallel(threads, claims, |i| {
+        let s = Claims::new(&svc)
+            .submit(&session, &bundles[i])
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        fuel.lock().push(s.fuel_used);
+        if s.paid > 0 {
+            paid.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    })?;
+    let fuel = fuel.into_inner();
+    let blocks = node.store().head();
+    node.shutdown();
+    let fdatasync = raw["fdatasync_1k_per_s"].as_f64().unwrap_or(1.0);
+    out_line(&serde_json::to_string_pretty(&json!({
+        "bench": "claims",
+        "claims": claims,
+        "clients": threads,
+        "paid": paid.into_inner(),
+        "blocks": blocks,
+        "claims_per_s": rate.round(),
+        "latency_ms": { "p50": pct(&lat, 0.5), "p99": pct(&lat, 0.99), "max": pct(&lat, 1.0) },
+        "fuel_per_claim": { "min": fuel.iter().min(), "max": fuel.iter().max() },
+        "raw": raw,
+        "ratios": { "claims_per_s_over_fdatasync_per_s": rate / fdatasync },
+        "target": { "claims_per_s": 2000, "p99_ms": 100 },
+    }))?);
+    Ok(())
+}
