@@ -10,7 +10,10 @@
 //! - [`response`]: the FHIR views and the evidence extension.
 //! - [`evidence`]: the proofs a decision carries.
 //! - [`verify`]: `carechain verify-claim`, running the contract again on the decision's reads.
+//! - [`billing`]: invoices paid with a token transfer, reconciled as PaymentReconciliation
+//!   and PaymentNotice.
 
+pub mod billing;
 pub mod bundle;
 pub mod evidence;
 pub mod message;
@@ -18,6 +21,7 @@ pub mod response;
 pub mod submit;
 pub mod verify;
 
+pub use billing::{ReconcileError, Reconciled, TX_SYSTEM, reconcile};
 pub use bundle::{BundleProblem, CONTRACT_SYSTEM, ClaimBundle, Line};
 pub use evidence::Evidence;
 pub use message::{claim_id, inputs_commitment, member_pseudonym, submit_message};

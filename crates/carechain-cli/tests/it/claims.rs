@@ -102,6 +102,8 @@ fn a_claim_from_submission_to_payment_verified_offline() {
         &format!("organization={i_did}"),
         "--balance",
         &format!("{i_did}=1000000"),
+        "--balance",
+        &format!("{}=50000", key(43).public().did()),
     ]);
     let node = NodeProc::start(&data, &["--block-interval-ms", "2"]);
     let url = node.url.clone();
@@ -301,6 +303,138 @@ fn a_claim_from_submission_to_payment_verified_offline() {
     );
     let (s, _, _) = call("POST", &submit, &t_pat, None, Some(&b));
     assert_eq!(s, 403, "a patient does not submit claims");
+    // Reading back what $submit stored (the static Claim route leaves the others intact).
+    let claim_ref = cr["request"]["reference"].as_str().unwrap().to_string();
+    let (s, stored, _) = call(
+        "GET",
+        &format!("{url}/fhir/{claim_ref}"),
+        &t_doc,
+        None,
+        None,
+    );
+    assert_eq!(
+        (s, stored["resourceType"].as_str()),
+        (200, Some("Claim")),
+        "{stored}"
+    );
+    let (s, _, _) = call(
+        "GET",
+        &format!("{url}/fhir/{claim_ref}/_history"),
+        &t_doc,
+        None,
+        None,
+    );
+    assert_eq!(s, 200);
+
+    // An invoice for Alice's share, paid by her with a token transfer and reconciled by the
+    // hospital's practitioner: wrong amounts, a second use of the payment and a non-transfer
+    // are refused.
+    let invoice = json!({"resourceType": "Invoice", "status": "issued",
+        "subject": {"reference": format!("Patient/{pid}")},
+        "issuer": {"identifier": {"system": "urn:ietf:rfc:3986", "value": h_did}},
+        "totalGross": {"value": 20.5}});
+    let (s, inv, _) = call(
+        "POST",
+        &format!("{url}/fhir/Invoice"),
+        &t_doc,
+        None,
+        Some(&invoice),
+    );
+    assert_eq!(s, 201, "{inv}");
+    let iid = inv["id"].as_str().unwrap().to_string();
+    let pat_key = key_file(dir.path(), "patient.key", &patient);
+    let pay = |amount: &str| {
+        let r = cli_json(&[
+            "token",
+            "transfer",
+            "--key",
+            pat_key.to_str().unwrap(),
+            "--to",
+            &h_did,
+            "--amount",
+            amount,
+            "--url",
+            &url,
+        ]);
+        r["receipt"]["tx_hash"].as_str().unwrap().to_string()
+    };
+    let reconcile = format!("{url}/fhir/Invoice/{iid}/$reconcile");
+    let short = pay("2000");
+    let (s, e, _) = call(
+        "POST",
+        &reconcile,
+        &t_doc,
+        None,
+        Some(&json!({"transaction": short})),
+    );
+    assert_eq!(s, 422, "{e}");
+    assert!(
+        e["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("asks 2050"),
+        "{e}"
+    );
+    let full = pay("2050");
+    let (s, done, _) = call(
+        "POST",
+        &reconcile,
+        &t_doc,
+        None,
+        Some(&json!({"transaction": full})),
+    );
+    assert_eq!(s, 200, "{done}");
+    assert_eq!(done["entry"][0]["resource"]["status"], "balanced");
+    assert_eq!(
+        done["entry"][1]["resource"]["resourceType"],
+        "PaymentReconciliation"
+    );
+    assert_eq!(
+        done["entry"][1]["resource"]["paymentIdentifier"]["value"],
+        json!(full)
+    );
+    assert_eq!(
+        done["entry"][2]["resource"]["resourceType"],
+        "PaymentNotice"
+    );
+    assert_eq!(done["entry"][2]["resource"]["amount"]["value"], 20.5);
+    let inv2 = call(
+        "POST",
+        &format!("{url}/fhir/Invoice"),
+        &t_doc,
+        None,
+        Some(&invoice),
+    )
+    .1;
+    let again = format!(
+        "{url}/fhir/Invoice/{}/$reconcile",
+        inv2["id"].as_str().unwrap()
+    );
+    let (s, e, _) = call(
+        "POST",
+        &again,
+        &t_doc,
+        None,
+        Some(&json!({"transaction": full})),
+    );
+    assert_eq!(s, 409, "one payment reconciles one invoice: {e}");
+    let not_transfer = cr["payment"]["identifier"]["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, _, _) = call(
+        "POST",
+        &again,
+        &t_doc,
+        None,
+        Some(&json!({"transaction": not_transfer})),
+    );
+    assert_eq!(s, 422, "a claims decision is not a payment of this invoice");
+    assert_eq!(
+        cli_json(&["token", "balance", &h_did, "--url", &url])["balance"],
+        4050
+    );
+
     // The insurer's books, through a query.
     let q = cli_json(&[
         "contract",

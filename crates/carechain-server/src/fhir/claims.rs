@@ -74,3 +74,52 @@ pub(super) async fn submit(
         Err(SubmitError::Service(e)) => return Err(Fail(e)),
     })
 }
+
+/// `POST /fhir/Invoice/{id}/$reconcile` with `{"transaction": "<hash>"}` (or a FHIR
+/// Parameters with a `transaction` valueString): the provider records a token payment.
+pub(super) async fn reconcile(
+    State(s): State<FhirState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    h: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, Fail> {
+    let sess = session(&s, &h).await?;
+    let v = parse_body(body)?;
+    let hash = v["transaction"]
+        .as_str()
+        .or_else(|| {
+            v["parameter"]
+                .as_array()?
+                .iter()
+                .find(|p| p["name"] == "transaction")?["valueString"]
+                .as_str()
+        })
+        .and_then(|h| carechain_crypto::Hash::from_hex(h).ok())
+        .ok_or_else(|| {
+            Fail(ServiceError::bad(
+                "$reconcile needs \"transaction\": the payment's hash (64 hex digits)",
+            ))
+        })?;
+    let svc = s.service.clone();
+    let out = blocking(move || Ok(carechain_claims::reconcile(&svc, &sess, &id, &hash))).await?;
+    use carechain_claims::ReconcileError as E;
+    let e = match out {
+        Ok(r) => {
+            let body = json!({
+                "resourceType": "Bundle", "type": "collection",
+                "entry": [{"resource": r.invoice}, {"resource": r.reconciliation}, {"resource": r.notice}],
+            });
+            let mut resp = (StatusCode::OK, Json(body)).into_response();
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+            return Ok(resp);
+        }
+        Err(E::Service(e)) => return Err(Fail(e)),
+        Err(E::AlreadyUsed(id)) => ServiceError::new(
+            carechain_service::ErrorKind::Conflict,
+            format!("the transaction already reconciles PaymentReconciliation/{id}"),
+        ),
+        Err(other) => ServiceError::new(carechain_service::ErrorKind::Invalid, other.to_string()),
+    };
+    Err(Fail(e))
+}
