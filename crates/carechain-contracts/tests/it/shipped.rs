@@ -53,9 +53,6 @@ fn wasm_target_available() -> bool {
             .ok()
             .and_then(|o| String::from_utf8(o.stdout).ok())
             .is_some_and(|dir| std::fs::read_dir(dir.trim()).is_ok_and(|mut d| d.next().is_some()))
-                Path::new(dir.trim()).join("libcore.rlib").exists()
-                    || std::fs::read_dir(dir.trim()).is_ok_and(|mut d| d.next().is_some())
-            })
     };
     if installed() {
         return true;
