@@ -113,6 +113,9 @@ pub mod witness {
         pub identities: Vec<(String, Option<String>)>,
         /// `[account, balance]`.
         pub balances: Vec<(String, u64)>,
+        /// `[to, amount, outcome]` of every transfer, in order (0 done, 1 insufficient
+        /// funds, 2 unknown account).
+        pub transfers: Vec<(String, u64, i32)>,
     }
 
     struct State {
@@ -172,6 +175,10 @@ pub mod witness {
         })
     }
 
+    pub(crate) fn transfer_made(to: &str, amount: u64, code: i32) {
+        with(|s| s.w.transfers.push((to.into(), amount, code)))
+    }
+
     /// The reads so far (and starts recording afresh).
     pub fn take() -> Witness {
         with(|s| {
@@ -205,7 +212,9 @@ pub fn balance(account: &str) -> u64 {
 /// Pays `amount` of this contract's tokens to `to`.
 pub fn transfer(to: &str, amount: u64) -> Result<(), String> {
     // SAFETY: pointer and length of a live string.
-    match unsafe { sys::transfer(to.as_ptr(), to.len() as i32, amount as i64) } {
+    let code = unsafe { sys::transfer(to.as_ptr(), to.len() as i32, amount as i64) };
+    witness::transfer_made(to, amount, code);
+    match code {
         0 => Ok(()),
         1 => Err("insufficient funds".to_string()),
         _ => Err("unknown account".to_string()),

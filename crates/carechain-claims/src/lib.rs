@@ -7,6 +7,7 @@
 //! - [`bundle`]: reading a submission (`ClaimBundle::parse`), every problem named.
 //! - [`message`]: what goes on chain (pseudonymous member, billing lines, commitment).
 //! - [`submit`]: `Claim/$submit` on a node's records service.
+//! - [`inquire`]: `Claim/$inquire`, the stored response brought up to the insurer's decision.
 //! - [`response`]: the FHIR views and the evidence extension.
 //! - [`evidence`]: the proofs a decision carries.
 //! - [`verify`]: `carechain verify-claim`, running the contract again on the decision's reads.
@@ -16,6 +17,7 @@
 pub mod billing;
 pub mod bundle;
 pub mod evidence;
+pub mod inquire;
 pub mod message;
 pub mod response;
 pub mod submit;

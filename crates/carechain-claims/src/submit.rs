@@ -47,7 +47,7 @@ pub struct Submitted {
 
 /// Claims, on a node's records service.
 pub struct Claims<'a> {
-    service: &'a Service,
+    pub(crate) service: &'a Service,
 }
 
 fn salt() -> Result<[u8; 32], ServiceError> {
@@ -62,7 +62,7 @@ impl Claims<'_> {
         Claims { service }
     }
 
-    fn decimals(&self) -> u8 {
+    pub(crate) fn decimals(&self) -> u8 {
         self.service.node().store().genesis().token.decimals
     }
 
@@ -148,7 +148,7 @@ impl Claims<'_> {
     }
 
     /// The deciding transaction's inclusion under the latest checkpoint.
-    fn inclusion(&self, tx: &Hash) -> Value {
+    pub(crate) fn inclusion(&self, tx: &Hash) -> Value {
         let entries = vec![json!({ "tx_hash": tx.to_hex() })];
         let with = carechain_service::with_inclusion(self.service.node(), entries);
         with[0]["inclusion"].clone()

@@ -2,7 +2,9 @@
 //! ClaimResponse and the contract's code, with only the checkpoint key trusted.
 //!
 //! 1. The bundle gives the same contract message (salted commitment included) as the one the
-//!    deciding transaction carries: the decision is about this claim and nothing else.
+//!    deciding transaction carries: the decision is about this claim and nothing else. (When
+//!    the deciding transaction is the insurer's later `decide` of what was pended, the
+//!    claim's id and the decision's stored inputs commitment are this bundle's.)
 //! 2. The transaction is in the log under a checkpoint signed by the trusted key, and signed
 //!    itself (by the submitting node).
 //! 3. Its block's header is sealed by a trusted key; the transaction and its receipt are under
@@ -21,7 +23,7 @@ use carechain_state::{CallEnv, call_input};
 use carechain_types::{Account, ConsentPurpose, ContractConfig, Outcome, Payload, Role, encode};
 use serde_json::Value;
 
-use crate::{ClaimBundle, evidence_of, inputs_commitment, submit_message};
+use crate::{ClaimBundle, claim_id, evidence_of, inputs_commitment, submit_message};
 
 /// What a verification established.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,21 +83,42 @@ pub fn verify_claim(
     )?;
     let sent: Value =
         serde_json::from_slice(msg).map_err(|_| "the on-chain message is not JSON")?;
-    let provider: Did = sent["submit"]["provider"]
-        .as_str()
-        .and_then(|p| p.parse().ok())
-        .ok_or("the on-chain message names no provider")?;
-    let expected = submit_message(&claim, &provider, &inputs_commitment(&ev.salt, bundle));
-    check(
-        sent == expected,
-        "the on-chain message is not this bundle's: the claim was altered, or the salt is wrong",
-    )?;
-    // 2. The transaction is signed, and logged under a trusted checkpoint.
+    let reply: Value =
+        serde_json::from_slice(&ev.receipt.data).map_err(|_| "the receipt's data is not JSON")?;
     let trusted = |k: &PublicKey| *k == inputs.verifier.key || inputs.trusted.contains(k);
-    check(
-        trusted(&tx.body.signer),
-        "the transaction is not signed by the node or a trusted validator",
-    )?;
+    if sent["decide"].is_object() {
+        // The insurer's later decision of what was pended: about this claim (its id is the
+        // provider's and the bundle's identifier; its stored inputs are this bundle's), and
+        // authorized by the contract itself (run again below).
+        let d = &reply["decision"];
+        let provider: Did = d["provider"]
+            .as_str()
+            .and_then(|p| p.parse().ok())
+            .ok_or("the decision names no provider")?;
+        check(
+            sent["decide"]["claim_id"] == claim_id(&provider, &claim.identifier).as_str(),
+            "the insurer's decision is about another claim",
+        )?;
+        check(
+            d["inputs"] == inputs_commitment(&ev.salt, bundle).to_hex().as_str(),
+            "the decided claim's inputs are not this bundle's: the claim was altered, or the salt is wrong",
+        )?;
+    } else {
+        // 2. A submission: this bundle's message, signed by the submitting node.
+        let provider: Did = sent["submit"]["provider"]
+            .as_str()
+            .and_then(|p| p.parse().ok())
+            .ok_or("the on-chain message names no provider")?;
+        let expected = submit_message(&claim, &provider, &inputs_commitment(&ev.salt, bundle));
+        check(
+            sent == expected,
+            "the on-chain message is not this bundle's: the claim was altered, or the salt is wrong",
+        )?;
+        check(
+            trusted(&tx.body.signer),
+            "the transaction is not signed by the node or a trusted validator",
+        )?;
+    }
     tx.verify_with(&tx.body.signer)
         .map_err(|_| "the transaction's signature does not verify")?;
     let inc = &ev.inclusion;
@@ -167,8 +190,6 @@ pub fn verify_claim(
         sha256(inputs.code) == ev.code_hash,
         "the code given is not the contract's code",
     )?;
-    let reply: Value =
-        serde_json::from_slice(&ev.receipt.data).map_err(|_| "the receipt's data is not JSON")?;
     let mut host = WitnessHost::from_witness(&reply["witness"], &ev.contract)?;
     let sender = Account::Identity(tx.body.signer);
     let input = call_input(
@@ -232,6 +253,8 @@ pub fn verify_claim(
 /// identities and balances it read. A read outside the witness fails the run.
 struct WitnessHost {
     storage: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The transfers the call made, with their outcomes, in order (consumed as it runs).
+    transfers: std::collections::VecDeque<(String, u64, i64)>,
     identities: BTreeMap<String, Option<HostIdentity>>,
     balances: BTreeMap<String, u64>,
     contract: String,
@@ -289,8 +312,21 @@ impl WitnessHost {
                 )
             })
             .collect();
+        let transfers = w["transfers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                (
+                    t[0].as_str().unwrap_or_default().to_string(),
+                    t[1].as_u64().unwrap_or(0),
+                    t[2].as_i64().unwrap_or(-1),
+                )
+            })
+            .collect();
         Ok(WitnessHost {
             storage,
+            transfers,
             identities,
             balances,
             contract: Account::Contract(*contract).to_string(),
@@ -319,19 +355,29 @@ impl Host for WitnessHost {
     }
 
     fn transfer(&mut self, to: &Account, amount: u64) -> Result<TransferOutcome, HostFailure> {
-        let have = self
-            .balances
-            .get(&self.contract)
-            .copied()
-            .ok_or_else(|| missing("the contract's balance"))?;
-        if have < amount {
-            return Ok(TransferOutcome::InsufficientFunds);
+        let (t, a, code) = self
+            .transfers
+            .pop_front()
+            .ok_or_else(|| missing("a transfer the call makes"))?;
+        if t != to.to_string() || a != amount {
+            return Err(HostFailure(
+                "run again, the contract makes another transfer than it did".into(),
+            ));
         }
-        self.balances.insert(self.contract.clone(), have - amount);
-        if let Some(b) = self.balances.get_mut(&to.to_string()) {
-            *b += amount;
+        let outcome = match code {
+            0 => TransferOutcome::Done,
+            1 => TransferOutcome::InsufficientFunds,
+            _ => TransferOutcome::UnknownAccount,
+        };
+        if outcome == TransferOutcome::Done {
+            if let Some(b) = self.balances.get_mut(&self.contract) {
+                *b = b.saturating_sub(amount);
+            }
+            if let Some(b) = self.balances.get_mut(&to.to_string()) {
+                *b += amount;
+            }
         }
-        Ok(TransferOutcome::Done)
+        Ok(outcome)
     }
 
     fn consent_allows(

@@ -26,6 +26,7 @@ fn plan(hospital: &SecretKey, node_did: &str) -> Value {
             "benefits": [
                 {"code": "99213", "price": 10_000, "max_units": 4, "pays_percent": 80},
                 {"code": "85025", "price": 2_500, "max_units": 2, "pays_percent": 100},
+                {"code": "70450", "price": 90_000, "max_units": 1, "pays_percent": 100, "review": true},
             ]
         },
         "providers": [hospital.public().did().to_string()],
@@ -303,6 +304,66 @@ fn a_claim_from_submission_to_payment_verified_offline() {
     );
     let (s, _, _) = call("POST", &submit, &t_pat, None, Some(&b));
     assert_eq!(s, 403, "a patient does not submit claims");
+    // A CT scan is pended for review: queued; the insurer approves it; the provider's
+    // $inquire brings the stored ClaimResponse up to the decision, which verifies offline.
+    let ct = bundle(
+        &pid,
+        &contract,
+        "CLM-CT",
+        json!([item(1, "70450", 1, 900.0)]),
+    );
+    let (s, q, _) = call("POST", &submit, &t_doc, None, Some(&ct));
+    assert_eq!((s, q["outcome"].as_str()), (200, Some("queued")), "{q}");
+    let inquire = format!("{url}/fhir/Claim/$inquire");
+    let (s, same, _) = call("POST", &inquire, &t_doc, None, Some(&ct));
+    assert_eq!(
+        (s, same["outcome"].as_str()),
+        (200, Some("queued")),
+        "{same}"
+    );
+    let cid = carechain_claims::claim_id(
+        &doc.public().did(),
+        "https://cityhospital.example/claims|CLM-CT",
+    );
+    let approve = json!({"decide": {"claim_id": cid, "approve": true}});
+    let r = cli_json(&[
+        "contract",
+        "call",
+        "--key",
+        ik,
+        "--contract",
+        &contract,
+        "--msg",
+        &approve.to_string(),
+        "--url",
+        &url,
+    ]);
+    assert_eq!(r["receipt"]["outcome"], "applied", "{r}");
+    let (s, now, _) = call("POST", &inquire, &t_doc, None, Some(&ct));
+    assert_eq!(
+        (s, now["outcome"].as_str()),
+        (200, Some("complete")),
+        "{now}"
+    );
+    assert_eq!(now["payment"]["amount"]["value"], 900.0);
+    assert_eq!(now["id"], q["id"], "the same ClaimResponse, a new version");
+    let (cf, nf) = (
+        dir.path().join("ct.json"),
+        dir.path().join("ct-response.json"),
+    );
+    std::fs::write(&cf, ct.to_string()).unwrap();
+    std::fs::write(&nf, now.to_string()).unwrap();
+    let out = verify(&cf, &nf);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        !verify(&bf, &nf).status.success(),
+        "another claim's bundle does not verify it"
+    );
+
     // Reading back what $submit stored (the static Claim route leaves the others intact).
     let claim_ref = cr["request"]["reference"].as_str().unwrap().to_string();
     let (s, stored, _) = call(
@@ -448,7 +509,7 @@ fn a_claim_from_submission_to_payment_verified_offline() {
     ]);
     assert_eq!(
         q["result"]["usage"],
-        json!([["99213", 1], ["85025", 1]]),
+        json!([["99213", 1], ["85025", 1], ["70450", 1]]),
         "{q}"
     );
 }

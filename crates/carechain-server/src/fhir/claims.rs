@@ -48,10 +48,36 @@ pub(super) async fn submit(
     h: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, Fail> {
+    decide(s, h, body, false).await
+}
+
+/// `POST /fhir/Claim/$inquire`: the claim bundle again; its current decision.
+pub(super) async fn inquire(
+    State(s): State<FhirState>,
+    h: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, Fail> {
+    decide(s, h, body, true).await
+}
+
+async fn decide(
+    s: FhirState,
+    h: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    inquiry: bool,
+) -> Result<Response, Fail> {
     let sess = session(&s, &h).await?;
     let bundle = parse_body(body)?;
     let svc = s.service.clone();
-    let out = blocking(move || Ok(Claims::new(&svc).submit(&sess, &bundle))).await?;
+    let out = blocking(move || {
+        let c = Claims::new(&svc);
+        Ok(if inquiry {
+            c.inquire(&sess, &bundle)
+        } else {
+            c.submit(&sess, &bundle)
+        })
+    })
+    .await?;
     Ok(match out {
         Ok(done) => {
             let mut r = (StatusCode::OK, Json(done.claim_response)).into_response();

@@ -47,6 +47,7 @@ pub fn routes(state: FhirState) -> Router {
                 .delete(delete_conditional),
         )
         .route("/fhir/Claim/$submit", post(claims::submit))
+        .route("/fhir/Claim/$inquire", post(claims::inquire))
         .route("/fhir/Invoice/{id}/$reconcile", post(claims::reconcile))
         .route("/fhir/{rt}/_history", get(history_type))
         .route("/fhir/{rt}/{id}", get(read).put(update).delete(delete))
