@@ -19,7 +19,7 @@ use carechain_types::{Account, Outcome};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::proven_value;
+use crate::proof::proven_value;
 use crate::{ApiError, json as j};
 
 type ApiResult<T> = Result<T, ApiError>;

@@ -11,6 +11,7 @@ mod fhir;
 mod json;
 mod peer;
 mod portal;
+mod proof;
 
 use std::{net::SocketAddr, sync::Arc};
 

@@ -8,6 +8,7 @@ use carechain_state::*;
 use carechain_types::*;
 use proptest::prelude::*;
 
+mod claims_contract;
 mod consent;
 mod network;
 mod shipped;
