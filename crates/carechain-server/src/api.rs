@@ -488,9 +488,6 @@ async fn validator_proposal(
     })))
 }
 
-/// A proof of the value under `key` against the state root of the head block: the bucket's
-/// entries, the commitment path and the root all read at one durable height.
-
 /// A signed note as the latest checkpoint is served (plain text, never cached); 404 before
 /// the first block.
 fn latest_note(note: Option<String>) -> ApiResult<Response> {

@@ -9,7 +9,8 @@ use crate::ApiError;
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// The proof of the value under `key` (see [`proven_value`]).
+/// A proof of the value under `key` against the state root of the head block: the bucket's
+/// entries, the commitment path and the root all read at one durable height.
 pub(crate) fn state_proof(node: &Node, key: &[u8]) -> ApiResult<Value> {
     proven_value(node, key).map(|(_, proof)| proof)
 }
