@@ -496,6 +496,57 @@ fn a_claim_from_submission_to_payment_verified_offline() {
         4050
     );
 
+    // The insurer's claims reviewer reads the claim's contents only as Alice's consent
+    // allows: nothing before it; with a payment consent for claims, the Claim and nothing else.
+    let eve = key(44);
+    register(&url, &insurer, 4, &eve, Role::Practitioner, Some(&insurer));
+    let t_eve = token(&url, &eve, "user/*.rs");
+    let payment = Some(("HPAYMT", None));
+    let claim_url = format!("{url}/fhir/{claim_ref}");
+    assert_eq!(call("GET", &claim_url, &t_eve, payment, None).0, 403);
+    let consent = json!({
+        "resourceType": "Consent", "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": format!("Patient/{pid}")},
+        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
+        "provision": {"type": "deny", "provision": [{"type": "permit",
+            "actor": [{"role": {"text": "insurer"}, "reference": {"identifier": {"system": "urn:ietf:rfc:3986", "value": i_did}}}],
+            "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HPAYMT"}],
+            "class": [{"system": "http://hl7.org/fhir/resource-types", "code": "Claim"}]}]}
+    });
+    let (s, cv, _) = call(
+        "POST",
+        &format!("{url}/fhir/Consent"),
+        &t_pat,
+        None,
+        Some(&consent),
+    );
+    assert_eq!(s, 201, "{cv}");
+    let (s, seen, _) = call("GET", &claim_url, &t_eve, payment, None);
+    assert_eq!(
+        (s, seen["resourceType"].as_str()),
+        (200, Some("Claim")),
+        "{seen}"
+    );
+    assert_eq!(
+        call("GET", &claim_url, &t_eve, Some(("TREAT", None)), None).0,
+        403,
+        "for payment only"
+    );
+    assert_eq!(
+        call(
+            "GET",
+            &format!("{url}/fhir/Patient/{pid}"),
+            &t_eve,
+            payment,
+            None
+        )
+        .0,
+        403,
+        "claims only"
+    );
+
     // The insurer's books, through a query.
     let q = cli_json(&[
         "contract",
