@@ -146,22 +146,9 @@ impl Claims<'_> {
             old.salt,
             self.inclusion(&node_tx.hash),
         );
-        let purpose = Purpose::treatment();
         let response_id = response["id"].as_str().unwrap_or_default().to_string();
-        let mut updated = claim_response(&claim, &stored_id, decision, &evidence, decimals);
-        updated["id"] = json!(response_id);
-        response = self
-            .service
-            .write(
-                s,
-                &purpose,
-                "ClaimResponse",
-                Some(&response_id),
-                None,
-                updated,
-            )?
-            .resource
-            .unwrap_or(Value::Null);
+        let updated = claim_response(&claim, &stored_id, decision, &evidence, decimals);
+        response = self.store(s, "ClaimResponse", Some(&response_id), updated)?;
         let mut eob = Value::Null;
         if let Some(old_eob) = self.find(
             s,
@@ -169,7 +156,7 @@ impl Claims<'_> {
             &[("claim", format!("Claim/{stored_id}"))],
         )? {
             let eob_id = old_eob["id"].as_str().unwrap_or_default().to_string();
-            let mut e = explanation_of_benefit(
+            let e = explanation_of_benefit(
                 &claim,
                 &stored_id,
                 &response_id,
@@ -177,18 +164,8 @@ impl Claims<'_> {
                 &evidence,
                 decimals,
             );
-            e["id"] = json!(eob_id);
-            eob = self
-                .service
-                .write(s, &purpose, "ExplanationOfBenefit", Some(&eob_id), None, e)?
-                .resource
-                .unwrap_or(Value::Null);
+            eob = self.store(s, "ExplanationOfBenefit", Some(&eob_id), e)?;
         }
-        Ok(Submitted {
-            paid: decision["paid"].as_u64().unwrap_or(0),
-            fuel_used: node_tx.receipt().fuel_used,
-            claim_response: response,
-            explanation_of_benefit: eob,
-        })
+        Ok(Submitted::of(decision, &node_tx, response, eob))
     }
 }

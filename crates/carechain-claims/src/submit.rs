@@ -45,6 +45,18 @@ pub struct Submitted {
     pub fuel_used: u64,
 }
 
+impl Submitted {
+    /// The decision in `node_tx`'s receipt, as stored.
+    pub(crate) fn of(decision: &Value, node_tx: &NodeTx, response: Value, eob: Value) -> Submitted {
+        Submitted {
+            paid: decision["paid"].as_u64().unwrap_or(0),
+            fuel_used: node_tx.receipt().fuel_used,
+            claim_response: response,
+            explanation_of_benefit: eob,
+        }
+    }
+}
+
 /// Claims, on a node's records service.
 pub struct Claims<'a> {
     pub(crate) service: &'a Service,
@@ -117,17 +129,25 @@ impl Claims<'_> {
             &evidence,
             decimals,
         );
-        let eob = self
+        let eob = self.store(s, "ExplanationOfBenefit", None, eob)?;
+        Ok(Submitted::of(decision, &node_tx, response, eob))
+    }
+
+    /// Stores `resource` as a new `rt`, or as the next version of `rt/{id}`; as stored.
+    pub(crate) fn store(
+        &self,
+        s: &Session,
+        rt: &str,
+        id: Option<&str>,
+        mut resource: Value,
+    ) -> Result<Value, ServiceError> {
+        if let Some(id) = id {
+            resource["id"] = json!(id);
+        }
+        let stored = self
             .service
-            .write(s, &purpose, "ExplanationOfBenefit", None, None, eob)?
-            .resource
-            .unwrap_or(Value::Null);
-        Ok(Submitted {
-            paid: decision["paid"].as_u64().unwrap_or(0),
-            fuel_used: node_tx.receipt().fuel_used,
-            claim_response: response,
-            explanation_of_benefit: eob,
-        })
+            .write(s, &Purpose::treatment(), rt, id, None, resource)?;
+        Ok(stored.resource.unwrap_or(Value::Null))
     }
 
     /// The code hash of the contract at `address` (refused when there is none).
