@@ -57,6 +57,10 @@ fn resource(v: Result<carechain_service::Served, ServiceError>) -> Result<Value,
     v.map(|s| s.resource.unwrap_or(Value::Null))
 }
 
+/// Serializes reconciliations in this process: the check that a payment is not used yet and
+/// the write that uses it must not interleave with another's.
+static RECONCILING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Reconciles `Invoice/{invoice_id}` with the token transfer `tx`, as the provider `s`.
 pub fn reconcile(
     service: &Service,
@@ -64,6 +68,7 @@ pub fn reconcile(
     invoice_id: &str,
     tx: &Hash,
 ) -> Result<Reconciled, ReconcileError> {
+    let _one_at_a_time = RECONCILING.lock().unwrap_or_else(|p| p.into_inner());
     let purpose = Purpose::treatment();
     let mut invoice = resource(service.read(s, &purpose, "Invoice", invoice_id, None))?;
     let decimals = service.node().store().genesis().token.decimals;
