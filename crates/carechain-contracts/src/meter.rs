@@ -83,6 +83,12 @@ fn ends_run(op: &Operator<'_>) -> bool {
 
 struct Meter<'c> {
     costs: &'c FuelCosts,
+    /// Parameter count of each type (0 for non-function types).
+    params: Vec<u32>,
+    /// The type of each defined function, in order.
+    func_types: Vec<u32>,
+    /// The next function body to instrument.
+    next_body: usize,
     /// Index of the fuel global, once the global section is known.
     fuel: Option<u32>,
     globals_done: bool,
@@ -98,15 +104,18 @@ impl Meter<'_> {
         }
     }
 
-    fn charge(&self, f: &mut wasm_encoder::Function, amount: u64) {
+    /// Charges `amount` before a run: the fuel left, less `amount`, is kept in the function's
+    /// scratch local `scratch` to be tested (one global read and one write per run).
+    fn charge(&self, f: &mut wasm_encoder::Function, amount: u64, scratch: u32) {
         let Some(g) = self.fuel else { return };
         // `amount` is bounded by a function body's size times the largest cost: far below 2^63.
         let amount = i64::try_from(amount).unwrap_or(i64::MAX);
         f.instruction(&Instruction::GlobalGet(g));
         f.instruction(&Instruction::I64Const(amount));
         f.instruction(&Instruction::I64Sub);
+        f.instruction(&Instruction::LocalTee(scratch));
         f.instruction(&Instruction::GlobalSet(g));
-        f.instruction(&Instruction::GlobalGet(g));
+        f.instruction(&Instruction::LocalGet(scratch));
         f.instruction(&Instruction::I64Const(0));
         f.instruction(&Instruction::I64LtS);
         f.instruction(&Instruction::If(BlockType::Empty));
@@ -140,6 +149,33 @@ fn at_or_after(id: Option<SectionId>, first: SectionId) -> bool {
 
 impl Reencode for Meter<'_> {
     type Error = MeterError;
+
+    fn parse_type_section(
+        &mut self,
+        types: &mut wasm_encoder::TypeSection,
+        section: wasmparser::TypeSectionReader<'_>,
+    ) -> Result<(), Error<MeterError>> {
+        for group in section.clone() {
+            for sub in group?.types() {
+                self.params.push(match &sub.composite_type.inner {
+                    wasmparser::CompositeInnerType::Func(f) => f.params().len() as u32,
+                    _ => 0,
+                });
+            }
+        }
+        utils::parse_type_section(self, types, section)
+    }
+
+    fn parse_function_section(
+        &mut self,
+        functions: &mut wasm_encoder::FunctionSection,
+        section: wasmparser::FunctionSectionReader<'_>,
+    ) -> Result<(), Error<MeterError>> {
+        for ty in section.clone() {
+            self.func_types.push(ty?);
+        }
+        utils::parse_function_section(self, functions, section)
+    }
 
     fn parse_global_section(
         &mut self,
@@ -203,7 +239,24 @@ impl Reencode for Meter<'_> {
         code: &mut CodeSection,
         func: FunctionBody<'_>,
     ) -> Result<(), Error<MeterError>> {
-        let mut f = self.new_function_with_parsed_locals(&func)?;
+        // The function's locals, and one more i64 after them: the meter's scratch.
+        let params = self
+            .func_types
+            .get(self.next_body)
+            .and_then(|t| self.params.get(*t as usize))
+            .copied()
+            .unwrap_or(0);
+        self.next_body += 1;
+        let mut locals = Vec::new();
+        let mut declared = 0u32;
+        for pair in func.get_locals_reader()? {
+            let (n, ty) = pair?;
+            declared = declared.saturating_add(n);
+            locals.push((n, self.val_type(ty)?));
+        }
+        locals.push((1, wasm_encoder::ValType::I64));
+        let scratch = params.saturating_add(declared);
+        let mut f = wasm_encoder::Function::new(locals);
         let mut reader = func.get_operators_reader()?;
         let mut ops = Vec::new();
         while !reader.eof() {
@@ -221,7 +274,7 @@ impl Reencode for Meter<'_> {
         let mut start_of_run = true;
         for (i, op) in ops.into_iter().enumerate() {
             if start_of_run {
-                self.charge(&mut f, run_cost[i]);
+                self.charge(&mut f, run_cost[i], scratch);
             }
             start_of_run = ends_run(&op) && i < last;
             let ins = RoundtripReencoder
@@ -238,6 +291,9 @@ impl Reencode for Meter<'_> {
 pub fn instrument(code: &[u8], costs: &FuelCosts) -> Result<Vec<u8>, MeterError> {
     let mut meter = Meter {
         costs,
+        params: Vec::new(),
+        func_types: Vec::new(),
+        next_body: 0,
         fuel: None,
         globals_done: false,
         exports_done: false,
