@@ -191,7 +191,11 @@ impl<'a, V: StateView + ?Sized> Overlay<'a, V> {
     /// events). Returns its effects.
     fn finish_tx(&mut self, applied: bool) -> Effects {
         if applied {
-            self.block.append(&mut self.changes);
+            // One insert per change: `BTreeMap::append` rebuilds the whole block map, which
+            // made a block's execution quadratic in its transactions.
+            for (k, v) in std::mem::take(&mut self.changes) {
+                self.block.insert(k, v);
+            }
         } else {
             self.changes.clear();
         }
