@@ -64,12 +64,13 @@ pub fn cost(op: &Operator<'_>, c: &FuelCosts) -> u64 {
     u64::from(c.instruction) + u64::from(extra)
 }
 
-/// Whether a run of straight-line code ends after `op`.
+/// Whether a run of straight-line code ends after `op`. Entering a `block` transfers no
+/// control (what follows runs whenever the `block` does), so it continues the run; its `end`
+/// is a branch target and starts a new one.
 fn ends_run(op: &Operator<'_>) -> bool {
     matches!(
         op,
-        Operator::Block { .. }
-            | Operator::Loop { .. }
+        Operator::Loop { .. }
             | Operator::If { .. }
             | Operator::Else
             | Operator::End

@@ -345,3 +345,24 @@ fn pended_lines_are_queued_until_the_insurer_decides() {
         50
     );
 }
+
+/// The fuel a call is charged is a function of the code and the genesis cost table only: it
+/// must not move when the runtime, the interpreter or the metering's layout change (this
+/// figure held across the meter's scratch-local and block-merging changes). It moves when the
+/// shipped claims contract is rebuilt from changed sources: then update it with the reason.
+#[test]
+fn the_fuel_of_a_decision_is_pinned() {
+    let mut i = insurer();
+    let (doc, c) = (i.doc.clone(), i.contract);
+    let day = i.n.now() - 2 * DAY;
+    let msg = claim(
+        "c1",
+        "m-alice",
+        &doc,
+        day,
+        json!([item(1, "99213", 1, 150), item(2, "12345", 1, 70)]),
+    );
+    let r = i.n.exec(&doc, c, msg, 0);
+    assert!(applied(&r.outcome), "{r:?}");
+    assert_eq!(r.fuel_used, 696_396);
+}
