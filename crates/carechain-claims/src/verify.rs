@@ -201,7 +201,7 @@ pub fn verify_claim(
             sender: &sender,
             funds: *funds,
         },
-        sent,
+        msg,
     );
     let runtime = Runtime::new(inputs.contracts);
     let out = runtime

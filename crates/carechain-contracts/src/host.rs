@@ -450,12 +450,18 @@ fn identity(mut c: C<'_, '_>, p: i32, l: i32) -> Result<i32, wasmi::Error> {
     match c.data_mut().host.identity(&who).map_err(host_err)? {
         None => Ok(-1),
         Some(i) => {
-            let json = serde_json::json!({
-                "role": i.role.as_str(),
-                "organization": i.organization.map(|o| o.did().to_string()),
-                "active": i.active,
-            });
-            Ok(set_register(&mut c, json.to_string().into_bytes()))
+            // Written field by field in a fixed order: the bytes (and so the fuel the
+            // contract spends reading them) must not depend on how serde_json was built.
+            let organization = match i.organization {
+                Some(o) => format!("\"{}\"", o.did()),
+                None => "null".into(),
+            };
+            let json = format!(
+                r#"{{"role":"{}","organization":{organization},"active":{}}}"#,
+                i.role.as_str(),
+                i.active
+            );
+            Ok(set_register(&mut c, json.into_bytes()))
         }
     }
 }

@@ -12,7 +12,7 @@ use carechain_types::{
     Account, ConsentPurpose, ContractFailure, MAX_CONTRACT_LABEL, RejectReason, contract_address,
     encode,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::exec::{BlockContext, Lookup, Overlay, TxResult, Writer, read_identity};
 use crate::{ConsentQuery, StateView, ViewError};
@@ -159,21 +159,45 @@ pub struct CallEnv<'a> {
     pub funds: u64,
 }
 
-/// The exact input bytes of an `instantiate` or `execute` call (an offline verifier builds
-/// the same to run a call again and get the same fuel).
-pub fn call_input(env: &CallEnv<'_>, msg: Value) -> Vec<u8> {
-    json!({
-        "env": {
-            "chain_id": env.chain_id,
-            "height": env.height,
-            "time_ms": env.time_ms,
-            "contract": Account::Contract(*env.contract).to_string(),
-        },
-        "info": { "sender": env.sender.to_string(), "funds": env.funds },
-        "msg": msg,
-    })
-    .to_string()
-    .into_bytes()
+/// Whether `msg` is one JSON value (checked without building maps: the answer, like every
+/// byte a contract is given, must not depend on how serde_json was built).
+fn is_json(msg: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(msg).is_ok()
+}
+
+/// A JSON string literal.
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+fn env_json(chain_id: &str, height: u64, time_ms: u64, contract: &Hash) -> String {
+    format!(
+        r#"{{"chain_id":{},"height":{height},"time_ms":{time_ms},"contract":{}}}"#,
+        json_str(chain_id),
+        json_str(&Account::Contract(*contract).to_string()),
+    )
+}
+
+/// The exact input bytes of an `instantiate` or `execute` call: written field by field, in a
+/// fixed order, with the message's own bytes as the transaction carries them (an offline
+/// verifier builds the same bytes to run a call again and get the same fuel).
+pub fn call_input(env: &CallEnv<'_>, msg: &[u8]) -> Vec<u8> {
+    let head = format!(
+        r#"{{"env":{},"info":{{"sender":{},"funds":{}}},"msg":"#,
+        env_json(env.chain_id, env.height, env.time_ms, env.contract),
+        json_str(&env.sender.to_string()),
+        env.funds,
+    );
+    [head.as_bytes(), msg, b"}"].concat()
+}
+
+/// The exact input bytes of a query.
+fn query_input(q: &QueryContext<'_>, contract: &Hash, msg: &[u8]) -> Vec<u8> {
+    let head = format!(
+        r#"{{"env":{},"msg":"#,
+        env_json(q.rules.chain_id, q.height, q.timestamp_ms, contract)
+    );
+    [head.as_bytes(), msg, b"}"].concat()
 }
 
 pub(crate) fn deploy<V: StateView + ?Sized>(
@@ -251,11 +275,11 @@ fn run<V: StateView + ?Sized>(
     inv: &Invocation<'_>,
 ) -> TxResult {
     let cfg = ctx.rules.contracts;
-    let Ok(msg) = serde_json::from_slice::<Value>(inv.msg) else {
+    if !is_json(inv.msg) {
         return Ok(Err(RejectReason::ContractFailed(
             ContractFailure::BadMessage,
         )));
-    };
+    }
     let Some(instance) = decode_instance(o.lookup(&instance_key(address))?)? else {
         return Ok(Err(RejectReason::UnknownContract));
     };
@@ -286,7 +310,7 @@ fn run<V: StateView + ?Sized>(
             sender: &sender,
             funds: inv.funds,
         },
-        msg,
+        inv.msg,
     );
     let runtime = Runtime::shared(cfg);
     let call = Call {
@@ -350,25 +374,15 @@ pub fn query<V: StateView + ?Sized>(
     let Some(instance) = decode_instance(o.lookup(&instance_key(address))?)? else {
         return Ok(Err(RejectReason::UnknownContract));
     };
-    let Ok(msg) = serde_json::from_slice::<Value>(msg) else {
+    if !is_json(msg) {
         return Ok(Err(RejectReason::ContractFailed(
             ContractFailure::BadMessage,
         )));
-    };
+    }
     let Some(code) = o.lookup(&code_key(&instance.code))? else {
         return Err(ViewError::Corrupt("contract without code".into()));
     };
-    let input = json!({
-        "env": {
-            "chain_id": q.rules.chain_id,
-            "height": q.height,
-            "time_ms": q.timestamp_ms,
-            "contract": Account::Contract(*address).to_string(),
-        },
-        "msg": msg,
-    })
-    .to_string()
-    .into_bytes();
+    let input = query_input(q, address, msg);
     let cfg = q.rules.contracts;
     let call = Call {
         code_hash: &instance.code,
