@@ -27,6 +27,10 @@ type ApiResult<T> = Result<T, ApiError>;
 /// Most blocks `GET /v1/token/transfers` looks back over.
 const TRANSFER_SCAN_BLOCKS: u64 = 2_000;
 
+/// Queries run at once (each may burn up to a transaction's fuel limit, unauthenticated): the
+/// rest wait their turn, so queries cannot take the node's cores from block production.
+static QUERIES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 pub fn routes(node: Arc<Node>) -> Router {
     Router::new()
         .route("/v1/token", get(token))
@@ -207,6 +211,7 @@ async fn query(
             "the query message is JSON",
         ));
     }
+    let _turn = QUERIES.acquire().await.map_err(ApiError::internal)?;
     let n = node.clone();
     let answer = tokio::task::spawn_blocking(move || n.ledger().query_contract(&address, &body))
         .await
