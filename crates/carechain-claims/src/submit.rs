@@ -87,6 +87,7 @@ impl Claims<'_> {
         let decimals = self.decimals();
         let claim = ClaimBundle::parse(bundle, decimals).map_err(SubmitError::Invalid)?;
         let code_hash = self.code_hash(&claim.contract)?;
+        self.accepted_here(&claim.contract, s)?;
         let purpose = Purpose::treatment();
         // The Claim is a record of the patient's: encrypted, anchored, under her consent.
         let stored = self
@@ -148,6 +149,36 @@ impl Claims<'_> {
             .service
             .write(s, &Purpose::treatment(), rt, id, None, resource)?;
         Ok(stored.resource.unwrap_or(Value::Null))
+    }
+
+    /// Refuses, before anything is stored, a claim the contract would refuse from this node:
+    /// the insurer must list this node as a submitter (or the caller be this node's own
+    /// identity).
+    fn accepted_here(&self, contract: &Hash, s: &Session) -> Result<(), SubmitError> {
+        let me = self.submitter().to_string();
+        if s.did.to_string() == me {
+            return Ok(());
+        }
+        let answer = self
+            .service
+            .node()
+            .ledger()
+            .query_contract(contract, br#"{"config":{}}"#)
+            .map_err(|e| ServiceError::internal("ledger", e))?;
+        let config: Value = match answer.result {
+            Ok((data, _)) => serde_json::from_slice(&data).unwrap_or(Value::Null),
+            Err(r) => return Err(SubmitError::Refused(r.message())),
+        };
+        let listed = config["submitters"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(me.as_str())));
+        if listed {
+            Ok(())
+        } else {
+            Err(SubmitError::Refused(format!(
+                "the insurer does not accept claims from this node ({me}): it must add it as a submitter"
+            )))
+        }
     }
 
     /// The code hash of the contract at `address` (refused when there is none).

@@ -304,6 +304,54 @@ fn a_claim_from_submission_to_payment_verified_offline() {
     );
     let (s, _, _) = call("POST", &submit, &t_pat, None, Some(&b));
     assert_eq!(s, 403, "a patient does not submit claims");
+    // An insurer that does not accept this node as a submitter: refused before anything is
+    // stored.
+    let mut closed = plan(&hospital, &node_did);
+    closed["submitters"] = json!([]);
+    let r = cli_json(&[
+        "contract",
+        "instantiate",
+        "--key",
+        ik,
+        "--code",
+        "claims",
+        "--label",
+        "closed",
+        "--msg",
+        &closed.to_string(),
+        "--url",
+        &url,
+    ]);
+    let other = r["receipt"]["data"]["contract"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b2 = bundle(
+        &pid,
+        &other,
+        "CLM-CLOSED",
+        json!([item(1, "99213", 1, 10.0)]),
+    );
+    let (s, refused, _) = call("POST", &submit, &t_doc, None, Some(&b2));
+    assert_eq!(
+        (s, refused["outcome"].as_str()),
+        (422, Some("error")),
+        "{refused}"
+    );
+    assert!(
+        refused["disposition"]
+            .as_str()
+            .unwrap()
+            .contains("does not accept claims from this node")
+    );
+    let (_, found, _) = call(
+        "GET",
+        &format!("{url}/fhir/Claim?identifier=https://cityhospital.example/claims|CLM-CLOSED"),
+        &t_doc,
+        None,
+        None,
+    );
+    assert_eq!(found["total"], 0, "nothing stored: {found}");
     // A CT scan is pended for review: queued; the insurer approves it; the provider's
     // $inquire brings the stored ClaimResponse up to the decision, which verifies offline.
     let ct = bundle(
@@ -499,7 +547,7 @@ fn a_claim_from_submission_to_payment_verified_offline() {
     // The insurer's claims reviewer reads the claim's contents only as Alice's consent
     // allows: nothing before it; with a payment consent for claims, the Claim and nothing else.
     let eve = key(44);
-    register(&url, &insurer, 4, &eve, Role::Practitioner, Some(&insurer));
+    register(&url, &insurer, 5, &eve, Role::Practitioner, Some(&insurer));
     let t_eve = token(&url, &eve, "user/*.rs");
     let payment = Some(("HPAYMT", None));
     let claim_url = format!("{url}/fhir/{claim_ref}");
