@@ -1,0 +1,109 @@
+//! Against GS1's own event hash vectors (`../shared/data/epcis/event-hash-vectors`): every
+//! EPC URN of a supported scheme in an example document becomes a Digital Link that the
+//! reference implementation's canonical pre-hash strings of the same document contain; every
+//! Digital Link key in those strings that carries a check digit has a correct one.
+
+use std::path::PathBuf;
+
+use carechain_epcis::{Gs1Error, digital_link, is_valid_key};
+
+fn vectors() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/epcis/event-hash-vectors")
+}
+
+/// The EPC URNs in `text` (up to a quote, a tag or whitespace).
+fn urns(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("urn:epc:") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(['"', '<', ' ', '\n', '\r', '\t'])
+            .unwrap_or(tail.len());
+        out.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    out
+}
+
+#[test]
+fn urns_convert_to_the_digital_links_of_the_reference_prehashes() {
+    let mut checked = 0;
+    let mut files = 0;
+    for entry in std::fs::read_dir(vectors()).expect("../shared/data/epcis/event-hash-vectors") {
+        let path = entry.unwrap().path();
+        let Some(ext) = path.extension().and_then(|e| e.to_str()) else {
+            continue;
+        };
+        if ext != "jsonld" && ext != "xml" {
+            continue;
+        }
+        let prehashes = path.with_extension("prehashes");
+        let Ok(pre) = std::fs::read_to_string(&prehashes) else {
+            continue;
+        };
+        files += 1;
+        let doc = std::fs::read_to_string(&path).unwrap();
+        for urn in urns(&doc) {
+            match digital_link(&urn) {
+                Ok(dl) => {
+                    assert!(
+                        pre.contains(&dl),
+                        "{}: {urn} -> {dl}, not in the pre-hashes",
+                        path.display()
+                    );
+                    checked += 1;
+                }
+                Err(Gs1Error::Unsupported(_)) => {}
+                Err(e) => panic!("{}: {urn}: {e}", path.display()),
+            }
+        }
+    }
+    assert!(files >= 10, "only {files} documents with pre-hashes");
+    assert!(checked >= 50, "only {checked} URNs checked");
+}
+
+#[test]
+fn keys_in_the_reference_prehashes_have_correct_check_digits() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(vectors()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("prehashes") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        // GTIN (01), SSCC (00), GLN (414), party GLN (417): fixed-length keys with a check digit.
+        for (ai, len) in [("01", 14), ("00", 18), ("414", 13), ("417", 13)] {
+            let needle = format!("https://id.gs1.org/{ai}/");
+            let mut rest = text.as_str();
+            while let Some(i) = rest.find(&needle) {
+                let key: String = rest[i + needle.len()..].chars().take(len).collect();
+                if key.len() == len && key.bytes().all(|c| c.is_ascii_digit()) {
+                    assert!(is_valid_key(&key), "{}: {ai}/{key}", path.display());
+                    checked += 1;
+                }
+                rest = &rest[i + needle.len()..];
+            }
+        }
+    }
+    assert!(checked >= 50, "only {checked} keys checked");
+}
+
+mod properties {
+    use carechain_epcis::{check_digit, is_valid_key};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A key with its check digit validates; changing any one digit of it does not (the
+        /// mod-10 check catches every single-digit error).
+        #[test]
+        fn a_check_digit_catches_every_single_digit_error(body in "[0-9]{7,17}", at in any::<usize>(), by in 1u8..10) {
+            let key = format!("{body}{}", check_digit(&body).unwrap());
+            prop_assert!(is_valid_key(&key));
+            let i = at % key.len();
+            let mut bad = key.clone().into_bytes();
+            bad[i] = b'0' + (bad[i] - b'0' + by) % 10;
+            prop_assert!(!is_valid_key(std::str::from_utf8(&bad).unwrap()));
+        }
+    }
+}
