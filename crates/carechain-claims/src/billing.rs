@@ -83,27 +83,10 @@ pub fn reconcile(
         .ok_or_else(|| not_payable("Invoice.totalGross.value is no amount in the token's units"))?;
     // The transfer, on the ledger.
     let wrong = |m: String| ReconcileError::NotThePayment(m);
-    let snap = service
-        .node()
-        .snapshot()
-        .map_err(|e| ServiceError::internal("storage", e))?;
-    let store = |e| ReconcileError::Service(ServiceError::internal("storage", e));
-    let loc = snap
-        .tx_location(tx)
-        .map_err(store)?
+    let paid = service
+        .node_tx(tx)?
         .ok_or_else(|| wrong("no such transaction is committed".into()))?;
-    let block = snap
-        .block(loc.height)
-        .map_err(store)?
-        .ok_or_else(|| wrong("block missing".into()))?;
-    let receipts = snap
-        .receipts(loc.height)
-        .map_err(store)?
-        .unwrap_or_default();
-    let (t, r) = (
-        &block.txs[loc.position as usize],
-        &receipts[loc.position as usize],
-    );
+    let (t, r) = (paid.tx(), paid.receipt());
     if !matches!(r.outcome, Outcome::Applied { .. }) {
         return Err(wrong("the transaction was rejected".into()));
     }
@@ -132,7 +115,7 @@ pub fn reconcile(
     if let Some(id) = used["entry"][0]["resource"]["id"].as_str() {
         return Err(ReconcileError::AlreadyUsed(id.to_string()));
     }
-    let date = carechain_records::format_instant(block.header.timestamp_ms);
+    let date = carechain_records::format_instant(paid.block.header.timestamp_ms);
     let day: String = date.chars().take(10).collect();
     let amount = json!({ "value": total as f64 / 10f64.powi(i32::from(decimals)) });
     let tx_id = json!({ "system": TX_SYSTEM, "value": tx.to_hex() });
@@ -146,7 +129,7 @@ pub fn reconcile(
         "paymentAmount": amount,
         "paymentIdentifier": tx_id,
         "outcome": "complete",
-        "disposition": format!("Paid by ledger transaction at height {}", loc.height),
+        "disposition": format!("Paid by ledger transaction at height {}", paid.block.header.height),
         "detail": [{
             "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/payment-type", "code": "payment" }] },
             "request": invoice_ref,

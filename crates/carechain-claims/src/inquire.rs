@@ -79,18 +79,14 @@ impl Claims<'_> {
         let decimals = self.decimals();
         let claim = ClaimBundle::parse(bundle, decimals).map_err(SubmitError::Invalid)?;
         let id = claim_id(&s.did, &claim.identifier);
-        let identifier = match (
-            &claim.claim["identifier"][0]["system"],
-            &claim.claim["identifier"][0]["value"],
-        ) {
-            (Value::String(sys), Value::String(v)) => format!("{sys}|{v}"),
-            (_, Value::String(v)) => v.clone(),
-            _ => {
-                return Err(SubmitError::Refused(
-                    "an inquiry names the claim by its identifier".into(),
-                ));
-            }
-        };
+        // The claim is found by its identifier (`ClaimBundle` falls back to its id, which the
+        // stored Claim does not keep).
+        if !claim.claim["identifier"][0]["value"].is_string() {
+            return Err(SubmitError::Refused(
+                "an inquiry names the claim by its identifier".into(),
+            ));
+        }
+        let identifier = claim.identifier.clone();
         let refused = |m: &str| SubmitError::Refused(m.to_string());
         let stored = self
             .find(
@@ -144,7 +140,7 @@ impl Claims<'_> {
             claim.contract,
             old.code_hash,
             old.salt,
-            self.inclusion(&node_tx.hash),
+            self.inclusion(&node_tx),
         );
         let response_id = response["id"].as_str().unwrap_or_default().to_string();
         let updated = claim_response(&claim, &stored_id, decision, &evidence, decimals);

@@ -93,12 +93,7 @@ impl Claims<'_> {
         let stored = self
             .service
             .write(s, &purpose, "Claim", None, None, claim.claim.clone())?;
-        let claim_id = stored
-            .resource
-            .as_ref()
-            .and_then(|r| r["id"].as_str())
-            .unwrap_or_default()
-            .to_string();
+        let claim_id = stored.id().to_string();
         let salt = salt()?;
         let msg = submit_message(&claim, &s.did, &inputs_commitment(&salt, bundle));
         let node_tx = self.service.submit_node_tx(Payload::Execute {
@@ -112,7 +107,7 @@ impl Claims<'_> {
             claim.contract,
             code_hash,
             salt,
-            self.inclusion(&node_tx.hash),
+            self.inclusion(&node_tx),
         );
         let decision = &decided["decision"];
         let response = claim_response(&claim, &claim_id, decision, &evidence, decimals);
@@ -199,10 +194,14 @@ impl Claims<'_> {
     }
 
     /// The deciding transaction's inclusion under the latest checkpoint.
-    pub(crate) fn inclusion(&self, tx: &Hash) -> Value {
-        let entries = vec![json!({ "tx_hash": tx.to_hex() })];
-        let with = carechain_service::with_inclusion(self.service.node(), entries);
-        with[0]["inclusion"].clone()
+    pub(crate) fn inclusion(&self, tx: &NodeTx) -> Value {
+        match tx.receipt().outcome {
+            Outcome::Applied { log_index } => {
+                carechain_service::log_inclusion(self.service.node(), log_index)
+                    .unwrap_or(Value::Null)
+            }
+            Outcome::Rejected(_) => Value::Null,
+        }
     }
 
     /// The did of this node (the submitter an insurer must accept).

@@ -30,13 +30,15 @@ fn id(k: &SecretKey, role: Role, parent: Option<&SecretKey>) -> GenesisIdentity 
     }
 }
 
-/// Signs `payloads` from `key` (nonces from `first`) and waits until all are applied.
+/// Signs `payloads` from `key` (nonces from `first`) and waits until all are applied; their
+/// receipts' data.
 fn run_txs(
-    node: &Node,
+    svc: &Service,
     key: &SecretKey,
     first: u64,
     payloads: Vec<Payload>,
 ) -> Result<Vec<Vec<u8>>> {
+    let node = svc.node();
     let chain_id = node.store().genesis().chain_id.clone();
     let bodies: Vec<TxBody> = payloads
         .into_iter()
@@ -55,14 +57,7 @@ fn run_txs(
         .collect::<Result<_>>()?;
     let mut out = Vec::new();
     for h in &hashes {
-        let loc = loop {
-            if let Some(loc) = node.store().tx_location(h)? {
-                break loc;
-            }
-            node.wait_past(node.store().head(), std::time::Duration::from_secs(5));
-        };
-        let r = node.snapshot()?.receipts(loc.height)?.unwrap_or_default()[loc.position as usize]
-            .clone();
+        let r = svc.wait_tx(h).map_err(fail)?.receipt().clone();
         if !matches!(r.outcome, carechain_types::Outcome::Applied { .. }) {
             bail!("bench setup transaction rejected: {:?}", r.outcome);
         }
@@ -126,12 +121,7 @@ pub fn run(claims: usize, threads: usize) -> Result<()> {
             json!({"resourceType": "Patient", "name": [{"family": "Bench"}]}),
         )
         .map_err(fail)?;
-    let pid = patient
-        .resource
-        .as_ref()
-        .and_then(|r| r["id"].as_str())
-        .unwrap_or_default()
-        .to_string();
+    let pid = patient.id().to_string();
 
     // The insurer's contract, funded, with every member enrolled.
     let code = shipped::CLAIMS.code.to_vec();
@@ -142,7 +132,7 @@ pub fn run(claims: usize, threads: usize) -> Result<()> {
     plan["plan"]["benefits"][0]["max_units"] = json!(1_000_000);
     plan["plan"]["pend_above"] = json!(null);
     let data = run_txs(
-        &node,
+        &svc,
         &insurer,
         0,
         vec![
@@ -170,7 +160,7 @@ pub fn run(claims: usize, threads: usize) -> Result<()> {
             funds: 0,
         })
         .collect();
-    run_txs(&node, &insurer, 2, enroll)?;
+    run_txs(&svc, &insurer, 2, enroll)?;
 
     // The claims: member i % MEMBERS, one office visit on a day of its own.
     let bundles: Vec<serde_json::Value> = (0..claims)

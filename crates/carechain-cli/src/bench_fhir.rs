@@ -180,12 +180,7 @@ pub fn run(
             json!({"resourceType": "Patient", "name": [{"family": "Bench"}]}),
         )
         .map_err(fail)?;
-    let pid = patient
-        .resource
-        .as_ref()
-        .and_then(|r| r["id"].as_str())
-        .unwrap_or_default()
-        .to_string();
+    let pid = patient.id().to_string();
 
     // Creates.
     let ids = parking_lot::Mutex::new(Vec::with_capacity(creates));

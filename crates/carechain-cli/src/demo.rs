@@ -503,11 +503,7 @@ pub fn load_fhir_local(service: &carechain_service::Service, root: &Path) -> Res
         let r = service
             .write(&s, &purpose, &rt, None, None, v)
             .map_err(|e| anyhow::anyhow!("demo {rt} refused: {}", e.message))?;
-        Ok(r.resource
-            .as_ref()
-            .and_then(|r| r["id"].as_str())
-            .unwrap_or_default()
-            .to_string())
+        Ok(r.id().to_string())
     };
     let pid = fhir_records(&keys, &mut write)?;
     out_line(&format!(

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use carechain_claims::{Claims, member_pseudonym};
 use carechain_contracts::shipped;
 use carechain_crypto::{Hash, SecretKey, sha256};
@@ -39,21 +39,15 @@ fn run(service: &Service, key: &SecretKey, payload: Payload) -> Result<Receipt> 
     let hash = tx.hash();
     node.submit(encode(&tx))
         .map_err(|e| anyhow::anyhow!("demo transaction refused: {e}"))?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let snap = node.snapshot()?;
-        if let Some(loc) = snap.tx_location(&hash)? {
-            let r = snap.receipts(loc.height)?.context("receipts")?[loc.position as usize].clone();
-            if !matches!(r.outcome, Outcome::Applied { .. }) {
-                bail!("demo transaction rejected: {:?}", r.outcome);
-            }
-            return Ok(r);
-        }
-        if std::time::Instant::now() > deadline {
-            bail!("demo transaction was not committed in time");
-        }
-        node.wait_past(node.store().head(), std::time::Duration::from_millis(200));
+    let r = service
+        .wait_tx(&hash)
+        .map_err(|e| anyhow::anyhow!("demo transaction: {}", e.message))?
+        .receipt()
+        .clone();
+    if !matches!(r.outcome, Outcome::Applied { .. }) {
+        bail!("demo transaction rejected: {:?}", r.outcome);
     }
+    Ok(r)
 }
 
 fn instantiate(

@@ -56,7 +56,7 @@ pub use error::{ErrorKind, ServiceError};
 pub use identity::ClaimRequest;
 pub use ledger_consent::{LEDGER_SYSTEM, ledger_rules};
 pub use node_tx::NodeTx;
-pub use receipt::{ReceiptTrust, audit_commitment, verify_receipt, with_inclusion};
+pub use receipt::{ReceiptTrust, audit_commitment, log_inclusion, verify_receipt, with_inclusion};
 pub use search::parse_since;
 
 const DID_SYSTEM: &str = "urn:ietf:rfc:3986";
@@ -103,6 +103,16 @@ pub struct Served {
     pub tx: Option<Hash>,
     /// Whether access was by break-glass.
     pub break_glass: bool,
+}
+
+impl Served {
+    /// The resource's id ("" for a deletion).
+    pub fn id(&self) -> &str {
+        self.resource
+            .as_ref()
+            .and_then(|r| r["id"].as_str())
+            .unwrap_or_default()
+    }
 }
 
 /// The service.

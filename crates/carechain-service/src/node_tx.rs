@@ -7,7 +7,7 @@ use carechain_types::{Block, Payload, Receipt};
 
 use crate::{Service, ServiceError};
 
-/// A durable transaction the node signed, with its block and receipt.
+/// A durable transaction, with its block and receipt.
 #[derive(Clone, Debug)]
 pub struct NodeTx {
     /// Its hash.
@@ -25,6 +25,11 @@ impl NodeTx {
     pub fn receipt(&self) -> &Receipt {
         &self.receipts[self.position]
     }
+
+    /// The transaction.
+    pub fn tx(&self) -> &carechain_types::SignedTx {
+        &self.block.txs[self.position]
+    }
 }
 
 fn store<E: std::error::Error + Send + Sync + 'static>(e: E) -> ServiceError {
@@ -38,11 +43,25 @@ impl Service {
         let hash = *hashes
             .first()
             .ok_or_else(|| ServiceError::bad("nothing submitted"))?;
+        self.node_tx(&hash)?
+            .ok_or_else(|| ServiceError::bad("the transaction is not durable"))
+    }
+
+    /// Waits until the (already submitted) transaction `hash` is durable; it, with its block
+    /// and receipts.
+    pub fn wait_tx(&self, hash: &Hash) -> Result<NodeTx, ServiceError> {
+        self.wait_durable(hash)?;
+        self.node_tx(hash)?
+            .ok_or_else(|| ServiceError::bad("the transaction is not durable"))
+    }
+
+    /// The durable transaction `hash` (anyone's), with its block and receipts; `None` when no
+    /// durable block holds it.
+    pub fn node_tx(&self, hash: &Hash) -> Result<Option<NodeTx>, ServiceError> {
         let snap = self.node.snapshot().map_err(store)?;
-        let loc = snap
-            .tx_location(&hash)
-            .map_err(store)?
-            .ok_or_else(|| ServiceError::bad("the transaction is not durable"))?;
+        let Some(loc) = snap.tx_location(hash).map_err(store)? else {
+            return Ok(None);
+        };
         let block = snap
             .block(loc.height)
             .map_err(store)?
@@ -51,12 +70,12 @@ impl Service {
             .receipts(loc.height)
             .map_err(store)?
             .ok_or_else(|| ServiceError::bad("the receipts are missing"))?;
-        Ok(NodeTx {
-            hash,
+        Ok(Some(NodeTx {
+            hash: *hash,
             block,
             position: loc.position as usize,
             receipts,
-        })
+        }))
     }
 
     /// The node this service runs on.

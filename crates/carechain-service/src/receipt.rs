@@ -216,16 +216,32 @@ pub fn with_inclusion(node: &carechain_node::Node, mut entries: Vec<Value>) -> V
         else {
             continue;
         };
-        if let Some((size, note)) = &cp
-            && let Ok(proof) = carechain_log::inclusion_proof(&snap, log_index, *size)
-        {
-            e["inclusion"] = json!({
-                "log_index": log_index,
-                "tree_size": size,
-                "proof": proof.iter().map(carechain_crypto::Hash::to_hex).collect::<Vec<_>>(),
-                "checkpoint": note,
-            });
+        if let Some(inc) = inclusion_at(&snap, cp.as_ref(), log_index) {
+            e["inclusion"] = inc;
         }
     }
     entries
+}
+
+/// The inclusion of log entry `log_index` under the latest checkpoint of `node`
+/// (`{log_index, tree_size, proof, checkpoint}`), once a checkpoint covers it.
+pub fn log_inclusion(node: &carechain_node::Node, log_index: u64) -> Option<Value> {
+    let snap = node.snapshot().ok()?;
+    let cp = snap.latest_checkpoint().ok().flatten();
+    inclusion_at(&snap, cp.as_ref(), log_index)
+}
+
+fn inclusion_at(
+    snap: &dyn carechain_log::NodeSource,
+    cp: Option<&(u64, String)>,
+    log_index: u64,
+) -> Option<Value> {
+    let (size, note) = cp?;
+    let proof = carechain_log::inclusion_proof(snap, log_index, *size).ok()?;
+    Some(json!({
+        "log_index": log_index,
+        "tree_size": size,
+        "proof": proof.iter().map(carechain_crypto::Hash::to_hex).collect::<Vec<_>>(),
+        "checkpoint": note,
+    }))
 }

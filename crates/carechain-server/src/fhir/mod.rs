@@ -208,12 +208,7 @@ fn served(status: StatusCode, rt: &str, id: &str, r: carechain_service::Served) 
 
 /// The answer to a create or conditional write: 201 when it created, else 200.
 fn written(rt: &str, r: carechain_service::Served, created: bool) -> Response {
-    let id = r
-        .resource
-        .as_ref()
-        .and_then(|x| x["id"].as_str())
-        .unwrap_or_default()
-        .to_string();
+    let id = r.id().to_string();
     let status = if created {
         StatusCode::CREATED
     } else {
