@@ -3,32 +3,20 @@
 //! ledger (payment in the same transaction), the ClaimResponse and ExplanationOfBenefit
 //! stored. Concurrent providers' claims share blocks.
 
-use std::sync::Arc;
-
 use anyhow::{Result, bail};
 use carechain_claims::{Claims, member_pseudonym};
 use carechain_contracts::shipped;
 use carechain_crypto::{Hash, SecretKey, sha256};
-use carechain_node::{Node, NodeConfig};
-use carechain_service::{Purpose, Scope, Service, Session};
-use carechain_storage::Store;
-use carechain_types::{Account, Genesis, GenesisIdentity, Payload, Role, TokenConfig, TxBody};
+use carechain_service::Service;
+use carechain_types::{Account, GenesisIdentity, Payload, Role, TxBody};
 use serde_json::json;
 
-use crate::bench_fhir::{fail, pct, raw_limits, run_parallel};
+use crate::bench_fhir::{BenchService, fail, pct, raw_limits, run_parallel};
 use crate::demo_claims::{demo_bundle, demo_plan};
 use crate::out_line;
 
 /// Members enrolled (claims cycle through them, one service per member, code and day).
 const MEMBERS: usize = 250;
-
-fn id(k: &SecretKey, role: Role, parent: Option<&SecretKey>) -> GenesisIdentity {
-    GenesisIdentity {
-        key: k.public(),
-        role,
-        parent: parent.map(SecretKey::public),
-    }
-}
 
 /// Signs `payloads` from `key` (nonces from `first`) and waits until all are applied; their
 /// receipts' data.
@@ -69,59 +57,23 @@ fn run_txs(
 pub fn run(claims: usize, threads: usize) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let raw = raw_limits(dir.path())?;
-    let (node_key, hospital, doc, insurer) = (
-        SecretKey::generate()?,
-        SecretKey::generate()?,
-        SecretKey::generate()?,
-        SecretKey::generate()?,
-    );
-    let genesis = Genesis {
-        token: TokenConfig {
-            balances: vec![(insurer.public(), 1_000_000_000_000)],
-            ..Default::default()
-        },
-        contracts: Default::default(),
-        chain_id: "carechain-bench-claims".into(),
-        timestamp_ms: carechain_node::now_ms(),
-        identities: vec![
-            id(&node_key, Role::Validator, None),
-            id(&hospital, Role::Organization, None),
-            id(&doc, Role::Practitioner, Some(&hospital)),
-            id(&insurer, Role::Organization, None),
-        ],
-    };
-    let store = Arc::new(Store::create(&dir.path().join("ledger.redb"), &genesis)?);
-    let node = Node::start(store, node_key.clone(), NodeConfig::default())?;
-    let svc = Service::open(
-        node.clone(),
-        node_key.clone(),
-        &dir.path().join("records"),
-        &[7; 32],
-        "http://bench/auth/token",
-        None,
-    )
-    .map_err(|e| anyhow::anyhow!(e.message))?;
-    let session = Session {
-        did: doc.public().did(),
-        role: Role::Practitioner,
-        organization: Some(hospital.public().did()),
-        scopes: vec![Scope::parse("user/*.cruds").map_err(|e| anyhow::anyhow!("{e}"))?],
-        expires_ms: u64::MAX,
-        key: doc.public(),
-        origin: Default::default(),
-    };
-    let purpose = Purpose::treatment();
-    let patient = svc
-        .write(
-            &session,
-            &purpose,
-            "Patient",
-            None,
-            None,
-            json!({"resourceType": "Patient", "name": [{"family": "Bench"}]}),
-        )
-        .map_err(fail)?;
-    let pid = patient.id().to_string();
+    let insurer = SecretKey::generate()?;
+    let BenchService {
+        node_key,
+        hospital,
+        node,
+        svc,
+        session,
+        pid,
+        ..
+    } = BenchService::start(dir.path(), "carechain-bench-claims", |g, _| {
+        g.token.balances = vec![(insurer.public(), 1_000_000_000_000)];
+        g.identities.push(GenesisIdentity {
+            key: insurer.public(),
+            role: Role::Organization,
+            parent: None,
+        });
+    })?;
 
     // The insurer's contract, funded, with every member enrolled.
     let code = shipped::CLAIMS.code.to_vec();

@@ -111,6 +111,93 @@ pub(crate) fn raw_limits(dir: &std::path::Path) -> Result<Value> {
     )
 }
 
+/// A node and its records service in `dir`, as `carechain up` runs them, with a hospital, its
+/// practitioner (the session benchmarks act as) and one patient of theirs.
+pub(crate) struct BenchService {
+    pub node_key: SecretKey,
+    pub hospital: SecretKey,
+    pub node: Arc<Node>,
+    pub svc: Arc<Service>,
+    pub session: Session,
+    pub purpose: Purpose,
+    /// The patient's id.
+    pub pid: String,
+}
+
+impl BenchService {
+    /// Starts it; `tune` adds to the genesis (given the node key) before the chain is made.
+    pub(crate) fn start(
+        dir: &std::path::Path,
+        chain_id: &str,
+        tune: impl FnOnce(&mut Genesis, &SecretKey),
+    ) -> Result<BenchService> {
+        let (node_key, hospital, doc) = (
+            SecretKey::generate()?,
+            SecretKey::generate()?,
+            SecretKey::generate()?,
+        );
+        let id = |k: &SecretKey, role, parent: Option<&SecretKey>| GenesisIdentity {
+            key: k.public(),
+            role,
+            parent: parent.map(SecretKey::public),
+        };
+        let mut genesis = Genesis {
+            token: Default::default(),
+            contracts: Default::default(),
+            chain_id: chain_id.into(),
+            timestamp_ms: carechain_node::now_ms(),
+            identities: vec![
+                id(&node_key, Role::Validator, None),
+                id(&hospital, Role::Organization, None),
+                id(&doc, Role::Practitioner, Some(&hospital)),
+            ],
+        };
+        tune(&mut genesis, &node_key);
+        let store = Arc::new(Store::create(&dir.join("ledger.redb"), &genesis)?);
+        // The node as `carechain up` runs it (blocks cut at once when none is being committed).
+        let node = Node::start(store, node_key.clone(), NodeConfig::default())?;
+        let svc = Service::open(
+            node.clone(),
+            node_key.clone(),
+            &dir.join("records"),
+            &[7; 32],
+            "http://bench/auth/token",
+            None,
+        )
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+        let session = Session {
+            did: doc.public().did(),
+            role: Role::Practitioner,
+            organization: Some(hospital.public().did()),
+            scopes: vec![Scope::parse("user/*.cruds").map_err(|e| anyhow::anyhow!("{e}"))?],
+            expires_ms: u64::MAX,
+            key: doc.public(),
+            origin: Default::default(),
+        };
+        let purpose = Purpose::treatment();
+        let patient = svc
+            .write(
+                &session,
+                &purpose,
+                "Patient",
+                None,
+                None,
+                json!({"resourceType": "Patient", "name": [{"family": "Bench"}]}),
+            )
+            .map_err(fail)?;
+        let pid = patient.id().to_string();
+        Ok(BenchService {
+            node_key,
+            hospital,
+            node,
+            svc,
+            session,
+            purpose,
+            pid,
+        })
+    }
+}
+
 pub fn run(
     (creates, reads, searches): (usize, usize, usize),
     (threads, read_threads): (usize, usize),
@@ -119,68 +206,14 @@ pub fn run(
 ) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let raw = raw_limits(dir.path())?;
-    let node_key = SecretKey::generate()?;
-    let hospital = SecretKey::generate()?;
-    let doc = SecretKey::generate()?;
-    let genesis = Genesis {
-        token: Default::default(),
-        contracts: Default::default(),
-        chain_id: "carechain-bench-fhir".into(),
-        timestamp_ms: carechain_node::now_ms(),
-        identities: vec![
-            GenesisIdentity {
-                key: node_key.public(),
-                role: Role::Validator,
-                parent: None,
-            },
-            GenesisIdentity {
-                key: hospital.public(),
-                role: Role::Organization,
-                parent: None,
-            },
-            GenesisIdentity {
-                key: doc.public(),
-                role: Role::Practitioner,
-                parent: Some(hospital.public()),
-            },
-        ],
-    };
-    let store = Arc::new(Store::create(&dir.path().join("ledger.redb"), &genesis)?);
-    // The node as `carechain up` runs it (blocks cut at once when none is being committed).
-    let node = Node::start(store, node_key.clone(), NodeConfig::default())?;
-    let svc = Service::open(
-        node.clone(),
-        node_key,
-        &dir.path().join("records"),
-        &[7; 32],
-        "http://bench/auth/token",
-        None,
-    )
-    .map_err(|e| anyhow::anyhow!(e.message))?;
-    let session = Session {
-        did: doc.public().did(),
-        role: Role::Practitioner,
-        organization: Some(hospital.public().did()),
-        scopes: vec![Scope::parse("user/*.cruds").map_err(|e| anyhow::anyhow!("{e}"))?],
-        expires_ms: u64::MAX,
-        key: doc.public(),
-        origin: Default::default(),
-    };
-    let purpose = Purpose {
-        code: "TREAT".into(),
-        break_glass_reason: None,
-    };
-    let patient = svc
-        .write(
-            &session,
-            &purpose,
-            "Patient",
-            None,
-            None,
-            json!({"resourceType": "Patient", "name": [{"family": "Bench"}]}),
-        )
-        .map_err(fail)?;
-    let pid = patient.id().to_string();
+    let BenchService {
+        node,
+        svc,
+        session,
+        purpose,
+        pid,
+        ..
+    } = BenchService::start(dir.path(), "carechain-bench-fhir", |_, _| {})?;
 
     // Creates.
     let ids = parking_lot::Mutex::new(Vec::with_capacity(creates));
