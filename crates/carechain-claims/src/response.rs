@@ -112,7 +112,6 @@ fn payment(decision: &Value, evidence: &Evidence, decimals: u8) -> Option<Value>
 /// Common parts of both views.
 struct View<'a> {
     claim: &'a ClaimBundle,
-    claim_id: &'a str,
     decision: &'a Value,
     evidence: &'a Evidence,
     decimals: u8,
@@ -128,30 +127,35 @@ pub fn claim_response(
 ) -> Value {
     let v = View {
         claim,
-        claim_id,
         decision,
         evidence,
         decimals,
     };
     let c = &claim.claim;
-    let mut r = json!({
-        "resourceType": "ClaimResponse",
+    let mut r = base("ClaimResponse", &v);
+    r["requestor"] = c["provider"].clone();
+    r["request"] = json!({ "reference": format!("Claim/{claim_id}") });
+    r["item"] = json!(items(decision, decimals));
+    r["extension"] = json!([evidence_extension(evidence)]);
+    common(&mut r, &v, false);
+    r
+}
+
+/// What both views say alike: the claim's type, patient, insurer, outcome and totals.
+fn base(resource_type: &str, v: &View<'_>) -> Value {
+    let c = &v.claim.claim;
+    json!({
+        "resourceType": resource_type,
         "status": "active",
         "type": c["type"],
         "use": "claim",
-        "patient": { "reference": claim.patient },
-        "created": evidence.date(),
+        "patient": { "reference": v.claim.patient },
+        "created": v.evidence.date(),
         "insurer": c["insurer"],
-        "requestor": c["provider"],
-        "request": { "reference": format!("Claim/{claim_id}") },
-        "outcome": decision["outcome"],
-        "disposition": disposition(decision, decimals),
-        "item": items(decision, decimals),
-        "total": totals(decision, decimals),
-        "extension": [evidence_extension(evidence)],
-    });
-    common(&mut r, &v, false);
-    r
+        "outcome": v.decision["outcome"],
+        "disposition": disposition(v.decision, v.decimals),
+        "total": totals(v.decision, v.decimals),
+    })
 }
 
 fn common(r: &mut Value, v: &View<'_>, eob: bool) {
@@ -238,7 +242,6 @@ pub fn explanation_of_benefit(
 ) -> Value {
     let v = View {
         claim,
-        claim_id,
         decision,
         evidence,
         decimals,
@@ -259,23 +262,12 @@ pub fn explanation_of_benefit(
             item["servicedDate"] = d.clone();
         }
     }
-    let mut r = json!({
-        "resourceType": "ExplanationOfBenefit",
-        "status": "active",
-        "type": c["type"],
-        "use": "claim",
-        "patient": { "reference": claim.patient },
-        "created": evidence.date(),
-        "insurer": c["insurer"],
-        "provider": c["provider"],
-        "outcome": decision["outcome"],
-        "disposition": disposition(decision, decimals),
-        "claim": { "reference": format!("Claim/{}", v.claim_id) },
-        "claimResponse": { "reference": format!("ClaimResponse/{response_id}") },
-        "insurance": [{ "focal": true, "coverage": c["insurance"][0]["coverage"] }],
-        "item": items,
-        "total": totals(decision, decimals),
-    });
+    let mut r = base("ExplanationOfBenefit", &v);
+    r["provider"] = c["provider"].clone();
+    r["claim"] = json!({ "reference": format!("Claim/{claim_id}") });
+    r["claimResponse"] = json!({ "reference": format!("ClaimResponse/{response_id}") });
+    r["insurance"] = json!([{ "focal": true, "coverage": c["insurance"][0]["coverage"] }]);
+    r["item"] = json!(items);
     common(&mut r, &v, true);
     r
 }
