@@ -175,6 +175,16 @@ pub(crate) fn summary(r: &Value) -> String {
     }
 }
 
+/// The resources of a search result Bundle, in its order.
+pub(crate) fn resources(bundle: &Value) -> Vec<Value> {
+    bundle["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["resource"].clone())
+        .collect()
+}
+
 /// What the viewer may see of a patient's chart under a purpose.
 pub(crate) struct Chart {
     /// The Patient resource, or why it was withheld.
@@ -203,13 +213,7 @@ pub(crate) fn load(svc: &Service, s: &Session, purpose: &Purpose, patient_id: &s
             ("_count".to_string(), "1000".to_string()),
         ];
         if let Ok(b) = svc.search(s, purpose, rt, &params, "") {
-            records.extend(
-                b["entry"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|e| e["resource"].clone()),
-            );
+            records.extend(resources(&b));
         }
     }
     records.sort_by_key(|r| std::cmp::Reverse(when(r)));

@@ -95,12 +95,7 @@ fn search_patients(
         params.push(("name".to_string(), name.to_string()));
     }
     let b = svc.search(s, p, "Patient", &params, "")?;
-    Ok(b["entry"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| e["resource"].clone())
-        .collect())
+    Ok(super::chart::resources(&b))
 }
 
 async fn find(

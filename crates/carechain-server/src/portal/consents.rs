@@ -57,12 +57,7 @@ async fn consents(
             ("_count".to_string(), "1000".to_string()),
         ];
         let b = svc.search(&s, &purpose("PATRQT", None), "Consent", &params, "")?;
-        let mut list: Vec<Value> = b["entry"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|e| e["resource"].clone())
-            .collect();
+        let mut list: Vec<Value> = super::chart::resources(&b);
         list.sort_by(|a, b| b["dateTime"].as_str().cmp(&a["dateTime"].as_str()));
         // Those the ledger holds are listed from the ledger.
         list.retain(|c| {

@@ -190,12 +190,7 @@ async fn payments(State(st): State<Portal>, v: Viewer) -> Result<Response, PageE
             &params,
             "",
         )?;
-        Ok(b["entry"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|e| e["resource"].clone())
-            .collect())
+        Ok(super::chart::resources(&b))
     })
     .await
     .map_err(|e| e.seen_by(&v))?;
