@@ -11,7 +11,9 @@ use carechain_types::Role;
 use serde_json::{Value, json};
 
 use crate::common::*;
-use crate::fhir::{call, grant_treatment, key_file, register, register_practitioner, token};
+use crate::fhir::{
+    call, grant_treatment, key_file, permit_only, register, register_practitioner, token,
+};
 
 /// Runs the CLI with `args`; its stdout as JSON.
 fn cli_json(args: &[&str]) -> Value {
@@ -552,17 +554,7 @@ fn a_claim_from_submission_to_payment_verified_offline() {
     let payment = Some(("HPAYMT", None));
     let claim_url = format!("{url}/fhir/{claim_ref}");
     assert_eq!(call("GET", &claim_url, &t_eve, payment, None).0, 403);
-    let consent = json!({
-        "resourceType": "Consent", "status": "active",
-        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": format!("Patient/{pid}")},
-        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
-        "provision": {"type": "deny", "provision": [{"type": "permit",
-            "actor": [{"role": {"text": "insurer"}, "reference": {"identifier": {"system": "urn:ietf:rfc:3986", "value": i_did}}}],
-            "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HPAYMT"}],
-            "class": [{"system": "http://hl7.org/fhir/resource-types", "code": "Claim"}]}]}
-    });
+    let consent = permit_only(&pid, &i_did, "HPAYMT", "Claim");
     let (s, cv, _) = call(
         "POST",
         &format!("{url}/fhir/Consent"),

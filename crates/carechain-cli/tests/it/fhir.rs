@@ -108,6 +108,22 @@ pub(crate) fn grant_treatment(url: &str, t_pat: &str, pid: &str, org: &SecretKey
     v
 }
 
+/// A Consent of `Patient/{pid}` denying all but `purpose` access by `actor` (a did) to
+/// resources of type `class`.
+pub(crate) fn permit_only(pid: &str, actor: &str, purpose: &str, class: &str) -> Value {
+    json!({
+        "resourceType": "Consent", "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": format!("Patient/{pid}")},
+        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
+        "provision": {"type": "deny", "provision": [{"type": "permit",
+            "actor": [{"role": {"text": "grantee"}, "reference": {"identifier": {"system": "urn:ietf:rfc:3986", "value": actor}}}],
+            "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": purpose}],
+            "class": [{"system": "http://hl7.org/fhir/resource-types", "code": class}]}]}
+    })
+}
+
 pub(crate) fn token(url: &str, key: &SecretKey, scope: &str) -> String {
     let aud = format!("{url}/auth/token");
     let now = std::time::SystemTime::now()
@@ -317,17 +333,12 @@ fn consent_audit_break_glass_and_erasure_over_http() {
     );
 
     // The patient grants the clinic (by its did) treatment access to observations.
-    let consent = json!({
-        "resourceType": "Consent", "status": "active",
-        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": format!("Patient/{pid}")},
-        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
-        "provision": {"type": "deny", "provision": [{"type": "permit",
-            "actor": [{"role": {"text": "clinic"}, "reference": {"identifier": {"system": "urn:ietf:rfc:3986", "value": clinic.public().did().to_string()}}}],
-            "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT"}],
-            "class": [{"system": "http://hl7.org/fhir/resource-types", "code": "Observation"}]}]}
-    });
+    let consent = permit_only(
+        &pid,
+        &clinic.public().did().to_string(),
+        "TREAT",
+        "Observation",
+    );
     let (s, cv, _) = call(
         "POST",
         &format!("{url}/fhir/Consent"),
