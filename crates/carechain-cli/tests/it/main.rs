@@ -7,6 +7,7 @@
 
 mod bench;
 mod claims;
+mod claims_fixtures;
 mod client;
 mod cluster;
 mod common;
