@@ -217,6 +217,62 @@ pub fn digital_link(urn: &str) -> Result<String, Gs1Error> {
                 dl_segment(p[2])
             )))
         }
+        ("id", "upui") => {
+            let p = parts(scheme, body, 3)?;
+            Ok(dl(format!(
+                "01/{}/235/{}",
+                key(scheme, p[0], p[1], 14, true)?,
+                dl_segment(p[2])
+            )))
+        }
+        ("id" | "idpat", "itip") => {
+            let p = parts(scheme, body, 5)?;
+            let pieces = |v: &str| v.len() == 2 && v.bytes().all(|c| c.is_ascii_digit());
+            if !pieces(p[2]) || !pieces(p[3]) {
+                return Err(Gs1Error::Malformed {
+                    scheme: scheme.into(),
+                    why: "piece and total are two digits each",
+                });
+            }
+            let base = format!(
+                "8006/{}{}{}",
+                key(scheme, p[0], p[1], 14, true)?,
+                p[2],
+                p[3]
+            );
+            Ok(match (kind, p[4]) {
+                ("idpat", _) => dl(base),
+                (_, serial) => dl(format!("{base}/21/{}", dl_segment(serial))),
+            })
+        }
+        ("id", "ginc") => {
+            let p = parts(scheme, body, 2)?;
+            Ok(dl(format!("401/{}{}", p[0], dl_segment(p[1]))))
+        }
+        ("id", "gsin") => {
+            let p = parts(scheme, body, 2)?;
+            Ok(dl(format!("402/{}", key(scheme, p[0], p[1], 17, false)?)))
+        }
+        ("id" | "idpat", "cpi") => {
+            let p = parts(scheme, body, 3)?;
+            let base = format!("8010/{}{}", p[0], dl_segment(p[1]));
+            Ok(match kind {
+                "idpat" => dl(base),
+                _ => dl(format!("{base}/8011/{}", p[2])),
+            })
+        }
+        ("idpat", "gdti") => {
+            let p = parts(scheme, body, 3)?;
+            Ok(dl(format!("253/{}", key(scheme, p[0], p[1], 13, false)?)))
+        }
+        ("idpat", "sgcn") => {
+            let p = parts(scheme, body, 3)?;
+            Ok(dl(format!("255/{}", key(scheme, p[0], p[1], 13, false)?)))
+        }
+        ("idpat", "grai") => {
+            let p = parts(scheme, body, 3)?;
+            Ok(dl(format!("8003/0{}", key(scheme, p[0], p[1], 13, false)?)))
+        }
         _ => Err(Gs1Error::Unsupported(urn.to_string())),
     }
 }
@@ -254,7 +310,7 @@ mod tests {
             Err(Gs1Error::Malformed { .. })
         ));
         assert!(matches!(
-            digital_link("urn:epc:id:upui:1234"),
+            digital_link("urn:epc:id:bic:CSQU3054383"),
             Err(Gs1Error::Unsupported(_))
         ));
     }

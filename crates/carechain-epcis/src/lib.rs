@@ -1,7 +1,11 @@
-//! The drug supply chain in GS1's terms. So far: [`gs1`], the identifiers trading partners'
-//! systems exchange (EPC URNs of the Tag Data Standard and GS1 Digital Link URIs), with their
-//! check digits, converted to the canonical Digital Link form the CBV 2.0 event hash uses.
+//! The drug supply chain in GS1's terms: [`gs1`] and [`link`], the identifiers trading
+//! partners' systems exchange (EPC URNs of the Tag Data Standard and GS1 Digital Link URIs)
+//! with their check digits; [`hash`], the CBV 2.0 event hash that gives every EPCIS event an
+//! identity independent of its syntax.
 
 pub mod gs1;
+pub mod hash;
+pub mod link;
 
 pub use gs1::{Gs1Error, check_digit, digital_link, is_valid_key};
+pub use link::{DigitalLink, PrimaryKey, normalise, parse_link};
