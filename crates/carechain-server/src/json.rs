@@ -147,7 +147,66 @@ pub fn payload(p: &Payload) -> Value {
             "contract": carechain_types::Account::Contract(*contract).to_string(),
             "msg": message(msg), "funds": funds,
         }),
+        Payload::AssignCompanyPrefix {
+            prefix,
+            organization,
+        } => json!({
+            "type": "assign_company_prefix", "prefix": prefix,
+            "organization": organization.map(|o| o.did().to_string()),
+        }),
+        Payload::Supply {
+            organization,
+            events,
+            atomic,
+        } => json!({
+            "type": "supply",
+            "organization": organization.did().to_string(),
+            "atomic": atomic,
+            "events": events.iter().map(supply_event).collect::<Vec<_>>(),
+        }),
     }
+}
+
+/// A supply event as the ledger holds it.
+pub fn supply_event(e: &carechain_types::SupplyEvent) -> Value {
+    use carechain_types::SupplyStep as S;
+    let ids = |v: &[carechain_crypto::Hash]| v.iter().map(|h| h.to_hex()).collect::<Vec<_>>();
+    let step = match &e.step {
+        S::Observe => json!({"type": "observe"}),
+        S::Commission {
+            gtin,
+            lot,
+            expiry,
+            items,
+        } => json!({
+            "type": "commission", "gtin": format!("{gtin:014}"), "lot": lot,
+            "expiry": expiry, "items": ids(items),
+        }),
+        S::Pack { parent, children } => {
+            json!({"type": "pack", "parent": parent.to_hex(), "children": ids(children)})
+        }
+        S::Unpack { parent, children } => {
+            json!({"type": "unpack", "parent": parent.to_hex(), "children": ids(children)})
+        }
+        S::Ship { to, items } => json!({
+            "type": "ship", "to": to.map(|t| t.did().to_string()), "items": ids(items),
+        }),
+        S::Receive { items } => json!({"type": "receive", "items": ids(items)}),
+        S::Dispense { items } => json!({"type": "dispense", "items": ids(items)}),
+        S::Decommission { items } => json!({"type": "decommission", "items": ids(items)}),
+        S::Recall { gtin, lot } => {
+            json!({"type": "recall", "gtin": format!("{gtin:014}"), "lot": lot})
+        }
+        S::Suspect { item, reason } => {
+            json!({"type": "suspect", "item": item.to_hex(), "reason": reason.as_str()})
+        }
+    };
+    json!({
+        "event_hash": format!("ni:///sha-256;{}?ver=CBV2.0", e.hash.to_hex()),
+        "time_ms": e.time_ms,
+        "location": e.location.map(|g| format!("{g:013}")),
+        "step": step,
+    })
 }
 
 /// A contract message or result: its JSON, or its hex when it is not JSON.

@@ -553,6 +553,34 @@ fn apply_tx<V: StateView + ?Sized>(
             };
             crate::contract::execute(o, ctx, contract, &inv)?
         }
+        Payload::AssignCompanyPrefix {
+            prefix,
+            organization,
+        } => {
+            crate::supply::assign_prefix(o, signer.as_ref().map(|s| s.role), prefix, *organization)?
+        }
+        Payload::Supply {
+            organization,
+            events,
+            atomic,
+        } => {
+            let mut emitted = Vec::new();
+            let r = crate::supply::apply_batch(
+                o,
+                ctx.height,
+                &body.signer,
+                organization,
+                events,
+                *atomic,
+                &mut emitted,
+            )?;
+            r.map(|skipped| {
+                o.effects.events.extend(emitted);
+                if !skipped.is_empty() {
+                    o.effects.data = encode(&skipped);
+                }
+            })
+        }
     };
     let fee = ctx.rules.token.tx_fee;
     let result = match result {

@@ -18,6 +18,7 @@ mod keys;
 mod memory;
 mod network;
 mod registry;
+mod supply;
 mod token;
 
 pub use commitment::{BUCKETS, StateCommitment, StateProof, bucket_hash, bucket_of, value_hash};
@@ -42,6 +43,10 @@ pub use memory::MemoryState;
 pub use network::{
     Located, NodeEntry, locator, locator_key, node_entry, node_key, node_of_organization,
     org_node_key,
+};
+pub use supply::{
+    Custody, Item, MAX_HISTORY, MAX_SUSPICIONS, Recall, Skipped, Suspicion, company_prefix_owner,
+    gtin_prefix_owner, item_key, prefix_key, recall_key, supply_item, supply_recall, supply_root,
 };
 pub use token::{
     IssuerTerm, SUPPLY_KEY, allowance, allowance_key, balance, balance_key, issuer, issuer_key,

@@ -159,6 +159,84 @@ pub enum RejectReason {
     InvalidCode(CodeError),
     /// The contract call failed; its changes are dropped.
     ContractFailed(ContractFailure),
+    /// A supply event of an atomic batch failed (its index and why).
+    SupplyEvent {
+        /// The event's index in the batch.
+        index: u32,
+        /// Why it failed.
+        reason: SupplyReject,
+    },
+}
+
+/// Why a supply event cannot be applied. Each has a stable machine-readable code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+#[borsh(use_discriminant = true)]
+#[repr(u8)]
+pub enum SupplyReject {
+    /// The signer may not capture for the organization.
+    NotCapturer = 0,
+    /// The GTIN's company prefix is not the organization's.
+    NotGtinOwner = 1,
+    /// The location (GLN) is not under the organization's company prefixes.
+    NotLocationOwner = 2,
+    /// A product of the event is already commissioned.
+    AlreadyCommissioned = 3,
+    /// A product of the event is not commissioned.
+    UnknownItem = 4,
+    /// A product is not in the organization's custody.
+    NotCustodian = 5,
+    /// A product was dispensed or decommissioned.
+    Inactive = 6,
+    /// A product is not in transit (to this organization).
+    NotInTransit = 7,
+    /// Packing would nest containers too deeply or in a cycle.
+    BadNesting = 8,
+    /// A child is not in that container.
+    NotInContainer = 9,
+    /// A field is empty, too long or too many.
+    Malformed = 10,
+    /// A product is packed in a container: ship, dispense or unpack the container.
+    Packed = 11,
+}
+
+impl SupplyReject {
+    /// Stable code for APIs and logs.
+    pub fn code(self) -> &'static str {
+        match self {
+            SupplyReject::NotCapturer => "not_capturer",
+            SupplyReject::NotGtinOwner => "not_gtin_owner",
+            SupplyReject::NotLocationOwner => "not_location_owner",
+            SupplyReject::AlreadyCommissioned => "already_commissioned",
+            SupplyReject::UnknownItem => "unknown_item",
+            SupplyReject::NotCustodian => "not_custodian",
+            SupplyReject::Inactive => "inactive",
+            SupplyReject::NotInTransit => "not_in_transit",
+            SupplyReject::BadNesting => "bad_nesting",
+            SupplyReject::NotInContainer => "not_in_container",
+            SupplyReject::Malformed => "malformed",
+            SupplyReject::Packed => "packed",
+        }
+    }
+
+    /// Human-readable explanation.
+    pub fn message(self) -> &'static str {
+        match self {
+            SupplyReject::NotCapturer => "the signer may not capture events for this organization",
+            SupplyReject::NotGtinOwner => {
+                "the GTIN's company prefix belongs to another organization"
+            }
+            SupplyReject::NotLocationOwner => "the location belongs to another organization",
+            SupplyReject::AlreadyCommissioned => "a product is already commissioned",
+            SupplyReject::UnknownItem => "a product was never commissioned",
+            SupplyReject::NotCustodian => "a product is not in this organization's custody",
+            SupplyReject::Inactive => "a product was dispensed or decommissioned",
+            SupplyReject::NotInTransit => "a product is not in transit to this organization",
+            SupplyReject::BadNesting => "containers would nest too deeply or in a cycle",
+            SupplyReject::NotInContainer => "a product is not in that container",
+            SupplyReject::Malformed => "a field is empty, too long or too many",
+            SupplyReject::Packed => "a product is packed in a container",
+        }
+    }
 }
 
 impl RejectReason {
@@ -211,6 +289,7 @@ impl RejectReason {
                 ContractFailure::BadMessage => "bad_message",
                 ContractFailure::NoEntryPoint(_) => "no_entry_point",
             },
+            RejectReason::SupplyEvent { reason, .. } => reason.code(),
         }
     }
 
@@ -284,6 +363,9 @@ impl RejectReason {
             RejectReason::UnknownContract => "no contract has this address".into(),
             RejectReason::InvalidCode(e) => e.message(),
             RejectReason::ContractFailed(f) => f.message(),
+            RejectReason::SupplyEvent { index, reason } => {
+                format!("supply event {index}: {}", reason.message())
+            }
         }
     }
 }

@@ -14,10 +14,13 @@ mod block;
 mod codec;
 mod consent;
 mod contract;
+mod supply;
 mod token;
 mod tx;
 
-pub use block::{Block, Genesis, GenesisIdentity, Header, Outcome, Receipt, RejectReason};
+pub use block::{
+    Block, Genesis, GenesisIdentity, Header, Outcome, Receipt, RejectReason, SupplyReject,
+};
 pub use codec::{
     DecodeError, MAX_BLOCK_BYTES, MAX_BLOCK_TXS, MAX_TX_BYTES, decode_block, decode_genesis,
     decode_header, decode_receipts, decode_tx, encode,
@@ -29,6 +32,10 @@ pub use consent::{
 pub use contract::{
     CodeError, ContractConfig, ContractFailure, Event, FuelCosts, MAX_CONTRACT_LABEL,
     MAX_EVENT_ATTRIBUTES, MAX_EVENT_VALUE, MAX_EVENTS, contract_address,
+};
+pub use supply::{
+    ItemId, ItemStatus, MAX_LOT, MAX_NESTING, MAX_SUPPLY_EVENTS, MAX_SUPPLY_ITEMS, SupplyEvent,
+    SupplyStep, SuspectReason,
 };
 pub use token::{Account, AccountParseError, Allowance, MAX_TOKEN_NAME, TokenConfig};
 pub use tx::{

@@ -5,6 +5,7 @@ use carechain_crypto::{Did, Hash, Namespace, PublicKey, Signature, sha256};
 
 use crate::codec::encode;
 use crate::consent::ConsentRule;
+use crate::supply::SupplyEvent;
 use crate::token::Account;
 
 /// The role an identity plays in the network.
@@ -233,6 +234,27 @@ pub enum Payload {
         /// Tokens the signer sends along.
         funds: u64,
     },
+    /// Assign a GS1 company prefix (6 to 12 digits) to `organization`: it alone may
+    /// commission and recall the GTINs under it and capture events at the GLNs under it.
+    /// Signed by a network operator; `organization` `None` withdraws the prefix.
+    AssignCompanyPrefix {
+        /// The prefix's digits.
+        prefix: String,
+        /// Its owner (`None`: withdrawn).
+        organization: Option<PublicKey>,
+    },
+    /// A batch of product events captured by `organization`: signed by it or by the node it
+    /// registered ([`Payload::RegisterNode`]). Each event's hash is anchored; `atomic` applies
+    /// all or none (the batch is rejected with the first failure), else each event that fails
+    /// is skipped and reported in the receipt (a `supply.skipped` event naming its index).
+    Supply {
+        /// The capturing organization.
+        organization: PublicKey,
+        /// The events, applied in order.
+        events: Vec<SupplyEvent>,
+        /// All or none.
+        atomic: bool,
+    },
 }
 
 /// A change governance decides: the validator set, or who may mint the token.
@@ -330,6 +352,8 @@ impl Payload {
             Payload::DeployCode { .. } => "deploy_code",
             Payload::Instantiate { .. } => "instantiate",
             Payload::Execute { .. } => "execute",
+            Payload::AssignCompanyPrefix { .. } => "assign_company_prefix",
+            Payload::Supply { .. } => "supply",
         }
     }
 }

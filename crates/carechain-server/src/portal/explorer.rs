@@ -277,6 +277,16 @@ fn details(p: &Payload) -> Markup {
         Payload::Execute { contract, .. } => html! {
             "calls contract " code { (short(&contract.to_hex())) "…" }
         },
+        Payload::AssignCompanyPrefix {
+            prefix,
+            organization,
+        } => html! {
+            "company prefix " code { (prefix) } " to "
+            @match organization { Some(o) => code { (short(&o.did().to_string())) "…" }, None => "nobody" }
+        },
+        Payload::Supply { events, .. } => html! {
+            (events.len()) " supply event(s) anchored"
+        },
     }
 }
 

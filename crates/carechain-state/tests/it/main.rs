@@ -12,6 +12,7 @@ mod claims_contract;
 mod consent;
 mod network;
 mod shipped;
+mod supply;
 mod token;
 
 const CHAIN: &str = "test-chain";

@@ -1,0 +1,621 @@
+//! The drug supply chain as state: GS1 company prefixes and their owners, every serialized
+//! product's custody (commissioned by its GTIN's owner, packed, shipped, received, dispensed,
+//! decommissioned) with its custody history, recalled lots, and suspicions reported by the
+//! organizations that scanned a product. A packed product travels with its outermost
+//! container: its custody is the root container's. Every check is made before anything is
+//! written, so an event that fails leaves state as it was.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use carechain_crypto::{Hash, PublicKey};
+use carechain_types::{
+    Account, Event, ItemId, ItemStatus, MAX_EVENTS, MAX_LOT, MAX_NESTING, MAX_SUPPLY_EVENTS,
+    MAX_SUPPLY_ITEMS, RejectReason, Role, SupplyEvent, SupplyReject, SupplyStep, SuspectReason,
+    encode,
+};
+
+use crate::exec::{Lookup, Writer, read_identity};
+use crate::network::org_node_key;
+use crate::{StateView, ViewError};
+
+/// The most custody entries an item keeps (the oldest are dropped beyond).
+pub const MAX_HISTORY: usize = 32;
+/// The most suspicions an item keeps.
+pub const MAX_SUSPICIONS: usize = 16;
+
+/// `gcp/<digits>` → the owning organization's key.
+pub fn prefix_key(prefix: &str) -> Vec<u8> {
+    [b"gcp/".as_slice(), prefix.as_bytes()].concat()
+}
+
+/// `item/<id>` → [`Item`].
+pub fn item_key(id: &ItemId) -> Vec<u8> {
+    [b"item/".as_slice(), &id.0].concat()
+}
+
+/// `recall/<gtin, 8 bytes big-endian><lot>` → [`Recall`].
+pub fn recall_key(gtin: u64, lot: &str) -> Vec<u8> {
+    [b"recall/".as_slice(), &gtin.to_be_bytes(), lot.as_bytes()].concat()
+}
+
+/// One step of a product's custody history.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Custody {
+    /// What happened (`commission`, `pack`, `unpack`, `ship`, `receive`, `dispense`,
+    /// `decommission`).
+    pub step: String,
+    /// The organization that captured it.
+    pub organization: PublicKey,
+    /// The ledger height.
+    pub height: u64,
+    /// The event's hash.
+    pub event: Hash,
+    /// When it happened, as the event says (ms since the Unix epoch).
+    pub time_ms: i64,
+}
+
+/// A suspicion reported against a product.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Suspicion {
+    /// Who reported it.
+    pub reporter: PublicKey,
+    /// Why.
+    pub reason: SuspectReason,
+    /// The ledger height.
+    pub height: u64,
+}
+
+/// A serialized product or a logistic unit.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Item {
+    /// Its trade item (`None`: a container created by packing).
+    pub gtin: Option<u64>,
+    /// Its lot.
+    pub lot: String,
+    /// Its expiry date (YYYYMMDD).
+    pub expiry: Option<u32>,
+    /// Who commissioned (or first packed) it.
+    pub commissioner: PublicKey,
+    /// Who holds it (or shipped it, while in transit); a packed item's custody is its root
+    /// container's.
+    pub custodian: PublicKey,
+    /// Where it is in its life (a packed item's is its root container's).
+    pub status: ItemStatus,
+    /// The container it is packed in.
+    pub parent: Option<ItemId>,
+    /// How many levels of containers it holds (0: none).
+    pub levels: u8,
+    /// Its custody history, oldest first (at most [`MAX_HISTORY`], the newest kept).
+    pub history: Vec<Custody>,
+    /// Suspicions reported against it (at most [`MAX_SUSPICIONS`]).
+    pub suspicions: Vec<Suspicion>,
+}
+
+/// A recalled lot.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Recall {
+    /// Who recalled it (the GTIN's owner).
+    pub by: PublicKey,
+    /// The ledger height.
+    pub height: u64,
+    /// The recall event's hash.
+    pub event: Hash,
+}
+
+fn corrupt(what: &str) -> ViewError {
+    ViewError::Corrupt(what.into())
+}
+
+fn read_item(o: &dyn Lookup, id: &ItemId) -> Result<Option<Item>, ViewError> {
+    o.lookup(&item_key(id))?
+        .map(|b| Item::try_from_slice(&b).map_err(|_| corrupt("item")))
+        .transpose()
+}
+
+fn read_prefix(o: &dyn Lookup, prefix: &str) -> Result<Option<PublicKey>, ViewError> {
+    o.lookup(&prefix_key(prefix))?
+        .map(|b| PublicKey::try_from_slice(&b).map_err(|_| corrupt("gcp")))
+        .transpose()
+}
+
+/// The owner of the company prefix `digits` starts with (6 to 12 digits after `skip`).
+fn owner_of(o: &dyn Lookup, digits: &str, skip: usize) -> Result<Option<PublicKey>, ViewError> {
+    for len in 6..=12 {
+        if let Some(p) = digits.get(skip..skip + len)
+            && let Some(owner) = read_prefix(o, p)?
+        {
+            return Ok(Some(owner));
+        }
+    }
+    Ok(None)
+}
+
+/// The owner of a GTIN-14's company prefix (after its indicator digit).
+fn gtin_owner(o: &dyn Lookup, gtin: u64) -> Result<Option<PublicKey>, ViewError> {
+    owner_of(o, &format!("{gtin:014}"), 1)
+}
+
+/// The owner of a GLN's company prefix.
+fn gln_owner(o: &dyn Lookup, gln: u64) -> Result<Option<PublicKey>, ViewError> {
+    owner_of(o, &format!("{gln:013}"), 0)
+}
+
+// ---- queries -------------------------------------------------------------------------------
+
+/// The product `id` in `view`.
+pub fn supply_item<V: StateView + ?Sized>(
+    view: &V,
+    id: &ItemId,
+) -> Result<Option<Item>, ViewError> {
+    read_item(&crate::exec::ViewLookup(view), id)
+}
+
+/// The root container of `id` (itself when unpacked) and that root's record: where custody
+/// and status are read.
+pub fn supply_root<V: StateView + ?Sized>(
+    view: &V,
+    id: &ItemId,
+) -> Result<Option<(ItemId, Item)>, ViewError> {
+    root(&crate::exec::ViewLookup(view), id)
+}
+
+/// The recall of `gtin`'s `lot`, if any.
+pub fn supply_recall<V: StateView + ?Sized>(
+    view: &V,
+    gtin: u64,
+    lot: &str,
+) -> Result<Option<Recall>, ViewError> {
+    view.get(&recall_key(gtin, lot))?
+        .map(|b| Recall::try_from_slice(&b).map_err(|_| corrupt("recall")))
+        .transpose()
+}
+
+/// The owner of company prefix `prefix`.
+pub fn company_prefix_owner<V: StateView + ?Sized>(
+    view: &V,
+    prefix: &str,
+) -> Result<Option<PublicKey>, ViewError> {
+    read_prefix(&crate::exec::ViewLookup(view), prefix)
+}
+
+/// The owner of the company prefix of a GTIN-14.
+pub fn gtin_prefix_owner<V: StateView + ?Sized>(
+    view: &V,
+    gtin: u64,
+) -> Result<Option<PublicKey>, ViewError> {
+    gtin_owner(&crate::exec::ViewLookup(view), gtin)
+}
+
+fn root(o: &dyn Lookup, id: &ItemId) -> Result<Option<(ItemId, Item)>, ViewError> {
+    let Some(mut item) = read_item(o, id)? else {
+        return Ok(None);
+    };
+    let mut at = *id;
+    for _ in 0..=MAX_NESTING {
+        match item.parent {
+            None => return Ok(Some((at, item))),
+            Some(p) => {
+                at = p;
+                item = read_item(o, &p)?.ok_or_else(|| corrupt("item parent"))?;
+            }
+        }
+    }
+    Err(corrupt("item nesting"))
+}
+
+// ---- transactions --------------------------------------------------------------------------
+
+/// Assigns (or withdraws) a company prefix: operators only.
+pub(crate) fn assign_prefix(
+    o: &mut dyn Writer,
+    signer_role: Option<Role>,
+    prefix: &str,
+    organization: Option<PublicKey>,
+) -> Result<Result<(), RejectReason>, ViewError> {
+    if signer_role != Some(Role::Operator) {
+        return Ok(Err(RejectReason::Unauthorized));
+    }
+    if !(6..=12).contains(&prefix.len()) || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(Err(RejectReason::Malformed));
+    }
+    if let Some(org) = organization {
+        match read_identity(o, &org)? {
+            Some(i) if i.active && i.role == Role::Organization => {}
+            _ => return Ok(Err(RejectReason::UnknownSubject)),
+        }
+        o.put(prefix_key(prefix), Some(encode(&org)));
+    } else {
+        o.put(prefix_key(prefix), None);
+    }
+    Ok(Ok(()))
+}
+
+/// What one event will write, computed before anything is.
+type Writes = Vec<(ItemId, Item)>;
+
+struct Batch<'a> {
+    org: PublicKey,
+    height: u64,
+    event: &'a SupplyEvent,
+}
+
+impl Batch<'_> {
+    fn custody(&self, step: &str) -> Custody {
+        Custody {
+            step: step.into(),
+            organization: self.org,
+            height: self.height,
+            event: self.event.hash,
+            time_ms: self.event.time_ms,
+        }
+    }
+}
+
+fn push_history(item: &mut Item, c: Custody) {
+    if item.history.len() >= MAX_HISTORY {
+        item.history.remove(0);
+    }
+    item.history.push(c);
+}
+
+fn distinct(items: &[ItemId]) -> bool {
+    let mut sorted = items.to_vec();
+    sorted.sort();
+    sorted.windows(2).all(|w| w[0] != w[1])
+}
+
+type Step = Result<Result<Writes, SupplyReject>, ViewError>;
+
+/// Items that must be unpacked and in the organization's custody, with status `want`.
+fn held(o: &dyn Lookup, b: &Batch<'_>, items: &[ItemId], step: &str) -> Step {
+    let mut out = Vec::with_capacity(items.len());
+    for id in items {
+        let Some(mut item) = read_item(o, id)? else {
+            return Ok(Err(SupplyReject::UnknownItem));
+        };
+        if item.parent.is_some() {
+            return Ok(Err(SupplyReject::Packed));
+        }
+        match item.status {
+            ItemStatus::Dispensed { .. } | ItemStatus::Decommissioned { .. } => {
+                return Ok(Err(SupplyReject::Inactive));
+            }
+            ItemStatus::InTransit { .. } if step != "decommission" => {
+                return Ok(Err(SupplyReject::NotCustodian));
+            }
+            _ => {}
+        }
+        if item.custodian != b.org {
+            return Ok(Err(SupplyReject::NotCustodian));
+        }
+        push_history(&mut item, b.custody(step));
+        out.push((*id, item));
+    }
+    Ok(Ok(out))
+}
+
+fn step_writes(o: &dyn Lookup, b: &Batch<'_>, step: &SupplyStep) -> Step {
+    let items_ok =
+        |items: &[ItemId]| !items.is_empty() && items.len() <= MAX_SUPPLY_ITEMS && distinct(items);
+    Ok(Ok(match step {
+        SupplyStep::Observe | SupplyStep::Recall { .. } | SupplyStep::Suspect { .. } => vec![],
+        SupplyStep::Commission {
+            gtin,
+            lot,
+            expiry,
+            items,
+        } => {
+            if !items_ok(items) || lot.len() > MAX_LOT || *gtin >= 100_000_000_000_000 {
+                return Ok(Err(SupplyReject::Malformed));
+            }
+            if gtin_owner(o, *gtin)? != Some(b.org) {
+                return Ok(Err(SupplyReject::NotGtinOwner));
+            }
+            let mut out = Vec::with_capacity(items.len());
+            for id in items {
+                if read_item(o, id)?.is_some() {
+                    return Ok(Err(SupplyReject::AlreadyCommissioned));
+                }
+                out.push((
+                    *id,
+                    Item {
+                        gtin: Some(*gtin),
+                        lot: lot.clone(),
+                        expiry: *expiry,
+                        commissioner: b.org,
+                        custodian: b.org,
+                        status: ItemStatus::Active,
+                        parent: None,
+                        levels: 0,
+                        history: vec![b.custody("commission")],
+                        suspicions: vec![],
+                    },
+                ));
+            }
+            out
+        }
+        SupplyStep::Pack { parent, children } => {
+            if !items_ok(children) || children.contains(parent) {
+                return Ok(Err(SupplyReject::Malformed));
+            }
+            return pack(o, b, parent, children);
+        }
+        SupplyStep::Unpack { parent, children } => {
+            if !items_ok(children) {
+                return Ok(Err(SupplyReject::Malformed));
+            }
+            let Some((_, top)) = root(o, parent)? else {
+                return Ok(Err(SupplyReject::UnknownItem));
+            };
+            if top.custodian != b.org || top.status != ItemStatus::Active {
+                return Ok(Err(SupplyReject::NotCustodian));
+            }
+            let mut out = Vec::with_capacity(children.len());
+            for id in children {
+                let Some(mut child) = read_item(o, id)? else {
+                    return Ok(Err(SupplyReject::UnknownItem));
+                };
+                if child.parent != Some(*parent) {
+                    return Ok(Err(SupplyReject::NotInContainer));
+                }
+                child.parent = None;
+                child.custodian = top.custodian;
+                child.status = top.status;
+                push_history(&mut child, b.custody("unpack"));
+                out.push((*id, child));
+            }
+            out
+        }
+        SupplyStep::Ship { to, items } => {
+            if !items_ok(items) {
+                return Ok(Err(SupplyReject::Malformed));
+            }
+            let mut out = match held(o, b, items, "ship")? {
+                Ok(w) => w,
+                Err(e) => return Ok(Err(e)),
+            };
+            for (_, item) in &mut out {
+                item.status = ItemStatus::InTransit { to: *to };
+            }
+            out
+        }
+        SupplyStep::Receive { items } => {
+            if !items_ok(items) {
+                return Ok(Err(SupplyReject::Malformed));
+            }
+            let mut out = Vec::with_capacity(items.len());
+            for id in items {
+                let Some(mut item) = read_item(o, id)? else {
+                    return Ok(Err(SupplyReject::UnknownItem));
+                };
+                match item.status {
+                    ItemStatus::InTransit { to } if to.is_none_or(|t| t == b.org) => {}
+                    _ => return Ok(Err(SupplyReject::NotInTransit)),
+                }
+                item.custodian = b.org;
+                item.status = ItemStatus::Active;
+                push_history(&mut item, b.custody("receive"));
+                out.push((*id, item));
+            }
+            out
+        }
+        SupplyStep::Dispense { items } | SupplyStep::Decommission { items } => {
+            if !items_ok(items) {
+                return Ok(Err(SupplyReject::Malformed));
+            }
+            let (name, status) = match step {
+                SupplyStep::Dispense { .. } => {
+                    ("dispense", ItemStatus::Dispensed { height: b.height })
+                }
+                _ => (
+                    "decommission",
+                    ItemStatus::Decommissioned { height: b.height },
+                ),
+            };
+            let mut out = match held(o, b, items, name)? {
+                Ok(w) => w,
+                Err(e) => return Ok(Err(e)),
+            };
+            for (_, item) in &mut out {
+                item.status = status;
+            }
+            out
+        }
+    }))
+}
+
+fn pack(o: &dyn Lookup, b: &Batch<'_>, parent: &ItemId, children: &[ItemId]) -> Step {
+    // The container: new (created in the packer's custody) or held by the packer.
+    let (mut container, depth) = match read_item(o, parent)? {
+        None => (
+            Item {
+                gtin: None,
+                lot: String::new(),
+                expiry: None,
+                commissioner: b.org,
+                custodian: b.org,
+                status: ItemStatus::Active,
+                parent: None,
+                levels: 0,
+                history: vec![b.custody("pack")],
+                suspicions: vec![],
+            },
+            0usize,
+        ),
+        Some(existing) => {
+            let Some((_, top)) = root(o, parent)? else {
+                return Ok(Err(SupplyReject::UnknownItem));
+            };
+            if top.custodian != b.org || top.status != ItemStatus::Active {
+                return Ok(Err(SupplyReject::NotCustodian));
+            }
+            // How deep the container sits, and whether a child is one of its ancestors.
+            let mut depth = 0;
+            let mut up = existing.parent;
+            while let Some(p) = up {
+                if children.contains(&p) {
+                    return Ok(Err(SupplyReject::BadNesting));
+                }
+                depth += 1;
+                up = read_item(o, &p)?.and_then(|i| i.parent);
+            }
+            (existing, depth)
+        }
+    };
+    let mut out = Vec::with_capacity(children.len() + 1);
+    for id in children {
+        let Some(mut child) = read_item(o, id)? else {
+            return Ok(Err(SupplyReject::UnknownItem));
+        };
+        if child.parent.is_some() {
+            return Ok(Err(SupplyReject::Packed));
+        }
+        if child.custodian != b.org || child.status != ItemStatus::Active {
+            return Ok(Err(SupplyReject::NotCustodian));
+        }
+        if depth + 1 + usize::from(child.levels) > MAX_NESTING {
+            return Ok(Err(SupplyReject::BadNesting));
+        }
+        container.levels = container.levels.max(child.levels + 1);
+        child.parent = Some(*parent);
+        push_history(&mut child, b.custody("pack"));
+        out.push((*id, child));
+    }
+    if container.history.last().map(|c| c.event) != Some(b.event.hash) {
+        push_history(&mut container, b.custody("pack"));
+    }
+    out.push((*parent, container));
+    Ok(Ok(out))
+}
+
+/// One event: checked, then written; `Err` leaves state as it was.
+fn apply_event(
+    o: &mut dyn Writer,
+    b: &Batch<'_>,
+    events: &mut Vec<Event>,
+) -> Result<Result<(), SupplyReject>, ViewError> {
+    if let Some(gln) = b.event.location
+        && gln_owner(o, gln)? != Some(b.org)
+    {
+        return Ok(Err(SupplyReject::NotLocationOwner));
+    }
+    let writes = match step_writes(o, b, &b.event.step)? {
+        Ok(w) => w,
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut note = |kind: &str, attributes: Vec<(String, String)>| {
+        if events.len() < MAX_EVENTS {
+            events.push(Event {
+                emitter: Account::Identity(b.org),
+                kind: kind.into(),
+                attributes,
+            });
+        }
+    };
+    match &b.event.step {
+        SupplyStep::Recall { gtin, lot } => {
+            if lot.is_empty() || lot.len() > MAX_LOT {
+                return Ok(Err(SupplyReject::Malformed));
+            }
+            if gtin_owner(o, *gtin)? != Some(b.org) {
+                return Ok(Err(SupplyReject::NotGtinOwner));
+            }
+            let r = Recall {
+                by: b.org,
+                height: b.height,
+                event: b.event.hash,
+            };
+            o.put(recall_key(*gtin, lot), Some(encode(&r)));
+            note(
+                "supply.recall",
+                vec![
+                    ("gtin".into(), format!("{gtin:014}")),
+                    ("lot".into(), lot.clone()),
+                ],
+            );
+        }
+        SupplyStep::Suspect { item, reason } => {
+            let Some(mut it) = read_item(o, item)? else {
+                return Ok(Err(SupplyReject::UnknownItem));
+            };
+            let custodian = root(o, item)?.map_or(it.custodian, |(_, r)| r.custodian);
+            if it.suspicions.len() < MAX_SUSPICIONS {
+                it.suspicions.push(Suspicion {
+                    reporter: b.org,
+                    reason: *reason,
+                    height: b.height,
+                });
+            }
+            note(
+                "supply.suspect",
+                vec![
+                    ("item".into(), item.to_hex()),
+                    ("reason".into(), reason.as_str().into()),
+                    ("commissioner".into(), it.commissioner.did().to_string()),
+                    ("custodian".into(), custodian.did().to_string()),
+                ],
+            );
+            o.put(item_key(item), Some(encode(&it)));
+        }
+        _ => {}
+    }
+    for (id, item) in writes {
+        o.put(item_key(&id), Some(encode(&item)));
+    }
+    Ok(Ok(()))
+}
+
+/// The signer may capture for `org`: it is the organization, or the node it registered.
+fn may_capture(o: &dyn Lookup, signer: &PublicKey, org: &PublicKey) -> Result<bool, ViewError> {
+    match read_identity(o, org)? {
+        Some(i) if i.active && i.role == Role::Organization => {}
+        _ => return Ok(false),
+    }
+    if signer == org {
+        return Ok(true);
+    }
+    Ok(o.lookup(&org_node_key(org))?
+        .and_then(|b| PublicKey::try_from_slice(&b).ok())
+        .is_some_and(|n| n == *signer))
+}
+
+/// What a batch did: the indexes of the events it skipped and why (the receipt's data).
+pub type Skipped = Vec<(u32, SupplyReject)>;
+
+/// Applies a batch of supply events.
+pub(crate) fn apply_batch(
+    o: &mut dyn Writer,
+    height: u64,
+    signer: &PublicKey,
+    org: &PublicKey,
+    events: &[SupplyEvent],
+    atomic: bool,
+    emitted: &mut Vec<Event>,
+) -> Result<Result<Skipped, RejectReason>, ViewError> {
+    if events.is_empty() || events.len() > MAX_SUPPLY_EVENTS {
+        return Ok(Err(RejectReason::Malformed));
+    }
+    if !may_capture(o, signer, org)? {
+        return Ok(Err(RejectReason::SupplyEvent {
+            index: 0,
+            reason: SupplyReject::NotCapturer,
+        }));
+    }
+    let mut skipped = Vec::new();
+    for (i, event) in events.iter().enumerate() {
+        let b = Batch {
+            org: *org,
+            height,
+            event,
+        };
+        if let Err(reason) = apply_event(o, &b, emitted)? {
+            if atomic {
+                return Ok(Err(RejectReason::SupplyEvent {
+                    index: i as u32,
+                    reason,
+                }));
+            }
+            skipped.push((i as u32, reason));
+        }
+    }
+    Ok(Ok(skipped))
+}
