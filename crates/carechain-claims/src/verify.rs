@@ -121,36 +121,12 @@ pub fn verify_claim(
     }
     tx.verify_with(&tx.body.signer)
         .map_err(|_| "the transaction's signature does not verify")?;
-    let inc = &ev.inclusion;
-    let cp = inputs
-        .verifier
-        .verify_checkpoint(
-            inc["checkpoint"]
-                .as_str()
-                .ok_or("the evidence has no checkpoint")?,
-        )
-        .map_err(|e| format!("checkpoint: {e}"))?;
-    check(
-        cp.origin == format!("carechain/{}", tx.body.chain_id),
-        "the checkpoint is of another chain",
+    let (_, checkpoint_size) = carechain_service::verify_logged(
+        &ev.inclusion,
+        &tx.hash(),
+        &tx.body.chain_id,
+        inputs.verifier,
     )?;
-    let proof: Vec<Hash> = inc["proof"]
-        .as_array()
-        .ok_or("the evidence has no inclusion proof")?
-        .iter()
-        .map(|h| Hash::from_hex(h.as_str().unwrap_or("")).map_err(|e| e.to_string()))
-        .collect::<Result<_, _>>()?;
-    let log_index = inc["log_index"]
-        .as_u64()
-        .ok_or("the evidence has no log index")?;
-    carechain_log::proof::verify_inclusion(
-        log_index,
-        cp.size,
-        &merkle::leaf_hash(&tx.hash().0),
-        &proof,
-        &cp.root,
-    )
-    .map_err(|e| format!("inclusion proof: {e}"))?;
     // 3. The block, the transaction's place in it and its receipt.
     let h = &ev.header;
     check(
@@ -245,7 +221,7 @@ pub fn verify_claim(
         paid,
         height: h.height,
         fuel_used: out.fuel_used,
-        checkpoint_size: cp.size,
+        checkpoint_size,
     })
 }
 

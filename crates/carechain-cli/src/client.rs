@@ -103,6 +103,52 @@ impl Client {
         Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
     }
 
+    /// GETs `path` with a bearer token; status and JSON body (any status).
+    pub fn get_authed(&self, path: &str, token: &str) -> Result<(u16, Value)> {
+        let url = format!("{}{}", self.base, path);
+        let mut resp = self
+            .agent
+            .get(&url)
+            .header("authorization", format!("Bearer {token}"))
+            .call()
+            .with_context(|| format!("GET {url}"))?;
+        let status = resp.status().as_u16();
+        let body = read_body(&mut resp)?;
+        Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+    }
+
+    /// POSTs `body` with a bearer token and extra headers; status, headers' `Location` and
+    /// JSON body (any status).
+    pub fn post_authed(
+        &self,
+        path: &str,
+        token: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(u16, Option<String>, Value)> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self
+            .agent
+            .post(&url)
+            .header("authorization", format!("Bearer {token}"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut resp = req.send(body).with_context(|| format!("POST {url}"))?;
+        let status = resp.status().as_u16();
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = read_body(&mut resp)?;
+        Ok((
+            status,
+            location,
+            serde_json::from_slice(&body).unwrap_or(Value::Null),
+        ))
+    }
+
     /// POSTs a JSON body; returns status and JSON body (any status).
     pub fn post_json(&self, path: &str, body: &[u8]) -> Result<(u16, Value)> {
         let url = format!("{}{}", self.base, path);

@@ -13,6 +13,7 @@ mod consentcmd;
 mod contractcmd;
 mod demo;
 mod demo_claims;
+mod epciscmd;
 mod import;
 mod keyfile;
 mod txcmd;
@@ -98,6 +99,18 @@ enum Command {
         #[command(subcommand)]
         cmd: contractcmd::ClaimsCmd,
     },
+    /// The drug supply chain: company prefixes, EPCIS capture and queries, a product's
+    /// journey, alerts.
+    Epcis {
+        #[command(subcommand)]
+        cmd: epciscmd::EpcisCmd,
+    },
+    /// Verify a scanned pack at the point of dispense (GS1 Lightweight Verification
+    /// Messaging); fails unless the pack may be dispensed.
+    VerifyPack(epciscmd::VerifyPackArgs),
+    /// Verify EPCIS events returned by a query offline: each event's hash, its anchoring
+    /// transaction, and the log inclusion under a signed checkpoint.
+    VerifyEvent(epciscmd::VerifyEventArgs),
     /// Verify a claim's decision offline: its ClaimResponse against the claim bundle, the
     /// log under a signed checkpoint, the block, and the contract run again on its reads.
     VerifyClaim(contractcmd::VerifyClaimArgs),
@@ -200,6 +213,9 @@ fn main() -> Result<()> {
         Command::Token { cmd } => contractcmd::token_cmd(cmd),
         Command::Claims { cmd } => contractcmd::claims_cmd(cmd),
         Command::VerifyClaim(a) => contractcmd::verify_claim(&a),
+        Command::Epcis { cmd } => epciscmd::run(cmd),
+        Command::VerifyPack(a) => epciscmd::verify_pack(&a),
+        Command::VerifyEvent(a) => epciscmd::verify_event(&a),
         Command::AccessToken { key, scope, conn } => {
             let key = keyfile::read(&key)?;
             let aud = format!("{}/auth/token", conn.url.trim_end_matches('/'));

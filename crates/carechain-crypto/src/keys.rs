@@ -51,6 +51,10 @@ pub enum Namespace {
     PeerRequest,
     /// A custodian node's answer to a peer request.
     PeerAnswer,
+    /// An EPCIS subscription's delivery to its webhook.
+    EpcisDelivery,
+    /// The identifier of a product or logistic unit on the ledger (a hash, not a signature).
+    SupplyItem,
 }
 
 impl Namespace {
@@ -66,6 +70,8 @@ impl Namespace {
             Namespace::PatientClaim => b"carechain/v1/patient-claim\0",
             Namespace::PeerRequest => b"carechain/v1/peer-request\0",
             Namespace::PeerAnswer => b"carechain/v1/peer-answer\0",
+            Namespace::EpcisDelivery => b"carechain/v1/epcis-delivery\0",
+            Namespace::SupplyItem => b"carechain/v1/supply-item\0",
         }
     }
 }

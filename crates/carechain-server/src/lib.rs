@@ -6,6 +6,7 @@
 mod api;
 mod consents;
 mod economy;
+mod epcis;
 mod error;
 mod fhir;
 mod json;
@@ -38,7 +39,15 @@ pub fn router_with(
 ) -> Router {
     let hosts = Arc::new(ui.allowed_hosts.clone());
     service.set_transport(Arc::new(HttpTransport::default()));
+    let supply = match carechain_supply::Supply::open(service.clone()) {
+        Ok(s) => epcis::routes(s),
+        Err(e) => {
+            tracing::error!(error = %e, "the EPCIS repository could not be opened; /epcis is off");
+            Router::new()
+        }
+    };
     api::routes(node.clone())
+        .merge(supply)
         .merge(peer::routes(node.clone(), service.clone()))
         .merge(consents::routes(node.clone()))
         .merge(economy::routes(node.clone()))

@@ -48,7 +48,7 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
 pub use audit::{Interaction, Outcome};
-pub use auth::{AuthError, Scope, Session, Tokens, make_assertion, verify_assertion};
+pub use auth::{AuthError, Scope, Session, Tokens, make_assertion, verify_assertion, web_scopes};
 pub use breakglass::{BREAK_GLASS_TTL_MS, MAX_REASON};
 pub use carechain_records::claim_message;
 pub use envelope::open_envelope;
@@ -56,7 +56,9 @@ pub use error::{ErrorKind, ServiceError};
 pub use identity::ClaimRequest;
 pub use ledger_consent::{LEDGER_SYSTEM, ledger_rules};
 pub use node_tx::NodeTx;
-pub use receipt::{ReceiptTrust, audit_commitment, log_inclusion, verify_receipt, with_inclusion};
+pub use receipt::{
+    ReceiptTrust, audit_commitment, log_inclusion, verify_logged, verify_receipt, with_inclusion,
+};
 pub use search::parse_since;
 
 const DID_SYSTEM: &str = "urn:ietf:rfc:3986";
@@ -147,6 +149,8 @@ pub struct Service {
     transport: RwLock<Option<Arc<dyn peer::Transport>>>,
     /// Nonces of node requests served recently (each is served once).
     peer_nonces: peer::Nonces,
+    /// The node's data directory.
+    dir: std::path::PathBuf,
 }
 
 impl Drop for Service {
@@ -219,6 +223,7 @@ impl Service {
             node_did,
             transport: RwLock::new(None),
             peer_nonces: peer::Nonces::default(),
+            dir: dir.to_path_buf(),
         };
         // Creates a crash left between their metadata commit and their anchor: keep those
         // whose anchor is durable, remove the others (they were never acknowledged).
@@ -259,6 +264,20 @@ impl Service {
     /// The node's did (who signs anchors and certificates).
     pub fn node_did(&self) -> &str {
         &self.node_did
+    }
+
+    /// The node's data directory (services built on this one keep their stores in it).
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Signs `message` with the node key under `ns` (webhook deliveries, notices).
+    pub fn sign(
+        &self,
+        ns: carechain_crypto::Namespace,
+        message: &[u8],
+    ) -> carechain_crypto::Signature {
+        self.key.sign(ns, message)
     }
 
     fn identity(&self, did: &Did) -> Option<Identity> {

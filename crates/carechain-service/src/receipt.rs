@@ -245,3 +245,41 @@ fn inclusion_at(
         "checkpoint": note,
     }))
 }
+
+/// Checks `inclusion` (as [`log_inclusion`] gives it: `{log_index, tree_size, proof,
+/// checkpoint}`) of the transaction `tx` of chain `chain_id` under a checkpoint signed by
+/// `verifier`'s key; the log index and the checkpoint's size.
+pub fn verify_logged(
+    inclusion: &Value,
+    tx: &Hash,
+    chain_id: &str,
+    verifier: &carechain_log::NoteVerifier,
+) -> Result<(u64, u64), String> {
+    let note = inclusion["checkpoint"]
+        .as_str()
+        .ok_or("no checkpoint covers the transaction yet")?;
+    let cp = verifier
+        .verify_checkpoint(note)
+        .map_err(|e| format!("checkpoint: {e}"))?;
+    if cp.origin != format!("carechain/{chain_id}") {
+        return Err("the checkpoint is of another chain".into());
+    }
+    let proof: Vec<Hash> = inclusion["proof"]
+        .as_array()
+        .ok_or("no inclusion proof")?
+        .iter()
+        .map(|h| Hash::from_hex(h.as_str().unwrap_or("")).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let log_index = inclusion["log_index"]
+        .as_u64()
+        .ok_or("the inclusion has no log index")?;
+    carechain_log::proof::verify_inclusion(
+        log_index,
+        cp.size,
+        &carechain_crypto::merkle::leaf_hash(&tx.0),
+        &proof,
+        &cp.root,
+    )
+    .map_err(|e| format!("inclusion proof: {e}"))?;
+    Ok((log_index, cp.size))
+}

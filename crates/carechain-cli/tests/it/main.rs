@@ -13,6 +13,8 @@ mod cluster;
 mod common;
 mod consent;
 mod crash;
+mod epcis;
+mod epcis_fixtures;
 mod fhir;
 mod governance;
 mod http;

@@ -12,7 +12,7 @@ mod tree;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-pub use canon::{days_from_civil, timestamp as canonical_time};
+pub use canon::{days_from_civil, timestamp as canonical_time, utc_iso};
 use tree::Node;
 
 /// Why a document's events could not be hashed.
