@@ -77,6 +77,9 @@ try {
   await patient.getByText('Hypertension (active)').waitFor();
   await patient.getByText('Influenza vaccine').waitFor();
   const pid = (await patient.locator('#my-patient-id').textContent()).replace('Patient/', '');
+  step('patient sees the recall of a medicine dispensed to her');
+  await patient.locator('div.safety').getByText('recalled by its manufacturer').waitFor();
+  await patient.getByText('Amoxicillin 500 mg capsules, 21').first().waitFor();
   await shot(patient, '02-patient-records');
 
   step('patient sees her balance, a paid and a denied claim, and her pool');

@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 
 use crate::{client::Client, keyfile, out_line};
 
-/// How many of [`Who::ALL`] the single-node demo has (all but the pharmacy's).
-pub const SINGLE_NODE: usize = 9;
+/// How many of [`Who::ALL`] the single-node demo has (all but the pharmacist).
+pub const SINGLE_NODE: usize = 13;
 
 /// Care tokens at genesis (minor units, 2 decimals): the insurer funds its claims contract,
 /// the patients pay premiums into the mutual pool.
@@ -58,6 +58,12 @@ pub enum Who {
     Pharmacy,
     /// Frank Li, pharmacist at Corner Pharmacy (cluster demo).
     Pharmacist,
+    /// Northwind Pharma, a manufacturer (the supply-chain demo).
+    Manufacturer,
+    /// Meridian Wholesale, a distributor (the supply-chain demo).
+    Wholesaler,
+    /// Harbor Pharmacy, a second pharmacy (the supply-chain demo).
+    Harbor,
 }
 
 use Who::*;
@@ -66,8 +72,8 @@ use Who::*;
 pub const CLUSTER_ORGS: [Who; 4] = [Hospital, Clinic, Insurer, Pharmacy];
 
 impl Who {
-    /// Every demo identity; the single-node demo uses the first seven.
-    pub const ALL: [Who; 11] = [
+    /// Every demo identity; the single-node demo uses the first [`SINGLE_NODE`].
+    pub const ALL: [Who; 14] = [
         Hospital,
         Clinician,
         Wearable,
@@ -78,6 +84,9 @@ impl Who {
         Insurer,
         ClaimsReviewer,
         Pharmacy,
+        Manufacturer,
+        Wholesaler,
+        Harbor,
         Pharmacist,
     ];
 
@@ -95,13 +104,18 @@ impl Who {
             ClaimsReviewer => "claims-reviewer.key",
             Pharmacy => "pharmacy.key",
             Pharmacist => "pharmacist.key",
+            Manufacturer => "manufacturer.key",
+            Wholesaler => "wholesaler.key",
+            Harbor => "harbor-pharmacy.key",
         }
     }
 
     /// Its role on the ledger.
     pub fn role(self) -> Role {
         match self {
-            Hospital | Clinic | Insurer | Pharmacy => Role::Organization,
+            Hospital | Clinic | Insurer | Pharmacy | Manufacturer | Wholesaler | Harbor => {
+                Role::Organization
+            }
             Alice | Bob => Role::Patient,
             Wearable => Role::Device,
             Clinician | ClinicClinician | ClaimsReviewer | Pharmacist => Role::Practitioner,
@@ -139,6 +153,9 @@ impl Who {
             Clinic => "Riverside Clinic",
             Insurer => "Acme Health Insurance",
             Pharmacy => "Corner Pharmacy",
+            Manufacturer => "Northwind Pharma",
+            Wholesaler => "Meridian Wholesale",
+            Harbor => "Harbor Pharmacy",
             _ => "",
         }
     }
@@ -350,7 +367,15 @@ pub type Writer<'a> = dyn FnMut(Who, Value) -> Result<String> + 'a;
 /// vitals and labs over months, a medication, an immunization). Returns Alice's Patient id.
 pub fn fhir_records(keys: &DemoKeys, write: &mut Writer<'_>) -> Result<String> {
     let did_id = |w: Who| json!([{"system": "urn:ietf:rfc:3986", "value": keys.did(w)}]);
-    for org in [Hospital, Clinic, Insurer, Pharmacy] {
+    for org in [
+        Hospital,
+        Clinic,
+        Insurer,
+        Pharmacy,
+        Manufacturer,
+        Wholesaler,
+        Harbor,
+    ] {
         if keys.has(org) {
             write(
                 org,

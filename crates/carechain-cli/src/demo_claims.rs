@@ -21,7 +21,7 @@ use crate::out_line;
 pub const ALICE_SUBSCRIBER: &str = "ACME-100042";
 
 /// Submits `payload` signed by `key` and waits for its receipt.
-fn run(service: &Service, key: &SecretKey, payload: Payload) -> Result<Receipt> {
+pub(crate) fn run(service: &Service, key: &SecretKey, payload: Payload) -> Result<Receipt> {
     let node = service.node();
     let snap = node.snapshot()?;
     let nonce =

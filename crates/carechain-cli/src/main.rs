@@ -13,6 +13,7 @@ mod consentcmd;
 mod contractcmd;
 mod demo;
 mod demo_claims;
+mod demo_supply;
 mod epciscmd;
 mod import;
 mod keyfile;

@@ -173,9 +173,13 @@ pub fn run(a: UpArgs) -> Result<()> {
         )
         .map_err(|e| anyhow::anyhow!("records service: {}", e.message))?;
         service.set_audit_durable(a.audit_durable);
+        let supply = carechain_supply::Supply::open(service.clone())
+            .map_err(|e| anyhow::anyhow!("supply service: {e}"))?;
         if fresh_demo {
             let pid = crate::demo::load_fhir_local(&service, &dir.root)?;
             crate::demo_claims::load(&service, &dir.root, &pid)?;
+            let operator = keyfile::read(&dir.operator_key())?;
+            crate::demo_supply::load(&supply, &service, &dir.root, &operator, &format!("http://{addr}"), &pid)?;
         }
         out_line(&format!(
             "carechain node for chain {} at height {}",
@@ -208,8 +212,12 @@ pub fn run(a: UpArgs) -> Result<()> {
             },
             allowed_hosts,
         };
-        let served =
-            carechain_server::serve(node.clone(), service.clone(), listener, ui, async move {
+        let services = carechain_server::Services {
+            node: node.clone(),
+            service: service.clone(),
+            supply: Some(supply),
+        };
+        let served = carechain_server::serve(services, listener, ui, async move {
                 tokio::select! {
                     _ = shutdown_signal() => {}
                     _ = stdin_closed(watch_stdin) => {

@@ -31,21 +31,31 @@ pub fn router(node: Arc<Node>, service: Arc<carechain_service::Service>) -> Rout
     router_with(node, service, UiOptions::default())
 }
 
-/// The full router with web UI options.
+/// The full router with web UI options (the supply service opened here).
 pub fn router_with(
     node: Arc<Node>,
     service: Arc<carechain_service::Service>,
     ui: UiOptions,
 ) -> Router {
-    let hosts = Arc::new(ui.allowed_hosts.clone());
-    service.set_transport(Arc::new(HttpTransport::default()));
-    let supply = match carechain_supply::Supply::open(service.clone()) {
-        Ok(s) => epcis::routes(s),
+    match carechain_supply::Supply::open(service.clone()) {
+        Ok(s) => router_full(node, service, Some(s), ui),
         Err(e) => {
             tracing::error!(error = %e, "the EPCIS repository could not be opened; /epcis is off");
-            Router::new()
+            router_full(node, service, None, ui)
         }
-    };
+    }
+}
+
+/// The full router over an already opened supply service (`None`: no `/epcis`).
+pub fn router_full(
+    node: Arc<Node>,
+    service: Arc<carechain_service::Service>,
+    supply: Option<Arc<carechain_supply::Supply>>,
+    ui: UiOptions,
+) -> Router {
+    let hosts = Arc::new(ui.allowed_hosts.clone());
+    service.set_transport(Arc::new(HttpTransport::default()));
+    let supply = supply.map(epcis::routes).unwrap_or_default();
     api::routes(node.clone())
         .merge(supply)
         .merge(peer::routes(node.clone(), service.clone()))
@@ -94,15 +104,24 @@ pub fn default_allowed_hosts(addr: SocketAddr) -> Vec<String> {
     out
 }
 
-/// Serves the API on `addr` until `shutdown` resolves.
+/// What one node serves: its ledger node, records service and supply service.
+pub struct Services {
+    /// The ledger node.
+    pub node: Arc<Node>,
+    /// The records service.
+    pub service: Arc<carechain_service::Service>,
+    /// The supply service (`None`: no `/epcis`).
+    pub supply: Option<Arc<carechain_supply::Supply>>,
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
 pub async fn serve(
-    node: Arc<Node>,
-    service: Arc<carechain_service::Service>,
+    s: Services,
     listener: tokio::net::TcpListener,
     ui: UiOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router_with(node, service, ui);
+    let app = router_full(s.node, s.service, s.supply, ui);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -78,7 +78,10 @@ impl Supply {
                 let Some(patient) = md["subject"]["reference"].as_str() else {
                     continue;
                 };
-                let when = md["whenHandedOver"].as_str().unwrap_or("recently");
+                let when = md["whenHandedOver"]
+                    .as_str()
+                    .and_then(|w| w.get(..10))
+                    .map_or_else(|| "recently".to_string(), |d| format!("on {d}"));
                 let flag = json!({
                     "resourceType": "Flag",
                     "status": "active",
@@ -87,7 +90,7 @@ impl Supply {
                     "code": {
                         "coding": [{"system": "https://carechain.dev/epcis/", "code": "recall", "display": "Product recall"}],
                         "text": format!(
-                            "Recall: the medicine dispensed to you ({when}; GTIN {gtin:014}, lot {lot}) has been recalled by its manufacturer. Do not use it; contact your pharmacy."
+                            "Recall: the medicine dispensed to you {when} (GTIN {gtin:014}, lot {lot}) has been recalled by its manufacturer. Do not use it; contact your pharmacy."
                         ),
                     },
                     "subject": {"reference": patient},

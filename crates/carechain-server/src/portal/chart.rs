@@ -13,6 +13,7 @@ pub(crate) const TYPES: &[(&str, &str)] = &[
     ("Condition", "Condition"),
     ("Observation", "Observation"),
     ("MedicationRequest", "Medication"),
+    ("MedicationDispense", "Dispense"),
     ("Immunization", "Immunization"),
     ("Procedure", "Procedure"),
     ("AllergyIntolerance", "Allergy"),
@@ -87,6 +88,7 @@ pub(crate) fn when(r: &Value) -> String {
             &["occurrenceDateTime"],
             &["performedDateTime"],
             &["performedPeriod", "start"],
+            &["whenHandedOver"],
             &["issued"],
             &["meta", "lastUpdated"],
         ],
@@ -157,7 +159,7 @@ pub(crate) fn summary(r: &Value) -> String {
                 format!("{} ({status})", concept(&r["code"]))
             }
         }
-        "MedicationRequest" => {
+        "MedicationRequest" | "MedicationDispense" => {
             let m = concept(&r["medicationCodeableConcept"]);
             let m = if m.is_empty() {
                 r["medicationReference"]["display"]

@@ -42,10 +42,32 @@ async fn records(State(st): State<Portal>, v: Viewer) -> Result<Response, PageEr
     }
     let pid = own(&v)?;
     let (svc, s, p2) = (st.service.clone(), v.session.clone(), pid.clone());
-    let c = blocking(move || Ok(chart::load(&svc, &s, &purpose("PATRQT", None), &p2)))
-        .await
-        .map_err(|e| e.seen_by(&v))?;
+    let (c, flags) = blocking(move || {
+        let p = purpose("PATRQT", None);
+        let flags = svc
+            .search(
+                &s,
+                &p,
+                "Flag",
+                &[("subject".to_string(), format!("Patient/{p2}"))],
+                "",
+            )
+            .map(|b| chart::resources(&b))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| f["status"] == "active")
+            .collect::<Vec<_>>();
+        Ok((chart::load(&svc, &s, &p, &p2), flags))
+    })
+    .await
+    .map_err(|e| e.seen_by(&v))?;
     let body = html! {
+        @for f in &flags {
+            div.notice.bad.safety role="alert" {
+                strong { "Safety alert: " }
+                (f["code"]["text"].as_str().unwrap_or("a safety flag was placed on your record"))
+            }
+        }
         p.lead { "Everything held about you on this node, decrypted for you only. Each record is encrypted under its own key; the ledger holds only salted commitments." }
         p { "Your patient record: " code id="my-patient-id" { "Patient/" (pid) } " (give this to a clinician you grant access to)." }
         (chart::render(&c.records, true))
