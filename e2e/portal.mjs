@@ -255,6 +255,18 @@ try {
   await doc.goto(BASE + '/explorer');
   await doc.getByRole('heading', { name: 'Latest blocks' }).waitFor();
   await shot(doc, '10-explorer');
+  step("the explorer shows a pack's journey from its manufacturer through the wholesaler to the patient; a clone; a recall");
+  await doc.getByRole('link', { name: "a product's journey" }).click();
+  await doc.getByLabel("A pack's GS1 Digital Link or EPC URN").fill('https://id.gs1.org/01/09506000134352/21/S1');
+  await doc.getByRole('button', { name: 'Show its journey' }).click();
+  await doc.locator('ol.timeline li').first().waitFor();
+  assert.deepEqual(
+    await doc.locator('ol.timeline li').evaluateAll((ls) => ls.map((l) => l.dataset.step)),
+    ['commission', 'pack', 'ship', 'receive', 'ship', 'receive', 'unpack', 'dispense'],
+  );
+  await doc.locator('[data-suspect="clone"]').waitFor();
+  await doc.locator('[data-recalled="true"]').waitFor();
+  await shot(doc, '10b-product-journey');
   const phone = await newPage({ width: 390, height: 844 });
   await demoSignIn(phone, 'Alice Demo — patient');
   for (const p of ['/patient', '/patient/consents', '/patient/access', '/explorer']) {

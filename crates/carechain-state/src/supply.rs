@@ -51,6 +51,8 @@ pub struct Custody {
     pub event: Hash,
     /// When it happened, as the event says (ms since the Unix epoch).
     pub time_ms: i64,
+    /// The container it was packed into or taken out of (`pack`, `unpack`).
+    pub container: Option<ItemId>,
 }
 
 /// A suspicion reported against a product.
@@ -246,6 +248,14 @@ impl Batch<'_> {
             height: self.height,
             event: self.event.hash,
             time_ms: self.event.time_ms,
+            container: None,
+        }
+    }
+
+    fn custody_in(&self, step: &str, container: ItemId) -> Custody {
+        Custody {
+            container: Some(container),
+            ..self.custody(step)
         }
     }
 }
@@ -360,7 +370,7 @@ fn step_writes(o: &dyn Lookup, b: &Batch<'_>, step: &SupplyStep) -> Step {
                 child.parent = None;
                 child.custodian = top.custodian;
                 child.status = top.status;
-                push_history(&mut child, b.custody("unpack"));
+                push_history(&mut child, b.custody_in("unpack", *parent));
                 out.push((*id, child));
             }
             out
@@ -477,7 +487,7 @@ fn pack(o: &dyn Lookup, b: &Batch<'_>, parent: &ItemId, children: &[ItemId]) -> 
         }
         container.levels = container.levels.max(child.levels + 1);
         child.parent = Some(*parent);
-        push_history(&mut child, b.custody("pack"));
+        push_history(&mut child, b.custody_in("pack", *parent));
         out.push((*id, child));
     }
     if container.history.last().map(|c| c.event) != Some(b.event.hash) {

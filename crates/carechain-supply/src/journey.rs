@@ -41,11 +41,15 @@ impl Supply {
                 "custodian": root.custodian.did().to_string(),
                 "state": root.status.as_str(),
                 "containers": containers,
-                "history": it.history.iter().map(|c| json!({
-                    "step": c.step, "organization": c.organization.did().to_string(),
-                    "height": c.height, "event_hash": format!("ni:///sha-256;{}?ver=CBV2.0", c.event.to_hex()),
-                    "time": iso(c.time_ms),
-                })).collect::<Vec<_>>(),
+                "history": timeline(&snap, &it.history, 0)?.iter().map(|s| {
+                    let c = &s.custody;
+                    json!({
+                        "step": c.step, "organization": c.organization.did().to_string(),
+                        "height": c.height, "event_hash": format!("ni:///sha-256;{}?ver=CBV2.0", c.event.to_hex()),
+                        "time": iso(c.time_ms),
+                        "container": s.via.map(|v| v.to_hex()),
+                    })
+                }).collect::<Vec<_>>(),
                 "suspicions": it.suspicions.iter().map(|s| json!({
                     "reason": s.reason.as_str(), "reporter": s.reporter.did().to_string(), "height": s.height,
                 })).collect::<Vec<_>>(),
@@ -77,4 +81,58 @@ impl Supply {
             "@context": page.document["@context"],
         }))
     }
+}
+
+/// One step of a product's journey: its own, or its container's while it was inside.
+#[derive(Clone, Debug)]
+pub struct Step {
+    /// The custody step.
+    pub custody: carechain_state::Custody,
+    /// The container it happened to (`None`: the product itself).
+    pub via: Option<carechain_crypto::Hash>,
+}
+
+/// A product's journey from ledger state: its own custody history with, between each packing
+/// and unpacking, what happened to its container (and to that container's container).
+pub fn timeline<V: carechain_state::StateView + ?Sized>(
+    view: &V,
+    history: &[carechain_state::Custody],
+    depth: usize,
+) -> Result<Vec<Step>, carechain_state::ViewError> {
+    let mut out = Vec::new();
+    for (i, c) in history.iter().enumerate() {
+        out.push(Step {
+            custody: c.clone(),
+            via: None,
+        });
+        let (Some(container), "pack", true) = (
+            c.container,
+            c.step.as_str(),
+            depth < carechain_types::MAX_NESTING,
+        ) else {
+            continue;
+        };
+        // Until it came out again (its next step names the same container) or now.
+        let until = history[i + 1..]
+            .iter()
+            .find(|n| n.step == "unpack" && n.container == Some(container))
+            .map(|n| (n.height, n.time_ms));
+        let Some(box_) = carechain_state::supply_item(view, &container)? else {
+            continue;
+        };
+        let inner: Vec<carechain_state::Custody> = box_
+            .history
+            .iter()
+            .filter(|b| b.event != c.event && (b.height, b.time_ms) >= (c.height, c.time_ms))
+            .filter(|b| until.is_none_or(|u| (b.height, b.time_ms) <= u))
+            .cloned()
+            .collect();
+        for s in timeline(view, &inner, depth + 1)? {
+            out.push(Step {
+                via: s.via.or(Some(container)),
+                custody: s.custody,
+            });
+        }
+    }
+    Ok(out)
 }

@@ -12,7 +12,7 @@ pub mod capture;
 pub mod custody;
 mod error;
 pub mod follow;
-mod journey;
+pub mod journey;
 pub mod proof;
 pub mod query;
 pub mod recall;

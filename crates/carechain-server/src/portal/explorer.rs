@@ -151,6 +151,7 @@ async fn index(State(st): State<Portal>, v: Option<Viewer>) -> Result<Response, 
                 }
             }
         }
+        p { "Supply chain: " a href="/explorer/products" { "a product's journey" } }
         p { "API: " a href="/openapi.json" { "OpenAPI" } " · " a href="/v1/status" { "status" } " · " a href="/checkpoint" { "checkpoint" } " · " a href="/metrics" { "metrics" } }
     };
     Ok(page("Ledger", v.as_ref(), body))

@@ -12,6 +12,7 @@ mod consents;
 mod explorer;
 mod patient;
 mod payments;
+mod products;
 
 use std::sync::Arc;
 
@@ -86,6 +87,7 @@ pub(crate) fn routes(node: Arc<Node>, service: Arc<Service>, ui: UiOptions) -> R
         .merge(consents::routes())
         .merge(clinician::routes())
         .merge(explorer::routes())
+        .merge(products::routes())
         .with_state(state)
 }
 
