@@ -87,6 +87,25 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 64)]
         threads: usize,
     },
+    /// The supply chain (in-process): EPCIS capture, pack verification, a product's history
+    /// with many events stored.
+    Supply {
+        /// Events to capture.
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+        /// Events per capture document (at most the capture limit, 1000).
+        #[arg(long, default_value_t = 1_000)]
+        batch: usize,
+        /// Concurrent capturing clients.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+        /// Verification requests.
+        #[arg(long, default_value_t = 50_000)]
+        verifies: usize,
+        /// Other events stored before the history query.
+        #[arg(long, default_value_t = 200_000)]
+        stored: usize,
+    },
     /// The records service: durable creates, consent-checked reads, bundle import, searches.
     Fhir {
         /// Observations to create.
@@ -262,6 +281,22 @@ fn raw_append_rate(dir: &std::path::Path, batch: usize, size: usize) -> Result<(
 }
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
+    if let BenchCmd::Supply {
+        events,
+        batch,
+        threads,
+        verifies,
+        stored,
+    } = cmd
+    {
+        return crate::bench_supply::run(crate::bench_supply::SupplyBench {
+            events: events.max(1),
+            batch: batch.clamp(1, carechain_supply::CAPTURE_LIMIT),
+            threads: threads.max(1),
+            verifies: verifies.max(1),
+            stored,
+        });
+    }
     if let BenchCmd::Claims { claims, threads } = cmd {
         return crate::bench_claims::run(claims.max(1), threads.max(1));
     }

@@ -20,7 +20,7 @@ const MEMBERS: usize = 250;
 
 /// Signs `payloads` from `key` (nonces from `first`) and waits until all are applied; their
 /// receipts' data.
-fn run_txs(
+pub(crate) fn run_txs(
     svc: &Service,
     key: &SecretKey,
     first: u64,

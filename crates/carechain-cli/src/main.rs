@@ -6,6 +6,7 @@ mod bench_claims;
 mod bench_cluster;
 mod bench_fhir;
 mod bench_network;
+mod bench_supply;
 mod chain;
 mod client;
 mod cluster;

@@ -93,14 +93,6 @@ impl IntoResponse for Problem {
 
 type Res = Result<Response, Problem>;
 
-fn bearer(h: &HeaderMap) -> Option<String> {
-    h.get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(|s| s.trim().to_string())
-}
-
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, SupplyError> + Send + 'static,
 ) -> Result<T, Problem> {
@@ -117,7 +109,7 @@ async fn as_actor<T: Send + 'static>(
     f: impl FnOnce(&Arc<Supply>, &Actor) -> Result<T, SupplyError> + Send + 'static,
 ) -> Result<T, Problem> {
     let supply = st.supply.clone();
-    let b = bearer(h);
+    let b = crate::fhir::bearer(h);
     blocking(move || {
         let session = supply.service().session(b.as_deref())?;
         let actor = supply.actor(&session)?;

@@ -180,11 +180,15 @@ impl Supply {
             | PackStatus::NotInCustody => Some("Not_for_re-distribution"),
         };
         let suspected_before = item.as_ref().is_some_and(|i| !i.suspicions.is_empty());
-        let additional = if recalled {
+        // What this scan found first (a clone, a diversion), then the lot's recall, expiry,
+        // and suspicions reported before.
+        let additional = if suspicion.is_some() {
+            Some("Suspect")
+        } else if recalled {
             Some("Recalled")
         } else if status == PackStatus::Expired {
             Some("Expired")
-        } else if suspicion.is_some() || suspected_before {
+        } else if suspected_before {
             Some("Suspect")
         } else {
             None

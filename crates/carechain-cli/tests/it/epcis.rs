@@ -7,7 +7,7 @@
 //! `epcis-event-hash-generator`); returned events verify offline with `carechain
 //! verify-event` and fail once changed. Bad input: schema errors (rollback and proceed),
 //! another organization's GTIN or location, a replay, oversized and XML bodies, malformed
-//! Digital Links, no token.
+//! Digital Links, no token (`epcis_repo.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -17,9 +17,9 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 use crate::epcis_fixtures::*;
-use crate::fhir::{call, grant_treatment, key_file, register, token};
+use crate::fhir::{call, grant_treatment, register, token};
 
-fn submit(url: &str, signer: &SecretKey, nonce: u64, payload: Payload) {
+pub(crate) fn submit(url: &str, signer: &SecretKey, nonce: u64, payload: Payload) {
     let tx = TxBody {
         chain_id: "test-chain".into(),
         signer: signer.public(),
@@ -39,7 +39,7 @@ fn submit(url: &str, signer: &SecretKey, nonce: u64, payload: Payload) {
 }
 
 /// `(status, Location, body)` of an authenticated request.
-fn req(
+pub(crate) fn req(
     method: &str,
     url: &str,
     token: &str,
@@ -80,7 +80,7 @@ fn req(
 
 /// Polls `f` until it gives `Some` (the node's background work: capture jobs, the chain
 /// follower), failing after 30 s.
-fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(v) = f() {
@@ -92,7 +92,7 @@ fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 /// Captures `doc` as `token`'s organization; the finished capture job.
-fn capture(url: &str, token: &str, doc: &Value, behaviour: &str) -> Value {
+pub(crate) fn capture(url: &str, token: &str, doc: &Value, behaviour: &str) -> Value {
     let body = doc.to_string();
     let (s, loc, v) = req(
         "POST",
@@ -114,7 +114,7 @@ fn capture(url: &str, token: &str, doc: &Value, behaviour: &str) -> Value {
 }
 
 /// GS1's reference implementation's hashes of `doc`, in event order.
-fn reference_hashes(dir: &std::path::Path, name: &str, doc: &Value) -> Vec<String> {
+pub(crate) fn reference_hashes(dir: &std::path::Path, name: &str, doc: &Value) -> Vec<String> {
     let f = dir.join(format!("{name}.jsonld"));
     std::fs::write(&f, doc.to_string()).unwrap();
     let out = std::process::Command::new("python3")
@@ -134,17 +134,17 @@ fn reference_hashes(dir: &std::path::Path, name: &str, doc: &Value) -> Vec<Strin
         .collect()
 }
 
-struct Net {
-    url: String,
-    _node: NodeProc,
-    maker: String,
-    pharmacy_a: String,
-    pharmacy_b: String,
-    keys: [SecretKey; 4],
-    dir: tempfile::TempDir,
+pub(crate) struct Net {
+    pub(crate) url: String,
+    pub(crate) _node: NodeProc,
+    pub(crate) maker: String,
+    pub(crate) pharmacy_a: String,
+    pub(crate) pharmacy_b: String,
+    pub(crate) keys: [SecretKey; 4],
+    pub(crate) dir: tempfile::TempDir,
 }
 
-fn network() -> Net {
+pub(crate) fn network() -> Net {
     let dir = tempfile::tempdir().unwrap();
     let (op, maker, a, b) = (key(70), key(71), key(72), key(73));
     let data = dir.path().join("chain");
@@ -516,163 +516,4 @@ fn a_pack_from_commissioning_to_a_flagged_clone_and_a_recall_that_reaches_the_pa
     }
     assert!(batches >= 3, "{batches} supply batches seen");
     let _ = (maker_key, b_key);
-}
-
-#[test]
-fn bad_captures_are_refused_with_their_reasons_and_change_nothing() {
-    let n = network();
-    let url = n.url.clone();
-    // Schema errors, rollback: nothing captured, the error names the event and its path.
-    let mut broken = commissioning(&["X1"]);
-    broken["action"] = json!("SOMETIMES");
-    let doc = document(vec![commissioning(&["X2"]), broken]);
-    let job = capture(&url, &n.maker, &doc, "rollback");
-    assert_eq!(
-        (job["success"].clone(), job["captured"].clone()),
-        (json!(false), json!(0)),
-        "{job}"
-    );
-    assert!(
-        job["errors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|e| e["eventIndex"] == 1),
-        "{job}"
-    );
-    // The same with proceed: the valid event is captured.
-    let job = capture(&url, &n.maker, &doc, "proceed");
-    assert_eq!(
-        (job["success"].clone(), job["captured"].clone()),
-        (json!(false), json!(1)),
-        "{job}"
-    );
-    // A replay changes nothing.
-    let job = capture(
-        &url,
-        &n.maker,
-        &document(vec![commissioning(&["X2"])]),
-        "rollback",
-    );
-    assert_eq!(
-        (job["captured"].clone(), job["duplicates"].clone()),
-        (json!(0), json!(1)),
-        "{job}"
-    );
-    // Another organization's GTIN, and another's location.
-    let job = capture(
-        &url,
-        &n.pharmacy_a,
-        &document(vec![commissioning(&["X3"])]),
-        "rollback",
-    );
-    assert_eq!(job["success"], false);
-    assert!(
-        job["errors"].to_string().contains("not_location_owner")
-            || job["errors"].to_string().contains("not_gtin_owner"),
-        "{job}"
-    );
-    let mut theirs = commissioning(&["X4"]);
-    theirs["readPoint"] = json!({"id": sgln(PHARMACY_A_PREFIX)});
-    theirs["bizLocation"] = json!({"id": sgln(PHARMACY_A_PREFIX)});
-    let job = capture(&url, &n.pharmacy_a, &document(vec![theirs]), "rollback");
-    assert!(
-        job["errors"].to_string().contains("not_gtin_owner"),
-        "{job}"
-    );
-    // Refused before any work: too large, XML, not JSON, too many events, no token.
-    let big = vec![b' '; carechain_supply::MAX_CAPTURE_BYTES + 1];
-    let (s, _, v) = req(
-        "POST",
-        &format!("{url}/epcis/capture"),
-        &n.maker,
-        &[("content-type", "application/json")],
-        Some(&big),
-    );
-    assert_eq!(s, 413, "{v}");
-    let (s, _, v) = req(
-        "POST",
-        &format!("{url}/epcis/capture"),
-        &n.maker,
-        &[("content-type", "application/xml")],
-        Some(b"<epcis/>"),
-    );
-    assert_eq!(
-        (s, v["type"].as_str()),
-        (415, Some("epcisException:ValidationException"))
-    );
-    let (s, _, _) = req(
-        "POST",
-        &format!("{url}/epcis/capture"),
-        &n.maker,
-        &[("content-type", "application/json")],
-        Some(b"{not json"),
-    );
-    assert_eq!(s, 400);
-    let many = document(
-        (0..=carechain_supply::CAPTURE_LIMIT)
-            .map(|i| commissioning(&[&format!("M{i}")]))
-            .collect(),
-    );
-    let (s, _, _) = req(
-        "POST",
-        &format!("{url}/epcis/capture"),
-        &n.maker,
-        &[("content-type", "application/json")],
-        Some(many.to_string().as_bytes()),
-    );
-    assert_eq!(s, 413);
-    let (s, _, _) = req(
-        "POST",
-        &format!("{url}/epcis/capture"),
-        "nope",
-        &[("content-type", "application/json")],
-        Some(b"{}"),
-    );
-    assert_eq!(s, 401);
-    // Malformed identifiers and parameters: clear 400s.
-    let (s, _, v) = req(
-        "GET",
-        &format!("{url}/verify?uri=https://id.gs1.org/01/09506000134353/21/1"),
-        &n.maker,
-        &[],
-        None,
-    );
-    assert_eq!(s, 400, "{v}");
-    assert!(v["detail"].as_str().unwrap().contains("check digit"), "{v}");
-    let (s, _, _) = req(
-        "GET",
-        &format!("{url}/epcis/events?MATCH_epc=urn:epc:id:sgtin:12.3.4"),
-        &n.maker,
-        &[],
-        None,
-    );
-    assert_eq!(s, 400);
-    let (s, _, v) = req(
-        "GET",
-        &format!("{url}/epcis/events?EQ_colour=red"),
-        &n.maker,
-        &[],
-        None,
-    );
-    assert_eq!(
-        (s, v["type"].as_str()),
-        (400, Some("epcisException:QueryParameterException"))
-    );
-    // A capture job is its organization's only.
-    let job = capture(
-        &url,
-        &n.maker,
-        &document(vec![commissioning(&["X9"])]),
-        "rollback",
-    );
-    let (s, _, _) = req(
-        "GET",
-        &format!("{url}/epcis/capture/{}", job["captureID"].as_str().unwrap()),
-        &n.pharmacy_b,
-        &[],
-        None,
-    );
-    assert_eq!(s, 404);
-    let _ = key_file;
 }

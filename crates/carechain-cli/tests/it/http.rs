@@ -138,6 +138,9 @@ fn submit_commit_prove_and_verify_offline() {
         "/v1/token/balances/{account}",
         "/v1/contracts/{address}/query",
         "/fhir/Claim/$submit",
+        "/epcis/capture",
+        "/epcis/events",
+        "/verify",
     ] {
         assert!(api["paths"].get(p).is_some(), "OpenAPI lacks {p}");
     }

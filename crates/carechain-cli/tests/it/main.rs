@@ -15,6 +15,7 @@ mod consent;
 mod crash;
 mod epcis;
 mod epcis_fixtures;
+mod epcis_repo;
 mod fhir;
 mod governance;
 mod http;

@@ -97,7 +97,7 @@ fn fhir(status: StatusCode, body: Value) -> Response {
     r
 }
 
-fn bearer(h: &HeaderMap) -> Option<String> {
+pub(crate) fn bearer(h: &HeaderMap) -> Option<String> {
     h.get(header::AUTHORIZATION)?
         .to_str()
         .ok()?
