@@ -115,6 +115,43 @@ mod properties {
             bad[i] = b'0' + (bad[i] - b'0' + by) % 10;
             prop_assert!(!is_valid_key(std::str::from_utf8(&bad).unwrap()));
         }
+
+        /// An SGTIN written as an EPC URN and as a Digital Link on any domain (short names,
+        /// with a lot, a query string) is one canonical Digital Link, which parses to itself.
+        #[test]
+        fn an_sgtin_has_one_canonical_link(cp_len in 6usize..=12, digits in "[0-9]{13}", serial in "[A-Za-z0-9]{1,20}", lot in "[A-Z0-9]{1,10}") {
+            let (cp, rest) = digits.split_at(cp_len);
+            let (indicator, item) = rest.split_at(1);
+            let urn = format!("urn:epc:id:sgtin:{cp}.{indicator}{item}.{serial}");
+            let from_urn = carechain_epcis::digital_link(&urn).unwrap();
+            let gtin = format!("{indicator}{cp}{item}{}", check_digit(&format!("{indicator}{cp}{item}")).unwrap());
+            let dl = format!("https://example.com/gtin/{gtin}/lot/{lot}/ser/{serial}?17=271231");
+            let parsed = carechain_epcis::parse_link(&dl).unwrap();
+            prop_assert_eq!(&parsed.canonical(), &from_urn);
+            prop_assert_eq!(carechain_epcis::normalise(&dl), Some(from_urn.clone()));
+            prop_assert_eq!(carechain_epcis::parse_link(&from_urn).unwrap().canonical(), from_urn);
+        }
+
+        /// An event's hash does not depend on the order of its lists, its keys' order or
+        /// whether its EPCs are written as URNs or Digital Links; changing a value changes it.
+        #[test]
+        fn an_events_hash_is_its_content(serials in proptest::collection::btree_set("[A-Za-z0-9]{1,12}", 1..6), rot in any::<usize>()) {
+            let serials: Vec<String> = serials.into_iter().collect();
+            let urns: Vec<String> = serials.iter().map(|s| format!("urn:epc:id:sgtin:0614141.107346.{s}")).collect();
+            let links: Vec<String> = serials.iter().map(|s| format!("https://id.gs1.org/01/10614141073464/21/{s}")).collect();
+            let mut rotated = links.clone();
+            rotated.rotate_left(rot % links.len());
+            let event = |epcs: &[String], step: &str| serde_json::json!({
+                "type": "ObjectEvent", "eventTime": "2026-01-01T10:00:00.000+01:00", "eventTimeZoneOffset": "+01:00",
+                "action": "OBSERVE", "bizStep": step, "epcList": epcs,
+                "readPoint": {"id": "urn:epc:id:sgln:0614141.07346.1234"},
+            });
+            let h = |v: &serde_json::Value| carechain_epcis::hash::json_event_hash(v, None);
+            let a = h(&event(&urns, "shipping"));
+            prop_assert_eq!(&a, &h(&event(&rotated, "https://ref.gs1.org/cbv/BizStep-shipping")));
+            prop_assert_eq!(&a, &h(&event(&rotated, "urn:epcglobal:cbv:bizstep:shipping")));
+            prop_assert_ne!(&a, &h(&event(&urns, "receiving")));
+        }
     }
 }
 

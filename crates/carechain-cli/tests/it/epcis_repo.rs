@@ -153,6 +153,61 @@ fn bad_captures_are_refused_with_their_reasons_and_change_nothing() {
         (s, v["type"].as_str()),
         (400, Some("epcisException:QueryParameterException"))
     );
+    // Who may act: an organization's member acts for it; a patient or an operator is no
+    // organization of the supply chain.
+    let (pharmacist, patient) = (key(75), key(76));
+    crate::fhir::register(
+        &url,
+        &n.keys[2],
+        1,
+        &pharmacist,
+        carechain_types::Role::Practitioner,
+        Some(&n.keys[2]),
+    );
+    crate::fhir::register(
+        &url,
+        &patient,
+        0,
+        &patient,
+        carechain_types::Role::Patient,
+        None,
+    );
+    let t_pharmacist = crate::fhir::token(&url, &pharmacist, "user/*.rs");
+    let (s, _, v) = req(
+        "GET",
+        &format!("{url}/verify?uri=https://id.gs1.org/01/09506000134352/21/X2"),
+        &t_pharmacist,
+        &[],
+        None,
+    );
+    assert_eq!(
+        (s, v["carechain"]["status"].as_str()),
+        (200, Some("not_in_custody")),
+        "{v}"
+    );
+    for (who, t) in [
+        (
+            "patient",
+            crate::fhir::token(&url, &patient, "patient/*.rs"),
+        ),
+        (
+            "operator",
+            crate::fhir::token(&url, &n.keys[0], "user/*.rs"),
+        ),
+    ] {
+        for u in [
+            "/epcis/events",
+            "/verify?uri=https://id.gs1.org/01/09506000134352/21/X2",
+            "/epcis/alerts",
+        ] {
+            let (s, _, v) = req("GET", &format!("{url}{u}"), &t, &[], None);
+            assert_eq!(
+                (s, v["type"].as_str()),
+                (403, Some("epcisException:ClientUnauthorizedException")),
+                "{who} {u}: {v}"
+            );
+        }
+    }
     // A capture job is its organization's only.
     let job = capture(
         &url,
