@@ -21,6 +21,9 @@ use crate::{Actor, Supply, SupplyError};
 
 /// Most events one capture takes (`GS1-EPCIS-Capture-Limit`): one ledger transaction.
 pub const CAPTURE_LIMIT: usize = 1_000;
+/// Capture jobs run at once (each holds its document and signs one batch); more wait their
+/// turn, still `running`.
+pub const CONCURRENT_CAPTURES: usize = 4;
 /// Largest capture document, in bytes (`GS1-EPCIS-Capture-File-Size-Limit`).
 pub const MAX_CAPTURE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -148,7 +151,19 @@ impl Supply {
         std::thread::Builder::new()
             .name("epcis-capture".into())
             .spawn(move || {
-                let done = me.run(&actor, &doc, behaviour, job);
+                let done = {
+                    let (n, cv) = &me.capturing;
+                    let mut running = n.lock();
+                    while *running >= CONCURRENT_CAPTURES {
+                        cv.wait(&mut running);
+                    }
+                    *running += 1;
+                    drop(running);
+                    let done = me.run(&actor, &doc, behaviour, job);
+                    *n.lock() -= 1;
+                    cv.notify_one();
+                    done
+                };
                 if let Err(e) = done {
                     tracing::error!(error = %e, capture = %job_id, "capture failed");
                     let failed = json!({
@@ -311,6 +326,25 @@ impl Supply {
         self.store.put_capture(&id, &job)?;
         self.deliveries.wake();
         Ok(job)
+    }
+
+    /// Capture jobs a restart interrupted (still `running` in the store) end as failed, their
+    /// events not stored. (If the restart fell between the batch becoming durable on the
+    /// ledger and the events' store write, the events are anchored but not held here: a
+    /// replay is refused by the ledger as already applied. That window is one store commit.)
+    pub(crate) fn interrupted_captures(&self) -> Result<(), SupplyError> {
+        for (id, mut job) in self.store.captures()? {
+            if job["running"] == true {
+                job["running"] = json!(false);
+                job["success"] = json!(false);
+                job["finishedAt"] = json!(now_iso());
+                job["errors"] = json!([{"type": "epcisException:ImplementationException",
+                    "title": "interrupted", "status": 500,
+                    "detail": "the node restarted during this capture; capture the document again"}]);
+                self.store.put_capture(&id, &job)?;
+            }
+        }
+        Ok(())
     }
 
     /// A capture job (only the capturing organization's).

@@ -46,7 +46,10 @@ pub struct Supply {
     service: Arc<Service>,
     store: Store,
     deliveries: subscribe::Deliveries,
-    /// Suspicions reported from this node (item, organization, reason): each once.
+    /// Capture jobs running now (at most [`capture::CONCURRENT_CAPTURES`]; the rest wait).
+    capturing: (parking_lot::Mutex<usize>, parking_lot::Condvar),
+    /// Suspicions reported from this node (item, organization, reason): each once (the set
+    /// is cleared when it reaches [`verify::MAX_REPORTED`]).
     reported: parking_lot::Mutex<
         std::collections::BTreeSet<(
             carechain_crypto::Hash,
@@ -65,8 +68,10 @@ impl Supply {
             service,
             store,
             deliveries: subscribe::Deliveries::default(),
+            capturing: Default::default(),
             reported: Default::default(),
         });
+        s.interrupted_captures()?;
         follow::start(&s);
         subscribe::start(&s);
         Ok(s)

@@ -17,6 +17,11 @@ use crate::capture::iso;
 use crate::custody::item_id;
 use crate::{Actor, Supply, SupplyError};
 
+/// How many (item, organization, reason) reports a node remembers before it forgets them all
+/// (a forgotten one may be reported again: harmless, the ledger keeps at most
+/// `MAX_SUSPICIONS` per item).
+pub const MAX_REPORTED: usize = 100_000;
+
 /// The outcome of a scan, as carechain reads it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PackStatus {
@@ -226,8 +231,14 @@ impl Supply {
         reason: SuspectReason,
     ) {
         let key = (item, actor.organization, reason);
-        if !self.reported.lock().insert(key) {
-            return;
+        {
+            let mut r = self.reported.lock();
+            if r.len() >= MAX_REPORTED {
+                r.clear();
+            }
+            if !r.insert(key) {
+                return;
+            }
         }
         let me = self.clone();
         let org = actor.organization;
