@@ -29,8 +29,8 @@ pub enum EpcisCmd {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Capture an EPCISDocument (JSON/JSON-LD) as the organization of KEY; waits for the
-    /// capture job and prints it.
+    /// Capture an EPCISDocument (JSON/JSON-LD, or XML for a `.xml` file) as the organization
+    /// of KEY; waits for the capture job and prints it.
     Capture {
         /// The document.
         file: PathBuf,
@@ -127,11 +127,19 @@ pub fn run(cmd: EpcisCmd) -> Result<()> {
             let t = token(&c, &conn, &key)?;
             let body =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let xml = file
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("xml"));
+            let content_type = if xml {
+                "application/xml"
+            } else {
+                "application/ld+json"
+            };
             let (s, location, v) = c.post_authed(
                 "/epcis/capture",
                 &t,
                 &[
-                    ("content-type", "application/ld+json"),
+                    ("content-type", content_type),
                     ("GS1-Capture-Error-Behaviour", &behaviour),
                 ],
                 &body,

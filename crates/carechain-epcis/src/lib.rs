@@ -8,6 +8,7 @@ pub mod gs1;
 pub mod hash;
 pub mod link;
 pub mod schema;
+pub mod xml;
 
 pub use event::{Action, Event, EventError, EventType, Party, Quantity, bare_term};
 pub use gs1::{Gs1Error, check_digit, digital_link, is_valid_key};

@@ -16,7 +16,7 @@ use axum::{
 };
 use carechain_service::ErrorKind;
 use carechain_supply::{
-    Actor, Behaviour, CAPTURE_LIMIT, MAX_CAPTURE_BYTES, Query, Supply, SupplyError,
+    Actor, Behaviour, CAPTURE_LIMIT, Format, MAX_CAPTURE_BYTES, Query, Supply, SupplyError,
 };
 use serde_json::{Value, json};
 
@@ -201,7 +201,7 @@ async fn root() -> Response {
                 "/epcis/dispositions/{d}/events", "/epcis/queries", "/verify/{digital link}"],
             "captureLimit": CAPTURE_LIMIT, "captureFileSizeLimit": MAX_CAPTURE_BYTES,
             "captureErrorBehaviours": ["rollback", "proceed"],
-            "formats": ["application/json", "application/ld+json"],
+            "formats": ["application/json", "application/ld+json", "application/xml"],
             "subscriptions": "streaming webhooks (stream: true), signed with GS1-Signature (HMAC-SHA256) and Carechain-Signature (Ed25519)",
         }),
     )
@@ -223,19 +223,23 @@ async fn capture(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    if ct.contains("xml") {
-        let mut r = Problem(SupplyError::Bad(
-            "EPCIS XML capture is not supported: send the document as JSON or JSON-LD".into(),
-        ))
+    let format = if ct.contains("xml") {
+        Format::Xml
+    } else if ct.contains("json") {
+        Format::Json
+    } else {
+        let mut r = Problem(SupplyError::Bad(format!(
+            "{ct}: send application/ld+json, application/json or application/xml"
+        )))
         .into_response();
         *r.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
         return Ok(r);
-    }
+    };
     let behaviour = Behaviour::parse(
         h.get("GS1-Capture-Error-Behaviour")
             .and_then(|v| v.to_str().ok()),
     )?;
-    let id = as_actor(&st, &h, move |s, a| s.capture(a, &body, behaviour)).await?;
+    let id = as_actor(&st, &h, move |s, a| s.capture(a, &body, format, behaviour)).await?;
     let mut r = ld(StatusCode::ACCEPTED, json!({"captureID": id}));
     if let Ok(v) = HeaderValue::from_str(&format!("/epcis/capture/{id}")) {
         r.headers_mut().insert(header::LOCATION, v);

@@ -27,6 +27,15 @@ pub const CONCURRENT_CAPTURES: usize = 4;
 /// Largest capture document, in bytes (`GS1-EPCIS-Capture-File-Size-Limit`).
 pub const MAX_CAPTURE_BYTES: usize = 4 * 1024 * 1024;
 
+/// The syntax of a capture document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// JSON or JSON-LD.
+    Json,
+    /// EPCIS 2.0 (or 1.x) XML, read into its JSON-LD form.
+    Xml,
+}
+
 /// `GS1-Capture-Error-Behaviour`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Behaviour {
@@ -113,6 +122,7 @@ impl Supply {
         self: &Arc<Self>,
         actor: &Actor,
         body: &[u8],
+        format: Format,
         behaviour: Behaviour,
     ) -> Result<String, SupplyError> {
         if body.len() > MAX_CAPTURE_BYTES {
@@ -120,8 +130,25 @@ impl Supply {
                 "a capture is at most {MAX_CAPTURE_BYTES} bytes"
             )));
         }
-        let doc: Value = serde_json::from_slice(body)
-            .map_err(|e| SupplyError::bad(format!("the document is not JSON: {e}")))?;
+        let (doc, xml_hashes): (Value, Option<Vec<String>>) = match format {
+            Format::Json => (
+                serde_json::from_slice(body)
+                    .map_err(|e| SupplyError::bad(format!("the document is not JSON: {e}")))?,
+                None,
+            ),
+            Format::Xml => {
+                let text = std::str::from_utf8(body)
+                    .map_err(|_| SupplyError::bad("the XML document is not UTF-8"))?;
+                let doc = carechain_epcis::xml::xml_to_json(text)
+                    .map_err(|e| SupplyError::bad(e.to_string()))?;
+                let hashes = carechain_epcis::hash::xml_document_prehashes(text)
+                    .map_err(|e| SupplyError::bad(e.to_string()))?
+                    .iter()
+                    .map(|p| carechain_epcis::hash::hash_of_prehash(p))
+                    .collect();
+                (doc, Some(hashes))
+            }
+        };
         let n = carechain_epcis::hash::json_events(&doc)
             .map_err(|e| SupplyError::bad(e.to_string()))?
             .len();
@@ -159,7 +186,7 @@ impl Supply {
                     }
                     *running += 1;
                     drop(running);
-                    let done = me.run(&actor, &doc, behaviour, job);
+                    let done = me.run_checked(&actor, &doc, behaviour, job, xml_hashes.as_deref());
                     *n.lock() -= 1;
                     cv.notify_one();
                     done
@@ -186,7 +213,21 @@ impl Supply {
         actor: &Actor,
         doc: &Value,
         behaviour: Behaviour,
+        job: Value,
+    ) -> Result<Value, SupplyError> {
+        self.run_checked(actor, doc, behaviour, job, None)
+    }
+
+    /// [`Supply::run`], each event's hash checked against `xml_hashes` (the hashes of the XML
+    /// document `doc` was read from): an event whose JSON-LD form cannot say what its XML
+    /// says is refused rather than given another identity.
+    fn run_checked(
+        &self,
+        actor: &Actor,
+        doc: &Value,
+        behaviour: Behaviour,
         mut job: Value,
+        xml_hashes: Option<&[String]>,
     ) -> Result<Value, SupplyError> {
         let id = job["captureID"].as_str().unwrap_or_default().to_string();
         let mut errors = Vec::new();
@@ -221,6 +262,16 @@ impl Supply {
                     }
                 };
                 let hash = json_event_hash(ev, context);
+                if let Some(want) = xml_hashes.and_then(|h| h.get(i))
+                    && *want != hash
+                {
+                    errors.push(problem(
+                        Some(i),
+                        "event refused",
+                        "its JSON-LD form does not hash as its XML does (a user extension whose name ends in List): capture it as JSON-LD".into(),
+                    ));
+                    continue;
+                }
                 let digest = digest_of(&hash);
                 if !seen.insert(digest) {
                     duplicates += 1;

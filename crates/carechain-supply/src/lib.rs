@@ -26,7 +26,7 @@ use carechain_crypto::{Did, PublicKey};
 use carechain_service::{Service, Session};
 use carechain_types::Role;
 
-pub use capture::{Behaviour, CAPTURE_LIMIT, MAX_CAPTURE_BYTES};
+pub use capture::{Behaviour, CAPTURE_LIMIT, Format, MAX_CAPTURE_BYTES};
 pub use error::SupplyError;
 pub use proof::{EventCheck, verify_events};
 pub use query::{Query, QueryPage};

@@ -125,3 +125,37 @@ pub fn recall() -> Value {
     e["bizLocation"] = json!({"id": sgln(MAKER_PREFIX)});
     e
 }
+
+/// The manufacturer's commissioning of `serials` as an EPCIS 2.0 XML document.
+pub fn commissioning_xml(serials: &[&str]) -> String {
+    let epcs: String = serials
+        .iter()
+        .map(|s| format!("<epc>{}</epc>", sgtin(s)))
+        .collect();
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<epcis:EPCISDocument xmlns:epcis="urn:epcglobal:epcis:xsd:2" xmlns:cbvmda="urn:epcglobal:cbv:mda"
+    xmlns:example="https://ns.example.com/epcis/" schemaVersion="2.0" creationDate="2026-12-01T08:00:00.000Z">
+  <EPCISBody>
+    <EventList>
+      <ObjectEvent>
+        <eventTime>2026-12-01T09:00:00.000+01:00</eventTime>
+        <eventTimeZoneOffset>+01:00</eventTimeZoneOffset>
+        <epcList>{epcs}</epcList>
+        <action>ADD</action>
+        <bizStep>urn:epcglobal:cbv:bizstep:commissioning</bizStep>
+        <disposition>urn:epcglobal:cbv:disp:active</disposition>
+        <readPoint><id>{rp}</id></readPoint>
+        <bizLocation><id>{rp}</id></bizLocation>
+        <ilmd>
+          <cbvmda:lotNumber>{LOT}</cbvmda:lotNumber>
+          <cbvmda:itemExpirationDate>2030-12-31</cbvmda:itemExpirationDate>
+        </ilmd>
+        <example:line>packaging line 3</example:line>
+      </ObjectEvent>
+    </EventList>
+  </EPCISBody>
+</epcis:EPCISDocument>"#,
+        rp = sgln(MAKER_PREFIX)
+    )
+}

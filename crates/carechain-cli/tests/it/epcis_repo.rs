@@ -93,8 +93,17 @@ fn bad_captures_are_refused_with_their_reasons_and_change_nothing() {
     );
     assert_eq!(
         (s, v["type"].as_str()),
-        (415, Some("epcisException:ValidationException"))
+        (400, Some("epcisException:ValidationException")),
+        "{v}"
     );
+    let (s, _, _) = req(
+        "POST",
+        &format!("{url}/epcis/capture"),
+        &n.maker,
+        &[("content-type", "text/plain")],
+        Some(b"hello"),
+    );
+    assert_eq!(s, 415);
     let (s, _, _) = req(
         "POST",
         &format!("{url}/epcis/capture"),
@@ -368,4 +377,55 @@ fn a_subscription_delivers_new_events_to_its_webhook_signed_twice() {
             &carechain_crypto::Signature(s64),
         )
         .unwrap();
+}
+
+#[test]
+fn an_xml_capture_keeps_its_xml_event_hashes() {
+    let n = network();
+    let url = n.url.clone();
+    let xml = commissioning_xml(&["XML1", "XML2"]);
+    let (s, loc, v) = req(
+        "POST",
+        &format!("{url}/epcis/capture"),
+        &n.maker,
+        &[("content-type", "application/xml")],
+        Some(xml.as_bytes()),
+    );
+    assert_eq!(s, 202, "{v}");
+    let job_url = format!("{url}{}", loc.unwrap());
+    let job = crate::epcis::until("the XML capture", || {
+        let (_, _, job) = req("GET", &job_url, &n.maker, &[], None);
+        (job["running"] == false).then_some(job)
+    });
+    assert_eq!(job["success"], true, "{job}");
+    // The event's identity is the hash of its XML, by our hasher and by GS1's.
+    let ours = carechain_epcis::hash::xml_document_prehashes(&xml).unwrap();
+    let f = n.dir.path().join("capture.xml");
+    std::fs::write(&f, &xml).unwrap();
+    let out = std::process::Command::new("python3")
+        .args(["-m", "epcis_event_hash_generator"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let theirs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("ni:///"))
+        .map(str::to_string)
+        .collect();
+    let want = vec![carechain_epcis::hash::hash_of_prehash(&ours[0])];
+    assert_eq!(theirs, want);
+    assert_eq!(job["eventIDs"], json!(want));
+    // Its custody is on the ledger like any other: the pack verifies for its owner.
+    let (s, _, v) = req(
+        "GET",
+        &format!("{url}/verify?uri={}", link("XML2")),
+        &n.maker,
+        &[],
+        None,
+    );
+    assert_eq!(
+        (s, v["carechain"]["status"].as_str()),
+        (200, Some("ok")),
+        "{v}"
+    );
 }
