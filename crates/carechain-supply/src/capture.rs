@@ -100,6 +100,7 @@ impl Directory for StateDirectory<'_> {
 }
 
 /// One event on its way to the ledger.
+#[derive(Clone)]
 struct Pending {
     index: usize,
     event: Value,
@@ -310,6 +311,26 @@ impl Supply {
         let mut captured = Vec::new();
         let mut tx_info = Value::Null;
         if !abort && !fresh.is_empty() {
+            // Written first: if the node stops after the batch is applied and before the events
+            // are stored, the chain follower stores them from the block.
+            let record_time = now_iso();
+            let unanchored: Vec<NewEvent> = fresh
+                .iter()
+                .enumerate()
+                .map(|(k, p)| {
+                    let at = Anchored {
+                        capture: &id,
+                        tx: &Hash([0; 32]),
+                        index: k as u32,
+                        log_index: 0,
+                        record_time: &record_time,
+                        context: doc.get("@context"),
+                    };
+                    new_event(p.clone(), actor, &at)
+                })
+                .collect();
+            self.store.put_pending(&unanchored)?;
+            let all_digests: Vec<[u8; 32]> = fresh.iter().map(|p| p.digest).collect();
             let payload = Payload::Supply {
                 organization: actor.organization,
                 events: fresh_steps,
@@ -325,10 +346,11 @@ impl Supply {
                     } else {
                         borsh::from_slice(&receipt.data).unwrap_or_default()
                     };
-                    let record_time = now_iso();
                     let mut new = Vec::new();
+                    let mut refused = Vec::new();
                     for (k, p) in fresh.into_iter().enumerate() {
                         if let Some((_, why)) = skipped.iter().find(|(i, _)| *i as usize == k) {
+                            refused.push(p.digest);
                             errors.push(problem(
                                 Some(p.index),
                                 "refused by the ledger",
@@ -348,8 +370,10 @@ impl Supply {
                         new.push(new_event(p, actor, &at));
                     }
                     self.store.put_events(new)?;
+                    self.store.drop_pending(&refused)?;
                 }
                 Outcome::Rejected(RejectReason::SupplyEvent { index, reason }) => {
+                    self.store.drop_pending(&all_digests)?;
                     let at = fresh.get(index as usize).map(|p| p.index);
                     errors.push(problem(
                         at,
@@ -358,6 +382,7 @@ impl Supply {
                     ));
                 }
                 Outcome::Rejected(r) => {
+                    self.store.drop_pending(&all_digests)?;
                     errors.push(problem(
                         None,
                         "refused by the ledger",
@@ -379,10 +404,9 @@ impl Supply {
         Ok(job)
     }
 
-    /// Capture jobs a restart interrupted (still `running` in the store) end as failed, their
-    /// events not stored. (If the restart fell between the batch becoming durable on the
-    /// ledger and the events' store write, the events are anchored but not held here: a
-    /// replay is refused by the ledger as already applied. That window is one store commit.)
+    /// Capture jobs a restart interrupted (still `running` in the store) end as failed. Their
+    /// events that the ledger applied are stored by the chain follower from the block (they
+    /// were written as pending before their batch was submitted).
     pub(crate) fn interrupted_captures(&self) -> Result<(), SupplyError> {
         for (id, mut job) in self.store.captures()? {
             if job["running"] == true {
@@ -391,7 +415,7 @@ impl Supply {
                 job["finishedAt"] = json!(now_iso());
                 job["errors"] = json!([{"type": "epcisException:ImplementationException",
                     "title": "interrupted", "status": 500,
-                    "detail": "the node restarted during this capture; capture the document again"}]);
+                    "detail": "the node restarted during this capture: events the ledger applied are stored (query them); capture the document again to be sure (a replay changes nothing)"}]);
                 self.store.put_capture(&id, &job)?;
             }
         }

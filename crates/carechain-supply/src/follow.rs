@@ -80,18 +80,25 @@ impl Supply {
             else {
                 continue;
             };
-            if !matches!(receipt.outcome, Outcome::Applied { .. }) {
-                continue;
-            }
             let skipped: Skipped = if receipt.data.is_empty() {
                 vec![]
             } else {
                 borsh::from_slice(&receipt.data).unwrap_or_default()
             };
             let txh = tx.hash().to_hex();
+            let Outcome::Applied { log_index } = receipt.outcome else {
+                continue;
+            };
             for (i, ev) in events.iter().enumerate() {
                 if skipped.iter().any(|(k, _)| *k as usize == i) {
                     continue;
+                }
+                // An event captured here whose capture stopped before storing it.
+                if let Some(mut p) = self.store.pending(&ev.hash.0)? {
+                    p.stored.tx = txh.clone();
+                    p.stored.index = i as u32;
+                    p.stored.log_index = log_index;
+                    self.store.put_events(vec![p])?;
                 }
                 match &ev.step {
                     SupplyStep::Commission {

@@ -30,6 +30,10 @@ const QUERIES: TableDefinition<&str, &[u8]> = TableDefinition::new("queries");
 const SUBSCRIPTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("subscriptions");
 /// `next_seq` → the next event's seq; `followed` → the last block the follower read.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// event hash digest → an event on its way to the ledger (JSON [`NewEvent`]): written before
+/// its batch is submitted, moved to `events` when the batch is applied (by the capture, or by
+/// the chain follower after a restart), dropped when it is refused.
+const PENDING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pending");
 /// (GTIN, lot, item id) → (): every product commissioned on the ledger, by lot.
 const LOTS: TableDefinition<(u64, &str, &[u8]), ()> = TableDefinition::new("lots");
 /// (organization or patient did, alert seq) → the alert (JSON).
@@ -71,6 +75,7 @@ pub struct StoredEvent {
 }
 
 /// A new event to store.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct NewEvent {
     /// What is stored.
     pub stored: StoredEvent,
@@ -111,6 +116,7 @@ impl Store {
             w.open_table(META)?;
             w.open_table(LOTS)?;
             w.open_table(ALERTS)?;
+            w.open_table(PENDING)?;
         }
         w.commit()?;
         Ok(Store {
@@ -168,8 +174,10 @@ impl Store {
             let mut by_id = w.open_table(BY_EVENT_ID)?;
             let mut by_epc = w.open_table(BY_EPC)?;
             let mut by_time = w.open_table(BY_TIME)?;
+            let mut pending = w.open_table(PENDING)?;
             let mut seqs = Vec::with_capacity(events.len());
             for e in events {
+                pending.remove(e.digest.as_slice())?;
                 if let Some(s) = by_hash.get(e.digest.as_slice())? {
                     seqs.push(s.value());
                     continue;
@@ -467,5 +475,41 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Records events on their way to the ledger.
+    pub fn put_pending(&self, events: &[NewEvent]) -> Result<(), SupplyError> {
+        self.write(|w| {
+            let mut t = w.open_table(PENDING)?;
+            for e in events {
+                let bytes = serde_json::to_vec(e).map_err(|e| SupplyError::bad(e.to_string()))?;
+                t.insert(e.digest.as_slice(), bytes.as_slice())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Drops events the ledger refused.
+    pub fn drop_pending(&self, digests: &[[u8; 32]]) -> Result<(), SupplyError> {
+        self.write(|w| {
+            let mut t = w.open_table(PENDING)?;
+            for d in digests {
+                t.remove(d.as_slice())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The event on its way to the ledger with hash `digest`, if any.
+    pub fn pending(&self, digest: &[u8; 32]) -> Result<Option<NewEvent>, SupplyError> {
+        self.check()?;
+        let r = self.db.begin_read()?;
+        let t = r.open_table(PENDING)?;
+        t.get(digest.as_slice())?
+            .map(|v| {
+                serde_json::from_slice(v.value())
+                    .map_err(|e| SupplyError::bad(format!("corrupt pending event: {e}")))
+            })
+            .transpose()
     }
 }

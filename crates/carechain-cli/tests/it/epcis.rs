@@ -136,7 +136,7 @@ pub(crate) fn reference_hashes(dir: &std::path::Path, name: &str, doc: &Value) -
 
 pub(crate) struct Net {
     pub(crate) url: String,
-    pub(crate) _node: NodeProc,
+    pub(crate) node: NodeProc,
     pub(crate) maker: String,
     pub(crate) pharmacy_a: String,
     pub(crate) pharmacy_b: String,
@@ -204,7 +204,7 @@ pub(crate) fn network() -> Net {
         pharmacy_a: t(&a),
         pharmacy_b: t(&b),
         url,
-        _node: node,
+        node,
         keys: [op, maker, a, b],
         dir,
     }

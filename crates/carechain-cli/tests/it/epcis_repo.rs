@@ -429,3 +429,70 @@ fn an_xml_capture_keeps_its_xml_event_hashes() {
         "{v}"
     );
 }
+
+/// SIGKILL while captures are in flight: after the restart, every event the ledger anchored
+/// is held by the repository (written as pending before its batch was submitted, stored by
+/// the chain follower from the block when the capture itself could not).
+#[test]
+fn a_node_killed_during_captures_keeps_every_anchored_event() {
+    let mut n = network();
+    let url = n.url.clone();
+    let mut jobs = Vec::new();
+    for d in 0..6 {
+        let doc = document(
+            (0..200)
+                .map(|i| commissioning(&[&format!("K{d}x{i}")]))
+                .collect(),
+        );
+        let (s, loc, v) = req(
+            "POST",
+            &format!("{url}/epcis/capture"),
+            &n.maker,
+            &[("content-type", "application/json")],
+            Some(doc.to_string().as_bytes()),
+        );
+        assert_eq!(s, 202, "{v}");
+        jobs.push(format!("{url}{}", loc.unwrap()));
+    }
+    // Killed once one capture has finished, the others in flight.
+    crate::epcis::until("a first capture", || {
+        jobs.iter()
+            .any(|j| req("GET", j, &n.maker, &[], None).2["running"] == false)
+            .then_some(())
+    });
+    n.node.kill9();
+    let node = NodeProc::start(&n.dir.path().join("chain"), &["--block-interval-ms", "2"]);
+    let url = node.url.clone();
+    let t = crate::fhir::token(&url, &n.keys[1], "user/*.cruds");
+    let mut anchored = Vec::new();
+    let mut h = 1;
+    while let (200, b) = get(&format!("{url}/v1/blocks/{h}")) {
+        for (tx, r) in b["transactions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(b["receipts"].as_array().unwrap())
+        {
+            if tx["payload"]["type"] == "supply" && r["outcome"] == "applied" {
+                for e in tx["payload"]["events"].as_array().unwrap() {
+                    anchored.push(e["event_hash"].as_str().unwrap().to_string());
+                }
+            }
+        }
+        h += 1;
+    }
+    assert!(anchored.len() >= 200, "{} events anchored", anchored.len());
+    for e in &anchored {
+        let id: String = form_urlencoded::byte_serialize(e.as_bytes()).collect();
+        crate::epcis::until("every anchored event stored", || {
+            let (s, _, doc) = req("GET", &format!("{url}/epcis/events/{id}"), &t, &[], None);
+            (s == 200).then_some(doc)
+        });
+    }
+    // Interrupted jobs say so.
+    for j in &jobs {
+        let path = j.split_once("/epcis/").map(|(_, p)| p).unwrap();
+        let (s, _, job) = req("GET", &format!("{url}/epcis/{path}"), &t, &[], None);
+        assert_eq!((s, job["running"].clone()), (200, json!(false)), "{job}");
+    }
+}
