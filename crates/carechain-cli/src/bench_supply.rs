@@ -49,6 +49,64 @@ fn document(events: Vec<Value>) -> Value {
     })
 }
 
+/// `GET /verify` over HTTP on loopback: (requests/s, sorted latencies).
+fn http_verifies(
+    bs: &BenchService,
+    supply: &std::sync::Arc<Supply>,
+    maker: &SecretKey,
+    captured: usize,
+    n: usize,
+) -> Result<(f64, Vec<Duration>)> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let addr = listener.local_addr()?;
+    let services = carechain_server::Services {
+        node: bs.node.clone(),
+        service: bs.svc.clone(),
+        supply: Some(supply.clone()),
+    };
+    rt.spawn(carechain_server::serve(
+        services,
+        listener,
+        carechain_server::UiOptions::default(),
+        std::future::pending(),
+    ));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let assertion = carechain_service::make_assertion(maker, "http://bench/auth/token", now);
+    let base = format!("http://{addr}");
+    let token = crate::client::Client::new(&base).token(&assertion, "user/*.rs")?["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build(),
+    );
+    let out = run_parallel(4, n, |i| {
+        let uri = format!("https://id.gs1.org/01/09506000134352/21/B{}", i % captured);
+        let mut r = agent
+            .get(&format!(
+                "{base}/verify?uri={}",
+                form_urlencoded::byte_serialize(uri.as_bytes()).collect::<String>()
+            ))
+            .header("authorization", format!("Bearer {token}"))
+            .call()?;
+        if r.status().as_u16() != 200 {
+            bail!("HTTP {}", r.status());
+        }
+        let _ = r.body_mut().read_to_vec()?;
+        Ok(())
+    });
+    rt.shutdown_background();
+    out
+}
+
 pub fn run(b: SupplyBench) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (op, maker) = (SecretKey::generate()?, SecretKey::generate()?);
@@ -141,6 +199,9 @@ pub fn run(b: SupplyBench) -> Result<()> {
         Ok(())
     })?;
 
+    // The same over HTTP: the node's router on loopback, 4 client threads with one token.
+    let (http_per_s, http_lat) = http_verifies(&bs, &supply, &maker, captured, b.verifies)?;
+
     // History query with `stored` other events in the repository (synthesized directly into
     // the store: one event each of other serials, as capture stores them).
     let t = Instant::now();
@@ -218,6 +279,10 @@ pub fn run(b: SupplyBench) -> Result<()> {
             "requests": b.verifies, "per_s": verify_per_s.round(),
             "ms_p50": pct(&lat, 0.5), "ms_p99": pct(&lat, 0.99),
             "target_per_s": 20_000, "target_ms_p99": 5,
+        },
+        "verify_http": {
+            "requests": b.verifies, "per_s": http_per_s.round(), "clients": 4,
+            "ms_p50": pct(&http_lat, 0.5), "ms_p99": pct(&http_lat, 0.99),
         },
         "history_query": {
             "events_stored": total_stored, "fill_s": (fill_secs * 10.0).round() / 10.0,
