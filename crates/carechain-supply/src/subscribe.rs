@@ -134,6 +134,7 @@ impl Supply {
             .as_str()
             .filter(|d| d.starts_with("https://") || d.starts_with("http://"))
             .ok_or_else(|| SupplyError::bad("dest is the http(s) URL of the webhook"))?;
+        self.public_destination(dest)?;
         if body.get("schedule").is_some() || body["stream"] != true {
             return Err(SupplyError::bad(
                 "only streaming subscriptions (\"stream\": true) are supported; scheduled ones are not",
@@ -255,6 +256,8 @@ impl Supply {
 
     fn post(&self, sub: &Value, body: &[u8]) -> Result<(), String> {
         let dest = sub["dest"].as_str().unwrap_or_default();
+        // Checked again at each delivery: a name may resolve elsewhere since.
+        self.public_destination(dest).map_err(|e| e.to_string())?;
         let sig = self.service.sign(Namespace::EpcisDelivery, body);
         let mut req = ureq::post(dest)
             .header("content-type", "application/ld+json")
@@ -282,6 +285,77 @@ impl Supply {
     }
 }
 
+/// The host and port of an http(s) URL.
+fn host_port(url: &str) -> Option<(String, u16)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit('@').next()?;
+    let default = if scheme == "https" { 443 } else { 80 };
+    if let Some(v6) = authority.strip_prefix('[') {
+        let (h, tail) = v6.split_once(']')?;
+        let port = tail
+            .strip_prefix(':')
+            .map_or(Some(default), |p| p.parse().ok())?;
+        return Some((h.to_string(), port));
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) => Some((h.to_string(), p.parse().ok()?)),
+        None => Some((authority.to_string(), default)),
+    }
+}
+
+/// Whether an address is one a webhook must not reach from a node: loopback, private,
+/// link-local, unspecified, multicast or carrier-grade NAT.
+fn internal(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v) => {
+            v.is_loopback()
+                || v.is_private()
+                || v.is_link_local()
+                || v.is_unspecified()
+                || v.is_multicast()
+                || v.is_broadcast()
+                || (v.octets()[0] == 100 && (64..128).contains(&v.octets()[1]))
+        }
+        std::net::IpAddr::V6(v) => {
+            v.is_loopback()
+                || v.is_unspecified()
+                || v.is_multicast()
+                || (v.segments()[0] & 0xfe00) == 0xfc00
+                || (v.segments()[0] & 0xffc0) == 0xfe80
+                || v.to_ipv4_mapped()
+                    .is_some_and(|m| internal(std::net::IpAddr::V4(m)))
+        }
+    }
+}
+
+impl Supply {
+    /// Refuses a webhook that resolves to an internal address (the node would POST into its
+    /// own network for whoever subscribed), unless this node itself serves on loopback (a
+    /// developer's or a test's node, whose subscribers are local too).
+    fn public_destination(&self, dest: &str) -> Result<(), SupplyError> {
+        use std::net::ToSocketAddrs;
+        let (host, port) =
+            host_port(dest).ok_or_else(|| SupplyError::bad(format!("{dest} is not a URL")))?;
+        let own_loopback = host_port(self.service.token_audience())
+            .and_then(|(h, p)| (h.as_str(), p).to_socket_addrs().ok())
+            .is_some_and(|mut a| a.all(|a| a.ip().is_loopback()));
+        if own_loopback {
+            return Ok(());
+        }
+        let addrs: Vec<std::net::SocketAddr> = (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|_| SupplyError::bad(format!("{host} does not resolve")))?
+            .collect();
+        if addrs.is_empty() || addrs.iter().any(|a| internal(a.ip())) {
+            return Err(SupplyError::bad(format!(
+                "{host} is an internal address: a webhook must be reachable on the internet"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// A subscription without its secret.
 fn public(s: &Value) -> Value {
     let mut s = s.clone();
@@ -290,4 +364,40 @@ fn public(s: &Value) -> Value {
         m.remove("after");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{host_port, internal};
+
+    #[test]
+    fn internal_addresses_are_recognized() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "172.16.5.5",
+            "169.254.169.254",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+            "0.0.0.0",
+        ] {
+            assert!(internal(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["8.8.8.8", "2606:4700::1111", "100.128.0.1"] {
+            assert!(!internal(ip.parse().unwrap()), "{ip}");
+        }
+        assert_eq!(
+            host_port("https://user@h.example:8443/x?y"),
+            Some(("h.example".into(), 8443))
+        );
+        assert_eq!(host_port("http://[::1]/hook"), Some(("::1".into(), 80)));
+        assert_eq!(
+            host_port("https://h.example"),
+            Some(("h.example".into(), 443))
+        );
+    }
 }
