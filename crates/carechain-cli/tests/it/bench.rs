@@ -165,3 +165,39 @@ fn assert_phases_measured(r: &Value, phases: &[&str]) {
         "{r}"
     );
 }
+
+#[test]
+fn bench_supply_reports_capture_verification_and_the_history_query() {
+    let out = carechain_ok(&[
+        "bench",
+        "supply",
+        "--events",
+        "400",
+        "--batch",
+        "200",
+        "--threads",
+        "2",
+        "--verifies",
+        "200",
+        "--stored",
+        "2000",
+    ]);
+    let r: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    for (section, key) in [
+        ("capture", "events_per_s"),
+        ("verify", "per_s"),
+        ("verify", "ms_p99"),
+        ("verify_http", "per_s"),
+        ("verify_http", "ms_p99"),
+        ("history_query", "ms_p99"),
+        ("raw", "event_hash_per_s_one_core"),
+        ("raw", "schema_validation_events_per_s_one_core"),
+    ] {
+        assert!(
+            r[section][key].as_f64().is_some_and(|v| v > 0.0),
+            "{section}.{key}: {r}"
+        );
+    }
+    assert_eq!(r["capture"]["events"], 400);
+    assert_eq!(r["history_query"]["events_stored"], 2400);
+}
