@@ -145,35 +145,27 @@ fn pairs(q: Option<String>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The resource views of events: the path and the query parameter it stands for.
+const VIEWS: [(&str, &str); 5] = [
+    ("/epcis/eventTypes/{v}/events", "eventType"),
+    ("/epcis/bizSteps/{v}/events", "EQ_bizStep"),
+    ("/epcis/bizLocations/{v}/events", "EQ_bizLocation"),
+    ("/epcis/readPoints/{v}/events", "EQ_readPoint"),
+    ("/epcis/dispositions/{v}/events", "EQ_disposition"),
+];
+
 pub(crate) fn routes(supply: Arc<Supply>) -> Router {
-    Router::new()
+    let mut r = Router::new()
         .route("/epcis", get(root).options(root))
         .route("/epcis/capture", get(captures).post(capture))
         .route("/epcis/capture/{id}", get(capture_job))
         .route("/epcis/events", get(events))
         .route("/epcis/events/{id}", get(event))
-        .route("/epcis/epcs/{epc}/events", get(epc_events))
-        .route(
-            "/epcis/eventTypes/{v}/events",
-            get(|s, h, p, q| view("eventType", s, h, p, q)),
-        )
-        .route(
-            "/epcis/bizSteps/{v}/events",
-            get(|s, h, p, q| view("EQ_bizStep", s, h, p, q)),
-        )
-        .route(
-            "/epcis/bizLocations/{v}/events",
-            get(|s, h, p, q| view("EQ_bizLocation", s, h, p, q)),
-        )
-        .route(
-            "/epcis/readPoints/{v}/events",
-            get(|s, h, p, q| view("EQ_readPoint", s, h, p, q)),
-        )
-        .route(
-            "/epcis/dispositions/{v}/events",
-            get(|s, h, p, q| view("EQ_disposition", s, h, p, q)),
-        )
-        .route("/epcis/queries", get(queries).post(create_query))
+        .route("/epcis/epcs/{epc}/events", get(epc_events));
+    for (path, param) in VIEWS {
+        r = r.route(path, get(move |s, h, p, q| view(param, s, h, p, q)));
+    }
+    r.route("/epcis/queries", get(queries).post(create_query))
         .route("/epcis/queries/{name}", get(query_def).delete(delete_query))
         .route("/epcis/queries/{name}/events", get(query_events))
         .route(

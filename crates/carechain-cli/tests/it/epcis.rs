@@ -388,6 +388,33 @@ fn a_pack_from_commissioning_to_a_flagged_clone_and_a_recall_that_reaches_the_pa
             .len(),
         1
     );
+    // The resource views: the same filters as paths.
+    for (view, n_events) in [
+        ("bizSteps/shipping", 1),
+        ("dispositions/in_transit", 1),
+        (
+            &*format!(
+                "epcs/{}",
+                form_urlencoded::byte_serialize(link("S2").as_bytes()).collect::<String>()
+            ),
+            3,
+        ),
+        ("eventTypes/AggregationEvent", 2),
+    ] {
+        let (s, _, doc) = req(
+            "GET",
+            &format!("{url}/epcis/{view}/events"),
+            &n.maker,
+            &[],
+            None,
+        );
+        assert_eq!(s, 200, "{view}: {doc}");
+        let got = doc["epcisBody"]["queryResults"]["resultsBody"]["eventList"]
+            .as_array()
+            .unwrap()
+            .len();
+        assert_eq!(got, n_events, "{view}");
+    }
     // Pharmacy B never held S1: it sees none of its events.
     let (_, _, doc) = req(
         "GET",
