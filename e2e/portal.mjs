@@ -251,6 +251,19 @@ try {
   await eve.getByText('Sign-in failed').waitFor();
   fs.unlinkSync(forgedPath);
 
+  step('the pharmacist checks packs at the counter: a clone, a recalled pack; her alerts');
+  const pharmacist = await newPage();
+  await demoSignIn(pharmacist, 'Frank Li, Corner Pharmacy — pharmacist');
+  await pharmacist.getByRole('link', { name: 'Pharmacy counter' }).click();
+  await pharmacist.getByLabel('Pack (GS1 Digital Link)').fill('https://id.gs1.org/01/09506000134352/21/S1');
+  await pharmacist.getByRole('button', { name: 'Check' }).click();
+  await pharmacist.locator('.verdict[data-status="already_dispensed"]').getByText('Do not dispense').waitFor();
+  await pharmacist.getByLabel('Pack (GS1 Digital Link)').fill('https://id.gs1.org/01/09506000134352/21/S2?17=280630&10=NW2026-11');
+  await pharmacist.getByRole('button', { name: 'Check' }).click();
+  await pharmacist.locator('.verdict[data-status="recalled"]').waitFor();
+  await pharmacist.locator('li.alert[data-kind="recall"]').first().waitFor();
+  await shot(pharmacist, '09b-pharmacy-counter');
+
   step('the explorer shows blocks and checkpoints; a phone-sized screen has no sideways scroll');
   await doc.goto(BASE + '/explorer');
   await doc.getByRole('heading', { name: 'Latest blocks' }).waitFor();
@@ -264,7 +277,7 @@ try {
     await doc.locator('ol.timeline li').evaluateAll((ls) => ls.map((l) => l.dataset.step)),
     ['commission', 'pack', 'ship', 'receive', 'ship', 'receive', 'unpack', 'dispense'],
   );
-  await doc.locator('[data-suspect="clone"]').waitFor();
+  await doc.locator('[data-suspect="clone"]').first().waitFor();
   await doc.locator('[data-recalled="true"]').waitFor();
   await shot(doc, '10b-product-journey');
   const phone = await newPage({ width: 390, height: 844 });

@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 
 use crate::{client::Client, keyfile, out_line};
 
-/// How many of [`Who::ALL`] the single-node demo has (all but the pharmacist).
-pub const SINGLE_NODE: usize = 13;
+/// How many of [`Who::ALL`] the single-node demo has (all of them).
+pub const SINGLE_NODE: usize = 14;
 
 /// Care tokens at genesis (minor units, 2 decimals): the insurer funds its claims contract,
 /// the patients pay premiums into the mutual pool.

@@ -55,13 +55,13 @@ pub fn router_full(
 ) -> Router {
     let hosts = Arc::new(ui.allowed_hosts.clone());
     service.set_transport(Arc::new(HttpTransport::default()));
-    let supply = supply.map(epcis::routes).unwrap_or_default();
+    let supply_routes = supply.clone().map(epcis::routes).unwrap_or_default();
     api::routes(node.clone())
-        .merge(supply)
+        .merge(supply_routes)
         .merge(peer::routes(node.clone(), service.clone()))
         .merge(consents::routes(node.clone()))
         .merge(economy::routes(node.clone()))
-        .merge(portal::routes(node.clone(), service.clone(), ui))
+        .merge(portal::routes(node.clone(), service.clone(), supply, ui))
         .merge(fhir::routes(fhir::FhirState { node, service }))
         .layer(axum::middleware::from_fn(move |req, next| {
             host_allowed(hosts.clone(), req, next)

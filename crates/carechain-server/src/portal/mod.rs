@@ -9,6 +9,7 @@ mod access;
 mod chart;
 mod clinician;
 mod consents;
+mod counter;
 mod explorer;
 mod patient;
 mod payments;
@@ -55,6 +56,8 @@ pub struct UiOptions {
 pub(crate) struct Portal {
     pub node: Arc<Node>,
     pub service: Arc<Service>,
+    /// The supply service (the pharmacy counter), if this node runs one.
+    pub supply: Option<Arc<carechain_supply::Supply>>,
     pub demo: Arc<Vec<DemoLogin>>,
     /// Display names by session token, found once per session (finding one reads the
     /// patient's record or searches the directory: audited accesses, not to repeat per page).
@@ -65,10 +68,16 @@ const COOKIE: &str = "carechain_session";
 const CSS: &str = include_str!("assets/portal.css");
 const JS: &str = include_str!("assets/portal.js");
 
-pub(crate) fn routes(node: Arc<Node>, service: Arc<Service>, ui: UiOptions) -> Router {
+pub(crate) fn routes(
+    node: Arc<Node>,
+    service: Arc<Service>,
+    supply: Option<Arc<carechain_supply::Supply>>,
+    ui: UiOptions,
+) -> Router {
     let state = Portal {
         node,
         service,
+        supply,
         demo: Arc::new(ui.demo_logins),
         names: Default::default(),
     };
@@ -88,6 +97,7 @@ pub(crate) fn routes(node: Arc<Node>, service: Arc<Service>, ui: UiOptions) -> R
         .merge(clinician::routes())
         .merge(explorer::routes())
         .merge(products::routes())
+        .merge(counter::routes())
         .with_state(state)
 }
 
@@ -367,7 +377,10 @@ pub(crate) fn page(title: &str, viewer: Option<&Viewer>, body: Markup) -> Respon
                                         li { a href="/patient/payments" { "Payments" } }
                                     }
                                     Role::Operator => {}
-                                    _ => { li { a href="/clinician" { "Patients" } } }
+                                    _ => {
+                                        li { a href="/clinician" { "Patients" } }
+                                        li { a href="/supply" { "Pharmacy counter" } }
+                                    }
                                 }
                             }
                             li { a href="/explorer" { "Ledger" } }
