@@ -311,19 +311,52 @@ impl Reader {
     }
 }
 
-/// The EPCISDocument (JSON-LD) of an EPCIS XML document.
-pub fn xml_to_json(text: &str) -> Result<Value, XmlError> {
-    let doc = roxmltree::Document::parse_with_options(
+/// An XML document, DTDs refused.
+pub(crate) fn parse(text: &str) -> Result<roxmltree::Document<'_>, XmlError> {
+    Ok(roxmltree::Document::parse_with_options(
         text,
         roxmltree::ParsingOptions {
             allow_dtd: false,
             ..Default::default()
         },
-    )?;
-    let list = doc
-        .descendants()
+    )?)
+}
+
+/// The document's `EventList` element.
+pub(crate) fn event_list<'a, 'i>(
+    doc: &'a roxmltree::Document<'i>,
+) -> Result<Node<'a, 'i>, XmlError> {
+    doc.descendants()
         .find(|n| n.is_element() && n.tag_name().name() == "EventList")
-        .ok_or(XmlError::NoEvents)?;
+        .ok_or(XmlError::NoEvents)
+}
+
+/// The document's `ignoreFields` elements (of a query document's header).
+pub(crate) fn ignore_lists<'a, 'i>(
+    doc: &'a roxmltree::Document<'i>,
+) -> impl Iterator<Item = Node<'a, 'i>> {
+    doc.descendants()
+        .filter(|n| n.is_element() && n.tag_name().name() == "ignoreFields")
+}
+
+/// The EPCISDocument (JSON-LD) of an EPCIS XML document.
+pub fn xml_to_json(text: &str) -> Result<Value, XmlError> {
+    json_of(&parse(text)?)
+}
+
+/// The EPCISDocument (JSON-LD) of an EPCIS XML document and the CBV 2.0 hash of each of its
+/// events as the XML writes it (in order), from one parse.
+pub fn xml_to_json_with_hashes(text: &str) -> Result<(Value, Vec<String>), XmlError> {
+    let doc = parse(text)?;
+    let hashes = crate::hash::xml_prehashes_of(&doc)?
+        .iter()
+        .map(|p| crate::hash::hash_of_prehash(p))
+        .collect();
+    Ok((json_of(&doc)?, hashes))
+}
+
+fn json_of(doc: &roxmltree::Document<'_>) -> Result<Value, XmlError> {
+    let list = event_list(doc)?;
     let mut r = Reader {
         prefixes: BTreeMap::new(),
     };
@@ -343,10 +376,7 @@ pub fn xml_to_json(text: &str) -> Result<Value, XmlError> {
         .collect();
     // Fields a (query) document says are not part of its events' identity.
     let mut header = Map::new();
-    for ig in doc
-        .descendants()
-        .filter(|n| n.is_element() && n.tag_name().name() == "ignoreFields")
-    {
+    for ig in ignore_lists(doc) {
         let key = r.key(ig);
         let names: Vec<Value> = Reader::elements(ig)
             .into_iter()

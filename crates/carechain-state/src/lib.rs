@@ -46,7 +46,8 @@ pub use network::{
 };
 pub use supply::{
     Custody, Item, MAX_HISTORY, MAX_SUSPICIONS, Recall, Skipped, Suspicion, company_prefix_owner,
-    gtin_prefix_owner, item_key, prefix_key, recall_key, supply_item, supply_recall, supply_root,
+    gln_prefix_owner, gtin_prefix_owner, item_key, prefix_key, recall_key, skipped_events,
+    supply_item, supply_recall, supply_root,
 };
 pub use token::{
     IssuerTerm, SUPPLY_KEY, allowance, allowance_key, balance, balance_key, issuer, issuer_key,

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use carechain_crypto::{Hash, PublicKey};
 use carechain_epcis::hash::json_event_hash;
 use carechain_epcis::{Event, schema};
-use carechain_state::Skipped;
 use carechain_types::{Outcome, Payload, RejectReason};
 use serde_json::{Value, json};
 
@@ -90,12 +89,9 @@ struct StateDirectory<'a>(&'a carechain_storage::Snapshot);
 
 impl Directory for StateDirectory<'_> {
     fn owner_of_gln(&self, gln: u64) -> Option<PublicKey> {
-        let digits = format!("{gln:013}");
-        (6..=12).find_map(|n| {
-            carechain_state::company_prefix_owner(self.0, &digits[..n])
-                .ok()
-                .flatten()
-        })
+        carechain_state::gln_prefix_owner(self.0, gln)
+            .ok()
+            .flatten()
     }
 }
 
@@ -140,13 +136,8 @@ impl Supply {
             Format::Xml => {
                 let text = std::str::from_utf8(body)
                     .map_err(|_| SupplyError::bad("the XML document is not UTF-8"))?;
-                let doc = carechain_epcis::xml::xml_to_json(text)
+                let (doc, hashes) = carechain_epcis::xml::xml_to_json_with_hashes(text)
                     .map_err(|e| SupplyError::bad(e.to_string()))?;
-                let hashes = carechain_epcis::hash::xml_document_prehashes(text)
-                    .map_err(|e| SupplyError::bad(e.to_string()))?
-                    .iter()
-                    .map(|p| carechain_epcis::hash::hash_of_prehash(p))
-                    .collect();
                 (doc, Some(hashes))
             }
         };
@@ -341,11 +332,7 @@ impl Supply {
             tx_info = json!({"tx": tx.hash.to_hex(), "height": tx.block.header.height});
             match receipt.outcome {
                 Outcome::Applied { log_index } => {
-                    let skipped: Skipped = if receipt.data.is_empty() {
-                        vec![]
-                    } else {
-                        borsh::from_slice(&receipt.data).unwrap_or_default()
-                    };
+                    let skipped = carechain_state::skipped_events(&receipt);
                     let mut new = Vec::new();
                     let mut refused = Vec::new();
                     for (k, p) in fresh.into_iter().enumerate() {

@@ -91,9 +91,8 @@ fn step_of(e: &Event, dir: &dyn Directory) -> Result<SupplyStep, String> {
             .iter()
             .filter_map(|q| lgtin(&q.class))
             .collect();
-        let lots_of_items: Vec<(u64, String)> = vec![];
-        return match (lots.as_slice(), lots_of_items.as_slice()) {
-            ([(gtin, lot)], _) => Ok(SupplyStep::Recall {
+        return match lots.as_slice() {
+            [(gtin, lot)] => Ok(SupplyStep::Recall {
                 gtin: *gtin,
                 lot: lot.clone(),
             }),

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use carechain_crypto::PublicKey;
-use carechain_state::Skipped;
 use carechain_types::{ItemStatus, Outcome, Payload, SupplyStep};
 use serde_json::{Value, json};
 
@@ -80,11 +79,7 @@ impl Supply {
             else {
                 continue;
             };
-            let skipped: Skipped = if receipt.data.is_empty() {
-                vec![]
-            } else {
-                borsh::from_slice(&receipt.data).unwrap_or_default()
-            };
+            let skipped = carechain_state::skipped_events(receipt);
             let txh = tx.hash().to_hex();
             let Outcome::Applied { log_index } = receipt.outcome else {
                 continue;

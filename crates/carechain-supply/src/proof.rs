@@ -32,20 +32,29 @@ pub struct EventCheck {
     pub checkpoint_size: Option<u64>,
 }
 
+/// The CBV 2.0 hash of an event as returned: its anchor left out, hashed with the context of
+/// the capture it came in (which its anchor carries), else the document's.
+fn returned_hash(event: &Value, context: Option<&Value>) -> String {
+    let mut bare = event.clone();
+    if let Some(m) = bare.as_object_mut() {
+        m.remove("carechain:anchor");
+    }
+    let ctx = event["carechain:anchor"]
+        .get("context")
+        .filter(|c| !c.is_null())
+        .or(context);
+    json_event_hash(&bare, ctx)
+}
+
+/// Checks the anchor of `event`, whose recomputed hash is `hash`.
 fn check_one(
     event: &Value,
-    context: Option<&Value>,
+    hash: &str,
     verifier: &NoteVerifier,
 ) -> Result<(String, u64, u64), String> {
     let anchor = event
         .get("carechain:anchor")
         .ok_or("the event carries no anchor")?;
-    let mut bare = event.clone();
-    if let Some(m) = bare.as_object_mut() {
-        m.remove("carechain:anchor");
-    }
-    let ctx = anchor.get("context").filter(|c| !c.is_null()).or(context);
-    let hash = json_event_hash(&bare, ctx);
     let tx_hex = anchor["tx"]
         .as_str()
         .ok_or("the anchor has no transaction")?;
@@ -67,7 +76,7 @@ fn check_one(
     let on_chain = events
         .get(index)
         .ok_or("the batch has no event at that index")?;
-    if on_chain.hash != Hash(digest_of(&hash)) {
+    if on_chain.hash != Hash(digest_of(hash)) {
         return Err(format!(
             "the event's hash {hash} is not the one anchored: the event was changed after capture"
         ));
@@ -103,17 +112,9 @@ pub fn verify_events(doc: &Value, verifier: &NoteVerifier) -> Vec<EventCheck> {
     events
         .into_iter()
         .map(|e| {
-            let mut bare = e.clone();
-            if let Some(m) = bare.as_object_mut() {
-                m.remove("carechain:anchor");
-            }
-            let ctx = e["carechain:anchor"]
-                .get("context")
-                .filter(|c| !c.is_null())
-                .or(context);
-            let hash = json_event_hash(&bare, ctx);
+            let hash = returned_hash(e, context);
             let id = e["eventID"].as_str().unwrap_or(&hash).to_string();
-            match check_one(e, context, verifier) {
+            match check_one(e, &hash, verifier) {
                 Ok((org, log_index, size)) => EventCheck {
                     event_id: id,
                     hash,

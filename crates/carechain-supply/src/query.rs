@@ -323,17 +323,7 @@ impl Supply {
                 if !by_time {
                     after = seq;
                 }
-                let Some(stored) = self.store.event(seq)? else {
-                    continue;
-                };
-                let Ok(e) = Event::parse(&stored.event) else {
-                    continue;
-                };
-                let record_ms = stored.event["recordTime"]
-                    .as_str()
-                    .and_then(carechain_epcis::event::time_ms)
-                    .unwrap_or(0);
-                if q.matches(&e, &stored, record_ms) && self.may_see(actor, &stored, &e, &snap)? {
+                if let Some((stored, e)) = self.selected(actor, q, seq, &snap)? {
                     out.push(stored);
                     if out.len() >= per_page {
                         if by_time {
@@ -360,6 +350,39 @@ impl Supply {
         })
     }
 
+    /// The event stored at `seq`, if `q` matches it and `actor` may see it.
+    pub(crate) fn selected(
+        &self,
+        actor: &Actor,
+        q: &Query,
+        seq: u64,
+        snap: &carechain_storage::Snapshot,
+    ) -> Result<Option<(StoredEvent, Event)>, SupplyError> {
+        let Some(stored) = self.store.event(seq)? else {
+            return Ok(None);
+        };
+        let Ok(e) = Event::parse(&stored.event) else {
+            return Ok(None);
+        };
+        let record_ms = stored.event["recordTime"]
+            .as_str()
+            .and_then(carechain_epcis::event::time_ms)
+            .unwrap_or(0);
+        let keep = q.matches(&e, &stored, record_ms) && self.may_see(actor, &stored, &e, snap)?;
+        Ok(keep.then_some((stored, e)))
+    }
+
+    /// The event `id` (its own eventID or its hash) as a query document, if `actor` may see
+    /// it.
+    pub fn event_document(&self, actor: &Actor, id: &str) -> Result<Value, SupplyError> {
+        let missing = || SupplyError::NotFound(format!("no event {id}"));
+        let seq = self.store.by_event_id(id)?.ok_or_else(missing)?;
+        let (stored, _) = self
+            .selected(actor, &Query::default(), seq, &self.snapshot()?)?
+            .ok_or_else(missing)?;
+        Ok(self.query_document(vec![stored], "SimpleEventQuery"))
+    }
+
     /// An EPCISQueryDocument of `events`, each with its anchor.
     pub fn query_document(&self, events: Vec<StoredEvent>, name: &str) -> Value {
         // The namespace prefixes of every capture the events came from, and ours.
@@ -380,7 +403,25 @@ impl Supply {
             }
         }
         prefixes.insert("carechain".into(), json!(NAMESPACE));
-        let list: Vec<Value> = events.into_iter().map(|s| self.with_anchor(s)).collect();
+        // Events of one batch share their transaction and its inclusion: each read once.
+        let snap = self.service.node().snapshot().ok();
+        let mut anchors: std::collections::BTreeMap<String, (Option<String>, Option<Value>)> =
+            Default::default();
+        let list: Vec<Value> = events
+            .into_iter()
+            .map(|s| {
+                let (tx, inclusion) = anchors
+                    .entry(s.tx.clone())
+                    .or_insert_with(|| {
+                        (
+                            snap.as_ref().and_then(|snap| tx_hex(snap, &s.tx)),
+                            carechain_service::log_inclusion(self.service.node(), s.log_index),
+                        )
+                    })
+                    .clone();
+                with_anchor(s, tx, inclusion)
+            })
+            .collect();
         json!({
             "@context": ["https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld", Value::Object(prefixes)],
             "type": "EPCISQueryDocument",
@@ -393,29 +434,30 @@ impl Supply {
             }},
         })
     }
+}
 
-    /// `stored`'s event with its anchor: `carechain:anchor` = the transaction (hex), the
-    /// event's index in it, and the inclusion under the latest checkpoint.
-    pub fn with_anchor(&self, s: StoredEvent) -> Value {
-        let mut ev = s.event;
-        let node = self.service.node();
-        let tx_bytes = carechain_crypto::Hash::from_hex(&s.tx).ok().and_then(|h| {
-            let snap = node.snapshot().ok()?;
-            let loc = snap.tx_location(&h).ok()??;
-            let block = snap.block(loc.height).ok()??;
-            block
-                .txs
-                .get(loc.position as usize)
-                .map(carechain_types::encode)
-        });
-        ev["carechain:anchor"] = json!({
-            "context": s.context,
-            "organization": s.organization,
-            "tx_hash": s.tx,
-            "tx": tx_bytes.map(hex::encode),
-            "event_index": s.index,
-            "inclusion": carechain_service::log_inclusion(node, s.log_index),
-        });
-        ev
-    }
+/// The transaction `tx` (hex hash) as its canonical bytes (hex), if a durable block holds it.
+fn tx_hex(snap: &carechain_storage::Snapshot, tx: &str) -> Option<String> {
+    let h = carechain_crypto::Hash::from_hex(tx).ok()?;
+    let loc = snap.tx_location(&h).ok()??;
+    let block = snap.block(loc.height).ok()??;
+    block
+        .txs
+        .get(loc.position as usize)
+        .map(|t| hex::encode(carechain_types::encode(t)))
+}
+
+/// `s`'s event with its anchor: `carechain:anchor` = the transaction (hex), the event's index
+/// in it, and the inclusion under the latest checkpoint.
+fn with_anchor(s: StoredEvent, tx: Option<String>, inclusion: Option<Value>) -> Value {
+    let mut ev = s.event;
+    ev["carechain:anchor"] = json!({
+        "context": s.context,
+        "organization": s.organization,
+        "tx_hash": s.tx,
+        "tx": tx,
+        "event_index": s.index,
+        "inclusion": inclusion,
+    });
+    ev
 }

@@ -237,17 +237,7 @@ impl Supply {
         let mut last = after;
         for seq in self.store.seqs_after(after, limit)? {
             last = seq;
-            let Some(stored) = self.store.event(seq)? else {
-                continue;
-            };
-            let Ok(e) = carechain_epcis::Event::parse(&stored.event) else {
-                continue;
-            };
-            let rec = stored.event["recordTime"]
-                .as_str()
-                .and_then(carechain_epcis::event::time_ms)
-                .unwrap_or(0);
-            if q.matches(&e, &stored, rec) && self.may_see(actor, &stored, &e, &snap)? {
+            if let Some((stored, _)) = self.selected(actor, q, seq, &snap)? {
                 out.push(stored);
             }
         }

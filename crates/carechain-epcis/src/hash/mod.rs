@@ -21,9 +21,9 @@ pub enum HashError {
     /// Not JSON.
     #[error("not a JSON document: {0}")]
     Json(#[from] serde_json::Error),
-    /// Not XML.
-    #[error("not an XML document: {0}")]
-    Xml(#[from] roxmltree::Error),
+    /// Not an EPCIS XML document.
+    #[error(transparent)]
+    Xml(#[from] crate::xml::XmlError),
     /// Neither an `epcisBody` with events nor an XML `EventList`.
     #[error("the document holds no event list")]
     NoEvents,
@@ -359,20 +359,15 @@ pub fn json_document_prehashes(text: &str) -> Result<Vec<String>, HashError> {
 
 /// The pre-hash strings of every event of an EPCIS 2.0 (or 1.x) XML document.
 pub fn xml_document_prehashes(text: &str) -> Result<Vec<String>, HashError> {
-    let doc = roxmltree::Document::parse_with_options(
-        text,
-        roxmltree::ParsingOptions {
-            allow_dtd: false,
-            ..Default::default()
-        },
-    )?;
-    let list = doc
-        .descendants()
-        .find(|n| n.is_element() && n.tag_name().name() == "EventList")
-        .ok_or(HashError::NoEvents)?;
-    let ignored: Vec<String> = doc
-        .descendants()
-        .filter(|n| n.is_element() && n.tag_name().name() == "ignoreFields")
+    Ok(xml_prehashes_of(&crate::xml::parse(text)?)?)
+}
+
+/// The pre-hash strings of every event of a parsed XML document.
+pub(crate) fn xml_prehashes_of(
+    doc: &roxmltree::Document<'_>,
+) -> Result<Vec<String>, crate::xml::XmlError> {
+    let list = crate::xml::event_list(doc)?;
+    let ignored: Vec<String> = crate::xml::ignore_lists(doc)
         .flat_map(|n| n.children().filter(roxmltree::Node::is_element))
         .map(|f| match f.tag_name().namespace() {
             Some(ns) => format!("{{{ns}}}{}", f.tag_name().name()),

@@ -375,6 +375,15 @@ fn may_capture(o: &dyn Lookup, signer: &PublicKey, org: &PublicKey) -> Result<bo
 /// What a batch did: the indexes of the events it skipped and why (the receipt's data).
 pub type Skipped = Vec<(u32, SupplyReject)>;
 
+/// The events a supply batch's receipt says were skipped (none when its data is empty).
+pub fn skipped_events(receipt: &carechain_types::Receipt) -> Skipped {
+    if receipt.data.is_empty() {
+        Vec::new()
+    } else {
+        borsh::from_slice(&receipt.data).unwrap_or_default()
+    }
+}
+
 /// Applies a batch of supply events.
 pub(crate) fn apply_batch(
     o: &mut dyn Writer,

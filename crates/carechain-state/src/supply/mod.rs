@@ -14,8 +14,8 @@ use crate::{StateView, ViewError};
 
 mod apply;
 
-pub use apply::Skipped;
 pub(crate) use apply::apply_batch;
+pub use apply::{Skipped, skipped_events};
 
 /// The most custody entries an item keeps (the oldest are dropped beyond).
 pub const MAX_HISTORY: usize = 32;
@@ -185,6 +185,14 @@ pub fn gtin_prefix_owner<V: StateView + ?Sized>(
     gtin: u64,
 ) -> Result<Option<PublicKey>, ViewError> {
     gtin_owner(&crate::exec::ViewLookup(view), gtin)
+}
+
+/// The owner of the company prefix of a GLN (13 digits).
+pub fn gln_prefix_owner<V: StateView + ?Sized>(
+    view: &V,
+    gln: u64,
+) -> Result<Option<PublicKey>, ViewError> {
+    gln_owner(&crate::exec::ViewLookup(view), gln)
 }
 
 fn root(o: &dyn Lookup, id: &ItemId) -> Result<Option<(ItemId, Item)>, ViewError> {
