@@ -504,26 +504,33 @@ pub fn fhir_records(keys: &DemoKeys, write: &mut Writer<'_>) -> Result<String> {
 }
 
 /// Loads the demo records into one node's service, each written by its demo author.
+/// A session of demo identity `w` made by this node (the demo data is written as its
+/// authors, through the access layer).
+pub fn local_session(keys: &DemoKeys, w: Who) -> Result<carechain_service::Session> {
+    let k = keys.key(w);
+    let organization = match w.role() {
+        Role::Organization => Some(k.public().did()),
+        _ => w.organization().map(|o| keys.key(o).public().did()),
+    };
+    Ok(carechain_service::Session {
+        did: k.public().did(),
+        role: w.role(),
+        organization,
+        scopes: vec![
+            carechain_service::Scope::parse("user/*.cruds").map_err(|e| anyhow::anyhow!("{e}"))?,
+        ],
+        expires_ms: u64::MAX,
+        key: k.public(),
+        origin: Default::default(),
+    })
+}
+
 pub fn load_fhir_local(service: &carechain_service::Service, root: &Path) -> Result<String> {
-    use carechain_service::{Purpose, Scope, Session};
+    use carechain_service::Purpose;
     let keys = DemoKeys::read(&root.join("demo-keys"))?;
-    let all = vec![Scope::parse("user/*.cruds").map_err(|e| anyhow::anyhow!("{e}"))?];
     let purpose = Purpose::treatment();
     let mut write = |w: Who, v: Value| -> Result<String> {
-        let k = keys.key(w);
-        let organization = match w.role() {
-            Role::Organization => Some(k.public().did()),
-            _ => w.organization().map(|o| keys.key(o).public().did()),
-        };
-        let s = Session {
-            did: k.public().did(),
-            role: w.role(),
-            organization,
-            scopes: all.clone(),
-            expires_ms: u64::MAX,
-            key: k.public(),
-            origin: Default::default(),
-        };
+        let s = local_session(&keys, w)?;
         let rt = v["resourceType"].as_str().unwrap_or_default().to_string();
         let r = service
             .write(&s, &purpose, &rt, None, None, v)

@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use carechain_crypto::SecretKey;
-use carechain_service::{Purpose, Scope, Service, Session};
+use carechain_service::{Purpose, Service};
 use carechain_supply::{Actor, Behaviour, Supply};
-use carechain_types::{Payload, Role};
+use carechain_types::Payload;
 use serde_json::{Value, json};
 
-use crate::demo::{DemoKeys, Who};
+use crate::demo::{DemoKeys, Who, local_session};
 use crate::demo_claims::run;
 use crate::out_line;
 
@@ -105,19 +105,6 @@ fn capture(supply: &Supply, keys: &DemoKeys, w: Who, doc: Value) -> Result<()> {
         bail!("demo capture refused: {}", done["errors"]);
     }
     Ok(())
-}
-
-fn session(keys: &DemoKeys, w: Who) -> Result<Session> {
-    let k = keys.key(w);
-    Ok(Session {
-        did: k.public().did(),
-        role: w.role(),
-        organization: (w.role() == Role::Organization).then(|| k.public().did()),
-        scopes: vec![Scope::parse("user/*.cruds").map_err(|e| anyhow::anyhow!("{e}"))?],
-        expires_ms: u64::MAX,
-        key: k.public(),
-        origin: Default::default(),
-    })
 }
 
 /// Loads the demo supply chain (the organizations registered on the ledger already).
@@ -235,7 +222,7 @@ pub fn load(
     });
     service
         .write(
-            &session(&keys, Who::Alice)?,
+            &local_session(&keys, Who::Alice)?,
             &purpose,
             "Consent",
             None,
@@ -252,7 +239,7 @@ pub fn load(
     });
     service
         .write(
-            &session(&keys, Who::Pharmacy)?,
+            &local_session(&keys, Who::Pharmacy)?,
             &purpose,
             "MedicationDispense",
             None,
@@ -289,7 +276,7 @@ pub fn load(
     .context("demo recall")?;
     // The chain follower tells Alice (a recall Flag in her record): wait for it, so the
     // portal opens with it.
-    let alice = session(&keys, Who::Alice)?;
+    let alice = local_session(&keys, Who::Alice)?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let flags = service

@@ -139,6 +139,20 @@ fn ld(status: StatusCode, v: Value) -> Response {
     r
 }
 
+/// `body` with a `Location` header.
+fn located(status: StatusCode, body: Value, location: &str) -> Response {
+    let mut r = ld(status, body);
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// A JSON request body.
+fn json_body(body: &[u8]) -> Result<Value, Problem> {
+    serde_json::from_slice(body).map_err(|e| Problem(SupplyError::Bad(format!("not JSON: {e}"))))
+}
+
 fn pairs(q: Option<String>) -> Vec<(String, String)> {
     form_urlencoded::parse(q.unwrap_or_default().as_bytes())
         .into_owned()
@@ -232,11 +246,11 @@ async fn capture(
             .and_then(|v| v.to_str().ok()),
     )?;
     let id = as_actor(&st, &h, move |s, a| s.capture(a, &body, format, behaviour)).await?;
-    let mut r = ld(StatusCode::ACCEPTED, json!({"captureID": id}));
-    if let Ok(v) = HeaderValue::from_str(&format!("/epcis/capture/{id}")) {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(r)
+    Ok(located(
+        StatusCode::ACCEPTED,
+        json!({"captureID": id}),
+        &format!("/epcis/capture/{id}"),
+    ))
 }
 
 async fn capture_job(State(st): State<EpcisState>, h: HeaderMap, Path(id): Path<String>) -> Res {
@@ -339,26 +353,7 @@ async fn epc_events(
 }
 
 async fn event(State(st): State<EpcisState>, h: HeaderMap, Path(id): Path<String>) -> Res {
-    let ev = as_actor(&st, &h, move |s, a| {
-        let seq = s
-            .store()
-            .by_event_id(&id)?
-            .ok_or_else(|| SupplyError::NotFound(format!("no event {id}")))?;
-        let stored = s
-            .store()
-            .event(seq)?
-            .ok_or_else(|| SupplyError::NotFound(format!("no event {id}")))?;
-        let parsed = carechain_epcis::Event::parse(&stored.event)
-            .map_err(|e| SupplyError::Bad(e.to_string()))?;
-        let snap = s.service().node().snapshot().map_err(|e| {
-            SupplyError::Service(carechain_service::ServiceError::internal("storage", e))
-        })?;
-        if !s.may_see(a, &stored, &parsed, &snap)? {
-            return Err(SupplyError::NotFound(format!("no event {id}")));
-        }
-        Ok(s.query_document(vec![stored], "SimpleEventQuery"))
-    })
-    .await?;
+    let ev = as_actor(&st, &h, move |s, a| s.event_document(a, &id)).await?;
     Ok(ld(StatusCode::OK, ev))
 }
 
@@ -368,14 +363,13 @@ async fn queries(State(st): State<EpcisState>, h: HeaderMap) -> Res {
 }
 
 async fn create_query(State(st): State<EpcisState>, h: HeaderMap, body: Bytes) -> Res {
-    let v: Value = serde_json::from_slice(&body)
-        .map_err(|e| Problem(SupplyError::Bad(format!("not JSON: {e}"))))?;
+    let v = json_body(&body)?;
     let name = as_actor(&st, &h, move |s, a| s.create_query(a, &v)).await?;
-    let mut r = ld(StatusCode::CREATED, json!({"name": name}));
-    if let Ok(v) = HeaderValue::from_str(&format!("/epcis/queries/{name}")) {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(r)
+    Ok(located(
+        StatusCode::CREATED,
+        json!({"name": name}),
+        &format!("/epcis/queries/{name}"),
+    ))
 }
 
 async fn query_def(State(st): State<EpcisState>, h: HeaderMap, Path(name): Path<String>) -> Res {
@@ -399,14 +393,13 @@ async fn query_events(
     let all = params.clone();
     let p = as_actor(&st, &h, move |s, a| {
         let def = s.named_query(a, &name)?;
-        let mut query = Query::from_json(&def["query"])?;
+        let query = Query::from_json(&def["query"])?;
         let (extra, per, token) = Query::parse(&params)?;
         if extra != Query::default() {
             return Err(SupplyError::Bad(
                 "a named query's events take only perPage and nextPageToken".into(),
             ));
         }
-        query.matches.extend(extra.matches);
         s.query(a, &query, per, token.as_deref(), "NamedQuery")
     })
     .await?;
@@ -428,8 +421,7 @@ async fn subscribe(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Res {
-    let v: Value = serde_json::from_slice(&body)
-        .map_err(|e| Problem(SupplyError::Bad(format!("not JSON: {e}"))))?;
+    let v = json_body(&body)?;
     let sub = as_actor(&st, &h, move |s, a| s.subscribe(a, &name, &v)).await?;
     Ok(ld(StatusCode::CREATED, sub))
 }
