@@ -156,6 +156,10 @@ impl Service {
         }
         let c = self.caller(s, purpose);
         self.scope_first(&c, Interaction::SearchType, rt, None, 's')?;
+        if rt == "AuditEvent" {
+            // Every access up to this request is in the log, as the access log shows it.
+            self.flush_audit();
+        }
         let mut withheld = 0;
         let q = self.parse_query(s, purpose, rt, params, 0, &mut withheld)?;
         // Break-glass only for a search within one patient's compartment.
